@@ -1,0 +1,242 @@
+/*
+ * cairn.h -- the public C interface of cairn, an embedded event store on LMDB.
+ *
+ * One header, one prefix.  Every function returns an int: CAIRN_OK (0) or a negative
+ * CAIRN_E* code; results travel through out-parameters.  After a failure the calling
+ * thread's cairn_last_error() holds the code, a detail message and, where the failure
+ * has them, the fields a caller needs to build a precise exception.
+ */
+#ifndef CAIRN_H
+#define CAIRN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------------------------
+ * Return codes.  Failures are negative and live in one block.
+ * --------------------------------------------------------------------------------- */
+#define CAIRN_OK 0
+#define CAIRN_EINVAL (-30001)       /* bad argument; message names it */
+#define CAIRN_ENOMEM (-30002)       /* allocation failed */
+#define CAIRN_EIO (-30003)          /* I/O error from LMDB or the OS; message has errno text */
+#define CAIRN_ECORRUPT (-30004)     /* checksum mismatch or not a cairn store; .position set */
+#define CAIRN_ECLOSED (-30005)      /* handle closed, or used in a child after fork() */
+#define CAIRN_EREADONLY (-30006)    /* write on a store opened read-only */
+#define CAIRN_ENOENT (-30007)       /* store directory missing (read-only open) */
+#define CAIRN_EVERSION (-30008)     /* wrong expected version; .request .expected .actual */
+#define CAIRN_EDUPLICATE (-30009)   /* event id reused; .request .position */
+#define CAIRN_ENOTFOUND (-30010)    /* no event at that position */
+#define CAIRN_ECONDITION (-30011)   /* DCB append condition failed (spec section 5) */
+#define CAIRN_EDELETED (-30012)     /* stream hard-deleted (spec section 6) */
+#define CAIRN_ESCRIPT (-30013)      /* Lua script error (spec section 3) */
+#define CAIRN_EREJECTED (-30014)    /* command rejected by a script */
+#define CAIRN_ETOOBIG (-30015)      /* event larger than CAIRN_MAX_RECORD */
+#define CAIRN_EBUSY (-30016)        /* store opened in this process in an incompatible mode */
+#define CAIRN_EINTERNAL (-30099)    /* a bug in cairn; message says where */
+
+/* Expected-version markers for appends.  Any value >= 0 means "exactly this version". */
+#define CAIRN_ANY (-2)
+#define CAIRN_NO_STREAM (-1)
+#define CAIRN_STREAM_EXISTS (-4)
+
+/* Limits of the model (spec section 1). */
+#define CAIRN_MAX_TYPE 255           /* bytes of an event type */
+#define CAIRN_MAX_STREAM 1024        /* bytes of a stream name */
+#define CAIRN_MAX_TAG 1024           /* bytes of one tag */
+#define CAIRN_MAX_TAGS 65535         /* tags on one event */
+#define CAIRN_MAX_RECORD (16u << 20) /* bytes of one stored record, all fields together */
+
+/* Durability of commits made through one handle. */
+typedef enum cairn_durability {
+    CAIRN_DURABLE_FULL = 0, /* fsync data and meta page: survives power loss */
+    CAIRN_DURABLE_RELAXED,  /* fsync data, meta page lazily: last commit may be undone, never torn */
+    CAIRN_DURABLE_NONE      /* no sync; cairn_sync() makes everything durable */
+} cairn_durability;
+
+/* Event flags, stored in the record header. */
+#define CAIRN_EVENT_BYTES 0x01u    /* data is an opaque byte string, not JSON text */
+
+/* ---------------------------------------------------------------------------------
+ * Errors.  Thread-local: valid until the next cairn call on the same thread.
+ * --------------------------------------------------------------------------------- */
+typedef struct cairn_error {
+    int code;
+    char message[512];
+    size_t request;   /* index of the failing request in cairn_append_batch */
+    int64_t expected; /* CAIRN_EVERSION: the expectation given */
+    int64_t actual;   /* CAIRN_EVERSION: the stream's current version (-1 when none) */
+    uint64_t position;/* CAIRN_ECORRUPT / CAIRN_EDUPLICATE: the position concerned, 0 if none */
+} cairn_error;
+
+const cairn_error *cairn_last_error(void);
+const char *cairn_errmsg(void);        /* cairn_last_error()->message */
+const char *cairn_strerror(int code);  /* static text for a code */
+
+/* ---------------------------------------------------------------------------------
+ * Store lifecycle.
+ * --------------------------------------------------------------------------------- */
+typedef struct cairn_store cairn_store;
+
+typedef struct cairn_options {
+    cairn_durability durability;
+    int readonly;       /* nonzero: no writes; the directory must exist */
+    uint64_t map_size;  /* initial LMDB map size in bytes; 0 for the default */
+} cairn_options;
+
+/* Default options: full durability, read-write, default map size. */
+void cairn_options_init(cairn_options *opts);
+
+/* Opens (creating when missing and not read-only) the store in directory `path`.
+ * Handles on the same directory in one process share one LMDB environment.
+ * Thread-safe; the handle may be used from any thread. */
+int cairn_open(const char *path, const cairn_options *opts, cairn_store **out);
+
+/* Closes the handle; other handles on the same directory keep working.  NULL is a no-op.
+ * Must not race with other calls on the same handle. */
+void cairn_close(cairn_store *store);
+
+/* Makes every commit durable (for CAIRN_DURABLE_NONE / RELAXED). */
+int cairn_sync(cairn_store *store);
+
+/* ---------------------------------------------------------------------------------
+ * Writing.
+ * --------------------------------------------------------------------------------- */
+typedef struct cairn_slice {
+    const void *ptr;
+    size_t len;
+} cairn_slice;
+
+/* One event to write.  All pointers are borrowed for the duration of the call. */
+typedef struct cairn_event_in {
+    cairn_slice type;       /* 1..255 bytes of UTF-8, no NUL */
+    cairn_slice data;       /* JSON text, or bytes when flags has CAIRN_EVENT_BYTES;
+                               len 0 without CAIRN_EVENT_BYTES means "no data" (None) */
+    cairn_slice metadata;   /* JSON object text, or len 0 for none */
+    const cairn_slice *tags;/* ntags tags, each 1..CAIRN_MAX_TAG bytes */
+    size_t ntags;
+    uint32_t schema;        /* >= 1 */
+    uint32_t flags;         /* CAIRN_EVENT_* */
+    uint8_t id[16];         /* the event id (UUID bytes); see has_id */
+    int has_id;             /* zero: the store assigns a UUIDv7 */
+} cairn_event_in;
+
+/* One stream's share of an atomic write. */
+typedef struct cairn_append_req {
+    cairn_slice stream;            /* 1..1024 bytes, no NUL, not starting with '$' */
+    int64_t expected;              /* CAIRN_ANY, CAIRN_NO_STREAM, CAIRN_STREAM_EXISTS or >= 0 */
+    const cairn_event_in *events;  /* at least one */
+    size_t nevents;
+} cairn_append_req;
+
+typedef struct cairn_append_result {
+    int64_t version;          /* stream version of the last event written */
+    uint64_t position;        /* global position of the last event written */
+    uint64_t first_position;  /* global position of the first event written */
+} cairn_append_result;
+
+/* Appends the events of every request in one LMDB write transaction: all or nothing.
+ * Requests are checked in order and see the effect of earlier ones.  A request whose
+ * event ids are exactly those of one earlier request, in order, to the same stream, is
+ * a retry: its result is the earlier one and nothing is written for it.  Any other reuse
+ * of a written id fails with CAIRN_EDUPLICATE.  results must hold nreqs entries. */
+int cairn_append_batch(cairn_store *store, const cairn_append_req *reqs, size_t nreqs,
+                       cairn_append_result *results);
+
+/* cairn_append_batch with one request. */
+int cairn_append(cairn_store *store, const char *stream, size_t stream_len, int64_t expected,
+                 const cairn_event_in *events, size_t nevents, cairn_append_result *result);
+
+/* Writes a fresh time-ordered UUID (version 7) into out. Thread-safe. */
+void cairn_uuid7(uint8_t out[16]);
+
+/* ---------------------------------------------------------------------------------
+ * Reading.
+ * --------------------------------------------------------------------------------- */
+
+/* A decoded record.  Every pointer is borrowed: valid until the next call on the
+ * iterator (or, for cairn_get, until the next cairn call on the same thread). */
+typedef struct cairn_event {
+    uint64_t position;
+    int64_t version;
+    int64_t timestamp;   /* nanoseconds since the Unix epoch, UTC */
+    uint32_t schema;
+    uint32_t flags;      /* CAIRN_EVENT_* */
+    uint8_t id[16];
+    cairn_slice stream;
+    cairn_slice type;
+    cairn_slice metadata;/* len 0 when none */
+    cairn_slice data;
+    size_t ntags;
+    const uint8_t *tags_raw; /* ntags entries of (u16 little-endian length, bytes) */
+} cairn_event;
+
+/* Iterates over the tags of an event: *cursor starts at 0; returns 0 when done. */
+int cairn_event_tag(const cairn_event *ev, size_t *cursor, cairn_slice *tag);
+
+/* A filter for cairn_iter_all.  Within one list any value matches; across lists all
+ * must match; tags must all be present on the event.  Empty lists do not filter. */
+typedef struct cairn_filter {
+    const cairn_slice *types;      size_t ntypes;
+    const cairn_slice *categories; size_t ncategories;
+    const cairn_slice *streams;    size_t nstreams;
+    const cairn_slice *tags;       size_t ntags;
+} cairn_filter;
+
+typedef struct cairn_iter cairn_iter;
+
+/* Iterates over the global log from position `start` (inclusive; 0 means the first
+ * event forwards and the last backwards), at most `limit` events (0: no limit).
+ * The filter is copied; an iterator holds no LMDB snapshot between refills. */
+int cairn_iter_all(cairn_store *store, uint64_t start, int backwards, uint64_t limit,
+                   const cairn_filter *filter, cairn_iter **out);
+
+/* Iterates over one stream from version `start` (inclusive; -1 means the first forwards
+ * and the last backwards).  A stream that does not exist reads as empty. */
+int cairn_iter_stream(cairn_store *store, const char *stream, size_t stream_len, int64_t start,
+                      int backwards, uint64_t limit, cairn_iter **out);
+
+/* Produces the next event: returns 1 and fills *ev, 0 at the end, or a negative code.
+ * When cairn_iter_buffered() is 0 the call reads LMDB (a caller holding a lock such as
+ * Python's GIL should release it); otherwise it only copies from the buffer. */
+int cairn_iter_next(cairn_iter *it, cairn_event *ev);
+size_t cairn_iter_buffered(const cairn_iter *it);
+void cairn_iter_close(cairn_iter *it);
+
+/* Reads the event at `position` into *ev (pointers valid until the next cairn call on
+ * this thread).  CAIRN_ENOTFOUND when there is none. */
+int cairn_get(cairn_store *store, uint64_t position, cairn_event *ev);
+
+int cairn_head(cairn_store *store, uint64_t *out);
+int cairn_stream_version(cairn_store *store, const char *stream, size_t stream_len,
+                         int64_t *out);
+
+/* Lists stream names starting with `prefix`, sorted bytewise, up to `max` names after
+ * `after` (exclusive; NULL/0 to start).  The callback gets each name; a nonzero return
+ * stops the listing.  Pages like an iterator: call again with the last name seen. */
+typedef int (*cairn_name_fn)(void *ctx, const char *name, size_t len);
+int cairn_streams(cairn_store *store, const char *prefix, size_t prefix_len,
+                  const char *after, size_t after_len, size_t max, cairn_name_fn fn,
+                  void *ctx);
+
+/* Checks every record's checksum, that positions count up and that every index agrees
+ * with the log.  Fills the counts; the first damage is CAIRN_ECORRUPT naming it. */
+typedef struct cairn_verify_report {
+    uint64_t events;
+    uint64_t streams;
+    uint64_t head;
+} cairn_verify_report;
+typedef void (*cairn_progress_fn)(void *ctx, uint64_t done, uint64_t total);
+int cairn_verify(cairn_store *store, cairn_verify_report *report, cairn_progress_fn progress,
+                 void *ctx);
+
+/* The category of a stream name: the part before the first '-', or the whole name. */
+cairn_slice cairn_category(const char *stream, size_t stream_len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CAIRN_H */

@@ -1,0 +1,308 @@
+/*
+ * append.c -- writing events: validation, the expected-version check, idempotent
+ * retries, and the one LMDB write transaction that stores records and every index.
+ */
+#include <stdlib.h>
+
+#include "internal.h"
+
+#define EMAPFULL (-30100) /* internal: abort, grow the map, run the write again */
+
+static const MDB_val K_HEAD = {4, (void *)"head"};
+static const MDB_val K_TS = {2, (void *)"ts"};
+static const MDB_val K_SID = {3, (void *)"sid"};
+
+static int validate_event(const cairn_event_in *ev, const cairn_slice *stream, size_t r,
+                          size_t i) {
+    cairn__err()->request = r;
+    if (ev->type.len == 0 || ev->type.len > CAIRN_MAX_TYPE)
+        return cairn__fail(CAIRN_EINVAL, "type: must be 1..%d bytes, got %zu (event %zu)",
+                           CAIRN_MAX_TYPE, ev->type.len, i);
+    if (memchr(ev->type.ptr, 0, ev->type.len) || !cairn__check_utf8(ev->type.ptr, ev->type.len))
+        return cairn__fail(CAIRN_EINVAL, "type: must be UTF-8 without NUL (event %zu)", i);
+    if (ev->schema < 1)
+        return cairn__fail(CAIRN_EINVAL, "schema: must be >= 1 (event %zu)", i);
+    if (ev->flags & ~(uint32_t)CAIRN_EVENT_BYTES)
+        return cairn__fail(CAIRN_EINVAL, "flags: unknown bits 0x%x (event %zu)", ev->flags, i);
+    if (ev->ntags > CAIRN_MAX_TAGS || (ev->ntags && !ev->tags))
+        return cairn__fail(CAIRN_EINVAL, "tags: at most %d tags (event %zu)", CAIRN_MAX_TAGS, i);
+    for (size_t t = 0; t < ev->ntags; t++) {
+        const cairn_slice *g = &ev->tags[t];
+        if (g->len == 0 || g->len > CAIRN_MAX_TAG || memchr(g->ptr, 0, g->len) ||
+            !cairn__check_utf8(g->ptr, g->len))
+            return cairn__fail(CAIRN_EINVAL,
+                               "tags: each tag must be 1..%d bytes of UTF-8 without NUL (event %zu)",
+                               CAIRN_MAX_TAG, i);
+    }
+    if ((ev->data.len && !ev->data.ptr) || (ev->metadata.len && !ev->metadata.ptr))
+        return cairn__fail(CAIRN_EINVAL, "data: NULL pointer with a length (event %zu)", i);
+    if (cairn__record_size(stream, ev) > CAIRN_MAX_RECORD)
+        return cairn__fail(CAIRN_ETOOBIG, "data: event %zu is larger than %u bytes", i,
+                           CAIRN_MAX_RECORD);
+    return CAIRN_OK;
+}
+
+static int validate(const cairn_append_req *reqs, size_t nreqs) {
+    int rc;
+    if (!reqs || nreqs == 0) return cairn__fail(CAIRN_EINVAL, "requests: none given");
+    for (size_t r = 0; r < nreqs; r++) {
+        const cairn_append_req *q = &reqs[r];
+        cairn__err()->request = r;
+        if (!q->stream.ptr) return cairn__fail(CAIRN_EINVAL, "stream: NULL");
+        if ((rc = cairn__check_stream(q->stream.ptr, q->stream.len, "stream"))) return rc;
+        if (q->expected < 0 && q->expected != CAIRN_ANY && q->expected != CAIRN_NO_STREAM &&
+            q->expected != CAIRN_STREAM_EXISTS)
+            return cairn__fail(CAIRN_EINVAL, "expected_version: %lld is not a valid expectation",
+                               (long long)q->expected);
+        if (!q->events || q->nevents == 0)
+            return cairn__fail(CAIRN_EINVAL, "events: must not be empty");
+        for (size_t i = 0; i < q->nevents; i++)
+            if ((rc = validate_event(&q->events[i], &q->stream, r, i))) return rc;
+    }
+    return CAIRN_OK;
+}
+
+static int get_u64(MDB_txn *txn, MDB_dbi dbi, const MDB_val *key, uint64_t *out) {
+    MDB_val v;
+    int rc = mdb_get(txn, dbi, (MDB_val *)key, &v);
+    *out = 0;
+    if (rc == MDB_NOTFOUND) return CAIRN_OK;
+    if (rc) return cairn__mdb_fail(rc, "read meta");
+    if (v.mv_size != 8) return cairn__fail(CAIRN_ECORRUPT, "corrupt meta entry");
+    *out = cairn__get_be64(v.mv_data);
+    return CAIRN_OK;
+}
+
+static int put_u64(MDB_txn *txn, MDB_dbi dbi, const MDB_val *key, uint64_t x) {
+    uint8_t b[8];
+    MDB_val v = {8, b};
+    cairn__put_be64(b, x);
+    return mdb_put(txn, dbi, (MDB_val *)key, &v, 0);
+}
+
+static int duplicate(uint64_t pos, const uint8_t *id) {
+    static const char hex[] = "0123456789abcdef";
+    char s[33];
+    for (int i = 0; i < 16; i++) s[2 * i] = hex[id[i] >> 4], s[2 * i + 1] = hex[id[i] & 15];
+    s[32] = 0;
+    cairn__err()->position = pos;
+    return cairn__fail(CAIRN_EDUPLICATE, "event id %s was already written at position %llu", s,
+                       (unsigned long long)pos);
+}
+
+/* A request whose first id is already stored is a retry only if it carries exactly the
+ * ids of one earlier call, in order, to the same stream; then it yields that call's
+ * result.  Anything else is a duplicate. */
+static int check_retry(cairn_env *e, MDB_txn *txn, const cairn_append_req *q,
+                       cairn_append_result *res, int *retry) {
+    MDB_val k = {16, (void *)q->events[0].id}, v;
+    uint64_t pos, first, count;
+    cairn_event ev;
+    int rc = mdb_get(txn, e->ids, &k, &v);
+
+    *retry = 0;
+    if (rc == MDB_NOTFOUND) return CAIRN_OK;
+    if (rc) return cairn__mdb_fail(rc, "read id index");
+    if (v.mv_size != 20) return cairn__fail(CAIRN_ECORRUPT, "corrupt id index entry");
+    pos = cairn__get_be64(v.mv_data);
+    first = cairn__get_be64((uint8_t *)v.mv_data + 8);
+    count = cairn__get_be32((uint8_t *)v.mv_data + 16);
+    if (pos != first || count != q->nevents) return duplicate(pos, q->events[0].id);
+    for (size_t i = 1; i < q->nevents; i++) {
+        k.mv_data = (void *)q->events[i].id;
+        rc = mdb_get(txn, e->ids, &k, &v);
+        if (rc == MDB_NOTFOUND || (rc == 0 && cairn__get_be64(v.mv_data) != first + i))
+            return duplicate(pos, q->events[0].id);
+        if (rc) return cairn__mdb_fail(rc, "read id index");
+    }
+    {
+        uint8_t kb[8];
+        MDB_val lk = {8, kb}, lv;
+        cairn__put_be64(kb, first + count - 1);
+        if ((rc = mdb_get(txn, e->log, &lk, &lv))) return cairn__mdb_fail(rc, "read log");
+        if ((rc = cairn__record_decode(lv.mv_data, lv.mv_size, first + count - 1, &ev))) return rc;
+    }
+    if (ev.stream.len != q->stream.len || memcmp(ev.stream.ptr, q->stream.ptr, q->stream.len))
+        return duplicate(pos, q->events[0].id);
+    res->version = ev.version;
+    res->position = first + count - 1;
+    res->first_position = first;
+    *retry = 1;
+    return CAIRN_OK;
+}
+
+static int check_expected(const cairn_append_req *q, const cairn_stream_info *si, size_t r) {
+    int ok;
+    switch (q->expected) {
+    case CAIRN_ANY: ok = 1; break;
+    case CAIRN_NO_STREAM: ok = si->version == -1; break;
+    case CAIRN_STREAM_EXISTS: ok = si->version >= 0; break;
+    default: ok = si->version == q->expected; break;
+    }
+    if (ok) return CAIRN_OK;
+    cairn__err()->request = r;
+    cairn__err()->expected = q->expected;
+    cairn__err()->actual = si->version;
+    return cairn__fail(CAIRN_EVERSION, "stream %.*s: expected version %lld, actual %lld",
+                       (int)(q->stream.len > 200 ? 200 : q->stream.len), (const char *)q->stream.ptr,
+                       (long long)q->expected, (long long)si->version);
+}
+
+#define MDB_TRY(call, what)                                                                  \
+    do {                                                                                     \
+        int rc_ = (call);                                                                    \
+        if (rc_ == MDB_MAP_FULL) { rc = EMAPFULL; goto out; }                                \
+        if (rc_) { rc = cairn__mdb_fail(rc_, what); goto out; }                              \
+    } while (0)
+
+static int put_posting(MDB_cursor *c, int kind, const void *name, size_t len, uint8_t *posb) {
+    uint8_t kb[CAIRN_POST_KEY];
+    MDB_val k = {CAIRN_POST_KEY, kb}, v = {8, posb};
+    int rc;
+    cairn__post_key(kind, name, len, kb);
+    rc = mdb_cursor_put(c, &k, &v, MDB_APPENDDUP);
+    /* KEYEXIST: the same tag twice on one event (or two names sharing a digest). */
+    return rc == MDB_KEYEXIST ? 0 : rc;
+}
+
+static int write_all(cairn_store *s, MDB_txn *txn, const cairn_append_req *reqs, size_t nreqs,
+                     cairn_append_result *results) {
+    cairn_env *e = s->env;
+    MDB_cursor *clog = NULL, *csidx = NULL, *cids = NULL, *cpost = NULL;
+    uint64_t head, last_ts, next_sid;
+    int64_t ts;
+    int rc = CAIRN_OK;
+
+    if ((rc = get_u64(txn, e->meta, &K_HEAD, &head)) || (rc = get_u64(txn, e->meta, &K_TS, &last_ts)) ||
+        (rc = get_u64(txn, e->meta, &K_SID, &next_sid)))
+        return rc;
+    ts = cairn__now_ns();
+    if (ts < (int64_t)last_ts) ts = (int64_t)last_ts; /* the clock stepped back */
+    MDB_TRY(mdb_cursor_open(txn, e->log, &clog), "open cursor");
+    MDB_TRY(mdb_cursor_open(txn, e->sidx, &csidx), "open cursor");
+    MDB_TRY(mdb_cursor_open(txn, e->ids, &cids), "open cursor");
+    MDB_TRY(mdb_cursor_open(txn, e->post, &cpost), "open cursor");
+
+    for (size_t r = 0; r < nreqs; r++) {
+        const cairn_append_req *q = &reqs[r];
+        cairn_stream_info si;
+        cairn_slice cat = cairn_category(q->stream.ptr, q->stream.len);
+        uint8_t sidb[8], skey[CAIRN_STREAM_KEY_MAX];
+        uint8_t *sval;
+        int retry;
+        MDB_val k, v;
+
+        if ((rc = check_retry(e, txn, q, &results[r], &retry))) {
+            cairn__err()->request = r;
+            goto out;
+        }
+        if (retry) continue;
+        if ((rc = cairn__stream_lookup(e, txn, q->stream.ptr, q->stream.len, &si))) goto out;
+        if ((rc = check_expected(q, &si, r))) goto out;
+        if (!si.exists) si.sid = ++next_sid;
+        cairn__put_be64(sidb, si.sid);
+        results[r].first_position = head + 1;
+
+        for (size_t i = 0; i < q->nevents; i++) {
+            const cairn_event_in *ev = &q->events[i];
+            uint8_t posb[8], idv[20], sv[16];
+            size_t size = cairn__record_size(&q->stream, ev);
+
+            head++;
+            si.version++;
+            cairn__put_be64(posb, head);
+
+            /* id -> position; an id already present is a duplicate */
+            cairn__put_be64(idv, head);
+            cairn__put_be64(idv + 8, results[r].first_position);
+            cairn__put_be32(idv + 16, (uint32_t)q->nevents);
+            k.mv_size = 16, k.mv_data = (void *)ev->id;
+            v.mv_size = 20, v.mv_data = idv;
+            {
+                int prc = mdb_cursor_put(cids, &k, &v, MDB_NOOVERWRITE);
+                if (prc == MDB_KEYEXIST) {
+                    cairn__err()->request = r;
+                    rc = duplicate(cairn__get_be64(v.mv_data), ev->id);
+                    goto out;
+                }
+                MDB_TRY(prc, "write id index");
+            }
+
+            /* the record, written in place into the page LMDB reserves for it */
+            k.mv_size = 8, k.mv_data = posb;
+            v.mv_size = size, v.mv_data = NULL;
+            MDB_TRY(mdb_cursor_put(clog, &k, &v, MDB_APPEND | MDB_RESERVE), "write log");
+            cairn__record_write(v.mv_data, &q->stream, ev, head, si.version, ts);
+
+            cairn__put_be64(sv, (uint64_t)si.version);
+            memcpy(sv + 8, posb, 8);
+            k.mv_size = 8, k.mv_data = sidb;
+            v.mv_size = 16, v.mv_data = sv;
+            MDB_TRY(mdb_cursor_put(csidx, &k, &v, MDB_APPENDDUP), "write stream index");
+
+            MDB_TRY(put_posting(cpost, CAIRN_POST_CATEGORY, cat.ptr, cat.len, posb), "write index");
+            MDB_TRY(put_posting(cpost, CAIRN_POST_TYPE, ev->type.ptr, ev->type.len, posb),
+                    "write index");
+            for (size_t t = 0; t < ev->ntags; t++)
+                MDB_TRY(put_posting(cpost, CAIRN_POST_TAG, ev->tags[t].ptr, ev->tags[t].len, posb),
+                        "write index");
+        }
+
+        k.mv_size = cairn__stream_key(q->stream.ptr, q->stream.len, skey);
+        k.mv_data = skey;
+        v.mv_size = CAIRN_STREAM_VAL_HEADER + q->stream.len;
+        MDB_TRY(mdb_put(txn, e->streams, &k, &v, MDB_RESERVE), "write stream");
+        sval = v.mv_data;
+        cairn__put_be64(sval, si.sid);
+        cairn__put_be64(sval + 8, (uint64_t)si.version);
+        cairn__put_be32(sval + 16, si.flags);
+        memcpy(sval + CAIRN_STREAM_VAL_HEADER, q->stream.ptr, q->stream.len);
+        results[r].version = si.version;
+        results[r].position = head;
+    }
+    MDB_TRY(put_u64(txn, e->meta, &K_HEAD, head), "write meta");
+    MDB_TRY(put_u64(txn, e->meta, &K_TS, (uint64_t)ts), "write meta");
+    MDB_TRY(put_u64(txn, e->meta, &K_SID, next_sid), "write meta");
+out:
+    if (cpost) mdb_cursor_close(cpost);
+    if (cids) mdb_cursor_close(cids);
+    if (csidx) mdb_cursor_close(csidx);
+    if (clog) mdb_cursor_close(clog);
+    return rc;
+}
+
+int cairn_append_batch(cairn_store *s, const cairn_append_req *reqs, size_t nreqs,
+                       cairn_append_result *results) {
+    int rc;
+    cairn__clear_error();
+    if ((rc = cairn__store_check(s))) return rc;
+    if (s->readonly) return cairn__fail(CAIRN_EREADONLY, "store is opened read-only");
+    if (!results) return cairn__fail(CAIRN_EINVAL, "results: NULL");
+    if ((rc = validate(reqs, nreqs))) return rc;
+    cairn__clear_error();
+    for (;;) {
+        MDB_txn *txn;
+        if ((rc = cairn__write_begin(s->env, s->durability, &txn))) return rc;
+        rc = write_all(s, txn, reqs, nreqs, results);
+        if (rc == CAIRN_OK) {
+            int mrc = cairn__write_commit(s->env, txn);
+            if (mrc == MDB_SUCCESS) return CAIRN_OK;
+            if (mrc != MDB_MAP_FULL) return cairn__mdb_fail(mrc, "commit");
+        } else {
+            cairn__write_abort(s->env, txn);
+            if (rc != EMAPFULL) return rc;
+        }
+        if ((rc = cairn__env_grow(s->env))) return rc;
+    }
+}
+
+int cairn_append(cairn_store *s, const char *stream, size_t stream_len, int64_t expected,
+                 const cairn_event_in *events, size_t nevents, cairn_append_result *result) {
+    cairn_append_req q;
+    q.stream.ptr = stream;
+    q.stream.len = stream_len;
+    q.expected = expected;
+    q.events = events;
+    q.nevents = nevents;
+    return cairn_append_batch(s, &q, 1, result);
+}

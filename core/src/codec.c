@@ -1,0 +1,201 @@
+/*
+ * codec.c -- the stored record: its layout (see internal.h), checksum, validation,
+ * plus the small value helpers every writer and reader shares (UUIDv7, clock, UTF-8).
+ */
+#include <stdio.h>
+#include <sys/random.h>
+#include <time.h>
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "internal.h"
+
+static size_t tags_size(const cairn_event_in *ev) {
+    size_t n = 0;
+    for (size_t i = 0; i < ev->ntags; i++) n += 2 + ev->tags[i].len;
+    return n;
+}
+
+size_t cairn__record_size(const cairn_slice *stream, const cairn_event_in *ev) {
+    return CAIRN_REC_HEADER + stream->len + ev->type.len + tags_size(ev) + ev->metadata.len +
+           ev->data.len;
+}
+
+void cairn__record_write(uint8_t *out, const cairn_slice *stream, const cairn_event_in *ev,
+                         uint64_t position, int64_t version, int64_t timestamp) {
+    size_t tl = tags_size(ev);
+    uint8_t *p = out + CAIRN_REC_HEADER;
+
+    out[8] = CAIRN_REC_FORMAT;
+    out[9] = (uint8_t)ev->flags;
+    cairn__put_le16(out + 10, (uint16_t)ev->type.len);
+    cairn__put_le16(out + 12, (uint16_t)ev->ntags);
+    cairn__put_le16(out + 14, (uint16_t)stream->len);
+    cairn__put_le64(out + 16, position);
+    cairn__put_le64(out + 24, (uint64_t)version);
+    cairn__put_le64(out + 32, (uint64_t)timestamp);
+    cairn__put_le32(out + 40, ev->schema);
+    cairn__put_le32(out + 44, (uint32_t)ev->metadata.len);
+    cairn__put_le32(out + 48, (uint32_t)ev->data.len);
+    cairn__put_le32(out + 52, (uint32_t)tl);
+    memcpy(out + 56, ev->id, 16);
+    memcpy(p, stream->ptr, stream->len), p += stream->len;
+    memcpy(p, ev->type.ptr, ev->type.len), p += ev->type.len;
+    for (size_t i = 0; i < ev->ntags; i++) {
+        cairn__put_le16(p, (uint16_t)ev->tags[i].len);
+        memcpy(p + 2, ev->tags[i].ptr, ev->tags[i].len);
+        p += 2 + ev->tags[i].len;
+    }
+    if (ev->metadata.len) memcpy(p, ev->metadata.ptr, ev->metadata.len), p += ev->metadata.len;
+    if (ev->data.len) memcpy(p, ev->data.ptr, ev->data.len), p += ev->data.len;
+    cairn__put_le64(out, XXH3_64bits(out + 8, (size_t)(p - out) - 8));
+}
+
+/* Never trusts a length before checking it against the record's size: a damaged record
+ * must end in CAIRN_ECORRUPT, not in a read past the buffer. */
+int cairn__record_decode(const void *rec, size_t len, uint64_t position, cairn_event *ev) {
+    const uint8_t *r = rec;
+    uint64_t want;
+    size_t body;
+
+    if (len < CAIRN_REC_HEADER) goto bad;
+    want = cairn__get_le64(r);
+    if (XXH3_64bits(r + 8, len - 8) != want) goto bad;
+    if (r[8] != CAIRN_REC_FORMAT) goto bad;
+    ev->flags = r[9];
+    ev->type.len = cairn__get_le16(r + 10);
+    ev->ntags = cairn__get_le16(r + 12);
+    ev->stream.len = cairn__get_le16(r + 14);
+    ev->position = cairn__get_le64(r + 16);
+    ev->version = (int64_t)cairn__get_le64(r + 24);
+    ev->timestamp = (int64_t)cairn__get_le64(r + 32);
+    ev->schema = cairn__get_le32(r + 40);
+    ev->metadata.len = cairn__get_le32(r + 44);
+    ev->data.len = cairn__get_le32(r + 48);
+    body = cairn__get_le32(r + 52);
+    memcpy(ev->id, r + 56, 16);
+    if (ev->position != position && position != 0) goto bad;
+    if ((uint64_t)ev->stream.len + ev->type.len + body + ev->metadata.len + ev->data.len !=
+        len - CAIRN_REC_HEADER)
+        goto bad;
+    r += CAIRN_REC_HEADER;
+    ev->stream.ptr = r, r += ev->stream.len;
+    ev->type.ptr = r, r += ev->type.len;
+    ev->tags_raw = r, r += body;
+    ev->metadata.ptr = r, r += ev->metadata.len;
+    ev->data.ptr = r;
+    return CAIRN_OK;
+bad:
+    cairn__err()->position = position;
+    return cairn__fail(CAIRN_ECORRUPT, "corrupt record at position %llu",
+                       (unsigned long long)position);
+}
+
+int cairn_event_tag(const cairn_event *ev, size_t *cursor, cairn_slice *tag) {
+    /* *cursor counts bytes into tags_raw; the tag section's end is where metadata starts. */
+    const uint8_t *end = (const uint8_t *)ev->metadata.ptr;
+    const uint8_t *p = ev->tags_raw + *cursor;
+    uint16_t n;
+    if (p + 2 > end) return 0;
+    n = cairn__get_le16(p);
+    if (p + 2 + n > end) return 0;
+    tag->ptr = p + 2;
+    tag->len = n;
+    *cursor += 2 + (size_t)n;
+    return 1;
+}
+
+/* ---------------------------------------------------------------------------------
+ * Values
+ * --------------------------------------------------------------------------------- */
+int64_t cairn__now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Random bytes come from getrandom() in blocks so that an id costs no system call. */
+static _Thread_local uint8_t g_rand[256];
+static _Thread_local size_t g_rand_left;
+static _Thread_local uint64_t g_last_ms;
+static _Thread_local uint32_t g_seq;
+
+static void rand_bytes(uint8_t *out, size_t n) {
+    while (n) {
+        size_t k;
+        if (!g_rand_left) {
+            size_t got = 0;
+            while (got < sizeof g_rand) {
+                ssize_t r = getrandom(g_rand + got, sizeof g_rand - got, 0);
+                if (r > 0) got += (size_t)r;
+            }
+            g_rand_left = sizeof g_rand;
+        }
+        k = n < g_rand_left ? n : g_rand_left;
+        memcpy(out, g_rand + sizeof g_rand - g_rand_left, k);
+        g_rand_left -= k, out += k, n -= k;
+    }
+}
+
+/* RFC 9562 UUIDv7: 48-bit Unix milliseconds, then a 12-bit counter that keeps ids from
+ * one thread strictly increasing within a millisecond, then 62 random bits. */
+void cairn_uuid7(uint8_t out[16]) {
+    uint64_t ms = (uint64_t)(cairn__now_ns() / 1000000);
+    if (ms <= g_last_ms) {
+        ms = g_last_ms;
+        if (++g_seq > 0xfff) g_seq = 0, ms = ++g_last_ms;
+    } else {
+        uint8_t r[2];
+        rand_bytes(r, 2);
+        g_seq = ((uint32_t)r[0] << 8 | r[1]) & 0x3ff; /* leave room to count up */
+        g_last_ms = ms;
+    }
+    for (int i = 5; i >= 0; i--) out[i] = (uint8_t)ms, ms >>= 8;
+    out[6] = (uint8_t)(0x70 | (g_seq >> 8));
+    out[7] = (uint8_t)g_seq;
+    rand_bytes(out + 8, 8);
+    out[8] = (uint8_t)(0x80 | (out[8] & 0x3f));
+}
+
+int cairn__check_utf8(const void *p, size_t len) {
+    const uint8_t *s = p, *e = s + len;
+    while (s < e) {
+        uint8_t c = *s;
+        size_t n;
+        uint32_t cp;
+        if (c < 0x80) { s++; continue; }
+        if ((c & 0xe0) == 0xc0) n = 1, cp = c & 0x1f;
+        else if ((c & 0xf0) == 0xe0) n = 2, cp = c & 0x0f;
+        else if ((c & 0xf8) == 0xf0) n = 3, cp = c & 0x07;
+        else return 0;
+        if ((size_t)(e - s) <= n) return 0;
+        for (size_t i = 1; i <= n; i++) {
+            if ((s[i] & 0xc0) != 0x80) return 0;
+            cp = (cp << 6) | (s[i] & 0x3f);
+        }
+        if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
+            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return 0;
+        s += n + 1;
+    }
+    return 1;
+}
+
+int cairn__check_stream(const void *name, size_t len, const char *what) {
+    if (len == 0 || len > CAIRN_MAX_STREAM)
+        return cairn__fail(CAIRN_EINVAL, "%s: a stream name must be 1..%d bytes, got %zu", what,
+                           CAIRN_MAX_STREAM, len);
+    if (((const char *)name)[0] == '$')
+        return cairn__fail(CAIRN_EINVAL, "%s: stream names starting with '$' are reserved", what);
+    if (memchr(name, 0, len))
+        return cairn__fail(CAIRN_EINVAL, "%s: a stream name must not contain NUL", what);
+    if (!cairn__check_utf8(name, len))
+        return cairn__fail(CAIRN_EINVAL, "%s: a stream name must be UTF-8", what);
+    return CAIRN_OK;
+}
+
+cairn_slice cairn_category(const char *stream, size_t stream_len) {
+    const char *dash = memchr(stream, '-', stream_len);
+    cairn_slice s = {stream, dash ? (size_t)(dash - stream) : stream_len};
+    return s;
+}

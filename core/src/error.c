@@ -1,0 +1,78 @@
+/*
+ * error.c -- return codes, their texts, and the per-thread detail of the last failure.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "internal.h"
+
+static _Thread_local cairn_error g_error;
+
+cairn_error *cairn__err(void) { return &g_error; }
+
+const cairn_error *cairn_last_error(void) { return &g_error; }
+
+const char *cairn_errmsg(void) { return g_error.message; }
+
+void cairn__clear_error(void) {
+    g_error.code = 0;
+    g_error.message[0] = '\0';
+    g_error.request = 0;
+    g_error.expected = g_error.actual = 0;
+    g_error.position = 0;
+}
+
+int cairn__fail(int code, const char *fmt, ...) {
+    va_list ap;
+    g_error.code = code;
+    va_start(ap, fmt);
+    vsnprintf(g_error.message, sizeof g_error.message, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+int cairn__mdb_fail(int rc, const char *what) {
+    switch (rc) {
+    case MDB_INVALID:
+    case MDB_CORRUPTED:
+    case MDB_PAGE_NOTFOUND:
+    case MDB_VERSION_MISMATCH:
+    case MDB_INCOMPATIBLE:
+    case MDB_BAD_DBI:
+        return cairn__fail(CAIRN_ECORRUPT, "%s: %s", what, mdb_strerror(rc));
+    case ENOMEM:
+        return cairn__fail(CAIRN_ENOMEM, "%s: out of memory", what);
+    case EACCES:
+    case EROFS:
+        return cairn__fail(CAIRN_EREADONLY, "%s: %s", what, mdb_strerror(rc));
+    case ENOENT:
+        return cairn__fail(CAIRN_ENOENT, "%s: %s", what, mdb_strerror(rc));
+    default:
+        return cairn__fail(CAIRN_EIO, "%s: %s", what, mdb_strerror(rc));
+    }
+}
+
+const char *cairn_strerror(int code) {
+    switch (code) {
+    case CAIRN_OK: return "success";
+    case CAIRN_EINVAL: return "invalid argument";
+    case CAIRN_ENOMEM: return "out of memory";
+    case CAIRN_EIO: return "I/O error";
+    case CAIRN_ECORRUPT: return "store is corrupt or not a cairn store";
+    case CAIRN_ECLOSED: return "store is closed";
+    case CAIRN_EREADONLY: return "store is read-only";
+    case CAIRN_ENOENT: return "store does not exist";
+    case CAIRN_EVERSION: return "wrong expected version";
+    case CAIRN_EDUPLICATE: return "duplicate event id";
+    case CAIRN_ENOTFOUND: return "not found";
+    case CAIRN_ECONDITION: return "append condition failed";
+    case CAIRN_EDELETED: return "stream deleted";
+    case CAIRN_ESCRIPT: return "script error";
+    case CAIRN_EREJECTED: return "command rejected";
+    case CAIRN_ETOOBIG: return "event too large";
+    case CAIRN_EBUSY: return "store busy";
+    case CAIRN_EINTERNAL: return "internal error";
+    default: return "unknown error";
+    }
+}

@@ -1,0 +1,59 @@
+/*
+ * index.c -- keys of the index databases and stream lookups.
+ *
+ * streams: name (or, past 480 bytes, its first 480 bytes + XXH3-128 of the whole name)
+ *          -> u64 sid, i64 version, u32 flags (big-endian), full name
+ * sidx:    u64 sid -> dups of (u64 version, u64 position), DUPFIXED
+ * ids:     16-byte event id -> u64 position, u64 first position of its append call,
+ *          u32 event count of that call
+ * post:    kind byte + XXH3-64 of a category, type or tag -> dups of u64 positions
+ */
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "internal.h"
+
+size_t cairn__stream_key(const void *name, size_t len, uint8_t out[CAIRN_STREAM_KEY_MAX]) {
+    XXH128_hash_t h;
+    if (len <= CAIRN_STREAM_KEY_INLINE) {
+        memcpy(out, name, len);
+        return len;
+    }
+    memcpy(out, name, CAIRN_STREAM_KEY_INLINE);
+    h = XXH3_128bits(name, len);
+    cairn__put_be64(out + CAIRN_STREAM_KEY_INLINE, h.high64);
+    cairn__put_be64(out + CAIRN_STREAM_KEY_INLINE + 8, h.low64);
+    return CAIRN_STREAM_KEY_MAX;
+}
+
+void cairn__post_key(int kind, const void *name, size_t len, uint8_t out[CAIRN_POST_KEY]) {
+    out[0] = (uint8_t)kind;
+    cairn__put_be64(out + 1, XXH3_64bits(name, len));
+}
+
+int cairn__stream_lookup(cairn_env *e, MDB_txn *txn, const void *name, size_t len,
+                         cairn_stream_info *info) {
+    uint8_t key[CAIRN_STREAM_KEY_MAX];
+    MDB_val k, v;
+    int rc;
+
+    k.mv_size = cairn__stream_key(name, len, key);
+    k.mv_data = key;
+    memset(info, 0, sizeof *info);
+    info->version = -1;
+    rc = mdb_get(txn, e->streams, &k, &v);
+    if (rc == MDB_NOTFOUND) return CAIRN_OK;
+    if (rc) return cairn__mdb_fail(rc, "stream lookup");
+    if (v.mv_size != CAIRN_STREAM_VAL_HEADER + len ||
+        memcmp((uint8_t *)v.mv_data + CAIRN_STREAM_VAL_HEADER, name, len) != 0) {
+        if (v.mv_size < CAIRN_STREAM_VAL_HEADER)
+            return cairn__fail(CAIRN_ECORRUPT, "corrupt stream entry");
+        /* A 128-bit digest collision between two long names: refuse rather than mix. */
+        return cairn__fail(CAIRN_EINTERNAL, "stream key collision");
+    }
+    info->exists = 1;
+    info->sid = cairn__get_be64(v.mv_data);
+    info->version = (int64_t)cairn__get_be64((uint8_t *)v.mv_data + 8);
+    info->flags = cairn__get_be32((uint8_t *)v.mv_data + 16);
+    return CAIRN_OK;
+}

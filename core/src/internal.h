@@ -1,0 +1,146 @@
+/*
+ * internal.h -- what the core's files share: the shared environment, the record codec,
+ * key builders and error helpers.  Nothing here is public.
+ */
+#ifndef CAIRN_INTERNAL_H
+#define CAIRN_INTERNAL_H
+
+#include <lmdb.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/types.h>
+
+#include "cairn.h"
+
+/* ---------------------------------------------------------------------------------
+ * The shared environment: one per (device, inode) of a store directory per process,
+ * reference counted, shared by every cairn_store handle and iterator on it.
+ * --------------------------------------------------------------------------------- */
+typedef struct cairn_env {
+    struct cairn_env *next; /* registry list */
+    dev_t dev;
+    ino_t ino;
+    unsigned long fork_gen; /* g_fork_gen when opened; a mismatch means "we are a child" */
+    int refs;               /* handles + iterators; guarded by the registry lock */
+    int rdonly;             /* the LMDB env itself was opened MDB_RDONLY */
+    MDB_env *env;
+    MDB_dbi meta, log, streams, sidx, ids, post;
+    /* Every transaction of this process holds `resize` shared; changing the map size
+     * (which LMDB allows only while this process has no transaction) holds it
+     * exclusively. */
+    pthread_rwlock_t resize;
+    pthread_mutex_t flags_lock; /* serializes env flag changes at commit */
+} cairn_env;
+
+struct cairn_store {
+    cairn_env *env;
+    cairn_durability durability;
+    int readonly;
+    int closed;
+};
+
+extern unsigned long cairn__fork_gen;
+
+/* Fails with CAIRN_ECLOSED when the env belongs to the parent of a fork(). */
+int cairn__env_check(const cairn_env *e);
+int cairn__store_check(const cairn_store *s);
+void cairn__env_retain(cairn_env *e);
+void cairn__env_release(cairn_env *e);
+
+/* Transactions.  read_begin/write_begin take the resize lock shared and deal with
+ * MDB_MAP_RESIZED; the matching end/commit/abort releases it. */
+int cairn__read_begin(cairn_env *e, MDB_txn **txn);
+void cairn__read_end(cairn_env *e, MDB_txn *txn);
+int cairn__write_begin(cairn_env *e, cairn_durability d, MDB_txn **txn);
+int cairn__write_commit(cairn_env *e, MDB_txn *txn); /* MDB code, lock released */
+void cairn__write_abort(cairn_env *e, MDB_txn *txn);
+/* Doubles the map (called with no transaction of this thread active). */
+int cairn__env_grow(cairn_env *e);
+
+/* ---------------------------------------------------------------------------------
+ * Errors (error.c).  Each returns `code` so callers can `return cairn__fail(...)`.
+ * --------------------------------------------------------------------------------- */
+cairn_error *cairn__err(void);
+int cairn__fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Maps an LMDB or errno code; `what` names the operation. */
+int cairn__mdb_fail(int rc, const char *what);
+void cairn__clear_error(void);
+
+/* ---------------------------------------------------------------------------------
+ * Byte order.  Keys and index values are big-endian (they sort with LMDB's default
+ * memcmp comparator); the record header is little-endian.
+ * --------------------------------------------------------------------------------- */
+static inline void cairn__put_be64(uint8_t *p, uint64_t v) {
+    for (int i = 7; i >= 0; i--) { p[i] = (uint8_t)v; v >>= 8; }
+}
+static inline uint64_t cairn__get_be64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
+    return v;
+}
+static inline void cairn__put_be32(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8), p[3] = (uint8_t)v;
+}
+static inline uint32_t cairn__get_be32(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static inline void cairn__put_le64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+static inline uint64_t cairn__get_le64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+static inline void cairn__put_le32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static inline uint32_t cairn__get_le32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static inline void cairn__put_le16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
+static inline uint16_t cairn__get_le16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+
+/* ---------------------------------------------------------------------------------
+ * Record codec (codec.c).  Layout, little-endian:
+ *   0 u64 checksum (XXH3-64 of bytes 8..end)   8 u8 format (1)   9 u8 flags
+ *  10 u16 type_len  12 u16 ntags  14 u16 stream_len  16 u64 position  24 i64 version
+ *  32 i64 timestamp 40 u32 schema 44 u32 metadata_len 48 u32 data_len 52 u32 tags_len
+ *  56 u8[16] event id  72: stream, type, tags (u16 len + bytes each), metadata, data
+ * --------------------------------------------------------------------------------- */
+#define CAIRN_REC_HEADER 72
+#define CAIRN_REC_FORMAT 1
+
+size_t cairn__record_size(const cairn_slice *stream, const cairn_event_in *ev);
+/* Writes a record into `out` (cairn__record_size bytes) and seals its checksum. */
+void cairn__record_write(uint8_t *out, const cairn_slice *stream, const cairn_event_in *ev,
+                         uint64_t position, int64_t version, int64_t timestamp);
+/* Checks and decodes a record; `position` is the key it was stored under.
+ * Pointers in *ev point into `rec`. */
+int cairn__record_decode(const void *rec, size_t len, uint64_t position, cairn_event *ev);
+
+/* ---------------------------------------------------------------------------------
+ * Keys (index.c).
+ * --------------------------------------------------------------------------------- */
+#define CAIRN_STREAM_KEY_INLINE 480 /* names up to this many bytes are their own key */
+#define CAIRN_STREAM_KEY_MAX (CAIRN_STREAM_KEY_INLINE + 16)
+/* Stream entry value: u64 sid BE, i64 version BE, u32 flags BE, name bytes. */
+#define CAIRN_STREAM_VAL_HEADER 20
+
+/* Posting kinds: key = kind byte + BE XXH3-64 of the name; dups = BE positions. */
+#define CAIRN_POST_CATEGORY 'c'
+#define CAIRN_POST_TYPE 't'
+#define CAIRN_POST_TAG 'g'
+#define CAIRN_POST_KEY 9
+
+size_t cairn__stream_key(const void *name, size_t len, uint8_t out[CAIRN_STREAM_KEY_MAX]);
+void cairn__post_key(int kind, const void *name, size_t len, uint8_t out[CAIRN_POST_KEY]);
+
+typedef struct cairn_stream_info {
+    uint64_t sid;
+    int64_t version;
+    uint32_t flags;
+    int exists;
+} cairn_stream_info;
+
+/* Looks a stream up in `txn`; info->exists is 0 when it has no entry. */
+int cairn__stream_lookup(cairn_env *e, MDB_txn *txn, const void *name, size_t len,
+                         cairn_stream_info *info);
+
+/* Validation shared by writers and readers. */
+int cairn__check_stream(const void *name, size_t len, const char *what);
+int cairn__check_utf8(const void *p, size_t len);
+
+int64_t cairn__now_ns(void);
+
+#endif

@@ -1,0 +1,744 @@
+/*
+ * read.c -- reading: iterators over the global log (plain or filtered through the
+ * posting indexes) and over one stream, point reads, and the stream listing.
+ *
+ * An iterator never keeps an LMDB snapshot between refills: each refill opens a read
+ * transaction, copies a page of verified records into the iterator's buffer, and ends
+ * the transaction, so an idle or abandoned iterator pins no pages.
+ */
+#include <stdlib.h>
+
+#include "internal.h"
+
+#define PAGE_EVENTS 512
+#define PAGE_BYTES (1u << 20)
+#define PAGE_CANDIDATES 4096 /* postings examined per refill, matching or not */
+
+enum { IT_LOG, IT_STREAM, IT_POSTINGS };
+
+/* One sorted source of positions: a posting list, or a stream's (version, position)
+ * dups. */
+typedef struct source {
+    MDB_dbi dbi;
+    uint8_t key[CAIRN_POST_KEY];
+    size_t keylen;
+    int is_stream;          /* dups are (version, position) instead of positions */
+    MDB_cursor *cur;        /* valid during one refill */
+    uint64_t pos;           /* current candidate; 0 when exhausted */
+} source;
+
+typedef struct filter_copy {
+    cairn_slice *v[4];
+    size_t n[4];
+    uint8_t *mem;
+} filter_copy;
+
+enum { F_TYPES, F_CATEGORIES, F_STREAMS, F_TAGS };
+
+struct cairn_iter {
+    cairn_env *env;
+    int kind;
+    int backwards;
+    int done;
+    int planned;
+    uint64_t next;      /* next position (log/postings) to consider */
+    int64_t next_ver;   /* IT_STREAM: next version */
+    uint64_t remaining; /* events still allowed by the limit */
+    uint8_t *stream;    /* IT_STREAM: the name */
+    size_t stream_len;
+    filter_copy f;
+    source *src;
+    size_t nsrc;
+    /* the page */
+    uint8_t *buf;
+    size_t buf_len, buf_cap;
+    size_t *offs; /* record i spans offs[i]..offs[i+1] */
+    uint64_t *poss;
+    size_t count, at, cap;
+};
+
+size_t cairn_iter_buffered(const cairn_iter *it) { return it->count - it->at; }
+
+static int buf_add(cairn_iter *it, const void *rec, size_t len, uint64_t pos) {
+    if (it->count + 1 >= it->cap) {
+        size_t cap = it->cap ? it->cap * 2 : 64;
+        size_t *o = realloc(it->offs, (cap + 1) * sizeof *o);
+        uint64_t *p;
+        if (!o) return cairn__fail(CAIRN_ENOMEM, "out of memory");
+        it->offs = o;
+        if (!(p = realloc(it->poss, cap * sizeof *p))) return cairn__fail(CAIRN_ENOMEM, "out of memory");
+        it->poss = p;
+        it->cap = cap;
+    }
+    if (it->buf_len + len > it->buf_cap) {
+        size_t cap = it->buf_cap ? it->buf_cap : 65536;
+        uint8_t *b;
+        while (cap < it->buf_len + len) cap *= 2;
+        if (!(b = realloc(it->buf, cap))) return cairn__fail(CAIRN_ENOMEM, "out of memory");
+        it->buf = b, it->buf_cap = cap;
+    }
+    memcpy(it->buf + it->buf_len, rec, len);
+    it->offs[it->count] = it->buf_len;
+    it->poss[it->count] = pos;
+    it->buf_len += len;
+    it->count++;
+    it->offs[it->count] = it->buf_len;
+    return CAIRN_OK;
+}
+
+static int page_full(const cairn_iter *it) {
+    return it->count >= PAGE_EVENTS || it->buf_len >= PAGE_BYTES || it->count >= it->remaining;
+}
+
+/* ---------------------------------------------------------------------------------
+ * Filters
+ * --------------------------------------------------------------------------------- */
+static int slice_in(const cairn_slice *set, size_t n, const void *p, size_t len) {
+    for (size_t i = 0; i < n; i++)
+        if (set[i].len == len && memcmp(set[i].ptr, p, len) == 0) return 1;
+    return 0;
+}
+
+static int has_tag(const cairn_event *ev, const cairn_slice *want) {
+    size_t cur = 0;
+    cairn_slice t;
+    while (cairn_event_tag(ev, &cur, &t))
+        if (t.len == want->len && memcmp(t.ptr, want->ptr, t.len) == 0) return 1;
+    return 0;
+}
+
+/* Postings are keyed by digests, so every candidate is checked against the filter. */
+static int matches(const filter_copy *f, const cairn_event *ev) {
+    if (f->n[F_TYPES] && !slice_in(f->v[F_TYPES], f->n[F_TYPES], ev->type.ptr, ev->type.len))
+        return 0;
+    if (f->n[F_CATEGORIES]) {
+        cairn_slice c = cairn_category(ev->stream.ptr, ev->stream.len);
+        if (!slice_in(f->v[F_CATEGORIES], f->n[F_CATEGORIES], c.ptr, c.len)) return 0;
+    }
+    if (f->n[F_STREAMS] &&
+        !slice_in(f->v[F_STREAMS], f->n[F_STREAMS], ev->stream.ptr, ev->stream.len))
+        return 0;
+    for (size_t i = 0; i < f->n[F_TAGS]; i++)
+        if (!has_tag(ev, &f->v[F_TAGS][i])) return 0;
+    return 1;
+}
+
+static int filter_copy_init(filter_copy *f, const cairn_filter *in) {
+    const cairn_slice *src[4];
+    size_t bytes = 0, nall = 0;
+    uint8_t *p;
+    cairn_slice *sl;
+
+    memset(f, 0, sizeof *f);
+    if (!in) return CAIRN_OK;
+    src[F_TYPES] = in->types, f->n[F_TYPES] = in->ntypes;
+    src[F_CATEGORIES] = in->categories, f->n[F_CATEGORIES] = in->ncategories;
+    src[F_STREAMS] = in->streams, f->n[F_STREAMS] = in->nstreams;
+    src[F_TAGS] = in->tags, f->n[F_TAGS] = in->ntags;
+    for (int k = 0; k < 4; k++) {
+        if (f->n[k] && !src[k]) return cairn__fail(CAIRN_EINVAL, "filter: NULL list");
+        for (size_t i = 0; i < f->n[k]; i++) bytes += src[k][i].len, nall++;
+    }
+    if (!nall) return CAIRN_OK;
+    if (!(f->mem = malloc(nall * sizeof(cairn_slice) + bytes)))
+        return cairn__fail(CAIRN_ENOMEM, "out of memory");
+    sl = (cairn_slice *)f->mem;
+    p = f->mem + nall * sizeof(cairn_slice);
+    for (int k = 0; k < 4; k++) {
+        f->v[k] = sl;
+        for (size_t i = 0; i < f->n[k]; i++) {
+            memcpy(p, src[k][i].ptr, src[k][i].len);
+            sl->ptr = p, sl->len = src[k][i].len;
+            p += sl->len, sl++;
+        }
+    }
+    return CAIRN_OK;
+}
+
+/* Picks the index that yields the fewest candidates: all categories, all types, all
+ * streams (their union is needed), or the single rarest tag (tags combine with AND).
+ * A filter naming only absent values matches nothing. */
+static int plan(cairn_iter *it, MDB_txn *txn) {
+    filter_copy *f = &it->f;
+    size_t best_k = 4, best_cost = (size_t)-1;
+    size_t best_tag = 0;
+    int rc;
+    MDB_cursor *c;
+
+    if ((rc = mdb_cursor_open(txn, it->env->post, &c))) return cairn__mdb_fail(rc, "plan");
+    for (int k = 0; k < 4; k++) {
+        size_t cost = 0, tag_min = (size_t)-1, tag_at = 0;
+        if (!f->n[k]) continue;
+        for (size_t i = 0; i < f->n[k]; i++) {
+            size_t cnt = 0;
+            if (k == F_STREAMS) {
+                cairn_stream_info si;
+                if ((rc = cairn__stream_lookup(it->env, txn, f->v[k][i].ptr, f->v[k][i].len, &si)))
+                    goto out;
+                cnt = si.exists ? (size_t)(si.version + 1) : 0;
+            } else {
+                uint8_t kb[CAIRN_POST_KEY];
+                MDB_val key = {CAIRN_POST_KEY, kb}, val;
+                int kind = k == F_TYPES ? CAIRN_POST_TYPE : k == F_TAGS ? CAIRN_POST_TAG
+                                                                         : CAIRN_POST_CATEGORY;
+                cairn__post_key(kind, f->v[k][i].ptr, f->v[k][i].len, kb);
+                rc = mdb_cursor_get(c, &key, &val, MDB_SET);
+                if (rc == 0) rc = mdb_cursor_count(c, &cnt);
+                else if (rc == MDB_NOTFOUND) rc = 0;
+                if (rc) { rc = cairn__mdb_fail(rc, "plan"); goto out; }
+            }
+            if (k == F_TAGS) {
+                if (cnt < tag_min) tag_min = cnt, tag_at = i;
+            } else {
+                cost += cnt;
+            }
+        }
+        if (k == F_TAGS) cost = tag_min;
+        if (cost < best_cost) best_cost = cost, best_k = (size_t)k, best_tag = tag_at;
+    }
+    rc = CAIRN_OK;
+    if (best_k == 4) { it->kind = IT_LOG; goto out; }
+    if (best_cost == 0) { it->done = 1; goto out; }
+    {
+        size_t n = best_k == F_TAGS ? 1 : f->n[best_k];
+        if (!(it->src = calloc(n, sizeof *it->src))) { rc = cairn__fail(CAIRN_ENOMEM, "oom"); goto out; }
+        for (size_t i = 0; i < n; i++) {
+            const cairn_slice *name = &f->v[best_k][best_k == F_TAGS ? best_tag : i];
+            source *s = &it->src[it->nsrc];
+            if (best_k == F_STREAMS) {
+                cairn_stream_info si;
+                if ((rc = cairn__stream_lookup(it->env, txn, name->ptr, name->len, &si))) goto out;
+                if (!si.exists) continue;
+                s->dbi = it->env->sidx, s->is_stream = 1, s->keylen = 8;
+                cairn__put_be64(s->key, si.sid);
+            } else {
+                int kind = best_k == F_TYPES ? CAIRN_POST_TYPE : best_k == F_TAGS ? CAIRN_POST_TAG
+                                                                                   : CAIRN_POST_CATEGORY;
+                s->dbi = it->env->post, s->keylen = CAIRN_POST_KEY;
+                cairn__post_key(kind, name->ptr, name->len, s->key);
+            }
+            it->nsrc++;
+        }
+        it->kind = IT_POSTINGS;
+    }
+out:
+    mdb_cursor_close(c);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------
+ * Sources: seek to the first position >= (forwards) or <= (backwards) a target.
+ * --------------------------------------------------------------------------------- */
+static uint64_t dup_pos(const source *s, const MDB_val *v) {
+    return cairn__get_be64((const uint8_t *)v->mv_data + (s->is_stream ? 8 : 0));
+}
+
+/* Stream dups are ordered by version; positions grow with versions, so a binary search
+ * over versions finds a position. */
+static int stream_seek(source *s, uint64_t target, int backwards) {
+    MDB_val k = {8, s->key}, v;
+    uint8_t vb[16];
+    int64_t lo, hi;
+    int rc;
+
+    s->pos = 0;
+    if ((rc = mdb_cursor_get(s->cur, &k, &v, MDB_SET))) return rc == MDB_NOTFOUND ? 0 : rc;
+    if ((rc = mdb_cursor_get(s->cur, &k, &v, MDB_FIRST_DUP))) return rc;
+    lo = (int64_t)cairn__get_be64(v.mv_data);
+    if ((rc = mdb_cursor_get(s->cur, &k, &v, MDB_LAST_DUP))) return rc;
+    hi = (int64_t)cairn__get_be64(v.mv_data);
+    /* find the first version whose position >= target (or last <= target) */
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo + (backwards ? 1 : 0)) / 2;
+        uint64_t p;
+        cairn__put_be64(vb, (uint64_t)mid);
+        memset(vb + 8, 0, 8);
+        v.mv_size = 16, v.mv_data = vb;
+        if ((rc = mdb_cursor_get(s->cur, &k, &v, MDB_GET_BOTH_RANGE))) return rc;
+        p = cairn__get_be64((uint8_t *)v.mv_data + 8);
+        mid = (int64_t)cairn__get_be64(v.mv_data);
+        if (!backwards) {
+            if (p >= target) hi = mid; else lo = mid + 1;
+        } else {
+            if (p <= target) lo = mid; else hi = mid - 1;
+        }
+    }
+    cairn__put_be64(vb, (uint64_t)lo);
+    memset(vb + 8, 0, 8);
+    v.mv_size = 16, v.mv_data = vb;
+    if ((rc = mdb_cursor_get(s->cur, &k, &v, MDB_GET_BOTH_RANGE))) return rc == MDB_NOTFOUND ? 0 : rc;
+    s->pos = cairn__get_be64((uint8_t *)v.mv_data + 8);
+    if (backwards ? s->pos > target : s->pos < target) s->pos = 0;
+    return 0;
+}
+
+static int source_seek(source *s, uint64_t target, int backwards) {
+    MDB_val k = {s->keylen, s->key}, v;
+    uint8_t vb[8];
+    int rc;
+
+    if (s->is_stream) return stream_seek(s, target, backwards);
+    s->pos = 0;
+    cairn__put_be64(vb, target);
+    v.mv_size = 8, v.mv_data = vb;
+    rc = mdb_cursor_get(s->cur, &k, &v, MDB_GET_BOTH_RANGE);
+    if (!backwards) {
+        if (rc == 0) s->pos = dup_pos(s, &v);
+        return rc == MDB_NOTFOUND ? 0 : rc;
+    }
+    if (rc == 0) {
+        if (dup_pos(s, &v) <= target) { s->pos = dup_pos(s, &v); return 0; }
+        rc = mdb_cursor_get(s->cur, &k, &v, MDB_PREV_DUP);
+    } else if (rc == MDB_NOTFOUND) {
+        rc = mdb_cursor_get(s->cur, &k, &v, MDB_SET);
+        if (rc == 0) rc = mdb_cursor_get(s->cur, &k, &v, MDB_LAST_DUP);
+    }
+    if (rc == 0) s->pos = dup_pos(s, &v);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+static int source_step(source *s, int backwards) {
+    MDB_val k, v;
+    int rc = mdb_cursor_get(s->cur, &k, &v, backwards ? MDB_PREV_DUP : MDB_NEXT_DUP);
+    s->pos = rc == 0 ? dup_pos(s, &v) : 0;
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* ---------------------------------------------------------------------------------
+ * Refills
+ * --------------------------------------------------------------------------------- */
+static int take(cairn_iter *it, const MDB_val *v, uint64_t pos, int check) {
+    cairn_event ev;
+    int rc = cairn__record_decode(v->mv_data, v->mv_size, pos, &ev);
+    if (rc) return rc;
+    if (check && !matches(&it->f, &ev)) return CAIRN_OK;
+    return buf_add(it, v->mv_data, v->mv_size, pos);
+}
+
+static int refill_log(cairn_iter *it, MDB_txn *txn) {
+    MDB_cursor *c;
+    MDB_val k, v;
+    uint8_t kb[8];
+    int rc;
+
+    if ((rc = mdb_cursor_open(txn, it->env->log, &c))) return cairn__mdb_fail(rc, "read log");
+    cairn__put_be64(kb, it->next);
+    k.mv_size = 8, k.mv_data = kb;
+    rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    if (it->backwards) {
+        if (rc == MDB_NOTFOUND) rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
+        else if (rc == 0 && cairn__get_be64(k.mv_data) > it->next)
+            rc = mdb_cursor_get(c, &k, &v, MDB_PREV);
+    }
+    while (rc == 0) {
+        uint64_t pos = cairn__get_be64(k.mv_data);
+        if ((rc = take(it, &v, pos, 0))) goto out;
+        if (it->backwards) {
+            if (pos <= 1) { it->done = 1; break; }
+            it->next = pos - 1;
+        } else {
+            it->next = pos + 1;
+        }
+        if (page_full(it)) break;
+        rc = mdb_cursor_get(c, &k, &v, it->backwards ? MDB_PREV : MDB_NEXT);
+    }
+    if (rc == MDB_NOTFOUND) it->done = 1, rc = 0;
+    if (rc > 0) rc = cairn__mdb_fail(rc, "read log");
+out:
+    mdb_cursor_close(c);
+    return rc;
+}
+
+static int refill_postings(cairn_iter *it, MDB_txn *txn) {
+    MDB_cursor *clog = NULL;
+    size_t examined = 0, i;
+    int rc;
+
+    if ((rc = mdb_cursor_open(txn, it->env->log, &clog))) return cairn__mdb_fail(rc, "read");
+    for (i = 0; i < it->nsrc; i++) {
+        if ((rc = mdb_cursor_open(txn, it->src[i].dbi, &it->src[i].cur))) goto mdb_out;
+        if ((rc = source_seek(&it->src[i], it->next, it->backwards))) goto mdb_out;
+    }
+    while (!page_full(it) && examined < PAGE_CANDIDATES) {
+        uint64_t best = 0;
+        uint8_t kb[8];
+        MDB_val k = {8, kb}, v;
+        for (i = 0; i < it->nsrc; i++) {
+            uint64_t p = it->src[i].pos;
+            if (p && (!best || (it->backwards ? p > best : p < best))) best = p;
+        }
+        if (!best) { it->done = 1; break; }
+        for (i = 0; i < it->nsrc; i++) /* several sources may hold one position */
+            if (it->src[i].pos == best && (rc = source_step(&it->src[i], it->backwards)))
+                goto mdb_out;
+        examined++;
+        cairn__put_be64(kb, best);
+        rc = mdb_cursor_get(clog, &k, &v, MDB_SET_KEY);
+        if (rc == 0) {
+            if ((rc = take(it, &v, best, 1))) goto out;
+        } else if (rc != MDB_NOTFOUND) {
+            goto mdb_out;
+        }
+        if (it->backwards) {
+            if (best <= 1) { it->done = 1; break; }
+            it->next = best - 1;
+        } else {
+            it->next = best + 1;
+        }
+    }
+    rc = 0;
+    goto out;
+mdb_out:
+    rc = cairn__mdb_fail(rc, "read index");
+out:
+    for (i = 0; i < it->nsrc; i++)
+        if (it->src[i].cur) mdb_cursor_close(it->src[i].cur), it->src[i].cur = NULL;
+    mdb_cursor_close(clog);
+    return rc;
+}
+
+static int refill_stream(cairn_iter *it, MDB_txn *txn) {
+    cairn_stream_info si;
+    MDB_cursor *cs = NULL, *clog = NULL;
+    uint8_t sk[8], vb[16];
+    MDB_val k = {8, sk}, v;
+    int rc;
+
+    if ((rc = cairn__stream_lookup(it->env, txn, it->stream, it->stream_len, &si))) return rc;
+    if (!si.exists) { it->done = 1; return CAIRN_OK; }
+    if (it->next_ver < 0) { /* start at the end, backwards */
+        it->next_ver = si.version;
+    }
+    if ((rc = mdb_cursor_open(txn, it->env->sidx, &cs)) ||
+        (rc = mdb_cursor_open(txn, it->env->log, &clog)))
+        goto mdb_out;
+    cairn__put_be64(sk, si.sid);
+    cairn__put_be64(vb, (uint64_t)it->next_ver);
+    memset(vb + 8, 0, 8);
+    v.mv_size = 16, v.mv_data = vb;
+    rc = mdb_cursor_get(cs, &k, &v, MDB_GET_BOTH_RANGE);
+    if (it->backwards) {
+        if (rc == 0 && (int64_t)cairn__get_be64(v.mv_data) > it->next_ver)
+            rc = mdb_cursor_get(cs, &k, &v, MDB_PREV_DUP);
+        else if (rc == MDB_NOTFOUND) {
+            rc = mdb_cursor_get(cs, &k, &v, MDB_SET);
+            if (rc == 0) rc = mdb_cursor_get(cs, &k, &v, MDB_LAST_DUP);
+        }
+    }
+    while (rc == 0) {
+        int64_t ver = (int64_t)cairn__get_be64(v.mv_data);
+        uint64_t pos = cairn__get_be64((uint8_t *)v.mv_data + 8);
+        uint8_t pk[8];
+        MDB_val lk = {8, pk}, lv;
+        cairn__put_be64(pk, pos);
+        rc = mdb_cursor_get(clog, &lk, &lv, MDB_SET_KEY);
+        if (rc == 0) {
+            if ((rc = take(it, &lv, pos, 0))) goto out;
+        } else if (rc != MDB_NOTFOUND) {
+            goto mdb_out;
+        }
+        if (it->backwards) {
+            if (ver <= 0) { it->done = 1; break; }
+            it->next_ver = ver - 1;
+        } else {
+            it->next_ver = ver + 1;
+        }
+        if (page_full(it)) break;
+        rc = mdb_cursor_get(cs, &k, &v, it->backwards ? MDB_PREV_DUP : MDB_NEXT_DUP);
+    }
+    if (rc == MDB_NOTFOUND) it->done = 1, rc = 0;
+    if (rc == 0) goto out;
+mdb_out:
+    rc = cairn__mdb_fail(rc, "read stream");
+out:
+    if (clog) mdb_cursor_close(clog);
+    if (cs) mdb_cursor_close(cs);
+    return rc;
+}
+
+static int refill(cairn_iter *it) {
+    MDB_txn *txn;
+    int rc;
+
+    it->count = it->at = it->buf_len = 0;
+    if ((rc = cairn__read_begin(it->env, &txn))) return rc;
+    if (!it->planned) {
+        it->planned = 1;
+        if (it->kind == IT_POSTINGS && (rc = plan(it, txn))) goto out;
+        if (it->backwards && it->next == 0 && it->kind != IT_STREAM) {
+            MDB_val k = {4, (void *)"head"}, v;
+            int mrc = mdb_get(txn, it->env->meta, &k, &v);
+            it->next = mrc == 0 && v.mv_size == 8 ? cairn__get_be64(v.mv_data) : 0;
+            if (it->next == 0) it->done = 1;
+        }
+    }
+    if (it->done) goto out;
+    switch (it->kind) {
+    case IT_LOG: rc = refill_log(it, txn); break;
+    case IT_STREAM: rc = refill_stream(it, txn); break;
+    default: rc = refill_postings(it, txn); break;
+    }
+out:
+    cairn__read_end(it->env, txn);
+    return rc;
+}
+
+int cairn_iter_next(cairn_iter *it, cairn_event *ev) {
+    int rc;
+    cairn__clear_error();
+    while (it->at >= it->count) {
+        if (it->done || it->remaining == 0) return 0;
+        if ((rc = refill(it))) {
+            it->done = 1;
+            return rc;
+        }
+    }
+    rc = cairn__record_decode(it->buf + it->offs[it->at], it->offs[it->at + 1] - it->offs[it->at],
+                              it->poss[it->at], ev);
+    it->at++;
+    if (rc) return rc;
+    it->remaining--;
+    return 1;
+}
+
+/* ---------------------------------------------------------------------------------
+ * Construction
+ * --------------------------------------------------------------------------------- */
+static int iter_new(cairn_store *s, int kind, int backwards, uint64_t limit, cairn_iter **out) {
+    cairn_iter *it = NULL;
+    int rc;
+    cairn__clear_error();
+    if ((rc = cairn__store_check(s))) return rc;
+    if (!(it = calloc(1, sizeof *it))) return cairn__fail(CAIRN_ENOMEM, "out of memory");
+    it->env = s->env;
+    cairn__env_retain(s->env);
+    it->kind = kind;
+    it->backwards = backwards != 0;
+    it->remaining = limit ? limit : UINT64_MAX;
+    *out = it;
+    return CAIRN_OK;
+}
+
+int cairn_iter_all(cairn_store *s, uint64_t start, int backwards, uint64_t limit,
+                   const cairn_filter *filter, cairn_iter **out) {
+    cairn_iter *it = NULL;
+    int rc, any;
+    if ((rc = iter_new(s, IT_LOG, backwards, limit, &it))) return rc;
+    if ((rc = filter_copy_init(&it->f, filter))) {
+        cairn_iter_close(it);
+        return rc;
+    }
+    any = it->f.n[0] || it->f.n[1] || it->f.n[2] || it->f.n[3];
+    it->kind = any ? IT_POSTINGS : IT_LOG;
+    it->next = start ? start : (backwards ? 0 : 1);
+    *out = it;
+    return CAIRN_OK;
+}
+
+int cairn_iter_stream(cairn_store *s, const char *stream, size_t stream_len, int64_t start,
+                      int backwards, uint64_t limit, cairn_iter **out) {
+    cairn_iter *it = NULL;
+    int rc;
+    cairn__clear_error();
+    if (!stream) return cairn__fail(CAIRN_EINVAL, "stream: NULL");
+    if ((rc = cairn__check_stream(stream, stream_len, "stream"))) return rc;
+    if (start < -1) return cairn__fail(CAIRN_EINVAL, "start: must be >= 0");
+    if ((rc = iter_new(s, IT_STREAM, backwards, limit, &it))) return rc;
+    if (!(it->stream = malloc(stream_len))) {
+        cairn_iter_close(it);
+        return cairn__fail(CAIRN_ENOMEM, "out of memory");
+    }
+    memcpy(it->stream, stream, stream_len);
+    it->stream_len = stream_len;
+    it->next_ver = start >= 0 ? start : (backwards ? -1 : 0);
+    *out = it;
+    return CAIRN_OK;
+}
+
+void cairn_iter_close(cairn_iter *it) {
+    if (!it) return;
+    cairn__env_release(it->env);
+    free(it->f.mem);
+    free(it->src);
+    free(it->stream);
+    free(it->buf);
+    free(it->offs);
+    free(it->poss);
+    free(it);
+}
+
+/* ---------------------------------------------------------------------------------
+ * Point reads
+ * --------------------------------------------------------------------------------- */
+static pthread_key_t g_get_key;
+static pthread_once_t g_get_once = PTHREAD_ONCE_INIT;
+static void get_key_init(void) { pthread_key_create(&g_get_key, free); }
+
+typedef struct { size_t cap; uint8_t data[]; } get_buf;
+
+int cairn_get(cairn_store *s, uint64_t position, cairn_event *ev) {
+    MDB_txn *txn;
+    uint8_t kb[8];
+    MDB_val k = {8, kb}, v;
+    get_buf *b;
+    int rc;
+
+    cairn__clear_error();
+    if ((rc = cairn__store_check(s))) return rc;
+    if (position == 0) return cairn__fail(CAIRN_ENOTFOUND, "no event at position 0");
+    pthread_once(&g_get_once, get_key_init);
+    if ((rc = cairn__read_begin(s->env, &txn))) return rc;
+    cairn__put_be64(kb, position);
+    rc = mdb_get(txn, s->env->log, &k, &v);
+    if (rc) {
+        cairn__read_end(s->env, txn);
+        if (rc == MDB_NOTFOUND)
+            return cairn__fail(CAIRN_ENOTFOUND, "no event at position %llu",
+                               (unsigned long long)position);
+        return cairn__mdb_fail(rc, "get");
+    }
+    b = pthread_getspecific(g_get_key);
+    if (!b || b->cap < v.mv_size) {
+        get_buf *nb = realloc(b, sizeof *nb + v.mv_size);
+        if (!nb) {
+            cairn__read_end(s->env, txn);
+            return cairn__fail(CAIRN_ENOMEM, "out of memory");
+        }
+        nb->cap = v.mv_size;
+        pthread_setspecific(g_get_key, b = nb);
+    }
+    memcpy(b->data, v.mv_data, v.mv_size);
+    cairn__read_end(s->env, txn);
+    return cairn__record_decode(b->data, v.mv_size, position, ev);
+}
+
+int cairn_head(cairn_store *s, uint64_t *out) {
+    MDB_txn *txn;
+    MDB_val k = {4, (void *)"head"}, v;
+    int rc;
+    cairn__clear_error();
+    if ((rc = cairn__store_check(s))) return rc;
+    if ((rc = cairn__read_begin(s->env, &txn))) return rc;
+    rc = mdb_get(txn, s->env->meta, &k, &v);
+    *out = rc == 0 && v.mv_size == 8 ? cairn__get_be64(v.mv_data) : 0;
+    cairn__read_end(s->env, txn);
+    return rc == 0 || rc == MDB_NOTFOUND ? CAIRN_OK : cairn__mdb_fail(rc, "head");
+}
+
+int cairn_stream_version(cairn_store *s, const char *stream, size_t stream_len, int64_t *out) {
+    MDB_txn *txn;
+    cairn_stream_info si;
+    int rc;
+    cairn__clear_error();
+    if ((rc = cairn__store_check(s))) return rc;
+    if (!stream) return cairn__fail(CAIRN_EINVAL, "stream: NULL");
+    if ((rc = cairn__check_stream(stream, stream_len, "stream"))) return rc;
+    if ((rc = cairn__read_begin(s->env, &txn))) return rc;
+    rc = cairn__stream_lookup(s->env, txn, stream, stream_len, &si);
+    cairn__read_end(s->env, txn);
+    *out = si.version;
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------
+ * Stream listing.  Keys of names past 480 bytes are a prefix plus a digest, so a run of
+ * long names sharing their first 480 bytes is sorted by full name before it is listed.
+ * --------------------------------------------------------------------------------- */
+typedef struct name_ref { const uint8_t *p; size_t len; } name_ref;
+
+static int name_cmp(const void *a, const void *b) {
+    const name_ref *x = a, *y = b;
+    size_t n = x->len < y->len ? x->len : y->len;
+    int c = memcmp(x->p, y->p, n);
+    return c ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+typedef struct lister {
+    const uint8_t *prefix; size_t prefix_len;
+    const uint8_t *after; size_t after_len;
+    size_t max, emitted;
+    cairn_name_fn fn; void *ctx;
+    int stop;
+} lister;
+
+static void emit_name(lister *l, const uint8_t *p, size_t len) {
+    name_ref a = {p, len}, b = {l->after, l->after_len};
+    if (l->stop) return;
+    if (len < l->prefix_len || memcmp(p, l->prefix, l->prefix_len) != 0) return;
+    if (l->after && name_cmp(&a, &b) <= 0) return;
+    if (l->fn(l->ctx, (const char *)p, len) != 0 || ++l->emitted >= l->max) l->stop = 1;
+}
+
+int cairn_streams(cairn_store *s, const char *prefix, size_t prefix_len, const char *after,
+                  size_t after_len, size_t max, cairn_name_fn fn, void *ctx) {
+    MDB_txn *txn;
+    MDB_cursor *c;
+    MDB_val k, v;
+    uint8_t start[CAIRN_STREAM_KEY_MAX];
+    size_t slen, plen_key;
+    name_ref *group = NULL;
+    size_t ng = 0, gcap = 0;
+    lister l = {(const uint8_t *)prefix, prefix ? prefix_len : 0, (const uint8_t *)after,
+                after ? after_len : 0, max ? max : (size_t)-1, 0, fn, ctx, 0};
+    int rc;
+
+    cairn__clear_error();
+    if ((rc = cairn__store_check(s))) return rc;
+    if (!fn) return cairn__fail(CAIRN_EINVAL, "fn: NULL");
+    /* start at the larger of the prefix and `after`, both cut to the inline key length */
+    plen_key = l.prefix_len < CAIRN_STREAM_KEY_INLINE ? l.prefix_len : CAIRN_STREAM_KEY_INLINE;
+    memcpy(start, l.prefix, plen_key);
+    slen = plen_key;
+    if (l.after) {
+        size_t alen = l.after_len < CAIRN_STREAM_KEY_INLINE ? l.after_len : CAIRN_STREAM_KEY_INLINE;
+        name_ref a = {l.after, alen}, p = {start, slen};
+        if (name_cmp(&a, &p) > 0) memcpy(start, l.after, alen), slen = alen;
+    }
+    if ((rc = cairn__read_begin(s->env, &txn))) return rc;
+    if ((rc = mdb_cursor_open(txn, s->env->streams, &c))) {
+        cairn__read_end(s->env, txn);
+        return cairn__mdb_fail(rc, "list streams");
+    }
+    k.mv_size = slen, k.mv_data = start;
+    rc = slen ? mdb_cursor_get(c, &k, &v, MDB_SET_RANGE) : mdb_cursor_get(c, &k, &v, MDB_FIRST);
+    while (rc == 0 && !l.stop) {
+        const uint8_t *name = (const uint8_t *)v.mv_data + CAIRN_STREAM_VAL_HEADER;
+        size_t nlen = v.mv_size - CAIRN_STREAM_VAL_HEADER;
+        size_t cmp_len = k.mv_size < plen_key ? k.mv_size : plen_key;
+        if (v.mv_size < CAIRN_STREAM_VAL_HEADER) { rc = cairn__fail(CAIRN_ECORRUPT, "corrupt stream entry"); goto out; }
+        if (memcmp(k.mv_data, l.prefix, cmp_len) > 0) break; /* past the prefix */
+        if (k.mv_size == CAIRN_STREAM_KEY_MAX && nlen > CAIRN_STREAM_KEY_INLINE) {
+            if (ng && memcmp(group[0].p, name, CAIRN_STREAM_KEY_INLINE) != 0) {
+                qsort(group, ng, sizeof *group, name_cmp);
+                for (size_t i = 0; i < ng; i++) emit_name(&l, group[i].p, group[i].len);
+                ng = 0;
+                if (l.stop) break;
+            }
+            if (ng == gcap) {
+                name_ref *g = realloc(group, (gcap = gcap ? gcap * 2 : 16) * sizeof *g);
+                if (!g) { rc = cairn__fail(CAIRN_ENOMEM, "out of memory"); goto out; }
+                group = g;
+            }
+            group[ng].p = name, group[ng].len = nlen, ng++;
+        } else {
+            if (ng) {
+                qsort(group, ng, sizeof *group, name_cmp);
+                for (size_t i = 0; i < ng; i++) emit_name(&l, group[i].p, group[i].len);
+                ng = 0;
+                if (l.stop) break;
+            }
+            emit_name(&l, name, nlen);
+        }
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    if (ng && !l.stop) {
+        qsort(group, ng, sizeof *group, name_cmp);
+        for (size_t i = 0; i < ng; i++) emit_name(&l, group[i].p, group[i].len);
+    }
+    rc = rc == 0 || rc == MDB_NOTFOUND ? CAIRN_OK : cairn__mdb_fail(rc, "list streams");
+out:
+    free(group);
+    mdb_cursor_close(c);
+    cairn__read_end(s->env, txn);
+    return rc;
+}

@@ -1,0 +1,296 @@
+/*
+ * store.c -- opening and closing stores: the per-process registry of LMDB environments,
+ * the store's databases, map growth, durability, and fork() detection.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define DEFAULT_MAP_SIZE (16ull << 30) /* address space only: the file grows with use */
+#define MAGIC "cairn-store"
+
+/* LMDB allows one environment per file per process: closing a second one would drop
+ * the first one's locks.  The registry hands every open of one directory the same
+ * environment.  Its lock is held across fork() so that the child finds it consistent. */
+static pthread_mutex_t g_registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static cairn_env *g_registry;
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+unsigned long cairn__fork_gen;
+
+static void atfork_prepare(void) { pthread_mutex_lock(&g_registry_lock); }
+static void atfork_parent(void) { pthread_mutex_unlock(&g_registry_lock); }
+static void atfork_child(void) {
+    /* The parent's environments must not be touched here (LMDB forbids it); forget them
+     * without closing.  Handles that still point at them fail with CAIRN_ECLOSED. */
+    cairn__fork_gen++;
+    g_registry = NULL;
+    pthread_mutex_unlock(&g_registry_lock);
+}
+static void init_once(void) { pthread_atfork(atfork_prepare, atfork_parent, atfork_child); }
+
+int cairn__env_check(const cairn_env *e) {
+    if (e->fork_gen != cairn__fork_gen)
+        return cairn__fail(CAIRN_ECLOSED, "store was opened before fork(); open it again");
+    return CAIRN_OK;
+}
+
+int cairn__store_check(const cairn_store *s) {
+    if (!s || s->closed) return cairn__fail(CAIRN_ECLOSED, "store is closed");
+    return cairn__env_check(s->env);
+}
+
+void cairn__env_retain(cairn_env *e) {
+    pthread_mutex_lock(&g_registry_lock);
+    e->refs++;
+    pthread_mutex_unlock(&g_registry_lock);
+}
+
+static void env_free(cairn_env *e) {
+    if (e->env) mdb_env_close(e->env);
+    pthread_rwlock_destroy(&e->resize);
+    pthread_mutex_destroy(&e->flags_lock);
+    free(e);
+}
+
+void cairn__env_release(cairn_env *e) {
+    int last;
+    pthread_mutex_lock(&g_registry_lock);
+    last = --e->refs == 0;
+    if (last && e->fork_gen == cairn__fork_gen) {
+        cairn_env **pp = &g_registry;
+        while (*pp && *pp != e) pp = &(*pp)->next;
+        if (*pp) *pp = e->next;
+    }
+    pthread_mutex_unlock(&g_registry_lock);
+    if (!last) return;
+    if (e->fork_gen == cairn__fork_gen) env_free(e);
+    /* else: the parent's environment; leak it rather than let LMDB touch its locks */
+}
+
+/* ---------------------------------------------------------------------------------
+ * Transactions
+ * --------------------------------------------------------------------------------- */
+static int txn_begin(cairn_env *e, unsigned flags, MDB_txn **txn) {
+    for (;;) {
+        int rc;
+        pthread_rwlock_rdlock(&e->resize);
+        rc = mdb_txn_begin(e->env, NULL, flags, txn);
+        if (rc == MDB_SUCCESS) return CAIRN_OK;
+        pthread_rwlock_unlock(&e->resize);
+        if (rc != MDB_MAP_RESIZED) return cairn__mdb_fail(rc, "begin transaction");
+        /* Another process grew the map: adopt its size. */
+        pthread_rwlock_wrlock(&e->resize);
+        rc = mdb_env_set_mapsize(e->env, 0);
+        pthread_rwlock_unlock(&e->resize);
+        if (rc) return cairn__mdb_fail(rc, "adopt map size");
+    }
+}
+
+int cairn__read_begin(cairn_env *e, MDB_txn **txn) {
+    int rc = cairn__env_check(e);
+    return rc ? rc : txn_begin(e, MDB_RDONLY, txn);
+}
+
+void cairn__read_end(cairn_env *e, MDB_txn *txn) {
+    mdb_txn_abort(txn);
+    pthread_rwlock_unlock(&e->resize);
+}
+
+/* Durability is a per-handle choice but LMDB's sync flags are per environment: they are
+ * set while this thread holds LMDB's writer lock, so no other commit can see them. */
+int cairn__write_begin(cairn_env *e, cairn_durability d, MDB_txn **txn) {
+    unsigned on;
+    int rc = cairn__env_check(e);
+    if (rc) return rc;
+    if ((rc = txn_begin(e, 0, txn))) return rc;
+    on = d == CAIRN_DURABLE_NONE ? MDB_NOSYNC | MDB_NOMETASYNC
+         : d == CAIRN_DURABLE_RELAXED ? MDB_NOMETASYNC : 0;
+    mdb_env_set_flags(e->env, MDB_NOSYNC | MDB_NOMETASYNC, 0);
+    if (on) mdb_env_set_flags(e->env, on, 1);
+    return CAIRN_OK;
+}
+
+int cairn__write_commit(cairn_env *e, MDB_txn *txn) {
+    int rc = mdb_txn_commit(txn);
+    pthread_rwlock_unlock(&e->resize);
+    return rc;
+}
+
+void cairn__write_abort(cairn_env *e, MDB_txn *txn) {
+    mdb_txn_abort(txn);
+    pthread_rwlock_unlock(&e->resize);
+}
+
+int cairn__env_grow(cairn_env *e) {
+    MDB_envinfo info;
+    int rc;
+    pthread_rwlock_wrlock(&e->resize);
+    mdb_env_info(e->env, &info);
+    rc = mdb_env_set_mapsize(e->env, (size_t)info.me_mapsize * 2);
+    pthread_rwlock_unlock(&e->resize);
+    return rc ? cairn__mdb_fail(rc, "grow map") : CAIRN_OK;
+}
+
+/* ---------------------------------------------------------------------------------
+ * Opening
+ * --------------------------------------------------------------------------------- */
+void cairn_options_init(cairn_options *opts) {
+    memset(opts, 0, sizeof *opts);
+    opts->durability = CAIRN_DURABLE_FULL;
+}
+
+/* A store is recognised by the "meta" database holding MAGIC.  An environment whose main
+ * database holds anything else is somebody else's: refuse it without writing. */
+static int env_setup(cairn_env *e, int create) {
+    MDB_txn *txn;
+    MDB_dbi main;
+    MDB_val k = {5, (void *)"magic"}, v;
+    MDB_stat st;
+    int rc;
+    unsigned cf = create ? MDB_CREATE : 0;
+
+    if ((rc = mdb_txn_begin(e->env, NULL, create ? 0 : MDB_RDONLY, &txn)))
+        return cairn__mdb_fail(rc, "open store");
+    if ((rc = mdb_dbi_open(txn, NULL, 0, &main))) goto mdb_fail;
+    if ((rc = mdb_stat(txn, main, &st))) goto mdb_fail;
+    rc = mdb_dbi_open(txn, "meta", 0, &e->meta);
+    if (rc == MDB_NOTFOUND || rc == MDB_INCOMPATIBLE) {
+        if (st.ms_entries || !create || rc == MDB_INCOMPATIBLE) goto not_ours;
+    } else if (rc) {
+        goto mdb_fail;
+    } else {
+        rc = mdb_get(txn, e->meta, &k, &v);
+        if (rc || v.mv_size != sizeof MAGIC + 3 || memcmp(v.mv_data, MAGIC, sizeof MAGIC))
+            goto not_ours;
+        cf = 0; /* an existing store: its databases exist */
+    }
+    if ((rc = mdb_dbi_open(txn, "meta", cf, &e->meta)) ||
+        (rc = mdb_dbi_open(txn, "log", cf, &e->log)) ||
+        (rc = mdb_dbi_open(txn, "streams", cf, &e->streams)) ||
+        (rc = mdb_dbi_open(txn, "sidx", cf | MDB_DUPSORT | MDB_DUPFIXED, &e->sidx)) ||
+        (rc = mdb_dbi_open(txn, "ids", cf, &e->ids)) ||
+        (rc = mdb_dbi_open(txn, "post", cf | MDB_DUPSORT | MDB_DUPFIXED, &e->post)))
+        goto mdb_fail;
+    if (cf) {
+        uint8_t magic[sizeof MAGIC + 3] = MAGIC;
+        magic[sizeof MAGIC + 2] = CAIRN_REC_FORMAT; /* store format, big-endian u24 */
+        v.mv_size = sizeof magic, v.mv_data = magic;
+        if ((rc = mdb_put(txn, e->meta, &k, &v, 0))) goto mdb_fail;
+    }
+    if ((rc = mdb_txn_commit(txn))) return cairn__mdb_fail(rc, "create store");
+    return CAIRN_OK;
+not_ours:
+    mdb_txn_abort(txn);
+    return cairn__fail(CAIRN_ECORRUPT, "not a cairn store (data.mdb belongs to something else)");
+mdb_fail:
+    mdb_txn_abort(txn);
+    return cairn__mdb_fail(rc, "open store");
+}
+
+static int env_open(const char *path, const struct stat *st, const cairn_options *o,
+                    cairn_env **out) {
+    cairn_env *e = calloc(1, sizeof *e);
+    char data[4096];
+    int rc, exists;
+
+    if (!e) return cairn__fail(CAIRN_ENOMEM, "out of memory");
+    e->dev = st->st_dev, e->ino = st->st_ino, e->fork_gen = cairn__fork_gen, e->refs = 1;
+    pthread_rwlock_init(&e->resize, NULL);
+    pthread_mutex_init(&e->flags_lock, NULL);
+    snprintf(data, sizeof data, "%s/data.mdb", path);
+    exists = access(data, F_OK) == 0;
+    if (!exists && o->readonly) {
+        env_free(e);
+        return cairn__fail(CAIRN_ENOENT, "%s: no store here", path);
+    }
+    /* A read-only handle still opens the environment read-write when it may, so that
+     * read-write handles in this process can share it. */
+    e->rdonly = access(path, W_OK) != 0 || (exists && access(data, W_OK) != 0);
+    if (e->rdonly && !o->readonly) {
+        env_free(e);
+        return cairn__fail(CAIRN_EREADONLY, "%s: not writable", path);
+    }
+    if ((rc = mdb_env_create(&e->env))) goto mdb_fail;
+    mdb_env_set_maxdbs(e->env, 16);
+    mdb_env_set_maxreaders(e->env, 1022);
+    mdb_env_set_mapsize(e->env, o->map_size ? o->map_size : DEFAULT_MAP_SIZE);
+    rc = mdb_env_open(e->env, path, MDB_NOTLS | (e->rdonly ? MDB_RDONLY : 0), 0644);
+    if (rc) goto mdb_fail;
+    if ((rc = env_setup(e, !o->readonly))) {
+        env_free(e);
+        return rc;
+    }
+    *out = e;
+    return CAIRN_OK;
+mdb_fail:
+    env_free(e);
+    return cairn__mdb_fail(rc, path);
+}
+
+int cairn_open(const char *path, const cairn_options *opts, cairn_store **out) {
+    cairn_options defaults;
+    cairn_store *s;
+    cairn_env *e;
+    struct stat st;
+    int rc = CAIRN_OK;
+
+    cairn__clear_error();
+    pthread_once(&g_once, init_once);
+    if (!opts) cairn_options_init(&defaults), opts = &defaults;
+    if (!path || !*path) return cairn__fail(CAIRN_EINVAL, "path: must not be empty");
+    if ((unsigned)opts->durability > CAIRN_DURABLE_NONE)
+        return cairn__fail(CAIRN_EINVAL, "durability: unknown value %d", (int)opts->durability);
+    if (stat(path, &st) != 0) {
+        if (errno != ENOENT) return cairn__fail(CAIRN_EIO, "%s: %s", path, strerror(errno));
+        if (opts->readonly) return cairn__fail(CAIRN_ENOENT, "%s: no store here", path);
+        if (mkdir(path, 0777) != 0 && errno != EEXIST)
+            return cairn__fail(errno == EACCES ? CAIRN_EREADONLY : CAIRN_EIO, "%s: %s", path,
+                               strerror(errno));
+        if (stat(path, &st) != 0) return cairn__fail(CAIRN_EIO, "%s: %s", path, strerror(errno));
+    }
+    if (!S_ISDIR(st.st_mode)) return cairn__fail(CAIRN_EINVAL, "%s: not a directory", path);
+    if (!(s = calloc(1, sizeof *s))) return cairn__fail(CAIRN_ENOMEM, "out of memory");
+
+    pthread_mutex_lock(&g_registry_lock);
+    for (e = g_registry; e; e = e->next)
+        if (e->dev == st.st_dev && e->ino == st.st_ino) break;
+    if (e) {
+        if (e->rdonly && !opts->readonly)
+            rc = cairn__fail(CAIRN_EBUSY, "%s: already open read-only in this process", path);
+        else
+            e->refs++;
+    } else if ((rc = env_open(path, &st, opts, &e)) == CAIRN_OK) {
+        e->next = g_registry;
+        g_registry = e;
+    }
+    pthread_mutex_unlock(&g_registry_lock);
+    if (rc) {
+        free(s);
+        return rc;
+    }
+    s->env = e;
+    s->durability = opts->durability;
+    s->readonly = opts->readonly;
+    *out = s;
+    return CAIRN_OK;
+}
+
+void cairn_close(cairn_store *s) {
+    if (!s) return;
+    if (!s->closed) cairn__env_release(s->env);
+    free(s);
+}
+
+int cairn_sync(cairn_store *s) {
+    int rc;
+    cairn__clear_error();
+    if ((rc = cairn__store_check(s))) return rc;
+    if (s->env->rdonly) return CAIRN_OK;
+    rc = mdb_env_sync(s->env->env, 1);
+    return rc ? cairn__mdb_fail(rc, "sync") : CAIRN_OK;
+}
