@@ -8,8 +8,6 @@
 
 #define EMAPFULL (-30100) /* internal: abort, grow the map, run the write again */
 
-static const MDB_val K_HEAD = {4, (void *)"head"};
-static const MDB_val K_TS = {2, (void *)"ts"};
 static const MDB_val K_SID = {3, (void *)"sid"};
 
 static int validate_event(const cairn_event_in *ev, const cairn_slice *stream, size_t r,
@@ -98,9 +96,11 @@ static int check_retry(cairn_env *e, MDB_txn *txn, const cairn_append_req *q,
     MDB_val k = {16, (void *)q->events[0].id}, v;
     uint64_t pos, first, count;
     cairn_event ev;
-    int rc = mdb_get(txn, e->ids, &k, &v);
+    int rc;
 
     *retry = 0;
+    if (!q->events[0].has_id) return CAIRN_OK; /* ids assigned here cannot repeat */
+    rc = mdb_get(txn, e->ids, &k, &v);
     if (rc == MDB_NOTFOUND) return CAIRN_OK;
     if (rc) return cairn__mdb_fail(rc, "read id index");
     if (v.mv_size != 20) return cairn__fail(CAIRN_ECORRUPT, "corrupt id index entry");
@@ -109,6 +109,7 @@ static int check_retry(cairn_env *e, MDB_txn *txn, const cairn_append_req *q,
     count = cairn__get_be32((uint8_t *)v.mv_data + 16);
     if (pos != first || count != q->nevents) return duplicate(pos, q->events[0].id);
     for (size_t i = 1; i < q->nevents; i++) {
+        if (!q->events[i].has_id) return duplicate(pos, q->events[0].id);
         k.mv_data = (void *)q->events[i].id;
         rc = mdb_get(txn, e->ids, &k, &v);
         if (rc == MDB_NOTFOUND || (rc == 0 && cairn__get_be64(v.mv_data) != first + i))
@@ -155,6 +156,25 @@ static int check_expected(const cairn_append_req *q, const cairn_stream_info *si
         if (rc_) { rc = cairn__mdb_fail(rc_, what); goto out; }                              \
     } while (0)
 
+/* Cursors of one write, one per index so that each stays on its own leaf page. */
+typedef struct writer {
+    MDB_cursor *log, *sidx, *ids, *cat, *type, *tag;
+    uint8_t last_id[16]; /* the largest key in `ids`: larger ids can use MDB_APPEND */
+    uint8_t *scratch;    /* room for 16 bytes per event of the largest request */
+} writer;
+
+#define TYPE_GROUPS 8 /* distinct types per request whose postings are put in one go */
+
+/* Puts `count` sorted 8-byte (or 16-byte) values under one key in a single cursor
+ * operation: LMDB finds the key once and appends every dup. */
+static int put_multiple(MDB_cursor *c, const void *key, size_t klen, uint8_t *vals, size_t vsize,
+                        size_t count) {
+    MDB_val k = {klen, (void *)key}, d[2];
+    d[0].mv_size = vsize, d[0].mv_data = vals;
+    d[1].mv_size = count, d[1].mv_data = NULL;
+    return mdb_cursor_put(c, &k, d, MDB_MULTIPLE | MDB_APPENDDUP);
+}
+
 static int put_posting(MDB_cursor *c, int kind, const void *name, size_t len, uint8_t *posb) {
     uint8_t kb[CAIRN_POST_KEY];
     MDB_val k = {CAIRN_POST_KEY, kb}, v = {8, posb};
@@ -165,32 +185,183 @@ static int put_posting(MDB_cursor *c, int kind, const void *name, size_t len, ui
     return rc == MDB_KEYEXIST ? 0 : rc;
 }
 
+static int same_type(const cairn_event_in *a, const cairn_event_in *b) {
+    return a->type.len == b->type.len &&
+           (a->type.ptr == b->type.ptr || memcmp(a->type.ptr, b->type.ptr, a->type.len) == 0);
+}
+
+/* Type postings of one request: the first TYPE_GROUPS distinct types get one multi-put
+ * each; any further type is put event by event. */
+static int put_types(writer *w, const cairn_append_req *q, uint64_t first) {
+    const cairn_event_in *groups[TYPE_GROUPS];
+    size_t ng = 0;
+    int rc;
+    for (size_t i = 0; i < q->nevents; i++) {
+        size_t g;
+        for (g = 0; g < ng && !same_type(groups[g], &q->events[i]); g++) {}
+        if (g == ng && ng < TYPE_GROUPS) groups[ng++] = &q->events[i];
+    }
+    for (size_t g = 0; g < ng; g++) {
+        uint8_t kb[CAIRN_POST_KEY];
+        size_t n = 0;
+        for (size_t i = 0; i < q->nevents; i++)
+            if (same_type(groups[g], &q->events[i])) cairn__put_be64(w->scratch + 8 * n++, first + i);
+        cairn__post_key(CAIRN_POST_TYPE, groups[g]->type.ptr, groups[g]->type.len, kb);
+        if ((rc = put_multiple(w->type, kb, sizeof kb, w->scratch, 8, n))) return rc;
+    }
+    if (ng < TYPE_GROUPS) return 0;
+    for (size_t i = 0; i < q->nevents; i++) {
+        size_t g;
+        uint8_t posb[8];
+        for (g = 0; g < ng && !same_type(groups[g], &q->events[i]); g++) {}
+        if (g < ng) continue;
+        cairn__put_be64(posb, first + i);
+        if ((rc = put_posting(w->type, CAIRN_POST_TYPE, q->events[i].type.ptr,
+                              q->events[i].type.len, posb)))
+            return rc;
+    }
+    return 0;
+}
+
+/* Writes one request's events: ids, records, then the stream, category and type indexes
+ * in multi-puts.  *head and si->version advance. */
+static int write_request(cairn_env *e, writer *w, const cairn_append_req *q, size_t r,
+                         cairn_stream_info *si, uint64_t *head, int64_t ts,
+                         cairn_append_result *res) {
+    cairn_slice cat = cairn_category(q->stream.ptr, q->stream.len);
+    uint64_t first = *head + 1;
+    uint8_t sidb[8], kb[CAIRN_POST_KEY];
+    int rc = CAIRN_OK;
+    MDB_val k, v;
+
+    (void)e;
+    res->first_position = first;
+    for (size_t i = 0; i < q->nevents; i++) {
+        const cairn_event_in *ev = &q->events[i];
+        uint8_t posb[8], idv[20], idb[16];
+        const uint8_t *id = ev->id;
+        uint64_t pos = first + i;
+        int prc;
+
+        if (!ev->has_id) cairn_uuid7(idb), id = idb;
+        cairn__put_be64(posb, pos);
+
+        /* id -> position; an id already present is a duplicate */
+        cairn__put_be64(idv, pos);
+        cairn__put_be64(idv + 8, first);
+        cairn__put_be32(idv + 16, (uint32_t)q->nevents);
+        k.mv_size = 16, k.mv_data = (void *)id;
+        v.mv_size = 20, v.mv_data = idv;
+        if (memcmp(id, w->last_id, 16) > 0) {
+            prc = mdb_cursor_put(w->ids, &k, &v, MDB_APPEND);
+            memcpy(w->last_id, id, 16);
+        } else {
+            prc = mdb_cursor_put(w->ids, &k, &v, MDB_NOOVERWRITE);
+        }
+        if (prc == MDB_KEYEXIST) {
+            cairn__err()->request = r;
+            return duplicate(cairn__get_be64(v.mv_data), id);
+        }
+        MDB_TRY(prc, "write id index");
+
+        /* the record, written in place into the page LMDB reserves for it */
+        k.mv_size = 8, k.mv_data = posb;
+        v.mv_size = cairn__record_size(&q->stream, ev), v.mv_data = NULL;
+        MDB_TRY(mdb_cursor_put(w->log, &k, &v, MDB_APPEND | MDB_RESERVE), "write log");
+        cairn__record_write(v.mv_data, &q->stream, ev, id, pos, si->version + 1 + (int64_t)i, ts);
+
+        for (size_t t = 0; t < ev->ntags; t++)
+            MDB_TRY(put_posting(w->tag, CAIRN_POST_TAG, ev->tags[t].ptr, ev->tags[t].len, posb),
+                    "write tag index");
+    }
+
+    cairn__put_be64(sidb, si->sid);
+    for (size_t i = 0; i < q->nevents; i++) {
+        cairn__put_be64(w->scratch + 16 * i, (uint64_t)(si->version + 1 + (int64_t)i));
+        cairn__put_be64(w->scratch + 16 * i + 8, first + i);
+    }
+    MDB_TRY(put_multiple(w->sidx, sidb, 8, w->scratch, 16, q->nevents), "write stream index");
+    for (size_t i = 0; i < q->nevents; i++) cairn__put_be64(w->scratch + 8 * i, first + i);
+    cairn__post_key(CAIRN_POST_CATEGORY, cat.ptr, cat.len, kb);
+    MDB_TRY(put_multiple(w->cat, kb, sizeof kb, w->scratch, 8, q->nevents), "write category index");
+    MDB_TRY(put_types(w, q, first), "write type index");
+
+    *head += q->nevents;
+    si->version += (int64_t)q->nevents;
+    res->version = si->version;
+    res->position = *head;
+out:
+    return rc;
+}
+
+static int put_stream(cairn_env *e, MDB_txn *txn, const cairn_slice *name,
+                      const cairn_stream_info *si) {
+    uint8_t skey[CAIRN_STREAM_KEY_MAX], *sval;
+    MDB_val k, v;
+    int rc;
+    k.mv_size = cairn__stream_key(name->ptr, name->len, skey);
+    k.mv_data = skey;
+    v.mv_size = CAIRN_STREAM_VAL_HEADER + name->len;
+    if ((rc = mdb_put(txn, e->streams, &k, &v, MDB_RESERVE))) return rc;
+    sval = v.mv_data;
+    cairn__put_be64(sval, si->sid);
+    cairn__put_be64(sval + 8, (uint64_t)si->version);
+    cairn__put_be32(sval + 16, si->flags);
+    memcpy(sval + CAIRN_STREAM_VAL_HEADER, name->ptr, name->len);
+    return 0;
+}
+
+/* The head and the last timestamp come from the log's last record, so that a commit
+ * touches `meta` only when it creates a stream. */
+static int read_tail(cairn_env *e, MDB_txn *txn, MDB_cursor *clog, uint64_t *head,
+                     int64_t *last_ts) {
+    MDB_val k, v;
+    int rc = mdb_cursor_get(clog, &k, &v, MDB_LAST);
+    *last_ts = 0;
+    if (rc == 0) {
+        cairn_event ev;
+        uint64_t pos = k.mv_size == 8 ? cairn__get_be64(k.mv_data) : 0;
+        if ((rc = cairn__record_decode(v.mv_data, v.mv_size, pos, &ev))) return rc;
+        *last_ts = ev.timestamp;
+    } else if (rc != MDB_NOTFOUND) {
+        return cairn__mdb_fail(rc, "read log");
+    }
+    return cairn__head(e, txn, head);
+}
+
 static int write_all(cairn_store *s, MDB_txn *txn, const cairn_append_req *reqs, size_t nreqs,
                      cairn_append_result *results) {
     cairn_env *e = s->env;
-    MDB_cursor *clog = NULL, *csidx = NULL, *cids = NULL, *cpost = NULL;
-    uint64_t head, last_ts, next_sid;
-    int64_t ts;
+    writer w;
+    uint64_t head, next_sid, sid0;
+    int64_t ts, last_ts;
+    size_t most = 0;
     int rc = CAIRN_OK;
+    MDB_val k, v;
 
-    if ((rc = get_u64(txn, e->meta, &K_HEAD, &head)) || (rc = get_u64(txn, e->meta, &K_TS, &last_ts)) ||
-        (rc = get_u64(txn, e->meta, &K_SID, &next_sid)))
-        return rc;
+    memset(&w, 0, sizeof w);
+    for (size_t r = 0; r < nreqs; r++) if (reqs[r].nevents > most) most = reqs[r].nevents;
+    if (!(w.scratch = malloc(16 * most))) return cairn__fail(CAIRN_ENOMEM, "out of memory");
+    MDB_TRY(mdb_cursor_open(txn, e->log, &w.log), "open cursor");
+    MDB_TRY(mdb_cursor_open(txn, e->sidx, &w.sidx), "open cursor");
+    MDB_TRY(mdb_cursor_open(txn, e->ids, &w.ids), "open cursor");
+    MDB_TRY(mdb_cursor_open(txn, e->post, &w.cat), "open cursor");
+    MDB_TRY(mdb_cursor_open(txn, e->post, &w.type), "open cursor");
+    MDB_TRY(mdb_cursor_open(txn, e->post, &w.tag), "open cursor");
+    if ((rc = read_tail(e, txn, w.log, &head, &last_ts))) goto out;
+    if ((rc = get_u64(txn, e->meta, &K_SID, &next_sid))) goto out;
+    sid0 = next_sid;
+    rc = mdb_cursor_get(w.ids, &k, &v, MDB_LAST);
+    if (rc == 0 && k.mv_size == 16) memcpy(w.last_id, k.mv_data, 16);
+    else if (rc && rc != MDB_NOTFOUND) MDB_TRY(rc, "read id index");
+    rc = CAIRN_OK;
     ts = cairn__now_ns();
-    if (ts < (int64_t)last_ts) ts = (int64_t)last_ts; /* the clock stepped back */
-    MDB_TRY(mdb_cursor_open(txn, e->log, &clog), "open cursor");
-    MDB_TRY(mdb_cursor_open(txn, e->sidx, &csidx), "open cursor");
-    MDB_TRY(mdb_cursor_open(txn, e->ids, &cids), "open cursor");
-    MDB_TRY(mdb_cursor_open(txn, e->post, &cpost), "open cursor");
+    if (ts < last_ts) ts = last_ts; /* the clock stepped back */
 
     for (size_t r = 0; r < nreqs; r++) {
         const cairn_append_req *q = &reqs[r];
         cairn_stream_info si;
-        cairn_slice cat = cairn_category(q->stream.ptr, q->stream.len);
-        uint8_t sidb[8], skey[CAIRN_STREAM_KEY_MAX];
-        uint8_t *sval;
         int retry;
-        MDB_val k, v;
 
         if ((rc = check_retry(e, txn, q, &results[r], &retry))) {
             cairn__err()->request = r;
@@ -200,74 +371,18 @@ static int write_all(cairn_store *s, MDB_txn *txn, const cairn_append_req *reqs,
         if ((rc = cairn__stream_lookup(e, txn, q->stream.ptr, q->stream.len, &si))) goto out;
         if ((rc = check_expected(q, &si, r))) goto out;
         if (!si.exists) si.sid = ++next_sid;
-        cairn__put_be64(sidb, si.sid);
-        results[r].first_position = head + 1;
-
-        for (size_t i = 0; i < q->nevents; i++) {
-            const cairn_event_in *ev = &q->events[i];
-            uint8_t posb[8], idv[20], sv[16];
-            size_t size = cairn__record_size(&q->stream, ev);
-
-            head++;
-            si.version++;
-            cairn__put_be64(posb, head);
-
-            /* id -> position; an id already present is a duplicate */
-            cairn__put_be64(idv, head);
-            cairn__put_be64(idv + 8, results[r].first_position);
-            cairn__put_be32(idv + 16, (uint32_t)q->nevents);
-            k.mv_size = 16, k.mv_data = (void *)ev->id;
-            v.mv_size = 20, v.mv_data = idv;
-            {
-                int prc = mdb_cursor_put(cids, &k, &v, MDB_NOOVERWRITE);
-                if (prc == MDB_KEYEXIST) {
-                    cairn__err()->request = r;
-                    rc = duplicate(cairn__get_be64(v.mv_data), ev->id);
-                    goto out;
-                }
-                MDB_TRY(prc, "write id index");
-            }
-
-            /* the record, written in place into the page LMDB reserves for it */
-            k.mv_size = 8, k.mv_data = posb;
-            v.mv_size = size, v.mv_data = NULL;
-            MDB_TRY(mdb_cursor_put(clog, &k, &v, MDB_APPEND | MDB_RESERVE), "write log");
-            cairn__record_write(v.mv_data, &q->stream, ev, head, si.version, ts);
-
-            cairn__put_be64(sv, (uint64_t)si.version);
-            memcpy(sv + 8, posb, 8);
-            k.mv_size = 8, k.mv_data = sidb;
-            v.mv_size = 16, v.mv_data = sv;
-            MDB_TRY(mdb_cursor_put(csidx, &k, &v, MDB_APPENDDUP), "write stream index");
-
-            MDB_TRY(put_posting(cpost, CAIRN_POST_CATEGORY, cat.ptr, cat.len, posb), "write index");
-            MDB_TRY(put_posting(cpost, CAIRN_POST_TYPE, ev->type.ptr, ev->type.len, posb),
-                    "write index");
-            for (size_t t = 0; t < ev->ntags; t++)
-                MDB_TRY(put_posting(cpost, CAIRN_POST_TAG, ev->tags[t].ptr, ev->tags[t].len, posb),
-                        "write index");
-        }
-
-        k.mv_size = cairn__stream_key(q->stream.ptr, q->stream.len, skey);
-        k.mv_data = skey;
-        v.mv_size = CAIRN_STREAM_VAL_HEADER + q->stream.len;
-        MDB_TRY(mdb_put(txn, e->streams, &k, &v, MDB_RESERVE), "write stream");
-        sval = v.mv_data;
-        cairn__put_be64(sval, si.sid);
-        cairn__put_be64(sval + 8, (uint64_t)si.version);
-        cairn__put_be32(sval + 16, si.flags);
-        memcpy(sval + CAIRN_STREAM_VAL_HEADER, q->stream.ptr, q->stream.len);
-        results[r].version = si.version;
-        results[r].position = head;
+        if ((rc = write_request(e, &w, q, r, &si, &head, ts, &results[r]))) goto out;
+        MDB_TRY(put_stream(e, txn, &q->stream, &si), "write stream");
     }
-    MDB_TRY(put_u64(txn, e->meta, &K_HEAD, head), "write meta");
-    MDB_TRY(put_u64(txn, e->meta, &K_TS, (uint64_t)ts), "write meta");
-    MDB_TRY(put_u64(txn, e->meta, &K_SID, next_sid), "write meta");
+    if (next_sid != sid0) MDB_TRY(put_u64(txn, e->meta, &K_SID, next_sid), "write meta");
 out:
-    if (cpost) mdb_cursor_close(cpost);
-    if (cids) mdb_cursor_close(cids);
-    if (csidx) mdb_cursor_close(csidx);
-    if (clog) mdb_cursor_close(clog);
+    if (w.tag) mdb_cursor_close(w.tag);
+    if (w.type) mdb_cursor_close(w.type);
+    if (w.cat) mdb_cursor_close(w.cat);
+    if (w.ids) mdb_cursor_close(w.ids);
+    if (w.sidx) mdb_cursor_close(w.sidx);
+    if (w.log) mdb_cursor_close(w.log);
+    free(w.scratch);
     return rc;
 }
 

@@ -22,7 +22,7 @@ size_t cairn__record_size(const cairn_slice *stream, const cairn_event_in *ev) {
 }
 
 void cairn__record_write(uint8_t *out, const cairn_slice *stream, const cairn_event_in *ev,
-                         uint64_t position, int64_t version, int64_t timestamp) {
+                         const uint8_t *id, uint64_t position, int64_t version, int64_t timestamp) {
     size_t tl = tags_size(ev);
     uint8_t *p = out + CAIRN_REC_HEADER;
 
@@ -38,7 +38,7 @@ void cairn__record_write(uint8_t *out, const cairn_slice *stream, const cairn_ev
     cairn__put_le32(out + 44, (uint32_t)ev->metadata.len);
     cairn__put_le32(out + 48, (uint32_t)ev->data.len);
     cairn__put_le32(out + 52, (uint32_t)tl);
-    memcpy(out + 56, ev->id, 16);
+    memcpy(out + 56, id, 16);
     memcpy(p, stream->ptr, stream->len), p += stream->len;
     memcpy(p, ev->type.ptr, ev->type.len), p += ev->type.len;
     for (size_t i = 0; i < ev->ntags; i++) {

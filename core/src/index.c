@@ -57,3 +57,20 @@ int cairn__stream_lookup(cairn_env *e, MDB_txn *txn, const void *name, size_t le
     info->flags = cairn__get_be32((uint8_t *)v.mv_data + 16);
     return CAIRN_OK;
 }
+
+/* The last position ever written: the log's last key, or the `meta` head kept when the
+ * newest events are removed (positions are never reused). */
+int cairn__head(cairn_env *e, MDB_txn *txn, uint64_t *out) {
+    MDB_cursor *c;
+    MDB_val k, v, mk = {4, (void *)"head"};
+    int rc;
+    *out = 0;
+    if ((rc = mdb_cursor_open(txn, e->log, &c))) return cairn__mdb_fail(rc, "head");
+    rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
+    if (rc == 0 && k.mv_size == 8) *out = cairn__get_be64(k.mv_data);
+    mdb_cursor_close(c);
+    if (rc && rc != MDB_NOTFOUND) return cairn__mdb_fail(rc, "head");
+    rc = mdb_get(txn, e->meta, &mk, &v);
+    if (rc == 0 && v.mv_size == 8 && cairn__get_be64(v.mv_data) > *out) *out = cairn__get_be64(v.mv_data);
+    return rc == 0 || rc == MDB_NOTFOUND ? CAIRN_OK : cairn__mdb_fail(rc, "head");
+}

@@ -104,7 +104,7 @@ static inline uint16_t cairn__get_le16(const uint8_t *p) { uint16_t v; memcpy(&v
 size_t cairn__record_size(const cairn_slice *stream, const cairn_event_in *ev);
 /* Writes a record into `out` (cairn__record_size bytes) and seals its checksum. */
 void cairn__record_write(uint8_t *out, const cairn_slice *stream, const cairn_event_in *ev,
-                         uint64_t position, int64_t version, int64_t timestamp);
+                         const uint8_t *id, uint64_t position, int64_t version, int64_t timestamp);
 /* Checks and decodes a record; `position` is the key it was stored under.
  * Pointers in *ev point into `rec`. */
 int cairn__record_decode(const void *rec, size_t len, uint64_t position, cairn_event *ev);
@@ -136,6 +136,9 @@ typedef struct cairn_stream_info {
 /* Looks a stream up in `txn`; info->exists is 0 when it has no entry. */
 int cairn__stream_lookup(cairn_env *e, MDB_txn *txn, const void *name, size_t len,
                          cairn_stream_info *info);
+
+/* The last position ever written (0 for an empty store). */
+int cairn__head(cairn_env *e, MDB_txn *txn, uint64_t *out);
 
 /* Validation shared by writers and readers. */
 int cairn__check_stream(const void *name, size_t len, const char *what);

@@ -466,9 +466,7 @@ static int refill(cairn_iter *it) {
         it->planned = 1;
         if (it->kind == IT_POSTINGS && (rc = plan(it, txn))) goto out;
         if (it->backwards && it->next == 0 && it->kind != IT_STREAM) {
-            MDB_val k = {4, (void *)"head"}, v;
-            int mrc = mdb_get(txn, it->env->meta, &k, &v);
-            it->next = mrc == 0 && v.mv_size == 8 ? cairn__get_be64(v.mv_data) : 0;
+            if ((rc = cairn__head(it->env, txn, &it->next))) goto out;
             if (it->next == 0) it->done = 1;
         }
     }
@@ -614,15 +612,14 @@ int cairn_get(cairn_store *s, uint64_t position, cairn_event *ev) {
 
 int cairn_head(cairn_store *s, uint64_t *out) {
     MDB_txn *txn;
-    MDB_val k = {4, (void *)"head"}, v;
     int rc;
     cairn__clear_error();
+    *out = 0;
     if ((rc = cairn__store_check(s))) return rc;
     if ((rc = cairn__read_begin(s->env, &txn))) return rc;
-    rc = mdb_get(txn, s->env->meta, &k, &v);
-    *out = rc == 0 && v.mv_size == 8 ? cairn__get_be64(v.mv_data) : 0;
+    rc = cairn__head(s->env, txn, out);
     cairn__read_end(s->env, txn);
-    return rc == 0 || rc == MDB_NOTFOUND ? CAIRN_OK : cairn__mdb_fail(rc, "head");
+    return rc;
 }
 
 int cairn_stream_version(cairn_store *s, const char *stream, size_t stream_len, int64_t *out) {
