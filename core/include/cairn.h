@@ -69,7 +69,13 @@ typedef struct cairn_error {
     size_t request;   /* index of the failing request in cairn_append_batch */
     int64_t expected; /* CAIRN_EVERSION: the expectation given */
     int64_t actual;   /* CAIRN_EVERSION: the stream's current version (-1 when none) */
-    uint64_t position;/* CAIRN_ECORRUPT / CAIRN_EDUPLICATE: the position concerned, 0 if none */
+    uint64_t position;/* CAIRN_ECORRUPT / CAIRN_EDUPLICATE / CAIRN_ESCRIPT: the position
+                         concerned (for a script: the event being applied), 0 if none */
+    char script[128]; /* CAIRN_ESCRIPT / CAIRN_EREJECTED: the script's name */
+    int line;         /* CAIRN_ESCRIPT: 1-based line in the script's source, 0 if unknown */
+    char reason[256]; /* CAIRN_EREJECTED: the reason given to reject() */
+    const char *details;  /* CAIRN_EREJECTED: details as JSON text (NULL if none) */
+    size_t details_len;
 } cairn_error;
 
 const cairn_error *cairn_last_error(void);

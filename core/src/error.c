@@ -21,6 +21,10 @@ void cairn__clear_error(void) {
     g_error.request = 0;
     g_error.expected = g_error.actual = 0;
     g_error.position = 0;
+    g_error.script[0] = g_error.reason[0] = '\0';
+    g_error.line = 0;
+    g_error.details = NULL;
+    g_error.details_len = 0;
 }
 
 int cairn__fail(int code, const char *fmt, ...) {

@@ -307,10 +307,14 @@ static int source_step(source *s, int backwards) {
 /* ---------------------------------------------------------------------------------
  * Refills
  * --------------------------------------------------------------------------------- */
+/* Copies a record into the page.  A damaged record ends the page before it (returning
+ * STOP) so that the reader gets every good event up to the damage; the error comes when
+ * the reader reaches it. */
+#define STOP 1
 static int take(cairn_iter *it, const MDB_val *v, uint64_t pos, int check) {
     cairn_event ev;
     int rc = cairn__record_decode(v->mv_data, v->mv_size, pos, &ev);
-    if (rc) return rc;
+    if (rc) return it->count ? STOP : rc;
     if (check && !matches(&it->f, &ev)) return CAIRN_OK;
     return buf_add(it, v->mv_data, v->mv_size, pos);
 }
@@ -332,7 +336,10 @@ static int refill_log(cairn_iter *it, MDB_txn *txn) {
     }
     while (rc == 0) {
         uint64_t pos = cairn__get_be64(k.mv_data);
-        if ((rc = take(it, &v, pos, 0))) goto out;
+        if ((rc = take(it, &v, pos, 0))) {
+            if (rc == STOP) rc = 0;
+            goto out;
+        }
         if (it->backwards) {
             if (pos <= 1) { it->done = 1; break; }
             it->next = pos - 1;
@@ -375,7 +382,10 @@ static int refill_postings(cairn_iter *it, MDB_txn *txn) {
         cairn__put_be64(kb, best);
         rc = mdb_cursor_get(clog, &k, &v, MDB_SET_KEY);
         if (rc == 0) {
-            if ((rc = take(it, &v, best, 1))) goto out;
+            if ((rc = take(it, &v, best, 1))) {
+                if (rc == STOP) rc = 0;
+                goto out;
+            }
         } else if (rc != MDB_NOTFOUND) {
             goto mdb_out;
         }
@@ -433,7 +443,10 @@ static int refill_stream(cairn_iter *it, MDB_txn *txn) {
         cairn__put_be64(pk, pos);
         rc = mdb_cursor_get(clog, &lk, &lv, MDB_SET_KEY);
         if (rc == 0) {
-            if ((rc = take(it, &lv, pos, 0))) goto out;
+            if ((rc = take(it, &lv, pos, 0))) {
+                if (rc == STOP) rc = 0;
+                goto out;
+            }
         } else if (rc != MDB_NOTFOUND) {
             goto mdb_out;
         }
@@ -484,6 +497,7 @@ out:
 int cairn_iter_next(cairn_iter *it, cairn_event *ev) {
     int rc;
     cairn__clear_error();
+    if ((rc = cairn__env_check(it->env))) return rc; /* a child after fork(): not even the page */
     while (it->at >= it->count) {
         if (it->done || it->remaining == 0) return 0;
         if ((rc = refill(it))) {
@@ -675,7 +689,7 @@ int cairn_streams(cairn_store *s, const char *prefix, size_t prefix_len, const c
     size_t slen, plen_key;
     name_ref *group = NULL;
     size_t ng = 0, gcap = 0;
-    lister l = {(const uint8_t *)prefix, prefix ? prefix_len : 0, (const uint8_t *)after,
+    lister l = {(const uint8_t *)(prefix ? prefix : ""), prefix ? prefix_len : 0, (const uint8_t *)after,
                 after ? after_len : 0, max ? max : (size_t)-1, 0, fn, ctx, 0};
     int rc;
 
@@ -684,7 +698,7 @@ int cairn_streams(cairn_store *s, const char *prefix, size_t prefix_len, const c
     if (!fn) return cairn__fail(CAIRN_EINVAL, "fn: NULL");
     /* start at the larger of the prefix and `after`, both cut to the inline key length */
     plen_key = l.prefix_len < CAIRN_STREAM_KEY_INLINE ? l.prefix_len : CAIRN_STREAM_KEY_INLINE;
-    memcpy(start, l.prefix, plen_key);
+    if (plen_key) memcpy(start, l.prefix, plen_key);
     slen = plen_key;
     if (l.after) {
         size_t alen = l.after_len < CAIRN_STREAM_KEY_INLINE ? l.after_len : CAIRN_STREAM_KEY_INLINE;

@@ -1,0 +1,117 @@
+# cairn -- entry points.  `make` builds, `make test` runs every test (C under ASan+UBSan too),
+# `make demo` runs the example application, `make bench` the benchmarks.
+# Debian packages are installed when missing (scripts/deps.sh); Python tools live in .venv.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+.DEFAULT_GOAL := all
+
+# The interpreter the extension is built for, resolved through pyenv shims to the real binary;
+# .venv is made from the same one.
+PYTHON ?= $(shell python3 -c 'import sys;print(sys.executable)')
+# Debian's cmake (installed by deps) unless told otherwise.
+CMAKE ?= $(shell command -v /usr/bin/cmake || command -v cmake)
+CTEST ?= $(shell command -v /usr/bin/ctest || command -v ctest)
+JOBS ?= 2
+CMAKE_ARGS ?=
+
+BUILD := build
+BUILD_ASAN := build-asan
+VENV := .venv
+VENV_PY := $(VENV)/bin/python
+
+# Output of UBSan/ASan goes to the test log; make every report fatal and readable.
+export ASAN_OPTIONS ?= detect_leaks=1:abort_on_error=0:strict_string_checks=1
+export UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
+
+# One heavy step at a time: the machine has two cores and each build already uses both.
+.NOTPARALLEL:
+
+.PHONY: all deps build build-asan venv test test-c test-asan test-python demo bench clean \
+	distclean format
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build: deps
+	@echo "== configure + build ($(BUILD)/, Release -O2 -g, python: $(PYTHON))"
+	@$(CMAKE) -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DPython3_EXECUTABLE=$(PYTHON) \
+		$(CMAKE_ARGS) --log-level=WARNING > /dev/null
+	@$(CMAKE) --build $(BUILD) -j$(JOBS) -- --no-print-directory
+
+build-asan: deps
+	@echo "== configure + build ($(BUILD_ASAN)/, Debug, ASan+UBSan)"
+	@$(CMAKE) -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DCAIRN_SANITIZE=ON \
+		-DCAIRN_PYTHON=OFF $(CMAKE_ARGS) --log-level=WARNING > /dev/null
+	@$(CMAKE) --build $(BUILD_ASAN) -j$(JOBS) -- --no-print-directory
+
+# .venv is (re)made when missing, made from another interpreter, or when requirements-dev.txt
+# changed; the stamp records both.
+venv:
+	@want="$(PYTHON) $$(sha256sum requirements-dev.txt | cut -c1-16)"; \
+	if [ -x $(VENV_PY) ] && [ "$$(cat $(VENV)/.stamp 2>/dev/null)" = "$$want" ]; then exit 0; fi; \
+	echo "== venv ($(VENV)/ from $(PYTHON))"; \
+	if [ -x $(VENV_PY) ] && [ "$$(sed -n 1p $(VENV)/.stamp 2>/dev/null | cut -d' ' -f1)" != "$(PYTHON)" ]; then \
+		rm -rf $(VENV); fi; \
+	[ -x $(VENV_PY) ] || $(PYTHON) -m venv $(VENV); \
+	$(VENV_PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt 2>&1 \
+		| { grep -v "is ignored: it is neither a file nor a directory" || true; }; \
+	echo "$$want" > $(VENV)/.stamp
+
+test-c: build
+	@echo "== C tests ($(BUILD)/)"
+	@cd $(BUILD) && $(CTEST) --output-on-failure -j$(JOBS)
+
+test-asan: build-asan
+	@echo "== C tests under ASan+UBSan ($(BUILD_ASAN)/)"
+	@cd $(BUILD_ASAN) && $(CTEST) --output-on-failure -j$(JOBS)
+
+# pytest exits 5 when it collects nothing; that is only acceptable while tests/python has no
+# test files at all (checked here, so a broken collection can never pass as "no tests").
+test-python: build venv
+	@echo "== Python tests"
+	@if ! find tests/python -name 'test_*.py' 2>/dev/null | grep -q .; then \
+		echo "tests/python: no test files yet, skipped"; \
+	else \
+		PYTHONPATH=python $(VENV_PY) -m pytest -q tests/python; \
+	fi
+
+test: test-c test-asan test-python
+
+demo: build
+	PYTHONPATH=python $(PYTHON) examples/bank.py --store demo-store
+
+# bench/run (when the benchmarks bring their own driver), else every C benchmark built from
+# bench/c/ and bench/bench_python.py, each on a scratch directory in build/ (the real disk).
+# BENCH_EVENTS=N makes a quick run (the benchmarks' own default is large).
+BENCH_DIR := $(BUILD)/bench-data
+BENCH_EVENTS ?=
+bench: build venv
+	@if [ -x bench/run ]; then PYTHONPATH=python PYTHON=$(abspath $(VENV_PY)) bench/run; \
+	elif [ -x bench/run.sh ]; then PYTHONPATH=python PYTHON=$(abspath $(VENV_PY)) bench/run.sh; \
+	else \
+		ran=0; \
+		for src in bench/c/*.c; do \
+			[ -e "$$src" ] || continue; b=$(BUILD)/$$(basename $$src .c); \
+			echo "== $$b"; rm -rf $(BENCH_DIR); mkdir -p $(BENCH_DIR); $$b $(BENCH_DIR) $(BENCH_EVENTS); ran=1; \
+		done; \
+		if [ -f bench/bench_python.py ]; then \
+			echo "== bench/bench_python.py"; rm -rf $(BENCH_DIR); mkdir -p $(BENCH_DIR); \
+			PYTHONPATH=python $(VENV_PY) bench/bench_python.py $(BENCH_DIR) \
+				$(if $(BENCH_EVENTS),--events $(BENCH_EVENTS)); ran=1; \
+		fi; \
+		rm -rf $(BENCH_DIR); \
+		[ $$ran = 1 ] || { echo "bench: nothing to run yet"; exit 1; }; \
+	fi
+
+format:
+	@command -v clang-format > /dev/null || { echo "clang-format missing: apt-get install clang-format"; exit 1; }
+	clang-format -i core/include/*.h core/src/*.[ch] tests/c/*.[ch] $(wildcard lua/*.[ch] bindings/python/*.[ch])
+
+clean:
+	rm -rf $(BUILD) $(BUILD_ASAN) demo-store python/cairn/_cairn*.so
+
+distclean: clean
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,169 @@
+/*
+ * binding.h -- what the files of the CPython extension `cairn._cairn` share: the module
+ * state, the object layouts that cross files, and the helpers each file exports.
+ * Python -> binding -> core: nothing here is seen by the core.
+ */
+#ifndef CAIRN_BINDING_H
+#define CAIRN_BINDING_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+
+#include "cairn.h"
+
+/* ---------------------------------------------------------------------------------
+ * Exceptions: one enum, one table (errors.c), one raise site.
+ * --------------------------------------------------------------------------------- */
+enum {
+    CPY_EXC_ERROR = 0,
+    CPY_EXC_WRONG_VERSION,
+    CPY_EXC_DUPLICATE,
+    CPY_EXC_CONDITION,
+    CPY_EXC_DELETED,
+    CPY_EXC_SCRIPT,
+    CPY_EXC_REJECTED,
+    CPY_EXC_ALREADY_COMPENSATED,
+    CPY_EXC_NOT_COMPENSABLE,
+    CPY_EXC_CORRUPTION,
+    CPY_EXC_CLOSED,
+    CPY_EXC_COUNT
+};
+
+/* Per-module state.  Every object that needs it reaches it through a strong reference
+ * to the module (Store -> module) or PyType_GetModuleByDef on its own type. */
+typedef struct cpy_state {
+    PyTypeObject *Store_Type;
+    PyTypeObject *Event_Type;
+    PyTypeObject *Recorded_Type;
+    PyTypeObject *Result_Type;
+    PyTypeObject *ReadIter_Type;
+    PyTypeObject *NamesIter_Type;
+    PyTypeObject *Verify_Type;
+    PyObject *exc[CPY_EXC_COUNT];
+    PyObject *uuid_type;    /* uuid.UUID */
+    PyObject *uuid_unknown; /* uuid.SafeUUID.unknown */
+    PyObject *str_int;      /* "int", "is_safe", "bytes": UUID attribute names */
+    PyObject *str_is_safe;
+    PyObject *str_bytes;
+    PyObject *empty_tuple;
+} cpy_state;
+
+extern PyModuleDef cpy_module_def;
+
+static inline cpy_state *cpy_state_of_module(PyObject *module) {
+    return (cpy_state *)PyModule_GetState(module);
+}
+/* The state reached from a heap type of this module (or a subclass); NULL + exception
+ * when the type does not belong to it. */
+cpy_state *cpy_state_of_type(PyTypeObject *tp);
+
+/* ---------------------------------------------------------------------------------
+ * Objects shared between files.
+ * --------------------------------------------------------------------------------- */
+typedef struct cpy_readiter cpy_readiter;
+
+typedef struct cpy_store {
+    PyObject_HEAD
+    cairn_store *handle; /* NULL once really closed */
+    PyObject *module;    /* strong: keeps the state alive */
+    PyObject *path;      /* str */
+    cairn_durability durability;
+    int readonly;
+    int closed;          /* close() was called: new calls raise StoreClosed */
+    Py_ssize_t inflight; /* calls running without the GIL; touched with the GIL held */
+    long long script_instruction_limit;
+    long long script_memory_limit;
+    cpy_readiter *iters; /* live read iterators (borrowed; they unlink on dealloc) */
+    PyObject *weakrefs;
+} cpy_store;
+
+typedef struct cpy_event {
+    PyObject_HEAD
+    PyObject *type;     /* exact str, validated */
+    PyObject *data;     /* anything; encoded at append time */
+    PyObject *metadata; /* dict or None */
+    PyObject *tags;     /* tuple of exact str */
+    PyObject *subject;  /* str or None */
+    PyObject *id_obj;   /* cached uuid.UUID or NULL */
+    uint32_t schema;
+    uint8_t id[16];
+} cpy_event;
+
+/* A small cache of str objects for names that repeat along a read (stream, type). */
+#define CPY_NAMECACHE 8
+typedef struct cpy_namecache {
+    struct {
+        PyObject *s;   /* strong */
+        const char *u; /* its UTF-8, owned by s */
+        Py_ssize_t n;
+    } e[CPY_NAMECACHE];
+    unsigned next;
+} cpy_namecache;
+
+/* ---------------------------------------------------------------------------------
+ * errors.c
+ * --------------------------------------------------------------------------------- */
+int cpy_exceptions_init(PyObject *module, cpy_state *st);
+/* Raises the exception for core code `rc` from the calling thread's cairn_last_error().
+ * `streams` (may be NULL) are the stream names of the requests of an append batch, so
+ * error->request can name the failing one.  Returns NULL. */
+PyObject *cpy_raise(cpy_state *st, int rc, PyObject *const *streams, size_t nstreams);
+PyObject *cpy_raise_closed(cpy_state *st);
+
+/* ---------------------------------------------------------------------------------
+ * event.c
+ * --------------------------------------------------------------------------------- */
+int cpy_event_types_init(PyObject *module, cpy_state *st);
+PyObject *cpy_uuid_from_bytes(cpy_state *st, const uint8_t b[16]);
+/* A RecordedEvent from a decoded record (copies everything it needs). */
+PyObject *cpy_recorded_new(cpy_state *st, const cairn_event *ev, cpy_namecache *names);
+PyObject *cpy_result_new(cpy_state *st, const cairn_append_result *r);
+PyObject *cpy_name_get(cpy_namecache *c, const void *p, size_t len);
+void cpy_namecache_clear(cpy_namecache *c);
+
+/* ---------------------------------------------------------------------------------
+ * json.c: the one place where Python values become JSON text and back.
+ * --------------------------------------------------------------------------------- */
+typedef struct cpy_buf {
+    char *ptr;
+    size_t len, cap;
+} cpy_buf;
+int cpy_buf_reserve(cpy_buf *b, size_t extra); /* -1 + MemoryError */
+void cpy_buf_free(cpy_buf *b);
+/* Appends the JSON text of `obj` to `b`; `what` ("data"/"metadata") names the argument
+ * in errors.  Returns 0 or -1 with an exception set. */
+int cpy_json_encode(cpy_buf *b, PyObject *obj, const char *what);
+/* Decodes JSON text into a Python value.  With a `position` (and `st`), text that does
+ * not decode raises CorruptionError naming the record; else ValueError. */
+PyObject *cpy_json_decode(cpy_state *st, const char *p, size_t len, uint64_t position);
+enum { CPY_JSON_DEFAULT = 0, CPY_JSON_WITH_JANSSON, CPY_JSON_WITH_DIRECT };
+PyObject *cpy_json_decode_with(cpy_state *st, const char *p, size_t len, uint64_t position,
+                               int decoder);
+
+/* ---------------------------------------------------------------------------------
+ * store.c / iter.c
+ * --------------------------------------------------------------------------------- */
+int cpy_store_type_init(PyObject *module, cpy_state *st);
+int cpy_iter_types_init(PyObject *module, cpy_state *st);
+PyObject *cpy_store_open(PyObject *module, PyObject *args, PyObject *kwargs);
+PyObject *cpy_validate_append(PyObject *module, PyObject *args, PyObject *kwargs);
+
+/* Marks a call as in flight and returns the handle, or NULL + StoreClosed.  Every
+ * successful enter is matched by one leave, with the GIL held. */
+cairn_store *cpy_store_enter(cpy_store *s);
+void cpy_store_leave(cpy_store *s);
+
+/* Iterators over the log or a stream (iter.c). */
+PyObject *cpy_readiter_new_all(cpy_store *s, uint64_t start, int backwards, uint64_t limit,
+                               int empty, PyObject *filters[4], int raw);
+PyObject *cpy_readiter_new_stream(cpy_store *s, PyObject *stream, int64_t start, int backwards,
+                                  uint64_t limit, int empty, int raw);
+PyObject *cpy_namesiter_new(cpy_store *s, PyObject *prefix);
+/* Closes the core iterators of every live read iterator of `s` (before cairn_close). */
+void cpy_readiters_detach(cpy_store *s);
+
+/* Argument helpers shared by store.c and iter.c. */
+int cpy_check_bool(PyObject *o, const char *name, int *out);
+
+#endif

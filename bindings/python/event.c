@@ -1,0 +1,801 @@
+/*
+ * event.c -- the value types: Event (an event to write), RecordedEvent (an event read
+ * back), AppendResult and VerifyReport, plus the uuid/datetime conversions they need.
+ * RecordedEvent is built per event on every read, so it is cheap to make: it copies the
+ * raw JSON bytes and decodes data, metadata, id and timestamp only when first asked.
+ */
+#include "binding.h"
+
+#include <datetime.h>
+#include <structmember.h>
+
+cpy_state *cpy_state_of_type(PyTypeObject *tp) {
+    PyObject *m = PyType_GetModuleByDef(tp, &cpy_module_def);
+    return m ? cpy_state_of_module(m) : NULL;
+}
+
+/* ---------------------------------------------------------------------------------
+ * uuid.UUID from 16 bytes.  UUID(bytes=...) runs Python code (~1 us); building the
+ * instance directly and setting its two slots is what UUID.__init__ ends up doing.
+ * --------------------------------------------------------------------------------- */
+PyObject *cpy_uuid_from_bytes(cpy_state *st, const uint8_t b[16]) {
+    PyTypeObject *tp = (PyTypeObject *)st->uuid_type;
+    PyObject *n, *u;
+
+    if (tp->tp_new == PyBaseObject_Type.tp_new) {
+        n = _PyLong_FromByteArray(b, 16, 0, 0);
+        if (!n) return NULL;
+        u = tp->tp_new(tp, st->empty_tuple, NULL);
+        if (!u || PyObject_GenericSetAttr(u, st->str_int, n) < 0 ||
+            PyObject_GenericSetAttr(u, st->str_is_safe, st->uuid_unknown) < 0) {
+            Py_XDECREF(u);
+            Py_DECREF(n);
+            return NULL;
+        }
+        Py_DECREF(n);
+        return u;
+    } else {
+        PyObject *bytes = PyBytes_FromStringAndSize((const char *)b, 16), *kw;
+        if (!bytes) return NULL;
+        kw = Py_BuildValue("{sN}", "bytes", bytes);
+        if (!kw) return NULL;
+        u = PyObject_Call(st->uuid_type, st->empty_tuple, kw);
+        Py_DECREF(kw);
+        return u;
+    }
+}
+
+/* The 16 bytes of a uuid.UUID (via its .bytes).  -1 with an exception naming `id`. */
+static int uuid_to_bytes(cpy_state *st, PyObject *u, uint8_t out[16]) {
+    PyObject *b = PyObject_GetAttr(u, st->str_bytes);
+    if (!b) return -1;
+    if (!PyBytes_Check(b) || PyBytes_GET_SIZE(b) != 16) {
+        Py_DECREF(b);
+        PyErr_SetString(PyExc_ValueError, "id: UUID.bytes is not 16 bytes");
+        return -1;
+    }
+    memcpy(out, PyBytes_AS_STRING(b), 16);
+    Py_DECREF(b);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------
+ * Timestamps: ns since the epoch -> aware datetime (UTC), truncated to microseconds.
+ * --------------------------------------------------------------------------------- */
+static int64_t floor_div(int64_t a, int64_t b) {
+    int64_t q = a / b;
+    return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+
+/* Howard Hinnant's days_from_civil inverse. */
+static void civil_from_days(int64_t z, int *y, int *m, int *d) {
+    int64_t era, yoe, doy, mp;
+    unsigned doe;
+    z += 719468;
+    era = (z >= 0 ? z : z - 146096) / 146097;
+    doe = (unsigned)(z - era * 146097);
+    yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    mp = (5 * doy + 2) / 153;
+    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
+    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
+    *y = (int)(yoe + era * 400 + (*m <= 2));
+}
+
+static PyObject *datetime_from_ns(int64_t ns) {
+    int64_t us = floor_div(ns, 1000);
+    int64_t days = floor_div(us, 86400000000LL);
+    int64_t rem = us - days * 86400000000LL;
+    int y, mo, d;
+
+    civil_from_days(days, &y, &mo, &d);
+    if (y < 1 || y > 9999) {
+        PyErr_Format(PyExc_OverflowError, "timestamp %lld ns is out of datetime's range",
+                     (long long)ns);
+        return NULL;
+    }
+    return PyDateTimeAPI->DateTime_FromDateAndTime(
+        y, mo, d, (int)(rem / 3600000000LL), (int)(rem / 60000000LL % 60),
+        (int)(rem / 1000000LL % 60), (int)(rem % 1000000LL), PyDateTime_TimeZone_UTC,
+        PyDateTimeAPI->DateTimeType);
+}
+
+/* ---------------------------------------------------------------------------------
+ * A small cache of str objects for names that repeat along a read.
+ * --------------------------------------------------------------------------------- */
+PyObject *cpy_name_get(cpy_namecache *c, const void *p, size_t len) {
+    PyObject *s;
+    unsigned i;
+
+    for (i = 0; i < CPY_NAMECACHE; i++) {
+        if (c->e[i].s && (size_t)c->e[i].n == len && memcmp(c->e[i].u, p, len) == 0)
+            return Py_NewRef(c->e[i].s);
+    }
+    s = PyUnicode_DecodeUTF8(p, (Py_ssize_t)len, "replace");
+    if (!s) return NULL;
+    i = c->next++ % CPY_NAMECACHE;
+    {
+        Py_ssize_t n;
+        const char *u = PyUnicode_AsUTF8AndSize(s, &n);
+        if (!u) { /* cannot happen for a decoded str; do not cache */
+            PyErr_Clear();
+            return s;
+        }
+        Py_XDECREF(c->e[i].s);
+        c->e[i].s = Py_NewRef(s);
+        c->e[i].u = u;
+        c->e[i].n = n;
+    }
+    return s;
+}
+
+void cpy_namecache_clear(cpy_namecache *c) {
+    for (unsigned i = 0; i < CPY_NAMECACHE; i++) Py_CLEAR(c->e[i].s);
+}
+
+/* ---------------------------------------------------------------------------------
+ * Event
+ * --------------------------------------------------------------------------------- */
+
+/* An exact str of 1..max UTF-8 bytes without NUL, or NULL with an exception naming
+ * `what`. */
+static PyObject *checked_name(PyObject *o, const char *what, Py_ssize_t max) {
+    Py_ssize_t n;
+    const char *u;
+    PyObject *s;
+
+    if (!PyUnicode_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a str, not %.100s", what, Py_TYPE(o)->tp_name);
+        return NULL;
+    }
+    s = PyUnicode_CheckExact(o) ? Py_NewRef(o) : PyUnicode_FromObject(o);
+    if (!s) return NULL;
+    u = PyUnicode_AsUTF8AndSize(s, &n);
+    if (!u) {
+        Py_DECREF(s);
+        if (PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_ValueError, "%s is not valid UTF-8 (it contains a lone surrogate)",
+                         what);
+        }
+        return NULL;
+    }
+    if (n < 1 || n > max) {
+        PyErr_Format(PyExc_ValueError, "%s must be 1..%zd bytes of UTF-8, got %zd", what, max, n);
+        Py_DECREF(s);
+        return NULL;
+    }
+    if (memchr(u, 0, (size_t)n)) {
+        PyErr_Format(PyExc_ValueError, "%s must not contain NUL characters", what);
+        Py_DECREF(s);
+        return NULL;
+    }
+    return s;
+}
+
+static PyObject *checked_tags(PyObject *tags) {
+    PyObject *t, *out;
+    Py_ssize_t i, n;
+
+    if (PyUnicode_Check(tags) || PyBytes_Check(tags) || PyByteArray_Check(tags)) {
+        PyErr_Format(PyExc_TypeError, "tags must be an iterable of str, not a single %.100s",
+                     Py_TYPE(tags)->tp_name);
+        return NULL;
+    }
+    t = PySequence_Tuple(tags);
+    if (!t) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "tags must be an iterable of str, not %.100s",
+                         Py_TYPE(tags)->tp_name);
+        }
+        return NULL;
+    }
+    n = PyTuple_GET_SIZE(t);
+    if (n > CAIRN_MAX_TAGS) {
+        PyErr_Format(PyExc_ValueError, "tags: at most %d tags per event, got %zd", CAIRN_MAX_TAGS,
+                     n);
+        Py_DECREF(t);
+        return NULL;
+    }
+    out = PyTuple_New(n);
+    if (!out) {
+        Py_DECREF(t);
+        return NULL;
+    }
+    for (i = 0; i < n; i++) {
+        PyObject *s = checked_name(PyTuple_GET_ITEM(t, i), "tags: each tag", CAIRN_MAX_TAG);
+        if (!s) {
+            Py_DECREF(t);
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(out, i, s);
+    }
+    Py_DECREF(t);
+    return out;
+}
+
+static PyObject *event_new(PyTypeObject *tp, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"type", "data", "metadata", "id", "schema", "tags", "subject", NULL};
+    PyObject *type, *data = Py_None, *metadata = Py_None, *id = Py_None, *schema = NULL;
+    PyObject *tags = NULL, *subject = Py_None;
+    cpy_event *self;
+    long long sv = 1;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O$OOOOO:Event", kwlist, &type, &data,
+                                     &metadata, &id, &schema, &tags, &subject))
+        return NULL;
+    self = (cpy_event *)tp->tp_alloc(tp, 0);
+    if (!self) return NULL;
+
+    if (!(self->type = checked_name(type, "type", CAIRN_MAX_TYPE))) goto fail;
+    self->data = Py_NewRef(data);
+    if (metadata != Py_None && !PyDict_Check(metadata)) {
+        PyErr_Format(PyExc_TypeError, "metadata must be a dict or None, not %.100s",
+                     Py_TYPE(metadata)->tp_name);
+        goto fail;
+    }
+    self->metadata = Py_NewRef(metadata);
+    if (schema) {
+        int overflow;
+        if (!PyLong_Check(schema) || PyBool_Check(schema)) {
+            PyErr_Format(PyExc_TypeError, "schema must be an int, not %.100s",
+                         Py_TYPE(schema)->tp_name);
+            goto fail;
+        }
+        sv = PyLong_AsLongLongAndOverflow(schema, &overflow);
+        if (sv == -1 && PyErr_Occurred()) goto fail;
+        if (overflow || sv < 1 || sv > UINT32_MAX) {
+            PyErr_Format(PyExc_ValueError, "schema must be an int from 1 to %lu, got %R",
+                         (unsigned long)UINT32_MAX, schema);
+            goto fail;
+        }
+    }
+    self->schema = (uint32_t)sv;
+    if (tags) {
+        if (!(self->tags = checked_tags(tags))) goto fail;
+    } else {
+        self->tags = PyTuple_New(0);
+        if (!self->tags) goto fail;
+    }
+    if (subject != Py_None) {
+        if (!(self->subject = checked_name(subject, "subject", CAIRN_MAX_STREAM))) goto fail;
+    } else {
+        self->subject = Py_NewRef(Py_None);
+    }
+
+    if (id == Py_None) {
+        cairn_uuid7(self->id);
+    } else {
+        cpy_state *st = cpy_state_of_type(tp);
+        int is_uuid;
+        if (!st) goto fail;
+        is_uuid = PyObject_IsInstance(id, st->uuid_type);
+        if (is_uuid < 0) goto fail;
+        if (is_uuid) {
+            self->id_obj = Py_NewRef(id);
+        } else if (PyUnicode_Check(id)) {
+            self->id_obj = PyObject_CallOneArg(st->uuid_type, id);
+            if (!self->id_obj) {
+                if (PyErr_ExceptionMatches(PyExc_ValueError)) {
+                    PyErr_Clear();
+                    PyErr_Format(PyExc_ValueError, "id: %R is not a UUID", id);
+                }
+                goto fail;
+            }
+        } else {
+            PyErr_Format(PyExc_TypeError, "id must be a uuid.UUID, a str or None, not %.100s",
+                         Py_TYPE(id)->tp_name);
+            goto fail;
+        }
+        if (uuid_to_bytes(st, self->id_obj, self->id) < 0) goto fail;
+    }
+    return (PyObject *)self;
+fail:
+    Py_DECREF(self);
+    return NULL;
+}
+
+static int event_traverse(cpy_event *self, visitproc visit, void *arg) {
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->type);
+    Py_VISIT(self->data);
+    Py_VISIT(self->metadata);
+    Py_VISIT(self->tags);
+    Py_VISIT(self->subject);
+    Py_VISIT(self->id_obj);
+    return 0;
+}
+
+static int event_clear(cpy_event *self) {
+    Py_CLEAR(self->type);
+    Py_CLEAR(self->data);
+    Py_CLEAR(self->metadata);
+    Py_CLEAR(self->tags);
+    Py_CLEAR(self->subject);
+    Py_CLEAR(self->id_obj);
+    return 0;
+}
+
+static void event_dealloc(cpy_event *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    event_clear(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyObject *event_get_id(cpy_event *self, void *closure) {
+    (void)closure;
+    if (!self->id_obj) {
+        cpy_state *st = cpy_state_of_type(Py_TYPE(self));
+        if (!st || !(self->id_obj = cpy_uuid_from_bytes(st, self->id))) return NULL;
+    }
+    return Py_NewRef(self->id_obj);
+}
+
+static PyObject *event_repr(cpy_event *self) {
+    PyObject *id = event_get_id(self, NULL), *r;
+    if (!id) return NULL;
+    r = PyUnicode_FromFormat("Event(%R, %R, id=%R)", self->type, self->data, id);
+    Py_DECREF(id);
+    return r;
+}
+
+static PyMemberDef event_members[] = {
+    {"type", T_OBJECT, offsetof(cpy_event, type), READONLY, "The event type (str)."},
+    {"data", T_OBJECT, offsetof(cpy_event, data), READONLY,
+     "The payload: a JSON-compatible value, bytes, or None."},
+    {"metadata", T_OBJECT, offsetof(cpy_event, metadata), READONLY, "A dict or None."},
+    {"schema", T_UINT, offsetof(cpy_event, schema), READONLY, "The schema version (int >= 1)."},
+    {"tags", T_OBJECT, offsetof(cpy_event, tags), READONLY, "Tags (tuple of str)."},
+    {"subject", T_OBJECT, offsetof(cpy_event, subject), READONLY,
+     "The data subject (str) whose key encrypts data, or None."},
+    {NULL},
+};
+
+static PyGetSetDef event_getset[] = {
+    {"id", (getter)event_get_id, NULL, "The event id (uuid.UUID), fixed at construction.", NULL},
+    {NULL},
+};
+
+PyDoc_STRVAR(event_doc,
+             "Event(type, data=None, *, metadata=None, id=None, schema=1, tags=(), subject=None)\n"
+             "--\n\n"
+             "An event to append.  It gets its id when constructed (a UUIDv7 unless `id` is\n"
+             "given), so appending the same Event objects again is an idempotent retry.\n"
+             "`data` is a JSON-compatible value or bytes; it is encoded when appended.");
+
+static PyType_Slot event_slots[] = {
+    {Py_tp_new, event_new},       {Py_tp_dealloc, event_dealloc}, {Py_tp_traverse, event_traverse},
+    {Py_tp_clear, event_clear},   {Py_tp_repr, event_repr},       {Py_tp_members, event_members},
+    {Py_tp_getset, event_getset}, {Py_tp_doc, (void *)event_doc}, {0, NULL},
+};
+
+static PyType_Spec event_spec = {
+    .name = "cairn.Event",
+    .basicsize = sizeof(cpy_event),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = event_slots,
+};
+
+/* ---------------------------------------------------------------------------------
+ * RecordedEvent: one allocation; data then metadata bytes live inline after the fields.
+ * --------------------------------------------------------------------------------- */
+typedef struct cpy_recorded {
+    PyObject_VAR_HEAD
+    PyObject *stream;
+    PyObject *type;
+    PyObject *tags;
+    PyObject *data_obj; /* lazily decoded; NULL until first access */
+    PyObject *meta_obj;
+    PyObject *id_obj;
+    PyObject *ts_obj;
+    uint64_t position;
+    int64_t version;
+    int64_t timestamp;
+    uint32_t schema;
+    uint32_t flags;
+    size_t data_len;
+    size_t meta_len;
+    uint8_t id[16];
+    char raw[1];
+} cpy_recorded;
+
+PyObject *cpy_recorded_new(cpy_state *st, const cairn_event *ev, cpy_namecache *names) {
+    PyTypeObject *tp = st->Recorded_Type;
+    size_t n = ev->data.len + ev->metadata.len;
+    cpy_recorded *self;
+
+    if (n > (size_t)PY_SSIZE_T_MAX - 1) return PyErr_NoMemory();
+    self = (cpy_recorded *)tp->tp_alloc(tp, (Py_ssize_t)n);
+    if (!self) return NULL;
+    self->position = ev->position;
+    self->version = ev->version;
+    self->timestamp = ev->timestamp;
+    self->schema = ev->schema;
+    self->flags = ev->flags;
+    memcpy(self->id, ev->id, 16);
+    self->data_len = ev->data.len;
+    self->meta_len = ev->metadata.len;
+    if (ev->data.len) memcpy(self->raw, ev->data.ptr, ev->data.len);
+    if (ev->metadata.len) memcpy(self->raw + ev->data.len, ev->metadata.ptr, ev->metadata.len);
+
+    if (names) {
+        self->stream = cpy_name_get(names, ev->stream.ptr, ev->stream.len);
+        self->type = self->stream ? cpy_name_get(names, ev->type.ptr, ev->type.len) : NULL;
+    } else {
+        self->stream = PyUnicode_DecodeUTF8(ev->stream.ptr, (Py_ssize_t)ev->stream.len, "replace");
+        self->type = self->stream
+            ? PyUnicode_DecodeUTF8(ev->type.ptr, (Py_ssize_t)ev->type.len, "replace")
+            : NULL;
+    }
+    if (!self->type) goto fail;
+    if (ev->ntags == 0) {
+        self->tags = Py_NewRef(st->empty_tuple);
+    } else {
+        size_t cursor = 0;
+        Py_ssize_t i = 0;
+        cairn_slice tag;
+        self->tags = PyTuple_New((Py_ssize_t)ev->ntags);
+        if (!self->tags) goto fail;
+        while (i < (Py_ssize_t)ev->ntags && cairn_event_tag(ev, &cursor, &tag)) {
+            PyObject *s = PyUnicode_DecodeUTF8(tag.ptr, (Py_ssize_t)tag.len, "replace");
+            if (!s) goto fail;
+            PyTuple_SET_ITEM(self->tags, i++, s);
+        }
+        if (i != (Py_ssize_t)ev->ntags && _PyTuple_Resize(&self->tags, i) < 0) goto fail;
+    }
+    return (PyObject *)self;
+fail:
+    Py_DECREF(self);
+    return NULL;
+}
+
+static int recorded_traverse(cpy_recorded *self, visitproc visit, void *arg) {
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->stream);
+    Py_VISIT(self->type);
+    Py_VISIT(self->tags);
+    Py_VISIT(self->data_obj);
+    Py_VISIT(self->meta_obj);
+    Py_VISIT(self->id_obj);
+    Py_VISIT(self->ts_obj);
+    return 0;
+}
+
+static int recorded_clear(cpy_recorded *self) {
+    Py_CLEAR(self->stream);
+    Py_CLEAR(self->type);
+    Py_CLEAR(self->tags);
+    Py_CLEAR(self->data_obj);
+    Py_CLEAR(self->meta_obj);
+    Py_CLEAR(self->id_obj);
+    Py_CLEAR(self->ts_obj);
+    return 0;
+}
+
+static void recorded_dealloc(cpy_recorded *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    recorded_clear(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyObject *recorded_get_data(cpy_recorded *self, void *closure) {
+    (void)closure;
+    if (!self->data_obj) {
+        if (self->flags & CAIRN_EVENT_BYTES)
+            self->data_obj = PyBytes_FromStringAndSize(self->raw, (Py_ssize_t)self->data_len);
+        else if (self->data_len == 0)
+            self->data_obj = Py_NewRef(Py_None);
+        else
+            self->data_obj = cpy_json_decode(cpy_state_of_type(Py_TYPE(self)), self->raw,
+                                             self->data_len, self->position);
+        if (!self->data_obj) return NULL;
+    }
+    return Py_NewRef(self->data_obj);
+}
+
+static PyObject *recorded_get_metadata(cpy_recorded *self, void *closure) {
+    (void)closure;
+    if (!self->meta_obj) {
+        if (self->meta_len == 0)
+            self->meta_obj = Py_NewRef(Py_None);
+        else
+            self->meta_obj =
+                cpy_json_decode(cpy_state_of_type(Py_TYPE(self)), self->raw + self->data_len,
+                                self->meta_len, self->position);
+        if (!self->meta_obj) return NULL;
+    }
+    return Py_NewRef(self->meta_obj);
+}
+
+static PyObject *recorded_get_id(cpy_recorded *self, void *closure) {
+    (void)closure;
+    if (!self->id_obj) {
+        cpy_state *st = cpy_state_of_type(Py_TYPE(self));
+        if (!st || !(self->id_obj = cpy_uuid_from_bytes(st, self->id))) return NULL;
+    }
+    return Py_NewRef(self->id_obj);
+}
+
+static PyObject *recorded_get_timestamp(cpy_recorded *self, void *closure) {
+    (void)closure;
+    if (!self->ts_obj && !(self->ts_obj = datetime_from_ns(self->timestamp))) return NULL;
+    return Py_NewRef(self->ts_obj);
+}
+
+static PyObject *recorded_get_subject(cpy_recorded *self, void *closure) {
+    (void)self, (void)closure;
+    Py_RETURN_NONE;
+}
+
+static PyObject *recorded_get_forgotten(cpy_recorded *self, void *closure) {
+    (void)self, (void)closure;
+    Py_RETURN_FALSE;
+}
+
+static PyObject *recorded_repr(cpy_recorded *self) {
+    return PyUnicode_FromFormat("RecordedEvent(stream=%R, version=%lld, position=%llu, type=%R)",
+                                self->stream, (long long)self->version,
+                                (unsigned long long)self->position, self->type);
+}
+
+/* Two records are equal when they are the same stored event: same position, id,
+ * stream and version. */
+static PyObject *recorded_richcompare(PyObject *a, PyObject *b, int op) {
+    cpy_recorded *x = (cpy_recorded *)a, *y = (cpy_recorded *)b;
+    int eq;
+
+    if ((op != Py_EQ && op != Py_NE) || Py_TYPE(a) != Py_TYPE(b)) Py_RETURN_NOTIMPLEMENTED;
+    eq = x->position == y->position && x->version == y->version && memcmp(x->id, y->id, 16) == 0;
+    if (eq) {
+        eq = PyObject_RichCompareBool(x->stream, y->stream, Py_EQ);
+        if (eq < 0) return NULL;
+    }
+    return PyBool_FromLong(op == Py_EQ ? eq : !eq);
+}
+
+static Py_hash_t recorded_hash(cpy_recorded *self) {
+    uint64_t h;
+    memcpy(&h, self->id + 8, 8);
+    h ^= self->position * 0x9E3779B97F4A7C15ull;
+    h >>= 1; /* never -1 */
+    return (Py_hash_t)h;
+}
+
+static PyMemberDef recorded_members[] = {
+    {"stream", T_OBJECT, offsetof(cpy_recorded, stream), READONLY, "The stream name."},
+    {"type", T_OBJECT, offsetof(cpy_recorded, type), READONLY, "The event type."},
+    {"tags", T_OBJECT, offsetof(cpy_recorded, tags), READONLY, "Tags (tuple of str)."},
+    {"version", T_LONGLONG, offsetof(cpy_recorded, version), READONLY,
+     "The event's version in its stream (0, 1, 2, ...)."},
+    {"position", T_ULONGLONG, offsetof(cpy_recorded, position), READONLY,
+     "The event's global position (1, 2, 3, ...)."},
+    {"schema", T_UINT, offsetof(cpy_recorded, schema), READONLY, "The schema version."},
+    {"timestamp_ns", T_LONGLONG, offsetof(cpy_recorded, timestamp), READONLY,
+     "Commit time in nanoseconds since the Unix epoch (UTC)."},
+    {NULL},
+};
+
+static PyGetSetDef recorded_getset[] = {
+    {"data", (getter)recorded_get_data, NULL,
+     "The payload: JSON values as Python values, bytes as bytes, or None.", NULL},
+    {"metadata", (getter)recorded_get_metadata, NULL, "The metadata dict, or None.", NULL},
+    {"id", (getter)recorded_get_id, NULL, "The event id (uuid.UUID).", NULL},
+    {"timestamp", (getter)recorded_get_timestamp, NULL,
+     "Commit time as an aware datetime (UTC, microsecond precision).", NULL},
+    {"subject", (getter)recorded_get_subject, NULL, "The data subject, or None.", NULL},
+    {"forgotten", (getter)recorded_get_forgotten, NULL,
+     "True when the subject's key was forgotten (data is then None).", NULL},
+    {NULL},
+};
+
+static PyType_Slot recorded_slots[] = {
+    {Py_tp_dealloc, recorded_dealloc},
+    {Py_tp_traverse, recorded_traverse},
+    {Py_tp_clear, recorded_clear},
+    {Py_tp_repr, recorded_repr},
+    {Py_tp_richcompare, recorded_richcompare},
+    {Py_tp_hash, recorded_hash},
+    {Py_tp_members, recorded_members},
+    {Py_tp_getset, recorded_getset},
+    {Py_tp_doc, (void *)"An event read from the store."},
+    {0, NULL},
+};
+
+static PyType_Spec recorded_spec = {
+    .name = "cairn.RecordedEvent",
+    .basicsize = offsetof(cpy_recorded, raw),
+    .itemsize = 1,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
+        Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = recorded_slots,
+};
+
+/* ---------------------------------------------------------------------------------
+ * AppendResult
+ * --------------------------------------------------------------------------------- */
+typedef struct cpy_result {
+    PyObject_HEAD
+    int64_t version;
+    uint64_t position;       /* 0: None */
+    uint64_t first_position; /* 0: None */
+} cpy_result;
+
+PyObject *cpy_result_new(cpy_state *st, const cairn_append_result *r) {
+    cpy_result *self = (cpy_result *)st->Result_Type->tp_alloc(st->Result_Type, 0);
+    if (!self) return NULL;
+    self->version = r->version;
+    self->position = r->position;
+    self->first_position = r->first_position;
+    return (PyObject *)self;
+}
+
+static int position_arg(PyObject *o, const char *name, uint64_t *out) {
+    unsigned long long v;
+    if (o == Py_None) {
+        *out = 0;
+        return 0;
+    }
+    if (!PyLong_Check(o) || PyBool_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "%s must be an int or None", name);
+        return -1;
+    }
+    v = PyLong_AsUnsignedLongLong(o);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) return -1;
+    if (v == 0) {
+        PyErr_Format(PyExc_ValueError, "%s must be >= 1 or None", name);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static PyObject *result_new(PyTypeObject *tp, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"version", "position", "first_position", NULL};
+    long long version;
+    PyObject *pos = Py_None, *first = Py_None;
+    cpy_result *self;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "L|OO:AppendResult", kwlist, &version, &pos,
+                                     &first))
+        return NULL;
+    self = (cpy_result *)tp->tp_alloc(tp, 0);
+    if (!self) return NULL;
+    self->version = version;
+    if (position_arg(pos, "position", &self->position) < 0 ||
+        position_arg(first, "first_position", &self->first_position) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static void result_dealloc(cpy_result *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyObject *pos_obj(uint64_t p) {
+    if (!p) Py_RETURN_NONE;
+    return PyLong_FromUnsignedLongLong(p);
+}
+
+static PyObject *result_get_position(cpy_result *self, void *c) {
+    (void)c;
+    return pos_obj(self->position);
+}
+
+static PyObject *result_get_first(cpy_result *self, void *c) {
+    (void)c;
+    return pos_obj(self->first_position);
+}
+
+static PyObject *result_repr(cpy_result *self) {
+    PyObject *p = pos_obj(self->position), *f = pos_obj(self->first_position), *r = NULL;
+    if (p && f)
+        r = PyUnicode_FromFormat("AppendResult(version=%lld, position=%R, first_position=%R)",
+                                 (long long)self->version, p, f);
+    Py_XDECREF(p);
+    Py_XDECREF(f);
+    return r;
+}
+
+static PyObject *result_richcompare(PyObject *a, PyObject *b, int op) {
+    cpy_result *x = (cpy_result *)a, *y = (cpy_result *)b;
+    int eq;
+    if ((op != Py_EQ && op != Py_NE) || Py_TYPE(a) != Py_TYPE(b)) Py_RETURN_NOTIMPLEMENTED;
+    eq = x->version == y->version && x->position == y->position &&
+        x->first_position == y->first_position;
+    return PyBool_FromLong(op == Py_EQ ? eq : !eq);
+}
+
+static Py_hash_t result_hash(cpy_result *self) {
+    uint64_t h = (uint64_t)self->version * 0x9E3779B97F4A7C15ull ^ self->position * 31u ^
+        self->first_position;
+    return (Py_hash_t)(h >> 1);
+}
+
+static PyObject *result_reduce(cpy_result *self, PyObject *unused) {
+    (void)unused;
+    return Py_BuildValue("O(LNN)", Py_TYPE(self), (long long)self->version, pos_obj(self->position),
+                         pos_obj(self->first_position));
+}
+
+static PyMemberDef result_members[] = {
+    {"version", T_LONGLONG, offsetof(cpy_result, version), READONLY,
+     "Stream version of the last event written."},
+    {NULL},
+};
+
+static PyGetSetDef result_getset[] = {
+    {"position", (getter)result_get_position, NULL,
+     "Global position of the last event written (None when nothing was written).", NULL},
+    {"first_position", (getter)result_get_first, NULL,
+     "Global position of the first event written (None when nothing was written).", NULL},
+    {NULL},
+};
+
+static PyMethodDef result_methods[] = {
+    {"__reduce__", (PyCFunction)result_reduce, METH_NOARGS, NULL},
+    {NULL},
+};
+
+static PyType_Slot result_slots[] = {
+    {Py_tp_new, result_new},
+    {Py_tp_dealloc, result_dealloc},
+    {Py_tp_repr, result_repr},
+    {Py_tp_richcompare, result_richcompare},
+    {Py_tp_hash, result_hash},
+    {Py_tp_members, result_members},
+    {Py_tp_getset, result_getset},
+    {Py_tp_methods, result_methods},
+    {Py_tp_doc,
+     (void *)"AppendResult(version, position=None, first_position=None)\n--\n\n"
+             "What an append wrote: the stream's new version and the global\n"
+             "positions of the last and first events written."},
+    {0, NULL},
+};
+
+static PyType_Spec result_spec = {
+    .name = "cairn.AppendResult",
+    .basicsize = sizeof(cpy_result),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = result_slots,
+};
+
+/* ---------------------------------------------------------------------------------
+ * VerifyReport: a struct sequence (attributes and tuple unpacking).
+ * --------------------------------------------------------------------------------- */
+static PyStructSequence_Field verify_fields[] = {
+    {"events", "number of events checked"},
+    {"streams", "number of streams"},
+    {"head", "last global position"},
+    {NULL, NULL},
+};
+
+static PyStructSequence_Desc verify_desc = {
+    "cairn.VerifyReport",
+    "What store.verify() checked: events, streams, head.",
+    verify_fields,
+    3,
+};
+
+int cpy_event_types_init(PyObject *module, cpy_state *st) {
+    PyDateTime_IMPORT;
+    if (!PyDateTimeAPI) return -1;
+    st->Event_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &event_spec, NULL);
+    if (!st->Event_Type || PyModule_AddType(module, st->Event_Type) < 0) return -1;
+    st->Recorded_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &recorded_spec, NULL);
+    if (!st->Recorded_Type || PyModule_AddType(module, st->Recorded_Type) < 0) return -1;
+    st->Result_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &result_spec, NULL);
+    if (!st->Result_Type || PyModule_AddType(module, st->Result_Type) < 0) return -1;
+    st->Verify_Type = PyStructSequence_NewType(&verify_desc);
+    if (!st->Verify_Type || PyModule_AddType(module, st->Verify_Type) < 0) return -1;
+    return 0;
+}

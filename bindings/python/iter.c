@@ -1,0 +1,434 @@
+/*
+ * iter.c -- the iterators a Store hands out: ReadIterator (read_all / read_stream, over a
+ * core cairn_iter) and NamesIterator (streams(), paging through cairn_streams).  A read
+ * iterator is linked into its store's list so that closing the store can close the core
+ * iterator first; after that, next() raises StoreClosed.
+ */
+#include "binding.h"
+
+struct cpy_readiter {
+    PyObject_HEAD
+    cpy_store *store; /* strong */
+    cairn_iter *it;   /* NULL when exhausted, detached, or never opened */
+    cpy_readiter *prev, *next;
+    int linked;
+    int busy; /* a next() runs without the GIL */
+    int done; /* exhausted: StopIteration from now on */
+    int raw;  /* reserved for upcasters */
+    cpy_namecache names;
+};
+
+static inline cpy_state *iter_state(cpy_store *s) { return cpy_state_of_module(s->module); }
+
+static void readiter_unlink(cpy_readiter *self) {
+    cpy_store *s = self->store;
+    if (!self->linked) return;
+    if (self->prev)
+        self->prev->next = self->next;
+    else
+        s->iters = self->next;
+    if (self->next) self->next->prev = self->prev;
+    self->prev = self->next = NULL;
+    self->linked = 0;
+}
+
+/* Drops the core iterator (cheap: frees its buffer; it holds no snapshot between refills). */
+static void readiter_release(cpy_readiter *self) {
+    if (self->it) {
+        cairn_iter_close(self->it);
+        self->it = NULL;
+    }
+    readiter_unlink(self);
+}
+
+void cpy_readiters_detach(cpy_store *s) {
+    while (s->iters) readiter_release(s->iters);
+}
+
+/* A new iterator linked into `s`, or NULL + StoreClosed when the store is closed. */
+static cpy_readiter *readiter_alloc(cpy_store *s, int raw) {
+    cpy_state *st = iter_state(s);
+    cpy_readiter *self;
+
+    if (s->closed || !s->handle) return (cpy_readiter *)cpy_raise_closed(st);
+    self = (cpy_readiter *)st->ReadIter_Type->tp_alloc(st->ReadIter_Type, 0);
+    if (!self) return NULL;
+    self->store = (cpy_store *)Py_NewRef(s);
+    self->raw = raw;
+    self->next = s->iters;
+    if (s->iters) s->iters->prev = self;
+    s->iters = self;
+    self->linked = 1;
+    return self;
+}
+
+PyObject *cpy_readiter_new_all(cpy_store *s, uint64_t start, int backwards, uint64_t limit,
+                               int empty, PyObject *filters[4], int raw) {
+    cpy_state *st = iter_state(s);
+    cpy_readiter *self = readiter_alloc(s, raw);
+    cairn_filter f;
+    cairn_slice *slices = NULL; /* the core copies the filter: ours lives for the call */
+    const cairn_slice *lists[4] = {NULL, NULL, NULL, NULL};
+    size_t counts[4] = {0, 0, 0, 0}, total = 0, k = 0;
+    cairn_store *h;
+    cairn_iter *it = NULL;
+    int i, rc;
+
+    if (!self) return NULL;
+    if (empty) {
+        self->done = 1;
+        readiter_unlink(self);
+        return (PyObject *)self;
+    }
+    for (i = 0; i < 4; i++)
+        if (filters[i]) total += (size_t)PyTuple_GET_SIZE(filters[i]);
+    if (total && !(slices = PyMem_Calloc(total, sizeof(cairn_slice)))) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (i = 0; i < 4; i++) {
+        Py_ssize_t j;
+        if (!filters[i]) continue;
+        lists[i] = slices + k;
+        counts[i] = (size_t)PyTuple_GET_SIZE(filters[i]);
+        for (j = 0; j < PyTuple_GET_SIZE(filters[i]); j++, k++) {
+            Py_ssize_t n;
+            const char *p = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(filters[i], j), &n);
+            if (!p) goto fail;
+            slices[k].ptr = p;
+            slices[k].len = (size_t)n;
+        }
+    }
+    f.types = lists[0];
+    f.ntypes = counts[0];
+    f.categories = lists[1];
+    f.ncategories = counts[1];
+    f.streams = lists[2];
+    f.nstreams = counts[2];
+    f.tags = lists[3];
+    f.ntags = counts[3];
+
+    if (!(h = cpy_store_enter(s))) goto fail;
+    Py_BEGIN_ALLOW_THREADS
+        rc = cairn_iter_all(h, start, backwards, limit, &f, &it);
+    Py_END_ALLOW_THREADS
+    if (rc < 0)
+        cpy_raise(st, rc, NULL, 0);
+    else
+        self->it = it;
+    cpy_store_leave(s); /* may detach (close) the new iterator: next() then raises */
+    if (rc < 0) goto fail;
+    PyMem_Free(slices);
+    return (PyObject *)self;
+fail:
+    PyMem_Free(slices);
+    Py_DECREF(self);
+    return NULL;
+}
+
+PyObject *cpy_readiter_new_stream(cpy_store *s, PyObject *stream, int64_t start, int backwards,
+                                  uint64_t limit, int empty, int raw) {
+    cpy_state *st = iter_state(s);
+    cpy_readiter *self = readiter_alloc(s, raw);
+    cairn_store *h;
+    cairn_iter *it = NULL;
+    Py_ssize_t len;
+    const char *p;
+    int rc;
+
+    if (!self) return NULL;
+    if (empty) {
+        self->done = 1;
+        readiter_unlink(self);
+        return (PyObject *)self;
+    }
+    p = PyUnicode_AsUTF8AndSize(stream, &len);
+    if (!p) goto fail;
+    if (!(h = cpy_store_enter(s))) goto fail;
+    Py_BEGIN_ALLOW_THREADS
+        rc = cairn_iter_stream(h, p, (size_t)len, start, backwards, limit, &it);
+    Py_END_ALLOW_THREADS
+    if (rc < 0)
+        cpy_raise(st, rc, &stream, 1);
+    else
+        self->it = it;
+    cpy_store_leave(s);
+    if (rc < 0) goto fail;
+    /* every event of this read has the caller's stream name: reuse that str */
+    if (PyUnicode_CheckExact(stream)) {
+        self->names.e[0].s = Py_NewRef(stream);
+        self->names.e[0].u = p;
+        self->names.e[0].n = len;
+        self->names.next = 1;
+    }
+    return (PyObject *)self;
+fail:
+    Py_DECREF(self);
+    return NULL;
+}
+
+static PyObject *readiter_next(cpy_readiter *self) {
+    cpy_store *s = self->store;
+    cpy_state *st;
+    cairn_event ev;
+    cairn_iter *it = self->it;
+    PyObject *r = NULL;
+    int rc, entered = 0;
+
+    if (self->done || !s) return NULL;
+    st = iter_state(s);
+    if (self->busy) {
+        PyErr_SetString(PyExc_ValueError, "iterator already executing");
+        return NULL;
+    }
+    if (s->closed || !s->handle || !it) {
+        readiter_release(self);
+        return cpy_raise_closed(st);
+    }
+    if (cairn_iter_buffered(it) > 0) {
+        rc = cairn_iter_next(it, &ev); /* copies from the buffer only */
+    } else {
+        if (!cpy_store_enter(s)) return NULL;
+        entered = 1;
+        self->busy = 1;
+        Py_BEGIN_ALLOW_THREADS
+            rc = cairn_iter_next(it, &ev);
+        Py_END_ALLOW_THREADS
+        self->busy = 0;
+    }
+    if (rc > 0) {
+        r = cpy_recorded_new(st, &ev, &self->names);
+    } else if (rc == 0) {
+        self->done = 1;
+        readiter_release(self);
+    } else {
+        cpy_raise(st, rc, NULL, 0);
+    }
+    if (entered) cpy_store_leave(s);
+    return r;
+}
+
+static int readiter_traverse(cpy_readiter *self, visitproc visit, void *arg) {
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->store);
+    return 0;
+}
+
+static int readiter_clear(cpy_readiter *self) {
+    /* the core iterator and the link go before the store reference */
+    if (self->store) readiter_release(self);
+    Py_CLEAR(self->store);
+    cpy_namecache_clear(&self->names);
+    return 0;
+}
+
+static void readiter_dealloc(cpy_readiter *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    readiter_clear(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyType_Slot readiter_slots[] = {
+    {Py_tp_dealloc, readiter_dealloc},
+    {Py_tp_traverse, readiter_traverse},
+    {Py_tp_clear, readiter_clear},
+    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iternext, readiter_next},
+    {Py_tp_doc, (void *)"Iterator over recorded events (from read_all or read_stream)."},
+    {0, NULL},
+};
+
+static PyType_Spec readiter_spec = {
+    .name = "cairn.ReadIterator",
+    .basicsize = sizeof(cpy_readiter),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
+        Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = readiter_slots,
+};
+
+/* ---------------------------------------------------------------------------------
+ * NamesIterator: pages of stream names.  The core's callback runs without the GIL, so
+ * it collects raw bytes; str objects are made once the GIL is back.
+ * --------------------------------------------------------------------------------- */
+#define NAMES_PAGE 512
+
+typedef struct cpy_namesiter {
+    PyObject_HEAD
+    cpy_store *store; /* strong */
+    PyObject *prefix; /* str or NULL */
+    PyObject *page;   /* list of str */
+    Py_ssize_t idx;
+    PyObject *after; /* bytes: the last name returned by the core, or NULL */
+    int done;        /* the core has no more pages */
+} cpy_namesiter;
+
+typedef struct names_ctx {
+    char *buf; /* (size_t len, bytes) entries; PyMem_Raw: filled without the GIL */
+    size_t len, cap;
+    size_t count;
+    int oom;
+} names_ctx;
+
+static int names_collect(void *ctx, const char *name, size_t len) {
+    names_ctx *c = ctx;
+    size_t need = sizeof(size_t) + len;
+    if (c->cap - c->len < need) {
+        size_t cap = c->cap ? c->cap * 2 : 16384;
+        char *p;
+        while (cap - c->len < need) cap *= 2;
+        p = PyMem_RawRealloc(c->buf, cap);
+        if (!p) {
+            c->oom = 1;
+            return 1;
+        }
+        c->buf = p;
+        c->cap = cap;
+    }
+    memcpy(c->buf + c->len, &len, sizeof len);
+    memcpy(c->buf + c->len + sizeof len, name, len);
+    c->len += need;
+    c->count++;
+    return 0;
+}
+
+PyObject *cpy_namesiter_new(cpy_store *s, PyObject *prefix) {
+    cpy_state *st = iter_state(s);
+    cpy_namesiter *self;
+
+    if (s->closed || !s->handle) return cpy_raise_closed(st);
+    self = (cpy_namesiter *)st->NamesIter_Type->tp_alloc(st->NamesIter_Type, 0);
+    if (!self) return NULL;
+    self->store = (cpy_store *)Py_NewRef(s);
+    self->prefix = Py_XNewRef(prefix);
+    return (PyObject *)self;
+}
+
+static int names_fetch(cpy_namesiter *self) {
+    cpy_store *s = self->store;
+    cpy_state *st = iter_state(s);
+    names_ctx c = {NULL, 0, 0, 0, 0};
+    const char *pp = "", *ap = NULL;
+    Py_ssize_t plen = 0, alen = 0;
+    cairn_store *h;
+    PyObject *page = NULL, *last = NULL;
+    size_t off, i;
+    int rc;
+
+    if (self->prefix && !(pp = PyUnicode_AsUTF8AndSize(self->prefix, &plen))) return -1;
+    if (self->after) {
+        ap = PyBytes_AS_STRING(self->after);
+        alen = PyBytes_GET_SIZE(self->after);
+    }
+    if (!(h = cpy_store_enter(s))) return -1;
+    Py_BEGIN_ALLOW_THREADS
+        rc = cairn_streams(h, pp, (size_t)plen, ap, (size_t)alen, NAMES_PAGE, names_collect, &c);
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        cpy_raise(st, rc, NULL, 0);
+        goto out;
+    }
+    if (c.oom) {
+        PyErr_NoMemory();
+        rc = -1;
+        goto out;
+    }
+    page = PyList_New((Py_ssize_t)c.count);
+    if (!page) {
+        rc = -1;
+        goto out;
+    }
+    for (i = 0, off = 0; i < c.count; i++) {
+        size_t len;
+        PyObject *name;
+        memcpy(&len, c.buf + off, sizeof len);
+        name = PyUnicode_DecodeUTF8(c.buf + off + sizeof len, (Py_ssize_t)len, "replace");
+        if (!name) {
+            rc = -1;
+            goto out;
+        }
+        PyList_SET_ITEM(page, (Py_ssize_t)i, name);
+        if (i + 1 == c.count) {
+            last = PyBytes_FromStringAndSize(c.buf + off + sizeof len, (Py_ssize_t)len);
+            if (!last) {
+                rc = -1;
+                goto out;
+            }
+        }
+        off += sizeof len + len;
+    }
+    if (c.count < NAMES_PAGE) self->done = 1;
+    Py_XSETREF(self->after, last);
+    last = NULL;
+    Py_XSETREF(self->page, page);
+    page = NULL;
+    self->idx = 0;
+    rc = 0;
+out:
+    cpy_store_leave(s);
+    Py_XDECREF(page);
+    Py_XDECREF(last);
+    PyMem_RawFree(c.buf);
+    return rc < 0 ? -1 : 0;
+}
+
+static PyObject *namesiter_next(cpy_namesiter *self) {
+    for (;;) {
+        if (!self->store) return NULL;
+        if (self->store->closed) return cpy_raise_closed(iter_state(self->store));
+        if (self->page && self->idx < PyList_GET_SIZE(self->page))
+            return Py_NewRef(PyList_GET_ITEM(self->page, self->idx++));
+        if (self->done) return NULL;
+        if (names_fetch(self) < 0) return NULL;
+    }
+}
+
+static int namesiter_traverse(cpy_namesiter *self, visitproc visit, void *arg) {
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->store);
+    Py_VISIT(self->page);
+    return 0;
+}
+
+static int namesiter_clear(cpy_namesiter *self) {
+    Py_CLEAR(self->store);
+    Py_CLEAR(self->prefix);
+    Py_CLEAR(self->page);
+    Py_CLEAR(self->after);
+    return 0;
+}
+
+static void namesiter_dealloc(cpy_namesiter *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    namesiter_clear(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyType_Slot namesiter_slots[] = {
+    {Py_tp_dealloc, namesiter_dealloc},
+    {Py_tp_traverse, namesiter_traverse},
+    {Py_tp_clear, namesiter_clear},
+    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iternext, namesiter_next},
+    {Py_tp_doc, (void *)"Iterator over stream names (from Store.streams)."},
+    {0, NULL},
+};
+
+static PyType_Spec namesiter_spec = {
+    .name = "cairn.StreamNameIterator",
+    .basicsize = sizeof(cpy_namesiter),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
+        Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = namesiter_slots,
+};
+
+int cpy_iter_types_init(PyObject *module, cpy_state *st) {
+    st->ReadIter_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &readiter_spec, NULL);
+    if (!st->ReadIter_Type || PyModule_AddType(module, st->ReadIter_Type) < 0) return -1;
+    st->NamesIter_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &namesiter_spec, NULL);
+    if (!st->NamesIter_Type || PyModule_AddType(module, st->NamesIter_Type) < 0) return -1;
+    return 0;
+}

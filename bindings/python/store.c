@@ -1,0 +1,943 @@
+/*
+ * store.c -- the Store type: opening, the in-flight/close protocol, appends (one arena
+ * per call, GIL released for the commit) and the single-shot reads.
+ */
+#include "binding.h"
+
+#include <structmember.h>
+
+static inline cpy_state *store_state(cpy_store *s) { return cpy_state_of_module(s->module); }
+
+/* ---------------------------------------------------------------------------------
+ * In-flight calls and closing.  close() only marks the store; the handle is closed by
+ * whoever brings the in-flight count back to zero, so a call running without the GIL in
+ * another thread never sees its handle vanish.
+ * --------------------------------------------------------------------------------- */
+static void store_really_close(cpy_store *s) {
+    cairn_store *h = s->handle;
+    if (!h) return;
+    s->handle = NULL;
+    cpy_readiters_detach(s); /* their core iterators go before the handle */
+    Py_BEGIN_ALLOW_THREADS
+        cairn_close(h);
+    Py_END_ALLOW_THREADS
+}
+
+cairn_store *cpy_store_enter(cpy_store *s) {
+    if (s->closed || !s->handle) {
+        cpy_raise_closed(store_state(s));
+        return NULL;
+    }
+    s->inflight++;
+    return s->handle;
+}
+
+void cpy_store_leave(cpy_store *s) {
+    if (--s->inflight == 0 && s->closed) store_really_close(s);
+}
+
+/* ---------------------------------------------------------------------------------
+ * Argument helpers.
+ * --------------------------------------------------------------------------------- */
+int cpy_check_bool(PyObject *o, const char *name, int *out) {
+    if (!PyBool_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a bool, not %.100s", name, Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    *out = o == Py_True;
+    return 0;
+}
+
+/* None (-> *has = 0) or an int >= 0. */
+static int opt_uint(PyObject *o, const char *name, int *has, uint64_t *out) {
+    unsigned long long v;
+    if (o == Py_None) {
+        *has = 0;
+        *out = 0;
+        return 0;
+    }
+    if (!PyLong_Check(o) || PyBool_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "%s must be an int or None, not %.100s", name,
+                     Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    if (_PyLong_Sign(o) < 0) {
+        PyErr_Format(PyExc_ValueError, "%s must be >= 0, got %R", name, o);
+        return -1;
+    }
+    v = PyLong_AsUnsignedLongLong(o);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_ValueError, "%s is too large: %R", name, o);
+        }
+        return -1;
+    }
+    *has = 1;
+    *out = v;
+    return 0;
+}
+
+/* A stream name: a str (the core checks length, NUL and '$' and names the argument). */
+static const char *stream_arg(PyObject *o, const char *name, Py_ssize_t *len) {
+    const char *p;
+    if (!PyUnicode_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a str, not %.100s", name, Py_TYPE(o)->tp_name);
+        return NULL;
+    }
+    p = PyUnicode_AsUTF8AndSize(o, len);
+    if (!p && PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError, "%s is not valid UTF-8 (it contains a lone surrogate)",
+                     name);
+    }
+    return p;
+}
+
+static int expected_arg(PyObject *o, int64_t *out) {
+    long long v;
+    int overflow;
+    if (!PyLong_Check(o) || PyBool_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "expected_version must be an int, not %.100s",
+                     Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    if (overflow || (v < 0 && v != CAIRN_ANY && v != CAIRN_NO_STREAM && v != CAIRN_STREAM_EXISTS)) {
+        PyErr_Format(PyExc_ValueError,
+                     "expected_version must be cairn.ANY, cairn.NO_STREAM, cairn.STREAM_EXISTS "
+                     "or an int >= 0, got %R",
+                     o);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Checks one append request; returns the events as a new tuple of cairn.Event. */
+static PyObject *check_request(cpy_state *st, PyObject *stream, PyObject *events,
+                               PyObject *expected, int64_t *exp) {
+    Py_ssize_t len, i;
+    PyObject *t;
+
+    if (!stream_arg(stream, "stream", &len)) return NULL;
+    if (expected_arg(expected, exp) < 0) return NULL;
+    if (PyObject_TypeCheck(events, st->Event_Type)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "events must be an iterable of cairn.Event, not a single Event "
+                        "(wrap it in a list)");
+        return NULL;
+    }
+    t = PySequence_Tuple(events);
+    if (!t) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "events must be an iterable of cairn.Event, not %.100s",
+                         Py_TYPE(events)->tp_name);
+        }
+        return NULL;
+    }
+    if (PyTuple_GET_SIZE(t) == 0) {
+        Py_DECREF(t);
+        PyErr_SetString(PyExc_ValueError, "events must not be empty");
+        return NULL;
+    }
+    for (i = 0; i < PyTuple_GET_SIZE(t); i++) {
+        PyObject *e = PyTuple_GET_ITEM(t, i);
+        if (!PyObject_TypeCheck(e, st->Event_Type)) {
+            PyErr_Format(PyExc_TypeError,
+                         "events must be an iterable of cairn.Event; item %zd is a %.100s", i,
+                         Py_TYPE(e)->tp_name);
+            Py_DECREF(t);
+            return NULL;
+        }
+    }
+    return t;
+}
+
+/* ---------------------------------------------------------------------------------
+ * Appends.  Everything is encoded with the GIL held into one arena; the cairn_event_in
+ * array borrows the rest (type and tag UTF-8 from immutable str objects, bytes payloads)
+ * from objects this call holds references to.  Arena offsets become pointers once the
+ * arena has stopped growing; then the GIL is released for the commit.
+ * --------------------------------------------------------------------------------- */
+#define IN_ARENA_DATA 1u
+#define IN_ARENA_META 2u
+
+static int encode_event(cpy_buf *arena, cpy_event *e, cairn_event_in *in, cairn_slice *tags,
+                        uint8_t *marks) {
+    PyObject *d = e->data;
+    Py_ssize_t n, i;
+    const char *p;
+
+    p = PyUnicode_AsUTF8AndSize(e->type, &n); /* validated at construction */
+    if (!p) return -1;
+    in->type.ptr = p;
+    in->type.len = (size_t)n;
+    in->schema = e->schema;
+    in->flags = 0;
+    memcpy(in->id, e->id, 16);
+    in->has_id = 1;
+    in->ntags = (size_t)PyTuple_GET_SIZE(e->tags);
+    in->tags = tags;
+    for (i = 0; i < PyTuple_GET_SIZE(e->tags); i++) {
+        p = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(e->tags, i), &n);
+        if (!p) return -1;
+        tags[i].ptr = p;
+        tags[i].len = (size_t)n;
+    }
+
+    *marks = 0;
+    if (d == Py_None) {
+        in->data.ptr = NULL;
+        in->data.len = 0;
+    } else if (PyBytes_Check(d)) {
+        in->flags |= CAIRN_EVENT_BYTES;
+        in->data.ptr = PyBytes_AS_STRING(d);
+        in->data.len = (size_t)PyBytes_GET_SIZE(d);
+    } else if (PyByteArray_Check(d) || PyMemoryView_Check(d)) {
+        /* mutable: copy now, while nobody else can run */
+        Py_buffer view;
+        if (PyObject_GetBuffer(d, &view, PyBUF_SIMPLE) < 0) return -1;
+        if (cpy_buf_reserve(arena, (size_t)view.len) < 0) {
+            PyBuffer_Release(&view);
+            return -1;
+        }
+        in->flags |= CAIRN_EVENT_BYTES;
+        in->data.ptr = (const void *)(uintptr_t)arena->len;
+        in->data.len = (size_t)view.len;
+        memcpy(arena->ptr + arena->len, view.buf, (size_t)view.len);
+        arena->len += (size_t)view.len;
+        PyBuffer_Release(&view);
+        *marks |= IN_ARENA_DATA;
+    } else {
+        size_t start = arena->len;
+        if (cpy_json_encode(arena, d, "data") < 0) return -1;
+        in->data.ptr = (const void *)(uintptr_t)start;
+        in->data.len = arena->len - start;
+        *marks |= IN_ARENA_DATA;
+    }
+    if (e->metadata == Py_None) {
+        in->metadata.ptr = NULL;
+        in->metadata.len = 0;
+    } else {
+        size_t start = arena->len;
+        if (cpy_json_encode(arena, e->metadata, "metadata") < 0) return -1;
+        in->metadata.ptr = (const void *)(uintptr_t)start;
+        in->metadata.len = arena->len - start;
+        *marks |= IN_ARENA_META;
+    }
+    return 0;
+}
+
+/* Appends nreq requests (streams[i], evs[i] a tuple of Event, exp[i]) in one commit.
+ * Returns one AppendResult (single) or a list of them. */
+static PyObject *append_requests(cpy_store *s, PyObject *const *streams, PyObject *const *evs,
+                                 const int64_t *exp, size_t nreq, int single) {
+    cpy_state *st = store_state(s);
+    cpy_buf arena = {NULL, 0, 0};
+    cairn_append_req *reqs = NULL;
+    cairn_append_result *results = NULL;
+    cairn_event_in *ins = NULL;
+    cairn_slice *tags = NULL;
+    uint8_t *marks = NULL;
+    size_t nev = 0, ntags = 0, i, k, ev_i, tag_i;
+    cairn_store *h = NULL;
+    PyObject *out = NULL;
+    int rc;
+
+    if (!(h = cpy_store_enter(s))) return NULL;
+    for (i = 0; i < nreq; i++) {
+        Py_ssize_t j;
+        nev += (size_t)PyTuple_GET_SIZE(evs[i]);
+        for (j = 0; j < PyTuple_GET_SIZE(evs[i]); j++)
+            ntags += (size_t)PyTuple_GET_SIZE(((cpy_event *)PyTuple_GET_ITEM(evs[i], j))->tags);
+    }
+    reqs = PyMem_Calloc(nreq, sizeof *reqs);
+    results = PyMem_Calloc(nreq, sizeof *results);
+    ins = PyMem_Calloc(nev, sizeof *ins);
+    tags = PyMem_Calloc(ntags ? ntags : 1, sizeof *tags);
+    marks = PyMem_Calloc(nev, 1);
+    if (!reqs || !results || !ins || !tags || !marks) {
+        PyErr_NoMemory();
+        goto out;
+    }
+
+    for (i = 0, ev_i = 0, tag_i = 0; i < nreq; i++) {
+        Py_ssize_t len, j;
+        const char *p = PyUnicode_AsUTF8AndSize(streams[i], &len); /* checked by the caller */
+        if (!p) goto out;
+        reqs[i].stream.ptr = p;
+        reqs[i].stream.len = (size_t)len;
+        reqs[i].expected = exp[i];
+        reqs[i].nevents = (size_t)PyTuple_GET_SIZE(evs[i]);
+        reqs[i].events = ins + ev_i;
+        for (j = 0; j < PyTuple_GET_SIZE(evs[i]); j++, ev_i++) {
+            cpy_event *e = (cpy_event *)PyTuple_GET_ITEM(evs[i], j);
+            if (encode_event(&arena, e, &ins[ev_i], tags + tag_i, &marks[ev_i]) < 0) goto out;
+            tag_i += ins[ev_i].ntags;
+        }
+    }
+    /* the arena is final: offsets become pointers */
+    for (k = 0; k < nev; k++) {
+        if (marks[k] & IN_ARENA_DATA) ins[k].data.ptr = arena.ptr + (uintptr_t)ins[k].data.ptr;
+        if (marks[k] & IN_ARENA_META)
+            ins[k].metadata.ptr = arena.ptr + (uintptr_t)ins[k].metadata.ptr;
+    }
+
+    Py_BEGIN_ALLOW_THREADS
+        rc = cairn_append_batch(h, reqs, nreq, results);
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        cpy_raise(st, rc, streams, nreq);
+        goto out;
+    }
+    if (single) {
+        out = cpy_result_new(st, &results[0]);
+    } else {
+        out = PyList_New((Py_ssize_t)nreq);
+        for (i = 0; out && i < nreq; i++) {
+            PyObject *r = cpy_result_new(st, &results[i]);
+            if (!r)
+                Py_CLEAR(out);
+            else
+                PyList_SET_ITEM(out, (Py_ssize_t)i, r);
+        }
+    }
+out:
+    cpy_store_leave(s);
+    cpy_buf_free(&arena);
+    PyMem_Free(reqs);
+    PyMem_Free(results);
+    PyMem_Free(ins);
+    PyMem_Free(tags);
+    PyMem_Free(marks);
+    return out;
+}
+
+static PyObject *store_append(cpy_store *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"stream", "events", "expected_version", NULL};
+    PyObject *stream, *events, *expected = NULL, *t, *r;
+    int64_t exp;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|$O:append", kwlist, &stream, &events,
+                                     &expected))
+        return NULL;
+    if (self->closed) return cpy_raise_closed(store_state(self));
+    if (!expected)
+        expected = PyLong_FromLong(CAIRN_ANY); /* a cached small int */
+    else
+        Py_INCREF(expected);
+    if (!expected) return NULL;
+    t = check_request(store_state(self), stream, events, expected, &exp);
+    Py_DECREF(expected);
+    if (!t) return NULL;
+    r = append_requests(self, &stream, &t, &exp, 1, 1);
+    Py_DECREF(t);
+    return r;
+}
+
+static PyObject *store_append_batch(cpy_store *self, PyObject *arg) {
+    cpy_state *st = store_state(self);
+    PyObject *reqs, **streams = NULL, **evs = NULL, *out = NULL;
+    int64_t *exp = NULL;
+    Py_ssize_t n, i, done = 0;
+
+    if (self->closed) return cpy_raise_closed(st);
+    reqs = PySequence_Tuple(arg); /* our own copy: the caller's list may change */
+    if (!reqs) return NULL;
+    n = PyTuple_GET_SIZE(reqs);
+    if (n == 0) {
+        Py_DECREF(reqs);
+        return PyList_New(0);
+    }
+    streams = PyMem_Calloc((size_t)n, sizeof *streams);
+    evs = PyMem_Calloc((size_t)n, sizeof *evs);
+    exp = PyMem_Calloc((size_t)n, sizeof *exp);
+    if (!streams || !evs || !exp) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    for (i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(reqs, i);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3) {
+            PyErr_Format(PyExc_TypeError,
+                         "_append_batch: item %zd must be a (stream, events, expected_version) "
+                         "tuple",
+                         i);
+            goto out;
+        }
+        streams[i] = PyTuple_GET_ITEM(item, 0);
+        evs[i] = check_request(st, streams[i], PyTuple_GET_ITEM(item, 1), PyTuple_GET_ITEM(item, 2),
+                               &exp[i]);
+        if (!evs[i]) goto out;
+        done = i + 1;
+    }
+    out = append_requests(self, streams, evs, exp, (size_t)n, 0);
+out:
+    for (i = 0; i < done; i++) Py_XDECREF(evs[i]);
+    PyMem_Free(streams);
+    PyMem_Free(evs);
+    PyMem_Free(exp);
+    Py_DECREF(reqs);
+    return out;
+}
+
+/* _cairn._validate_append(stream, events, expected_version=ANY) -> tuple of Event.
+ * The same checks as append(), for Transaction.append to fail at the call site. */
+PyObject *cpy_validate_append(PyObject *module, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"stream", "events", "expected_version", NULL};
+    PyObject *stream, *events, *expected = NULL, *t;
+    int64_t exp;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O:_validate_append", kwlist, &stream,
+                                     &events, &expected))
+        return NULL;
+    if (!expected) {
+        expected = PyLong_FromLong(CAIRN_ANY);
+        if (!expected) return NULL;
+    } else {
+        Py_INCREF(expected);
+    }
+    t = check_request(cpy_state_of_module(module), stream, events, expected, &exp);
+    Py_DECREF(expected);
+    return t;
+}
+
+/* ---------------------------------------------------------------------------------
+ * Reads.
+ * --------------------------------------------------------------------------------- */
+static PyObject *store_read_stream(cpy_store *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"stream", "start", "backwards", "limit", "raw", NULL};
+    PyObject *stream, *start_o = Py_None, *back_o = Py_False, *limit_o = Py_None;
+    PyObject *raw_o = Py_False;
+    int has_start, has_limit, backwards, raw;
+    uint64_t start, limit;
+    Py_ssize_t len;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O$OOO:read_stream", kwlist, &stream, &start_o,
+                                     &back_o, &limit_o, &raw_o))
+        return NULL;
+    if (!stream_arg(stream, "stream", &len) || opt_uint(start_o, "start", &has_start, &start) < 0 ||
+        cpy_check_bool(back_o, "backwards", &backwards) < 0 ||
+        opt_uint(limit_o, "limit", &has_limit, &limit) < 0 ||
+        cpy_check_bool(raw_o, "raw", &raw) < 0)
+        return NULL;
+    if (has_start && start > INT64_MAX) start = INT64_MAX;
+    return cpy_readiter_new_stream(self, stream, has_start ? (int64_t)start : -1, backwards, limit,
+                                   has_limit && limit == 0, raw);
+}
+
+/* A filter argument: None (no filter: NULL), a str, or an iterable of str -> tuple. */
+static int filter_arg(PyObject *o, const char *name, PyObject **out) {
+    PyObject *t;
+    Py_ssize_t i;
+
+    *out = NULL;
+    if (o == Py_None) return 0;
+    if (PyUnicode_Check(o)) {
+        t = PyTuple_Pack(1, o);
+    } else {
+        t = PySequence_Tuple(o);
+        if (!t && PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError,
+                         "%s must be None, a str or an iterable of str, not %.100s", name,
+                         Py_TYPE(o)->tp_name);
+        }
+    }
+    if (!t) return -1;
+    for (i = 0; i < PyTuple_GET_SIZE(t); i++) {
+        PyObject *v = PyTuple_GET_ITEM(t, i);
+        Py_ssize_t n;
+        if (!PyUnicode_Check(v)) {
+            PyErr_Format(PyExc_TypeError, "%s must contain only str, not %.100s", name,
+                         Py_TYPE(v)->tp_name);
+            Py_DECREF(t);
+            return -1;
+        }
+        if (!PyUnicode_AsUTF8AndSize(v, &n)) {
+            if (PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_ValueError, "%s: %R is not valid UTF-8", name, v);
+            }
+            Py_DECREF(t);
+            return -1;
+        }
+    }
+    *out = t;
+    return 0;
+}
+
+static PyObject *store_read_all(cpy_store *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"start",   "backwards", "limit", "types", "categories",
+                             "streams", "tags",      "raw",   NULL};
+    static const char *fnames[4] = {"types", "categories", "streams", "tags"};
+    PyObject *start_o = Py_None, *back_o = Py_False, *limit_o = Py_None, *raw_o = Py_False;
+    PyObject *fo[4] = {Py_None, Py_None, Py_None, Py_None}, *f[4] = {NULL, NULL, NULL, NULL};
+    int has_start, has_limit, backwards, raw, empty, i;
+    uint64_t start, limit;
+    PyObject *r = NULL;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O$OOOOOOO:read_all", kwlist, &start_o, &back_o,
+                                     &limit_o, &fo[0], &fo[1], &fo[2], &fo[3], &raw_o))
+        return NULL;
+    if (opt_uint(start_o, "start", &has_start, &start) < 0 ||
+        cpy_check_bool(back_o, "backwards", &backwards) < 0 ||
+        opt_uint(limit_o, "limit", &has_limit, &limit) < 0 ||
+        cpy_check_bool(raw_o, "raw", &raw) < 0)
+        return NULL;
+    for (i = 0; i < 4; i++)
+        if (filter_arg(fo[i], fnames[i], &f[i]) < 0) goto out;
+    /* Nothing to yield: limit=0, or an empty filter list (docs/API-addenda.md A5: an
+     * empty list matches no event).  start=0 is start=None (there is no position 0): the
+     * first event forwards, the last backwards, as in the core. */
+    empty = has_limit && limit == 0;
+    for (i = 0; i < 4; i++)
+        if (f[i] && PyTuple_GET_SIZE(f[i]) == 0) empty = 1;
+    r = cpy_readiter_new_all(self, has_start ? start : 0, backwards, limit, empty, f, raw);
+out:
+    for (i = 0; i < 4; i++) Py_XDECREF(f[i]);
+    return r;
+}
+
+static PyObject *store_stream_version(cpy_store *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"stream", NULL};
+    PyObject *stream;
+    Py_ssize_t len;
+    const char *p;
+    cairn_store *h;
+    int64_t v = -1;
+    int rc;
+    PyObject *r;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:stream_version", kwlist, &stream))
+        return NULL;
+    p = stream_arg(stream, "stream", &len);
+    if (!p || !(h = cpy_store_enter(self))) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+        rc = cairn_stream_version(h, p, (size_t)len, &v);
+    Py_END_ALLOW_THREADS
+    r = rc < 0 ? cpy_raise(store_state(self), rc, &stream, 1) : PyLong_FromLongLong(v);
+    cpy_store_leave(self);
+    return r;
+}
+
+static PyObject *store_head(cpy_store *self, PyObject *unused) {
+    cairn_store *h;
+    uint64_t v = 0;
+    int rc;
+    PyObject *r;
+
+    (void)unused;
+    if (!(h = cpy_store_enter(self))) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+        rc = cairn_head(h, &v);
+    Py_END_ALLOW_THREADS
+    r = rc < 0 ? cpy_raise(store_state(self), rc, NULL, 0) : PyLong_FromUnsignedLongLong(v);
+    cpy_store_leave(self);
+    return r;
+}
+
+static PyObject *store_get(cpy_store *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"position", NULL};
+    cpy_state *st = store_state(self);
+    unsigned long long p;
+    cairn_store *h;
+    cairn_event ev;
+    int rc;
+    PyObject *r, *pos;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:get", kwlist, &pos)) return NULL;
+    if (!PyLong_Check(pos) || PyBool_Check(pos)) {
+        PyErr_Format(PyExc_TypeError, "position must be an int, not %.100s", Py_TYPE(pos)->tp_name);
+        return NULL;
+    }
+    if (_PyLong_Sign(pos) < 0) {
+        PyErr_Format(PyExc_ValueError, "position must be >= 1, got %R", pos);
+        return NULL;
+    }
+    p = PyLong_AsUnsignedLongLong(pos);
+    if (p == (unsigned long long)-1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) return NULL;
+        PyErr_Clear(); /* beyond any position: not found */
+    }
+    if (!(h = cpy_store_enter(self))) return NULL;
+    if (p == 0 || p == (unsigned long long)-1) {
+        rc = CAIRN_ENOTFOUND;
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+            rc = cairn_get(h, p, &ev);
+        Py_END_ALLOW_THREADS
+    }
+    if (rc == CAIRN_ENOTFOUND) {
+        PyErr_SetObject(PyExc_KeyError, pos);
+        r = NULL;
+    } else if (rc < 0) {
+        r = cpy_raise(st, rc, NULL, 0);
+    } else {
+        r = cpy_recorded_new(st, &ev, NULL); /* ev borrowed until our next cairn call */
+    }
+    cpy_store_leave(self);
+    return r;
+}
+
+static PyObject *store_streams(cpy_store *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"prefix", NULL};
+    PyObject *prefix = NULL;
+    Py_ssize_t len;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:streams", kwlist, &prefix)) return NULL;
+    if (prefix && !stream_arg(prefix, "prefix", &len)) return NULL;
+    return cpy_namesiter_new(self, prefix);
+}
+
+static PyObject *store_verify(cpy_store *self, PyObject *unused) {
+    cpy_state *st = store_state(self);
+    cairn_verify_report rep = {0, 0, 0};
+    cairn_store *h;
+    int rc;
+    PyObject *r = NULL;
+
+    (void)unused;
+    if (!(h = cpy_store_enter(self))) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+        rc = cairn_verify(h, &rep, NULL, NULL);
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        cpy_raise(st, rc, NULL, 0);
+    } else if ((r = PyStructSequence_New(st->Verify_Type))) {
+        PyObject *a = PyLong_FromUnsignedLongLong(rep.events);
+        PyObject *b = PyLong_FromUnsignedLongLong(rep.streams);
+        PyObject *c = PyLong_FromUnsignedLongLong(rep.head);
+        PyStructSequence_SetItem(r, 0, a);
+        PyStructSequence_SetItem(r, 1, b);
+        PyStructSequence_SetItem(r, 2, c);
+        if (!a || !b || !c) Py_CLEAR(r);
+    }
+    cpy_store_leave(self);
+    return r;
+}
+
+static PyObject *store_sync(cpy_store *self, PyObject *unused) {
+    cairn_store *h;
+    int rc;
+
+    (void)unused;
+    if (!(h = cpy_store_enter(self))) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+        rc = cairn_sync(h);
+    Py_END_ALLOW_THREADS
+    if (rc < 0) cpy_raise(store_state(self), rc, NULL, 0);
+    cpy_store_leave(self);
+    if (rc < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* ---------------------------------------------------------------------------------
+ * Lifecycle.
+ * --------------------------------------------------------------------------------- */
+static PyObject *store_close(cpy_store *self, PyObject *unused) {
+    (void)unused;
+    self->closed = 1;
+    if (self->inflight == 0) store_really_close(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *store_enter_ctx(cpy_store *self, PyObject *unused) {
+    (void)unused;
+    if (self->closed) return cpy_raise_closed(store_state(self));
+    return Py_NewRef(self);
+}
+
+static PyObject *store_exit_ctx(cpy_store *self, PyObject *args) {
+    (void)args;
+    self->closed = 1;
+    if (self->inflight == 0) store_really_close(self);
+    Py_RETURN_FALSE;
+}
+
+static PyObject *store_transaction(cpy_store *self, PyObject *unused) {
+    PyObject *mod, *cls, *r;
+    (void)unused;
+    if (self->closed) return cpy_raise_closed(store_state(self));
+    mod = PyImport_ImportModule("cairn");
+    if (!mod) return NULL;
+    cls = PyObject_GetAttrString(mod, "Transaction");
+    Py_DECREF(mod);
+    if (!cls) return NULL;
+    r = PyObject_CallOneArg(cls, (PyObject *)self);
+    Py_DECREF(cls);
+    return r;
+}
+
+static const char *durability_name(cairn_durability d) {
+    switch (d) {
+    case CAIRN_DURABLE_FULL: return "full";
+    case CAIRN_DURABLE_RELAXED: return "relaxed";
+    case CAIRN_DURABLE_NONE: return "none";
+    }
+    return "?";
+}
+
+PyObject *cpy_store_open(PyObject *module, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"path",
+                             "durability",
+                             "readonly",
+                             "map_size",
+                             "script_instruction_limit",
+                             "script_memory_limit",
+                             NULL};
+    cpy_state *st = cpy_state_of_module(module);
+    PyObject *path_o, *dur_o = NULL, *ro_o = Py_False, *map_o = Py_None, *sil_o = NULL;
+    PyObject *sml_o = NULL, *fs = NULL, *path_str = NULL, *path_bytes = NULL;
+    cairn_options opts;
+    cairn_store *h = NULL;
+    cpy_store *self = NULL;
+    long long sil = 10000000, sml = 64ll << 20;
+    int has_map, rc;
+    uint64_t map_size;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$OOOOO:open", kwlist, &path_o, &dur_o, &ro_o,
+                                     &map_o, &sil_o, &sml_o))
+        return NULL;
+    cairn_options_init(&opts);
+
+    fs = PyOS_FSPath(path_o);
+    if (!fs) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "path must be a str or os.PathLike, not %.100s",
+                     Py_TYPE(path_o)->tp_name);
+        return NULL;
+    }
+    if (PyUnicode_Check(fs)) {
+        path_str = Py_NewRef(fs);
+        path_bytes = PyUnicode_EncodeFSDefault(fs);
+    } else {
+        path_bytes = Py_NewRef(fs);
+        path_str = PyUnicode_DecodeFSDefaultAndSize(PyBytes_AS_STRING(fs), PyBytes_GET_SIZE(fs));
+    }
+    if (!path_str || !path_bytes) goto fail;
+    if (PyBytes_GET_SIZE(path_bytes) == 0 ||
+        memchr(PyBytes_AS_STRING(path_bytes), 0, (size_t)PyBytes_GET_SIZE(path_bytes))) {
+        PyErr_SetString(PyExc_ValueError, "path must be a non-empty path without NUL characters");
+        goto fail;
+    }
+
+    if (dur_o) {
+        if (!PyUnicode_Check(dur_o)) {
+            PyErr_Format(PyExc_TypeError, "durability must be a str, not %.100s",
+                         Py_TYPE(dur_o)->tp_name);
+            goto fail;
+        }
+        if (PyUnicode_CompareWithASCIIString(dur_o, "full") == 0)
+            opts.durability = CAIRN_DURABLE_FULL;
+        else if (PyUnicode_CompareWithASCIIString(dur_o, "relaxed") == 0)
+            opts.durability = CAIRN_DURABLE_RELAXED;
+        else if (PyUnicode_CompareWithASCIIString(dur_o, "none") == 0)
+            opts.durability = CAIRN_DURABLE_NONE;
+        else {
+            PyErr_Format(PyExc_ValueError,
+                         "durability must be \"full\", \"relaxed\" or \"none\", got %R", dur_o);
+            goto fail;
+        }
+    }
+    if (cpy_check_bool(ro_o, "readonly", &opts.readonly) < 0) goto fail;
+    if (opt_uint(map_o, "map_size", &has_map, &map_size) < 0) goto fail;
+    if (has_map) {
+        if (map_size == 0) {
+            PyErr_SetString(PyExc_ValueError, "map_size must be > 0 or None");
+            goto fail;
+        }
+        opts.map_size = map_size;
+    }
+    {
+        PyObject *lim[2] = {sil_o, sml_o};
+        long long *dst[2] = {&sil, &sml};
+        static const char *names[2] = {"script_instruction_limit", "script_memory_limit"};
+        for (int i = 0; i < 2; i++) {
+            int has;
+            uint64_t v;
+            if (!lim[i]) continue;
+            if (lim[i] == Py_None) {
+                PyErr_Format(PyExc_TypeError, "%s must be an int", names[i]);
+                goto fail;
+            }
+            if (opt_uint(lim[i], names[i], &has, &v) < 0) goto fail;
+            if (v == 0 || v > INT64_MAX) {
+                PyErr_Format(PyExc_ValueError, "%s must be a positive int, got %R", names[i],
+                             lim[i]);
+                goto fail;
+            }
+            *dst[i] = (long long)v;
+        }
+    }
+
+    {
+        const char *cpath = PyBytes_AS_STRING(path_bytes);
+        Py_BEGIN_ALLOW_THREADS
+            rc = cairn_open(cpath, &opts, &h);
+        Py_END_ALLOW_THREADS
+    }
+    if (rc < 0) {
+        cpy_raise(st, rc, NULL, 0); /* the core's message names the path */
+        goto fail;
+    }
+    self = (cpy_store *)st->Store_Type->tp_alloc(st->Store_Type, 0);
+    if (!self) {
+        Py_BEGIN_ALLOW_THREADS
+            cairn_close(h);
+        Py_END_ALLOW_THREADS
+        goto fail;
+    }
+    self->handle = h;
+    self->module = Py_NewRef(module);
+    self->path = path_str;
+    self->durability = opts.durability;
+    self->readonly = opts.readonly != 0;
+    self->script_instruction_limit = sil;
+    self->script_memory_limit = sml;
+    Py_DECREF(fs);
+    Py_DECREF(path_bytes);
+    return (PyObject *)self;
+fail:
+    Py_XDECREF(fs);
+    Py_XDECREF(path_str);
+    Py_XDECREF(path_bytes);
+    return NULL;
+}
+
+static int store_traverse(cpy_store *self, visitproc visit, void *arg) {
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->module);
+    return 0;
+}
+
+static int store_clear(cpy_store *self) {
+    /* the handle goes in dealloc; the module must outlive it only for error reporting */
+    Py_CLEAR(self->path);
+    return 0;
+}
+
+static void store_dealloc(cpy_store *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (self->weakrefs) PyObject_ClearWeakRefs((PyObject *)self);
+    self->closed = 1;
+    if (self->handle) store_really_close(self);
+    Py_CLEAR(self->path);
+    Py_CLEAR(self->module);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyObject *store_repr(cpy_store *self) {
+    return PyUnicode_FromFormat("<cairn.Store path=%R durability='%s'%s%s>",
+                                self->path ? self->path : Py_None,
+                                durability_name(self->durability),
+                                self->readonly ? " readonly" : "", self->closed ? " closed" : "");
+}
+
+static PyObject *store_get_path(cpy_store *self, void *c) {
+    (void)c;
+    return Py_NewRef(self->path ? self->path : Py_None);
+}
+static PyObject *store_get_readonly(cpy_store *self, void *c) {
+    (void)c;
+    return PyBool_FromLong(self->readonly);
+}
+static PyObject *store_get_closed(cpy_store *self, void *c) {
+    (void)c;
+    return PyBool_FromLong(self->closed);
+}
+static PyObject *store_get_durability(cpy_store *self, void *c) {
+    (void)c;
+    return PyUnicode_FromString(durability_name(self->durability));
+}
+
+static PyGetSetDef store_getset[] = {
+    {"path", (getter)store_get_path, NULL, "The store directory (str).", NULL},
+    {"readonly", (getter)store_get_readonly, NULL, "True when opened with readonly=True.", NULL},
+    {"durability", (getter)store_get_durability, NULL, "\"full\", \"relaxed\" or \"none\".", NULL},
+    {"closed", (getter)store_get_closed, NULL, "True once close() was called.", NULL},
+    {NULL},
+};
+
+static PyMemberDef store_members[] = {
+    {"script_instruction_limit", T_LONGLONG, offsetof(cpy_store, script_instruction_limit),
+     READONLY, "Lua instructions one script call may run."},
+    {"script_memory_limit", T_LONGLONG, offsetof(cpy_store, script_memory_limit), READONLY,
+     "Bytes of memory one script state may use."},
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(cpy_store, weakrefs), READONLY, NULL},
+    {NULL},
+};
+
+static PyMethodDef store_methods[] = {
+    {"close", (PyCFunction)store_close, METH_NOARGS,
+     "close($self, /)\n--\n\nClose the store.  Later calls raise StoreClosed; calls already "
+     "running in "
+     "other threads finish first."},
+    {"__enter__", (PyCFunction)store_enter_ctx, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)store_exit_ctx, METH_VARARGS, NULL},
+    {"append", (PyCFunction)(void (*)(void))store_append, METH_VARARGS | METH_KEYWORDS,
+     "append($self, /, stream, events, *, expected_version=-2)\n--\n\n"
+     "Append events (an iterable of Event) to a stream atomically; returns AppendResult."},
+    {"_append_batch", (PyCFunction)store_append_batch, METH_O,
+     "_append_batch($self, requests, /)\n--\n\n"
+     "Append a list of (stream, events, expected_version) in one commit; returns a list of "
+     "AppendResult.  Used by Transaction."},
+    {"transaction", (PyCFunction)store_transaction, METH_NOARGS,
+     "transaction($self, /)\n--\n\nA Transaction: `with store.transaction() as tx: "
+     "tx.append(...)`."},
+    {"read_stream", (PyCFunction)(void (*)(void))store_read_stream, METH_VARARGS | METH_KEYWORDS,
+     "read_stream($self, /, stream, start=None, *, backwards=False, limit=None, raw=False)\n--\n\n"
+     "Iterate over a stream's events from version `start` (inclusive)."},
+    {"read_all", (PyCFunction)(void (*)(void))store_read_all, METH_VARARGS | METH_KEYWORDS,
+     "read_all($self, /, start=None, *, backwards=False, limit=None, types=None, categories=None, "
+     "streams=None, tags=None, raw=False)\n--\n\n"
+     "Iterate over the global log from position `start` (inclusive)."},
+    {"stream_version", (PyCFunction)(void (*)(void))store_stream_version,
+     METH_VARARGS | METH_KEYWORDS,
+     "stream_version($self, /, stream)\n--\n\nThe stream's current version, -1 when it has no "
+     "events."},
+    {"head", (PyCFunction)store_head, METH_NOARGS,
+     "head($self, /)\n--\n\nThe last global position, 0 when the store is empty."},
+    {"get", (PyCFunction)(void (*)(void))store_get, METH_VARARGS | METH_KEYWORDS,
+     "get($self, /, position)\n--\n\nThe event at a global position; KeyError when there is none."},
+    {"streams", (PyCFunction)(void (*)(void))store_streams, METH_VARARGS | METH_KEYWORDS,
+     "streams($self, /, prefix='')\n--\n\nIterate over stream names starting with prefix, sorted."},
+    {"verify", (PyCFunction)store_verify, METH_NOARGS,
+     "verify($self, /)\n--\n\nCheck every record and index; returns VerifyReport(events, streams, "
+     "head) "
+     "or raises CorruptionError naming the first damage."},
+    {"sync", (PyCFunction)store_sync, METH_NOARGS,
+     "sync($self, /)\n--\n\nMake every commit durable."},
+    {NULL},
+};
+
+static PyType_Slot store_slots[] = {
+    {Py_tp_dealloc, store_dealloc},
+    {Py_tp_traverse, store_traverse},
+    {Py_tp_clear, store_clear},
+    {Py_tp_repr, store_repr},
+    {Py_tp_methods, store_methods},
+    {Py_tp_getset, store_getset},
+    {Py_tp_members, store_members},
+    {Py_tp_doc, (void *)"An open cairn store; create one with cairn.open(path)."},
+    {0, NULL},
+};
+
+static PyType_Spec store_spec = {
+    .name = "cairn.Store",
+    .basicsize = sizeof(cpy_store),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
+        Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = store_slots,
+};
+
+int cpy_store_type_init(PyObject *module, cpy_state *st) {
+    st->Store_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &store_spec, NULL);
+    if (!st->Store_Type || PyModule_AddType(module, st->Store_Type) < 0) return -1;
+    return 0;
+}
