@@ -262,51 +262,53 @@ static double j_cairn_scan(void *a) { job *j = a; char p[4096]; long n; double t
 static double j_cairn_scan_time(void *a) { job *j = a; char p[4096]; long n; path_of(p, sizeof p, "cairn-b"); return cairn_scan(p, &n, j->category); }
 
 static void pair(const char *title, const char *unit, double (*base)(void *), double (*mine)(void *),
-                 job *jb, job *jm, const char *target) {
-    double b[ROUNDS], m[ROUNDS];
+                 job *jb, job *jm, const char *target, int rounds) {
+    double b[16], m[16];
     long rb = 0, rm = 0;
-    for (int i = 0; i < ROUNDS; i++) {
+    for (int i = 0; i < rounds; i++) {
         sample x = in_child(base, jb), y = in_child(mine, jm);
         b[i] = x.value, m[i] = y.value;
         if (x.rss_kb > rb) rb = x.rss_kb;
         if (y.rss_kb > rm) rm = y.rss_kb;
     }
-    double mb = median(b, ROUNDS), mm = median(m, ROUNDS);
+    double mb = median(b, rounds), mm = median(m, rounds);
     printf("| %s | %.0f %s (%ld MiB) | %.0f %s (%ld MiB) | **%.2f** | %s |\n", title, mm, unit,
            rm / 1024, mb, unit, rb / 1024, mm / mb, target);
     fflush(stdout);
 }
 
 int main(int argc, char **argv) {
+    const char *only;
     if (argc < 2) {
         fprintf(stderr, "usage: bench_core DIR [events]\n");
         return 2;
     }
     g_dir = argv[1];
-    if (argc > 2) g_events = atol(argv[2]);
+    if (argc > 2 && atol(argv[2]) > 0) g_events = atol(argv[2]);
+    only = argc > 3 ? argv[3] : NULL; /* run one benchmark: batched, durable, scan, filtered */
     memset(g_payload, 'p', sizeof g_payload);
     g_payload[0] = '"', g_payload[sizeof g_payload - 1] = '"';
     if (mkdir(g_dir, 0755) != 0 && errno != EEXIST) die("mkdir", errno);
 
-    printf("C core vs raw LMDB, %ld events of %zu-byte data, median of %d alternating rounds\n\n",
+    printf("C core vs raw LMDB, %ld events of %zu-byte data, median of %d alternating rounds (7 for durable)\n\n",
            g_events, sizeof g_payload, ROUNDS);
     printf("| benchmark | cairn (peak RSS) | baseline (peak RSS) | ratio | target |\n|---|---|---|---|---|\n");
-    {
+    if (!only || !strcmp(only, "batched")) {
         job j = {"batched", g_events, NULL};
         pair("batched append, 1000/commit, durability none", "ev/s", j_raw_batched, j_cairn_batched, &j, &j,
-             ">= 0.30 of raw LMDB MDB_APPEND");
+             ">= 0.30 of raw LMDB MDB_APPEND", ROUNDS);
     }
-    {
-        job j = {"durable", 300, NULL};
+    if (!only || !strcmp(only, "durable")) {
+        job j = {"durable", 1000, NULL};
         pair("single-event durable appends, durability full", "commits/s", j_raw_durable, j_cairn_durable, &j,
-             &j, ">= 0.90 of raw LMDB put+commit");
+             &j, ">= 0.90 of raw LMDB put+commit", 7);
     }
-    {
+    if (!only || !strcmp(only, "scan")) {
         job j = {"scan", g_events, NULL};
         pair("full read with checksum verification", "ev/s", j_raw_scan, j_cairn_scan, &j, &j,
-             ">= 0.50 of raw cursor scan");
+             ">= 0.50 of raw cursor scan", ROUNDS);
     }
-    {
+    if (!only || !strcmp(only, "filtered")) {
         job full = {"full", g_events, NULL}, rare = {"rare", g_events, "rare"};
         double f[ROUNDS], r[ROUNDS];
         for (int i = 0; i < ROUNDS; i++) {

@@ -305,8 +305,7 @@ static int put_stream(cairn_env *e, MDB_txn *txn, const cairn_slice *name,
     if ((rc = mdb_put(txn, e->streams, &k, &v, MDB_RESERVE))) return rc;
     sval = v.mv_data;
     cairn__put_be64(sval, si->sid);
-    cairn__put_be64(sval + 8, (uint64_t)si->version);
-    cairn__put_be32(sval + 16, si->flags);
+    cairn__put_be32(sval + 8, si->flags);
     memcpy(sval + CAIRN_STREAM_VAL_HEADER, name->ptr, name->len);
     return 0;
 }
@@ -370,9 +369,11 @@ static int write_all(cairn_store *s, MDB_txn *txn, const cairn_append_req *reqs,
         if (retry) continue;
         if ((rc = cairn__stream_lookup(e, txn, q->stream.ptr, q->stream.len, &si))) goto out;
         if ((rc = check_expected(q, &si, r))) goto out;
-        if (!si.exists) si.sid = ++next_sid;
+        if (!si.exists) {
+            si.sid = ++next_sid;
+            MDB_TRY(put_stream(e, txn, &q->stream, &si), "write stream");
+        }
         if ((rc = write_request(e, &w, q, r, &si, &head, ts, &results[r]))) goto out;
-        MDB_TRY(put_stream(e, txn, &q->stream, &si), "write stream");
     }
     if (next_sid != sid0) MDB_TRY(put_u64(txn, e->meta, &K_SID, next_sid), "write meta");
 out:

@@ -2,7 +2,8 @@
  * index.c -- keys of the index databases and stream lookups.
  *
  * streams: name (or, past 480 bytes, its first 480 bytes + XXH3-128 of the whole name)
- *          -> u64 sid, i64 version, u32 flags (big-endian), full name
+ *          -> u64 sid, u32 flags (big-endian), full name; written when the stream is
+ *          created, so that an append to an existing stream does not touch this tree
  * sidx:    u64 sid -> dups of (u64 version, u64 position), DUPFIXED
  * ids:     16-byte event id -> u64 position, u64 first position of its append call,
  *          u32 event count of that call
@@ -53,8 +54,19 @@ int cairn__stream_lookup(cairn_env *e, MDB_txn *txn, const void *name, size_t le
     }
     info->exists = 1;
     info->sid = cairn__get_be64(v.mv_data);
-    info->version = (int64_t)cairn__get_be64((uint8_t *)v.mv_data + 8);
-    info->flags = cairn__get_be32((uint8_t *)v.mv_data + 16);
+    info->flags = cairn__get_be32((uint8_t *)v.mv_data + 8);
+    {
+        MDB_cursor *c;
+        uint8_t sk[8];
+        MDB_val xk = {8, sk}, xv;
+        cairn__put_be64(sk, info->sid);
+        if ((rc = mdb_cursor_open(txn, e->sidx, &c))) return cairn__mdb_fail(rc, "stream lookup");
+        rc = mdb_cursor_get(c, &xk, &xv, MDB_SET);
+        if (rc == 0) rc = mdb_cursor_get(c, &xk, &xv, MDB_LAST_DUP);
+        if (rc == 0 && xv.mv_size == 16) info->version = (int64_t)cairn__get_be64(xv.mv_data);
+        mdb_cursor_close(c);
+        if (rc && rc != MDB_NOTFOUND) return cairn__mdb_fail(rc, "stream lookup");
+    }
     return CAIRN_OK;
 }
 

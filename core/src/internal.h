@@ -114,8 +114,9 @@ int cairn__record_decode(const void *rec, size_t len, uint64_t position, cairn_e
  * --------------------------------------------------------------------------------- */
 #define CAIRN_STREAM_KEY_INLINE 480 /* names up to this many bytes are their own key */
 #define CAIRN_STREAM_KEY_MAX (CAIRN_STREAM_KEY_INLINE + 16)
-/* Stream entry value: u64 sid BE, i64 version BE, u32 flags BE, name bytes. */
-#define CAIRN_STREAM_VAL_HEADER 20
+/* Stream entry value: u64 sid BE, u32 flags BE, name bytes.  Written once, when the
+ * stream is created; the version is the last dup of the stream's `sidx` entry. */
+#define CAIRN_STREAM_VAL_HEADER 12
 
 /* Posting kinds: key = kind byte + BE XXH3-64 of the name; dups = BE positions. */
 #define CAIRN_POST_CATEGORY 'c'
