@@ -1,0 +1,133 @@
+/*
+ * host.h -- the Lua 5.4 host of cairn: one sandboxed lua_State per cairn_lua, with a memory cap
+ * in its allocator, an instruction budget in a count hook, and the conversions between JSON
+ * text, stored events and Lua values.  The core's aggregate and projection code drives it.
+ *
+ * A cairn_lua is not thread-safe: one thread at a time.  Functions that touch a Lua stack carry
+ * the manual's [-o, +p, x] tag; none of them raises a Lua error into its caller (x is always
+ * '-'): failures come back as CAIRN_E* codes with cairn_last_error() filled.
+ */
+#ifndef CAIRN_LUA_HOST_H
+#define CAIRN_LUA_HOST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <lua.h>
+
+#include "cairn.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct cairn_lua cairn_lua;
+
+/* Receives what a script print()s: the arguments joined like Lua's print (tostring, tabs),
+ * without the newline.  `script` is the name given to the running cairn_lua_call/load.
+ * Must not raise a Lua error or call back into the host. */
+typedef void (*cairn_lua_log_fn)(void *ctx, const char *script, const char *msg, size_t len);
+
+/* A growable byte buffer.  Start it zeroed; the owner frees p. */
+typedef struct cairn_buf {
+    char *p;
+    size_t len, cap;
+} cairn_buf;
+
+/* Script kinds, for cairn_lua_check_shape. */
+typedef enum cairn_lua_kind {
+    CAIRN_LUA_AGGREGATE = 1,
+    CAIRN_LUA_PROJECTION,
+    CAIRN_LUA_UPCASTERS
+} cairn_lua_kind;
+
+/* Deepest nesting of tables/arrays that JSON conversion accepts (both ways). */
+#define CAIRN_LUA_MAX_DEPTH 1000
+
+/* Opens a sandboxed state.  instruction_limit: VM instructions per cairn_lua_call (0: no
+ * limit); memory_limit: bytes the state may hold (0: no limit).  log may be NULL (print then
+ * discards).  CAIRN_ENOMEM when the state cannot be built within memory_limit. */
+int cairn_lua_open(uint64_t instruction_limit, size_t memory_limit, cairn_lua_log_fn log, void *ctx,
+                   cairn_lua **out);
+
+/* Closes the state.  NULL is a no-op. */
+void cairn_lua_close(cairn_lua *h);
+
+/* The state, for pushing arguments and reading results.  Valid until cairn_lua_close.
+ * Bare Lua API use between calls is not subject to the memory cap (a refusal there would be
+ * an unprotected error, and Lua aborts on those); keep it small, and read script tables with
+ * raw access (lua_rawget, lua_rawgeti), never lua_getfield/lua_gettable: a metatable would
+ * run script code outside any limit and without protection. */
+lua_State *cairn_lua_state(cairn_lua *h);
+
+/* Bytes the state currently holds (the allocator's count). */
+size_t cairn_lua_memory(const cairn_lua *h);
+
+/* [-0, +(1|0), -]
+ * Compiles src as a text chunk named `name` (chunkname "=name"; binary chunks are refused)
+ * in an environment table of its own, runs it under the limits and checks it returned a
+ * table, which is left on the stack.  On failure nothing is pushed: CAIRN_ESCRIPT with
+ * script = name and the line (syntax or runtime), or CAIRN_EREJECTED. */
+int cairn_lua_load(cairn_lua *h, const char *name, const char *src, size_t len);
+
+/* [-(nargs+1), +(nresults|0), -]
+ * Like lua_pcall for the function below its nargs arguments, with a fresh instruction
+ * budget.  Failures become CAIRN_ESCRIPT (message; script = `script`; line = 1-based line of
+ * the innermost frame of that script's chunk, 0 if unknown; position = `position`) or
+ * CAIRN_EREJECTED (reason, details as JSON text, valid until the next reject on this thread).
+ * On failure the function and its arguments are popped and nothing is pushed.  The state is
+ * usable again afterwards.  Must not be nested (no cairn_lua_call from inside an emit hook). */
+int cairn_lua_call(cairn_lua *h, const char *script, int nargs, int nresults, uint64_t position);
+
+/* [-0, +(1|0), -]
+ * Pushes the Lua value of a JSON text: objects and arrays as tables, integers as Lua integers
+ * (all of int64), other numbers as floats (exactly), null as json.null.  Invalid JSON, integers
+ * outside int64, nesting deeper than CAIRN_LUA_MAX_DEPTH: CAIRN_EINVAL.  Memory cap hit:
+ * CAIRN_ESCRIPT ("memory limit exceeded").  On failure nothing is pushed. */
+int cairn_lua_push_json(cairn_lua *h, const void *json, size_t len);
+
+/* [-0, +0, -]
+ * Appends the JSON text of the value at idx to buf.  Never runs Lua code (metatables are not
+ * consulted).  A value JSON cannot hold (function, NaN, non-UTF-8 string, cycle, a table that
+ * is neither a sequence 1..n nor string-keyed, nesting deeper than CAIRN_LUA_MAX_DEPTH):
+ * CAIRN_ESCRIPT naming what and where ("cannot encode NaN at $.items[2]"); the caller fills
+ * in the script's name and position.  On failure buf->len is left as it was. */
+int cairn_lua_to_json(cairn_lua *h, int idx, cairn_buf *buf);
+
+/* [-0, +(1|0), -]
+ * Pushes the event table of spec section 3: type, data, metadata (a table, empty when none),
+ * id (lowercase canonical UUID), stream, version, position, timestamp (integer ns), schema,
+ * tags (a sequence), forgotten = false.  data is the decoded JSON, a string for
+ * CAIRN_EVENT_BYTES, absent (nil) when the event has none.  Errors as cairn_lua_push_json. */
+int cairn_lua_push_event(cairn_lua *h, const cairn_event *ev);
+
+/* [-0, +0, -]
+ * Checks the table at the top of the stack (a loaded script) against a kind; a bad shape is
+ * CAIRN_ESCRIPT naming the field ("apply.Deposited must be a function").  Reads raw fields
+ * only: no script code runs.
+ *   aggregate:  init function?, apply/decide/compensate tables of functions?, snapshot_every
+ *               positive integer?, boundary function?
+ *   projection: source table? (categories/streams/types/tags: sequences of strings),
+ *               mode "async"|"inline"?, partition function?, init function?, apply table
+ *   upcasters:  type -> table of [from_schema >= 1 integer] -> function */
+int cairn_lua_check_shape(cairn_lua *h, const char *name, cairn_lua_kind kind);
+
+/* Sets (fn non-NULL) or clears the projection hook behind the sandbox's global
+ * emit(stream, type, data, metadata).  The global always exists; while cleared, calling it
+ * is a script error ("emit is only available in projection handlers").  fn runs as a
+ * lua_CFunction on the script's stack (arguments at 1..4); it may raise Lua errors but must
+ * free its C resources first. */
+void cairn_lua_set_emit(cairn_lua *h, lua_CFunction fn, void *ud);
+
+/* The ud given to cairn_lua_set_emit, for use inside fn. */
+void *cairn_lua_emit_ud(lua_State *L);
+
+/* Growable buffer helpers (the buffer is plain malloc'd memory, outside the Lua cap). */
+int cairn_buf_reserve(cairn_buf *b, size_t extra);
+int cairn_buf_append(cairn_buf *b, const void *p, size_t n);
+void cairn_buf_free(cairn_buf *b);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CAIRN_LUA_HOST_H */

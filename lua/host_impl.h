@@ -1,0 +1,83 @@
+/*
+ * host_impl.h -- what the Lua host's files share: the cairn_lua struct, the kill states, the
+ * JSON codec (json.c), the budgeted C loops (pattern.c) and the protected-call helpers.
+ * Not installed.
+ */
+#ifndef CAIRN_LUA_HOST_IMPL_H
+#define CAIRN_LUA_HOST_IMPL_H
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "host.h"
+
+/* Why a call is being torn down.  Once set, every pcall/xpcall in the script re-raises and
+ * the count hook fires on every instruction, until cairn_lua_call returns. */
+enum { LH_ALIVE = 0, LH_KILL_INSTR, LH_KILL_MEM, LH_KILL_REJECT };
+
+struct cairn_lua {
+    lua_State *L;
+    size_t mem_used, mem_limit;   /* limit 0: none */
+    uint64_t instr_limit, budget; /* limit 0: none; budget left in this call */
+    int step;                     /* count-hook period while alive */
+    int killed;                   /* LH_* */
+    int mem_refused;              /* the allocator refused growth in this call */
+    int mem_line;                 /* script line when it last refused, 0 unknown */
+    int err_line;                 /* line recorded by the message handler / at the kill */
+    int in_call;
+    int guarded;        /* > 0: the allocator enforces the cap (calls, lh_protect) */
+    const char *script; /* name of the running call's script (borrowed) */
+    char errmsg[512];   /* message recorded by the message handler */
+    cairn_lua_log_fn log;
+    void *log_ctx;
+    lua_CFunction emit;
+    void *emit_ud;
+    char reason[256]; /* reject(): reason, details as JSON */
+    cairn_buf details;
+    int has_details;
+    cairn_buf scratch; /* json.encode output, decoder string unescaping */
+};
+
+static inline cairn_lua *lh_host(lua_State *L) { return *(cairn_lua **)lua_getextraspace(L); }
+
+/* The json.null sentinel: a light userdata with this address. */
+extern const char lh_json_null;
+#define lh_push_null(L) lua_pushlightuserdata((L), (void *)&lh_json_null)
+
+/* [-0, +0, -] Encodes the value at idx onto out.  Never raises and never allocates from
+ * Lua.  On failure writes a message into err and returns -1 (out->len restored). */
+int lh_encode(lua_State *L, int idx, cairn_buf *out, char *err, size_t errlen);
+
+/* [-0, +1, m] Decodes JSON text and pushes the value.  On a syntax error returns -1 with a
+ * message in err and nothing pushed; raises only memory errors (no C resources held). */
+int lh_decode(lua_State *L, const char *s, size_t len, cairn_buf *scratch, char *err,
+              size_t errlen);
+
+/* [-0, +1, m] Pushes the json library table (encode, decode, null). */
+void lh_open_json(lua_State *L);
+
+/* [-0, +0, v] Charges n units of work done in C to the running call's instruction budget;
+ * raises the kill when it is spent (or when the call is already being killed).  For the C
+ * loops a script can start: pattern matching (pattern.c), table.move. */
+void lh_charge(lua_State *L, uint64_t n);
+
+/* [-0, +0, m] Replaces find/match/gmatch/gsub in the string table at idx (pattern.c). */
+void lh_open_patterns(lua_State *L, int idx);
+
+/* Checks strict UTF-8 (no overlongs, surrogates or code points above U+10FFFF). */
+int lh_utf8_valid(const unsigned char *s, size_t n);
+
+/* [-0, +(nres|1|0), -] Runs fn(L) with `ud` as its light-userdata argument under lua_pcall,
+ * so that memory errors come back as a status instead of a panic.  nres results are left on
+ * success; on failure the error object (none for LH_NOSTACK: the stack could not grow). */
+#define LH_NOSTACK (-1)
+int lh_protect(cairn_lua *h, lua_CFunction fn, void *ud, int nres);
+
+/* [-(1|0), +0, -] Fills cairn_last_error() for a failure of a protected host operation
+ * (status from lh_protect, error object on the top), pops it and returns the code. */
+int lh_fail_protected(cairn_lua *h, int status, const char *what);
+
+/* cairn__fail plus the script fields reset (script, line, position, reason, details). */
+int lh_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif
