@@ -36,6 +36,8 @@ extern "C" {
 #define CAIRN_EREJECTED (-30014)    /* command rejected by a script */
 #define CAIRN_ETOOBIG (-30015)      /* event larger than CAIRN_MAX_RECORD */
 #define CAIRN_EBUSY (-30016)        /* store opened in this process in an incompatible mode */
+#define CAIRN_EALREADY (-30017)     /* event already compensated */
+#define CAIRN_ENOTCOMPENSABLE (-30018) /* no compensate handler for the event's type */
 #define CAIRN_EINTERNAL (-30099)    /* a bug in cairn; message says where */
 
 /* Expected-version markers for appends.  Any value >= 0 means "exactly this version". */
@@ -71,7 +73,7 @@ typedef struct cairn_error {
     int64_t actual;   /* CAIRN_EVERSION: the stream's current version (-1 when none) */
     uint64_t position;/* CAIRN_ECORRUPT / CAIRN_EDUPLICATE / CAIRN_ESCRIPT: the position
                          concerned (for a script: the event being applied), 0 if none */
-    char script[128]; /* CAIRN_ESCRIPT / CAIRN_EREJECTED: the script's name */
+    char script[256]; /* CAIRN_ESCRIPT / CAIRN_EREJECTED: the script's name */
     int line;         /* CAIRN_ESCRIPT: 1-based line in the script's source, 0 if unknown */
     char reason[256]; /* CAIRN_EREJECTED: the reason given to reject() */
     const char *details;  /* CAIRN_EREJECTED: details as JSON text (NULL if none) */
@@ -91,6 +93,12 @@ typedef struct cairn_options {
     cairn_durability durability;
     int readonly;       /* nonzero: no writes; the directory must exist */
     uint64_t map_size;  /* initial LMDB map size in bytes; 0 for the default */
+    uint64_t script_instruction_limit; /* VM instructions per script call; 0: 10,000,000 */
+    uint64_t script_memory_limit;      /* bytes a script state may hold; 0: 64 MiB */
+    /* Receives what scripts print(); NULL discards.  Called on the thread running the
+     * script, possibly inside a write transaction: it must not call cairn. */
+    void (*log)(void *ctx, const char *script, const char *msg, size_t len);
+    void *log_ctx;
 } cairn_options;
 
 /* Default options: full durability, read-write, default map size. */
@@ -178,6 +186,7 @@ typedef struct cairn_event {
     cairn_slice data;
     size_t ntags;
     const uint8_t *tags_raw; /* ntags entries of (u16 little-endian length, bytes) */
+    size_t tags_len;         /* bytes at tags_raw */
 } cairn_event;
 
 /* Iterates over the tags of an event: *cursor starts at 0; returns 0 when done. */
@@ -238,6 +247,75 @@ typedef struct cairn_verify_report {
 typedef void (*cairn_progress_fn)(void *ctx, uint64_t done, uint64_t total);
 int cairn_verify(cairn_store *store, cairn_verify_report *report, cairn_progress_fn progress,
                  void *ctx);
+
+/* ---------------------------------------------------------------------------------
+ * Scripts (spec section 3).  Stored in the store: every process that opens it has them.
+ * --------------------------------------------------------------------------------- */
+typedef enum cairn_script_kind {
+    CAIRN_SCRIPT_AGGREGATE = 1,
+    CAIRN_SCRIPT_PROJECTION = 2,
+    CAIRN_SCRIPT_UPCASTERS = 3 /* one script, named "upcasters" */
+} cairn_script_kind;
+
+/* Compiles and checks the script's shape (CAIRN_ESCRIPT on a syntax error or bad shape),
+ * then stores it under (kind, name).  Redefining with the same source changes nothing. */
+int cairn_define_script(cairn_store *store, cairn_script_kind kind, const char *name,
+                        size_t name_len, const char *src, size_t src_len);
+
+/* Lists the names of the scripts of one kind, sorted. */
+int cairn_scripts(cairn_store *store, cairn_script_kind kind, cairn_name_fn fn, void *ctx);
+
+/* Reads the stored source of a script into a malloc'd buffer (*src, *len; caller frees).
+ * CAIRN_ENOTFOUND when there is none. */
+int cairn_script_source(cairn_store *store, cairn_script_kind kind, const char *name,
+                        size_t name_len, char **src, size_t *len);
+
+/* Iterators and cairn_get apply upcasters unless raw is set (cairn_iter_set_raw, or
+ * cairn_get_raw).  The upcasted data/metadata live in the iterator until its next call. */
+void cairn_iter_set_raw(cairn_iter *it, int raw);
+int cairn_get_ex(cairn_store *store, uint64_t position, int raw, cairn_event *ev);
+
+/* ---------------------------------------------------------------------------------
+ * Aggregates (spec section 2 "Aggregates").  `aggregate` NULL means the stream's category.
+ * A missing aggregate script is CAIRN_ENOTFOUND; a command the script's decide table lacks
+ * is CAIRN_EINVAL naming it.
+ * --------------------------------------------------------------------------------- */
+#define CAIRN_AT_NONE INT64_MIN
+
+typedef struct cairn_state {
+    char *json;       /* the state as JSON text, NUL-terminated (malloc'd; free with free()) */
+    size_t len;
+    int64_t version;  /* version of the last event applied, -1 when none */
+    uint64_t applied; /* events folded by this load (after the snapshot used, if any) */
+} cairn_state;
+
+/* Folds the stream's events (up to `version` when >= 0, or up to the last event whose
+ * timestamp <= at_ns when at_ns != CAIRN_AT_NONE) through the aggregate's reducers,
+ * starting from the newest usable snapshot. */
+int cairn_load(cairn_store *store, const char *stream, size_t stream_len, const char *aggregate,
+               size_t aggregate_len, int64_t version, int64_t at_ns, cairn_state *out);
+
+/* Runs decide[command](state, {type=command, data, metadata}) on the current state inside
+ * the write transaction and appends the events it returns, each with `metadata` merged in.
+ * No events: result version = current version, position = first_position = 0.
+ * CAIRN_EREJECTED when the script called reject(). */
+int cairn_execute(cairn_store *store, const char *stream, size_t stream_len, const char *aggregate,
+                  size_t aggregate_len, const char *command, size_t command_len, cairn_slice data,
+                  cairn_slice metadata, int64_t expected, cairn_append_result *result);
+
+/* Appends what compensate[type](state, event) returns for the event at `version`, with
+ * metadata.compensates = metadata.causation_id = that event's id over `metadata`.
+ * CAIRN_EALREADY / CAIRN_ENOTCOMPENSABLE / CAIRN_ESCRIPT (no events) / CAIRN_EINVAL (no
+ * such version). */
+int cairn_compensate(cairn_store *store, const char *stream, size_t stream_len, int64_t version,
+                     const char *aggregate, size_t aggregate_len, cairn_slice metadata,
+                     cairn_append_result *result);
+
+/* Compensates every not-yet-compensated event whose metadata.correlation_id equals
+ * `correlation_id` (events that are compensations excluded), newest first, in one commit.
+ * *results (malloc'd, caller frees) gets one entry per compensated event. */
+int cairn_rollback(cairn_store *store, const char *correlation_id, size_t len,
+                   cairn_append_result **results, size_t *count);
 
 /* The category of a stream name: the part before the first '-', or the whole name. */
 cairn_slice cairn_category(const char *stream, size_t stream_len);

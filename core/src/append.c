@@ -2,11 +2,12 @@
  * append.c -- writing events: validation, the expected-version check, idempotent
  * retries, and the one LMDB write transaction that stores records and every index.
  */
+#include <jansson.h>
 #include <stdlib.h>
 
 #include "internal.h"
 
-#define EMAPFULL (-30100) /* internal: abort, grow the map, run the write again */
+#define EMAPFULL CAIRN__EMAPFULL
 
 static const MDB_val K_SID = {3, (void *)"sid"};
 
@@ -40,7 +41,7 @@ static int validate_event(const cairn_event_in *ev, const cairn_slice *stream, s
     return CAIRN_OK;
 }
 
-static int validate(const cairn_append_req *reqs, size_t nreqs) {
+int cairn__validate_requests(const cairn_append_req *reqs, size_t nreqs) {
     int rc;
     if (!reqs || nreqs == 0) return cairn__fail(CAIRN_EINVAL, "requests: none given");
     for (size_t r = 0; r < nreqs; r++) {
@@ -223,6 +224,63 @@ static int put_types(writer *w, const cairn_append_req *q, uint64_t first) {
     return 0;
 }
 
+static int hexval(int c) {
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* Parses a canonical UUID string (with or without dashes) into 16 bytes. */
+int cairn__parse_uuid(const char *s, size_t len, uint8_t out[16]) {
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        int hi, lo;
+        if (s[i] == '-') continue;
+        if (n == 16 || i + 1 >= len) return 0;
+        hi = hexval((unsigned char)s[i]), lo = hexval((unsigned char)s[i + 1]);
+        if (hi < 0 || lo < 0) return 0;
+        out[n++] = (uint8_t)(hi << 4 | lo);
+        i++;
+    }
+    return n == 16;
+}
+
+/* Metadata that links events: correlation_id (indexed for rollback) and compensates (the
+ * compensated event, which can be compensated only once).  Parsed only when present. */
+static int index_metadata(cairn_env *e, writer *w, const cairn_event_in *ev, uint8_t *posb, size_t r) {
+    static const char corr[] = "\"correlation_id\"", comp[] = "\"compensates\"";
+    json_t *root, *v;
+    int rc = CAIRN_OK;
+    if (!memmem(ev->metadata.ptr, ev->metadata.len, corr, sizeof corr - 1) &&
+        !memmem(ev->metadata.ptr, ev->metadata.len, comp, sizeof comp - 1))
+        return CAIRN_OK;
+    if (!(root = json_loadb(ev->metadata.ptr, ev->metadata.len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL)))
+        return CAIRN_OK; /* not JSON we can read: nothing to link */
+    if ((v = json_object_get(root, "correlation_id")) && json_is_string(v)) {
+        int prc = put_posting(w->tag, CAIRN_POST_CORRELATION, json_string_value(v), json_string_length(v), posb);
+        if (prc == MDB_MAP_FULL) rc = EMAPFULL;
+        else if (prc) rc = cairn__mdb_fail(prc, "write correlation index");
+    }
+    if (!rc && (v = json_object_get(root, "compensates")) && json_is_string(v)) {
+        uint8_t id[16];
+        MDB_val k = {16, id}, val = {8, posb};
+        if (cairn__parse_uuid(json_string_value(v), json_string_length(v), id)) {
+            int prc = mdb_put(mdb_cursor_txn(w->log), e->comp, &k, &val, MDB_NOOVERWRITE);
+            if (prc == MDB_KEYEXIST) {
+                cairn__err()->request = r;
+                cairn__err()->position = cairn__get_be64(val.mv_data);
+                rc = cairn__fail(CAIRN_EALREADY, "event %s was already compensated at position %llu",
+                                 json_string_value(v), (unsigned long long)cairn__get_be64(val.mv_data));
+            } else if (prc == MDB_MAP_FULL) {
+                rc = EMAPFULL;
+            } else if (prc) {
+                rc = cairn__mdb_fail(prc, "write compensation index");
+            }
+        }
+    }
+    json_decref(root);
+    return rc;
+}
+
 /* Writes one request's events: ids, records, then the stream, category and type indexes
  * in multi-puts.  *head and si->version advance. */
 static int write_request(cairn_env *e, writer *w, const cairn_append_req *q, size_t r,
@@ -273,6 +331,7 @@ static int write_request(cairn_env *e, writer *w, const cairn_append_req *q, siz
         for (size_t t = 0; t < ev->ntags; t++)
             MDB_TRY(put_posting(w->tag, CAIRN_POST_TAG, ev->tags[t].ptr, ev->tags[t].len, posb),
                     "write tag index");
+        if (ev->metadata.len && (rc = index_metadata(e, w, ev, posb, r))) goto out;
     }
 
     cairn__put_be64(sidb, si->sid);
@@ -328,8 +387,8 @@ static int read_tail(cairn_env *e, MDB_txn *txn, MDB_cursor *clog, uint64_t *hea
     return cairn__head(e, txn, head);
 }
 
-static int write_all(cairn_store *s, MDB_txn *txn, const cairn_append_req *reqs, size_t nreqs,
-                     cairn_append_result *results) {
+int cairn__write_requests(cairn_store *s, MDB_txn *txn, const cairn_append_req *reqs, size_t nreqs,
+                          cairn_append_result *results) {
     cairn_env *e = s->env;
     writer w;
     uint64_t head, next_sid, sid0;
@@ -394,12 +453,13 @@ int cairn_append_batch(cairn_store *s, const cairn_append_req *reqs, size_t nreq
     if ((rc = cairn__store_check(s))) return rc;
     if (s->readonly) return cairn__fail(CAIRN_EREADONLY, "store is opened read-only");
     if (!results) return cairn__fail(CAIRN_EINVAL, "results: NULL");
-    if ((rc = validate(reqs, nreqs))) return rc;
+    if ((rc = cairn__validate_requests(reqs, nreqs))) return rc;
     cairn__clear_error();
     for (;;) {
         MDB_txn *txn;
         if ((rc = cairn__write_begin(s->env, s->durability, &txn))) return rc;
-        rc = write_all(s, txn, reqs, nreqs, results);
+        rc = cairn__write_requests(s, txn, reqs, nreqs, results);
+        if (rc == CAIRN_OK) rc = cairn__snapshot_after_append(s, txn, reqs, nreqs, results);
         if (rc == CAIRN_OK) {
             int mrc = cairn__write_commit(s->env, txn);
             if (mrc == MDB_SUCCESS) return CAIRN_OK;

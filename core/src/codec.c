@@ -81,7 +81,7 @@ int cairn__record_decode(const void *rec, size_t len, uint64_t position, cairn_e
     r += CAIRN_REC_HEADER;
     ev->stream.ptr = r, r += ev->stream.len;
     ev->type.ptr = r, r += ev->type.len;
-    ev->tags_raw = r, r += body;
+    ev->tags_raw = r, ev->tags_len = body, r += body;
     ev->metadata.ptr = r, r += ev->metadata.len;
     ev->data.ptr = r;
     return CAIRN_OK;
@@ -92,8 +92,8 @@ bad:
 }
 
 int cairn_event_tag(const cairn_event *ev, size_t *cursor, cairn_slice *tag) {
-    /* *cursor counts bytes into tags_raw; the tag section's end is where metadata starts. */
-    const uint8_t *end = (const uint8_t *)ev->metadata.ptr;
+    /* *cursor counts bytes into tags_raw */
+    const uint8_t *end = ev->tags_raw + ev->tags_len;
     const uint8_t *p = ev->tags_raw + *cursor;
     uint16_t n;
     if (p + 2 > end) return 0;

@@ -76,6 +76,8 @@ const char *cairn_strerror(int code) {
     case CAIRN_EREJECTED: return "command rejected";
     case CAIRN_ETOOBIG: return "event too large";
     case CAIRN_EBUSY: return "store busy";
+    case CAIRN_EALREADY: return "event already compensated";
+    case CAIRN_ENOTCOMPENSABLE: return "event type has no compensating action";
     case CAIRN_EINTERNAL: return "internal error";
     default: return "unknown error";
     }

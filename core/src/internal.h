@@ -25,6 +25,11 @@ typedef struct cairn_env {
     int rdonly;             /* the LMDB env itself was opened MDB_RDONLY */
     MDB_env *env;
     MDB_dbi meta, log, streams, sidx, ids, post;
+    MDB_dbi scripts; /* kind byte + name -> u64 XXH3 of source BE, source */
+    MDB_dbi snaps;   /* u64 sid + u64 version -> u64 script hash, u64 upcasters hash, state JSON */
+    MDB_dbi comp;    /* compensated event id (16 bytes) -> u64 position of its compensation */
+    pthread_mutex_t lua_lock;     /* guards lua_idle */
+    struct lua_slot *lua_idle;    /* Lua states not in use, with their loaded scripts */
     /* Every transaction of this process holds `resize` shared; changing the map size
      * (which LMDB allows only while this process has no transaction) holds it
      * exclusively. */
@@ -37,6 +42,9 @@ struct cairn_store {
     cairn_durability durability;
     int readonly;
     int closed;
+    uint64_t instruction_limit, memory_limit;
+    void (*log)(void *ctx, const char *script, const char *msg, size_t len);
+    void *log_ctx;
 };
 
 extern unsigned long cairn__fork_gen;
@@ -140,6 +148,41 @@ int cairn__stream_lookup(cairn_env *e, MDB_txn *txn, const void *name, size_t le
 
 /* The last position ever written (0 for an empty store). */
 int cairn__head(cairn_env *e, MDB_txn *txn, uint64_t *out);
+
+/* ---------------------------------------------------------------------------------
+ * Scripts (script.c).  A pool of Lua states per environment; each state caches the
+ * scripts it has loaded by (kind, name, hash of source).
+ * --------------------------------------------------------------------------------- */
+#define CAIRN_POST_CORRELATION 'r'
+struct cairn_lua;
+struct cairn_lua *cairn__lua_acquire(cairn_store *s);
+void cairn__lua_release(cairn_store *s, struct cairn_lua *h);
+void cairn__lua_pool_free(cairn_env *e);
+/* Borrowed (valid during txn): the stored source of a script; *hash 0 and CAIRN_OK with
+ * *src NULL when there is none. */
+int cairn__script_get(cairn_env *e, MDB_txn *txn, int kind, const void *name, size_t len,
+                      uint64_t *hash, const char **src, size_t *src_len);
+/* [-0, +1] pushes the script table, (re)loading it when the state's copy is stale. */
+int cairn__script_push(struct cairn_lua *h, int kind, const char *name, size_t len, uint64_t hash,
+                       const char *src, size_t src_len);
+/* Upcasters: with the upcasters table at stack index `up`, rewrites the event table at the
+ * top of the stack in place through its chain (schema n -> n+1 ...).  Returns 1 if changed. */
+int cairn__upcast_table(struct cairn_lua *h, int up, int *changed);
+/* Applies the upcasters (source given) to a decoded event; on change ev's type, data,
+ * metadata and schema point into buf. */
+int cairn__upcast_event(cairn_store *s, uint64_t hash, const char *src, size_t src_len,
+                        cairn_event *ev, void *buf /* cairn_buf */);
+
+/* Writes append requests inside an open write transaction (append.c). */
+int cairn__write_requests(cairn_store *s, MDB_txn *txn, const cairn_append_req *reqs, size_t nreqs,
+                          cairn_append_result *results);
+int cairn__validate_requests(const cairn_append_req *reqs, size_t nreqs);
+#define CAIRN__EMAPFULL (-30100) /* internal: abort, grow the map, run the write again */
+int cairn__parse_uuid(const char *s, size_t len, uint8_t out[16]);
+/* Keeps aggregate snapshots current after plain appends (aggregate.c); script failures
+ * there are not the append's: they only skip the snapshot. */
+int cairn__snapshot_after_append(cairn_store *s, MDB_txn *txn, const cairn_append_req *reqs,
+                                 size_t nreqs, const cairn_append_result *results);
 
 /* Validation shared by writers and readers. */
 int cairn__check_stream(const void *name, size_t len, const char *what);

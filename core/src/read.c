@@ -8,6 +8,7 @@
  */
 #include <stdlib.h>
 
+#include "host.h"
 #include "internal.h"
 
 #define PAGE_EVENTS 512
@@ -55,7 +56,32 @@ struct cairn_iter {
     size_t *offs; /* record i spans offs[i]..offs[i+1] */
     uint64_t *poss;
     size_t count, at, cap;
+    /* upcasting: a copy of the opening handle's script settings, and the upcasters seen */
+    int raw;
+    cairn_store sctx;
+    uint64_t up_hash;
+    char *up_src;
+    size_t up_len;
+    cairn_buf upbuf;
 };
+
+void cairn_iter_set_raw(cairn_iter *it, int raw) { it->raw = raw != 0; }
+
+/* Keeps the iterator's copy of the upcasters current (read in the refill's txn). */
+static int refresh_upcasters(cairn_env *e, MDB_txn *txn, uint64_t *hash, char **src, size_t *len) {
+    uint64_t h;
+    const char *p;
+    size_t n;
+    int rc = cairn__script_get(e, txn, CAIRN_SCRIPT_UPCASTERS, "upcasters", 9, &h, &p, &n);
+    if (rc || h == *hash) return rc;
+    free(*src);
+    *src = NULL, *hash = 0, *len = 0;
+    if (!p) return CAIRN_OK;
+    if (!(*src = malloc(n ? n : 1))) return cairn__fail(CAIRN_ENOMEM, "out of memory");
+    memcpy(*src, p, n);
+    *hash = h, *len = n;
+    return CAIRN_OK;
+}
 
 size_t cairn_iter_buffered(const cairn_iter *it) { return it->count - it->at; }
 
@@ -483,6 +509,8 @@ static int refill(cairn_iter *it) {
             if (it->next == 0) it->done = 1;
         }
     }
+    if (!it->raw && (rc = refresh_upcasters(it->env, txn, &it->up_hash, &it->up_src, &it->up_len)))
+        goto out;
     if (it->done) goto out;
     switch (it->kind) {
     case IT_LOG: rc = refill_log(it, txn); break;
@@ -509,6 +537,9 @@ int cairn_iter_next(cairn_iter *it, cairn_event *ev) {
                               it->poss[it->at], ev);
     it->at++;
     if (rc) return rc;
+    if (!it->raw && it->up_hash &&
+        (rc = cairn__upcast_event(&it->sctx, it->up_hash, it->up_src, it->up_len, ev, &it->upbuf)))
+        return rc;
     it->remaining--;
     return 1;
 }
@@ -523,6 +554,7 @@ static int iter_new(cairn_store *s, int kind, int backwards, uint64_t limit, cai
     if ((rc = cairn__store_check(s))) return rc;
     if (!(it = calloc(1, sizeof *it))) return cairn__fail(CAIRN_ENOMEM, "out of memory");
     it->env = s->env;
+    it->sctx = *s;
     cairn__env_retain(s->env);
     it->kind = kind;
     it->backwards = backwards != 0;
@@ -576,6 +608,8 @@ void cairn_iter_close(cairn_iter *it) {
     free(it->buf);
     free(it->offs);
     free(it->poss);
+    free(it->up_src);
+    cairn_buf_free(&it->upbuf);
     free(it);
 }
 
@@ -584,15 +618,28 @@ void cairn_iter_close(cairn_iter *it) {
  * --------------------------------------------------------------------------------- */
 static pthread_key_t g_get_key;
 static pthread_once_t g_get_once = PTHREAD_ONCE_INIT;
-static void get_key_init(void) { pthread_key_create(&g_get_key, free); }
 
 typedef struct { size_t cap; uint8_t data[]; } get_buf;
 
+static pthread_key_t g_up_key;
+static void up_free(void *p) { cairn_buf_free(p); free(p); }
+static void get_key_init(void) {
+    pthread_key_create(&g_get_key, free);
+    pthread_key_create(&g_up_key, up_free);
+}
+
 int cairn_get(cairn_store *s, uint64_t position, cairn_event *ev) {
+    return cairn_get_ex(s, position, 0, ev);
+}
+
+int cairn_get_ex(cairn_store *s, uint64_t position, int raw, cairn_event *ev) {
     MDB_txn *txn;
     uint8_t kb[8];
     MDB_val k = {8, kb}, v;
     get_buf *b;
+    uint64_t up_hash = 0;
+    char *up_src = NULL;
+    size_t up_len = 0;
     int rc;
 
     cairn__clear_error();
@@ -620,8 +667,17 @@ int cairn_get(cairn_store *s, uint64_t position, cairn_event *ev) {
         pthread_setspecific(g_get_key, b = nb);
     }
     memcpy(b->data, v.mv_data, v.mv_size);
+    if (!raw) rc = refresh_upcasters(s->env, txn, &up_hash, &up_src, &up_len);
     cairn__read_end(s->env, txn);
-    return cairn__record_decode(b->data, v.mv_size, position, ev);
+    if (rc == CAIRN_OK) rc = cairn__record_decode(b->data, v.mv_size, position, ev);
+    if (rc == CAIRN_OK && up_hash) {
+        cairn_buf *ub = pthread_getspecific(g_up_key);
+        if (!ub && (ub = calloc(1, sizeof *ub))) pthread_setspecific(g_up_key, ub);
+        rc = ub ? cairn__upcast_event(s, up_hash, up_src, up_len, ev, ub)
+                : cairn__fail(CAIRN_ENOMEM, "out of memory");
+    }
+    free(up_src);
+    return rc;
 }
 
 int cairn_head(cairn_store *s, uint64_t *out) {

@@ -51,6 +51,8 @@ void cairn__env_retain(cairn_env *e) {
 }
 
 static void env_free(cairn_env *e) {
+    cairn__lua_pool_free(e);
+    pthread_mutex_destroy(&e->lua_lock);
     if (e->env) mdb_env_close(e->env);
     pthread_rwlock_destroy(&e->resize);
     pthread_mutex_destroy(&e->flags_lock);
@@ -174,7 +176,10 @@ static int env_setup(cairn_env *e, int create) {
         (rc = mdb_dbi_open(txn, "streams", cf, &e->streams)) ||
         (rc = mdb_dbi_open(txn, "sidx", cf | MDB_DUPSORT | MDB_DUPFIXED, &e->sidx)) ||
         (rc = mdb_dbi_open(txn, "ids", cf, &e->ids)) ||
-        (rc = mdb_dbi_open(txn, "post", cf | MDB_DUPSORT | MDB_DUPFIXED, &e->post)))
+        (rc = mdb_dbi_open(txn, "post", cf | MDB_DUPSORT | MDB_DUPFIXED, &e->post)) ||
+        (rc = mdb_dbi_open(txn, "scripts", cf, &e->scripts)) ||
+        (rc = mdb_dbi_open(txn, "snaps", cf, &e->snaps)) ||
+        (rc = mdb_dbi_open(txn, "comp", cf, &e->comp)))
         goto mdb_fail;
     if (cf) {
         uint8_t magic[sizeof MAGIC + 3] = MAGIC;
@@ -202,6 +207,7 @@ static int env_open(const char *path, const struct stat *st, const cairn_options
     e->dev = st->st_dev, e->ino = st->st_ino, e->fork_gen = cairn__fork_gen, e->refs = 1;
     pthread_rwlock_init(&e->resize, NULL);
     pthread_mutex_init(&e->flags_lock, NULL);
+    pthread_mutex_init(&e->lua_lock, NULL);
     snprintf(data, sizeof data, "%s/data.mdb", path);
     exists = access(data, F_OK) == 0;
     if (!exists && o->readonly) {
@@ -276,6 +282,10 @@ int cairn_open(const char *path, const cairn_options *opts, cairn_store **out) {
     s->env = e;
     s->durability = opts->durability;
     s->readonly = opts->readonly;
+    s->instruction_limit = opts->script_instruction_limit;
+    s->memory_limit = opts->script_memory_limit;
+    s->log = opts->log;
+    s->log_ctx = opts->log_ctx;
     *out = s;
     return CAIRN_OK;
 }

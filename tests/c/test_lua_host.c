@@ -902,7 +902,7 @@ typedef struct ev_buf {
     cairn_event ev;
 } ev_buf;
 
-/* An event whose tags are followed by its metadata, as in a stored record. */
+/* An event laid out as in a stored record: tags, then metadata. */
 static void make_event(ev_buf *b, const char *type, const char *data, uint32_t flags,
                        const char *metadata, const char *const *tags, size_t ntags) {
     memset(b, 0, sizeof *b);
@@ -915,6 +915,7 @@ static void make_event(ev_buf *b, const char *type, const char *data, uint32_t f
         p += 2 + n;
     }
     b->ev.ntags = ntags;
+    b->ev.tags_len = (size_t)(p - b->raw);
     size_t mlen = metadata ? strlen(metadata) : 0;
     memcpy(p, metadata ? metadata : "", mlen);
     b->ev.metadata.ptr = p;

@@ -1,0 +1,858 @@
+/*
+ * aggregate.c -- Lua aggregates: folding a stream through its reducers (from the newest
+ * usable snapshot), commands decided inside the write transaction, compensating actions,
+ * saga rollback by correlation id, and snapshots kept as appends cross their interval.
+ */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "host.h"
+#include "internal.h"
+
+#define NAME_MAX_ 255
+#define SNAP_HEADER 16 /* u64 aggregate script hash, u64 upcasters hash */
+
+typedef struct agg {
+    cairn_store *s;
+    cairn_lua *h;
+    lua_State *L;
+    MDB_txn *txn;
+    char name[NAME_MAX_ + 1];
+    uint64_t hash, up_hash;
+    int script, up, apply, star, state; /* stack indexes (up/apply/star 0 when absent) */
+    int64_t snapshot_every;
+    cairn_stream_info si;
+    int64_t version;  /* version folded to */
+    uint64_t applied; /* events folded */
+} agg;
+
+static int script_fail(const char *script, uint64_t position, const char *fmt, const char *what) {
+    cairn_error *err = cairn__err();
+    snprintf(err->script, sizeof err->script, "%s", script);
+    err->position = position;
+    return cairn__fail(CAIRN_ESCRIPT, fmt, what);
+}
+
+/* ---------------------------------------------------------------------------------
+ * Opening an aggregate: its script, the upcasters, the fixed stack slots
+ * --------------------------------------------------------------------------------- */
+static int agg_open(agg *a, cairn_store *s, cairn_lua *h, MDB_txn *txn, const char *stream,
+                    size_t stream_len, const char *name, size_t name_len) {
+    const char *src;
+    size_t src_len;
+    int rc;
+
+    memset(a, 0, sizeof *a);
+    a->s = s, a->h = h, a->L = cairn_lua_state(h), a->txn = txn, a->version = -1;
+    if (!name || !name_len) {
+        cairn_slice c = cairn_category(stream, stream_len);
+        name = c.ptr, name_len = c.len;
+    }
+    if (name_len == 0 || name_len > NAME_MAX_)
+        return cairn__fail(CAIRN_ENOTFOUND, "no aggregate script for this stream");
+    memcpy(a->name, name, name_len);
+    a->name[name_len] = 0;
+    if ((rc = cairn__stream_lookup(s->env, txn, stream, stream_len, &a->si))) return rc;
+    if ((rc = cairn__script_get(s->env, txn, CAIRN_SCRIPT_AGGREGATE, name, name_len, &a->hash, &src,
+                                &src_len)))
+        return rc;
+    if (!src) return cairn__fail(CAIRN_ENOTFOUND, "no aggregate script named %s", a->name);
+    if ((rc = cairn__script_push(h, CAIRN_SCRIPT_AGGREGATE, name, name_len, a->hash, src, src_len)))
+        return rc;
+    a->script = lua_gettop(a->L);
+    if ((rc = cairn__script_get(s->env, txn, CAIRN_SCRIPT_UPCASTERS, "upcasters", 9, &a->up_hash, &src,
+                                &src_len)))
+        return rc;
+    if (src) {
+        if ((rc = cairn__script_push(h, CAIRN_SCRIPT_UPCASTERS, "upcasters", 9, a->up_hash, src, src_len)))
+            return rc;
+        a->up = lua_gettop(a->L);
+    }
+    lua_pushliteral(a->L, "snapshot_every");
+    if (lua_rawget(a->L, a->script) == LUA_TNUMBER) a->snapshot_every = lua_tointeger(a->L, -1);
+    lua_pop(a->L, 1);
+    lua_pushliteral(a->L, "apply");
+    if (lua_rawget(a->L, a->script) == LUA_TTABLE) {
+        a->apply = lua_gettop(a->L);
+        lua_pushliteral(a->L, "*");
+        if (lua_rawget(a->L, a->apply) == LUA_TFUNCTION) a->star = lua_gettop(a->L);
+        else lua_pop(a->L, 1);
+    } else {
+        lua_pop(a->L, 1);
+    }
+    return CAIRN_OK;
+}
+
+/* Pushes init() (or {}) as the state. */
+static int agg_init_state(agg *a) {
+    int rc;
+    lua_pushliteral(a->L, "init");
+    if (lua_rawget(a->L, a->script) != LUA_TFUNCTION) {
+        lua_pop(a->L, 1);
+        lua_newtable(a->L);
+    } else if ((rc = cairn_lua_call(a->h, a->name, 0, 1, 0))) {
+        return rc;
+    } else if (!lua_istable(a->L, -1)) {
+        lua_pop(a->L, 1);
+        return script_fail(a->name, 0, "%s: init must return a table", a->name);
+    }
+    a->state = lua_gettop(a->L);
+    return CAIRN_OK;
+}
+
+/* ---------------------------------------------------------------------------------
+ * Snapshots: key = sid + version (big-endian), value = hashes + state JSON
+ * --------------------------------------------------------------------------------- */
+static void snap_key(uint8_t out[16], uint64_t sid, int64_t version) {
+    cairn__put_be64(out, sid);
+    cairn__put_be64(out + 8, (uint64_t)version);
+}
+
+/* Starts from the newest snapshot at or below `target` made by this script and these
+ * upcasters; otherwise from init(). */
+static int agg_start(agg *a, int64_t target) {
+    MDB_cursor *c;
+    uint8_t kb[16];
+    MDB_val k = {16, kb}, v;
+    int rc, tries = 0;
+
+    if (a->si.exists && target >= 0 && a->snapshot_every > 0) {
+        if ((rc = mdb_cursor_open(a->txn, a->s->env->snaps, &c))) return cairn__mdb_fail(rc, "snapshot");
+        snap_key(kb, a->si.sid, target + 1);
+        rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+        rc = rc == 0 ? mdb_cursor_get(c, &k, &v, MDB_PREV) : mdb_cursor_get(c, &k, &v, MDB_LAST);
+        while (rc == 0 && tries++ < 4 && k.mv_size == 16 && cairn__get_be64(k.mv_data) == a->si.sid) {
+            if (v.mv_size > SNAP_HEADER && cairn__get_be64(v.mv_data) == a->hash &&
+                cairn__get_be64((uint8_t *)v.mv_data + 8) == a->up_hash &&
+                cairn_lua_push_json(a->h, (uint8_t *)v.mv_data + SNAP_HEADER, v.mv_size - SNAP_HEADER) == 0) {
+                if (lua_istable(a->L, -1)) {
+                    a->state = lua_gettop(a->L);
+                    a->version = (int64_t)cairn__get_be64((uint8_t *)k.mv_data + 8);
+                    break;
+                }
+                lua_pop(a->L, 1);
+            }
+            cairn__clear_error();
+            rc = mdb_cursor_get(c, &k, &v, MDB_PREV);
+        }
+        mdb_cursor_close(c);
+        if (a->state) return CAIRN_OK;
+    }
+    return agg_init_state(a);
+}
+
+static int snap_put(agg *a, const char *json, size_t len) {
+    uint8_t kb[16];
+    MDB_val k = {16, kb}, v = {SNAP_HEADER + len, NULL};
+    int rc;
+    snap_key(kb, a->si.sid, a->version);
+    if ((rc = mdb_put(a->txn, a->s->env->snaps, &k, &v, MDB_RESERVE))) return rc;
+    cairn__put_be64(v.mv_data, a->hash);
+    cairn__put_be64((uint8_t *)v.mv_data + 8, a->up_hash);
+    memcpy((uint8_t *)v.mv_data + SNAP_HEADER, json, len);
+    return 0;
+}
+
+static int agg_snapshot(agg *a) {
+    cairn_buf b = {0};
+    int rc = cairn_lua_to_json(a->h, a->state, &b);
+    if (rc == CAIRN_OK) {
+        int mrc = snap_put(a, b.p, b.len);
+        rc = mrc == MDB_MAP_FULL ? CAIRN__EMAPFULL : mrc ? cairn__mdb_fail(mrc, "write snapshot") : 0;
+    }
+    cairn_buf_free(&b);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------
+ * Folding
+ * --------------------------------------------------------------------------------- */
+
+/* Calls handler at `fn` with (state, event at top); a table result replaces the state. */
+static int reduce(agg *a, int fn, uint64_t position) {
+    int rc;
+    lua_pushvalue(a->L, fn);
+    lua_pushvalue(a->L, a->state);
+    lua_pushvalue(a->L, -3);
+    if ((rc = cairn_lua_call(a->h, a->name, 2, 1, position))) return rc;
+    if (lua_istable(a->L, -1)) lua_replace(a->L, a->state);
+    else lua_pop(a->L, 1);
+    return CAIRN_OK;
+}
+
+/* Pushes the event table of a decoded record, through the upcasters. */
+static int push_event(agg *a, const cairn_event *ev) {
+    int rc, changed;
+    if ((rc = cairn_lua_push_event(a->h, ev))) return rc;
+    if (a->up && (rc = cairn__upcast_table(a->h, a->up, &changed))) {
+        lua_pop(a->L, 1);
+        return rc;
+    }
+    return CAIRN_OK;
+}
+
+/* Applies events a->version+1 .. target. */
+static int agg_fold(agg *a, int64_t target) {
+    MDB_cursor *cs = NULL, *clog = NULL;
+    uint8_t sk[8], vb[16];
+    MDB_val k = {8, sk}, v;
+    int rc = CAIRN_OK, mrc;
+
+    if (!a->si.exists || target <= a->version) return CAIRN_OK;
+    if ((mrc = mdb_cursor_open(a->txn, a->s->env->sidx, &cs)) ||
+        (mrc = mdb_cursor_open(a->txn, a->s->env->log, &clog)))
+        goto mdb_fail;
+    cairn__put_be64(sk, a->si.sid);
+    cairn__put_be64(vb, (uint64_t)(a->version + 1));
+    memset(vb + 8, 0, 8);
+    v.mv_size = 16, v.mv_data = vb;
+    mrc = mdb_cursor_get(cs, &k, &v, MDB_GET_BOTH_RANGE);
+    while (mrc == 0) {
+        int64_t ver = (int64_t)cairn__get_be64(v.mv_data);
+        uint64_t pos = cairn__get_be64((uint8_t *)v.mv_data + 8);
+        uint8_t pk[8];
+        MDB_val lk = {8, pk}, lv;
+        cairn_event ev;
+        if (ver > target) break;
+        cairn__put_be64(pk, pos);
+        if ((mrc = mdb_cursor_get(clog, &lk, &lv, MDB_SET_KEY))) {
+            if (mrc == MDB_NOTFOUND) goto next; /* removed by retention */
+            goto mdb_fail;
+        }
+        if ((rc = cairn__record_decode(lv.mv_data, lv.mv_size, pos, &ev))) goto out;
+        if ((rc = push_event(a, &ev))) goto out;
+        if (a->apply) {
+            lua_pushlstring(a->L, ev.type.ptr, ev.type.len);
+            if (lua_rawget(a->L, a->apply) == LUA_TFUNCTION) {
+                lua_insert(a->L, -2); /* handler below the event */
+                rc = reduce(a, lua_gettop(a->L) - 1, pos);
+                lua_remove(a->L, -2);
+                if (rc) { lua_pop(a->L, 1); goto out; }
+            } else {
+                lua_pop(a->L, 1);
+            }
+            if (a->star && (rc = reduce(a, a->star, pos))) { lua_pop(a->L, 1); goto out; }
+        }
+        lua_pop(a->L, 1);
+        a->applied++;
+    next:
+        a->version = ver;
+        mrc = mdb_cursor_get(cs, &k, &v, MDB_NEXT_DUP);
+    }
+    if (mrc == 0 || mrc == MDB_NOTFOUND) goto out;
+mdb_fail:
+    rc = cairn__mdb_fail(mrc, "fold");
+out:
+    if (clog) mdb_cursor_close(clog);
+    if (cs) mdb_cursor_close(cs);
+    return rc;
+}
+
+/* Reads the event at a stream version (within the txn). */
+static int event_at(agg *a, int64_t version, cairn_event *ev) {
+    uint8_t sk[8], vb[16], pk[8];
+    MDB_val k = {8, sk}, v = {16, vb}, lk = {8, pk}, lv;
+    MDB_cursor *c;
+    int rc;
+    cairn__put_be64(sk, a->si.sid);
+    cairn__put_be64(vb, (uint64_t)version);
+    memset(vb + 8, 0, 8);
+    if ((rc = mdb_cursor_open(a->txn, a->s->env->sidx, &c))) return cairn__mdb_fail(rc, "read stream");
+    rc = mdb_cursor_get(c, &k, &v, MDB_GET_BOTH_RANGE);
+    if (rc == 0 && (int64_t)cairn__get_be64(v.mv_data) != version) rc = MDB_NOTFOUND;
+    if (rc == 0) memcpy(pk, (uint8_t *)v.mv_data + 8, 8);
+    mdb_cursor_close(c);
+    if (rc == MDB_NOTFOUND) return cairn__fail(CAIRN_ENOTFOUND, "no event at version %lld", (long long)version);
+    if (rc) return cairn__mdb_fail(rc, "read stream");
+    if ((rc = mdb_get(a->txn, a->s->env->log, &lk, &lv)))
+        return rc == MDB_NOTFOUND ? cairn__fail(CAIRN_ENOTFOUND, "event at version %lld was removed", (long long)version)
+                                  : cairn__mdb_fail(rc, "read log");
+    return cairn__record_decode(lv.mv_data, lv.mv_size, cairn__get_be64(pk), ev);
+}
+
+/* The last version whose timestamp is <= at_ns, or -1. */
+static int version_at(agg *a, int64_t at_ns, int64_t *out) {
+    int64_t lo = 0, hi = a->si.version, best = -1;
+    while (lo <= hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        cairn_event ev;
+        int rc = event_at(a, mid, &ev);
+        if (rc == CAIRN_ENOTFOUND) { cairn__clear_error(); lo = mid + 1; continue; }
+        if (rc) return rc;
+        if (ev.timestamp <= at_ns) best = mid, lo = mid + 1;
+        else hi = mid - 1;
+    }
+    *out = best;
+    return CAIRN_OK;
+}
+
+/* ---------------------------------------------------------------------------------
+ * load
+ * --------------------------------------------------------------------------------- */
+int cairn_load(cairn_store *s, const char *stream, size_t stream_len, const char *aggregate,
+               size_t aggregate_len, int64_t version, int64_t at_ns, cairn_state *out) {
+    MDB_txn *txn;
+    cairn_lua *h;
+    cairn_buf b = {0};
+    agg a;
+    int64_t target;
+    int rc;
+
+    cairn__clear_error();
+    memset(out, 0, sizeof *out);
+    if ((rc = cairn__store_check(s))) return rc;
+    if (!stream) return cairn__fail(CAIRN_EINVAL, "stream: NULL");
+    if ((rc = cairn__check_stream(stream, stream_len, "stream"))) return rc;
+    if (version < -1) return cairn__fail(CAIRN_EINVAL, "version: must be >= 0");
+    if (!(h = cairn__lua_acquire(s))) return cairn__err()->code ? cairn__err()->code : CAIRN_ENOMEM;
+    if ((rc = cairn__read_begin(s->env, &txn))) goto release;
+    if ((rc = agg_open(&a, s, h, txn, stream, stream_len, aggregate, aggregate_len))) goto end;
+    target = a.si.version;
+    if (version >= 0 && version < target) target = version;
+    if (at_ns != CAIRN_AT_NONE && a.si.exists) {
+        int64_t v;
+        if ((rc = version_at(&a, at_ns, &v))) goto end;
+        if (v < target) target = v;
+    }
+    if ((rc = agg_start(&a, target))) goto end;
+    if ((rc = agg_fold(&a, target))) goto end;
+    if ((rc = cairn_lua_to_json(h, a.state, &b))) {
+        snprintf(cairn__err()->script, sizeof cairn__err()->script, "%s", a.name);
+        goto end;
+    }
+    if ((rc = cairn_buf_append(&b, "", 1))) goto end; /* NUL-terminated for C callers */
+    out->json = b.p, out->len = b.len - 1, out->version = a.version, out->applied = a.applied;
+    b.p = NULL;
+end:
+    cairn__read_end(s->env, txn);
+    /* A load that folded a full interval leaves a snapshot behind (best effort). */
+    if (rc == CAIRN_OK && a.snapshot_every > 0 && a.applied >= (uint64_t)a.snapshot_every &&
+        !s->readonly && !s->env->rdonly && cairn__write_begin(s->env, s->durability, &txn) == CAIRN_OK) {
+        a.txn = txn;
+        if (snap_put(&a, out->json, out->len) == 0) cairn__write_commit(s->env, txn);
+        else cairn__write_abort(s->env, txn);
+    }
+release:
+    cairn_buf_free(&b);
+    cairn__lua_release(s, h);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------
+ * Events returned by scripts -> append requests
+ * --------------------------------------------------------------------------------- */
+typedef struct produced {
+    cairn_buf buf;         /* JSON of data and metadata, and tag slices */
+    cairn_event_in *evs;
+    size_t n;
+    size_t *offs;          /* per event: data off, data len, meta off, meta len, tags off */
+} produced;
+
+static void produced_free(produced *p) {
+    cairn_buf_free(&p->buf);
+    free(p->evs);
+    free(p->offs);
+    memset(p, 0, sizeof *p);
+}
+
+/* Copies the string-keyed fields of the table at `src` into the table at `dst`. */
+static void merge_into(lua_State *L, int dst, int src) {
+    if (!src || !lua_istable(L, src)) return;
+    lua_pushnil(L);
+    while (lua_next(L, src)) {
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, dst);
+    }
+}
+
+/* Converts the list of event tables at `list` (as a decide/compensate handler returned
+ * it) into cairn_event_in entries.  Metadata is built from the tables at meta[0..2] (0
+ * skipped) with the event's own metadata inserted at position `own` of that order.
+ * The Lua values stay on the stack (types and tags point into them) until produced_free. */
+static int produce(agg *a, int list, const char *what, const int *meta, int own, produced *p) {
+    lua_State *L = a->L;
+    size_t n;
+    int rc = CAIRN_OK;
+
+    memset(p, 0, sizeof *p);
+    if (lua_isnil(L, list)) return CAIRN_OK;
+    if (!lua_istable(L, list)) return script_fail(a->name, 0, "%s must return a list of events", what);
+    n = lua_rawlen(L, list);
+    if (!n) return CAIRN_OK;
+    if (!(p->evs = calloc(n, sizeof *p->evs)) || !(p->offs = calloc(n * 5, sizeof *p->offs))) {
+        produced_free(p);
+        return cairn__fail(CAIRN_ENOMEM, "out of memory");
+    }
+    p->n = n;
+    if (!lua_checkstack(L, 8)) return cairn__fail(CAIRN_ENOMEM, "Lua stack exhausted");
+    /* Strings read from the event tables stay valid after they leave the stack: the list
+     * (which stays on the stack until produced_free) references them, and Lua 5.4 never
+     * moves a string. */
+    for (size_t i = 0; i < n; i++) {
+        cairn_event_in *ev = &p->evs[i];
+        int e, m, top = lua_gettop(L);
+        size_t before;
+        if (lua_rawgeti(L, list, (lua_Integer)i + 1) != LUA_TTABLE) {
+            rc = script_fail(a->name, 0, "%s: every returned event must be a table", what);
+            goto fail;
+        }
+        e = lua_gettop(L);
+        lua_pushliteral(L, "type");
+        if (lua_rawget(L, e) != LUA_TSTRING) {
+            rc = script_fail(a->name, 0, "%s: a returned event has no string type", what);
+            goto fail;
+        }
+        ev->type.ptr = lua_tolstring(L, -1, &ev->type.len); /* stays on the stack */
+        ev->schema = 1;
+        lua_pushliteral(L, "schema");
+        if (lua_rawget(L, e) == LUA_TNUMBER && lua_isinteger(L, -1)) ev->schema = (uint32_t)lua_tointeger(L, -1);
+        lua_pop(L, 1);
+        /* data */
+        before = p->buf.len;
+        lua_pushliteral(L, "data");
+        if (lua_rawget(L, e) != LUA_TNIL && (rc = cairn_lua_to_json(a->h, -1, &p->buf))) goto fail_named;
+        lua_pop(L, 1);
+        p->offs[5 * i] = before, p->offs[5 * i + 1] = p->buf.len - before;
+        /* metadata: the merge order given by the caller */
+        lua_newtable(L);
+        m = lua_gettop(L);
+        for (int j = 0; j < 3; j++) {
+            if (j == own) {
+                lua_pushliteral(L, "metadata");
+                lua_rawget(L, e);
+                merge_into(L, m, lua_gettop(L));
+                lua_pop(L, 1);
+            }
+            if (meta[j]) merge_into(L, m, meta[j]);
+        }
+        before = p->buf.len;
+        lua_pushnil(L);
+        if (lua_next(L, m)) {
+            lua_pop(L, 2);
+            if ((rc = cairn_lua_to_json(a->h, m, &p->buf))) goto fail_named;
+        }
+        lua_pop(L, 1);
+        p->offs[5 * i + 2] = before, p->offs[5 * i + 3] = p->buf.len - before;
+        /* tags: slices into the Lua strings (kept alive by the event table) */
+        lua_pushliteral(L, "tags");
+        if (lua_rawget(L, e) == LUA_TTABLE) {
+            size_t nt = lua_rawlen(L, -1);
+            if (nt) {
+                size_t off = p->buf.len;
+                if ((rc = cairn_buf_reserve(&p->buf, nt * sizeof(cairn_slice)))) goto fail;
+                p->buf.len += nt * sizeof(cairn_slice);
+                for (size_t t = 0; t < nt; t++) {
+                    cairn_slice sl;
+                    if (lua_rawgeti(L, -1, (lua_Integer)t + 1) != LUA_TSTRING) {
+                        rc = script_fail(a->name, 0, "%s: tags must be strings", what);
+                        goto fail;
+                    }
+                    sl.ptr = lua_tolstring(L, -1, &sl.len);
+                    memcpy(p->buf.p + off + t * sizeof sl, &sl, sizeof sl);
+                    lua_pop(L, 1);
+                }
+                p->offs[5 * i + 4] = off;
+                ev->ntags = nt;
+            }
+        }
+        lua_settop(L, top);
+    }
+    for (size_t i = 0; i < n; i++) { /* the buffer has stopped moving: point into it */
+        cairn_event_in *ev = &p->evs[i];
+        ev->data.ptr = p->buf.p + p->offs[5 * i], ev->data.len = p->offs[5 * i + 1];
+        ev->metadata.ptr = p->buf.p + p->offs[5 * i + 2], ev->metadata.len = p->offs[5 * i + 3];
+        if (ev->ntags) ev->tags = (const cairn_slice *)(void *)(p->buf.p + p->offs[5 * i + 4]);
+    }
+    return CAIRN_OK;
+fail_named:
+    snprintf(cairn__err()->script, sizeof cairn__err()->script, "%s", a->name);
+fail:
+    produced_free(p);
+    return rc;
+}
+
+/* Appends produced events to the aggregate's stream in the open txn; validation failures
+ * are the script's. */
+static int write_produced(agg *a, const char *stream, size_t stream_len, int64_t expected,
+                          produced *p, const char *what, cairn_append_result *res) {
+    cairn_append_req q;
+    int rc;
+    q.stream.ptr = stream, q.stream.len = stream_len;
+    q.expected = expected, q.events = p->evs, q.nevents = p->n;
+    if ((rc = cairn__validate_requests(&q, 1))) {
+        char msg[sizeof cairn__err()->message];
+        snprintf(msg, sizeof msg, "%s", cairn__err()->message);
+        return script_fail(a->name, 0, "%s", msg[0] ? msg : what);
+    }
+    if ((rc = cairn__write_requests(a->s, a->txn, &q, 1, res))) return rc;
+    return cairn__snapshot_after_append(a->s, a->txn, &q, 1, res);
+}
+
+/* Pushes a JSON object (or an empty table for none); 0 on success. */
+static int push_meta(agg *a, cairn_slice m) {
+    int rc;
+    if (!m.len) {
+        lua_newtable(a->L);
+        return CAIRN_OK;
+    }
+    if ((rc = cairn_lua_push_json(a->h, m.ptr, m.len))) return rc;
+    if (!lua_istable(a->L, -1)) {
+        lua_pop(a->L, 1);
+        return cairn__fail(CAIRN_EINVAL, "metadata: must be a JSON object");
+    }
+    return CAIRN_OK;
+}
+
+/* Runs one write body in a retried write transaction (the map may need to grow). */
+typedef int (*write_body)(cairn_store *s, MDB_txn *txn, cairn_lua *h, void *ctx);
+
+static int in_write_txn(cairn_store *s, write_body body, void *ctx) {
+    cairn_lua *h;
+    int rc;
+    if (s->readonly) return cairn__fail(CAIRN_EREADONLY, "store is opened read-only");
+    if (!(h = cairn__lua_acquire(s))) return cairn__err()->code ? cairn__err()->code : CAIRN_ENOMEM;
+    for (;;) {
+        MDB_txn *txn;
+        if ((rc = cairn__write_begin(s->env, s->durability, &txn))) break;
+        rc = body(s, txn, h, ctx);
+        lua_settop(cairn_lua_state(h), 0);
+        if (rc == CAIRN_OK) {
+            int mrc = cairn__write_commit(s->env, txn);
+            if (mrc == 0) break;
+            if (mrc != MDB_MAP_FULL) { rc = cairn__mdb_fail(mrc, "commit"); break; }
+        } else {
+            cairn__write_abort(s->env, txn);
+            if (rc != CAIRN__EMAPFULL) break;
+        }
+        if ((rc = cairn__env_grow(s->env))) break;
+        cairn__clear_error();
+    }
+    cairn__lua_release(s, h);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------
+ * execute
+ * --------------------------------------------------------------------------------- */
+typedef struct exec_args {
+    const char *stream, *aggregate, *command;
+    size_t stream_len, aggregate_len, command_len;
+    cairn_slice data, metadata;
+    int64_t expected;
+    cairn_append_result *result;
+} exec_args;
+
+static int execute_body(cairn_store *s, MDB_txn *txn, cairn_lua *h, void *ctx) {
+    exec_args *x = ctx;
+    agg a;
+    produced p;
+    int rc, handler, call_meta, cmd, meta[3] = {0, 0, 0};
+    lua_State *L;
+
+    if ((rc = agg_open(&a, s, h, txn, x->stream, x->stream_len, x->aggregate, x->aggregate_len))) return rc;
+    L = a.L;
+    if ((rc = agg_start(&a, a.si.version)) || (rc = agg_fold(&a, a.si.version))) return rc;
+    lua_pushliteral(L, "decide");
+    if (lua_rawget(L, a.script) != LUA_TTABLE) lua_pop(L, 1), lua_newtable(L);
+    lua_pushlstring(L, x->command, x->command_len);
+    if (lua_rawget(L, -2) != LUA_TFUNCTION)
+        return cairn__fail(CAIRN_EINVAL, "command: aggregate %s has no decide handler for %.*s", a.name,
+                           (int)(x->command_len > 200 ? 200 : x->command_len), x->command);
+    handler = lua_gettop(L);
+    if ((rc = push_meta(&a, x->metadata))) return rc;
+    call_meta = lua_gettop(L);
+    /* cmd = {type = command, data = ..., metadata = ...} */
+    lua_createtable(L, 0, 3);
+    cmd = lua_gettop(L);
+    lua_pushlstring(L, x->command, x->command_len);
+    lua_setfield(L, cmd, "type");
+    if (x->data.len) {
+        if ((rc = cairn_lua_push_json(h, x->data.ptr, x->data.len))) return rc;
+        lua_setfield(L, cmd, "data");
+    }
+    lua_pushvalue(L, call_meta);
+    lua_setfield(L, cmd, "metadata");
+    lua_pushvalue(L, handler);
+    lua_pushvalue(L, a.state);
+    lua_pushvalue(L, cmd);
+    if ((rc = cairn_lua_call(h, a.name, 2, 1, 0))) return rc;
+    meta[1] = call_meta; /* the event's own metadata first (own = 0), the call's on top */
+    if ((rc = produce(&a, lua_gettop(L), "decide", meta, 0, &p))) return rc;
+    if (!p.n) {
+        /* nothing to write; the expectation still has to hold */
+        int ok = x->expected == CAIRN_ANY || (x->expected == CAIRN_NO_STREAM && a.si.version == -1) ||
+                 (x->expected == CAIRN_STREAM_EXISTS && a.si.version >= 0) || x->expected == a.si.version;
+        if (!ok) {
+            cairn__err()->expected = x->expected, cairn__err()->actual = a.si.version;
+            return cairn__fail(CAIRN_EVERSION, "stream %.*s: expected version %lld, actual %lld",
+                               (int)(x->stream_len > 200 ? 200 : x->stream_len), x->stream,
+                               (long long)x->expected, (long long)a.si.version);
+        }
+        x->result->version = a.si.version, x->result->position = x->result->first_position = 0;
+        return CAIRN_OK;
+    }
+    rc = write_produced(&a, x->stream, x->stream_len, x->expected, &p, "decide", x->result);
+    produced_free(&p);
+    return rc;
+}
+
+int cairn_execute(cairn_store *s, const char *stream, size_t stream_len, const char *aggregate,
+                  size_t aggregate_len, const char *command, size_t command_len, cairn_slice data,
+                  cairn_slice metadata, int64_t expected, cairn_append_result *result) {
+    exec_args x = {stream, aggregate, command, stream_len, aggregate_len, command_len,
+                   data, metadata, expected, result};
+    int rc;
+    cairn__clear_error();
+    if ((rc = cairn__store_check(s))) return rc;
+    if (!stream) return cairn__fail(CAIRN_EINVAL, "stream: NULL");
+    if ((rc = cairn__check_stream(stream, stream_len, "stream"))) return rc;
+    if (!command || !command_len) return cairn__fail(CAIRN_EINVAL, "command: must not be empty");
+    if (expected < 0 && expected != CAIRN_ANY && expected != CAIRN_NO_STREAM && expected != CAIRN_STREAM_EXISTS)
+        return cairn__fail(CAIRN_EINVAL, "expected_version: %lld is not a valid expectation", (long long)expected);
+    return in_write_txn(s, execute_body, &x);
+}
+
+/* ---------------------------------------------------------------------------------
+ * compensate and rollback
+ * --------------------------------------------------------------------------------- */
+static void uuid_str(const uint8_t id[16], char out[37]) {
+    static const char hex[] = "0123456789abcdef";
+    char *p = out;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10) *p++ = '-';
+        *p++ = hex[id[i] >> 4], *p++ = hex[id[i] & 15];
+    }
+    *p = 0;
+}
+
+/* Compensates the event at `version` of `stream` inside the txn. */
+static int compensate_one(cairn_store *s, MDB_txn *txn, cairn_lua *h, const char *stream, size_t stream_len,
+                          int64_t version, const char *aggregate, size_t aggregate_len, cairn_slice metadata,
+                          cairn_append_result *res) {
+    agg a;
+    produced p;
+    cairn_event ev;
+    char idstr[37];
+    int rc, handler, call_meta, ids, meta[3] = {0, 0, 0};
+    lua_State *L;
+    MDB_val k, v;
+
+    if ((rc = agg_open(&a, s, h, txn, stream, stream_len, aggregate, aggregate_len))) return rc;
+    L = a.L;
+    if (!a.si.exists || version < 0 || version > a.si.version)
+        return cairn__fail(CAIRN_EINVAL, "version: stream %.*s has no version %lld",
+                           (int)(stream_len > 200 ? 200 : stream_len), stream, (long long)version);
+    if ((rc = event_at(&a, version, &ev))) {
+        if (rc == CAIRN_ENOTFOUND) rc = cairn__fail(CAIRN_EINVAL, "version: %s", cairn__err()->message);
+        return rc;
+    }
+    uuid_str(ev.id, idstr);
+    k.mv_size = 16, k.mv_data = ev.id;
+    if ((rc = mdb_get(txn, s->env->comp, &k, &v)) == 0) {
+        cairn__err()->position = cairn__get_be64(v.mv_data);
+        return cairn__fail(CAIRN_EALREADY, "event %s (version %lld) was already compensated at position %llu",
+                           idstr, (long long)version, (unsigned long long)cairn__get_be64(v.mv_data));
+    }
+    if (rc != MDB_NOTFOUND) return cairn__mdb_fail(rc, "read compensation index");
+    lua_pushliteral(L, "compensate");
+    if (lua_rawget(L, a.script) != LUA_TTABLE) lua_pop(L, 1), lua_newtable(L);
+    lua_pushlstring(L, ev.type.ptr, ev.type.len);
+    if (lua_rawget(L, -2) != LUA_TFUNCTION)
+        return cairn__fail(CAIRN_ENOTCOMPENSABLE, "aggregate %s has no compensate handler for %.*s", a.name,
+                           (int)(ev.type.len > 200 ? 200 : ev.type.len), (const char *)ev.type.ptr);
+    handler = lua_gettop(L);
+    if ((rc = push_meta(&a, metadata))) return rc;
+    call_meta = lua_gettop(L);
+    lua_createtable(L, 0, 2);
+    ids = lua_gettop(L);
+    lua_pushstring(L, idstr);
+    lua_setfield(L, ids, "compensates");
+    lua_pushstring(L, idstr);
+    lua_setfield(L, ids, "causation_id");
+    if ((rc = push_event(&a, &ev))) return rc; /* ev is still valid: nothing written yet */
+    /* the handler sees the stream's current state */
+    lua_insert(L, handler + 1);              /* handler, event, call_meta, ids */
+    call_meta++, ids++;
+    if ((rc = agg_start(&a, a.si.version)) || (rc = agg_fold(&a, a.si.version))) return rc;
+    lua_pushvalue(L, handler);
+    lua_pushvalue(L, a.state);
+    lua_pushvalue(L, handler + 1);
+    if ((rc = cairn_lua_call(h, a.name, 2, 1, ev.position))) return rc;
+    meta[0] = call_meta, meta[1] = 0, meta[2] = ids; /* call's, then the script's, then the ids */
+    if ((rc = produce(&a, lua_gettop(L), "compensate", meta, 1, &p))) return rc;
+    if (!p.n) {
+        char what[300];
+        snprintf(what, sizeof what, "compensate.%.*s returned no events", (int)(ev.type.len > 200 ? 200 : ev.type.len),
+                 (const char *)ev.type.ptr);
+        return script_fail(a.name, ev.position, "%s", what);
+    }
+    rc = write_produced(&a, stream, stream_len, CAIRN_ANY, &p, "compensate", res);
+    produced_free(&p);
+    return rc;
+}
+
+typedef struct comp_args {
+    const char *stream, *aggregate;
+    size_t stream_len, aggregate_len;
+    int64_t version;
+    cairn_slice metadata;
+    cairn_append_result *result;
+} comp_args;
+
+static int compensate_body(cairn_store *s, MDB_txn *txn, cairn_lua *h, void *ctx) {
+    comp_args *c = ctx;
+    return compensate_one(s, txn, h, c->stream, c->stream_len, c->version, c->aggregate, c->aggregate_len,
+                          c->metadata, c->result);
+}
+
+int cairn_compensate(cairn_store *s, const char *stream, size_t stream_len, int64_t version,
+                     const char *aggregate, size_t aggregate_len, cairn_slice metadata,
+                     cairn_append_result *result) {
+    comp_args c = {stream, aggregate, stream_len, aggregate_len, version, metadata, result};
+    int rc;
+    cairn__clear_error();
+    if ((rc = cairn__store_check(s))) return rc;
+    if (!stream) return cairn__fail(CAIRN_EINVAL, "stream: NULL");
+    if ((rc = cairn__check_stream(stream, stream_len, "stream"))) return rc;
+    return in_write_txn(s, compensate_body, &c);
+}
+
+typedef struct rollback_args {
+    const char *cid;
+    size_t len;
+    cairn_append_result *results;
+    size_t count, cap;
+} rollback_args;
+
+/* Does the record carry exactly this correlation id, and is it not itself a compensation? */
+static int rollback_candidate(const cairn_event *ev, const char *cid, size_t len) {
+    json_t *root, *v;
+    int ok = 0;
+    if (!ev->metadata.len) return 0;
+    if (!(root = json_loadb(ev->metadata.ptr, ev->metadata.len, JSON_ALLOW_NUL, NULL))) return 0;
+    v = json_object_get(root, "correlation_id");
+    ok = v && json_is_string(v) && json_string_length(v) == len && !memcmp(json_string_value(v), cid, len) &&
+         !json_object_get(root, "compensates");
+    json_decref(root);
+    return ok;
+}
+
+static int rollback_body(cairn_store *s, MDB_txn *txn, cairn_lua *h, void *ctx) {
+    rollback_args *r = ctx;
+    MDB_cursor *c;
+    uint8_t kb[CAIRN_POST_KEY];
+    MDB_val k = {CAIRN_POST_KEY, kb}, v;
+    uint64_t *pos = NULL;
+    size_t n = 0, cap = 0;
+    int rc, mrc;
+    json_t *meta;
+    char *meta_json;
+
+    r->count = 0;
+    cairn__post_key(CAIRN_POST_CORRELATION, r->cid, r->len, kb);
+    if ((mrc = mdb_cursor_open(txn, s->env->post, &c))) return cairn__mdb_fail(mrc, "rollback");
+    mrc = mdb_cursor_get(c, &k, &v, MDB_SET);
+    if (mrc == 0) mrc = mdb_cursor_get(c, &k, &v, MDB_FIRST_DUP);
+    while (mrc == 0) {
+        if (n == cap) {
+            uint64_t *np = realloc(pos, (cap = cap ? cap * 2 : 16) * sizeof *np);
+            if (!np) { free(pos); mdb_cursor_close(c); return cairn__fail(CAIRN_ENOMEM, "out of memory"); }
+            pos = np;
+        }
+        pos[n++] = cairn__get_be64(v.mv_data);
+        mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT_DUP);
+    }
+    mdb_cursor_close(c);
+    if (mrc != MDB_NOTFOUND) { free(pos); return cairn__mdb_fail(mrc, "rollback"); }
+    meta = json_object();
+    json_object_set_new(meta, "correlation_id", json_stringn(r->cid, r->len));
+    meta_json = json_dumps(meta, JSON_COMPACT);
+    json_decref(meta);
+    rc = meta_json ? CAIRN_OK : cairn__fail(CAIRN_ENOMEM, "out of memory");
+    for (size_t i = n; rc == CAIRN_OK && i-- > 0;) { /* newest first */
+        uint8_t pk[8];
+        MDB_val lk = {8, pk}, lv, ck, cv;
+        cairn_event ev;
+        char stream[CAIRN_MAX_STREAM];
+        size_t stream_len;
+        int64_t version;
+        cairn_slice m = {meta_json, strlen(meta_json)};
+        cairn__put_be64(pk, pos[i]);
+        if ((mrc = mdb_get(txn, s->env->log, &lk, &lv))) {
+            if (mrc == MDB_NOTFOUND) continue;
+            rc = cairn__mdb_fail(mrc, "rollback");
+            break;
+        }
+        if ((rc = cairn__record_decode(lv.mv_data, lv.mv_size, pos[i], &ev))) break;
+        if (!rollback_candidate(&ev, r->cid, r->len)) continue;
+        ck.mv_size = 16, ck.mv_data = ev.id;
+        if (mdb_get(txn, s->env->comp, &ck, &cv) == 0) continue; /* already compensated */
+        memcpy(stream, ev.stream.ptr, ev.stream.len); /* ev dies with the next write */
+        stream_len = ev.stream.len, version = ev.version;
+        if (r->count == r->cap) {
+            cairn_append_result *nr = realloc(r->results, (r->cap = r->cap ? r->cap * 2 : 8) * sizeof *nr);
+            if (!nr) { rc = cairn__fail(CAIRN_ENOMEM, "out of memory"); break; }
+            r->results = nr;
+        }
+        rc = compensate_one(s, txn, h, stream, stream_len, version, NULL, 0, m, &r->results[r->count]);
+        lua_settop(cairn_lua_state(h), 0);
+        if (rc == CAIRN_OK) r->count++;
+    }
+    free(meta_json);
+    free(pos);
+    return rc;
+}
+
+int cairn_rollback(cairn_store *s, const char *correlation_id, size_t len, cairn_append_result **results,
+                   size_t *count) {
+    rollback_args r = {correlation_id, len, NULL, 0, 0};
+    int rc;
+    cairn__clear_error();
+    *results = NULL, *count = 0;
+    if ((rc = cairn__store_check(s))) return rc;
+    if (!correlation_id || !len) return cairn__fail(CAIRN_EINVAL, "correlation_id: must not be empty");
+    rc = in_write_txn(s, rollback_body, &r);
+    if (rc) {
+        free(r.results);
+        return rc;
+    }
+    *results = r.results, *count = r.count;
+    return CAIRN_OK;
+}
+
+/* ---------------------------------------------------------------------------------
+ * Snapshots after appends
+ * --------------------------------------------------------------------------------- */
+int cairn__snapshot_after_append(cairn_store *s, MDB_txn *txn, const cairn_append_req *reqs, size_t nreqs,
+                                 const cairn_append_result *results) {
+    cairn_lua *h = NULL;
+    int rc = CAIRN_OK;
+    cairn_error saved = *cairn__err();
+
+    for (size_t r = 0; r < nreqs && rc != CAIRN__EMAPFULL; r++) {
+        const cairn_append_req *q = &reqs[r];
+        cairn_slice cat = cairn_category(q->stream.ptr, q->stream.len);
+        uint64_t hash;
+        const char *src;
+        size_t len;
+        int64_t before = results[r].version - (int64_t)q->nevents;
+        agg a;
+        int top;
+
+        if (cairn__script_get(s->env, txn, CAIRN_SCRIPT_AGGREGATE, cat.ptr, cat.len, &hash, &src, &len) || !src)
+            continue;
+        if (!h && !(h = cairn__lua_acquire(s))) break;
+        top = lua_gettop(cairn_lua_state(h));
+        if (agg_open(&a, s, h, txn, q->stream.ptr, q->stream.len, NULL, 0) == CAIRN_OK && a.snapshot_every > 0 &&
+            (before + 1) / a.snapshot_every < (results[r].version + 1) / a.snapshot_every &&
+            agg_start(&a, results[r].version) == CAIRN_OK && agg_fold(&a, results[r].version) == CAIRN_OK)
+            rc = agg_snapshot(&a); /* only a full map is the append's business */
+        if (rc != CAIRN__EMAPFULL) rc = CAIRN_OK;
+        lua_settop(cairn_lua_state(h), top);
+    }
+    if (h) cairn__lua_release(s, h);
+    *cairn__err() = saved; /* a reducer's failure here is not the append's */
+    return rc;
+}

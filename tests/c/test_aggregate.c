@@ -1,0 +1,196 @@
+/*
+ * test_aggregate.c -- aggregates through the C API: define, load (with snapshots and time
+ * travel), execute inside the write transaction, reject, compensate, rollback, upcasters.
+ */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "support.h"
+
+static const char BANK[] =
+    "return {\n"
+    "  init = function() return { balance = 0 } end,\n"
+    "  apply = {\n"
+    "    Deposited = function(s, e) s.balance = s.balance + e.data.amount end,\n"
+    "    Withdrawn = function(s, e) s.balance = s.balance - e.data.amount end,\n"
+    "  },\n"
+    "  decide = {\n"
+    "    Deposit = function(s, c) return { { type = 'Deposited', data = { amount = c.data.amount } } } end,\n"
+    "    Withdraw = function(s, c)\n"
+    "      if s.balance < c.data.amount then reject('insufficient funds', { balance = s.balance }) end\n"
+    "      return { { type = 'Withdrawn', data = { amount = c.data.amount } } }\n"
+    "    end,\n"
+    "    Nothing = function(s, c) return {} end,\n"
+    "  },\n"
+    "  compensate = {\n"
+    "    Withdrawn = function(s, e) return { { type = 'Deposited', data = { amount = e.data.amount } } } end,\n"
+    "  },\n"
+    "  snapshot_every = 10,\n"
+    "}\n";
+
+static int define_bank(cairn_store *s) {
+    return cairn_define_script(s, CAIRN_SCRIPT_AGGREGATE, "account", 7, BANK, strlen(BANK));
+}
+
+static long long balance_of(cairn_store *s, const char *stream, int64_t version, cairn_state *st) {
+    long long b = -999;
+    const char *p;
+    CHECK_OK(cairn_load(s, stream, strlen(stream), NULL, 0, version, CAIRN_AT_NONE, st));
+    p = strstr(st->json, "\"balance\":");
+    if (p) b = atoll(p + 10);
+    return b;
+}
+
+static int execute(cairn_store *s, const char *stream, const char *cmd, const char *data, cairn_append_result *r) {
+    cairn_slice d = {data, data ? strlen(data) : 0}, m = {NULL, 0};
+    return cairn_execute(s, stream, strlen(stream), NULL, 0, cmd, strlen(cmd), d, m, CAIRN_ANY, r);
+}
+
+static void load_folds_events(void **state) {
+    fixture *fx = *state;
+    cairn_append_result r;
+    cairn_state st;
+    CHECK_OK(define_bank(fx->store));
+    CHECK_OK(append_one(fx->store, "account-1", CAIRN_ANY, "Deposited", "{\"amount\":100}", &r));
+    CHECK_OK(append_one(fx->store, "account-1", CAIRN_ANY, "Withdrawn", "{\"amount\":30}", &r));
+    assert_int_equal(balance_of(fx->store, "account-1", -1, &st), 70);
+    assert_int_equal(st.version, 1);
+    free(st.json);
+    assert_int_equal(balance_of(fx->store, "account-1", 0, &st), 100);
+    assert_int_equal(st.version, 0);
+    free(st.json);
+}
+
+static void missing_aggregate_is_not_found(void **state) {
+    fixture *fx = *state;
+    cairn_state st;
+    CHECK_RC(cairn_load(fx->store, "nothing-1", 9, NULL, 0, -1, CAIRN_AT_NONE, &st), CAIRN_ENOTFOUND);
+}
+
+static void execute_decides_inside_the_transaction(void **state) {
+    fixture *fx = *state;
+    cairn_append_result r;
+    cairn_state st;
+    CHECK_OK(define_bank(fx->store));
+    CHECK_OK(execute(fx->store, "account-7", "Deposit", "{\"amount\":50}", &r));
+    assert_int_equal(r.version, 0);
+    CHECK_RC(execute(fx->store, "account-7", "Withdraw", "{\"amount\":80}", &r), CAIRN_EREJECTED);
+    assert_string_equal(cairn_last_error()->reason, "insufficient funds");
+    assert_non_null(cairn_last_error()->details);
+    assert_non_null(memmem(cairn_last_error()->details, cairn_last_error()->details_len, "50", 2));
+    assert_int_equal(version_of(fx->store, "account-7"), 0);
+    CHECK_OK(execute(fx->store, "account-7", "Withdraw", "{\"amount\":20}", &r));
+    assert_int_equal(balance_of(fx->store, "account-7", -1, &st), 30);
+    free(st.json);
+    CHECK_OK(execute(fx->store, "account-7", "Nothing", NULL, &r));
+    assert_int_equal(r.position, 0);
+    assert_int_equal(r.version, 1);
+    CHECK_RC(execute(fx->store, "account-7", "Fly", NULL, &r), CAIRN_EINVAL);
+}
+
+static void compensate_once(void **state) {
+    fixture *fx = *state;
+    cairn_append_result r;
+    cairn_state st;
+    cairn_slice m = {NULL, 0};
+    CHECK_OK(define_bank(fx->store));
+    CHECK_OK(execute(fx->store, "account-2", "Deposit", "{\"amount\":50}", &r));
+    CHECK_OK(execute(fx->store, "account-2", "Withdraw", "{\"amount\":20}", &r));
+    CHECK_OK(cairn_compensate(fx->store, "account-2", 9, 1, NULL, 0, m, &r));
+    assert_int_equal(r.version, 2);
+    assert_int_equal(balance_of(fx->store, "account-2", -1, &st), 50);
+    free(st.json);
+    CHECK_RC(cairn_compensate(fx->store, "account-2", 9, 1, NULL, 0, m, &r), CAIRN_EALREADY);
+    CHECK_RC(cairn_compensate(fx->store, "account-2", 9, 0, NULL, 0, m, &r), CAIRN_ENOTCOMPENSABLE);
+    CHECK_RC(cairn_compensate(fx->store, "account-2", 9, 9, NULL, 0, m, &r), CAIRN_EINVAL);
+}
+
+static void rollback_compensates_newest_first(void **state) {
+    fixture *fx = *state;
+    cairn_append_result r, *rs;
+    cairn_state st;
+    size_t n;
+    const char *meta = "{\"correlation_id\":\"saga-1\"}";
+    cairn_slice d = {"{\"amount\":10}", 13}, m = {meta, strlen(meta)}, none = {NULL, 0};
+    CHECK_OK(define_bank(fx->store));
+    CHECK_OK(execute(fx->store, "account-a", "Deposit", "{\"amount\":100}", &r));
+    CHECK_OK(cairn_execute(fx->store, "account-a", 9, NULL, 0, "Withdraw", 8, d, m, CAIRN_ANY, &r));
+    CHECK_OK(cairn_execute(fx->store, "account-b", 9, NULL, 0, "Deposit", 7, d, none, CAIRN_ANY, &r));
+    CHECK_OK(cairn_execute(fx->store, "account-a", 9, NULL, 0, "Withdraw", 8, d, m, CAIRN_ANY, &r));
+    CHECK_OK(cairn_rollback(fx->store, "saga-1", 6, &rs, &n));
+    assert_int_equal(n, 2);
+    assert_true(rs[0].position < rs[1].position); /* newest original first, so written first */
+    free(rs);
+    assert_int_equal(balance_of(fx->store, "account-a", -1, &st), 100);
+    free(st.json);
+    CHECK_OK(cairn_rollback(fx->store, "saga-1", 6, &rs, &n));
+    assert_int_equal(n, 0);
+    free(rs);
+}
+
+static void snapshots_bound_the_fold(void **state) {
+    fixture *fx = *state;
+    cairn_append_result r;
+    cairn_state st;
+    CHECK_OK(define_bank(fx->store));
+    for (int i = 0; i < 95; i++)
+        CHECK_OK(append_one(fx->store, "account-s", CAIRN_ANY, "Deposited", "{\"amount\":1}", &r));
+    assert_int_equal(balance_of(fx->store, "account-s", -1, &st), 95);
+    assert_true(st.applied <= 10);
+    free(st.json);
+    /* time travel still exact with snapshots around */
+    assert_int_equal(balance_of(fx->store, "account-s", 41, &st), 42);
+    free(st.json);
+    /* a new script invalidates the snapshots */
+    {
+        const char *src = "return { init = function() return { balance = 1000 } end, apply = { Deposited = function(s, e) s.balance = s.balance + 2 end }, snapshot_every = 10 }";
+        CHECK_OK(cairn_define_script(fx->store, CAIRN_SCRIPT_AGGREGATE, "account", 7, src, strlen(src)));
+    }
+    assert_int_equal(balance_of(fx->store, "account-s", -1, &st), 1190);
+    free(st.json);
+}
+
+static void script_errors_carry_line_and_position(void **state) {
+    fixture *fx = *state;
+    cairn_append_result r;
+    cairn_state st;
+    const char *bad = "return {\n apply = {\n  X = function(s, e)\n   error('boom')\n  end } }";
+    CHECK_RC(cairn_define_script(fx->store, CAIRN_SCRIPT_AGGREGATE, "x", 1, "return {", 8), CAIRN_ESCRIPT);
+    CHECK_RC(cairn_define_script(fx->store, CAIRN_SCRIPT_AGGREGATE, "x", 1, "return 5", 8), CAIRN_ESCRIPT);
+    CHECK_OK(cairn_define_script(fx->store, CAIRN_SCRIPT_AGGREGATE, "x", 1, bad, strlen(bad)));
+    CHECK_OK(append_one(fx->store, "x-1", CAIRN_ANY, "X", "{}", &r));
+    CHECK_RC(cairn_load(fx->store, "x-1", 3, NULL, 0, -1, CAIRN_AT_NONE, &st), CAIRN_ESCRIPT);
+    assert_string_equal(cairn_last_error()->script, "x");
+    assert_int_equal(cairn_last_error()->line, 4);
+    assert_int_equal(cairn_last_error()->position, r.position);
+}
+
+static void upcasters_apply_on_reads(void **state) {
+    fixture *fx = *state;
+    cairn_append_result r;
+    cairn_event ev;
+    const char *up = "return { Deposited = { [1] = function(e) e.data.currency = 'EUR'; return e end } }";
+    CHECK_OK(append_one(fx->store, "account-u", CAIRN_ANY, "Deposited", "{\"amount\":5}", &r));
+    CHECK_OK(cairn_define_script(fx->store, CAIRN_SCRIPT_UPCASTERS, "upcasters", 9, up, strlen(up)));
+    CHECK_OK(cairn_get_ex(fx->store, r.position, 0, &ev));
+    assert_int_equal(ev.schema, 2);
+    assert_non_null(memmem(ev.data.ptr, ev.data.len, "EUR", 3));
+    CHECK_OK(cairn_get_ex(fx->store, r.position, 1, &ev));
+    assert_int_equal(ev.schema, 1);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(load_folds_events, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(missing_aggregate_is_not_found, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(execute_decides_inside_the_transaction, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(compensate_once, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(rollback_compensates_newest_first, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(snapshots_bound_the_fold, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(script_errors_carry_line_and_position, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(upcasters_apply_on_reads, fx_setup, fx_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
