@@ -1,14 +1,21 @@
 """A small bank and shop on cairn: the demo behind `make demo`.
 
-It opens (or creates) a store in a local directory, opens accounts and places orders as
-events, reads one stream's history back, reads the global log by category, catches a
-concurrency conflict between two clerks, retries an append idempotently, and shows a
-multi-stream transaction.  Run it twice: the store remembers everything.
+Part 1 (plain events): opens accounts and places orders as events, reads one stream's
+history back, reads the global log by category, catches a concurrency conflict between two
+clerks, retries an append idempotently, and shows a multi-stream transaction.
+
+Part 2 (Lua): the account becomes a Lua aggregate (examples/account.lua): deposits and
+withdrawals are commands decided inside the write transaction, an overdraft is rejected, a
+money transfer saga fails at its second step and is rolled back by compensating events, and
+the audit trail is printed as the state after each event (time travel).
+
+Run it twice: the store remembers everything.
 
     python examples/bank.py --store demo-store
 """
 
 import argparse
+import os
 import sys
 import uuid
 
@@ -88,10 +95,54 @@ def main(argv=None):
         tagged = list(store.read_all(tags=["customer:alice"]))
         say(f"events tagged customer:alice: {len(tagged)} ({', '.join(e.type for e in tagged[-2:])} ...)")
 
+        lua_part(store, run)
+
         report = store.verify()
         say(f"\nverify: {report}")
         say(f"store now holds {store.head()} events in {sum(1 for _ in store.streams())} streams")
     return 0
+
+
+def lua_part(store, run):
+    say("\n=== Part 2: the account as a Lua aggregate ===")
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, "account.lua"), encoding="utf-8") as f:
+        store.define_aggregate("account", f.read())
+    carol, dave = f"account-carol{run}", f"account-dave{run}"
+
+    store.execute(carol, "Open", {"owner": "Carol"}, expected_version=cairn.NO_STREAM)
+    store.execute(carol, "Deposit", {"amount": 120})
+    store.execute(dave, "Open", {"owner": "Dave"}, expected_version=cairn.NO_STREAM)
+    say(f"{carol}: {store.load(carol).state}")
+
+    try:
+        store.execute(carol, "Withdraw", {"amount": 500})
+    except cairn.CommandRejected as err:
+        say(f"overdraft rejected by the script: {err.reason} {err.details}; nothing written "
+            f"({carol} still at version {store.stream_version(carol)})")
+
+    # A transfer saga: withdraw from Carol, then deposit to Dave -- whose account was closed
+    # a moment ago, so the second step is rejected and the saga rolls back.
+    saga = f"transfer-{run}"
+    store.append(dave, [cairn.Event("Closed", {"reason": "moved away"})])
+    step1 = store.execute(carol, "Withdraw", {"amount": 70}, metadata={"correlation_id": saga})
+    say(f"\nsaga {saga}: step 1 withdrew 70 from {carol} (position {step1.position})")
+    try:
+        store.execute(dave, "Deposit", {"amount": 70}, metadata={"correlation_id": saga})
+    except cairn.CommandRejected as err:
+        say(f"saga {saga}: step 2 rejected ({err.reason}) -> rolling back")
+        undone = store.rollback(saga)
+        say(f"rollback appended {len(undone)} compensating event(s) at position(s) "
+            f"{', '.join(str(r.position) for r in undone)}; a second rollback finds "
+            f"{len(store.rollback(saga))} left to undo")
+
+    say(f"\naudit trail of {carol} (state after each event, via load(version=...)):")
+    for e in store.read_stream(carol):
+        state = store.load(carol, version=e.version).state
+        note = f" (compensates {e.metadata['compensates'][:8]}...)" if e.metadata and "compensates" in e.metadata else ""
+        say(f"  v{e.version} {e.type:<10} -> balance {state['balance']:>4}, open={state['open']}{note}")
+    first = next(iter(store.read_stream(carol)))
+    say(f"as of {first.timestamp:%H:%M:%S.%f} (load(at=...)): {store.load(carol, at=first.timestamp).state}")
 
 
 if __name__ == "__main__":

@@ -40,7 +40,9 @@ typedef struct cpy_state {
     PyTypeObject *ReadIter_Type;
     PyTypeObject *NamesIter_Type;
     PyTypeObject *Verify_Type;
+    PyTypeObject *Aggregate_Type;
     PyObject *exc[CPY_EXC_COUNT];
+    PyObject *logger;       /* logging.getLogger("cairn"), fetched at the first print */
     PyObject *uuid_type;    /* uuid.UUID */
     PyObject *uuid_unknown; /* uuid.SafeUUID.unknown */
     PyObject *str_int;      /* "int", "is_safe", "bytes": UUID attribute names */
@@ -163,7 +165,35 @@ PyObject *cpy_namesiter_new(cpy_store *s, PyObject *prefix);
 /* Closes the core iterators of every live read iterator of `s` (before cairn_close). */
 void cpy_readiters_detach(cpy_store *s);
 
-/* Argument helpers shared by store.c and iter.c. */
+/* Argument helpers shared by store.c, iter.c and aggregate.c. */
 int cpy_check_bool(PyObject *o, const char *name, int *out);
+/* None (-> *has = 0) or an int >= 0; TypeError / ValueError naming the argument. */
+int cpy_opt_uint(PyObject *o, const char *name, int *has, uint64_t *out);
+/* A str argument as UTF-8 (borrowed from o); TypeError / ValueError naming it. */
+const char *cpy_stream_arg(PyObject *o, const char *name, Py_ssize_t *len);
+/* An expected_version: cairn.ANY / NO_STREAM / STREAM_EXISTS or an int >= 0. */
+int cpy_expected_arg(PyObject *o, int64_t *out);
+
+/* ---------------------------------------------------------------------------------
+ * script.c: defining scripts, and what scripts print().  The core calls cpy_log_line on
+ * the thread running a script -- without the GIL, maybe inside an LMDB write txn -- so
+ * it only queues the line in a thread-local list; cpy_log_flush (GIL held, after the core
+ * call returned) hands the queue to the logging logger "cairn".
+ * --------------------------------------------------------------------------------- */
+void cpy_log_line(void *ctx, const char *script, const char *msg, size_t len);
+/* Logs the lines queued on this thread, if any.  Keeps a pending exception as it is. */
+void cpy_log_flush(cpy_state *st);
+PyObject *cpy_store_define_aggregate(cpy_store *s, PyObject *args, PyObject *kwargs);
+PyObject *cpy_store_define_upcasters(cpy_store *s, PyObject *args, PyObject *kwargs);
+PyObject *cpy_store_scripts(cpy_store *s, PyObject *unused);
+
+/* ---------------------------------------------------------------------------------
+ * aggregate.c: the Aggregate type and load / execute / compensate / rollback.
+ * --------------------------------------------------------------------------------- */
+int cpy_aggregate_type_init(PyObject *module, cpy_state *st);
+PyObject *cpy_store_load(cpy_store *s, PyObject *args, PyObject *kwargs);
+PyObject *cpy_store_execute(cpy_store *s, PyObject *args, PyObject *kwargs);
+PyObject *cpy_store_compensate(cpy_store *s, PyObject *args, PyObject *kwargs);
+PyObject *cpy_store_rollback(cpy_store *s, PyObject *args, PyObject *kwargs);
 
 #endif

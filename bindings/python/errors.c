@@ -121,6 +121,8 @@ PyObject *cpy_raise(cpy_state *st, int rc, PyObject *const *streams, size_t nstr
     case CAIRN_EDELETED: cls = st->exc[CPY_EXC_DELETED]; break;
     case CAIRN_ESCRIPT: cls = st->exc[CPY_EXC_SCRIPT]; break;
     case CAIRN_EREJECTED: cls = st->exc[CPY_EXC_REJECTED]; break;
+    case CAIRN_EALREADY: cls = st->exc[CPY_EXC_ALREADY_COMPENSATED]; break;
+    case CAIRN_ENOTCOMPENSABLE: cls = st->exc[CPY_EXC_NOT_COMPENSABLE]; break;
     case CAIRN_EREADONLY: cls = PyExc_PermissionError; break;
     case CAIRN_ENOTFOUND: cls = PyExc_KeyError; break;
     case CAIRN_EINVAL:

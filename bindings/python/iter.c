@@ -14,7 +14,8 @@ struct cpy_readiter {
     int linked;
     int busy; /* a next() runs without the GIL */
     int done; /* exhausted: StopIteration from now on */
-    int raw;  /* reserved for upcasters */
+    int raw;  /* upcasters do not apply */
+    int upcasting; /* upcasters were defined at the last refill: next() runs Lua, GIL released */
     cpy_namecache names;
 };
 
@@ -112,10 +113,12 @@ PyObject *cpy_readiter_new_all(cpy_store *s, uint64_t start, int backwards, uint
     Py_BEGIN_ALLOW_THREADS
         rc = cairn_iter_all(h, start, backwards, limit, &f, &it);
     Py_END_ALLOW_THREADS
-    if (rc < 0)
+    if (rc < 0) {
         cpy_raise(st, rc, NULL, 0);
-    else
+    } else {
+        cairn_iter_set_raw(it, raw);
         self->it = it;
+    }
     cpy_store_leave(s); /* may detach (close) the new iterator: next() then raises */
     if (rc < 0) goto fail;
     PyMem_Free(slices);
@@ -148,10 +151,12 @@ PyObject *cpy_readiter_new_stream(cpy_store *s, PyObject *stream, int64_t start,
     Py_BEGIN_ALLOW_THREADS
         rc = cairn_iter_stream(h, p, (size_t)len, start, backwards, limit, &it);
     Py_END_ALLOW_THREADS
-    if (rc < 0)
+    if (rc < 0) {
         cpy_raise(st, rc, &stream, 1);
-    else
+    } else {
+        cairn_iter_set_raw(it, raw);
         self->it = it;
+    }
     cpy_store_leave(s);
     if (rc < 0) goto fail;
     /* every event of this read has the caller's stream name: reuse that str */
@@ -165,6 +170,22 @@ PyObject *cpy_readiter_new_stream(cpy_store *s, PyObject *stream, int64_t start,
 fail:
     Py_DECREF(self);
     return NULL;
+}
+
+/* Whether the store has upcasters (without the GIL).  The core applies the upcasters it
+ * finds at each refill; asking at the same moment tells when next() will run Lua.  An
+ * error counts as yes: releasing the GIL is never wrong, only slower. */
+static int found_name(void *ctx, const char *name, size_t len) {
+    (void)name;
+    (void)len;
+    *(int *)ctx = 1;
+    return 1;
+}
+
+static int has_upcasters(cairn_store *h) {
+    int found = 0;
+    if (cairn_scripts(h, CAIRN_SCRIPT_UPCASTERS, found_name, &found) < 0) return 1;
+    return found;
 }
 
 static PyObject *readiter_next(cpy_readiter *self) {
@@ -185,16 +206,21 @@ static PyObject *readiter_next(cpy_readiter *self) {
         readiter_release(self);
         return cpy_raise_closed(st);
     }
-    if (cairn_iter_buffered(it) > 0) {
+    if (cairn_iter_buffered(it) > 0 && !self->upcasting) {
         rc = cairn_iter_next(it, &ev); /* copies from the buffer only */
     } else {
-        if (!cpy_store_enter(s)) return NULL;
+        /* A refill reads LMDB; with upcasters every next() runs Lua, buffered or not. */
+        cairn_store *h = cpy_store_enter(s);
+        int refill = cairn_iter_buffered(it) == 0, raw = self->raw, up = self->upcasting;
+        if (!h) return NULL;
         entered = 1;
         self->busy = 1;
         Py_BEGIN_ALLOW_THREADS
+            if (refill && !raw) up = has_upcasters(h);
             rc = cairn_iter_next(it, &ev);
         Py_END_ALLOW_THREADS
         self->busy = 0;
+        self->upcasting = up;
     }
     if (rc > 0) {
         r = cpy_recorded_new(st, &ev, &self->names);
@@ -204,6 +230,7 @@ static PyObject *readiter_next(cpy_readiter *self) {
     } else {
         cpy_raise(st, rc, NULL, 0);
     }
+    cpy_log_flush(st); /* upcasters may have printed */
     if (entered) cpy_store_leave(s);
     return r;
 }

@@ -49,7 +49,7 @@ int cpy_check_bool(PyObject *o, const char *name, int *out) {
 }
 
 /* None (-> *has = 0) or an int >= 0. */
-static int opt_uint(PyObject *o, const char *name, int *has, uint64_t *out) {
+int cpy_opt_uint(PyObject *o, const char *name, int *has, uint64_t *out) {
     unsigned long long v;
     if (o == Py_None) {
         *has = 0;
@@ -78,8 +78,9 @@ static int opt_uint(PyObject *o, const char *name, int *has, uint64_t *out) {
     return 0;
 }
 
-/* A stream name: a str (the core checks length, NUL and '$' and names the argument). */
-static const char *stream_arg(PyObject *o, const char *name, Py_ssize_t *len) {
+/* A str argument (stream names, script names and sources, commands) as UTF-8 borrowed from
+ * the str; the core checks lengths, NUL and '$' and names the argument. */
+const char *cpy_stream_arg(PyObject *o, const char *name, Py_ssize_t *len) {
     const char *p;
     if (!PyUnicode_Check(o)) {
         PyErr_Format(PyExc_TypeError, "%s must be a str, not %.100s", name, Py_TYPE(o)->tp_name);
@@ -94,7 +95,7 @@ static const char *stream_arg(PyObject *o, const char *name, Py_ssize_t *len) {
     return p;
 }
 
-static int expected_arg(PyObject *o, int64_t *out) {
+int cpy_expected_arg(PyObject *o, int64_t *out) {
     long long v;
     int overflow;
     if (!PyLong_Check(o) || PyBool_Check(o)) {
@@ -121,8 +122,8 @@ static PyObject *check_request(cpy_state *st, PyObject *stream, PyObject *events
     Py_ssize_t len, i;
     PyObject *t;
 
-    if (!stream_arg(stream, "stream", &len)) return NULL;
-    if (expected_arg(expected, exp) < 0) return NULL;
+    if (!cpy_stream_arg(stream, "stream", &len)) return NULL;
+    if (cpy_expected_arg(expected, exp) < 0) return NULL;
     if (PyObject_TypeCheck(events, st->Event_Type)) {
         PyErr_SetString(PyExc_TypeError,
                         "events must be an iterable of cairn.Event, not a single Event "
@@ -291,8 +292,10 @@ static PyObject *append_requests(cpy_store *s, PyObject *const *streams, PyObjec
     Py_END_ALLOW_THREADS
     if (rc < 0) {
         cpy_raise(st, rc, streams, nreq);
+        cpy_log_flush(st); /* reducers run for snapshots may have printed */
         goto out;
     }
+    cpy_log_flush(st);
     if (single) {
         out = cpy_result_new(st, &results[0]);
     } else {
@@ -419,9 +422,10 @@ static PyObject *store_read_stream(cpy_store *self, PyObject *args, PyObject *kw
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O$OOO:read_stream", kwlist, &stream, &start_o,
                                      &back_o, &limit_o, &raw_o))
         return NULL;
-    if (!stream_arg(stream, "stream", &len) || opt_uint(start_o, "start", &has_start, &start) < 0 ||
+    if (!cpy_stream_arg(stream, "stream", &len) ||
+        cpy_opt_uint(start_o, "start", &has_start, &start) < 0 ||
         cpy_check_bool(back_o, "backwards", &backwards) < 0 ||
-        opt_uint(limit_o, "limit", &has_limit, &limit) < 0 ||
+        cpy_opt_uint(limit_o, "limit", &has_limit, &limit) < 0 ||
         cpy_check_bool(raw_o, "raw", &raw) < 0)
         return NULL;
     if (has_start && start > INT64_MAX) start = INT64_MAX;
@@ -483,9 +487,9 @@ static PyObject *store_read_all(cpy_store *self, PyObject *args, PyObject *kwarg
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O$OOOOOOO:read_all", kwlist, &start_o, &back_o,
                                      &limit_o, &fo[0], &fo[1], &fo[2], &fo[3], &raw_o))
         return NULL;
-    if (opt_uint(start_o, "start", &has_start, &start) < 0 ||
+    if (cpy_opt_uint(start_o, "start", &has_start, &start) < 0 ||
         cpy_check_bool(back_o, "backwards", &backwards) < 0 ||
-        opt_uint(limit_o, "limit", &has_limit, &limit) < 0 ||
+        cpy_opt_uint(limit_o, "limit", &has_limit, &limit) < 0 ||
         cpy_check_bool(raw_o, "raw", &raw) < 0)
         return NULL;
     for (i = 0; i < 4; i++)
@@ -514,7 +518,7 @@ static PyObject *store_stream_version(cpy_store *self, PyObject *args, PyObject 
 
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:stream_version", kwlist, &stream))
         return NULL;
-    p = stream_arg(stream, "stream", &len);
+    p = cpy_stream_arg(stream, "stream", &len);
     if (!p || !(h = cpy_store_enter(self))) return NULL;
     Py_BEGIN_ALLOW_THREADS
         rc = cairn_stream_version(h, p, (size_t)len, &v);
@@ -541,15 +545,16 @@ static PyObject *store_head(cpy_store *self, PyObject *unused) {
 }
 
 static PyObject *store_get(cpy_store *self, PyObject *args, PyObject *kwargs) {
-    static char *kwlist[] = {"position", NULL};
+    static char *kwlist[] = {"position", "raw", NULL};
     cpy_state *st = store_state(self);
     unsigned long long p;
     cairn_store *h;
     cairn_event ev;
-    int rc;
-    PyObject *r, *pos;
+    int rc, raw = 0;
+    PyObject *r, *pos, *raw_o = Py_False;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:get", kwlist, &pos)) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$O:get", kwlist, &pos, &raw_o)) return NULL;
+    if (cpy_check_bool(raw_o, "raw", &raw) < 0) return NULL;
     if (!PyLong_Check(pos) || PyBool_Check(pos)) {
         PyErr_Format(PyExc_TypeError, "position must be an int, not %.100s", Py_TYPE(pos)->tp_name);
         return NULL;
@@ -568,7 +573,7 @@ static PyObject *store_get(cpy_store *self, PyObject *args, PyObject *kwargs) {
         rc = CAIRN_ENOTFOUND;
     } else {
         Py_BEGIN_ALLOW_THREADS
-            rc = cairn_get(h, p, &ev);
+            rc = cairn_get_ex(h, p, raw, &ev);
         Py_END_ALLOW_THREADS
     }
     if (rc == CAIRN_ENOTFOUND) {
@@ -579,6 +584,7 @@ static PyObject *store_get(cpy_store *self, PyObject *args, PyObject *kwargs) {
     } else {
         r = cpy_recorded_new(st, &ev, NULL); /* ev borrowed until our next cairn call */
     }
+    cpy_log_flush(st); /* upcasters may have printed */
     cpy_store_leave(self);
     return r;
 }
@@ -589,7 +595,7 @@ static PyObject *store_streams(cpy_store *self, PyObject *args, PyObject *kwargs
     Py_ssize_t len;
 
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:streams", kwlist, &prefix)) return NULL;
-    if (prefix && !stream_arg(prefix, "prefix", &len)) return NULL;
+    if (prefix && !cpy_stream_arg(prefix, "prefix", &len)) return NULL;
     return cpy_namesiter_new(self, prefix);
 }
 
@@ -744,7 +750,7 @@ PyObject *cpy_store_open(PyObject *module, PyObject *args, PyObject *kwargs) {
         }
     }
     if (cpy_check_bool(ro_o, "readonly", &opts.readonly) < 0) goto fail;
-    if (opt_uint(map_o, "map_size", &has_map, &map_size) < 0) goto fail;
+    if (cpy_opt_uint(map_o, "map_size", &has_map, &map_size) < 0) goto fail;
     if (has_map) {
         if (map_size == 0) {
             PyErr_SetString(PyExc_ValueError, "map_size must be > 0 or None");
@@ -764,7 +770,7 @@ PyObject *cpy_store_open(PyObject *module, PyObject *args, PyObject *kwargs) {
                 PyErr_Format(PyExc_TypeError, "%s must be an int", names[i]);
                 goto fail;
             }
-            if (opt_uint(lim[i], names[i], &has, &v) < 0) goto fail;
+            if (cpy_opt_uint(lim[i], names[i], &has, &v) < 0) goto fail;
             if (v == 0 || v > INT64_MAX) {
                 PyErr_Format(PyExc_ValueError, "%s must be a positive int, got %R", names[i],
                              lim[i]);
@@ -774,6 +780,10 @@ PyObject *cpy_store_open(PyObject *module, PyObject *args, PyObject *kwargs) {
         }
     }
 
+    opts.script_instruction_limit = (uint64_t)sil;
+    opts.script_memory_limit = (uint64_t)sml;
+    opts.log = cpy_log_line; /* queues print() lines; flushed after each call */
+    opts.log_ctx = NULL;
     {
         const char *cpath = PyBytes_AS_STRING(path_bytes);
         Py_BEGIN_ALLOW_THREADS
@@ -904,7 +914,8 @@ static PyMethodDef store_methods[] = {
     {"head", (PyCFunction)store_head, METH_NOARGS,
      "head($self, /)\n--\n\nThe last global position, 0 when the store is empty."},
     {"get", (PyCFunction)(void (*)(void))store_get, METH_VARARGS | METH_KEYWORDS,
-     "get($self, /, position)\n--\n\nThe event at a global position; KeyError when there is none."},
+     "get($self, /, position, *, raw=False)\n--\n\nThe event at a global position; KeyError when "
+     "there is none.  Upcasters apply unless raw=True."},
     {"streams", (PyCFunction)(void (*)(void))store_streams, METH_VARARGS | METH_KEYWORDS,
      "streams($self, /, prefix='')\n--\n\nIterate over stream names starting with prefix, sorted."},
     {"verify", (PyCFunction)store_verify, METH_NOARGS,
@@ -913,6 +924,40 @@ static PyMethodDef store_methods[] = {
      "or raises CorruptionError naming the first damage."},
     {"sync", (PyCFunction)store_sync, METH_NOARGS,
      "sync($self, /)\n--\n\nMake every commit durable."},
+    {"define_aggregate", (PyCFunction)(void (*)(void))cpy_store_define_aggregate,
+     METH_VARARGS | METH_KEYWORDS,
+     "define_aggregate($self, /, name, source)\n--\n\n"
+     "Store the Lua aggregate script `name` (ScriptError on a syntax error or a bad shape).  "
+     "Redefining with the same source changes nothing."},
+    {"define_upcasters", (PyCFunction)(void (*)(void))cpy_store_define_upcasters,
+     METH_VARARGS | METH_KEYWORDS,
+     "define_upcasters($self, /, source)\n--\n\n"
+     "Store the Lua upcasters script (named \"upcasters\"); it applies to every read from now on "
+     "unless raw=True."},
+    {"scripts", (PyCFunction)cpy_store_scripts, METH_NOARGS,
+     "scripts($self, /)\n--\n\n"
+     "The stored scripts: {\"aggregate\": [...], \"projection\": [...], \"upcasters\": [...]}, "
+     "names sorted."},
+    {"load", (PyCFunction)(void (*)(void))cpy_store_load, METH_VARARGS | METH_KEYWORDS,
+     "load($self, /, stream, *, aggregate=None, version=None, at=None)\n--\n\n"
+     "Fold the stream's events through the aggregate's reducers; returns an Aggregate.  "
+     "version= or at= (an aware datetime, inclusive) load the state as it was then.  "
+     "aggregate defaults to the stream's category; KeyError when there is no such script."},
+    {"execute", (PyCFunction)(void (*)(void))cpy_store_execute, METH_VARARGS | METH_KEYWORDS,
+     "execute($self, /, stream, command, data=None, *, aggregate=None, expected_version=-2, "
+     "metadata=None)\n--\n\n"
+     "Run the aggregate's decide[command] on the current state inside the write transaction "
+     "and append the events it returns (metadata copied onto each); returns AppendResult "
+     "(position None when it decided nothing).  CommandRejected when the script rejects."},
+    {"compensate", (PyCFunction)(void (*)(void))cpy_store_compensate,
+     METH_VARARGS | METH_KEYWORDS,
+     "compensate($self, /, stream, version, *, aggregate=None, metadata=None)\n--\n\n"
+     "Append the events the aggregate's compensate handler returns for the event at "
+     "`version`; returns AppendResult."},
+    {"rollback", (PyCFunction)(void (*)(void))cpy_store_rollback, METH_VARARGS | METH_KEYWORDS,
+     "rollback($self, /, correlation_id)\n--\n\n"
+     "Compensate every not-yet-compensated event with this metadata.correlation_id, newest "
+     "first, in one commit; returns a list of AppendResult (newest first, [] when none)."},
     {NULL},
 };
 

@@ -255,8 +255,8 @@ int cairn_open(const char *path, const cairn_options *opts, cairn_store **out) {
         if (errno != ENOENT) return cairn__fail(CAIRN_EIO, "%s: %s", path, strerror(errno));
         if (opts->readonly) return cairn__fail(CAIRN_ENOENT, "%s: no store here", path);
         if (mkdir(path, 0777) != 0 && errno != EEXIST)
-            return cairn__fail(errno == EACCES ? CAIRN_EREADONLY : CAIRN_EIO, "%s: %s", path,
-                               strerror(errno));
+            return cairn__fail(errno == EACCES ? CAIRN_EREADONLY : errno == ENOENT ? CAIRN_ENOENT : CAIRN_EIO,
+                               "%s: %s", path, strerror(errno));
         if (stat(path, &st) != 0) return cairn__fail(CAIRN_EIO, "%s: %s", path, strerror(errno));
     }
     if (!S_ISDIR(st.st_mode)) return cairn__fail(CAIRN_EINVAL, "%s: not a directory", path);

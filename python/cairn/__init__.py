@@ -8,13 +8,18 @@
         for e in store.read_stream("account-42"):
             print(e.version, e.type, e.data)
 
+        store.define_aggregate("account", ACCOUNT_LUA)   # reducers + command handlers in Lua
+        store.execute("account-42", "Withdraw", {"amount": 30})
+        store.load("account-42").state                   # {"balance": 70, ...}
+
         with store.transaction() as tx:            # several streams, one atomic commit
             tx.append("account-42", [cairn.Event("Withdrawn", {"amount": 30})],
                       expected_version=0)
             tx.append("account-7", [cairn.Event("Deposited", {"amount": 30})])
 
 Everything public lives in the C extension `cairn._cairn`; this package re-exports it and adds
-the small pure-Python conveniences (Transaction).
+the small pure-Python conveniences (Transaction).  What scripts print() goes to the logging
+logger "cairn" at INFO level, prefixed with the script's name.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from ._cairn import (
     ANY,
     NO_STREAM,
     STREAM_EXISTS,
+    Aggregate,
     AlreadyCompensated,
     AppendResult,
     CommandRejected,
@@ -53,6 +59,7 @@ __all__ = [
     "ANY",
     "NO_STREAM",
     "STREAM_EXISTS",
+    "Aggregate",
     "AlreadyCompensated",
     "AppendResult",
     "CommandRejected",
