@@ -80,13 +80,70 @@ static void set_script_fields(const char *script, int line, uint64_t position) {
 /* ---------------------------------------------------------------------------------
  * Allocator: refuses growth past the cap, never a shrink or a free.  Only while `guarded`
  * (a script call or a protected host operation runs): a refusal anywhere else would raise
- * a memory error with no pcall to catch it, and Lua would abort the process.
+ * a memory error with no pcall to catch it, and Lua would abort the process.  The cap
+ * counts what Lua holds; blocks kept in the free lists (LH_SMALL_MAX) are not Lua's.
  * --------------------------------------------------------------------------------- */
+#if defined(__SANITIZE_ADDRESS__)
+#define LH_CACHE_MAX 0 /* every free reaches ASan */
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define LH_CACHE_MAX 0
+#endif
+#endif
+#ifndef LH_CACHE_MAX
+#define LH_CACHE_MAX (1u << 20) /* bytes kept in the free lists, at most */
+#endif
+
+/* A block of n bytes; small ones are (n rounded up to 16) bytes, from their free list. */
+static inline void *blk_get(cairn_lua *h, size_t n) {
+    if (n <= LH_SMALL_MAX) {
+        size_t c = (n - 1) >> 4;
+        void *p = h->freelist[c];
+        if (p) {
+            h->freelist[c] = *(void **)p;
+            h->cached -= (c + 1) << 4;
+            return p;
+        }
+        return malloc((c + 1) << 4);
+    }
+    return malloc(n);
+}
+
+/* Gives back a block that held n bytes.  A small block always has room for its class: it
+ * came from blk_get, or it is a bigger block that a shrink could not replace. */
+static inline void blk_put(cairn_lua *h, void *p, size_t n) {
+#if LH_CACHE_MAX > 0
+    if (n <= LH_SMALL_MAX && h->cached < LH_CACHE_MAX) {
+        size_t c = (n - 1) >> 4;
+        *(void **)p = h->freelist[c];
+        h->freelist[c] = p;
+        h->cached += (c + 1) << 4;
+        return;
+    }
+#else
+    (void)h, (void)n;
+#endif
+    free(p);
+}
+
+static void blk_drain(cairn_lua *h) {
+    for (int c = 0; c < LH_CLASSES; c++) {
+        void *p = h->freelist[c], *next;
+        for (; p; p = next) {
+            next = *(void **)p;
+            free(p);
+        }
+        h->freelist[c] = NULL;
+    }
+    h->cached = 0;
+}
+
 static void *lh_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     cairn_lua *h = ud;
+    void *p;
     if (!ptr) osize = 0; /* osize then encodes the object's type */
     if (nsize == 0) {
-        free(ptr);
+        if (ptr) blk_put(h, ptr, osize);
         h->mem_used -= osize;
         return NULL;
     }
@@ -95,7 +152,17 @@ static void *lh_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
         h->mem_refused = 1;
         return NULL;
     }
-    void *p = realloc(ptr, nsize);
+    if (!ptr) {
+        p = blk_get(h, nsize);
+    } else if (osize > LH_SMALL_MAX && nsize > LH_SMALL_MAX) {
+        p = realloc(ptr, nsize);
+    } else if (osize <= LH_SMALL_MAX && nsize <= LH_SMALL_MAX &&
+               (osize - 1) >> 4 == (nsize - 1) >> 4) {
+        p = ptr; /* same class */
+    } else if ((p = blk_get(h, nsize)) != NULL) {
+        memcpy(p, ptr, osize < nsize ? osize : nsize);
+        blk_put(h, ptr, osize);
+    }
     if (!p) {
         if (nsize > osize) return NULL;
         p = ptr; /* a failed shrink keeps the bigger block; Lua assumes shrinks succeed */
@@ -508,6 +575,7 @@ int cairn_lua_open(uint64_t instruction_limit, size_t memory_limit, cairn_lua_lo
     int status = lh_protect(h, lh_setup, h, 0);
     if (status != LUA_OK) {
         lua_close(h->L);
+        blk_drain(h);
         free(h);
         return lh_fail(CAIRN_ENOMEM, "cannot build the Lua sandbox within %zu bytes", memory_limit);
     }
@@ -519,6 +587,7 @@ int cairn_lua_open(uint64_t instruction_limit, size_t memory_limit, cairn_lua_lo
 void cairn_lua_close(cairn_lua *h) {
     if (!h) return;
     lua_close(h->L);
+    blk_drain(h);
     cairn_buf_free(&h->scratch);
     cairn_buf_free(&h->details);
     free(h);
@@ -728,4 +797,201 @@ int cairn_lua_load(cairn_lua *h, const char *name, const char *src, size_t len) 
         return CAIRN_ESCRIPT;
     }
     return CAIRN_OK;
+}
+
+/* ---------------------------------------------------------------------------------
+ * Folding a batch of events: one protected call for the batch, a fresh budget for every
+ * reducer and upcaster invocation inside it.
+ * --------------------------------------------------------------------------------- */
+enum { FOLD_OK = 0, FOLD_JSON, FOLD_UPCAST, FOLD_CHAIN };
+#define FOLD_CHAIN_MAX 1000 /* as cairn__upcast_table */
+
+typedef struct fold_args {
+    cairn_lua *h;
+    const char *script; /* the aggregate's name */
+    const cairn_event *evs;
+    size_t n, done;
+    const char *cur;    /* the script of the work under way, for error reports */
+    uint64_t pos;       /* the position of the event under way */
+    int fail;           /* FOLD_*: the fold stopped without a Lua error */
+    lua_Integer schema; /* FOLD_UPCAST: the schema whose upcaster returned no table */
+    lh_evb b;
+} fold_args;
+
+/* Starts one script invocation inside the batch: what cairn_lua_call's begin_call does per
+ * call (fresh budget, count restarted), without leaving the protected call. */
+static inline void fold_arm(cairn_lua *h, lua_State *L, const char *script) {
+    h->script = script;
+    h->mem_line = 0;
+    if (h->instr_limit) {
+        h->budget = h->instr_limit;
+        lua_sethook(L, lh_hook, LUA_MASKCOUNT, h->step); /* restarts the count */
+    } else if (h->mem_limit) {
+        lua_sethook(L, lh_hook, LUA_MASKCOUNT, h->step);
+    }
+}
+
+/* [-0, +0, e] handler at fn called with (state, event at ev); a table result is the state */
+static inline void fold_call(lua_State *L, fold_args *a, int fn, int ev) {
+    cairn_lua *h = a->h;
+    lua_pushvalue(L, fn);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, ev);
+    fold_arm(h, L, a->script);
+    lua_call(L, 2, 1);
+    if (h->killed) raise_kill(L, h);
+    if (lua_type(L, -1) == LUA_TTABLE)
+        lua_replace(L, 2);
+    else
+        lua_pop(L, 1);
+}
+
+/* [-0, +0, e] the upcaster chain on the event table at ev (replaced by each result):
+ * 1 when an upcaster ran, 0 when none applied, -1 when the chain failed (a->fail set) */
+static int fold_upcast(lua_State *L, fold_args *a, int up, int ev) {
+    cairn_lua *h = a->h;
+    int changed = 0;
+    for (int guard = 0; guard < FOLD_CHAIN_MAX; guard++) {
+        lua_pushvalue(L, a->b.keys + LH_EVB_K_TYPE);
+        lua_rawget(L, ev);
+        if (lua_rawget(L, up) != LUA_TTABLE) {
+            lua_pop(L, 1);
+            return changed;
+        }
+        lua_pushvalue(L, a->b.keys + LH_EVB_K_SCHEMA);
+        lua_rawget(L, ev);
+        lua_Integer schema = lua_tointeger(L, -1);
+        lua_pop(L, 1);
+        if (lua_rawgeti(L, -1, schema) != LUA_TFUNCTION) {
+            lua_pop(L, 2);
+            return changed;
+        }
+        lua_remove(L, -2);
+        lua_pushvalue(L, ev);
+        a->cur = "upcasters";
+        fold_arm(h, L, "upcasters");
+        lua_call(L, 1, 1);
+        if (h->killed) raise_kill(L, h);
+        if (!lua_istable(L, -1)) {
+            a->fail = FOLD_UPCAST;
+            a->schema = schema;
+            return -1;
+        }
+        lua_pushinteger(L, schema + 1);
+        lua_setfield(L, -2, "schema");
+        lua_replace(L, ev);
+        a->cur = a->script;
+        changed = 1;
+    }
+    a->fail = FOLD_CHAIN;
+    return -1;
+}
+
+/* [-5, +(1|0), e] (args, state, apply|nil, star|nil, up|nil) -> the state */
+static int fold_inner(lua_State *L) {
+    fold_args *a = lua_touserdata(L, 1);
+    int has_apply = lua_type(L, 3) == LUA_TTABLE, has_star = lua_type(L, 4) == LUA_TFUNCTION,
+        has_up = lua_type(L, 5) == LUA_TTABLE;
+    lh_evb_open(L, &a->b, &a->h->scratch, 1);
+    int base = lua_gettop(L), type = base + 1, fn = base + 2, ev = base + 3;
+    for (size_t i = 0; i < a->n; i++) {
+        const cairn_event *e = &a->evs[i];
+        a->pos = e->position;
+        a->cur = a->script;
+        lh_evb_string(L, &a->b, e->type.ptr, e->type.len);
+        if (has_apply) {
+            lua_pushvalue(L, type);
+            lua_rawget(L, 3);
+        } else {
+            lua_pushnil(L);
+        }
+        int has_fn = lua_type(L, fn) == LUA_TFUNCTION;
+        if (has_fn || has_star || has_up) {
+            if (lh_evb_event(L, &a->b, e, type)) {
+                a->fail = FOLD_JSON;
+                return 0;
+            }
+            if (has_up) {
+                int up = fold_upcast(L, a, 5, ev);
+                if (up < 0) return 0;
+                if (up && has_apply) { /* the reducer goes by the type as upcast */
+                    lua_pushvalue(L, a->b.keys + LH_EVB_K_TYPE);
+                    lua_rawget(L, ev);
+                    lua_rawget(L, 3);
+                    lua_replace(L, fn);
+                    has_fn = lua_type(L, fn) == LUA_TFUNCTION;
+                }
+            }
+            if (has_fn) fold_call(L, a, fn, ev);
+            if (has_star) fold_call(L, a, 4, ev);
+        }
+        lua_settop(L, base);
+        a->done++;
+    }
+    lua_pushvalue(L, 2);
+    return 1;
+}
+
+int cairn_lua_fold(cairn_lua *h, const char *script, int state, int apply, int star, int up,
+                   const cairn_event *evs, size_t n, size_t *done) {
+    lua_State *L = h->L;
+    fold_args a;
+    int rc = CAIRN_OK;
+    *done = 0;
+    if (!script) script = "?";
+    if (h->in_call) return lh_fail(CAIRN_EINVAL, "cairn_lua_fold: nested call");
+    if (!state || !lua_istable(L, state)) return lh_fail(CAIRN_EINVAL, "cairn_lua_fold: no state");
+    if (n == 0) return CAIRN_OK;
+    state = lua_absindex(L, state);
+    if (apply) apply = lua_absindex(L, apply);
+    if (star) star = lua_absindex(L, star);
+    if (up) up = lua_absindex(L, up);
+    if (!lua_checkstack(L, 8)) return lh_fail(CAIRN_ENOMEM, "cairn_lua_fold: out of Lua stack");
+    memset(&a, 0, sizeof a);
+    a.h = h, a.script = script, a.evs = evs, a.n = n, a.cur = script, a.pos = evs[0].position;
+    int top = lua_gettop(L);
+    lua_pushcfunction(L, lh_msgh);
+    lua_pushcfunction(L, fold_inner);
+    lua_pushlightuserdata(L, &a);
+    lua_pushvalue(L, state);
+    if (apply)
+        lua_pushvalue(L, apply);
+    else
+        lua_pushnil(L);
+    if (star)
+        lua_pushvalue(L, star);
+    else
+        lua_pushnil(L);
+    if (up)
+        lua_pushvalue(L, up);
+    else
+        lua_pushnil(L);
+    begin_call(h, script);
+    int status = lua_pcall(L, 5, 1, top + 1);
+    if (status == LUA_OK && !h->killed && !a.fail) {
+        lua_replace(L, state);
+    } else if (status == LUA_OK && !h->killed) {
+        switch (a.fail) {
+        case FOLD_JSON:
+            rc = lh_fail(CAIRN_EINVAL, "event at position %llu: %s: %s", (unsigned long long)a.pos,
+                         a.b.bad, a.b.err);
+            cairn__err()->position = a.pos;
+            break;
+        case FOLD_UPCAST:
+            rc = lh_fail(CAIRN_ESCRIPT, "upcaster for schema %lld did not return an event table",
+                         (long long)a.schema);
+            set_script_fields("upcasters", 0, a.pos);
+            break;
+        default:
+            rc = lh_fail(CAIRN_ESCRIPT, "upcaster chain longer than %d steps", FOLD_CHAIN_MAX);
+            set_script_fields("upcasters", 0, a.pos);
+        }
+    } else {
+        if (status == LUA_OK) lua_pushnil(L); /* a kill swallowed by nothing we know of */
+        rc = call_error(h, a.cur, status, a.pos);
+    }
+    lua_settop(L, top);
+    end_call(h);
+    *done = a.done;
+    return rc;
 }

@@ -102,6 +102,25 @@ int cairn_lua_to_json(cairn_lua *h, int idx, cairn_buf *buf);
 int cairn_lua_push_event(cairn_lua *h, const cairn_event *ev);
 
 /* [-0, +0, -]
+ * Folds a batch of events through an aggregate's reducers in one protected call.  Stack
+ * slots (any valid indexes): state, the state table, replaced in place whenever a handler
+ * returns a table; apply, the table of reducers by type (0: none, and then nothing is called);
+ * star, apply["*"] (0: none); up, the upcasters table (0: none).  For each event in order:
+ * its table is built as by cairn_lua_push_event (fresh, with fresh data, metadata and tags),
+ * the upcaster chain runs on it (as on the read paths: after upcaster [n] the schema is n + 1,
+ * and the chain goes on), then apply[e.type] (the type as upcast) and star are called with
+ * (state, event).  Every one of those calls gets a fresh instruction budget, as one
+ * cairn_lua_call would; the memory cap holds throughout.  *done counts the events fully
+ * applied (n on success).  Failures are reported as by cairn_lua_call, with script = `script`
+ * (or "upcasters" for an upcaster) and position = the position of the event being applied;
+ * a data/metadata text that does not decode is CAIRN_EINVAL as from cairn_lua_push_event.
+ * On failure the state slot is not replaced (handlers may have changed that table in
+ * place) and the stack is as it was.
+ * Must not be nested in another call. */
+int cairn_lua_fold(cairn_lua *h, const char *script, int state, int apply, int star, int up,
+                   const cairn_event *evs, size_t n, size_t *done);
+
+/* [-0, +0, -]
  * Checks the table at the top of the stack (a loaded script) against a kind; a bad shape is
  * CAIRN_ESCRIPT naming the field ("apply.Deposited must be a function").  Reads raw fields
  * only: no script code runs.

@@ -15,8 +15,16 @@
  * the count hook fires on every instruction, until cairn_lua_call returns. */
 enum { LH_ALIVE = 0, LH_KILL_INSTR, LH_KILL_MEM, LH_KILL_REJECT };
 
+/* The allocator keeps freed blocks up to LH_SMALL_MAX bytes in free lists, one per 16-byte
+ * class, up to LH_CACHE_MAX bytes in all: events are built and dropped by the hundred
+ * thousand, and malloc/free were a fifth of that cost. */
+#define LH_SMALL_MAX 512
+#define LH_CLASSES (LH_SMALL_MAX / 16)
+
 struct cairn_lua {
     lua_State *L;
+    void *freelist[LH_CLASSES];   /* class c holds blocks of (c + 1) * 16 bytes */
+    size_t cached;                /* bytes held in the free lists */
     size_t mem_used, mem_limit;   /* limit 0: none */
     uint64_t instr_limit, budget; /* limit 0: none; budget left in this call */
     int step;                     /* count-hook period while alive */
@@ -76,6 +84,38 @@ int lh_protect(cairn_lua *h, lua_CFunction fn, void *ud, int nres);
 /* [-(1|0), +0, -] Fills cairn_last_error() for a failure of a protected host operation
  * (status from lh_protect, error object on the top), pops it and returns the code. */
 int lh_fail_protected(cairn_lua *h, int status, const char *what);
+
+/* The event-table builder (event.c).  lh_evb_open pushes the field names and a small cache
+ * of recent strings (types, streams) onto the stack of the frame that builds events; the
+ * builder is valid while those slots stay.  Each event table is fresh, as are its data,
+ * metadata and tags tables. */
+#define LH_EVB_KEYS 11
+#define LH_EVB_CACHE 8    /* slot 0: the stream; 1..7: types and tags */
+#define LH_EVB_ROOM 8     /* free slots lh_evb_event needs above the builder */
+#define LH_EVB_K_TYPE 0   /* keys + LH_EVB_K_TYPE holds "type" */
+#define LH_EVB_K_SCHEMA 8 /* keys + LH_EVB_K_SCHEMA holds "schema" */
+typedef struct lh_evb {
+    int keys;  /* stack index of the first field name */
+    int cache; /* stack index of the first cache slot, 0: no cache */
+    struct {
+        const char *p; /* the bytes of the string in that slot, NULL when empty */
+        size_t len;
+    } sc[LH_EVB_CACHE];
+    cairn_buf *scratch;
+    const char *bad; /* "data" or "metadata" when lh_evb_event met JSON it cannot decode */
+    char err[160];
+} lh_evb;
+
+/* [-0, +(LH_EVB_KEYS + (cache ? LH_EVB_CACHE : 0)), m] */
+void lh_evb_open(lua_State *L, lh_evb *b, cairn_buf *scratch, int cache);
+
+/* [-0, +1, m] Pushes a string, from the cache when it holds the same bytes. */
+void lh_evb_string(lua_State *L, lh_evb *b, const char *p, size_t len);
+
+/* [-0, +(1|0), m] Pushes the event table of spec section 3 (see cairn_lua_push_event); its
+ * type is the string at type_idx when non-zero.  A data or metadata text that does not decode:
+ * -1 with b->bad and b->err set, nothing pushed. */
+int lh_evb_event(lua_State *L, lh_evb *b, const cairn_event *ev, int type_idx);
 
 /* cairn__fail plus the script fields reset (script, line, position, reason, details). */
 int lh_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

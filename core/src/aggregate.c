@@ -169,18 +169,6 @@ static int agg_snapshot(agg *a) {
  * Folding
  * --------------------------------------------------------------------------------- */
 
-/* Calls handler at `fn` with (state, event at top); a table result replaces the state. */
-static int reduce(agg *a, int fn, uint64_t position) {
-    int rc;
-    lua_pushvalue(a->L, fn);
-    lua_pushvalue(a->L, a->state);
-    lua_pushvalue(a->L, -3);
-    if ((rc = cairn_lua_call(a->h, a->name, 2, 1, position))) return rc;
-    if (lua_istable(a->L, -1)) lua_replace(a->L, a->state);
-    else lua_pop(a->L, 1);
-    return CAIRN_OK;
-}
-
 /* Pushes the event table of a decoded record, through the upcasters. */
 static int push_event(agg *a, const cairn_event *ev) {
     int rc, changed;
@@ -192,14 +180,32 @@ static int push_event(agg *a, const cairn_event *ev) {
     return CAIRN_OK;
 }
 
-/* Applies events a->version+1 .. target. */
+#define FOLD_BATCH 256 /* records decoded per cairn_lua_fold call */
+
+/* Folds the gathered batch through the reducers. */
+static int reduce(agg *a, const cairn_event *evs, size_t n) {
+    size_t done = 0;
+    int rc = cairn_lua_fold(a->h, a->name, a->state, a->apply, a->star, a->up, evs, n, &done);
+    a->applied += done;
+    return rc;
+}
+
+/* Applies events a->version+1 .. target.  Records are decoded in batches inside the txn,
+ * which stays open and unwritten for the whole fold, so the decoded events' pointers into
+ * the map stay valid until their batch has been folded. */
 static int agg_fold(agg *a, int64_t target) {
     MDB_cursor *cs = NULL, *clog = NULL;
     uint8_t sk[8], vb[16];
     MDB_val k = {8, sk}, v;
     int rc = CAIRN_OK, mrc;
+    cairn_event *evs = NULL;
+    size_t n = 0, cap;
+    int64_t last = a->version; /* version of the newest record gathered */
+    uint64_t prev = 0;         /* log position the log cursor was last sent to (0: none) */
 
     if (!a->si.exists || target <= a->version) return CAIRN_OK;
+    cap = (uint64_t)(target - a->version) < FOLD_BATCH ? (size_t)(target - a->version) : FOLD_BATCH;
+    if (!(evs = malloc(cap * sizeof *evs))) return cairn__fail(CAIRN_ENOMEM, "out of memory");
     if ((mrc = mdb_cursor_open(a->txn, a->s->env->sidx, &cs)) ||
         (mrc = mdb_cursor_open(a->txn, a->s->env->log, &clog)))
         goto mdb_fail;
@@ -213,39 +219,39 @@ static int agg_fold(agg *a, int64_t target) {
         uint64_t pos = cairn__get_be64((uint8_t *)v.mv_data + 8);
         uint8_t pk[8];
         MDB_val lk = {8, pk}, lv;
-        cairn_event ev;
         if (ver > target) break;
         cairn__put_be64(pk, pos);
-        if ((mrc = mdb_cursor_get(clog, &lk, &lv, MDB_SET_KEY))) {
-            if (mrc == MDB_NOTFOUND) goto next; /* removed by retention */
-            goto mdb_fail;
-        }
-        if ((rc = cairn__record_decode(lv.mv_data, lv.mv_size, pos, &ev))) goto out;
-        if ((rc = push_event(a, &ev))) goto out;
-        if (a->apply) {
-            lua_pushlstring(a->L, ev.type.ptr, ev.type.len);
-            if (lua_rawget(a->L, a->apply) == LUA_TFUNCTION) {
-                lua_insert(a->L, -2); /* handler below the event */
-                rc = reduce(a, lua_gettop(a->L) - 1, pos);
-                lua_remove(a->L, -2);
-                if (rc) { lua_pop(a->L, 1); goto out; }
-            } else {
-                lua_pop(a->L, 1);
+        /* a stream's events often sit next to each other in the log: step to the next
+         * record when it is the one wanted, search otherwise */
+        if (pos == prev + 1 && mdb_cursor_get(clog, &lk, &lv, MDB_NEXT) == 0 && lk.mv_size == 8 &&
+            cairn__get_be64(lk.mv_data) == pos)
+            mrc = 0;
+        else
+            lk.mv_size = 8, lk.mv_data = pk, mrc = mdb_cursor_get(clog, &lk, &lv, MDB_SET_KEY);
+        prev = pos;
+        if (mrc) {
+            if (mrc != MDB_NOTFOUND) goto mdb_fail;
+            /* removed by retention: skipped */
+        } else {
+            if ((rc = cairn__record_decode(lv.mv_data, lv.mv_size, pos, &evs[n]))) goto out;
+            if (++n == cap) {
+                if ((rc = reduce(a, evs, n))) goto out;
+                n = 0;
             }
-            if (a->star && (rc = reduce(a, a->star, pos))) { lua_pop(a->L, 1); goto out; }
         }
-        lua_pop(a->L, 1);
-        a->applied++;
-    next:
-        a->version = ver;
+        last = ver;
         mrc = mdb_cursor_get(cs, &k, &v, MDB_NEXT_DUP);
     }
-    if (mrc == 0 || mrc == MDB_NOTFOUND) goto out;
+    if (mrc != 0 && mrc != MDB_NOTFOUND) goto mdb_fail;
+    if (n && (rc = reduce(a, evs, n))) goto out;
+    a->version = last;
+    goto out;
 mdb_fail:
     rc = cairn__mdb_fail(mrc, "fold");
 out:
     if (clog) mdb_cursor_close(clog);
     if (cs) mdb_cursor_close(cs);
+    free(evs);
     return rc;
 }
 

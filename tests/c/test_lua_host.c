@@ -1010,6 +1010,388 @@ static void push_event_speed(void **state) {
 }
 
 /* ---------------------------------------------------------------------------------
+ * Folding batches (cairn_lua_fold)
+ * --------------------------------------------------------------------------------- */
+#define FOLD_MAX 16
+
+/* A batch of events of one stream: types[i] with data[i] (NULL: none), at positions
+ * 101, 102, ... and versions 0, 1, ... */
+typedef struct fold_batch {
+    ev_buf b[FOLD_MAX];
+    cairn_event evs[FOLD_MAX];
+    size_t n;
+} fold_batch;
+
+static void make_batch(fold_batch *fb, size_t n, const char *const *types,
+                       const char *const *data) {
+    assert_true(n <= FOLD_MAX);
+    fb->n = n;
+    for (size_t i = 0; i < n; i++) {
+        make_event(&fb->b[i], types[i], data ? data[i] : NULL, 0, NULL, NULL, 0);
+        fb->b[i].ev.position = 101 + i;
+        fb->b[i].ev.version = (int64_t)i;
+        fb->b[i].ev.schema = 1;
+        fb->b[i].ev.id[15] = (uint8_t)i;
+        fb->evs[i] = fb->b[i].ev;
+    }
+}
+
+/* Loads an aggregate-like script and leaves: script table, state (init() or {}), apply,
+ * apply["*"] or nil.  Returns the stack index of the state. */
+static int push_agg(cairn_lua *h, const char *name, const char *src, int *apply, int *star) {
+    lua_State *L = cairn_lua_state(h);
+    CHECK_OK(cairn_lua_load(h, name, src, strlen(src)));
+    int script = lua_gettop(L);
+    lua_getfield(L, script, "init");
+    if (lua_isfunction(L, -1)) {
+        CHECK_OK(cairn_lua_call(h, name, 0, 1, 0));
+    } else {
+        lua_pop(L, 1);
+        lua_newtable(L);
+    }
+    int st = lua_gettop(L);
+    lua_getfield(L, script, "apply");
+    *apply = lua_istable(L, -1) ? lua_gettop(L) : 0;
+    lua_getfield(L, -1, "*");
+    *star = lua_isfunction(L, -1) ? lua_gettop(L) : 0;
+    return st;
+}
+
+/* Runs check(state) from the script at index 1; it must return true. */
+static void check_state(cairn_lua *h, const char *name, int st) {
+    lua_State *L = cairn_lua_state(h);
+    lua_getfield(L, 1, "check");
+    lua_pushvalue(L, st);
+    CHECK_OK(cairn_lua_call(h, name, 1, 1, 0));
+    assert_true(lua_toboolean(L, -1));
+    lua_pop(L, 1);
+}
+
+static void fold_applies_reducers_in_order(void **state) {
+    cairn_lua *h = *state;
+    lua_State *L = cairn_lua_state(h);
+    const char *src =
+        "return {\n"
+        "  init = function() return { log = {}, n = 0 } end,\n"
+        "  apply = {\n"
+        "    A = function(s, e) s.log[#s.log + 1] = 'A' .. e.data.x end,\n"
+        "    B = function(s, e) return { log = s.log, n = s.n, replaced = true } end,\n"
+        "    ['*'] = function(s, e) s.n = s.n + 1; s.log[#s.log + 1] = '*' .. e.version end,\n"
+        "  },\n"
+        "  check = function(s)\n"
+        "    assert(s.replaced and s.n == 4, 'n ' .. s.n)\n"
+        "    assert(table.concat(s.log, ',') == 'A1,*0,*1,A3,*2,*3', table.concat(s.log, ','))\n"
+        "    return true\n"
+        "  end }";
+    static const char *const types[] = {"A", "B", "A", "C"};
+    static const char *const data[] = {"{\"x\":1}", "{}", "{\"x\":3}", NULL};
+    fold_batch fb;
+    int apply, star;
+    make_batch(&fb, 4, types, data);
+    int st = push_agg(h, "agg", src, &apply, &star);
+    int top = lua_gettop(L);
+    size_t done = 99;
+    CHECK_OK(cairn_lua_fold(h, "agg", st, apply, star, 0, fb.evs, fb.n, &done));
+    assert_int_equal(done, 4);
+    assert_int_equal(lua_gettop(L), top);
+    check_state(h, "agg", st);
+    /* an empty batch does nothing */
+    CHECK_OK(cairn_lua_fold(h, "agg", st, apply, star, 0, fb.evs, 0, &done));
+    assert_int_equal(done, 0);
+    lua_settop(L, 0);
+}
+
+static void fold_budget_is_per_reducer_and_uncatchable(void **state) {
+    (void)state;
+    cairn_lua *h = open_host(100000, 32 * MiB);
+    lua_State *L = cairn_lua_state(h);
+    /* each reducer spends ~40,000 instructions: the batch spends far more than one budget */
+    const char *src = "return {\n"
+                      "  apply = { X = function(s, e)\n"
+                      "    local n = 0\n"
+                      "    for i = 1, 20000 do n = n + i end\n"
+                      "    s.count = (s.count or 0) + 1\n"
+                      "    if e.data and e.data.loop then\n"
+                      "      pcall(function() while true do end end)\n" /* line 7 */
+                      "    end\n"
+                      "  end },\n"
+                      "  check = function(s) return s.count == 10 end }";
+    static const char *const types[] = {"X", "X", "X", "X", "X", "X", "X", "X", "X", "X"};
+    static const char *const data[] = {"{}", "{}", "{\"loop\":true}", "{}", "{}", "{}", "{}", "{}",
+                                       "{}", "{}"};
+    static const char *const plain[] = {"{}", "{}", "{}", "{}", "{}", "{}", "{}", "{}", "{}", "{}"};
+    fold_batch fb;
+    int apply, star;
+    size_t done = 0;
+    make_batch(&fb, 10, types, plain);
+    int st = push_agg(h, "loopy", src, &apply, &star);
+    CHECK_OK(cairn_lua_fold(h, "loopy", st, apply, star, 0, fb.evs, fb.n, &done));
+    assert_int_equal(done, 10);
+    check_state(h, "loopy", st);
+
+    /* an endless loop in the third event's reducer is killed, pcall notwithstanding */
+    make_batch(&fb, 10, types, data);
+    int top = lua_gettop(L);
+    CHECK_RC(cairn_lua_fold(h, "loopy", st, apply, star, 0, fb.evs, fb.n, &done), CAIRN_ESCRIPT);
+    ASSERT_MSG_HAS("instruction limit exceeded (100000 instructions)");
+    const cairn_error *e = cairn_last_error();
+    assert_string_equal(e->script, "loopy");
+    assert_int_equal(e->position, 103);
+    assert_int_equal(e->line, 7);
+    assert_int_equal(done, 2);
+    assert_int_equal(lua_gettop(L), top);
+    assert_true(lua_istable(L, st));
+    /* the state is usable afterwards, with a fresh budget */
+    RUN_OK(h, "local n = 0 for i = 1, 20000 do n = n + i end return n");
+    lua_settop(L, 0);
+    cairn_lua_close(h);
+}
+
+static void fold_memory_cap_holds_and_the_state_recovers(void **state) {
+    (void)state;
+    cairn_lua *h = open_host(0, 4 * MiB);
+    lua_State *L = cairn_lua_state(h);
+    const char *src = "return { apply = { X = function(s, e)\n"
+                      "  if e.version == 1 then\n"
+                      "    local t = {}\n"
+                      "    for i = 1, 1e8 do t[i] = i end\n" /* line 4 */
+                      "  end\n"
+                      "end } }";
+    static const char *const types[] = {"X", "X", "X"};
+    fold_batch fb;
+    int apply, star;
+    size_t done;
+    make_batch(&fb, 3, types, NULL);
+    int st = push_agg(h, "mem", src, &apply, &star);
+    int top = lua_gettop(L);
+    CHECK_RC(cairn_lua_fold(h, "mem", st, apply, star, 0, fb.evs, fb.n, &done), CAIRN_ESCRIPT);
+    ASSERT_MSG_HAS("memory limit exceeded");
+    assert_string_equal(cairn_last_error()->script, "mem");
+    assert_int_equal(cairn_last_error()->position, 102);
+    assert_int_equal(done, 1);
+    assert_int_equal(lua_gettop(L), top);
+    assert_true(cairn_lua_memory(h) < 4 * MiB);
+    /* the next batch runs */
+    static const char *const other[] = {"Y", "Y", "Y"};
+    make_batch(&fb, 3, other, NULL);
+    CHECK_OK(cairn_lua_fold(h, "mem", st, apply, star, 0, fb.evs, fb.n, &done));
+    assert_int_equal(done, 3);
+    lua_settop(L, 0);
+    cairn_lua_close(h);
+}
+
+static void fold_event_tables_are_fresh(void **state) {
+    cairn_lua *h = *state;
+    lua_State *L = cairn_lua_state(h);
+    const char *src =
+        "return {\n"
+        "  init = function() return { evs = {}, datas = {} } end,\n"
+        "  apply = { D = function(s, e)\n"
+        "    assert(type(e) == 'table' and getmetatable(e) == nil)\n"
+        "    local n = 0\n"
+        "    for k in pairs(e) do n = n + 1 end\n"
+        "    assert(n == 11, 'fields: ' .. n)\n"
+        "    assert(json.decode(json.encode(e)).id == e.id)\n"
+        "    assert(#e.tags == 0 and next(e.metadata) == nil)\n"
+        "    s.evs[#s.evs + 1] = e\n"
+        "    s.datas[#s.datas + 1] = e.data\n"
+        "    e.data.amount = e.data.amount * 10\n"
+        "    e.metadata.seen = e.version\n"
+        "    e.tags[1] = 'mine'\n"
+        "  end },\n"
+        "  check = function(s)\n"
+        "    assert(#s.evs == 3)\n"
+        "    for i = 1, 3 do\n"
+        "      local e = s.evs[i]\n"
+        "      assert(e.data == s.datas[i] and e.data.amount == i * 10)\n"
+        "      assert(e.metadata.seen == i - 1 and e.version == i - 1 and e.position == 100 + i)\n"
+        "      for j = 1, 3 do if j ~= i then\n"
+        "        local f = s.evs[j]\n"
+        "        assert(e ~= f and e.data ~= f.data and e.metadata ~= f.metadata and e.tags ~= "
+        "f.tags)\n"
+        "        assert(e.id ~= f.id)\n"
+        "      end end\n"
+        "    end\n"
+        "    return true\n"
+        "  end }";
+    static const char *const types[] = {"D", "D", "D"};
+    static const char *const data[] = {"{\"amount\":1}", "{\"amount\":2}", "{\"amount\":3}"};
+    fold_batch fb;
+    int apply, star;
+    size_t done;
+    make_batch(&fb, 3, types, data);
+    int st = push_agg(h, "fresh", src, &apply, &star);
+    CHECK_OK(cairn_lua_fold(h, "fresh", st, apply, star, 0, fb.evs, fb.n, &done));
+    check_state(h, "fresh", st);
+    /* the state encodes, events and all */
+    cairn_buf b = {0};
+    CHECK_OK(cairn_lua_to_json(h, st, &b));
+    assert_non_null(memmem(b.p, b.len, "\"amount\":30", 11));
+    cairn_buf_free(&b);
+    lua_settop(L, 0);
+}
+
+static void fold_errors_report_line_and_position(void **state) {
+    cairn_lua *h = *state;
+    lua_State *L = cairn_lua_state(h);
+    const char *src = "return {\n"
+                      "  apply = { X = function(s, e)\n"
+                      "    s.n = (s.n or 0) + 1\n"
+                      "    if e.version == 1 then\n"
+                      "      error('boom')\n" /* line 5 */
+                      "    end\n"
+                      "  end } }";
+    static const char *const types[] = {"X", "X", "X"};
+    fold_batch fb;
+    int apply, star;
+    size_t done;
+    make_batch(&fb, 3, types, NULL);
+    int st = push_agg(h, "acct", src, &apply, &star);
+    int top = lua_gettop(L);
+    CHECK_RC(cairn_lua_fold(h, "acct", st, apply, star, 0, fb.evs, fb.n, &done), CAIRN_ESCRIPT);
+    const cairn_error *e = cairn_last_error();
+    assert_string_equal(e->script, "acct");
+    assert_int_equal(e->line, 5);
+    assert_int_equal(e->position, 102);
+    ASSERT_MSG_HAS("acct:5: boom");
+    assert_int_equal(done, 1);
+    assert_int_equal(lua_gettop(L), top);
+
+    /* data that does not decode: as from cairn_lua_push_event */
+    static const char *const bad[] = {"{}", "{\"amount\":", "{}"};
+    make_batch(&fb, 3, types, bad);
+    CHECK_RC(cairn_lua_fold(h, "acct", st, apply, star, 0, fb.evs, fb.n, &done), CAIRN_EINVAL);
+    ASSERT_MSG_HAS("position 102: data");
+    assert_int_equal(cairn_last_error()->position, 102);
+    assert_int_equal(done, 1);
+    assert_int_equal(lua_gettop(L), top);
+
+    /* a reject() inside a reducer is a rejection, as from cairn_lua_call */
+    lua_settop(L, 0);
+    const char *rej =
+        "return { apply = { X = function(s, e) reject('no', { v = e.version }) end } }";
+    st = push_agg(h, "rej", rej, &apply, &star);
+    CHECK_RC(cairn_lua_fold(h, "rej", st, apply, star, 0, fb.evs, 1, &done), CAIRN_EREJECTED);
+    assert_string_equal(cairn_last_error()->reason, "no");
+    lua_settop(L, 0);
+    /* no state table: refused */
+    CHECK_RC(cairn_lua_fold(h, "x", 0, 0, 0, 0, fb.evs, 1, &done), CAIRN_EINVAL);
+}
+
+static void fold_runs_the_upcaster_chain(void **state) {
+    cairn_lua *h = *state;
+    lua_State *L = cairn_lua_state(h);
+    const char *up = "return {\n"
+                     "  X = {\n"
+                     "    [1] = function(e) e.data.v2 = true; e.schema = 42; return e end,\n"
+                     "    [2] = function(e) local n = { type = e.type, data = e.data, schema = 7,\n"
+                     "                                  position = e.position }\n"
+                     "                      n.data.v3 = true; return n end,\n"
+                     "  },\n"
+                     "  Old = { [1] = function(e) e.type = 'X'; return e end },\n"
+                     "  Bad = { [1] = function(e) return 5 end },\n"
+                     "  Err = { [1] = function(e)\n"
+                     "    error('up boom') end },\n" /* line 11 */
+                     "}";
+    const char *src = "return {\n"
+                      "  init = function() return { seen = {} } end,\n"
+                      "  apply = { X = function(s, e)\n"
+                      "    s.seen[#s.seen + 1] = e.schema .. ':' .. tostring(e.data.v2) .. ':' .. "
+                      "tostring(e.data.v3)\n"
+                      "  end },\n"
+                      "  check = function(s)\n"
+                      "    assert(table.concat(s.seen, ',') == '3:true:true,3:nil:true', "
+                      "table.concat(s.seen, ','))\n"
+                      "    return true\n"
+                      "  end }";
+    static const char *const types[] = {"X", "X"};
+    static const char *const data[] = {"{}", "{}"};
+    fold_batch fb;
+    int apply, star;
+    size_t done;
+    make_batch(&fb, 2, types, data);
+    fb.evs[1].schema = 2;
+    int st = push_agg(h, "agg", src, &apply, &star); /* the script at 1, for check_state */
+    CHECK_OK(cairn_lua_load(h, "upcasters", up, strlen(up)));
+    int upi = lua_gettop(L);
+    CHECK_OK(cairn_lua_fold(h, "agg", st, apply, star, upi, fb.evs, fb.n, &done));
+    assert_int_equal(done, 2);
+    check_state(h, "agg", st);
+
+    /* an upcaster may change the type: the chain goes on with the new type's upcasters,
+     * and the reducer is the new type's */
+    static const char *const old_types[] = {"Old"};
+    make_batch(&fb, 1, old_types, data);
+    CHECK_OK(cairn_lua_fold(h, "agg", st, apply, star, upi, fb.evs, fb.n, &done));
+    assert_int_equal(done, 1);
+    lua_getfield(L, st, "seen");
+    assert_int_equal(luaL_len(L, -1), 3);
+    lua_rawgeti(L, -1, 3);
+    assert_string_equal(lua_tostring(L, -1), "3:nil:true");
+    lua_pop(L, 2);
+
+    static const char *const bad_types[] = {"X", "Bad"};
+    make_batch(&fb, 2, bad_types, data);
+    CHECK_RC(cairn_lua_fold(h, "agg", st, apply, star, upi, fb.evs, fb.n, &done), CAIRN_ESCRIPT);
+    ASSERT_MSG_HAS("upcaster for schema 1 did not return an event table");
+    assert_string_equal(cairn_last_error()->script, "upcasters");
+    assert_int_equal(cairn_last_error()->position, 102);
+
+    static const char *const err_types[] = {"Err"};
+    make_batch(&fb, 1, err_types, data);
+    CHECK_RC(cairn_lua_fold(h, "agg", st, apply, star, upi, fb.evs, fb.n, &done), CAIRN_ESCRIPT);
+    ASSERT_MSG_HAS("up boom");
+    assert_string_equal(cairn_last_error()->script, "upcasters");
+    assert_int_equal(cairn_last_error()->line, 11);
+    assert_int_equal(cairn_last_error()->position, 101);
+    assert_int_equal(done, 0);
+    lua_settop(L, 0);
+}
+
+static void fold_speed(void **state) {
+    cairn_lua *h = *state;
+    lua_State *L = cairn_lua_state(h);
+    const char *src = "return { init = function() return { balance = 0, count = 0 } end,\n"
+                      "  apply = { Deposited = function(s, e)\n"
+                      "    s.balance = s.balance + e.data.amount; s.count = s.count + 1 end } }";
+    static const char *const types[FOLD_MAX] = {"Deposited", "Deposited", "Deposited", "Deposited",
+                                                "Deposited", "Deposited", "Deposited", "Deposited",
+                                                "Deposited", "Deposited", "Deposited", "Deposited",
+                                                "Deposited", "Deposited", "Deposited", "Deposited"};
+    static const char *const data[FOLD_MAX] = {
+        "{\"amount\":42,\"note\":\"hello\"}", "{\"amount\":42,\"note\":\"hello\"}",
+        "{\"amount\":42,\"note\":\"hello\"}", "{\"amount\":42,\"note\":\"hello\"}",
+        "{\"amount\":42,\"note\":\"hello\"}", "{\"amount\":42,\"note\":\"hello\"}",
+        "{\"amount\":42,\"note\":\"hello\"}", "{\"amount\":42,\"note\":\"hello\"}",
+        "{\"amount\":42,\"note\":\"hello\"}", "{\"amount\":42,\"note\":\"hello\"}",
+        "{\"amount\":42,\"note\":\"hello\"}", "{\"amount\":42,\"note\":\"hello\"}",
+        "{\"amount\":42,\"note\":\"hello\"}", "{\"amount\":42,\"note\":\"hello\"}",
+        "{\"amount\":42,\"note\":\"hello\"}", "{\"amount\":42,\"note\":\"hello\"}"};
+    fold_batch fb;
+    int apply, star;
+    size_t done;
+    make_batch(&fb, FOLD_MAX, types, data);
+    int st = push_agg(h, "speed", src, &apply, &star);
+    const int rounds = 12500;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int r = 0; r < rounds; r++) {
+        for (size_t i = 0; i < fb.n; i++)
+            fb.evs[i].id[0] = (uint8_t)r, fb.evs[i].id[1] = (uint8_t)(r >> 8);
+        if (cairn_lua_fold(h, "speed", st, apply, star, 0, fb.evs, fb.n, &done))
+            fail_msg("%s", cairn_errmsg());
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double ns = ((double)(t1.tv_sec - t0.tv_sec) * 1e9 + (double)(t1.tv_nsec - t0.tv_nsec)) /
+        ((double)rounds * FOLD_MAX);
+    lua_getfield(L, st, "count");
+    assert_int_equal(lua_tointeger(L, -1), (lua_Integer)rounds * FOLD_MAX);
+    print_message("cairn_lua_fold: %.0f ns/event (batches of %d)\n", ns, FOLD_MAX);
+    assert_true(ns < 20000); /* a sanity bound, not a benchmark */
+    lua_settop(L, 0);
+}
+
+/* ---------------------------------------------------------------------------------
  * Script shapes
  * --------------------------------------------------------------------------------- */
 static int shape_of(cairn_lua *h, const char *src, cairn_lua_kind kind) {
@@ -1192,6 +1574,13 @@ int main(void) {
         T(host_conversion_under_the_memory_cap_fails_cleanly),
         T(event_table_has_the_spec_fields),
         T(push_event_speed),
+        T(fold_applies_reducers_in_order),
+        T(fold_budget_is_per_reducer_and_uncatchable),
+        T(fold_memory_cap_holds_and_the_state_recovers),
+        T(fold_event_tables_are_fresh),
+        T(fold_errors_report_line_and_position),
+        T(fold_runs_the_upcaster_chain),
+        T(fold_speed),
         T(script_shapes_are_checked),
         T(print_goes_to_the_log_callback),
         T(emit_forwards_to_the_projection_hook),
