@@ -8,6 +8,7 @@
  * with an interned key, and a repeated type or stream string is not hashed and interned again.
  */
 #include <stdio.h>
+#include <lauxlib.h>
 
 #include "host_impl.h"
 #include "internal.h"
@@ -193,4 +194,292 @@ int cairn_lua_push_event(cairn_lua *h, const cairn_event *ev) {
         return rc;
     }
     return CAIRN_OK;
+}
+
+/* ---------------------------------------------------------------------------------
+ * Reusable event tables for long folds.  Reuse is only sound when no handler keeps a
+ * reference to them or adds fields to the event: the fold checks that afterwards with
+ * lh_reuse_reachable and folds again with fresh tables when it is not so.
+ * --------------------------------------------------------------------------------- */
+#ifdef CAIRN_EVENT_FORGOTTEN
+#define CAIRN_EVENT_FORGOTTEN_BIT CAIRN_EVENT_FORGOTTEN
+#else
+#define CAIRN_EVENT_FORGOTTEN_BIT 0u
+#endif
+#define REUSE_KEY "cairn.reuse" /* registry: {E, data, metadata, tags, E's metatable, id box} */
+
+/* E's __index: materializes `id` from the id box (upvalue 1) on first read.  [-2, +1, m] */
+static int reuse_index(lua_State *L) {
+    const uint8_t *id = lua_touserdata(L, lua_upvalueindex(1));
+    size_t len;
+    const char *k = lua_tolstring(L, 2, &len);
+    if (!k || len != 2 || k[0] != 'i' || k[1] != 'd' || lua_type(L, 2) != LUA_TSTRING) return 0;
+    push_uuid(L, id);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, 1);
+    return 1;
+}
+
+void lh_evb_reuse_open(lua_State *L, lh_reuse *r) {
+    luaL_checkstack(L, LH_REUSE_SLOTS + 4, "reusable event tables");
+    if (lua_getfield(L, LUA_REGISTRYINDEX, REUSE_KEY) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_createtable(L, 6, 0);
+        lua_createtable(L, 0, EK_N + 1);
+        lua_rawseti(L, -2, 1);
+        lua_createtable(L, 0, 4);
+        lua_rawseti(L, -2, 2);
+        lua_createtable(L, 0, 0);
+        lua_rawseti(L, -2, 3);
+        lua_createtable(L, 4, 0);
+        lua_rawseti(L, -2, 4);
+        lua_createtable(L, 0, 1);                      /* E's metatable */
+        lua_newuserdatauv(L, 16, 0);                   /* the id box */
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, -4, 6);
+        lua_pushcclosure(L, reuse_index, 1);
+        lua_setfield(L, -2, "__index");
+        lua_rawseti(L, -2, 5);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, LUA_REGISTRYINDEX, REUSE_KEY);
+    }
+    int t = lua_gettop(L);
+    for (int i = 1; i <= LH_REUSE_SLOTS; i++) lua_rawgeti(L, t, i);
+    lua_rawgeti(L, t, 6);
+    r->idbox = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    lua_pushvalue(L, t);
+    lua_remove(L, t);
+    r->e = t, r->data = t + 1, r->meta = t + 2, r->tags = t + 3, r->mt = t + 4, r->reg = t + 5;
+    r->stream = NULL, r->plain = 0; /* the first event sets every field */
+}
+
+void lh_evb_reuse_drop(lua_State *L) {
+    lua_pushnil(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, REUSE_KEY);
+}
+
+/* [-0, +0, -] empties a table in place (clearing fields during lua_next is allowed) */
+static void clear_table(lua_State *L, int t) {
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        lua_pop(L, 1);
+        lua_pushvalue(L, -1);
+        lua_pushnil(L);
+        lua_rawset(L, t);
+    }
+}
+
+#define KEY(k) lua_pushvalue(L, b->keys + (k))
+
+int lh_evb_event_reuse(lua_State *L, lh_evb *b, lh_reuse *r, const cairn_event *ev, int type_idx) {
+    int t = r->e;
+    int plain = !ev->metadata.len && !ev->ntags && !(ev->flags & CAIRN_EVENT_FORGOTTEN_BIT);
+    memcpy(r->idbox, ev->id, 16);
+    KEY(EK_TYPE);
+    if (type_idx)
+        lua_pushvalue(L, type_idx);
+    else
+        lh_evb_string(L, b, ev->type.ptr, ev->type.len);
+    lua_rawset(L, t);
+    KEY(EK_DATA);
+    if (ev->flags & CAIRN_EVENT_BYTES) {
+        lua_pushlstring(L, ev->data.ptr, ev->data.len);
+    } else if (ev->data.len) {
+        if (lh_decode_into(L, ev->data.ptr, ev->data.len, b->scratch, b->err, sizeof b->err, r->data)) {
+            b->bad = "data";
+            lua_pop(L, 1);
+            return -1;
+        }
+    } else {
+        lua_pushnil(L);
+    }
+    lua_rawset(L, t);
+    KEY(EK_ID);
+    lua_pushnil(L); /* materialized by the metatable on first read */
+    lua_rawset(L, t);
+    KEY(EK_VERSION);
+    lua_pushinteger(L, (lua_Integer)ev->version);
+    lua_rawset(L, t);
+    KEY(EK_POSITION);
+    lua_pushinteger(L, (lua_Integer)ev->position);
+    lua_rawset(L, t);
+    KEY(EK_TIMESTAMP);
+    lua_pushinteger(L, (lua_Integer)ev->timestamp);
+    lua_rawset(L, t);
+    KEY(EK_SCHEMA);
+    lua_pushinteger(L, (lua_Integer)ev->schema);
+    lua_rawset(L, t);
+    /* Fields that stay the same along a fold are set when they change.  A handler that
+     * overwrote one is found afterwards (lh_reuse_reachable compares them with what was
+     * set, which the registry table records) and the fold runs again with fresh tables. */
+    if (!r->stream || r->stream != ev->stream.ptr) {
+        KEY(EK_STREAM);
+        cached_string(L, b, 0, ev->stream.ptr, ev->stream.len);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, r->reg, 7); /* what E.stream must still be at the end */
+        lua_rawset(L, t);
+        r->stream = ev->stream.ptr;
+    }
+    if (plain && r->plain) goto done;
+    lua_pushvalue(L, r->mt);
+    lua_setmetatable(L, t);
+    KEY(EK_METADATA);
+    if (ev->metadata.len) {
+        if (lh_decode(L, ev->metadata.ptr, ev->metadata.len, b->scratch, b->err, sizeof b->err)) {
+            b->bad = "metadata";
+            lua_pop(L, 1);
+            return -1;
+        }
+    } else {
+        clear_table(L, r->meta);
+        lua_pushvalue(L, r->meta);
+    }
+    lua_rawset(L, t);
+    KEY(EK_TAGS);
+    {
+        lua_Integer i = 1, old = (lua_Integer)lua_rawlen(L, r->tags);
+        size_t cursor = 0;
+        cairn_slice tag;
+        for (; cairn_event_tag(ev, &cursor, &tag); i++) {
+            lh_evb_string(L, b, tag.ptr, tag.len);
+            lua_rawseti(L, r->tags, i);
+        }
+        for (; i <= old; i++) {
+            lua_pushnil(L);
+            lua_rawseti(L, r->tags, i);
+        }
+        if (lua_rawlen(L, r->tags) != (size_t)(i - 1)) clear_table(L, r->tags); /* not a sequence */
+    }
+    lua_pushvalue(L, r->tags);
+    lua_rawset(L, t);
+    KEY(EK_FORGOTTEN);
+    lua_pushboolean(L, (ev->flags & CAIRN_EVENT_FORGOTTEN_BIT) != 0);
+    lua_rawset(L, t);
+    r->plain = plain;
+done:
+    lua_pushvalue(L, t);
+    return 0;
+}
+#undef KEY
+
+/* The reachability walk behind lh_reuse_reachable: an explicit stack of objects to visit,
+ * a Lua table as the visited set. */
+typedef struct walk {
+    lua_State *L;
+    int seen;     /* stack index of the visited set */
+    int targets;  /* stack index of the first reusable table */
+    int found;
+} walk;
+
+/* [-1, +0, m] visits the value at the top (popped) */
+static void visit(walk *w, int depth) {
+    lua_State *L = w->L;
+    int t = lua_type(L, -1);
+    if (w->found || (t != LUA_TTABLE && t != LUA_TFUNCTION && t != LUA_TUSERDATA)) {
+        lua_pop(L, 1);
+        return;
+    }
+    for (int i = 0; i < 4; i++) /* E, its data, metadata and tags tables */
+        if (lua_rawequal(L, -1, w->targets + i)) {
+            w->found = 1;
+            lua_pop(L, 1);
+            return;
+        }
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, w->seen) != LUA_TNIL) {
+        lua_pop(L, 2);
+        return;
+    }
+    lua_pop(L, 1);
+    lua_pushvalue(L, -1);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, w->seen);
+    if (depth > 180 || !lua_checkstack(L, 6)) { /* too deep to follow: assume the worst */
+        w->found = 1;
+        lua_pop(L, 1);
+        return;
+    }
+    int o = lua_gettop(L);
+    if (lua_getmetatable(L, o)) visit(w, depth + 1);
+    if (t == LUA_TTABLE) {
+        lua_pushnil(L);
+        while (!w->found && lua_next(L, o)) {
+            lua_pushvalue(L, -2);
+            visit(w, depth + 1); /* the key */
+            visit(w, depth + 1); /* the value */
+        }
+        if (w->found) lua_settop(L, o);
+    } else if (t == LUA_TFUNCTION) {
+        for (int i = 1; !w->found && lua_getupvalue(L, o, i); i++) visit(w, depth + 1);
+    } else {
+        for (int i = 1; !w->found && lua_getiuservalue(L, o, i) != LUA_TNONE; i++) visit(w, depth + 1);
+        if (!w->found) lua_pop(L, 1); /* the LUA_TNONE push */
+    }
+    lua_settop(L, o - 1);
+}
+
+int lh_reuse_reachable(lua_State *L, const int *roots, int nroots) {
+    lh_reuse r;
+    walk w = {L, 0, 0, 0};
+    int top = lua_gettop(L);
+    int abs[8];
+    for (int i = 0; i < nroots && i < 8; i++) abs[i] = roots[i] ? lua_absindex(L, roots[i]) : 0;
+    lh_evb_reuse_open(L, &r);
+    w.targets = r.e;
+    /* a field the fold did not put there means a handler wrote to the event */
+    lua_pushnil(L);
+    while (lua_next(L, r.e)) {
+        int known = 0;
+        lua_pop(L, 1);
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            const char *k = lua_tostring(L, -1);
+            for (int i = 0; i < EK_N && !known; i++) known = strcmp(k, ek_name[i]) == 0;
+        }
+        if (!known) {
+            lua_settop(L, top);
+            return 1;
+        }
+    }
+    /* the fields set only when they change must still be what the fold set */
+    {
+        int ok = 1;
+        lua_pushliteral(L, "stream");
+        lua_rawget(L, r.e);
+        lua_rawgeti(L, r.reg, 7);
+        ok = lua_rawequal(L, -1, -2);
+        lua_pop(L, 2);
+        lua_pushliteral(L, "forgotten");
+        ok = ok && lua_rawget(L, r.e) == LUA_TBOOLEAN;
+        lua_pop(L, 1);
+        lua_pushliteral(L, "metadata");
+        ok = ok && lua_rawget(L, r.e) == LUA_TTABLE;
+        lua_pop(L, 1);
+        lua_pushliteral(L, "tags");
+        ok = ok && lua_rawget(L, r.e) == LUA_TTABLE;
+        lua_pop(L, 1);
+        lua_pushnil(L);
+        ok = ok && !lua_next(L, r.meta); /* the empty metadata table is still empty */
+        if (!ok) {
+            lua_settop(L, top);
+            return 1;
+        }
+        lua_getmetatable(L, r.e);
+        ok = lua_rawequal(L, -1, r.mt);
+        lua_pop(L, 1);
+        if (!ok) {
+            lua_settop(L, top);
+            return 1;
+        }
+    }
+    lua_newtable(L);
+    w.seen = lua_gettop(L);
+    for (int i = 0; i < nroots && i < 8 && !w.found; i++) {
+        if (!abs[i]) continue;
+        lua_pushvalue(L, abs[i]);
+        visit(&w, 0);
+    }
+    lua_settop(L, top);
+    return w.found;
 }

@@ -815,7 +815,9 @@ typedef struct fold_args {
     uint64_t pos;       /* the position of the event under way */
     int fail;           /* FOLD_*: the fold stopped without a Lua error */
     lua_Integer schema; /* FOLD_UPCAST: the schema whose upcaster returned no table */
+    int reuse;          /* refill reusable event tables instead of making fresh ones */
     lh_evb b;
+    lh_reuse r;
 } fold_args;
 
 /* Starts one script invocation inside the batch: what cairn_lua_call's begin_call does per
@@ -823,11 +825,14 @@ typedef struct fold_args {
 static inline void fold_arm(cairn_lua *h, lua_State *L, const char *script) {
     h->script = script;
     h->mem_line = 0;
-    if (h->instr_limit) {
+    if (h->instr_limit >= 4 * (uint64_t)h->step) {
+        /* the hook (set by begin_call) keeps counting: a period already begun is added to
+         * the budget, so no invocation is stopped before its limit, nor runs more than one
+         * period (LH_STEP instructions) past it -- and lua_sethook stays off the hot path */
+        h->budget = h->instr_limit + (uint64_t)h->step;
+    } else if (h->instr_limit) {
         h->budget = h->instr_limit;
         lua_sethook(L, lh_hook, LUA_MASKCOUNT, h->step); /* restarts the count */
-    } else if (h->mem_limit) {
-        lua_sethook(L, lh_hook, LUA_MASKCOUNT, h->step);
     }
 }
 
@@ -893,6 +898,7 @@ static int fold_inner(lua_State *L) {
     int has_apply = lua_type(L, 3) == LUA_TTABLE, has_star = lua_type(L, 4) == LUA_TFUNCTION,
         has_up = lua_type(L, 5) == LUA_TTABLE;
     lh_evb_open(L, &a->b, &a->h->scratch, 1);
+    if (a->reuse) lh_evb_reuse_open(L, &a->r);
     int base = lua_gettop(L), type = base + 1, fn = base + 2, ev = base + 3;
     for (size_t i = 0; i < a->n; i++) {
         const cairn_event *e = &a->evs[i];
@@ -907,7 +913,7 @@ static int fold_inner(lua_State *L) {
         }
         int has_fn = lua_type(L, fn) == LUA_TFUNCTION;
         if (has_fn || has_star || has_up) {
-            if (lh_evb_event(L, &a->b, e, type)) {
+            if (a->reuse ? lh_evb_event_reuse(L, &a->b, &a->r, e, type) : lh_evb_event(L, &a->b, e, type)) {
                 a->fail = FOLD_JSON;
                 return 0;
             }
@@ -933,7 +939,7 @@ static int fold_inner(lua_State *L) {
 }
 
 int cairn_lua_fold(cairn_lua *h, const char *script, int state, int apply, int star, int up,
-                   const cairn_event *evs, size_t n, size_t *done) {
+                   const cairn_event *evs, size_t n, int reuse, size_t *done) {
     lua_State *L = h->L;
     fold_args a;
     int rc = CAIRN_OK;
@@ -949,6 +955,7 @@ int cairn_lua_fold(cairn_lua *h, const char *script, int state, int apply, int s
     if (!lua_checkstack(L, 8)) return lh_fail(CAIRN_ENOMEM, "cairn_lua_fold: out of Lua stack");
     memset(&a, 0, sizeof a);
     a.h = h, a.script = script, a.evs = evs, a.n = n, a.cur = script, a.pos = evs[0].position;
+    a.reuse = reuse;
     int top = lua_gettop(L);
     lua_pushcfunction(L, lh_msgh);
     lua_pushcfunction(L, fold_inner);
@@ -994,4 +1001,39 @@ int cairn_lua_fold(cairn_lua *h, const char *script, int state, int apply, int s
     end_call(h);
     *done = a.done;
     return rc;
+}
+
+typedef struct escaped_args {
+    int found;
+} escaped_args;
+
+/* [-5, +0, m] (args, state, apply, star, up): the roots are this frame's 2..5 */
+static int escaped_inner(lua_State *L) {
+    escaped_args *a = lua_touserdata(L, 1);
+    int roots[4];
+    for (int i = 0; i < 4; i++) roots[i] = lua_isnil(L, 2 + i) ? 0 : 2 + i;
+    a->found = lh_reuse_reachable(L, roots, 4);
+    return 0;
+}
+
+int cairn_lua_fold_escaped(cairn_lua *h, int state, int apply, int star, int up, int *escaped) {
+    lua_State *L = h->L;
+    escaped_args a = {1};
+    int idx[4] = {state, apply, star, up}, status;
+    *escaped = 1;
+    if (!lua_checkstack(L, 8)) return lh_fail(CAIRN_ENOMEM, "out of Lua stack");
+    for (int i = 0; i < 4; i++) idx[i] = idx[i] ? lua_absindex(L, idx[i]) : 0;
+    lua_pushcfunction(L, escaped_inner);
+    lua_pushlightuserdata(L, &a);
+    for (int i = 0; i < 4; i++) {
+        if (idx[i]) lua_pushvalue(L, idx[i]);
+        else lua_pushnil(L);
+    }
+    h->guarded++;
+    status = lua_pcall(L, 5, 0, 0);
+    h->guarded--;
+    if (status != LUA_OK) return lh_fail_protected(h, status, "checking the reused event tables");
+    *escaped = a.found;
+    if (a.found) lh_evb_reuse_drop(L); /* somebody holds them: never refill these again */
+    return CAIRN_OK;
 }

@@ -118,7 +118,7 @@ int cairn_lua_push_event(cairn_lua *h, const cairn_event *ev);
  * place) and the stack is as it was.
  * Must not be nested in another call. */
 int cairn_lua_fold(cairn_lua *h, const char *script, int state, int apply, int star, int up,
-                   const cairn_event *evs, size_t n, size_t *done);
+                   const cairn_event *evs, size_t n, int reuse, size_t *done);
 
 /* [-0, +0, -]
  * Checks the table at the top of the stack (a loaded script) against a kind; a bad shape is
@@ -130,6 +130,17 @@ int cairn_lua_fold(cairn_lua *h, const char *script, int state, int apply, int s
  *               mode "async"|"inline"?, partition function?, init function?, apply table
  *   upcasters:  type -> table of [from_schema >= 1 integer] -> function */
 int cairn_lua_check_shape(cairn_lua *h, const char *name, cairn_lua_kind kind);
+
+/* [-0, +0, -]
+ * With reuse nonzero, cairn_lua_fold refills one set of event tables (event, data object,
+ * empty metadata, tags) for every event instead of making fresh ones, and the event's `id`
+ * is materialized on first read.  That is only sound when no handler keeps a reference to
+ * those tables or adds a field to the event: after the last batch, ask this function; when
+ * *escaped is 1 the caller must fold again from the start without reuse (the reusable
+ * tables are then dropped for good).  Roots: the state, apply, star and upcasters tables
+ * (0 to skip); everything reachable from them is searched, function upvalues (and so the
+ * scripts' globals) included. */
+int cairn_lua_fold_escaped(cairn_lua *h, int state, int apply, int star, int up, int *escaped);
 
 /* Sets (fn non-NULL) or clears the projection hook behind the sandbox's global
  * emit(stream, type, data, metadata).  The global always exists; while cleared, calling it

@@ -61,6 +61,11 @@ int lh_encode(lua_State *L, int idx, cairn_buf *out, char *err, size_t errlen);
 int lh_decode(lua_State *L, const char *s, size_t len, cairn_buf *scratch, char *err,
               size_t errlen);
 
+/* [-0, +1, m] lh_decode, but a top-level object is decoded into the table at `reuse`
+ * (emptied first) instead of a new one; 0: as lh_decode. */
+int lh_decode_into(lua_State *L, const char *s, size_t len, cairn_buf *scratch, char *err,
+                   size_t errlen, int reuse);
+
 /* [-0, +1, m] Pushes the json library table (encode, decode, null). */
 void lh_open_json(lua_State *L);
 
@@ -116,6 +121,29 @@ void lh_evb_string(lua_State *L, lh_evb *b, const char *p, size_t len);
  * type is the string at type_idx when non-zero.  A data or metadata text that does not decode:
  * -1 with b->bad and b->err set, nothing pushed. */
 int lh_evb_event(lua_State *L, lh_evb *b, const cairn_event *ev, int type_idx);
+
+/* Reusable event tables for long folds (event.c): the event table E (whose metatable
+ * materializes `id` on first read), its data table, an empty metadata table and the tags
+ * table, refilled for every event.  lh_evb_reuse_open pushes them; lh_evb_event_reuse fills
+ * E (left at the top) from ev. */
+#define LH_REUSE_SLOTS 5
+typedef struct lh_reuse {
+    int e, data, meta, tags, mt; /* stack indexes */
+    uint8_t *idbox;              /* the id of the event E holds (a userdata of E's __index) */
+    int reg;                     /* stack index of the registry's reuse table */
+    const char *stream;          /* the stream string E holds (interned: compared by address) */
+    int plain;                   /* E holds the empty metadata and tags tables, forgotten=false */
+} lh_reuse;
+/* [-0, +LH_REUSE_SLOTS, m] the tables are taken from (or made into) the registry */
+void lh_evb_reuse_open(lua_State *L, lh_reuse *r);
+/* [-0, +(1|0), m] as lh_evb_event */
+int lh_evb_event_reuse(lua_State *L, lh_evb *b, lh_reuse *r, const cairn_event *ev, int type_idx);
+/* [-0, +0, m] forgets the registry's reusable tables (after they were found retained) */
+void lh_evb_reuse_drop(lua_State *L);
+/* [-0, +0, m] 1 when any of the reusable tables is reachable from the values at the given
+ * stack indexes (0 entries are skipped): through table keys, values and metatables, and
+ * function upvalues. */
+int lh_reuse_reachable(lua_State *L, const int *roots, int nroots);
 
 /* cairn__fail plus the script fields reset (script, line, position, reason, details). */
 int lh_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -438,7 +438,18 @@ typedef struct dec {
     cairn_buf *scratch;
     char *err;
     size_t errlen;
+    int reuse; /* stack index of an empty table to hold a top-level object, 0: none */
 } dec;
+
+/* [-0, +1, -] the table for an object: the reusable one at the top level, else a new one */
+static inline void object_table(dec *d, int depth, int nrec) {
+    if (d->reuse && depth == 1) {
+        lua_pushvalue(d->L, d->reuse);
+        d->reuse = 0;
+    } else {
+        lua_createtable(d->L, 0, nrec);
+    }
+}
 
 static int dec_fail(dec *d, const char *what) {
     snprintf(d->err, d->errlen, "invalid JSON: %s at byte %zu", what, (size_t)(d->p - d->start));
@@ -663,7 +674,7 @@ static int dec_object(dec *d, int depth) {
     skip_ws(d);
     if (d->p < d->end && *d->p == '}') {
         d->p++;
-        lua_createtable(L, 0, 0);
+        object_table(d, depth, 0);
         return 0;
     }
     for (;;) {
@@ -677,7 +688,7 @@ static int dec_object(dec *d, int depth) {
         if (made) {
             lua_rawset(L, base + 1);
         } else if (n == LH_BATCH) {
-            lua_createtable(L, 0, 2 * LH_BATCH);
+            object_table(d, depth, 2 * LH_BATCH);
             lua_insert(L, base + 1);
             for (int i = 0; i < n; i++) { /* in order: a repeated key keeps its last value */
                 lua_pushvalue(L, base + 2 + 2 * i);
@@ -699,7 +710,7 @@ static int dec_object(dec *d, int depth) {
         break;
     }
     if (!made) {
-        lua_createtable(L, 0, n);
+        object_table(d, depth, n);
         lua_insert(L, base + 1);
         for (int i = 0; i < n; i++) {
             lua_pushvalue(L, base + 2 + 2 * i);
@@ -753,13 +764,30 @@ static int dec_value(dec *d, int depth) {
 
 int lh_decode(lua_State *L, const char *s, size_t len, cairn_buf *scratch, char *err,
               size_t errlen) {
+    return lh_decode_into(L, s, len, scratch, err, errlen, 0);
+}
+
+int lh_decode_into(lua_State *L, const char *s, size_t len, cairn_buf *scratch, char *err,
+                   size_t errlen, int reuse) {
     dec d = {L,
              (const unsigned char *)s,
              (const unsigned char *)s + len,
              (const unsigned char *)s,
              scratch,
              err,
-             errlen};
+             errlen,
+             0};
+    if (reuse) { /* empty the reusable table: clearing fields during lua_next is allowed */
+        reuse = lua_absindex(L, reuse);
+        lua_pushnil(L);
+        while (lua_next(L, reuse)) {
+            lua_pop(L, 1);
+            lua_pushvalue(L, -1);
+            lua_pushnil(L);
+            lua_rawset(L, reuse);
+        }
+        d.reuse = reuse;
+    }
     int top = lua_gettop(L);
     if (dec_value(&d, 0) == 0) {
         skip_ws(&d);

@@ -22,6 +22,7 @@ typedef struct agg {
     uint64_t hash, up_hash;
     int script, up, apply, star, state; /* stack indexes (up/apply/star 0 when absent) */
     int64_t snapshot_every;
+    int reuse;        /* this fold refills reusable event tables (see cairn_lua_fold) */
     cairn_stream_info si;
     int64_t version;  /* version folded to */
     uint64_t applied; /* events folded */
@@ -185,7 +186,7 @@ static int push_event(agg *a, const cairn_event *ev) {
 /* Folds the gathered batch through the reducers. */
 static int reduce(agg *a, const cairn_event *evs, size_t n) {
     size_t done = 0;
-    int rc = cairn_lua_fold(a->h, a->name, a->state, a->apply, a->star, a->up, evs, n, &done);
+    int rc = cairn_lua_fold(a->h, a->name, a->state, a->apply, a->star, a->up, evs, n, a->reuse, &done);
     a->applied += done;
     return rc;
 }
@@ -193,7 +194,7 @@ static int reduce(agg *a, const cairn_event *evs, size_t n) {
 /* Applies events a->version+1 .. target.  Records are decoded in batches inside the txn,
  * which stays open and unwritten for the whole fold, so the decoded events' pointers into
  * the map stay valid until their batch has been folded. */
-static int agg_fold(agg *a, int64_t target) {
+static int fold_range(agg *a, int64_t target) {
     MDB_cursor *cs = NULL, *clog = NULL;
     uint8_t sk[8], vb[16];
     MDB_val k = {8, sk}, v;
@@ -252,6 +253,61 @@ out:
     if (clog) mdb_cursor_close(clog);
     if (cs) mdb_cursor_close(cs);
     free(evs);
+    return rc;
+}
+
+/* Folds of at least this many events refill one set of event tables instead of making
+ * fresh ones for every event (table creation dominates a reducer's cost); afterwards the
+ * fold checks that no handler kept them, and folds again with fresh tables if one did.  A
+ * script found keeping them is remembered (per Lua state) and always gets fresh tables. */
+#define REUSE_MIN 512
+#define RETAINS_KEY "cairn.retains"
+
+static int script_retains(agg *a, int set) {
+    lua_State *L = a->L;
+    int r;
+    if (lua_getfield(L, LUA_REGISTRYINDEX, RETAINS_KEY) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        if (!set) return 0;
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, LUA_REGISTRYINDEX, RETAINS_KEY);
+    }
+    lua_pushfstring(L, "%s:%I", a->name, (lua_Integer)a->hash);
+    if (set) {
+        lua_pushboolean(L, 1);
+        lua_rawset(L, -3);
+        r = 1;
+    } else {
+        r = lua_rawget(L, -2) != LUA_TNIL;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return r;
+}
+
+/* Applies events a->version+1 .. target (the state is the top of the stack). */
+static int agg_fold(agg *a, int64_t target) {
+    int64_t from = a->version;
+    uint64_t applied = a->applied;
+    int rc, escaped = 0;
+
+    a->reuse = a->si.exists && target - a->version >= REUSE_MIN && !script_retains(a, 0);
+    rc = fold_range(a, target);
+    if (!a->reuse) return rc;
+    a->reuse = 0;
+    if (rc == CAIRN_OK) rc = cairn_lua_fold_escaped(a->h, a->state, a->apply, a->star, a->up, &escaped);
+    if (rc != CAIRN_OK || escaped) {
+        /* a handler kept an event (or failed on one that may have been reused): start
+         * again from the same snapshot, with fresh tables */
+        cairn__clear_error();
+        script_retains(a, 1);
+        lua_settop(a->L, a->state - 1);
+        a->state = 0, a->version = -1, a->applied = applied;
+        if ((rc = agg_start(a, target))) return rc; /* the same txn: the same snapshot */
+        if (a->version != from) return cairn__fail(CAIRN_EINTERNAL, "fold restart found another start");
+        rc = fold_range(a, target);
+    }
     return rc;
 }
 

@@ -2,7 +2,6 @@
  * test_aggregate.c -- aggregates through the C API: define, load (with snapshots and time
  * travel), execute inside the write transaction, reject, compensate, rollback, upcasters.
  */
-#define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -181,6 +180,73 @@ static void upcasters_apply_on_reads(void **state) {
     assert_int_equal(ev.schema, 1);
 }
 
+
+/* Long folds refill one set of event tables; a reducer that keeps them, writes to them or
+ * reads `id` must see exactly what fresh tables would give it. */
+static long long field_of(const char *json, const char *name) {
+    char key[64];
+    const char *p;
+    snprintf(key, sizeof key, "\"%s\":", name);
+    p = strstr(json, key);
+    return p ? atoll(p + strlen(key)) : -999;
+}
+
+static void fold_with(cairn_store *s, const char *name, const char *src, long n, cairn_state *st) {
+    cairn_append_result r;
+    char stream[64];
+    snprintf(stream, sizeof stream, "%s-1", name);
+    CHECK_OK(cairn_define_script(s, CAIRN_SCRIPT_AGGREGATE, name, strlen(name), src, strlen(src)));
+    for (long i = 0; i < n; i += 100) CHECK_OK(append_n(s, stream, CAIRN_ANY, "T", 100, &r));
+    CHECK_OK(cairn_load(s, stream, strlen(stream), NULL, 0, -1, CAIRN_AT_NONE, st));
+    assert_int_equal(st->applied, n);
+}
+
+static void long_folds_keep_event_semantics(void **state) {
+    fixture *fx = *state;
+    cairn_state st;
+    /* keeps every e.data: each must still hold its own event's value */
+    fold_with(fx->store, "keep",
+              "return { init = function() return { items = {} } end, apply = { T = function(s, e)"
+              " s.items[#s.items + 1] = e.data end }, }", 1000, &st);
+    assert_non_null(strstr(st.json, "{\"i\":0}"));
+    assert_non_null(strstr(st.json, "{\"i\":99}"));
+    free(st.json);
+    /* keeps the event in a global and compares with it */
+    fold_with(fx->store, "glob",
+              "local prev\nreturn { init = function() return { same = 0, n = 0 } end, apply = { T = function(s, e)"
+              " if prev and prev.version == e.version then s.same = s.same + 1 end; prev = e; s.n = s.n + 1 end }, }",
+              1000, &st);
+    assert_int_equal(field_of(st.json, "same"), 0);
+    assert_int_equal(field_of(st.json, "n"), 1000);
+    free(st.json);
+    /* writes a field into the event and looks for it on the next one */
+    fold_with(fx->store, "mark",
+              "return { init = function() return { seen = 0 } end, apply = { T = function(s, e)"
+              " if e.mark then s.seen = s.seen + 1 end; e.mark = true end }, }", 1000, &st);
+    assert_int_equal(field_of(st.json, "seen"), 0);
+    free(st.json);
+    /* overwrites a field that is the same for every event */
+    fold_with(fx->store, "strm",
+              "return { init = function() return { bad = 0 } end, apply = { T = function(s, e)"
+              " if e.stream ~= 'strm-1' then s.bad = s.bad + 1 end; e.stream = 'x' end }, }", 1000, &st);
+    assert_int_equal(field_of(st.json, "bad"), 0);
+    free(st.json);
+    /* ids are distinct and well-formed */
+    fold_with(fx->store, "ids",
+              "return { init = function() return { n = 0, bad = 0, seen = {} } end, apply = { T = function(s, e)"
+              " if #e.id ~= 36 or s.seen[e.id] then s.bad = s.bad + 1 end; s.seen[e.id] = true; s.n = s.n + 1 end },"
+              " }", 1000, &st);
+    assert_int_equal(field_of(st.json, "bad"), 0);
+    assert_int_equal(field_of(st.json, "n"), 1000);
+    free(st.json);
+    /* and a plain reducer still folds every event (through the reused tables) */
+    fold_with(fx->store, "sum",
+              "return { init = function() return { total = 0 } end, apply = { T = function(s, e)"
+              " s.total = s.total + e.data.i end }, }", 1000, &st);
+    assert_int_equal(field_of(st.json, "total"), 10 * (99 * 100 / 2));
+    free(st.json);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(load_folds_events, fx_setup, fx_teardown),
@@ -191,6 +257,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(snapshots_bound_the_fold, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(script_errors_carry_line_and_position, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(upcasters_apply_on_reads, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(long_folds_keep_event_semantics, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1091,12 +1091,12 @@ static void fold_applies_reducers_in_order(void **state) {
     int st = push_agg(h, "agg", src, &apply, &star);
     int top = lua_gettop(L);
     size_t done = 99;
-    CHECK_OK(cairn_lua_fold(h, "agg", st, apply, star, 0, fb.evs, fb.n, &done));
+    CHECK_OK(cairn_lua_fold(h, "agg", st, apply, star, 0, fb.evs, fb.n, 0, &done));
     assert_int_equal(done, 4);
     assert_int_equal(lua_gettop(L), top);
     check_state(h, "agg", st);
     /* an empty batch does nothing */
-    CHECK_OK(cairn_lua_fold(h, "agg", st, apply, star, 0, fb.evs, 0, &done));
+    CHECK_OK(cairn_lua_fold(h, "agg", st, apply, star, 0, fb.evs, 0, 0, &done));
     assert_int_equal(done, 0);
     lua_settop(L, 0);
 }
@@ -1125,14 +1125,14 @@ static void fold_budget_is_per_reducer_and_uncatchable(void **state) {
     size_t done = 0;
     make_batch(&fb, 10, types, plain);
     int st = push_agg(h, "loopy", src, &apply, &star);
-    CHECK_OK(cairn_lua_fold(h, "loopy", st, apply, star, 0, fb.evs, fb.n, &done));
+    CHECK_OK(cairn_lua_fold(h, "loopy", st, apply, star, 0, fb.evs, fb.n, 0, &done));
     assert_int_equal(done, 10);
     check_state(h, "loopy", st);
 
     /* an endless loop in the third event's reducer is killed, pcall notwithstanding */
     make_batch(&fb, 10, types, data);
     int top = lua_gettop(L);
-    CHECK_RC(cairn_lua_fold(h, "loopy", st, apply, star, 0, fb.evs, fb.n, &done), CAIRN_ESCRIPT);
+    CHECK_RC(cairn_lua_fold(h, "loopy", st, apply, star, 0, fb.evs, fb.n, 0, &done), CAIRN_ESCRIPT);
     ASSERT_MSG_HAS("instruction limit exceeded (100000 instructions)");
     const cairn_error *e = cairn_last_error();
     assert_string_equal(e->script, "loopy");
@@ -1164,7 +1164,7 @@ static void fold_memory_cap_holds_and_the_state_recovers(void **state) {
     make_batch(&fb, 3, types, NULL);
     int st = push_agg(h, "mem", src, &apply, &star);
     int top = lua_gettop(L);
-    CHECK_RC(cairn_lua_fold(h, "mem", st, apply, star, 0, fb.evs, fb.n, &done), CAIRN_ESCRIPT);
+    CHECK_RC(cairn_lua_fold(h, "mem", st, apply, star, 0, fb.evs, fb.n, 0, &done), CAIRN_ESCRIPT);
     ASSERT_MSG_HAS("memory limit exceeded");
     assert_string_equal(cairn_last_error()->script, "mem");
     assert_int_equal(cairn_last_error()->position, 102);
@@ -1174,7 +1174,7 @@ static void fold_memory_cap_holds_and_the_state_recovers(void **state) {
     /* the next batch runs */
     static const char *const other[] = {"Y", "Y", "Y"};
     make_batch(&fb, 3, other, NULL);
-    CHECK_OK(cairn_lua_fold(h, "mem", st, apply, star, 0, fb.evs, fb.n, &done));
+    CHECK_OK(cairn_lua_fold(h, "mem", st, apply, star, 0, fb.evs, fb.n, 0, &done));
     assert_int_equal(done, 3);
     lua_settop(L, 0);
     cairn_lua_close(h);
@@ -1221,7 +1221,7 @@ static void fold_event_tables_are_fresh(void **state) {
     size_t done;
     make_batch(&fb, 3, types, data);
     int st = push_agg(h, "fresh", src, &apply, &star);
-    CHECK_OK(cairn_lua_fold(h, "fresh", st, apply, star, 0, fb.evs, fb.n, &done));
+    CHECK_OK(cairn_lua_fold(h, "fresh", st, apply, star, 0, fb.evs, fb.n, 0, &done));
     check_state(h, "fresh", st);
     /* the state encodes, events and all */
     cairn_buf b = {0};
@@ -1248,7 +1248,7 @@ static void fold_errors_report_line_and_position(void **state) {
     make_batch(&fb, 3, types, NULL);
     int st = push_agg(h, "acct", src, &apply, &star);
     int top = lua_gettop(L);
-    CHECK_RC(cairn_lua_fold(h, "acct", st, apply, star, 0, fb.evs, fb.n, &done), CAIRN_ESCRIPT);
+    CHECK_RC(cairn_lua_fold(h, "acct", st, apply, star, 0, fb.evs, fb.n, 0, &done), CAIRN_ESCRIPT);
     const cairn_error *e = cairn_last_error();
     assert_string_equal(e->script, "acct");
     assert_int_equal(e->line, 5);
@@ -1260,7 +1260,7 @@ static void fold_errors_report_line_and_position(void **state) {
     /* data that does not decode: as from cairn_lua_push_event */
     static const char *const bad[] = {"{}", "{\"amount\":", "{}"};
     make_batch(&fb, 3, types, bad);
-    CHECK_RC(cairn_lua_fold(h, "acct", st, apply, star, 0, fb.evs, fb.n, &done), CAIRN_EINVAL);
+    CHECK_RC(cairn_lua_fold(h, "acct", st, apply, star, 0, fb.evs, fb.n, 0, &done), CAIRN_EINVAL);
     ASSERT_MSG_HAS("position 102: data");
     assert_int_equal(cairn_last_error()->position, 102);
     assert_int_equal(done, 1);
@@ -1271,11 +1271,11 @@ static void fold_errors_report_line_and_position(void **state) {
     const char *rej =
         "return { apply = { X = function(s, e) reject('no', { v = e.version }) end } }";
     st = push_agg(h, "rej", rej, &apply, &star);
-    CHECK_RC(cairn_lua_fold(h, "rej", st, apply, star, 0, fb.evs, 1, &done), CAIRN_EREJECTED);
+    CHECK_RC(cairn_lua_fold(h, "rej", st, apply, star, 0, fb.evs, 1, 0, &done), CAIRN_EREJECTED);
     assert_string_equal(cairn_last_error()->reason, "no");
     lua_settop(L, 0);
     /* no state table: refused */
-    CHECK_RC(cairn_lua_fold(h, "x", 0, 0, 0, 0, fb.evs, 1, &done), CAIRN_EINVAL);
+    CHECK_RC(cairn_lua_fold(h, "x", 0, 0, 0, 0, fb.evs, 1, 0, &done), CAIRN_EINVAL);
 }
 
 static void fold_runs_the_upcaster_chain(void **state) {
@@ -1314,7 +1314,7 @@ static void fold_runs_the_upcaster_chain(void **state) {
     int st = push_agg(h, "agg", src, &apply, &star); /* the script at 1, for check_state */
     CHECK_OK(cairn_lua_load(h, "upcasters", up, strlen(up)));
     int upi = lua_gettop(L);
-    CHECK_OK(cairn_lua_fold(h, "agg", st, apply, star, upi, fb.evs, fb.n, &done));
+    CHECK_OK(cairn_lua_fold(h, "agg", st, apply, star, upi, fb.evs, fb.n, 0, &done));
     assert_int_equal(done, 2);
     check_state(h, "agg", st);
 
@@ -1322,7 +1322,7 @@ static void fold_runs_the_upcaster_chain(void **state) {
      * and the reducer is the new type's */
     static const char *const old_types[] = {"Old"};
     make_batch(&fb, 1, old_types, data);
-    CHECK_OK(cairn_lua_fold(h, "agg", st, apply, star, upi, fb.evs, fb.n, &done));
+    CHECK_OK(cairn_lua_fold(h, "agg", st, apply, star, upi, fb.evs, fb.n, 0, &done));
     assert_int_equal(done, 1);
     lua_getfield(L, st, "seen");
     assert_int_equal(luaL_len(L, -1), 3);
@@ -1332,14 +1332,14 @@ static void fold_runs_the_upcaster_chain(void **state) {
 
     static const char *const bad_types[] = {"X", "Bad"};
     make_batch(&fb, 2, bad_types, data);
-    CHECK_RC(cairn_lua_fold(h, "agg", st, apply, star, upi, fb.evs, fb.n, &done), CAIRN_ESCRIPT);
+    CHECK_RC(cairn_lua_fold(h, "agg", st, apply, star, upi, fb.evs, fb.n, 0, &done), CAIRN_ESCRIPT);
     ASSERT_MSG_HAS("upcaster for schema 1 did not return an event table");
     assert_string_equal(cairn_last_error()->script, "upcasters");
     assert_int_equal(cairn_last_error()->position, 102);
 
     static const char *const err_types[] = {"Err"};
     make_batch(&fb, 1, err_types, data);
-    CHECK_RC(cairn_lua_fold(h, "agg", st, apply, star, upi, fb.evs, fb.n, &done), CAIRN_ESCRIPT);
+    CHECK_RC(cairn_lua_fold(h, "agg", st, apply, star, upi, fb.evs, fb.n, 0, &done), CAIRN_ESCRIPT);
     ASSERT_MSG_HAS("up boom");
     assert_string_equal(cairn_last_error()->script, "upcasters");
     assert_int_equal(cairn_last_error()->line, 11);
@@ -1378,7 +1378,7 @@ static void fold_speed(void **state) {
     for (int r = 0; r < rounds; r++) {
         for (size_t i = 0; i < fb.n; i++)
             fb.evs[i].id[0] = (uint8_t)r, fb.evs[i].id[1] = (uint8_t)(r >> 8);
-        if (cairn_lua_fold(h, "speed", st, apply, star, 0, fb.evs, fb.n, &done))
+        if (cairn_lua_fold(h, "speed", st, apply, star, 0, fb.evs, fb.n, 0, &done))
             fail_msg("%s", cairn_errmsg());
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
