@@ -210,16 +210,21 @@ int cairn_lua_push_event(cairn_lua *h, const cairn_event *ev) {
 
 /* E's __index: materializes `id` from the id box (upvalue 1) on first read.  [-2, +1, m] */
 static int reuse_index(lua_State *L) {
-    const uint8_t *id = lua_touserdata(L, lua_upvalueindex(1));
+    uint8_t *id = lua_touserdata(L, lua_upvalueindex(1));
     size_t len;
-    const char *k = lua_tolstring(L, 2, &len);
-    if (!k || len != 2 || k[0] != 'i' || k[1] != 'd' || lua_type(L, 2) != LUA_TSTRING) return 0;
+    const char *k;
+    if (lua_type(L, 2) != LUA_TSTRING) return 0;
+    k = lua_tolstring(L, 2, &len);
+    if (len != 2 || k[0] != 'i' || k[1] != 'd') return 0;
     push_uuid(L, id);
     lua_pushvalue(L, 2);
     lua_pushvalue(L, -2);
     lua_rawset(L, 1);
+    id[16] = 1; /* the next event clears it */
     return 1;
 }
+
+static int reuse_tampered(lua_State *L, const lh_reuse *rp);
 
 void lh_evb_reuse_open(lua_State *L, lh_reuse *r) {
     luaL_checkstack(L, LH_REUSE_SLOTS + 4, "reusable event tables");
@@ -235,7 +240,7 @@ void lh_evb_reuse_open(lua_State *L, lh_reuse *r) {
         lua_createtable(L, 4, 0);
         lua_rawseti(L, -2, 4);
         lua_createtable(L, 0, 1);                      /* E's metatable */
-        lua_newuserdatauv(L, 16, 0);                   /* the id box */
+        lua_newuserdatauv(L, 17, 0);                   /* the id box: id + "materialized" */
         lua_pushvalue(L, -1);
         lua_rawseti(L, -4, 6);
         lua_pushcclosure(L, reuse_index, 1);
@@ -252,7 +257,11 @@ void lh_evb_reuse_open(lua_State *L, lh_reuse *r) {
     lua_pushvalue(L, t);
     lua_remove(L, t);
     r->e = t, r->data = t + 1, r->meta = t + 2, r->tags = t + 3, r->mt = t + 4, r->reg = t + 5;
-    r->stream = NULL, r->plain = 0; /* the first event sets every field */
+    r->stream = NULL, r->plain = 0, r->schema = -1; /* the first event sets every field */
+    if (reuse_tampered(L, r)) { /* by the previous batch: remember it for lh_reuse_reachable */
+        lua_pushboolean(L, 1);
+        lua_rawseti(L, r->reg, 9);
+    }
 }
 
 void lh_evb_reuse_drop(lua_State *L) {
@@ -276,13 +285,19 @@ static void clear_table(lua_State *L, int t) {
 int lh_evb_event_reuse(lua_State *L, lh_evb *b, lh_reuse *r, const cairn_event *ev, int type_idx) {
     int t = r->e;
     int plain = !ev->metadata.len && !ev->ntags && !(ev->flags & CAIRN_EVENT_FORGOTTEN_BIT);
-    memcpy(r->idbox, ev->id, 16);
     KEY(EK_TYPE);
     if (type_idx)
         lua_pushvalue(L, type_idx);
     else
         lh_evb_string(L, b, ev->type.ptr, ev->type.len);
     lua_rawset(L, t);
+    if (r->idbox[16]) { /* materialized by the metatable when first read */
+        KEY(EK_ID);
+        lua_pushnil(L);
+        lua_rawset(L, t);
+        r->idbox[16] = 0;
+    }
+    memcpy(r->idbox, ev->id, 16);
     KEY(EK_DATA);
     if (ev->flags & CAIRN_EVENT_BYTES) {
         lua_pushlstring(L, ev->data.ptr, ev->data.len);
@@ -296,9 +311,6 @@ int lh_evb_event_reuse(lua_State *L, lh_evb *b, lh_reuse *r, const cairn_event *
         lua_pushnil(L);
     }
     lua_rawset(L, t);
-    KEY(EK_ID);
-    lua_pushnil(L); /* materialized by the metatable on first read */
-    lua_rawset(L, t);
     KEY(EK_VERSION);
     lua_pushinteger(L, (lua_Integer)ev->version);
     lua_rawset(L, t);
@@ -308,9 +320,14 @@ int lh_evb_event_reuse(lua_State *L, lh_evb *b, lh_reuse *r, const cairn_event *
     KEY(EK_TIMESTAMP);
     lua_pushinteger(L, (lua_Integer)ev->timestamp);
     lua_rawset(L, t);
-    KEY(EK_SCHEMA);
-    lua_pushinteger(L, (lua_Integer)ev->schema);
-    lua_rawset(L, t);
+    if (r->schema != (lua_Integer)ev->schema) {
+        KEY(EK_SCHEMA);
+        lua_pushinteger(L, (lua_Integer)ev->schema);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, r->reg, 8); /* what E.schema must still be at the end */
+        lua_rawset(L, t);
+        r->schema = (lua_Integer)ev->schema;
+    }
     /* Fields that stay the same along a fold are set when they change.  A handler that
      * overwrote one is found afterwards (lh_reuse_reachable compares them with what was
      * set, which the registry table records) and the fold runs again with fresh tables. */
@@ -420,6 +437,54 @@ static void visit(walk *w, int depth) {
     lua_settop(L, o - 1);
 }
 
+/* [-0, +0, -] 1 when a handler changed one of the fields set only when they change (or
+ * E's metatable, or the empty metadata table) since the fold set them, or did so in an
+ * earlier batch of this fold (recorded in the registry table's slot 9). */
+static int reuse_tampered(lua_State *L, const lh_reuse *rp) {
+    lh_reuse r = *rp;
+    int ok = 1, top = lua_gettop(L);
+    if (lua_rawgeti(L, r.reg, 9) != LUA_TNIL) ok = 0;
+    lua_pop(L, 1);
+    if (ok && lua_rawgeti(L, r.reg, 7) != LUA_TNIL) { /* E has been filled */
+        lua_pushliteral(L, "stream");
+        lua_rawget(L, r.e);
+        ok = lua_rawequal(L, -1, -2);
+        lua_pop(L, 1);
+        lua_pushliteral(L, "forgotten");
+        ok = ok && lua_rawget(L, r.e) == LUA_TBOOLEAN;
+        lua_pop(L, 1);
+        lua_pushliteral(L, "schema");
+        lua_rawget(L, r.e);
+        lua_rawgeti(L, r.reg, 8);
+        ok = ok && lua_rawequal(L, -1, -2);
+        lua_pop(L, 2);
+        lua_pushliteral(L, "id"); /* absent, or the one the metatable made */
+        if (lua_rawget(L, r.e) != LUA_TNIL) {
+            if (!r.idbox[16]) {
+                ok = 0;
+            } else {
+                push_uuid(L, r.idbox);
+                ok = ok && lua_rawequal(L, -1, -2);
+                lua_pop(L, 1);
+            }
+        }
+        lua_pop(L, 1);
+        lua_pushliteral(L, "metadata");
+        ok = ok && lua_rawget(L, r.e) == LUA_TTABLE;
+        lua_pop(L, 1);
+        lua_pushliteral(L, "tags");
+        ok = ok && lua_rawget(L, r.e) == LUA_TTABLE;
+        lua_pop(L, 1);
+        lua_pushnil(L);
+        if (lua_next(L, r.meta)) ok = 0; /* the empty metadata table is still empty */
+        lua_settop(L, top + 1);
+        lua_getmetatable(L, r.e);
+        ok = ok && lua_rawequal(L, -1, r.mt);
+    }
+    lua_settop(L, top);
+    return !ok;
+}
+
 int lh_reuse_reachable(lua_State *L, const int *roots, int nroots) {
     lh_reuse r;
     walk w = {L, 0, 0, 0};
@@ -442,36 +507,9 @@ int lh_reuse_reachable(lua_State *L, const int *roots, int nroots) {
             return 1;
         }
     }
-    /* the fields set only when they change must still be what the fold set */
-    {
-        int ok = 1;
-        lua_pushliteral(L, "stream");
-        lua_rawget(L, r.e);
-        lua_rawgeti(L, r.reg, 7);
-        ok = lua_rawequal(L, -1, -2);
-        lua_pop(L, 2);
-        lua_pushliteral(L, "forgotten");
-        ok = ok && lua_rawget(L, r.e) == LUA_TBOOLEAN;
-        lua_pop(L, 1);
-        lua_pushliteral(L, "metadata");
-        ok = ok && lua_rawget(L, r.e) == LUA_TTABLE;
-        lua_pop(L, 1);
-        lua_pushliteral(L, "tags");
-        ok = ok && lua_rawget(L, r.e) == LUA_TTABLE;
-        lua_pop(L, 1);
-        lua_pushnil(L);
-        ok = ok && !lua_next(L, r.meta); /* the empty metadata table is still empty */
-        if (!ok) {
-            lua_settop(L, top);
-            return 1;
-        }
-        lua_getmetatable(L, r.e);
-        ok = lua_rawequal(L, -1, r.mt);
-        lua_pop(L, 1);
-        if (!ok) {
-            lua_settop(L, top);
-            return 1;
-        }
+    if (reuse_tampered(L, &r)) {
+        lua_settop(L, top);
+        return 1;
     }
     lua_newtable(L);
     w.seen = lua_gettop(L);

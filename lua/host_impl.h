@@ -133,6 +133,7 @@ typedef struct lh_reuse {
     int reg;                     /* stack index of the registry's reuse table */
     const char *stream;          /* the stream string E holds (interned: compared by address) */
     int plain;                   /* E holds the empty metadata and tags tables, forgotten=false */
+    lua_Integer schema;          /* the schema E holds */
 } lh_reuse;
 /* [-0, +LH_REUSE_SLOTS, m] the tables are taken from (or made into) the registry */
 void lh_evb_reuse_open(lua_State *L, lh_reuse *r);

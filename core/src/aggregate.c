@@ -292,7 +292,8 @@ static int agg_fold(agg *a, int64_t target) {
     uint64_t applied = a->applied;
     int rc, escaped = 0;
 
-    a->reuse = a->si.exists && target - a->version >= REUSE_MIN && !script_retains(a, 0);
+    /* upcasters rewrite the event in place: they always get fresh tables */
+    a->reuse = a->si.exists && !a->up && target - a->version >= REUSE_MIN && !script_retains(a, 0);
     rc = fold_range(a, target);
     if (!a->reuse) return rc;
     a->reuse = 0;

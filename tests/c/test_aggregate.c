@@ -239,6 +239,20 @@ static void long_folds_keep_event_semantics(void **state) {
     assert_int_equal(field_of(st.json, "bad"), 0);
     assert_int_equal(field_of(st.json, "n"), 1000);
     free(st.json);
+    /* writes the schema of one event */
+    fold_with(fx->store, "schm",
+              "return { init = function() return { bad = 0 } end, apply = { T = function(s, e)"
+              " if e.schema ~= 1 then s.bad = s.bad + 1 end; if e.version == 10 then e.schema = 7 end end }, }",
+              1000, &st);
+    assert_int_equal(field_of(st.json, "bad"), 0);
+    free(st.json);
+    /* writes its own id */
+    fold_with(fx->store, "myid",
+              "return { init = function() return { bad = 0 } end, apply = { T = function(s, e)"
+              " if e.id == 'mine' then s.bad = s.bad + 1 end; if e.version == 10 then e.id = 'mine' end end }, }",
+              1000, &st);
+    assert_int_equal(field_of(st.json, "bad"), 0);
+    free(st.json);
     /* and a plain reducer still folds every event (through the reused tables) */
     fold_with(fx->store, "sum",
               "return { init = function() return { total = 0 } end, apply = { T = function(s, e)"
