@@ -100,8 +100,10 @@ static void fill(cairn_store *s, const char *stream, long n) {
 }
 
 /* The baseline: the same reducers, the same events as tables built beforehand, a plain
- * Lua loop calling the handler per event. */
-static double baseline_rate(cairn_store *s, const char *stream, long n) {
+ * Lua loop calling the handler per event.  `hooked`: run it the way cairn runs every
+ * script, under an instruction limit (whose count hook slows the Lua VM down by itself);
+ * otherwise with no limit at all. */
+static double baseline_rate(cairn_store *s, const char *stream, long n, int hooked) {
     cairn_lua *h;
     lua_State *L;
     cairn_iter *it;
@@ -114,7 +116,7 @@ static double baseline_rate(cairn_store *s, const char *stream, long n) {
         "  local s = agg.init(); local apply = agg.apply\n"
         "  for i = 1, #evs do local e = evs[i]; local h = apply[e.type]; if h then local r = h(s, e); if r then s = r end end end\n"
         "  return s.count end }";
-    if ((rc = cairn_lua_open(0, 0, NULL, NULL, &h))) die("lua", rc);
+    if ((rc = cairn_lua_open(hooked ? 1000000000ull : 0, 0, NULL, NULL, &h))) die("lua", rc);
     L = cairn_lua_state(h);
     snprintf(src, sizeof src, BANK, "");
     if ((rc = cairn_lua_load(h, "account", src, strlen(src)))) die("load", rc);
@@ -180,7 +182,7 @@ static double durable_executes(cairn_store *s, const char *stream, long n) {
 int main(int argc, char **argv) {
     char path[4096], cmd[4200];
     long n = argc > 2 && atol(argv[2]) > 0 ? atol(argv[2]) : 100000;
-    double base[ROUNDS], load[ROUNDS], app[7], exe[7];
+    double base[ROUNDS], bare[ROUNDS], load[ROUNDS], app[7], exe[7];
     cairn_store *s;
 
     if (argc < 2) {
@@ -196,15 +198,19 @@ int main(int argc, char **argv) {
     define(s, "");
     fill(s, "account-big", n);
     for (int i = 0; i < ROUNDS; i++) {
-        base[i] = baseline_rate(s, "account-big", n);
+        base[i] = baseline_rate(s, "account-big", n, 1);
+        bare[i] = baseline_rate(s, "account-big", n, 0);
         load[i] = load_rate(s, "account-big", n);
     }
     qsort(base, ROUNDS, sizeof *base, cmp_d);
+    qsort(bare, ROUNDS, sizeof *bare, cmp_d);
     qsort(load, ROUNDS, sizeof *load, cmp_d);
     printf("Lua aggregates, %ld-event stream, median of %d rounds (7 for durable)\n\n", n, ROUNDS);
     printf("| benchmark | cairn | baseline | ratio | target |\n|---|---|---|---|---|\n");
-    printf("| aggregate load, no snapshots | %.0f ev/s | %.0f ev/s (same reducer over pre-decoded tables) | **%.2f** | >= 0.50 |\n",
+    printf("| aggregate load, no snapshots | %.0f ev/s | %.0f ev/s (same reducer over pre-decoded tables, under the same instruction limit as every cairn script) | **%.2f** | >= 0.50 |\n",
            load[ROUNDS / 2], base[ROUNDS / 2], load[ROUNDS / 2] / base[ROUNDS / 2]);
+    printf("| (the same, baseline with no instruction limit) | %.0f ev/s | %.0f ev/s | %.2f | |\n",
+           load[ROUNDS / 2], bare[ROUNDS / 2], load[ROUNDS / 2] / bare[ROUNDS / 2]);
     cairn_close(s);
 
     /* durable: execute against a snapshotted aggregate vs plain single-event appends */
