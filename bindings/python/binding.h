@@ -41,6 +41,7 @@ typedef struct cpy_state {
     PyTypeObject *NamesIter_Type;
     PyTypeObject *Verify_Type;
     PyTypeObject *Aggregate_Type;
+    PyTypeObject *Sub_Type; /* cairn.Subscription (subscription.c) */
     PyObject *exc[CPY_EXC_COUNT];
     PyObject *logger;       /* logging.getLogger("cairn"), fetched at the first print */
     PyObject *uuid_type;    /* uuid.UUID */
@@ -195,5 +196,27 @@ PyObject *cpy_store_load(cpy_store *s, PyObject *args, PyObject *kwargs);
 PyObject *cpy_store_execute(cpy_store *s, PyObject *args, PyObject *kwargs);
 PyObject *cpy_store_compensate(cpy_store *s, PyObject *args, PyObject *kwargs);
 PyObject *cpy_store_rollback(cpy_store *s, PyObject *args, PyObject *kwargs);
+
+/* ---------------------------------------------------------------------------------
+ * subscription.c: the Subscription type, store.subscribe() and store.checkpoint().
+ * --------------------------------------------------------------------------------- */
+int cpy_sub_type_init(PyObject *module, cpy_state *st);
+PyObject *cpy_store_subscribe(cpy_store *s, PyObject *args, PyObject *kwargs);
+PyObject *cpy_store_checkpoint(cpy_store *s, PyObject *args, PyObject *kwargs);
+/* ---------------------------------------------------------------------------------
+ * projection.c: the Projection type, run/delete, and the background runner (stopped by
+ * cpy_projections_detach before the store's handle closes).
+ * --------------------------------------------------------------------------------- */
+int cpy_projection_type_init(PyObject *module, cpy_state *st);
+PyObject *cpy_store_define_projection(cpy_store *s, PyObject *args, PyObject *kwargs);
+PyObject *cpy_store_projection(cpy_store *s, PyObject *args, PyObject *kwargs);
+PyObject *cpy_store_run_projections(cpy_store *s, PyObject *args, PyObject *kwargs);
+PyObject *cpy_store_delete_projection(cpy_store *s, PyObject *args, PyObject *kwargs);
+PyObject *cpy_store_start_projections(cpy_store *s, PyObject *unused);
+PyObject *cpy_store_stop_projections(cpy_store *s, PyObject *unused);
+void cpy_projections_detach(cpy_store *s);
+
+/* A read_all-style filter argument: None (*out NULL) or a tuple of str (store.c). */
+int cpy_filter_arg(PyObject *o, const char *name, PyObject **out);
 
 #endif

@@ -99,6 +99,8 @@ static int module_exec(PyObject *module) {
     if (cpy_store_type_init(module, st) < 0) return -1;
     if (cpy_iter_types_init(module, st) < 0) return -1;
     if (cpy_aggregate_type_init(module, st) < 0) return -1;
+    if (cpy_sub_type_init(module, st) < 0) return -1;
+    if (cpy_projection_type_init(module, st) < 0) return -1;
 
     if (PyModule_AddIntConstant(module, "ANY", CAIRN_ANY) < 0 ||
         PyModule_AddIntConstant(module, "NO_STREAM", CAIRN_NO_STREAM) < 0 ||
@@ -122,6 +124,7 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg) {
     Py_VISIT(st->NamesIter_Type);
     Py_VISIT(st->Verify_Type);
     Py_VISIT(st->Aggregate_Type);
+    Py_VISIT(st->Sub_Type);
     Py_VISIT(st->logger);
     for (int i = 0; i < CPY_EXC_COUNT; i++) Py_VISIT(st->exc[i]);
     Py_VISIT(st->uuid_type);
@@ -139,6 +142,7 @@ static int module_clear(PyObject *module) {
     Py_CLEAR(st->NamesIter_Type);
     Py_CLEAR(st->Verify_Type);
     Py_CLEAR(st->Aggregate_Type);
+    Py_CLEAR(st->Sub_Type);
     Py_CLEAR(st->logger);
     for (int i = 0; i < CPY_EXC_COUNT; i++) Py_CLEAR(st->exc[i]);
     Py_CLEAR(st->uuid_type);

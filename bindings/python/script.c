@@ -183,6 +183,14 @@ PyObject *cpy_store_define_aggregate(cpy_store *s, PyObject *args, PyObject *kwa
     return define(s, CAIRN_SCRIPT_AGGREGATE, name, source);
 }
 
+PyObject *cpy_store_define_projection(cpy_store *s, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"name", "source", NULL};
+    PyObject *name, *source;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO:define_projection", kwlist, &name, &source))
+        return NULL;
+    return define(s, CAIRN_SCRIPT_PROJECTION, name, source);
+}
+
 PyObject *cpy_store_define_upcasters(cpy_store *s, PyObject *args, PyObject *kwargs) {
     static char *kwlist[] = {"source", NULL};
     PyObject *source, *name, *r;

@@ -17,6 +17,7 @@ static void store_really_close(cpy_store *s) {
     cairn_store *h = s->handle;
     if (!h) return;
     s->handle = NULL;
+    cpy_projections_detach(s); /* the runner thread goes before the handle */
     cpy_readiters_detach(s); /* their core iterators go before the handle */
     Py_BEGIN_ALLOW_THREADS
         cairn_close(h);
@@ -434,6 +435,8 @@ static PyObject *store_read_stream(cpy_store *self, PyObject *args, PyObject *kw
 }
 
 /* A filter argument: None (no filter: NULL), a str, or an iterable of str -> tuple. */
+static int filter_arg(PyObject *o, const char *name, PyObject **out);
+int cpy_filter_arg(PyObject *o, const char *name, PyObject **out) { return filter_arg(o, name, out); }
 static int filter_arg(PyObject *o, const char *name, PyObject **out) {
     PyObject *t;
     Py_ssize_t i;
@@ -924,6 +927,24 @@ static PyMethodDef store_methods[] = {
      "or raises CorruptionError naming the first damage."},
     {"sync", (PyCFunction)store_sync, METH_NOARGS,
      "sync($self, /)\n--\n\nMake every commit durable."},
+    {"define_projection", (PyCFunction)(void (*)(void))cpy_store_define_projection,
+     METH_VARARGS | METH_KEYWORDS,
+     "define_projection($self, /, name, source)\n--\n\nStores a projection script (ScriptError on "
+     "a syntax error or bad shape); other source than before resets it."},
+    {"projection", (PyCFunction)(void (*)(void))cpy_store_projection, METH_VARARGS | METH_KEYWORDS,
+     "projection($self, /, name)\n--\n\nA live view of a projection (KeyError when undefined)."},
+    {"run_projections", (PyCFunction)(void (*)(void))cpy_store_run_projections,
+     METH_VARARGS | METH_KEYWORDS,
+     "run_projections($self, /, name=None)\n--\n\nCatches up one or every async projection; "
+     "returns the number of events processed."},
+    {"delete_projection", (PyCFunction)(void (*)(void))cpy_store_delete_projection,
+     METH_VARARGS | METH_KEYWORDS,
+     "delete_projection($self, /, name)\n--\n\nRemoves a projection, its state and record."},
+    {"start_projections", (PyCFunction)cpy_store_start_projections, METH_NOARGS,
+     "start_projections($self, /)\n--\n\nStarts a background thread keeping every async "
+     "projection current."},
+    {"stop_projections", (PyCFunction)cpy_store_stop_projections, METH_NOARGS,
+     "stop_projections($self, /)\n--\n\nStops the background runner (no-op when none)."},
     {"define_aggregate", (PyCFunction)(void (*)(void))cpy_store_define_aggregate,
      METH_VARARGS | METH_KEYWORDS,
      "define_aggregate($self, /, name, source)\n--\n\n"
@@ -958,6 +979,14 @@ static PyMethodDef store_methods[] = {
      "rollback($self, /, correlation_id)\n--\n\n"
      "Compensate every not-yet-compensated event with this metadata.correlation_id, newest "
      "first, in one commit; returns a list of AppendResult (newest first, [] when none)."},
+    {"subscribe", (PyCFunction)(void (*)(void))cpy_store_subscribe, METH_VARARGS | METH_KEYWORDS,
+     "subscribe($self, /, start=1, *, name=None, timeout=None, types=None, categories=None, "
+     "streams=None, tags=None)\n--\n\n"
+     "Every matching event from `start` on, in position order, then new ones as they are "
+     "committed (by any thread or process); returns a Subscription."},
+    {"checkpoint", (PyCFunction)(void (*)(void))cpy_store_checkpoint, METH_VARARGS | METH_KEYWORDS,
+     "checkpoint($self, /, name)\n--\n\n"
+     "The stored checkpoint of the named subscription (0 when none)."},
     {NULL},
 };
 

@@ -317,8 +317,94 @@ int cairn_compensate(cairn_store *store, const char *stream, size_t stream_len, 
 int cairn_rollback(cairn_store *store, const char *correlation_id, size_t len,
                    cairn_append_result **results, size_t *count);
 
+/* ---------------------------------------------------------------------------------
+ * Projections (spec section 2 "Projections", section 3 "Projection").  Defined with
+ * cairn_define_script(CAIRN_SCRIPT_PROJECTION, ...): redefining with other source resets the
+ * projection; an inline one catches up inside the define.  A missing projection is
+ * CAIRN_ENOTFOUND.
+ * --------------------------------------------------------------------------------- */
+
+/* Catches up one async projection (`name`), or every one (`name` NULL), in batches of up
+ * to 1,000 source events per commit; state, position and emitted events commit together.
+ * A handler failure faults only its projection (its state and position stay as of the
+ * event before the failing one) and is not this call's error.  Faulted and inline
+ * projections are skipped.  *processed (may be NULL) counts source events applied. */
+int cairn_run_projections(cairn_store *store, const char *name, size_t name_len, uint64_t *processed);
+
+typedef struct cairn_projection_status {
+    uint64_t position;       /* last position processed (0 before the first run) */
+    int started;             /* it has run (or been caught up) at least once */
+    int faulted;             /* stopped at a failing handler until reset or redefined */
+    char error[600];         /* faulted: message, script line and event position */
+    int error_line;          /* faulted: 1-based line in the script, 0 if unknown */
+    uint64_t error_position; /* faulted: position of the failing event (0 if none) */
+} cairn_projection_status;
+
+int cairn_projection_info(cairn_store *store, const char *name, size_t name_len,
+                          cairn_projection_status *out);
+
+/* The state of a projection as JSON (malloc'd, NUL-terminated; caller frees).  partition
+ * NULL: the unpartitioned state.  CAIRN_ENOTFOUND before the first run, or for a partition
+ * that has seen no event. */
+int cairn_projection_state(cairn_store *store, const char *name, size_t name_len,
+                           const char *partition, size_t partition_len, char **json,
+                           size_t *len);
+
+/* Lists a partitioned projection's partition keys, sorted bytewise. */
+int cairn_projection_partitions(cairn_store *store, const char *name, size_t name_len,
+                                cairn_name_fn fn, void *ctx);
+
+/* Clears state, position and fault: the next run rebuilds from position 1 (an inline
+ * projection rebuilds now).  Emitted events are not emitted again (their ids exist). */
+int cairn_projection_reset(cairn_store *store, const char *name, size_t name_len);
+
+/* Removes the projection's script, state and record. */
+int cairn_delete_projection(cairn_store *store, const char *name, size_t name_len);
+
+/* A background thread running cairn_run_projections(store, NULL) whenever the head moves
+ * (checked every 50 ms).  Stop it before closing the store. */
+typedef struct cairn_runner cairn_runner;
+int cairn_projections_start(cairn_store *store, cairn_runner **out);
+void cairn_projections_stop(cairn_runner *runner); /* joins the thread; NULL, or a runner
+                                                    started before fork() (in the child): no-op */
+
 /* The category of a stream name: the part before the first '-', or the whole name. */
 cairn_slice cairn_category(const char *stream, size_t stream_len);
+
+/* ---------------------------------------------------------------------------------
+ * Subscriptions (spec section 2 "Subscriptions").  Catch-up from `start` through the
+ * filtered log (as cairn_iter_all, upcasters applied), then live: a commit in any process
+ * wakes a waiting cairn_sub_next (docs/API-addenda.md "Live delivery").
+ * --------------------------------------------------------------------------------- */
+typedef struct cairn_sub cairn_sub;
+
+/* Opens a subscription from position `start` (0 or 1: the first event).  `filter` (NULL
+ * for none) is copied.  With a `name` (1..255 bytes) the subscription is durable: it
+ * starts after the stored checkpoint when there is one (ignoring `start`), and the
+ * checkpoint advances to an event's position when the following event is requested and at
+ * cairn_sub_close; a named subscription needs a writable handle.  The subscription keeps
+ * its own reference to the store's environment and a copy of the handle's settings
+ * (durability, script limits): it may outlive `store`.  One thread at a time. */
+int cairn_subscribe(cairn_store *store, uint64_t start, const cairn_filter *filter,
+                    const char *name, size_t name_len, cairn_sub **out);
+
+/* Waits up to timeout_ms (-1: forever, 0: do not wait) for the next matching event:
+ * 1 and *ev filled (pointers valid until the next call on sub), 0 on timeout, or a
+ * negative code.  A named subscription first stores the position of the event the
+ * previous call returned. */
+int cairn_sub_next(cairn_sub *sub, int timeout_ms, cairn_event *ev);
+
+/* Events the next cairn_sub_next calls can return by copying from a buffer: no LMDB read,
+ * no checkpoint write, no upcaster run, no wait.  0: the next call may do any of those (a
+ * caller holding a lock such as Python's GIL should release it). */
+size_t cairn_sub_buffered(const cairn_sub *sub);
+
+/* Stores a named subscription's checkpoint (the last event returned) and frees it.
+ * NULL is a no-op.  Returns the checkpoint write's code (CAIRN_OK for unnamed). */
+int cairn_sub_close(cairn_sub *sub);
+
+/* The stored checkpoint of subscription `name`: 0 when there is none. */
+int cairn_checkpoint(cairn_store *store, const char *name, size_t name_len, uint64_t *pos);
 
 #ifdef __cplusplus
 }

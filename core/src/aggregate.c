@@ -550,7 +550,8 @@ static int write_produced(agg *a, const char *stream, size_t stream_len, int64_t
         return script_fail(a->name, 0, "%s", msg[0] ? msg : what);
     }
     if ((rc = cairn__write_requests(a->s, a->txn, &q, 1, res))) return rc;
-    return cairn__snapshot_after_append(a->s, a->txn, &q, 1, res);
+    if ((rc = cairn__snapshot_after_append(a->s, a->txn, &q, 1, res))) return rc;
+    return cairn__projections_after_append(a->s, a->txn);
 }
 
 /* Pushes a JSON object (or an empty table for none); 0 on success. */
@@ -583,7 +584,10 @@ static int in_write_txn(cairn_store *s, write_body body, void *ctx) {
         lua_settop(cairn_lua_state(h), 0);
         if (rc == CAIRN_OK) {
             int mrc = cairn__write_commit(s->env, txn);
-            if (mrc == 0) break;
+            if (mrc == 0) {
+                cairn__notify_commit(s->env, 0);
+                break;
+            }
             if (mrc != MDB_MAP_FULL) { rc = cairn__mdb_fail(mrc, "commit"); break; }
         } else {
             cairn__write_abort(s->env, txn);

@@ -460,9 +460,13 @@ int cairn_append_batch(cairn_store *s, const cairn_append_req *reqs, size_t nreq
         if ((rc = cairn__write_begin(s->env, s->durability, &txn))) return rc;
         rc = cairn__write_requests(s, txn, reqs, nreqs, results);
         if (rc == CAIRN_OK) rc = cairn__snapshot_after_append(s, txn, reqs, nreqs, results);
+        if (rc == CAIRN_OK) rc = cairn__projections_after_append(s, txn);
         if (rc == CAIRN_OK) {
             int mrc = cairn__write_commit(s->env, txn);
-            if (mrc == MDB_SUCCESS) return CAIRN_OK;
+            if (mrc == MDB_SUCCESS) {
+                cairn__notify_commit(s->env, results[nreqs - 1].position);
+                return CAIRN_OK;
+            }
             if (mrc != MDB_MAP_FULL) return cairn__mdb_fail(mrc, "commit");
         } else {
             cairn__write_abort(s->env, txn);

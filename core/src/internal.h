@@ -28,6 +28,11 @@ typedef struct cairn_env {
     MDB_dbi scripts; /* kind byte + name -> u64 XXH3 of source BE, source */
     MDB_dbi snaps;   /* u64 sid + u64 version -> u64 script hash, u64 upcasters hash, state JSON */
     MDB_dbi comp;    /* compensated event id (16 bytes) -> u64 position of its compensation */
+    MDB_dbi subs;    /* subscription name -> u64 checkpoint BE; 0 when the db is absent */
+    void *notify;    /* the mapped `notify` file (notify.c), NULL when unavailable */
+    int notify_rw;   /* mapped writable: this process can register as a waiter */
+    MDB_dbi proj;    /* projection name -> position, script hash, status, fault (projection.c) */
+    MDB_dbi pstate;  /* projection name + 0 + partition key -> state JSON ("" unpartitioned) */
     pthread_mutex_t lua_lock;     /* guards lua_idle */
     struct lua_slot *lua_idle;    /* Lua states not in use, with their loaded scripts */
     /* Every transaction of this process holds `resize` shared; changing the map size
@@ -184,10 +189,30 @@ int cairn__parse_uuid(const char *s, size_t len, uint8_t out[16]);
 int cairn__snapshot_after_append(cairn_store *s, MDB_txn *txn, const cairn_append_req *reqs,
                                  size_t nreqs, const cairn_append_result *results);
 
+/* Projections (projection.c).  Inline projections follow an append inside its txn (a
+ * handler error fails the append with CAIRN_ESCRIPT); the define hook runs in the txn that
+ * stores a projection script (resets on changed source, catches inline ones up). */
+int cairn__projections_after_append(cairn_store *s, MDB_txn *txn);
+int cairn__projection_defined(cairn_store *s, MDB_txn *txn, const char *name, size_t len,
+                              uint64_t hash);
+/* Refills of this iterator read through `txn` (which outlives them) instead of their own. */
+struct cairn_iter;
+void cairn__iter_bind_txn(struct cairn_iter *it, MDB_txn *txn);
+
 /* Validation shared by writers and readers. */
 int cairn__check_stream(const void *name, size_t len, const char *what);
 int cairn__check_utf8(const void *p, size_t len);
 
 int64_t cairn__now_ns(void);
+
+/* ---------------------------------------------------------------------------------
+ * Live delivery (notify.c).  cairn__notify_commit goes after every successful commit
+ * that writes events; `head` is the new last position (0 when unknown).
+ * --------------------------------------------------------------------------------- */
+void cairn__notify_open(cairn_env *e, const char *path);
+void cairn__notify_close(cairn_env *e);
+void cairn__notify_commit(cairn_env *e, uint64_t head);
+uint32_t cairn__notify_seen(cairn_env *e);
+void cairn__notify_wait(cairn_env *e, uint32_t seen, int ms);
 
 #endif

@@ -63,7 +63,10 @@ struct cairn_iter {
     char *up_src;
     size_t up_len;
     cairn_buf upbuf;
+    MDB_txn *ext; /* cairn__iter_bind_txn: refills read through this txn (projections) */
 };
+
+void cairn__iter_bind_txn(cairn_iter *it, MDB_txn *txn) { it->ext = txn; }
 
 void cairn_iter_set_raw(cairn_iter *it, int raw) { it->raw = raw != 0; }
 
@@ -500,7 +503,8 @@ static int refill(cairn_iter *it) {
     int rc;
 
     it->count = it->at = it->buf_len = 0;
-    if ((rc = cairn__read_begin(it->env, &txn))) return rc;
+    if (it->ext) txn = it->ext;
+    else if ((rc = cairn__read_begin(it->env, &txn))) return rc;
     if (!it->planned) {
         it->planned = 1;
         if (it->kind == IT_POSTINGS && (rc = plan(it, txn))) goto out;
@@ -518,7 +522,7 @@ static int refill(cairn_iter *it) {
     default: rc = refill_postings(it, txn); break;
     }
 out:
-    cairn__read_end(it->env, txn);
+    if (!it->ext) cairn__read_end(it->env, txn);
     return rc;
 }
 

@@ -217,7 +217,16 @@ int cairn_define_script(cairn_store *s, cairn_script_kind kind, const char *name
         if (rc == 0) {
             cairn__put_be64(v.mv_data, hash);
             if (src_len) memcpy((uint8_t *)v.mv_data + 8, src, src_len);
+            /* a changed projection starts over; an inline one catches up in this txn */
+            if (kind == CAIRN_SCRIPT_PROJECTION &&
+                (rc = cairn__projection_defined(s, txn, name, name_len, hash)) != CAIRN_OK) {
+                cairn__write_abort(s->env, txn);
+                if (rc != CAIRN__EMAPFULL) return rc;
+                if ((rc = cairn__env_grow(s->env))) return rc;
+                continue;
+            }
             rc = cairn__write_commit(s->env, txn);
+            if (rc == 0) cairn__notify_commit(s->env, 0);
         } else {
             cairn__write_abort(s->env, txn);
         }

@@ -52,6 +52,7 @@ void cairn__env_retain(cairn_env *e) {
 
 static void env_free(cairn_env *e) {
     cairn__lua_pool_free(e);
+    cairn__notify_close(e);
     pthread_mutex_destroy(&e->lua_lock);
     if (e->env) mdb_env_close(e->env);
     pthread_rwlock_destroy(&e->resize);
@@ -181,6 +182,14 @@ static int env_setup(cairn_env *e, int create) {
         (rc = mdb_dbi_open(txn, "snaps", cf, &e->snaps)) ||
         (rc = mdb_dbi_open(txn, "comp", cf, &e->comp)))
         goto mdb_fail;
+    /* added after format 1 shipped: created in older stores when writable, absent (dbi 0,
+     * read as empty) in a read-only one */
+    if ((rc = mdb_dbi_open(txn, "proj", create ? MDB_CREATE : 0, &e->proj)) == MDB_NOTFOUND) e->proj = 0;
+    else if (rc) goto mdb_fail;
+    if ((rc = mdb_dbi_open(txn, "pstate", create ? MDB_CREATE : 0, &e->pstate)) == MDB_NOTFOUND) e->pstate = 0;
+    else if (rc) goto mdb_fail;
+    if ((rc = mdb_dbi_open(txn, "subs", create ? MDB_CREATE : 0, &e->subs)) == MDB_NOTFOUND) e->subs = 0;
+    else if (rc) goto mdb_fail;
     if (cf) {
         uint8_t magic[sizeof MAGIC + 3] = MAGIC;
         magic[sizeof MAGIC + 2] = CAIRN_REC_FORMAT; /* store format, big-endian u24 */
@@ -231,6 +240,7 @@ static int env_open(const char *path, const struct stat *st, const cairn_options
         env_free(e);
         return rc;
     }
+    cairn__notify_open(e, path);
     *out = e;
     return CAIRN_OK;
 mdb_fail:

@@ -1,0 +1,1027 @@
+/*
+ * projection.c -- Lua projections: catch-up in batches through the posting indexes, state and
+ * position and emitted events in one commit, partitioned state, faults that stop only their
+ * projection, inline projections that follow every append inside its own txn, and a
+ * background runner thread.
+ *
+ * `proj`:   name -> u64 position BE, u64 script hash BE, u8 status, u32 line BE,
+ *           u64 fault position BE, fault text
+ * `pstate`: name + 0 (+ partition key) -> state JSON.  The unpartitioned state lives under
+ *           name + 0; a partition key is never empty.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include <lauxlib.h>
+
+#include "host.h"
+#include "internal.h"
+
+#define NAME_MAX_ 255
+#define BATCH 1000       /* source events per write txn when catching up */
+#define REC_HDR 29
+#define KEY_MAX 511      /* LMDB's default key limit */
+#define STATUS_OK 0
+#define STATUS_FAULTED 1
+
+typedef struct prec {
+    int exists;
+    uint64_t position, hash, fault_pos;
+    int status, line;
+    char error[sizeof ((cairn_error *)0)->message + 64];
+} prec;
+
+typedef struct pemit { /* one emit() waiting for the end of the batch; offsets into ebuf */
+    size_t stream, stream_len, type, type_len, data, data_len, meta, meta_len;
+    uint8_t id[16];
+} pemit;
+
+typedef struct proj {
+    cairn_store *s;
+    cairn_lua *h;
+    lua_State *L;
+    MDB_txn *txn;
+    char name[NAME_MAX_ + 1];
+    size_t name_len;
+    uint64_t hash, up_hash;
+    int script, up, apply, star, part, init, cache; /* stack slots (0 when absent) */
+    int is_inline;
+    cairn_filter f;
+    cairn_slice *vals; /* the filter's strings, pointing into the script table */
+    /* emit() */
+    const uint8_t *src_id; /* id of the event being applied */
+    uint32_t emit_index;
+    cairn_buf ebuf;
+    pemit *emits;
+    size_t nemits, cap_emits;
+} proj;
+
+static int script_fail(const char *script, uint64_t position, const char *fmt, const char *what) {
+    cairn_error *err = cairn__err();
+    int rc = cairn__fail(CAIRN_ESCRIPT, fmt, what);
+    snprintf(err->script, sizeof err->script, "%s", script);
+    err->position = position;
+    return rc;
+}
+
+static int mdb_code(int mrc, const char *what) {
+    return mrc == MDB_MAP_FULL ? CAIRN__EMAPFULL : cairn__mdb_fail(mrc, what);
+}
+
+static int check_name(const char *name, size_t len) {
+    if (!name || !len || len > NAME_MAX_ || memchr(name, 0, len))
+        return cairn__fail(CAIRN_EINVAL, "name: must be 1..%d bytes without NUL", NAME_MAX_);
+    return CAIRN_OK;
+}
+
+/* ---------------------------------------------------------------------------------
+ * The proj record
+ * --------------------------------------------------------------------------------- */
+static int rec_get(cairn_env *e, MDB_txn *txn, const char *name, size_t len, prec *r) {
+    MDB_val k = {len, (void *)name}, v;
+    int rc;
+    memset(r, 0, sizeof *r);
+    if (!e->proj) return CAIRN_OK;
+    if ((rc = mdb_get(txn, e->proj, &k, &v)) == MDB_NOTFOUND) return CAIRN_OK;
+    if (rc) return cairn__mdb_fail(rc, "read projection");
+    if (v.mv_size < REC_HDR) return cairn__fail(CAIRN_ECORRUPT, "corrupt projection record");
+    const uint8_t *p = v.mv_data;
+    size_t n = v.mv_size - REC_HDR;
+    r->exists = 1;
+    r->position = cairn__get_be64(p), r->hash = cairn__get_be64(p + 8), r->status = p[16];
+    r->line = (int)cairn__get_be32(p + 17), r->fault_pos = cairn__get_be64(p + 21);
+    if (n >= sizeof r->error) n = sizeof r->error - 1;
+    memcpy(r->error, p + REC_HDR, n);
+    r->error[n] = 0;
+    return CAIRN_OK;
+}
+
+static int rec_put(cairn_env *e, MDB_txn *txn, const char *name, size_t len, const prec *r) {
+    MDB_val k = {len, (void *)name}, v;
+    size_t n = r->status == STATUS_FAULTED ? strlen(r->error) : 0;
+    int mrc;
+    if (!e->proj) return cairn__fail(CAIRN_EREADONLY, "store is opened read-only");
+    v.mv_size = REC_HDR + n, v.mv_data = NULL;
+    if ((mrc = mdb_put(txn, e->proj, &k, &v, MDB_RESERVE))) return mdb_code(mrc, "write projection");
+    uint8_t *p = v.mv_data;
+    cairn__put_be64(p, r->position), cairn__put_be64(p + 8, r->hash), p[16] = (uint8_t)r->status;
+    cairn__put_be32(p + 17, (uint32_t)r->line), cairn__put_be64(p + 21, r->fault_pos);
+    memcpy(p + REC_HDR, r->error, n);
+    return CAIRN_OK;
+}
+
+/* Deletes every state of a projection. */
+static int states_drop(cairn_env *e, MDB_txn *txn, const char *name, size_t len) {
+    uint8_t kb[NAME_MAX_ + 1];
+    MDB_val k, v;
+    MDB_cursor *c;
+    int mrc;
+    if (!e->pstate) return CAIRN_OK;
+    memcpy(kb, name, len);
+    kb[len] = 0;
+    if ((mrc = mdb_cursor_open(txn, e->pstate, &c))) return cairn__mdb_fail(mrc, "projection state");
+    k.mv_size = len + 1, k.mv_data = kb;
+    mrc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    while (mrc == 0 && k.mv_size >= len + 1 && !memcmp(k.mv_data, kb, len + 1)) {
+        if ((mrc = mdb_cursor_del(c, 0))) break;
+        mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT); /* after a delete: the entry that followed */
+    }
+    mdb_cursor_close(c);
+    return mrc == 0 || mrc == MDB_NOTFOUND ? CAIRN_OK : mdb_code(mrc, "drop projection state");
+}
+
+static int rec_reset(cairn_env *e, MDB_txn *txn, const char *name, size_t len, uint64_t hash) {
+    prec r;
+    int rc;
+    memset(&r, 0, sizeof r);
+    r.exists = 1, r.hash = hash;
+    if ((rc = states_drop(e, txn, name, len))) return rc;
+    return rec_put(e, txn, name, len, &r);
+}
+
+/* ---------------------------------------------------------------------------------
+ * Opening a projection: script, upcasters, slots, source filter
+ * --------------------------------------------------------------------------------- */
+static void proj_close(proj *p) {
+    if (p->h) cairn_lua_set_emit(p->h, NULL, NULL);
+    free(p->vals);
+    cairn_buf_free(&p->ebuf);
+    free(p->emits);
+    p->vals = NULL, p->emits = NULL;
+}
+
+static int field_slot(lua_State *L, int t, const char *k, int type) {
+    lua_pushstring(L, k);
+    if (lua_rawget(L, t) == type) return lua_gettop(L);
+    lua_pop(L, 1);
+    return 0;
+}
+
+/* Reads source.<field> (a sequence of strings) into vals from *at. */
+static const cairn_slice *source_list(lua_State *L, int src, const char *field, cairn_slice *vals,
+                                      size_t *at, size_t *n) {
+    const cairn_slice *first = vals + *at;
+    *n = 0;
+    lua_pushstring(L, field);
+    if (lua_rawget(L, src) == LUA_TTABLE) {
+        size_t m = lua_rawlen(L, -1);
+        for (size_t i = 1; i <= m; i++) {
+            if (lua_rawgeti(L, -1, (lua_Integer)i) == LUA_TSTRING) {
+                vals[*at].ptr = lua_tolstring(L, -1, &vals[*at].len); /* kept by the script */
+                (*at)++, (*n)++;
+            }
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+    return *n ? first : NULL;
+}
+
+static int count_list(lua_State *L, int src, const char *field) {
+    size_t m = 0;
+    lua_pushstring(L, field);
+    if (lua_rawget(L, src) == LUA_TTABLE) m = lua_rawlen(L, -1);
+    lua_pop(L, 1);
+    return (int)m;
+}
+
+/* [-0, +k] pushes what the projection needs; the caller restores the stack. */
+static int proj_open(proj *p, cairn_store *s, cairn_lua *h, MDB_txn *txn, const char *name, size_t len) {
+    const char *src;
+    size_t src_len, total, at = 0;
+    int rc, srct;
+    lua_State *L = cairn_lua_state(h);
+
+    memset(p, 0, sizeof *p);
+    p->s = s, p->h = h, p->L = L, p->txn = txn, p->name_len = len;
+    memcpy(p->name, name, len);
+    p->name[len] = 0;
+    if ((rc = cairn__script_get(s->env, txn, CAIRN_SCRIPT_PROJECTION, name, len, &p->hash, &src, &src_len)))
+        return rc;
+    if (!src) return cairn__fail(CAIRN_ENOTFOUND, "no projection named %s", p->name);
+    if (!lua_checkstack(L, 16)) return cairn__fail(CAIRN_ENOMEM, "Lua stack exhausted");
+    if ((rc = cairn__script_push(h, CAIRN_SCRIPT_PROJECTION, name, len, p->hash, src, src_len))) return rc;
+    p->script = lua_gettop(L);
+    if ((rc = cairn__script_get(s->env, txn, CAIRN_SCRIPT_UPCASTERS, "upcasters", 9, &p->up_hash, &src,
+                                &src_len)))
+        return rc;
+    if (src) {
+        if ((rc = cairn__script_push(h, CAIRN_SCRIPT_UPCASTERS, "upcasters", 9, p->up_hash, src, src_len)))
+            return rc;
+        p->up = lua_gettop(L);
+    }
+    if ((p->apply = field_slot(L, p->script, "apply", LUA_TTABLE))) p->star = field_slot(L, p->apply, "*", LUA_TFUNCTION);
+    p->part = field_slot(L, p->script, "partition", LUA_TFUNCTION);
+    p->init = field_slot(L, p->script, "init", LUA_TFUNCTION);
+    lua_pushliteral(L, "mode");
+    if (lua_rawget(L, p->script) == LUA_TSTRING && !strcmp(lua_tostring(L, -1), "inline")) p->is_inline = 1;
+    lua_pop(L, 1);
+    if ((srct = field_slot(L, p->script, "source", LUA_TTABLE))) {
+        total = (size_t)count_list(L, srct, "categories") + count_list(L, srct, "streams") +
+                count_list(L, srct, "types") + count_list(L, srct, "tags");
+        if (total && !(p->vals = malloc(total * sizeof *p->vals))) return cairn__fail(CAIRN_ENOMEM, "out of memory");
+        p->f.categories = source_list(L, srct, "categories", p->vals, &at, &p->f.ncategories);
+        p->f.streams = source_list(L, srct, "streams", p->vals, &at, &p->f.nstreams);
+        p->f.types = source_list(L, srct, "types", p->vals, &at, &p->f.ntypes);
+        p->f.tags = source_list(L, srct, "tags", p->vals, &at, &p->f.ntags);
+    }
+    lua_newtable(L);
+    p->cache = lua_gettop(L); /* partition key -> state table, for this batch */
+    return CAIRN_OK;
+}
+
+/* ---------------------------------------------------------------------------------
+ * emit(stream, type, data, metadata)
+ * --------------------------------------------------------------------------------- */
+static int emit_fn(lua_State *L) {
+    proj *p = cairn_lua_emit_ud(L);
+    pemit m;
+    size_t sl, tl;
+    const char *stream = lua_type(L, 1) == LUA_TSTRING ? lua_tolstring(L, 1, &sl) : NULL;
+    const char *type = lua_type(L, 2) == LUA_TSTRING ? lua_tolstring(L, 2, &tl) : NULL;
+    size_t before = p->ebuf.len;
+    cairn_event_in ev;
+    cairn_append_req q;
+    uint8_t hb[NAME_MAX_ + 1 + 16 + 4];
+    XXH128_hash_t hh;
+    char msg[300];
+
+    if (!stream || !type) return luaL_error(L, "emit: stream and type must be strings");
+    if (!p->src_id) return luaL_error(L, "emit is only available in projection handlers");
+    if (p->nemits == p->cap_emits) {
+        size_t nc = p->cap_emits ? p->cap_emits * 2 : 16;
+        pemit *ne = realloc(p->emits, nc * sizeof *ne);
+        if (!ne) return luaL_error(L, "emit: out of memory");
+        p->emits = ne, p->cap_emits = nc;
+    }
+    memset(&m, 0, sizeof m);
+    m.stream = p->ebuf.len, m.stream_len = sl;
+    if (cairn_buf_append(&p->ebuf, stream, sl)) goto oom;
+    m.type = p->ebuf.len, m.type_len = tl;
+    if (cairn_buf_append(&p->ebuf, type, tl)) goto oom;
+    m.data = p->ebuf.len;
+    if (!lua_isnoneornil(L, 3) && cairn_lua_to_json(p->h, 3, &p->ebuf)) goto bad;
+    m.data_len = p->ebuf.len - m.data;
+    m.meta = p->ebuf.len;
+    if (lua_istable(L, 4)) {
+        lua_pushnil(L);
+        if (lua_next(L, 4)) {
+            lua_pop(L, 2);
+            if (cairn_lua_to_json(p->h, 4, &p->ebuf)) goto bad;
+        }
+    } else if (!lua_isnoneornil(L, 4)) {
+        p->ebuf.len = before;
+        return luaL_error(L, "emit: metadata must be a table");
+    }
+    m.meta_len = p->ebuf.len - m.meta;
+    /* the id: (projection name, source event id, emit index) -> UUIDv8 */
+    memcpy(hb, p->name, p->name_len);
+    hb[p->name_len] = 0;
+    memcpy(hb + p->name_len + 1, p->src_id, 16);
+    cairn__put_be32(hb + p->name_len + 17, p->emit_index++);
+    hh = XXH3_128bits(hb, p->name_len + 21);
+    cairn__put_be64(m.id, hh.high64), cairn__put_be64(m.id + 8, hh.low64);
+    m.id[6] = (uint8_t)((m.id[6] & 0x0f) | 0x80), m.id[8] = (uint8_t)((m.id[8] & 0x3f) | 0x80);
+    /* validate now, so the error has the handler's line */
+    memset(&ev, 0, sizeof ev);
+    ev.type.ptr = p->ebuf.p + m.type, ev.type.len = tl;
+    ev.data.ptr = p->ebuf.p + m.data, ev.data.len = m.data_len;
+    ev.metadata.ptr = p->ebuf.p + m.meta, ev.metadata.len = m.meta_len;
+    ev.schema = 1, ev.has_id = 1;
+    memcpy(ev.id, m.id, 16);
+    q.stream.ptr = p->ebuf.p + m.stream, q.stream.len = sl, q.expected = CAIRN_ANY, q.events = &ev, q.nevents = 1;
+    if (cairn__validate_requests(&q, 1)) {
+        snprintf(msg, sizeof msg, "emit: %.280s", cairn__err()->message);
+        p->ebuf.len = before;
+        return luaL_error(L, "%s", msg);
+    }
+    p->emits[p->nemits++] = m;
+    return 0;
+bad:
+    snprintf(msg, sizeof msg, "emit: %.280s", cairn__err()->message);
+    p->ebuf.len = before;
+    return luaL_error(L, "%s", msg);
+oom:
+    p->ebuf.len = before;
+    return luaL_error(L, "emit: out of memory");
+}
+
+/* Appends the batch's emitted events whose ids are not written yet (a rebuild after reset()
+ * derives the same ids, and skips them). */
+static int emits_flush(proj *p, int *wrote) {
+    cairn_env *e = p->s->env;
+    int rc;
+    for (size_t i = 0; i < p->nemits; i++) {
+        pemit *m = &p->emits[i];
+        MDB_val k = {16, m->id}, v;
+        cairn_event_in ev;
+        cairn_append_req q;
+        cairn_append_result res;
+        int mrc = mdb_get(p->txn, e->ids, &k, &v);
+        if (mrc == 0) continue;
+        if (mrc != MDB_NOTFOUND) return cairn__mdb_fail(mrc, "emit");
+        memset(&ev, 0, sizeof ev);
+        ev.type.ptr = p->ebuf.p + m->type, ev.type.len = m->type_len;
+        ev.data.ptr = p->ebuf.p + m->data, ev.data.len = m->data_len;
+        ev.metadata.ptr = p->ebuf.p + m->meta, ev.metadata.len = m->meta_len;
+        ev.schema = 1, ev.has_id = 1;
+        memcpy(ev.id, m->id, 16);
+        q.stream.ptr = p->ebuf.p + m->stream, q.stream.len = m->stream_len;
+        q.expected = CAIRN_ANY, q.events = &ev, q.nevents = 1;
+        if ((rc = cairn__write_requests(p->s, p->txn, &q, 1, &res))) return rc;
+        if ((rc = cairn__snapshot_after_append(p->s, p->txn, &q, 1, &res))) return rc;
+        *wrote = 1;
+    }
+    p->nemits = 0, p->ebuf.len = 0;
+    return CAIRN_OK;
+}
+
+/* ---------------------------------------------------------------------------------
+ * Applying events
+ * --------------------------------------------------------------------------------- */
+static size_t state_key(const proj *p, const char *key, size_t len, uint8_t *out) {
+    memcpy(out, p->name, p->name_len);
+    out[p->name_len] = 0;
+    memcpy(out + p->name_len + 1, key, len);
+    return p->name_len + 1 + len;
+}
+
+/* [-0, +1] pushes the state of the partition whose key is the string at `ki`: from the
+ * batch's cache, else from the store, else init() (or {}); it is then in the cache. */
+static int state_push(proj *p, int ki, uint64_t position) {
+    lua_State *L = p->L;
+    size_t len;
+    const char *key = lua_tolstring(L, ki, &len);
+    uint8_t kb[KEY_MAX];
+    MDB_val k, v;
+    int rc, mrc;
+
+    lua_pushvalue(L, ki);
+    if (lua_rawget(L, p->cache) == LUA_TTABLE) return CAIRN_OK;
+    lua_pop(L, 1);
+    k.mv_size = state_key(p, key, len, kb), k.mv_data = kb;
+    mrc = p->s->env->pstate ? mdb_get(p->txn, p->s->env->pstate, &k, &v) : MDB_NOTFOUND;
+    if (mrc == 0) {
+        if ((rc = cairn_lua_push_json(p->h, v.mv_data, v.mv_size))) return rc;
+        if (!lua_istable(L, -1)) lua_pop(L, 1), lua_newtable(L);
+    } else if (mrc != MDB_NOTFOUND) {
+        return cairn__mdb_fail(mrc, "read projection state");
+    } else if (p->init) {
+        lua_pushvalue(L, p->init);
+        if ((rc = cairn_lua_call(p->h, p->name, 0, 1, position))) return rc;
+        if (!lua_istable(L, -1)) {
+            lua_pop(L, 1);
+            return script_fail(p->name, position, "%s: init must return a table", p->name);
+        }
+    } else {
+        lua_newtable(L);
+    }
+    lua_pushvalue(L, ki);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, p->cache);
+    return CAIRN_OK;
+}
+
+/* Calls fn(state, event); a returned table becomes the partition's state. */
+static int call_handler(proj *p, int fn, int ki, int st, int evt, uint64_t position) {
+    lua_State *L = p->L;
+    int rc;
+    lua_pushvalue(L, fn);
+    lua_pushvalue(L, st);
+    lua_pushvalue(L, evt);
+    if ((rc = cairn_lua_call(p->h, p->name, 2, 1, position))) return rc;
+    if (lua_istable(L, -1)) {
+        lua_replace(L, st);
+        lua_pushvalue(L, ki);
+        lua_pushvalue(L, st);
+        lua_rawset(L, p->cache);
+    } else {
+        lua_pop(L, 1);
+    }
+    return CAIRN_OK;
+}
+
+static int apply_one(proj *p, const cairn_event *ev) {
+    lua_State *L = p->L;
+    int top = lua_gettop(L), evt, ki, st, fn, rc, changed;
+
+    if ((rc = cairn_lua_push_event(p->h, ev))) {
+        if (rc == CAIRN_EINVAL) rc = script_fail(p->name, ev->position, "%s", cairn__err()->message);
+        goto out;
+    }
+    if (p->up && (rc = cairn__upcast_table(p->h, p->up, &changed))) goto out;
+    evt = lua_gettop(L);
+    if (p->part) {
+        lua_pushvalue(L, p->part);
+        lua_pushvalue(L, evt);
+        if ((rc = cairn_lua_call(p->h, p->name, 1, 1, ev->position))) goto out;
+        if (lua_type(L, -1) == LUA_TNUMBER) lua_tostring(L, -1);
+        if (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) == 0 ||
+            lua_rawlen(L, -1) + p->name_len + 1 > KEY_MAX) {
+            rc = script_fail(p->name, ev->position, "%s: partition must return a non-empty string (at most 510 bytes with the name)",
+                             p->name);
+            goto out;
+        }
+    } else {
+        lua_pushliteral(L, "");
+    }
+    ki = lua_gettop(L);
+    if ((rc = state_push(p, ki, ev->position))) goto out;
+    st = lua_gettop(L);
+    p->src_id = ev->id, p->emit_index = 0;
+    if (p->apply) {
+        lua_pushliteral(L, "type");
+        lua_rawget(L, evt);
+        if (lua_type(L, -1) == LUA_TSTRING && lua_rawget(L, p->apply) == LUA_TFUNCTION) {
+            fn = lua_gettop(L);
+            if ((rc = call_handler(p, fn, ki, st, evt, ev->position))) goto out;
+        }
+    }
+    if (p->star && (rc = call_handler(p, p->star, ki, st, evt, ev->position))) goto out;
+out:
+    p->src_id = NULL;
+    lua_settop(L, top);
+    if (rc == CAIRN_ESCRIPT || rc == CAIRN_EREJECTED) {
+        cairn_error *err = cairn__err();
+        if (!err->position) err->position = ev->position;
+        if (!err->script[0]) snprintf(err->script, sizeof err->script, "%s", p->name);
+    }
+    return rc;
+}
+
+/* Writes every state touched in this batch. */
+static int states_write(proj *p) {
+    lua_State *L = p->L;
+    cairn_buf b = {0};
+    int rc = CAIRN_OK;
+    if (!p->s->env->pstate) return cairn__fail(CAIRN_EREADONLY, "store is opened read-only");
+    lua_pushnil(L);
+    while (lua_next(L, p->cache)) {
+        size_t len;
+        const char *key = lua_tolstring(L, -2, &len);
+        uint8_t kb[KEY_MAX];
+        MDB_val k, v;
+        int mrc;
+        b.len = 0;
+        if ((rc = cairn_lua_to_json(p->h, -1, &b))) {
+            snprintf(cairn__err()->script, sizeof cairn__err()->script, "%s", p->name);
+            lua_pop(L, 2);
+            break;
+        }
+        lua_pop(L, 1);
+        k.mv_size = state_key(p, key, len, kb), k.mv_data = kb;
+        v.mv_size = b.len, v.mv_data = b.p;
+        if ((mrc = mdb_put(p->txn, p->s->env->pstate, &k, &v, 0))) {
+            lua_pop(L, 1);
+            rc = mdb_code(mrc, "write projection state");
+            break;
+        }
+    }
+    cairn_buf_free(&b);
+    lua_newtable(L);
+    lua_replace(L, p->cache);
+    return rc;
+}
+
+/* Advances the open projection inside p->txn: events after its position up to the head
+ * (or up to stop_before - 1 when nonzero), at most `limit` source events (0: no limit).
+ * Writes states, emitted events and the record.  *more: stopped at the limit. */
+static int advance(proj *p, uint64_t stop_before, uint64_t limit, const prec *fault, uint64_t *processed,
+                   int *more, int *wrote) {
+    cairn_env *e = p->s->env;
+    prec r;
+    uint64_t head, target, last = 0, n = 0;
+    cairn_iter *it = NULL;
+    cairn_event ev;
+    int rc;
+
+    *more = 0;
+    if ((rc = rec_get(e, p->txn, p->name, p->name_len, &r))) return rc;
+    if (!r.exists || r.hash != p->hash) {
+        if ((rc = rec_reset(e, p->txn, p->name, p->name_len, p->hash))) return rc;
+        memset(&r, 0, sizeof r);
+        r.exists = 1, r.hash = p->hash;
+    }
+    if (r.status == STATUS_FAULTED) return CAIRN_OK;
+    if ((rc = cairn__head(e, p->txn, &head))) return rc;
+    target = stop_before ? stop_before - 1 : head;
+    if (!p->part && !(fault && r.position >= target)) { /* the unpartitioned state exists from the first run on */
+        lua_pushliteral(p->L, "");
+        if ((rc = state_push(p, lua_gettop(p->L), 0))) {
+            lua_pop(p->L, 1);
+            return rc;
+        }
+        lua_pop(p->L, 2);
+    }
+    cairn_lua_set_emit(p->h, emit_fn, p);
+    if (r.position < target) {
+        if ((rc = cairn_iter_all(p->s, r.position + 1, 0, 0, &p->f, &it))) goto out;
+        cairn_iter_set_raw(it, 1); /* upcast here, in this state */
+        cairn__iter_bind_txn(it, p->txn);
+        while ((rc = cairn_iter_next(it, &ev)) == 1) {
+            if (ev.position > target) break;
+            if ((rc = apply_one(p, &ev))) goto out;
+            n++, last = ev.position;
+            if (limit && n >= limit) {
+                *more = last < target;
+                break;
+            }
+        }
+        if (rc < 0) goto out;
+        rc = CAIRN_OK;
+    }
+    r.position = *more ? last : (target > r.position ? target : r.position);
+    if (fault) {
+        r.status = STATUS_FAULTED, r.line = fault->line, r.fault_pos = fault->fault_pos;
+        memcpy(r.error, fault->error, sizeof r.error);
+    }
+    if ((rc = emits_flush(p, wrote)) || (rc = states_write(p))) {
+        if (rc == CAIRN_ESCRIPT && !cairn__err()->position && n == 1) cairn__err()->position = last;
+        goto out;
+    }
+    rc = rec_put(e, p->txn, p->name, p->name_len, &r);
+out:
+    cairn_lua_set_emit(p->h, NULL, NULL);
+    if (it) cairn_iter_close(it);
+    *processed += rc == CAIRN_OK ? n : 0;
+    return rc;
+}
+
+/* The fault record of the error just raised: "<name>: <message> (line L, event position P)". */
+static void fault_of(prec *f, const char *name) {
+    const cairn_error *err = cairn__err();
+    const char *msg = err->code == CAIRN_EREJECTED ? err->reason : err->message;
+    size_t nl = strlen(name);
+    int named = !strncmp(msg, name, nl) && msg[nl] == ':'; /* Lua's "name:line: ..." */
+    char where[96];
+    memset(f, 0, sizeof *f);
+    f->line = err->line, f->fault_pos = err->position;
+    if (err->line > 0)
+        snprintf(where, sizeof where, "line %d, event position %llu", err->line, (unsigned long long)err->position);
+    else
+        snprintf(where, sizeof where, "event position %llu", (unsigned long long)err->position);
+    snprintf(f->error, sizeof f->error, "%s%s%s%.400s (%s)", named ? "" : name, named ? "" : ": ",
+             err->code == CAIRN_EREJECTED ? "reject: " : "", msg, where);
+}
+
+/* ---------------------------------------------------------------------------------
+ * Running async projections
+ * --------------------------------------------------------------------------------- */
+static int run_one(cairn_store *s, cairn_lua *h, const char *name, size_t len, uint64_t *processed) {
+    /* A failure not tied to an event (a state that does not encode at the end of a batch)
+     * runs the batch again one event per commit, which finds the event. */
+    uint64_t slow = 0; /* single-event commits left */
+    for (;;) {
+        MDB_txn *txn;
+        proj p;
+        prec fault;
+        int rc, more = 0, wrote = 0, top = lua_gettop(cairn_lua_state(h));
+        uint64_t n = 0;
+
+        if ((rc = cairn__write_begin(s->env, s->durability, &txn))) return rc;
+        /* inline projections are current already: for them this finds nothing to do */
+        rc = proj_open(&p, s, h, txn, name, len);
+        if (rc == CAIRN_OK) rc = advance(&p, 0, slow ? 1 : BATCH, NULL, &n, &more, &wrote);
+        if (rc == CAIRN_OK && wrote) rc = cairn__projections_after_append(s, txn);
+        proj_close(&p);
+        lua_settop(cairn_lua_state(h), top);
+        if (slow) slow--;
+        if ((rc == CAIRN_ESCRIPT || rc == CAIRN_EREJECTED) && !cairn__err()->position && !slow) {
+            cairn__write_abort(s->env, txn);
+            cairn__clear_error();
+            slow = BATCH;
+            continue;
+        }
+        if (rc == CAIRN_OK) {
+            int mrc = cairn__write_commit(s->env, txn);
+            if (mrc == MDB_MAP_FULL) {
+                if ((rc = cairn__env_grow(s->env))) return rc;
+                continue;
+            }
+            if (mrc) return cairn__mdb_fail(mrc, "commit");
+            if (wrote) cairn__notify_commit(s->env, 0);
+            *processed += n;
+            if (!more) return CAIRN_OK;
+            continue;
+        }
+        cairn__write_abort(s->env, txn);
+        if (rc == CAIRN__EMAPFULL) {
+            if ((rc = cairn__env_grow(s->env))) return rc;
+            continue;
+        }
+        if (rc != CAIRN_ESCRIPT && rc != CAIRN_EREJECTED) return rc;
+        /* a handler failed: apply exactly the events before the failing one, and stop there */
+        fault_of(&fault, p.name);
+        for (;;) {
+            n = 0, wrote = 0;
+            if ((rc = cairn__write_begin(s->env, s->durability, &txn))) return rc;
+            rc = proj_open(&p, s, h, txn, name, len);
+            if (rc == CAIRN_OK) {
+                uint64_t stop = fault.fault_pos;
+                if (!stop) { /* not at an event (init): stop where it stands */
+                    prec r;
+                    if ((rc = rec_get(s->env, txn, name, len, &r)) == CAIRN_OK) stop = r.position + 1;
+                }
+                if (rc == CAIRN_OK) rc = advance(&p, stop, 0, &fault, &n, &more, &wrote);
+                if (rc == CAIRN_ESCRIPT || rc == CAIRN_EREJECTED) { /* failed again: only the fault */
+                    prec r;
+                    n = 0;
+                    if ((rc = rec_get(s->env, txn, name, len, &r)) == CAIRN_OK) {
+                        r.status = STATUS_FAULTED, r.line = fault.line, r.fault_pos = fault.fault_pos;
+                        r.exists = 1, r.hash = p.hash;
+                        memcpy(r.error, fault.error, sizeof r.error);
+                        rc = rec_put(s->env, txn, name, len, &r);
+                    }
+                }
+            }
+            if (rc == CAIRN_OK && wrote) rc = cairn__projections_after_append(s, txn);
+            proj_close(&p);
+            lua_settop(cairn_lua_state(h), top);
+            if (rc == CAIRN_OK) {
+                int mrc = cairn__write_commit(s->env, txn);
+                if (mrc == 0) {
+                    if (wrote) cairn__notify_commit(s->env, 0);
+                    break;
+                }
+                if (mrc != MDB_MAP_FULL) return cairn__mdb_fail(mrc, "commit");
+            } else {
+                cairn__write_abort(s->env, txn);
+                if (rc != CAIRN__EMAPFULL) return rc;
+            }
+            if ((rc = cairn__env_grow(s->env))) return rc;
+        }
+        *processed += n;
+        cairn__clear_error();
+        return CAIRN_OK;
+    }
+}
+
+typedef struct names {
+    char (*v)[NAME_MAX_ + 1];
+    size_t *len;
+    size_t n, cap;
+} names;
+
+static int names_add(void *ctx, const char *name, size_t len) {
+    names *ns = ctx;
+    if (len > NAME_MAX_) return 0;
+    if (ns->n == ns->cap) {
+        size_t nc = ns->cap ? ns->cap * 2 : 8;
+        void *nv = realloc(ns->v, nc * sizeof *ns->v), *nl;
+        if (!nv) return 1;
+        ns->v = nv;
+        if (!(nl = realloc(ns->len, nc * sizeof *ns->len))) return 1;
+        ns->len = nl, ns->cap = nc;
+    }
+    memcpy(ns->v[ns->n], name, len);
+    ns->v[ns->n][len] = 0;
+    ns->len[ns->n++] = len;
+    return 0;
+}
+
+static void names_free(names *ns) {
+    free(ns->v);
+    free(ns->len);
+}
+
+int cairn_run_projections(cairn_store *s, const char *name, size_t name_len, uint64_t *processed) {
+    cairn_lua *h;
+    names ns = {0};
+    int rc;
+    uint64_t total = 0;
+
+    cairn__clear_error();
+    if (processed) *processed = 0;
+    if ((rc = cairn__store_check(s))) return rc;
+    if (s->readonly) return cairn__fail(CAIRN_EREADONLY, "store is opened read-only");
+    if (name) {
+        if ((rc = check_name(name, name_len))) return rc;
+        if ((rc = names_add(&ns, name, name_len))) return cairn__fail(CAIRN_ENOMEM, "out of memory");
+    } else if ((rc = cairn_scripts(s, CAIRN_SCRIPT_PROJECTION, names_add, &ns))) {
+        names_free(&ns);
+        return rc;
+    }
+    if (!(h = cairn__lua_acquire(s))) {
+        names_free(&ns);
+        return cairn__err()->code ? cairn__err()->code : CAIRN_ENOMEM;
+    }
+    for (size_t i = 0; i < ns.n; i++) {
+        rc = run_one(s, h, ns.v[i], ns.len[i], &total);
+        if (rc == CAIRN_ENOTFOUND && !name) rc = CAIRN_OK; /* deleted meanwhile */
+        if (rc) break;
+    }
+    cairn__lua_release(s, h);
+    names_free(&ns);
+    if (processed) *processed = total;
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------
+ * Inline projections
+ * --------------------------------------------------------------------------------- */
+static int inline_catch_up(cairn_store *s, MDB_txn *txn, cairn_lua *h, const char *name, size_t len,
+                           int only_inline) {
+    proj p;
+    int rc, more, wrote = 0, top = lua_gettop(cairn_lua_state(h));
+    uint64_t n = 0;
+    rc = proj_open(&p, s, h, txn, name, len);
+    if (rc == CAIRN_OK && (p.is_inline || !only_inline)) {
+        if (p.is_inline) rc = advance(&p, 0, 0, NULL, &n, &more, &wrote);
+    }
+    proj_close(&p);
+    lua_settop(cairn_lua_state(h), top);
+    return rc;
+}
+
+int cairn__projections_after_append(cairn_store *s, MDB_txn *txn) {
+    MDB_cursor *c;
+    MDB_val k, v;
+    uint8_t kb = CAIRN_SCRIPT_PROJECTION;
+    names ns = {0};
+    cairn_lua *h;
+    int rc = CAIRN_OK, mrc;
+
+    if ((mrc = mdb_cursor_open(txn, s->env->scripts, &c))) return cairn__mdb_fail(mrc, "list projections");
+    k.mv_size = 1, k.mv_data = &kb;
+    mrc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    while (mrc == 0 && ((uint8_t *)k.mv_data)[0] == kb) {
+        /* cheap test before loading: an inline projection's source says "inline" */
+        if (v.mv_size > 8 && memmem((char *)v.mv_data + 8, v.mv_size - 8, "inline", 6) &&
+            names_add(&ns, (const char *)k.mv_data + 1, k.mv_size - 1)) {
+            rc = cairn__fail(CAIRN_ENOMEM, "out of memory");
+            break;
+        }
+        mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(c);
+    if (rc || !ns.n) {
+        names_free(&ns);
+        return rc;
+    }
+    if (!(h = cairn__lua_acquire(s))) {
+        names_free(&ns);
+        return cairn__err()->code ? cairn__err()->code : CAIRN_ENOMEM;
+    }
+    for (size_t i = 0; i < ns.n && rc == CAIRN_OK; i++) rc = inline_catch_up(s, txn, h, ns.v[i], ns.len[i], 1);
+    cairn__lua_release(s, h);
+    names_free(&ns);
+    return rc;
+}
+
+int cairn__projection_defined(cairn_store *s, MDB_txn *txn, const char *name, size_t len, uint64_t hash) {
+    prec r;
+    cairn_lua *h;
+    int rc;
+    if ((rc = rec_get(s->env, txn, name, len, &r))) return rc;
+    if (r.exists && r.hash != hash && (rc = rec_reset(s->env, txn, name, len, hash))) return rc;
+    if (!(h = cairn__lua_acquire(s))) return cairn__err()->code ? cairn__err()->code : CAIRN_ENOMEM;
+    rc = inline_catch_up(s, txn, h, name, len, 1);
+    cairn__lua_release(s, h);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------
+ * Reading, resetting, deleting
+ * --------------------------------------------------------------------------------- */
+/* The record as the current script sees it: a stale hash reads as a fresh start. */
+static int rec_current(cairn_store *s, MDB_txn *txn, const char *name, size_t len, prec *r) {
+    uint64_t hash;
+    const char *src;
+    size_t src_len;
+    int rc;
+    if ((rc = cairn__script_get(s->env, txn, CAIRN_SCRIPT_PROJECTION, name, len, &hash, &src, &src_len))) return rc;
+    if (!src) return cairn__fail(CAIRN_ENOTFOUND, "no projection named %.*s", (int)len, name);
+    if ((rc = rec_get(s->env, txn, name, len, r))) return rc;
+    if (r->exists && r->hash != hash) memset(r, 0, sizeof *r);
+    return CAIRN_OK;
+}
+
+int cairn_projection_info(cairn_store *s, const char *name, size_t name_len, cairn_projection_status *out) {
+    MDB_txn *txn;
+    prec r;
+    int rc;
+    cairn__clear_error();
+    memset(out, 0, sizeof *out);
+    if ((rc = cairn__store_check(s)) || (rc = check_name(name, name_len))) return rc;
+    if ((rc = cairn__read_begin(s->env, &txn))) return rc;
+    rc = rec_current(s, txn, name, name_len, &r);
+    cairn__read_end(s->env, txn);
+    if (rc) return rc;
+    out->position = r.position, out->faulted = r.status == STATUS_FAULTED, out->started = r.exists;
+    if (out->faulted) {
+        out->error_line = r.line, out->error_position = r.fault_pos;
+        snprintf(out->error, sizeof out->error, "%s", r.error);
+    }
+    return CAIRN_OK;
+}
+
+int cairn_projection_state(cairn_store *s, const char *name, size_t name_len, const char *partition,
+                           size_t partition_len, char **json, size_t *len) {
+    MDB_txn *txn;
+    prec r;
+    uint8_t kb[KEY_MAX];
+    MDB_val k, v;
+    int rc, mrc;
+    cairn__clear_error();
+    *json = NULL, *len = 0;
+    if ((rc = cairn__store_check(s)) || (rc = check_name(name, name_len))) return rc;
+    if (partition && partition_len + name_len + 1 > KEY_MAX) return cairn__fail(CAIRN_ENOTFOUND, "no such partition");
+    if ((rc = cairn__read_begin(s->env, &txn))) return rc;
+    if ((rc = rec_current(s, txn, name, name_len, &r))) goto out;
+    if (!r.exists || !s->env->pstate) {
+        rc = cairn__fail(CAIRN_ENOTFOUND, "projection %.*s has not run yet", (int)name_len, name);
+        goto out;
+    }
+    memcpy(kb, name, name_len);
+    kb[name_len] = 0;
+    if (partition_len) memcpy(kb + name_len + 1, partition, partition_len);
+    k.mv_size = name_len + 1 + (partition ? partition_len : 0), k.mv_data = kb;
+    if ((mrc = mdb_get(txn, s->env->pstate, &k, &v))) {
+        rc = mrc == MDB_NOTFOUND ? cairn__fail(CAIRN_ENOTFOUND, "no state") : cairn__mdb_fail(mrc, "read state");
+        goto out;
+    }
+    if (!(*json = malloc(v.mv_size + 1))) {
+        rc = cairn__fail(CAIRN_ENOMEM, "out of memory");
+        goto out;
+    }
+    memcpy(*json, v.mv_data, v.mv_size);
+    (*json)[v.mv_size] = 0, *len = v.mv_size;
+out:
+    cairn__read_end(s->env, txn);
+    return rc;
+}
+
+int cairn_projection_partitions(cairn_store *s, const char *name, size_t name_len, cairn_name_fn fn, void *ctx) {
+    MDB_txn *txn;
+    MDB_cursor *c;
+    prec r;
+    uint8_t kb[NAME_MAX_ + 1];
+    MDB_val k, v;
+    int rc, mrc;
+    cairn__clear_error();
+    if ((rc = cairn__store_check(s)) || (rc = check_name(name, name_len))) return rc;
+    if (!fn) return cairn__fail(CAIRN_EINVAL, "fn: NULL");
+    if ((rc = cairn__read_begin(s->env, &txn))) return rc;
+    if ((rc = rec_current(s, txn, name, name_len, &r)) || !r.exists || !s->env->pstate) goto out;
+    if ((mrc = mdb_cursor_open(txn, s->env->pstate, &c))) {
+        rc = cairn__mdb_fail(mrc, "list partitions");
+        goto out;
+    }
+    memcpy(kb, name, name_len);
+    kb[name_len] = 0;
+    k.mv_size = name_len + 1, k.mv_data = kb;
+    mrc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    while (mrc == 0 && k.mv_size >= name_len + 1 && !memcmp(k.mv_data, kb, name_len + 1)) {
+        if (k.mv_size > name_len + 1 &&
+            fn(ctx, (const char *)k.mv_data + name_len + 1, k.mv_size - name_len - 1))
+            break;
+        mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(c);
+    if (mrc != 0 && mrc != MDB_NOTFOUND) rc = cairn__mdb_fail(mrc, "list partitions");
+out:
+    cairn__read_end(s->env, txn);
+    return rc;
+}
+
+typedef struct reset_args {
+    const char *name;
+    size_t len;
+    int drop; /* delete instead of reset */
+} reset_args;
+
+static int reset_body(cairn_store *s, MDB_txn *txn, reset_args *a) {
+    uint64_t hash;
+    const char *src;
+    size_t src_len;
+    int rc, mrc;
+    if ((rc = cairn__script_get(s->env, txn, CAIRN_SCRIPT_PROJECTION, a->name, a->len, &hash, &src, &src_len)))
+        return rc;
+    if (!src) return cairn__fail(CAIRN_ENOTFOUND, "no projection named %.*s", (int)a->len, a->name);
+    if (a->drop) {
+        uint8_t kb[1 + NAME_MAX_];
+        MDB_val k = {a->len + 1, kb};
+        kb[0] = CAIRN_SCRIPT_PROJECTION;
+        memcpy(kb + 1, a->name, a->len);
+        if ((rc = states_drop(s->env, txn, a->name, a->len))) return rc;
+        if ((mrc = mdb_del(txn, s->env->scripts, &k, NULL))) return mdb_code(mrc, "delete projection");
+        k.mv_size = a->len, k.mv_data = (void *)a->name;
+        if (s->env->proj && (mrc = mdb_del(txn, s->env->proj, &k, NULL)) && mrc != MDB_NOTFOUND)
+            return mdb_code(mrc, "delete projection");
+        return CAIRN_OK;
+    }
+    if ((rc = rec_reset(s->env, txn, a->name, a->len, hash))) return rc;
+    {
+        cairn_lua *h = cairn__lua_acquire(s);
+        if (!h) return cairn__err()->code ? cairn__err()->code : CAIRN_ENOMEM;
+        rc = inline_catch_up(s, txn, h, a->name, a->len, 1);
+        cairn__lua_release(s, h);
+    }
+    return rc;
+}
+
+static int reset_or_drop(cairn_store *s, const char *name, size_t len, int drop) {
+    reset_args a = {name, len, drop};
+    int rc;
+    cairn__clear_error();
+    if ((rc = cairn__store_check(s)) || (rc = check_name(name, len))) return rc;
+    if (s->readonly) return cairn__fail(CAIRN_EREADONLY, "store is opened read-only");
+    for (;;) {
+        MDB_txn *txn;
+        if ((rc = cairn__write_begin(s->env, s->durability, &txn))) return rc;
+        if ((rc = reset_body(s, txn, &a)) == CAIRN_OK) {
+            int mrc = cairn__write_commit(s->env, txn);
+            if (mrc == 0) {
+                if (!drop) cairn__notify_commit(s->env, 0); /* an inline rebuild may have emitted */
+                return CAIRN_OK;
+            }
+            if (mrc != MDB_MAP_FULL) return cairn__mdb_fail(mrc, "commit");
+        } else {
+            cairn__write_abort(s->env, txn);
+            if (rc != CAIRN__EMAPFULL) return rc;
+        }
+        if ((rc = cairn__env_grow(s->env))) return rc;
+    }
+}
+
+int cairn_projection_reset(cairn_store *s, const char *name, size_t name_len) {
+    return reset_or_drop(s, name, name_len, 0);
+}
+
+int cairn_delete_projection(cairn_store *s, const char *name, size_t name_len) {
+    return reset_or_drop(s, name, name_len, 1);
+}
+
+/* ---------------------------------------------------------------------------------
+ * The background runner: runs every async projection whenever the head moved, sleeping on
+ * the commit notification in between.
+ * --------------------------------------------------------------------------------- */
+struct cairn_runner {
+    cairn_store *s;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    int stop;
+    int last_rc;
+    pid_t pid; /* the process that started it: a child after fork() has no such thread */
+};
+
+static int runner_stopping(cairn_runner *r) {
+    int stop;
+    pthread_mutex_lock(&r->lock);
+    stop = r->stop;
+    pthread_mutex_unlock(&r->lock);
+    return stop;
+}
+
+/* Sleeps on the store's commit notification (notify.c: woken by commits in any process;
+ * where it cannot register it polls in short slices); re-checks at least every 250 ms. */
+static void *runner_main(void *arg) {
+    cairn_runner *r = arg;
+    uint64_t done = UINT64_MAX; /* the head the projections were last run to */
+    while (!runner_stopping(r)) {
+        uint32_t seen = cairn__notify_seen(r->s->env);
+        uint64_t head = 0, n;
+        if (cairn_head(r->s, &head) == CAIRN_OK && head != done) {
+            int rc = cairn_run_projections(r->s, NULL, 0, &n);
+            if (rc == CAIRN_OK) done = head;
+            r->last_rc = rc;
+            continue; /* more may have come meanwhile */
+        }
+        if (!runner_stopping(r)) cairn__notify_wait(r->s->env, seen, 250);
+    }
+    return NULL;
+}
+
+int cairn_projections_start(cairn_store *s, cairn_runner **out) {
+    cairn_runner *r;
+    int rc;
+    cairn__clear_error();
+    *out = NULL;
+    if ((rc = cairn__store_check(s))) return rc;
+    if (s->readonly) return cairn__fail(CAIRN_EREADONLY, "store is opened read-only");
+    if (!(r = calloc(1, sizeof *r))) return cairn__fail(CAIRN_ENOMEM, "out of memory");
+    r->s = s, r->pid = getpid();
+    pthread_mutex_init(&r->lock, NULL);
+    if ((rc = pthread_create(&r->thread, NULL, runner_main, r))) {
+        pthread_mutex_destroy(&r->lock);
+        free(r);
+        return cairn__fail(CAIRN_EIO, "start projection runner: %s", strerror(rc));
+    }
+    *out = r;
+    return CAIRN_OK;
+}
+
+void cairn_projections_stop(cairn_runner *r) {
+    if (!r || r->pid != getpid()) return; /* in a child after fork(): nothing to join (leaked) */
+    pthread_mutex_lock(&r->lock);
+    r->stop = 1;
+    pthread_mutex_unlock(&r->lock);
+    cairn__notify_commit(r->s->env, 0); /* wakes the runner (and, harmlessly, any waiter) */
+    pthread_join(r->thread, NULL);
+    pthread_mutex_destroy(&r->lock);
+    free(r);
+}

@@ -1,0 +1,255 @@
+/*
+ * subscribe.c -- live subscriptions: catch up through a filtered cairn_iter_all, then
+ * sleep on the notify counter (notify.c) until a commit, and continue where the catch-up
+ * stopped.  Named subscriptions keep a checkpoint in the `subs` database.
+ */
+#include <stdlib.h>
+#include <time.h>
+
+#include "internal.h"
+
+#define MAX_NAME 255
+
+struct cairn_sub {
+    cairn_store sctx; /* a copy of the opening handle's settings; env retained */
+    cairn_filter f;   /* deep copy (one block: slices, then bytes) */
+    void *fmem;
+    char *name; /* NULL: not durable */
+    size_t name_len;
+    uint64_t next;    /* the next position not yet examined */
+    uint64_t pending; /* position returned by the last call, not yet checkpointed */
+    cairn_iter *it;   /* catch-up iterator, NULL between rounds */
+    uint64_t it_head; /* head read before `it` was opened: it examines at least that far */
+    int upcasting;    /* upcasters existed at the last refill: every next() may run Lua */
+};
+
+/* One allocation holding every slice of `in` and their bytes. */
+static int filter_dup(const cairn_filter *in, cairn_filter *out, void **mem) {
+    const cairn_slice *lists[4];
+    size_t counts[4], total = 0, bytes = 0, i, j;
+    cairn_slice *sl;
+    char *p;
+
+    memset(out, 0, sizeof *out);
+    *mem = NULL;
+    if (!in) return CAIRN_OK;
+    lists[0] = in->types, counts[0] = in->ntypes;
+    lists[1] = in->categories, counts[1] = in->ncategories;
+    lists[2] = in->streams, counts[2] = in->nstreams;
+    lists[3] = in->tags, counts[3] = in->ntags;
+    for (i = 0; i < 4; i++) {
+        if (counts[i] && !lists[i]) return cairn__fail(CAIRN_EINVAL, "filter: NULL list");
+        total += counts[i];
+        for (j = 0; j < counts[i]; j++) bytes += lists[i][j].len;
+    }
+    if (!total) return CAIRN_OK;
+    if (!(*mem = malloc(total * sizeof(cairn_slice) + bytes + 1)))
+        return cairn__fail(CAIRN_ENOMEM, "out of memory");
+    sl = *mem;
+    p = (char *)(sl + total);
+    for (i = 0; i < 4; i++) {
+        cairn_slice *first = sl;
+        for (j = 0; j < counts[i]; j++, sl++) {
+            if (lists[i][j].len) memcpy(p, lists[i][j].ptr, lists[i][j].len);
+            sl->ptr = p, sl->len = lists[i][j].len;
+            p += lists[i][j].len;
+        }
+        switch (i) {
+        case 0: out->types = first, out->ntypes = counts[i]; break;
+        case 1: out->categories = first, out->ncategories = counts[i]; break;
+        case 2: out->streams = first, out->nstreams = counts[i]; break;
+        default: out->tags = first, out->ntags = counts[i]; break;
+        }
+    }
+    return CAIRN_OK;
+}
+
+static int check_name(const char *name, size_t len) {
+    if (!name) return cairn__fail(CAIRN_EINVAL, "name: NULL");
+    if (len == 0 || len > MAX_NAME)
+        return cairn__fail(CAIRN_EINVAL, "name: must be 1..%d bytes", MAX_NAME);
+    if (memchr(name, 0, len)) return cairn__fail(CAIRN_EINVAL, "name: contains NUL");
+    if (!cairn__check_utf8(name, len)) return cairn__fail(CAIRN_EINVAL, "name: not valid UTF-8");
+    return CAIRN_OK;
+}
+
+static int checkpoint_read(cairn_env *e, const char *name, size_t len, uint64_t *pos) {
+    MDB_txn *txn;
+    MDB_val k = {len, (void *)name}, v;
+    int rc;
+    *pos = 0;
+    if (!e->subs) return CAIRN_OK; /* read-only store from before subscriptions */
+    if ((rc = cairn__read_begin(e, &txn))) return rc;
+    rc = mdb_get(txn, e->subs, &k, &v);
+    if (rc == 0 && v.mv_size == 8) *pos = cairn__get_be64(v.mv_data);
+    cairn__read_end(e, txn);
+    if (rc == 0 && v.mv_size != 8) return cairn__fail(CAIRN_ECORRUPT, "subs: bad checkpoint");
+    return rc && rc != MDB_NOTFOUND ? cairn__mdb_fail(rc, "read checkpoint") : CAIRN_OK;
+}
+
+/* Stores the checkpoint in its own write txn, with the handle's durability.  Not a commit
+ * of events: subscribers are not woken for it. */
+static int checkpoint_write(cairn_sub *sub, uint64_t pos) {
+    cairn_env *e = sub->sctx.env;
+    uint8_t b[8];
+    MDB_val k = {sub->name_len, sub->name}, v = {8, b};
+    int rc;
+    if (!e->subs) return cairn__fail(CAIRN_EREADONLY, "no subs database (store opened read-only)");
+    cairn__put_be64(b, pos);
+    for (;;) {
+        MDB_txn *txn;
+        if ((rc = cairn__write_begin(e, sub->sctx.durability, &txn))) return rc;
+        rc = mdb_put(txn, e->subs, &k, &v, 0);
+        if (rc == 0)
+            rc = cairn__write_commit(e, txn);
+        else
+            cairn__write_abort(e, txn);
+        if (rc != MDB_MAP_FULL) break;
+        if ((rc = cairn__env_grow(e))) return rc;
+    }
+    return rc ? cairn__mdb_fail(rc, "store checkpoint") : CAIRN_OK;
+}
+
+int cairn_checkpoint(cairn_store *s, const char *name, size_t name_len, uint64_t *pos) {
+    int rc;
+    cairn__clear_error();
+    if (!pos) return cairn__fail(CAIRN_EINVAL, "pos: NULL");
+    *pos = 0;
+    if ((rc = cairn__store_check(s))) return rc;
+    if ((rc = check_name(name, name_len))) return rc;
+    return checkpoint_read(s->env, name, name_len, pos);
+}
+
+int cairn_subscribe(cairn_store *s, uint64_t start, const cairn_filter *filter, const char *name,
+                    size_t name_len, cairn_sub **out) {
+    cairn_sub *sub;
+    uint64_t cp = 0;
+    int rc;
+
+    cairn__clear_error();
+    if (!out) return cairn__fail(CAIRN_EINVAL, "out: NULL");
+    *out = NULL;
+    if ((rc = cairn__store_check(s))) return rc;
+    if (name) {
+        if ((rc = check_name(name, name_len))) return rc;
+        if (s->readonly)
+            return cairn__fail(CAIRN_EREADONLY, "a named subscription needs a writable store");
+        if ((rc = checkpoint_read(s->env, name, name_len, &cp))) return rc;
+    }
+    if (!(sub = calloc(1, sizeof *sub))) return cairn__fail(CAIRN_ENOMEM, "out of memory");
+    if ((rc = filter_dup(filter, &sub->f, &sub->fmem))) goto fail;
+    if (name) {
+        if (!(sub->name = malloc(name_len))) {
+            rc = cairn__fail(CAIRN_ENOMEM, "out of memory");
+            goto fail;
+        }
+        memcpy(sub->name, name, name_len);
+        sub->name_len = name_len;
+    }
+    sub->sctx = *s;
+    sub->next = cp ? cp + 1 : start ? start : 1;
+    cairn__env_retain(s->env);
+    *out = sub;
+    return CAIRN_OK;
+fail:
+    free(sub->fmem);
+    free(sub->name);
+    free(sub);
+    return rc;
+}
+
+/* Whether upcasters are defined (asked before each refill, as the Python binding's read
+ * iterator does); an error counts as yes: callers only release their locks for nothing. */
+static int has_upcasters(cairn_env *e) {
+    MDB_txn *txn;
+    uint64_t h;
+    const char *p = NULL;
+    size_t n;
+    int rc;
+    if (cairn__read_begin(e, &txn)) return 1;
+    rc = cairn__script_get(e, txn, CAIRN_SCRIPT_UPCASTERS, "upcasters", 9, &h, &p, &n);
+    cairn__read_end(e, txn);
+    return rc || p != NULL;
+}
+
+size_t cairn_sub_buffered(const cairn_sub *sub) {
+    if (!sub || !sub->it || sub->upcasting || (sub->pending && sub->name)) return 0;
+    return cairn_iter_buffered(sub->it);
+}
+
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Catch-up and waiting alternate: when the iterator is exhausted every position up to the
+ * head read before opening it has been examined.  The notify counter is read before the
+ * head, so a commit after the head was read changes the counter and the wait returns at
+ * once. */
+int cairn_sub_next(cairn_sub *sub, int timeout_ms, cairn_event *ev) {
+    cairn_env *e;
+    int64_t deadline;
+    int rc;
+
+    cairn__clear_error();
+    if (!sub || !ev) return cairn__fail(CAIRN_EINVAL, "sub_next: NULL argument");
+    e = sub->sctx.env;
+    if ((rc = cairn__env_check(e))) return rc;
+    if (timeout_ms < -1) return cairn__fail(CAIRN_EINVAL, "timeout_ms: must be >= -1");
+    if (sub->pending && sub->name) {
+        if ((rc = checkpoint_write(sub, sub->pending))) return rc;
+    }
+    sub->pending = 0;
+    deadline = timeout_ms >= 0 ? now_ms() + timeout_ms : 0;
+    for (;;) {
+        uint32_t seen;
+        uint64_t head;
+        MDB_txn *txn;
+
+        if (sub->it) {
+            if (cairn_iter_buffered(sub->it) == 0) sub->upcasting = has_upcasters(e);
+            rc = cairn_iter_next(sub->it, ev);
+            if (rc > 0) {
+                sub->next = ev->position + 1;
+                sub->pending = ev->position;
+                return 1;
+            }
+            cairn_iter_close(sub->it);
+            sub->it = NULL;
+            if (rc < 0) return rc;
+            if (sub->it_head + 1 > sub->next) sub->next = sub->it_head + 1;
+        }
+        seen = cairn__notify_seen(e);
+        if ((rc = cairn__read_begin(e, &txn))) return rc;
+        rc = cairn__head(e, txn, &head);
+        cairn__read_end(e, txn);
+        if (rc) return rc;
+        if (head >= sub->next) {
+            sub->it_head = head;
+            if ((rc = cairn_iter_all(&sub->sctx, sub->next, 0, 0, &sub->f, &sub->it))) return rc;
+            continue;
+        }
+        if (timeout_ms >= 0) {
+            int64_t left = deadline - now_ms();
+            if (left <= 0) return 0;
+            cairn__notify_wait(e, seen, left > 1000 ? 1000 : (int)left);
+        } else {
+            cairn__notify_wait(e, seen, 1000); /* re-checks once a second regardless */
+        }
+    }
+}
+
+int cairn_sub_close(cairn_sub *sub) {
+    int rc = CAIRN_OK;
+    if (!sub) return CAIRN_OK;
+    cairn__clear_error();
+    if (sub->pending && sub->name && cairn__env_check(sub->sctx.env) == CAIRN_OK)
+        rc = checkpoint_write(sub, sub->pending);
+    if (sub->it) cairn_iter_close(sub->it);
+    cairn__env_release(sub->sctx.env);
+    free(sub->fmem);
+    free(sub->name);
+    free(sub);
+    return rc;
+}
