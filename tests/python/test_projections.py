@@ -497,6 +497,32 @@ def test_runner_and_fork(store):
         store.stop_projections()
 
 
+def test_concurrent_runners_apply_each_event_once(store, store_path):
+    """Two threads and a process catch up the same projection at once: batches serialize on
+    the write lock and each reads the position inside its own transaction."""
+    import threading
+
+    store.define_projection("p", EMITTER)
+    n = 20_000
+    for k in range(n // 2000):
+        store.append("order-1", [ev("Placed", k * 2000 + i) for i in range(2000)])
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILL_CHILD, str(store_path)],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": PACKAGE_ROOT},
+    )
+    assert child.stdout.readline() == b"go\n"
+    threads = [threading.Thread(target=store.run_projections) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert child.wait(timeout=60) == 0
+    p = store.projection("p")
+    assert p.state() == {"n": n}
+    assert [e.data["i"] for e in store.read_stream("audit-1")] == list(range(n))
+
+
 # --- crash safety -----------------------------------------------------------------------------
 
 KILL_CHILD = """
