@@ -974,7 +974,9 @@ int cairn_lua_fold(cairn_lua *h, const char *script, int state, int apply, int s
     else
         lua_pushnil(L);
     begin_call(h, script);
+    h->fold_at = &a.done;
     int status = lua_pcall(L, 5, 1, top + 1);
+    h->fold_at = NULL;
     if (status == LUA_OK && !h->killed && !a.fail) {
         lua_replace(L, state);
     } else if (status == LUA_OK && !h->killed) {
@@ -1037,3 +1039,5 @@ int cairn_lua_fold_escaped(cairn_lua *h, int state, int apply, int star, int up,
     if (a.found) lh_evb_reuse_drop(L); /* somebody holds them: never refill these again */
     return CAIRN_OK;
 }
+
+size_t cairn_lua_fold_index(const cairn_lua *h) { return h->fold_at ? *h->fold_at : 0; }

@@ -142,6 +142,10 @@ int cairn_lua_check_shape(cairn_lua *h, const char *name, cairn_lua_kind kind);
  * scripts' globals) included. */
 int cairn_lua_fold_escaped(cairn_lua *h, int state, int apply, int star, int up, int *escaped);
 
+/* Inside a handler run by cairn_lua_fold (an emit hook, say): the index in `evs` of the
+ * event being applied; 0 outside a fold. */
+size_t cairn_lua_fold_index(const cairn_lua *h);
+
 /* Sets (fn non-NULL) or clears the projection hook behind the sandbox's global
  * emit(stream, type, data, metadata).  The global always exists; while cleared, calling it
  * is a script error ("emit is only available in projection handlers").  fn runs as a

@@ -44,6 +44,7 @@ struct cairn_lua {
     cairn_buf details;
     int has_details;
     cairn_buf scratch; /* json.encode output, decoder string unescaping */
+    size_t *fold_at;   /* during cairn_lua_fold: the index of the event under way */
 };
 
 static inline cairn_lua *lh_host(lua_State *L) { return *(cairn_lua **)lua_getextraspace(L); }

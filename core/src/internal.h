@@ -183,6 +183,7 @@ int cairn__write_requests(cairn_store *s, MDB_txn *txn, const cairn_append_req *
                           cairn_append_result *results);
 int cairn__validate_requests(const cairn_append_req *reqs, size_t nreqs);
 #define CAIRN__EMAPFULL (-30100) /* internal: abort, grow the map, run the write again */
+#define CAIRN__ERETRY (-30101)   /* internal: abort and run the write again (see projection.c) */
 int cairn__parse_uuid(const char *s, size_t len, uint8_t out[16]);
 /* Keeps aggregate snapshots current after plain appends (aggregate.c); script failures
  * there are not the append's: they only skip the snapshot. */

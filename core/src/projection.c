@@ -55,6 +55,9 @@ typedef struct proj {
     /* emit() */
     const uint8_t *src_id; /* id of the event being applied */
     uint32_t emit_index;
+    const cairn_event *fold_evs; /* a batch under cairn_lua_fold: src_id comes from it */
+    size_t emit_at;              /* the batch index emit_index counts for */
+    int reuse;                   /* the fold refills reusable event tables */
     cairn_buf ebuf;
     pemit *emits;
     size_t nemits, cap_emits;
@@ -251,6 +254,11 @@ static int emit_fn(lua_State *L) {
     char msg[300];
 
     if (!stream || !type) return luaL_error(L, "emit: stream and type must be strings");
+    if (p->fold_evs) { /* a batched fold: which event is being applied */
+        size_t i = cairn_lua_fold_index(p->h);
+        if (!p->src_id || i != p->emit_at) p->emit_index = 0, p->emit_at = i;
+        p->src_id = p->fold_evs[i].id;
+    }
     if (!p->src_id) return luaL_error(L, "emit is only available in projection handlers");
     if (p->nemits == p->cap_emits) {
         size_t nc = p->cap_emits ? p->cap_emits * 2 : 16;
@@ -487,6 +495,88 @@ static int states_write(proj *p) {
     return rc;
 }
 
+#define FOLD_MAX 512         /* events handed to one cairn_lua_fold */
+#define PRETAINS_KEY "cairn.proj.retains"
+
+/* Was this projection script found keeping the reused event tables? (per Lua state) */
+static int proj_retains(proj *p, int set) {
+    lua_State *L = p->L;
+    int r = 1;
+    if (lua_getfield(L, LUA_REGISTRYINDEX, PRETAINS_KEY) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        if (!set) return 0;
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, LUA_REGISTRYINDEX, PRETAINS_KEY);
+    }
+    lua_pushfstring(L, "%s:%I", p->name, (lua_Integer)p->hash);
+    if (set) {
+        lua_pushboolean(L, 1);
+        lua_rawset(L, -3);
+    } else {
+        r = lua_rawget(L, -2) != LUA_TNIL;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return r;
+}
+
+/* An unpartitioned projection without upcasters folds its events in batches through the
+ * Lua host (one protected call per batch, refilled event tables for async catch-up; see
+ * cairn_lua_fold), like an aggregate load.  The batch is the events already in the
+ * iterator's page: their pointers stay valid until it refills. */
+static int advance_batched(proj *p, cairn_iter *it, uint64_t target, uint64_t limit, uint64_t *n,
+                           uint64_t *last, int *more) {
+    lua_State *L = p->L;
+    cairn_event *evs = malloc(FOLD_MAX * sizeof *evs);
+    int rc = CAIRN_OK, st, done_iter = 0, top = lua_gettop(L);
+
+    if (!evs) return cairn__fail(CAIRN_ENOMEM, "out of memory");
+    p->reuse = !p->is_inline && !proj_retains(p, 0);
+    lua_pushliteral(L, "");
+    if ((rc = state_push(p, lua_gettop(L), 0))) goto out;
+    st = lua_gettop(L);
+    while (!done_iter) {
+        size_t k = 0, done = 0;
+        uint64_t room = limit ? limit - *n : UINT64_MAX;
+        while (k < FOLD_MAX && k < room) {
+            if (k && cairn_iter_buffered(it) == 0) break; /* a refill would move the page */
+            rc = cairn_iter_next(it, &evs[k]);
+            if (rc < 0) goto out;
+            if (rc == 0 || evs[k].position > target) { done_iter = 1; break; }
+            k++;
+        }
+        rc = CAIRN_OK;
+        if (!k) break;
+        p->fold_evs = evs, p->src_id = NULL;
+        rc = cairn_lua_fold(p->h, p->name, st, p->apply, p->star, 0, evs, k, p->reuse, &done);
+        p->fold_evs = NULL, p->src_id = NULL;
+        if (rc) goto out;
+        *n += k, *last = evs[k - 1].position;
+        if (limit && *n >= limit) {
+            *more = *last < target;
+            break;
+        }
+    }
+    if (p->reuse) {
+        int escaped = 0;
+        if ((rc = cairn_lua_fold_escaped(p->h, st, p->apply, p->star, 0, &escaped))) goto out;
+        if (escaped) { /* a handler kept an event: this batch again, with fresh tables */
+            proj_retains(p, 1);
+            rc = CAIRN__ERETRY;
+            goto out;
+        }
+    }
+    lua_pushliteral(L, ""); /* the state (maybe a new table) back into the batch's cache */
+    lua_pushvalue(L, st);
+    lua_rawset(L, p->cache);
+out:
+    p->fold_evs = NULL;
+    lua_settop(L, top);
+    free(evs);
+    return rc;
+}
+
 /* Advances the open projection inside p->txn: events after its position up to the head
  * (or up to stop_before - 1 when nonzero), at most `limit` source events (0: no limit).
  * Writes states, emitted events and the record.  *more: stopped at the limit. */
@@ -522,17 +612,22 @@ static int advance(proj *p, uint64_t stop_before, uint64_t limit, const prec *fa
         if ((rc = cairn_iter_all(p->s, r.position + 1, 0, 0, &p->f, &it))) goto out;
         cairn_iter_set_raw(it, 1); /* upcast here, in this state */
         cairn__iter_bind_txn(it, p->txn);
-        while ((rc = cairn_iter_next(it, &ev)) == 1) {
-            if (ev.position > target) break;
-            if ((rc = apply_one(p, &ev))) goto out;
-            n++, last = ev.position;
-            if (limit && n >= limit) {
-                *more = last < target;
-                break;
+        if (!p->part && !p->up) {
+            rc = advance_batched(p, it, target, limit, &n, &last, more);
+            if (rc) goto out;
+        } else {
+            while ((rc = cairn_iter_next(it, &ev)) == 1) {
+                if (ev.position > target) break;
+                if ((rc = apply_one(p, &ev))) goto out;
+                n++, last = ev.position;
+                if (limit && n >= limit) {
+                    *more = last < target;
+                    break;
+                }
             }
+            if (rc < 0) goto out;
+            rc = CAIRN_OK;
         }
-        if (rc < 0) goto out;
-        rc = CAIRN_OK;
     }
     r.position = *more ? last : (target > r.position ? target : r.position);
     if (fault) {
@@ -613,6 +708,10 @@ static int run_one(cairn_store *s, cairn_lua *h, const char *name, size_t len, u
             if ((rc = cairn__env_grow(s->env))) return rc;
             continue;
         }
+        if (rc == CAIRN__ERETRY) { /* the batch kept reused tables: again, with fresh ones */
+            cairn__clear_error();
+            continue;
+        }
         if (rc != CAIRN_ESCRIPT && rc != CAIRN_EREJECTED) return rc;
         /* a handler failed: apply exactly the events before the failing one, and stop there */
         fault_of(&fault, p.name);
@@ -650,6 +749,10 @@ static int run_one(cairn_store *s, cairn_lua *h, const char *name, size_t len, u
                 if (mrc != MDB_MAP_FULL) return cairn__mdb_fail(mrc, "commit");
             } else {
                 cairn__write_abort(s->env, txn);
+                if (rc == CAIRN__ERETRY) { /* kept reused tables: again with fresh ones */
+                    cairn__clear_error();
+                    continue;
+                }
                 if (rc != CAIRN__EMAPFULL) return rc;
             }
             if ((rc = cairn__env_grow(s->env))) return rc;
