@@ -9,6 +9,10 @@ withdrawals are commands decided inside the write transaction, an overdraft is r
 money transfer saga fails at its second step and is rolled back by compensating events, and
 the audit trail is printed as the state after each event (time travel).
 
+Part 3 (read models and live delivery): projections of balances per account, daily totals
+(partitioned by day) and an alerting projection that emits events exactly once; a
+subscriber in a second process (examples/watch.py) prints the events as they commit.
+
 Run it twice: the store remembers everything.
 
     python examples/bank.py --store demo-store
@@ -16,7 +20,9 @@ Run it twice: the store remembers everything.
 
 import argparse
 import os
+import subprocess
 import sys
+import time
 import uuid
 
 import cairn
@@ -96,6 +102,7 @@ def main(argv=None):
         say(f"events tagged customer:alice: {len(tagged)} ({', '.join(e.type for e in tagged[-2:])} ...)")
 
         lua_part(store, run)
+        projections_part(store, args.store, run)
 
         report = store.verify()
         say(f"\nverify: {report}")
@@ -143,6 +150,45 @@ def lua_part(store, run):
         say(f"  v{e.version} {e.type:<10} -> balance {state['balance']:>4}, open={state['open']}{note}")
     first = next(iter(store.read_stream(carol)))
     say(f"as of {first.timestamp:%H:%M:%S.%f} (load(at=...)): {store.load(carol, at=first.timestamp).state}")
+
+
+def projections_part(store, path, run):
+    say("\n=== Part 3: read models and live delivery ===")
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, "projections.lua"), encoding="utf-8") as f:
+        chunks = f.read().split("-- %% ")[1:]
+    for chunk in chunks:
+        name = chunk.split(":", 1)[0].strip()
+        store.define_projection(name, "-- " + chunk)   # the same source again changes nothing
+    n = store.run_projections()
+    say(f"projections {', '.join(store.scripts()['projection'])} caught up over {n} events")
+
+    # a subscriber in another process, started before the writes it will see
+    watcher = subprocess.Popen([sys.executable, os.path.join(here, "watch.py"), "--store", path,
+                                "--count", "4", "--start", str(store.head() + 1)])
+    store.start_projections()                  # keeps them current as events commit
+    erin = f"account-erin{run}"
+    time.sleep(0.5)                            # let the watcher subscribe
+    store.execute(erin, "Open", {"owner": "Erin"}, expected_version=cairn.NO_STREAM)
+    store.execute(erin, "Deposit", {"amount": 300})
+    store.execute(erin, "Withdraw", {"amount": 120})
+    try:
+        watcher.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        watcher.kill()
+        say("watcher did not see every event in time")
+    store.stop_projections()
+    store.run_projections()
+
+    balances = store.projection("balances")
+    say(f"balances: {erin} -> {balances.state(erin)}; {len(list(balances.partitions()))} accounts known")
+    daily = store.projection("daily_totals")
+    for day in daily.partitions():
+        say(f"daily totals {day}: {daily.state(day)}")
+    alerts = [e for e in store.read_stream("alerts-bank")]
+    say(f"alerts emitted so far: {len(alerts)}; newest: {alerts[-1].data if alerts else None}")
+    status = {name: store.projection(name).status for name in store.scripts()["projection"]}
+    say(f"projection status: {status}")
 
 
 if __name__ == "__main__":
