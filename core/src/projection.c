@@ -32,6 +32,7 @@ typedef struct prec {
     int exists;
     uint64_t position, hash, fault_pos;
     int status, line;
+    int is_inline; /* the script runs in appends (stored as bit 7 of the status byte) */
     char error[sizeof ((cairn_error *)0)->message + 64];
 } prec;
 
@@ -95,7 +96,8 @@ static int rec_get(cairn_env *e, MDB_txn *txn, const char *name, size_t len, pre
     const uint8_t *p = v.mv_data;
     size_t n = v.mv_size - REC_HDR;
     r->exists = 1;
-    r->position = cairn__get_be64(p), r->hash = cairn__get_be64(p + 8), r->status = p[16];
+    r->position = cairn__get_be64(p), r->hash = cairn__get_be64(p + 8), r->status = p[16] & 0x7f;
+    r->is_inline = p[16] >> 7;
     r->line = (int)cairn__get_be32(p + 17), r->fault_pos = cairn__get_be64(p + 21);
     if (n >= sizeof r->error) n = sizeof r->error - 1;
     memcpy(r->error, p + REC_HDR, n);
@@ -111,7 +113,8 @@ static int rec_put(cairn_env *e, MDB_txn *txn, const char *name, size_t len, con
     v.mv_size = REC_HDR + n, v.mv_data = NULL;
     if ((mrc = mdb_put(txn, e->proj, &k, &v, MDB_RESERVE))) return mdb_code(mrc, "write projection");
     uint8_t *p = v.mv_data;
-    cairn__put_be64(p, r->position), cairn__put_be64(p + 8, r->hash), p[16] = (uint8_t)r->status;
+    cairn__put_be64(p, r->position), cairn__put_be64(p + 8, r->hash);
+    p[16] = (uint8_t)(r->status | (r->is_inline ? 0x80 : 0));
     cairn__put_be32(p + 17, (uint32_t)r->line), cairn__put_be64(p + 21, r->fault_pos);
     memcpy(p + REC_HDR, r->error, n);
     return CAIRN_OK;
@@ -630,6 +633,7 @@ static int advance(proj *p, uint64_t stop_before, uint64_t limit, const prec *fa
         }
     }
     r.position = *more ? last : (target > r.position ? target : r.position);
+    r.is_inline = p->is_inline;
     if (fault) {
         r.status = STATUS_FAULTED, r.line = fault->line, r.fault_pos = fault->fault_pos;
         memcpy(r.error, fault->error, sizeof r.error);
@@ -843,18 +847,18 @@ static int inline_catch_up(cairn_store *s, MDB_txn *txn, cairn_lua *h, const cha
 int cairn__projections_after_append(cairn_store *s, MDB_txn *txn) {
     MDB_cursor *c;
     MDB_val k, v;
-    uint8_t kb = CAIRN_SCRIPT_PROJECTION;
     names ns = {0};
     cairn_lua *h;
     int rc = CAIRN_OK, mrc;
 
-    if ((mrc = mdb_cursor_open(txn, s->env->scripts, &c))) return cairn__mdb_fail(mrc, "list projections");
-    k.mv_size = 1, k.mv_data = &kb;
-    mrc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
-    while (mrc == 0 && ((uint8_t *)k.mv_data)[0] == kb) {
-        /* cheap test before loading: an inline projection's source says "inline" */
-        if (v.mv_size > 8 && memmem((char *)v.mv_data + 8, v.mv_size - 8, "inline", 6) &&
-            names_add(&ns, (const char *)k.mv_data + 1, k.mv_size - 1)) {
+    /* the records say which projections are inline (written by their catch-up at define
+     * and after every reset), so no script is loaded for the others */
+    if (!s->env->proj) return CAIRN_OK;
+    if ((mrc = mdb_cursor_open(txn, s->env->proj, &c))) return cairn__mdb_fail(mrc, "list projections");
+    mrc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+    while (mrc == 0) {
+        if (v.mv_size >= REC_HDR && (((uint8_t *)v.mv_data)[16] & 0x80) &&
+            names_add(&ns, (const char *)k.mv_data, k.mv_size)) {
             rc = cairn__fail(CAIRN_ENOMEM, "out of memory");
             break;
         }

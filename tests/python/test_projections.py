@@ -664,3 +664,14 @@ return {
     store.projection("em").reset()
     store.run_projections("em")
     assert [(e.type, e.data["i"]) for e in store.read_stream("out-1")] == out
+
+
+def test_inline_mode_computed_by_the_script_is_honoured(store):
+    # whether a projection is inline is what its script says, however it says it
+    store.define_projection("dyn", """
+local m = "in" .. "line"
+return { mode = m, init = function() return { n = 0 } end, apply = { T = function(s, e) s.n = s.n + 1 end } }
+""")
+    store.append("d-1", [cairn.Event("T")])
+    store.append("d-1", [cairn.Event("T")])
+    assert store.projection("dyn").state() == {"n": 2}
