@@ -31,6 +31,13 @@ typedef struct cairn_env {
     MDB_dbi subs;    /* subscription name -> u64 checkpoint BE; 0 when the db is absent */
     void *notify;    /* the mapped `notify` file (notify.c), NULL when unavailable */
     int notify_rw;   /* mapped writable: this process can register as a waiter */
+    /* One thread per process sleeps on the shared futex (the leader); the others wait on
+     * this condition variable, woken by the leader: a commit's wake-up costs the writer
+     * one woken thread per process, however many subscribers each process has. */
+    pthread_mutex_t nlock;
+    pthread_cond_t ncond;
+    int n_leader;
+    uint64_t n_gen; /* bumped by the leader each time it wakes */
     MDB_dbi proj;    /* projection name -> position, script hash, status, fault (projection.c) */
     MDB_dbi pstate;  /* projection name + 0 + partition key -> state JSON ("" unpartitioned) */
     pthread_mutex_t lua_lock;     /* guards lua_idle */

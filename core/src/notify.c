@@ -87,7 +87,9 @@ uint32_t cairn__notify_seen(cairn_env *e) {
 }
 
 /* Sleeps until the counter differs from `seen` or `ms` milliseconds pass (at most; a
- * signal or a spurious wake returns early -- callers loop). */
+ * signal, a spurious wake or the leader's own time-out return early -- callers loop).
+ * The first thread of this process to wait sleeps on the shared futex; the others wait for
+ * it on the env's condition variable, so a writer wakes one thread per process. */
 void cairn__notify_wait(cairn_env *e, uint32_t seen, int ms) {
     notify_page *n = e->notify;
     struct timespec ts;
@@ -98,8 +100,27 @@ void cairn__notify_wait(cairn_env *e, uint32_t seen, int ms) {
         nanosleep(&ts, NULL);
         return;
     }
+    pthread_mutex_lock(&e->nlock);
+    if (e->n_leader) {
+        uint64_t gen = e->n_gen;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += ms / 1000, ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+        while (e->n_gen == gen && __atomic_load_n(&n->counter, __ATOMIC_SEQ_CST) == seen &&
+               pthread_cond_timedwait(&e->ncond, &e->nlock, &ts) == 0) {
+        }
+        pthread_mutex_unlock(&e->nlock);
+        return;
+    }
+    e->n_leader = 1;
+    pthread_mutex_unlock(&e->nlock);
     ts.tv_sec = ms / 1000, ts.tv_nsec = (long)(ms % 1000) * 1000000L;
     __atomic_add_fetch(&n->waiters, 1, __ATOMIC_SEQ_CST);
     futex(&n->counter, FUTEX_WAIT, seen, &ts);
     __atomic_sub_fetch(&n->waiters, 1, __ATOMIC_SEQ_CST);
+    pthread_mutex_lock(&e->nlock);
+    e->n_leader = 0;
+    e->n_gen++;
+    pthread_cond_broadcast(&e->ncond);
+    pthread_mutex_unlock(&e->nlock);
 }

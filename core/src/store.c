@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -54,6 +55,8 @@ static void env_free(cairn_env *e) {
     cairn__lua_pool_free(e);
     cairn__notify_close(e);
     pthread_mutex_destroy(&e->lua_lock);
+    pthread_mutex_destroy(&e->nlock);
+    pthread_cond_destroy(&e->ncond);
     if (e->env) mdb_env_close(e->env);
     pthread_rwlock_destroy(&e->resize);
     pthread_mutex_destroy(&e->flags_lock);
@@ -217,6 +220,14 @@ static int env_open(const char *path, const struct stat *st, const cairn_options
     pthread_rwlock_init(&e->resize, NULL);
     pthread_mutex_init(&e->flags_lock, NULL);
     pthread_mutex_init(&e->lua_lock, NULL);
+    pthread_mutex_init(&e->nlock, NULL);
+    {
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&e->ncond, &ca);
+        pthread_condattr_destroy(&ca);
+    }
     snprintf(data, sizeof data, "%s/data.mdb", path);
     exists = access(data, F_OK) == 0;
     if (!exists && o->readonly) {
