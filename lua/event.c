@@ -93,6 +93,19 @@ static void push_uuid(lua_State *L, const uint8_t id[16]) {
 /* pushes key k of the builder; the value follows, then lua_rawset(L, t) */
 #define KEY(k) lua_pushvalue(L, b->keys + (k))
 
+/* [-0, +0, m] the fields every event sets anew: version, position, timestamp */
+static inline void set_counters(lua_State *L, const lh_evb *b, int t, const cairn_event *ev) {
+    KEY(EK_VERSION);
+    lua_pushinteger(L, (lua_Integer)ev->version);
+    lua_rawset(L, t);
+    KEY(EK_POSITION);
+    lua_pushinteger(L, (lua_Integer)ev->position);
+    lua_rawset(L, t);
+    KEY(EK_TIMESTAMP);
+    lua_pushinteger(L, (lua_Integer)ev->timestamp);
+    lua_rawset(L, t);
+}
+
 /* [-0, +(1|0), m] */
 int lh_evb_event(lua_State *L, lh_evb *b, const cairn_event *ev, int type_idx) {
     lua_createtable(L, 0, EK_N);
@@ -133,15 +146,7 @@ int lh_evb_event(lua_State *L, lh_evb *b, const cairn_event *ev, int type_idx) {
     KEY(EK_STREAM);
     cached_string(L, b, 0, ev->stream.ptr, ev->stream.len);
     lua_rawset(L, t);
-    KEY(EK_VERSION);
-    lua_pushinteger(L, (lua_Integer)ev->version);
-    lua_rawset(L, t);
-    KEY(EK_POSITION);
-    lua_pushinteger(L, (lua_Integer)ev->position);
-    lua_rawset(L, t);
-    KEY(EK_TIMESTAMP);
-    lua_pushinteger(L, (lua_Integer)ev->timestamp);
-    lua_rawset(L, t);
+    set_counters(L, b, t, ev);
     KEY(EK_SCHEMA);
     lua_pushinteger(L, (lua_Integer)ev->schema);
     lua_rawset(L, t);
@@ -311,15 +316,7 @@ int lh_evb_event_reuse(lua_State *L, lh_evb *b, lh_reuse *r, const cairn_event *
         lua_pushnil(L);
     }
     lua_rawset(L, t);
-    KEY(EK_VERSION);
-    lua_pushinteger(L, (lua_Integer)ev->version);
-    lua_rawset(L, t);
-    KEY(EK_POSITION);
-    lua_pushinteger(L, (lua_Integer)ev->position);
-    lua_rawset(L, t);
-    KEY(EK_TIMESTAMP);
-    lua_pushinteger(L, (lua_Integer)ev->timestamp);
-    lua_rawset(L, t);
+    set_counters(L, b, t, ev);
     if (r->schema != (lua_Integer)ev->schema) {
         KEY(EK_SCHEMA);
         lua_pushinteger(L, (lua_Integer)ev->schema);
