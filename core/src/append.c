@@ -317,8 +317,11 @@ static int write_request(cairn_env *e, writer *w, const cairn_append_req *q, siz
             prc = mdb_cursor_put(w->ids, &k, &v, MDB_NOOVERWRITE);
         }
         if (prc == MDB_KEYEXIST) {
+            uint64_t at = cairn__get_be64(v.mv_data);
             cairn__err()->request = r;
-            return duplicate(cairn__get_be64(v.mv_data), id);
+            if (at >= first) /* written a moment ago by this very call: nothing is kept */
+                return cairn__fail(CAIRN_EDUPLICATE, "event %zu has the id of an earlier event of the same call", i);
+            return duplicate(at, id);
         }
         MDB_TRY(prc, "write id index");
 
