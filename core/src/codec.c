@@ -91,6 +91,38 @@ bad:
                        (unsigned long long)position);
 }
 
+/* LMDB does not checksum its pages: a damaged node can hand back a pointer past the end of
+ * the data file (touching it is SIGBUS) or a size running past it.  The used part of the map
+ * is found from a value LMDB reached by a sound path (the `meta` magic): its page header
+ * names its page number, which places the start of the map; the last page in use ends it.
+ * Only for read-only txns (a write txn's dirty pages live outside the map).  On any doubt
+ * the bounds are [0, UINTPTR_MAX]: no check rather than a false alarm. */
+void cairn__map_bounds(cairn_env *e, MDB_txn *txn, uintptr_t *lo, uintptr_t *hi) {
+    MDB_envinfo info;
+    MDB_stat st;
+    MDB_val k = {5, (void *)"magic"}, v;
+    uintptr_t page;
+    uint64_t pgno;
+    *lo = 0, *hi = UINTPTR_MAX;
+    if (mdb_env_info(e->env, &info) || mdb_env_stat(e->env, &st) || !st.ms_psize ||
+        (st.ms_psize & (st.ms_psize - 1)) || mdb_get(txn, e->meta, &k, &v))
+        return;
+    page = (uintptr_t)v.mv_data & ~((uintptr_t)st.ms_psize - 1);
+    memcpy(&pgno, (const void *)page, 8); /* MDB_page.mp_pgno, native endian */
+    if (pgno < 2 || pgno > info.me_last_pgno || page < pgno * st.ms_psize) return;
+    *lo = page - (uintptr_t)pgno * st.ms_psize;
+    *hi = *lo + ((uintptr_t)info.me_last_pgno + 1) * st.ms_psize;
+}
+
+int cairn__val_check(uintptr_t lo, uintptr_t hi, const MDB_val *v, uint64_t position) {
+    uintptr_t p = (uintptr_t)v->mv_data;
+    if (p >= lo && p <= hi && v->mv_size <= hi - p) return CAIRN_OK;
+    cairn__err()->position = position;
+    return cairn__fail(CAIRN_ECORRUPT,
+                       "corrupt record at position %llu: the data file's tree points outside the file",
+                       (unsigned long long)position);
+}
+
 int cairn_event_tag(const cairn_event *ev, size_t *cursor, cairn_slice *tag) {
     /* *cursor counts bytes into tags_raw */
     const uint8_t *end = ev->tags_raw + ev->tags_len;

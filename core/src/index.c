@@ -47,8 +47,8 @@ int cairn__stream_lookup(cairn_env *e, MDB_txn *txn, const void *name, size_t le
     if (rc) return cairn__mdb_fail(rc, "stream lookup");
     if (v.mv_size != CAIRN_STREAM_VAL_HEADER + len ||
         memcmp((uint8_t *)v.mv_data + CAIRN_STREAM_VAL_HEADER, name, len) != 0) {
-        if (v.mv_size < CAIRN_STREAM_VAL_HEADER)
-            return cairn__fail(CAIRN_ECORRUPT, "corrupt stream entry");
+        if (v.mv_size < CAIRN_STREAM_VAL_HEADER || len <= CAIRN_STREAM_KEY_INLINE)
+            return cairn__fail(CAIRN_ECORRUPT, "corrupt stream entry"); /* a short name is its key */
         /* A 128-bit digest collision between two long names: refuse rather than mix. */
         return cairn__fail(CAIRN_EINTERNAL, "stream key collision");
     }
@@ -63,9 +63,21 @@ int cairn__stream_lookup(cairn_env *e, MDB_txn *txn, const void *name, size_t le
         if ((rc = mdb_cursor_open(txn, e->sidx, &c))) return cairn__mdb_fail(rc, "stream lookup");
         rc = mdb_cursor_get(c, &xk, &xv, MDB_SET);
         if (rc == 0) rc = mdb_cursor_get(c, &xk, &xv, MDB_LAST_DUP);
-        if (rc == 0 && xv.mv_size == 16) info->version = (int64_t)cairn__get_be64(xv.mv_data);
+        if (rc == 0 && xv.mv_size == 16) {
+            info->version = (int64_t)cairn__get_be64(xv.mv_data);
+            info->last_pos = cairn__get_be64((uint8_t *)xv.mv_data + 8);
+        }
         mdb_cursor_close(c);
         if (rc && rc != MDB_NOTFOUND) return cairn__mdb_fail(rc, "stream lookup");
+        /* versions count from 0 and share positions with every other stream: version v sits
+         * at a position > v.  Anything else is a damaged stream index (LMDB does not
+         * checksum its pages). */
+        if (rc == 0 && (xv.mv_size != 16 || info->version < 0 ||
+                        (uint64_t)info->version >= info->last_pos)) {
+            cairn__err()->position = info->last_pos;
+            return cairn__fail(CAIRN_ECORRUPT, "position %llu: damaged stream index entry",
+                               (unsigned long long)info->last_pos);
+        }
     }
     return CAIRN_OK;
 }

@@ -128,6 +128,12 @@ void cairn__record_write(uint8_t *out, const cairn_slice *stream, const cairn_ev
 /* Checks and decodes a record; `position` is the key it was stored under.
  * Pointers in *ev point into `rec`. */
 int cairn__record_decode(const void *rec, size_t len, uint64_t position, cairn_event *ev);
+/* LMDB does not checksum its tree: a damaged page can point anywhere.  map_bounds finds the
+ * used part of the map for a read-only txn (cheap, once per txn); val_check fails with
+ * CAIRN_ECORRUPT naming `position` when a value does not lie inside it. */
+struct cairn_env;
+void cairn__map_bounds(struct cairn_env *e, MDB_txn *txn, uintptr_t *lo, uintptr_t *hi);
+int cairn__val_check(uintptr_t lo, uintptr_t hi, const MDB_val *v, uint64_t position);
 
 /* ---------------------------------------------------------------------------------
  * Keys (index.c).
@@ -152,6 +158,7 @@ typedef struct cairn_stream_info {
     int64_t version;
     uint32_t flags;
     int exists;
+    uint64_t last_pos; /* position of the event of `version` (0 when none) */
 } cairn_stream_info;
 
 /* Looks a stream up in `txn`; info->exists is 0 when it has no entry. */

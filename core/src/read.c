@@ -64,6 +64,7 @@ struct cairn_iter {
     size_t up_len;
     cairn_buf upbuf;
     MDB_txn *ext; /* cairn__iter_bind_txn: refills read through this txn (projections) */
+    uintptr_t map_lo, map_hi; /* used part of the map during a refill (cairn__map_bounds) */
 };
 
 void cairn__iter_bind_txn(cairn_iter *it, MDB_txn *txn) { it->ext = txn; }
@@ -340,9 +341,22 @@ static int source_step(source *s, int backwards) {
  * STOP) so that the reader gets every good event up to the damage; the error comes when
  * the reader reaches it. */
 #define STOP 1
-static int take(cairn_iter *it, const MDB_val *v, uint64_t pos, int check) {
+static int damaged(uint64_t pos, const char *what) {
+    cairn__err()->position = pos;
+    return cairn__fail(CAIRN_ECORRUPT, "position %llu: %s", (unsigned long long)pos, what);
+}
+
+/* LMDB does not checksum its tree: what it hands back is checked before it is trusted --
+ * the value lies in the file (own read txns only), the record decodes at its key, and a
+ * stream read's record is the stream's event of version `ver` (-1: not a stream read). */
+static int take(cairn_iter *it, const MDB_val *v, uint64_t pos, int check, int64_t ver) {
     cairn_event ev;
-    int rc = cairn__record_decode(v->mv_data, v->mv_size, pos, &ev);
+    int rc = cairn__val_check(it->map_lo, it->map_hi, v, pos);
+    if (rc == CAIRN_OK) rc = cairn__record_decode(v->mv_data, v->mv_size, pos, &ev);
+    if (rc == CAIRN_OK && ver >= 0 &&
+        (ev.version != ver || ev.stream.len != it->stream_len ||
+         memcmp(ev.stream.ptr, it->stream, it->stream_len) != 0))
+        rc = damaged(pos, "the stream index points at an event of another stream or version");
     if (rc) return it->count ? STOP : rc;
     if (check && !matches(&it->f, &ev)) return CAIRN_OK;
     return buf_add(it, v->mv_data, v->mv_size, pos);
@@ -359,13 +373,23 @@ static int refill_log(cairn_iter *it, MDB_txn *txn) {
     k.mv_size = 8, k.mv_data = kb;
     rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
     if (it->backwards) {
-        if (rc == MDB_NOTFOUND) rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
-        else if (rc == 0 && cairn__get_be64(k.mv_data) > it->next)
+        if (rc == MDB_NOTFOUND) {
+            rc = mdb_cursor_get(c, &k, &v, MDB_LAST); /* started past the end */
+            if (rc == 0 && k.mv_size == 8) it->next = cairn__get_be64(k.mv_data);
+        } else if (rc == 0 && cairn__get_be64(k.mv_data) > it->next) {
             rc = mdb_cursor_get(c, &k, &v, MDB_PREV);
+        }
     }
     while (rc == 0) {
-        uint64_t pos = cairn__get_be64(k.mv_data);
-        if ((rc = take(it, &v, pos, 0))) {
+        uint64_t pos = k.mv_size == 8 ? cairn__get_be64(k.mv_data) : 0;
+        /* Positions are contiguous (no event is ever removed in format 1): a key that is
+         * not the next one means a damaged tree skipped or invented records.  Format 2's
+         * removals must leave something here to tell a hole from damage. */
+        if (pos != it->next) {
+            rc = it->count ? 0 : damaged(it->next, "the log skips this position (damaged tree)");
+            goto out;
+        }
+        if ((rc = take(it, &v, pos, 0, -1))) {
             if (rc == STOP) rc = 0;
             goto out;
         }
@@ -404,6 +428,11 @@ static int refill_postings(cairn_iter *it, MDB_txn *txn) {
             if (p && (!best || (it->backwards ? p > best : p < best))) best = p;
         }
         if (!best) { it->done = 1; break; }
+        /* posting lists are sorted: a candidate behind the last one means damage */
+        if (it->backwards ? best > it->next : best < it->next) {
+            rc = damaged(best, "an index lists positions out of order (damaged tree)");
+            goto out;
+        }
         for (i = 0; i < it->nsrc; i++) /* several sources may hold one position */
             if (it->src[i].pos == best && (rc = source_step(&it->src[i], it->backwards)))
                 goto mdb_out;
@@ -411,11 +440,14 @@ static int refill_postings(cairn_iter *it, MDB_txn *txn) {
         cairn__put_be64(kb, best);
         rc = mdb_cursor_get(clog, &k, &v, MDB_SET_KEY);
         if (rc == 0) {
-            if ((rc = take(it, &v, best, 1))) {
+            if ((rc = take(it, &v, best, 1, -1))) {
                 if (rc == STOP) rc = 0;
                 goto out;
             }
-        } else if (rc != MDB_NOTFOUND) {
+        } else if (rc == MDB_NOTFOUND) {
+            rc = damaged(best, "an index points at a missing event");
+            goto out;
+        } else {
             goto mdb_out;
         }
         if (it->backwards) {
@@ -445,8 +477,14 @@ static int refill_stream(cairn_iter *it, MDB_txn *txn) {
 
     if ((rc = cairn__stream_lookup(it->env, txn, it->stream, it->stream_len, &si))) return rc;
     if (!si.exists) { it->done = 1; return CAIRN_OK; }
-    if (it->next_ver < 0) { /* start at the end, backwards */
-        it->next_ver = si.version;
+    if (si.version < 0) /* entries are written with the stream's first event */
+        return cairn__fail(CAIRN_ECORRUPT, "stream %.*s: its entry has no events indexed (damaged index)",
+                           (int)(it->stream_len > 200 ? 200 : it->stream_len), (const char *)it->stream);
+    if (it->next_ver < 0 || (it->backwards && it->next_ver > si.version)) {
+        it->next_ver = si.version; /* start at the end, backwards */
+    } else if (it->next_ver > si.version) {
+        it->done = 1;
+        return CAIRN_OK;
     }
     if ((rc = mdb_cursor_open(txn, it->env->sidx, &cs)) ||
         (rc = mdb_cursor_open(txn, it->env->log, &clog)))
@@ -469,14 +507,21 @@ static int refill_stream(cairn_iter *it, MDB_txn *txn) {
         uint64_t pos = cairn__get_be64((uint8_t *)v.mv_data + 8);
         uint8_t pk[8];
         MDB_val lk = {8, pk}, lv;
+        if (ver != it->next_ver) { /* versions are gapless */
+            rc = damaged(pos, "the stream index skips a version (damaged tree)");
+            goto out;
+        }
         cairn__put_be64(pk, pos);
         rc = mdb_cursor_get(clog, &lk, &lv, MDB_SET_KEY);
         if (rc == 0) {
-            if ((rc = take(it, &lv, pos, 0))) {
+            if ((rc = take(it, &lv, pos, 0, ver))) {
                 if (rc == STOP) rc = 0;
                 goto out;
             }
-        } else if (rc != MDB_NOTFOUND) {
+        } else if (rc == MDB_NOTFOUND) {
+            rc = damaged(pos, "the stream index points at a missing event");
+            goto out;
+        } else {
             goto mdb_out;
         }
         if (it->backwards) {
@@ -516,6 +561,8 @@ static int refill(cairn_iter *it) {
     if (!it->raw && (rc = refresh_upcasters(it->env, txn, &it->up_hash, &it->up_src, &it->up_len)))
         goto out;
     if (it->done) goto out;
+    if (it->ext) it->map_lo = 0, it->map_hi = UINTPTR_MAX; /* a write txn: no bounds */
+    else cairn__map_bounds(it->env, txn, &it->map_lo, &it->map_hi);
     switch (it->kind) {
     case IT_LOG: rc = refill_log(it, txn); break;
     case IT_STREAM: rc = refill_stream(it, txn); break;
@@ -653,12 +700,21 @@ int cairn_get_ex(cairn_store *s, uint64_t position, int raw, cairn_event *ev) {
     if ((rc = cairn__read_begin(s->env, &txn))) return rc;
     cairn__put_be64(kb, position);
     rc = mdb_get(txn, s->env->log, &k, &v);
+    if (rc == 0) {
+        uintptr_t lo, hi;
+        cairn__map_bounds(s->env, txn, &lo, &hi);
+        rc = cairn__val_check(lo, hi, &v, position);
+    }
     if (rc) {
+        uint64_t head = 0;
+        /* positions 1..head all exist (format 1): one the tree cannot find is damage */
+        if (rc == MDB_NOTFOUND && cairn__head(s->env, txn, &head) == CAIRN_OK && position <= head)
+            rc = damaged(position, "missing from the log (damaged tree)");
         cairn__read_end(s->env, txn);
         if (rc == MDB_NOTFOUND)
             return cairn__fail(CAIRN_ENOTFOUND, "no event at position %llu",
                                (unsigned long long)position);
-        return cairn__mdb_fail(rc, "get");
+        return rc == CAIRN_ECORRUPT ? rc : cairn__mdb_fail(rc, "get");
     }
     b = pthread_getspecific(g_get_key);
     if (!b || b->cap < v.mv_size) {
@@ -706,6 +762,28 @@ int cairn_stream_version(cairn_store *s, const char *stream, size_t stream_len, 
     if ((rc = cairn__check_stream(stream, stream_len, "stream"))) return rc;
     if ((rc = cairn__read_begin(s->env, &txn))) return rc;
     rc = cairn__stream_lookup(s->env, txn, stream, stream_len, &si);
+    if (rc == CAIRN_OK && si.exists && si.version < 0) {
+        rc = cairn__fail(CAIRN_ECORRUPT, "stream %.*s: its entry has no events indexed (damaged index)",
+                         (int)(stream_len > 200 ? 200 : stream_len), stream);
+    } else if (rc == CAIRN_OK && si.exists) {
+        /* the stream index's last entry is checked against the event it points at */
+        uint8_t kb[8];
+        MDB_val k = {8, kb}, v;
+        uintptr_t lo, hi;
+        cairn_event ev;
+        int mrc;
+        cairn__put_be64(kb, si.last_pos);
+        cairn__map_bounds(s->env, txn, &lo, &hi);
+        if ((mrc = mdb_get(txn, s->env->log, &k, &v)) == MDB_NOTFOUND)
+            rc = damaged(si.last_pos, "the stream index points at a missing event");
+        else if (mrc)
+            rc = cairn__mdb_fail(mrc, "stream version");
+        else if (!(rc = cairn__val_check(lo, hi, &v, si.last_pos)) &&
+                 !(rc = cairn__record_decode(v.mv_data, v.mv_size, si.last_pos, &ev)) &&
+                 (ev.version != si.version || ev.stream.len != stream_len ||
+                  memcmp(ev.stream.ptr, stream, stream_len) != 0))
+            rc = damaged(si.last_pos, "the stream index points at an event of another stream or version");
+    }
     cairn__read_end(s->env, txn);
     *out = si.version;
     return rc;
@@ -777,6 +855,16 @@ int cairn_streams(cairn_store *s, const char *prefix, size_t prefix_len, const c
         size_t nlen = v.mv_size - CAIRN_STREAM_VAL_HEADER;
         size_t cmp_len = k.mv_size < plen_key ? k.mv_size : plen_key;
         if (v.mv_size < CAIRN_STREAM_VAL_HEADER) { rc = cairn__fail(CAIRN_ECORRUPT, "corrupt stream entry"); goto out; }
+        {   /* the name in the value must be the one the entry is filed under (LMDB does not
+             * checksum its pages: a flipped byte in a name would list a stream that does
+             * not exist) */
+            uint8_t kk[CAIRN_STREAM_KEY_MAX];
+            if (nlen == 0 || nlen > CAIRN_MAX_STREAM ||
+                cairn__stream_key(name, nlen, kk) != k.mv_size || memcmp(kk, k.mv_data, k.mv_size)) {
+                rc = cairn__fail(CAIRN_ECORRUPT, "corrupt stream entry (its name does not match its key)");
+                goto out;
+            }
+        }
         if (memcmp(k.mv_data, l.prefix, cmp_len) > 0) break; /* past the prefix */
         if (k.mv_size == CAIRN_STREAM_KEY_MAX && nlen > CAIRN_STREAM_KEY_INLINE) {
             if (ng && memcmp(group[0].p, name, CAIRN_STREAM_KEY_INLINE) != 0) {

@@ -1,12 +1,45 @@
 /*
  * verify.c -- the store's self-check: every record's checksum, gapless positions, and
- * every index in agreement with the log.  Reports the first damage precisely.
+ * every index in agreement with the log, in both directions.  Reports the first damage
+ * precisely (CAIRN_ECORRUPT; .position names the event or the position an entry points at).
+ *
+ * Forward (per record, CHUNK records per read transaction): the record decodes at its key;
+ * timestamps do not go back; its id maps to it in `ids` (and its append call covers it);
+ * its stream exists and `sidx` holds (version, position) under the stream's sid; the
+ * category, type, tag and correlation postings hold its position; a `compensates` link is
+ * in `comp`.
+ *
+ * Reverse (one read transaction, counts only): every forward check finds a distinct index
+ * entry, so an index whose entry count equals what the records imply holds nothing else.
+ * `ids` and `sidx` must hold exactly one entry per event, `post` one category and one type
+ * posting per event plus one per distinct tag digest and per correlation id, `comp` one per
+ * compensation.  Only when a count is off is the index walked to name the first entry that
+ * points at no record or at a record that does not match it.
+ *
+ * Streams (one read transaction): each entry's key is its name's key, its sid is at most
+ * the `meta` sid counter, its versions run 0..n without gaps and its first event belongs to
+ * it.
+ *
+ * Memory stays bounded: nothing is kept per event or per stream.
  */
+#include <jansson.h>
 #include <stdlib.h>
+#define XXH_INLINE_ALL
+#include <xxhash.h>
 
 #include "internal.h"
 
 #define CHUNK 4096 /* records checked per read transaction */
+
+typedef struct vstate {
+    uint64_t next;    /* next position to check */
+    uint64_t head;    /* check up to here */
+    int64_t last_ts;  /* timestamp of the previous record */
+    uint64_t tags;    /* tag postings the records imply (distinct digests per event) */
+    uint64_t corrs;   /* correlation postings */
+    uint64_t comps;   /* `comp` entries */
+    cairn_verify_report *r;
+} vstate;
 
 static int damage(uint64_t pos, const char *what) {
     cairn__err()->position = pos;
@@ -18,8 +51,65 @@ static int has_dup(MDB_cursor *c, const void *key, size_t klen, const void *val,
     return mdb_cursor_get(c, &k, &v, MDB_GET_BOTH) == 0;
 }
 
-/* Checks records from *next on, at most CHUNK of them, in one read transaction. */
-static int verify_chunk(cairn_env *e, uint64_t *next, uint64_t head, cairn_verify_report *r) {
+static int same_bytes(const void *a, size_t alen, const void *b, size_t blen) {
+    return alen == blen && (alen == 0 || memcmp(a, b, alen) == 0);
+}
+
+/* The metadata links append.c indexes (same test, same parse): a string correlation_id
+ * and a `compensates` that parses as a UUID.  Returns 0 when the metadata has neither. */
+static int metadata_links(const cairn_event *ev, char **corr, size_t *corr_len, int *has_comp,
+                          uint8_t comp_id[16], json_t **root) {
+    static const char kc[] = "\"correlation_id\"", kp[] = "\"compensates\"";
+    json_t *v;
+    *corr = NULL, *corr_len = 0, *has_comp = 0, *root = NULL;
+    if (!ev->metadata.len) return 0;
+    if (!memmem(ev->metadata.ptr, ev->metadata.len, kc, sizeof kc - 1) &&
+        !memmem(ev->metadata.ptr, ev->metadata.len, kp, sizeof kp - 1))
+        return 0;
+    if (!(*root = json_loadb(ev->metadata.ptr, ev->metadata.len, JSON_DECODE_ANY | JSON_ALLOW_NUL,
+                             NULL)))
+        return 0;
+    if ((v = json_object_get(*root, "correlation_id")) && json_is_string(v))
+        *corr = (char *)json_string_value(v), *corr_len = json_string_length(v);
+    if ((v = json_object_get(*root, "compensates")) && json_is_string(v) &&
+        cairn__parse_uuid(json_string_value(v), json_string_length(v), comp_id))
+        *has_comp = 1;
+    return *corr || *has_comp;
+}
+
+/* Distinct tag digests of an event: tags repeated on one event (or sharing a digest) are
+ * one posting. */
+static uint64_t distinct_tag_keys(const cairn_event *ev) {
+    uint64_t h[CAIRN_MAX_TAGS], n = 0;
+    size_t cur = 0;
+    cairn_slice tag;
+    while (n < CAIRN_MAX_TAGS && cairn_event_tag(ev, &cur, &tag)) {
+        uint64_t x = XXH3_64bits(tag.ptr, tag.len);
+        uint64_t i;
+        for (i = 0; i < n && h[i] != x; i++) {}
+        if (i == n) h[n++] = x;
+    }
+    return n;
+}
+
+/* Reads and decodes the record at `pos` through `clog`; CAIRN_ECORRUPT naming `pos` when
+ * there is none (an index entry pointing nowhere) or it is damaged. */
+static _Thread_local uintptr_t g_lo, g_hi; /* used part of the map in the current txn */
+
+static int record_at(MDB_cursor *clog, uint64_t pos, cairn_event *ev, const char *what) {
+    uint8_t kb[8];
+    MDB_val k = {8, kb}, v;
+    int rc;
+    cairn__put_be64(kb, pos);
+    rc = mdb_cursor_get(clog, &k, &v, MDB_SET_KEY);
+    if (rc == MDB_NOTFOUND) return damage(pos, what);
+    if (rc) return cairn__mdb_fail(rc, "verify");
+    if ((rc = cairn__val_check(g_lo, g_hi, &v, pos))) return rc;
+    return cairn__record_decode(v.mv_data, v.mv_size, pos, ev);
+}
+
+/* Checks records from vs->next on, at most CHUNK of them, in one read transaction. */
+static int verify_chunk(cairn_env *e, vstate *vs) {
     MDB_txn *txn;
     MDB_cursor *clog = NULL, *cids = NULL, *csidx = NULL, *cpost = NULL;
     uint8_t kb[8];
@@ -33,28 +123,54 @@ static int verify_chunk(cairn_env *e, uint64_t *next, uint64_t head, cairn_verif
         rc = cairn__mdb_fail(rc, "verify");
         goto out;
     }
-    cairn__put_be64(kb, *next);
+    cairn__map_bounds(e, txn, &g_lo, &g_hi);
+    cairn__put_be64(kb, vs->next);
     rc = mdb_cursor_get(clog, &k, &v, MDB_SET_RANGE);
-    while (rc == 0 && n < CHUNK) {
-        uint64_t pos = cairn__get_be64(k.mv_data);
+    while (rc == 0 && n < CHUNK && vs->next <= vs->head) {
+        uint64_t pos, first, count;
         cairn_event ev;
         cairn_stream_info si;
         cairn_slice cat, tag;
-        uint8_t pk[CAIRN_POST_KEY], sv[16], sk[8];
+        uint8_t pk[CAIRN_POST_KEY], sv[16], sk[8], comp_id[16];
         MDB_val ik = {16, NULL}, iv;
-        size_t cur = 0;
+        size_t cur = 0, corr_len;
+        char *corr;
+        int has_comp;
+        json_t *root;
 
-        if (k.mv_size != 8) { rc = damage(pos, "log key is not 8 bytes"); goto out; }
-        if (pos != *next) { rc = damage(*next, "position missing from the log"); goto out; }
+        if (k.mv_size != 8) { rc = damage(vs->next, "log key is not 8 bytes"); goto out; }
+        pos = cairn__get_be64(k.mv_data);
+        if (pos != vs->next) { rc = damage(vs->next, "position missing from the log"); goto out; }
+        if ((rc = cairn__val_check(g_lo, g_hi, &v, pos))) goto out;
         if ((rc = cairn__record_decode(v.mv_data, v.mv_size, pos, &ev))) goto out;
+        {   /* found by key too: a damaged branch page can hide a record from lookups (every
+             * read but a scan) while a sequential walk still reaches it */
+            MDB_val lk = {8, k.mv_data}, lv;
+            if (mdb_get(txn, e->log, &lk, &lv) != 0 || lv.mv_data != v.mv_data) {
+                rc = damage(pos, "a lookup by position does not find this event (damaged tree)");
+                goto out;
+            }
+        }
+        if (ev.timestamp < vs->last_ts) { rc = damage(pos, "timestamp earlier than the previous event's"); goto out; }
+        vs->last_ts = ev.timestamp;
         ik.mv_data = ev.id;
         if (mdb_cursor_get(cids, &ik, &iv, MDB_SET_KEY) != 0 || iv.mv_size != 20 ||
             cairn__get_be64(iv.mv_data) != pos) {
             rc = damage(pos, "event id index disagrees with the log");
             goto out;
         }
-        if ((rc = cairn__stream_lookup(e, txn, ev.stream.ptr, ev.stream.len, &si))) goto out;
-        if (!si.exists || si.version < ev.version) { rc = damage(pos, "stream entry disagrees with the log"); goto out; }
+        first = cairn__get_be64((uint8_t *)iv.mv_data + 8);
+        count = cairn__get_be32((uint8_t *)iv.mv_data + 16);
+        if (first > pos || pos - first >= count) {
+            rc = damage(pos, "event id index: the append call recorded does not cover this event");
+            goto out;
+        }
+        if ((rc = cairn__stream_lookup(e, txn, ev.stream.ptr, ev.stream.len, &si))) {
+            if ((rc == CAIRN_ECORRUPT && !cairn__err()->position) || rc == CAIRN_EINTERNAL)
+                rc = damage(pos, "stream entry of this event is damaged");
+            goto out;
+        }
+        if (!si.exists || si.version < ev.version || ev.version < 0) { rc = damage(pos, "stream entry disagrees with the log"); goto out; }
         cairn__put_be64(sk, si.sid);
         cairn__put_be64(sv, (uint64_t)ev.version);
         cairn__put_be64(sv + 8, pos);
@@ -68,14 +184,33 @@ static int verify_chunk(cairn_env *e, uint64_t *next, uint64_t head, cairn_verif
             cairn__post_key(CAIRN_POST_TAG, tag.ptr, tag.len, pk);
             if (!has_dup(cpost, pk, sizeof pk, k.mv_data, 8)) { rc = damage(pos, "tag index lacks this event"); goto out; }
         }
-        r->events++;
-        (*next)++;
+        vs->tags += distinct_tag_keys(&ev);
+        if (metadata_links(&ev, &corr, &corr_len, &has_comp, comp_id, &root)) {
+            const char *bad = NULL;
+            if (corr) {
+                cairn__post_key(CAIRN_POST_CORRELATION, corr, corr_len, pk);
+                if (!has_dup(cpost, pk, sizeof pk, k.mv_data, 8)) bad = "correlation index lacks this event";
+                vs->corrs++;
+            }
+            if (!bad && has_comp) {
+                MDB_val ck = {16, comp_id}, cv;
+                int crc = mdb_get(txn, e->comp, &ck, &cv);
+                if (crc != 0 || cv.mv_size != 8 || cairn__get_be64(cv.mv_data) != pos)
+                    bad = "compensation index lacks this event";
+                vs->comps++;
+            }
+            json_decref(root);
+            if (bad) { rc = damage(pos, bad); goto out; }
+        } else if (root) {
+            json_decref(root);
+        }
+        vs->r->events++;
+        vs->next++;
         n++;
         rc = mdb_cursor_get(clog, &k, &v, MDB_NEXT);
     }
     if (rc == MDB_NOTFOUND) {
-        rc = *next <= head ? damage(*next, "position missing from the log") : CAIRN_OK;
-        if (!rc) *next = head + 1;
+        rc = vs->next <= vs->head ? damage(vs->next, "position missing from the log") : CAIRN_OK;
     } else if (rc > 0) {
         rc = cairn__mdb_fail(rc, "verify");
     }
@@ -88,47 +223,276 @@ out:
     return rc;
 }
 
-/* Every stream's versions must run 0..version without gaps. */
+/* ---------------------------------------------------------------------------------
+ * Reverse direction: locating the entry that points at no matching record.  Run only when
+ * an index holds more entries than the records imply.
+ * --------------------------------------------------------------------------------- */
+static int locate_ids(cairn_env *e, MDB_txn *txn, MDB_cursor *clog, uint64_t head) {
+    MDB_cursor *c;
+    MDB_val k, v;
+    int rc;
+    if ((rc = mdb_cursor_open(txn, e->ids, &c))) return cairn__mdb_fail(rc, "verify");
+    rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+    while (rc == 0) {
+        cairn_event ev;
+        uint64_t pos;
+        if (k.mv_size != 16 || v.mv_size != 20) { rc = damage(0, "event id index: malformed entry"); goto out; }
+        pos = cairn__get_be64(v.mv_data);
+        if (pos == 0 || pos > head) { rc = damage(pos, "event id index entry points past the log"); goto out; }
+        if ((rc = record_at(clog, pos, &ev, "event id index entry points at a missing event"))) goto out;
+        if (memcmp(ev.id, k.mv_data, 16) != 0) { rc = damage(pos, "event id index entry names another event's id"); goto out; }
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    rc = rc == MDB_NOTFOUND ? damage(0, "event id index holds more entries than the log has events")
+                            : cairn__mdb_fail(rc, "verify");
+out:
+    mdb_cursor_close(c);
+    return rc;
+}
+
+static int locate_sidx(cairn_env *e, MDB_txn *txn, MDB_cursor *clog, uint64_t head) {
+    MDB_cursor *c;
+    MDB_val k, v;
+    int rc;
+    if ((rc = mdb_cursor_open(txn, e->sidx, &c))) return cairn__mdb_fail(rc, "verify");
+    rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+    while (rc == 0) {
+        cairn_event ev;
+        cairn_stream_info si;
+        uint64_t pos;
+        if (k.mv_size != 8 || v.mv_size != 16) { rc = damage(0, "stream index: malformed entry"); goto out; }
+        pos = cairn__get_be64((uint8_t *)v.mv_data + 8);
+        if (pos == 0 || pos > head) { rc = damage(pos, "stream index entry points past the log"); goto out; }
+        if ((rc = record_at(clog, pos, &ev, "stream index entry points at a missing event"))) goto out;
+        if ((rc = cairn__stream_lookup(e, txn, ev.stream.ptr, ev.stream.len, &si))) goto out;
+        if (!si.exists || si.sid != cairn__get_be64(k.mv_data)) { rc = damage(pos, "stream index entry is filed under another stream"); goto out; }
+        if ((uint64_t)ev.version != cairn__get_be64(v.mv_data)) { rc = damage(pos, "stream index entry has the wrong version"); goto out; }
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    rc = rc == MDB_NOTFOUND ? damage(0, "stream index holds more entries than the log has events")
+                            : cairn__mdb_fail(rc, "verify");
+out:
+    mdb_cursor_close(c);
+    return rc;
+}
+
+/* Does the posting key `key` belong to the event? */
+static int posting_matches(const uint8_t *key, const cairn_event *ev) {
+    uint8_t pk[CAIRN_POST_KEY];
+    cairn_slice s;
+    size_t cur = 0;
+    switch (key[0]) {
+    case CAIRN_POST_CATEGORY:
+        s = cairn_category(ev->stream.ptr, ev->stream.len);
+        cairn__post_key(CAIRN_POST_CATEGORY, s.ptr, s.len, pk);
+        return memcmp(pk, key, sizeof pk) == 0;
+    case CAIRN_POST_TYPE:
+        cairn__post_key(CAIRN_POST_TYPE, ev->type.ptr, ev->type.len, pk);
+        return memcmp(pk, key, sizeof pk) == 0;
+    case CAIRN_POST_TAG:
+        while (cairn_event_tag(ev, &cur, &s)) {
+            cairn__post_key(CAIRN_POST_TAG, s.ptr, s.len, pk);
+            if (memcmp(pk, key, sizeof pk) == 0) return 1;
+        }
+        return 0;
+    case CAIRN_POST_CORRELATION: {
+        char *corr;
+        size_t len;
+        int has_comp, ok = 0;
+        uint8_t id[16];
+        json_t *root;
+        if (metadata_links(ev, &corr, &len, &has_comp, id, &root) && corr) {
+            cairn__post_key(CAIRN_POST_CORRELATION, corr, len, pk);
+            ok = memcmp(pk, key, sizeof pk) == 0;
+        }
+        if (root) json_decref(root);
+        return ok;
+    }
+    default: return 0;
+    }
+}
+
+static int locate_post(cairn_env *e, MDB_txn *txn, MDB_cursor *clog, uint64_t head) {
+    MDB_cursor *c;
+    MDB_val k, v;
+    int rc;
+    if ((rc = mdb_cursor_open(txn, e->post, &c))) return cairn__mdb_fail(rc, "verify");
+    rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+    while (rc == 0) {
+        cairn_event ev;
+        uint64_t pos;
+        const uint8_t *key = k.mv_data;
+        const char *what;
+        if (k.mv_size != CAIRN_POST_KEY || v.mv_size != 8) { rc = damage(0, "posting index: malformed entry"); goto out; }
+        switch (key[0]) {
+        case CAIRN_POST_CATEGORY: what = "category index entry does not match the event it points at"; break;
+        case CAIRN_POST_TYPE: what = "type index entry does not match the event it points at"; break;
+        case CAIRN_POST_TAG: what = "tag index entry does not match the event it points at"; break;
+        case CAIRN_POST_CORRELATION: what = "correlation index entry does not match the event it points at"; break;
+        default: rc = damage(cairn__get_be64(v.mv_data), "posting index: unknown kind of posting"); goto out;
+        }
+        pos = cairn__get_be64(v.mv_data);
+        if (pos == 0 || pos > head) { rc = damage(pos, "posting index entry points past the log"); goto out; }
+        if ((rc = record_at(clog, pos, &ev, "posting index entry points at a missing event"))) goto out;
+        if (!posting_matches(key, &ev)) { rc = damage(pos, what); goto out; }
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    rc = rc == MDB_NOTFOUND ? damage(0, "posting index holds more entries than the events imply")
+                            : cairn__mdb_fail(rc, "verify");
+out:
+    mdb_cursor_close(c);
+    return rc;
+}
+
+static int locate_comp(cairn_env *e, MDB_txn *txn, MDB_cursor *clog, uint64_t head) {
+    MDB_cursor *c;
+    MDB_val k, v;
+    int rc;
+    if ((rc = mdb_cursor_open(txn, e->comp, &c))) return cairn__mdb_fail(rc, "verify");
+    rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+    while (rc == 0) {
+        cairn_event ev;
+        uint64_t pos;
+        char *corr;
+        size_t len;
+        int has_comp = 0, ok;
+        uint8_t id[16];
+        json_t *root;
+        if (k.mv_size != 16 || v.mv_size != 8) { rc = damage(0, "compensation index: malformed entry"); goto out; }
+        pos = cairn__get_be64(v.mv_data);
+        if (pos == 0 || pos > head) { rc = damage(pos, "compensation index entry points past the log"); goto out; }
+        if ((rc = record_at(clog, pos, &ev, "compensation index entry points at a missing event"))) goto out;
+        metadata_links(&ev, &corr, &len, &has_comp, id, &root);
+        ok = has_comp && memcmp(id, k.mv_data, 16) == 0;
+        if (root) json_decref(root);
+        if (!ok) { rc = damage(pos, "compensation index entry does not match the event it points at"); goto out; }
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    rc = rc == MDB_NOTFOUND ? damage(0, "compensation index holds more entries than the events imply")
+                            : cairn__mdb_fail(rc, "verify");
+out:
+    mdb_cursor_close(c);
+    return rc;
+}
+
+/* Compares each index's entry count with what the records checked so far imply, in one
+ * read transaction whose head must be the one checked: when appends moved the head on,
+ * the new records are checked first and the counts taken again. */
+static int verify_counts(cairn_env *e, vstate *vs, cairn_progress_fn progress, void *ctx) {
+    for (;;) {
+        MDB_txn *txn;
+        MDB_cursor *clog = NULL;
+        MDB_stat st;
+        uint64_t head, events = vs->r->events;
+        int rc;
+
+        if ((rc = cairn__read_begin(e, &txn))) return rc;
+        cairn__map_bounds(e, txn, &g_lo, &g_hi);
+        if ((rc = cairn__head(e, txn, &head))) goto out;
+        if (head > vs->head) { /* appended meanwhile: check the new records first */
+            cairn__read_end(e, txn);
+            vs->head = vs->r->head = head;
+            while (vs->next <= vs->head) {
+                if ((rc = verify_chunk(e, vs))) return rc;
+                if (progress) progress(ctx, vs->r->events, vs->head);
+            }
+            continue;
+        }
+        if ((rc = mdb_cursor_open(txn, e->log, &clog))) { rc = cairn__mdb_fail(rc, "verify"); goto out; }
+        if ((rc = mdb_stat(txn, e->ids, &st))) { rc = cairn__mdb_fail(rc, "verify"); goto out; }
+        if (st.ms_entries != events && (rc = locate_ids(e, txn, clog, head))) goto out;
+        if ((rc = mdb_stat(txn, e->sidx, &st))) { rc = cairn__mdb_fail(rc, "verify"); goto out; }
+        if (st.ms_entries != events && (rc = locate_sidx(e, txn, clog, head))) goto out;
+        if ((rc = mdb_stat(txn, e->post, &st))) { rc = cairn__mdb_fail(rc, "verify"); goto out; }
+        if (st.ms_entries != 2 * events + vs->tags + vs->corrs &&
+            (rc = locate_post(e, txn, clog, head)))
+            goto out;
+        if ((rc = mdb_stat(txn, e->comp, &st))) { rc = cairn__mdb_fail(rc, "verify"); goto out; }
+        if (st.ms_entries != vs->comps && (rc = locate_comp(e, txn, clog, head))) goto out;
+    out:
+        if (clog) mdb_cursor_close(clog);
+        cairn__read_end(e, txn);
+        return rc;
+    }
+}
+
+/* Every stream's entry matches its key and the sid counter, its versions run 0..version
+ * without gaps, and its first event is its own. */
 static int verify_streams(cairn_env *e, cairn_verify_report *r) {
     MDB_txn *txn;
-    MDB_cursor *cs = NULL, *cx = NULL;
-    MDB_val k, v;
+    MDB_cursor *cs = NULL, *cx = NULL, *clog = NULL;
+    MDB_val k, v, mk = {3, (void *)"sid"}, mv;
+    uint64_t max_sid = 0;
     int rc;
 
     if ((rc = cairn__read_begin(e, &txn))) return rc;
-    if ((rc = mdb_cursor_open(txn, e->streams, &cs)) || (rc = mdb_cursor_open(txn, e->sidx, &cx))) {
+    cairn__map_bounds(e, txn, &g_lo, &g_hi);
+    if ((rc = mdb_cursor_open(txn, e->streams, &cs)) || (rc = mdb_cursor_open(txn, e->sidx, &cx)) ||
+        (rc = mdb_cursor_open(txn, e->log, &clog))) {
         rc = cairn__mdb_fail(rc, "verify");
         goto out;
     }
+    rc = mdb_get(txn, e->meta, &mk, &mv);
+    if (rc == 0 && mv.mv_size == 8) max_sid = cairn__get_be64(mv.mv_data);
+    else if (rc == 0) { rc = damage(0, "meta: the stream id counter is not 8 bytes"); goto out; }
+    else if (rc != MDB_NOTFOUND) { rc = cairn__mdb_fail(rc, "verify"); goto out; }
     rc = mdb_cursor_get(cs, &k, &v, MDB_FIRST);
     while (rc == 0) {
-        uint8_t *sv = v.mv_data;
+        uint8_t *sv = v.mv_data, key[CAIRN_STREAM_KEY_MAX];
+        const char *name = (const char *)sv + CAIRN_STREAM_VAL_HEADER;
+        size_t name_len = v.mv_size - CAIRN_STREAM_VAL_HEADER, klen;
+        int show = (int)(v.mv_size < CAIRN_STREAM_VAL_HEADER ? 0 : name_len > 200 ? 200 : name_len);
         int64_t expect = 0;
+        uint64_t first_pos = 0, sid;
         MDB_val xk = {8, NULL}, xv;
         int xrc;
-        if (v.mv_size < CAIRN_STREAM_VAL_HEADER) { rc = damage(0, "corrupt stream entry"); goto out; }
+        if (v.mv_size < CAIRN_STREAM_VAL_HEADER || name_len == 0 || name_len > CAIRN_MAX_STREAM) {
+            rc = damage(0, "corrupt stream entry");
+            goto out;
+        }
+        klen = cairn__stream_key(name, name_len, key);
+        if (!same_bytes(k.mv_data, k.mv_size, key, klen)) {
+            rc = cairn__fail(CAIRN_ECORRUPT, "stream %.*s: entry filed under another name's key", show, name);
+            goto out;
+        }
+        sid = cairn__get_be64(sv);
+        if (sid == 0 || sid > max_sid) {
+            rc = cairn__fail(CAIRN_ECORRUPT, "stream %.*s: stream id %llu beyond the counter in meta (%llu)",
+                             show, name, (unsigned long long)sid, (unsigned long long)max_sid);
+            goto out;
+        }
         xk.mv_data = sv;
         xrc = mdb_cursor_get(cx, &xk, &xv, MDB_SET);
         if (xrc == 0) xrc = mdb_cursor_get(cx, &xk, &xv, MDB_FIRST_DUP);
         while (xrc == 0) {
+            if (xv.mv_size != 16) { rc = damage(0, "stream index: malformed entry"); goto out; }
             if ((int64_t)cairn__get_be64(xv.mv_data) != expect) {
                 rc = damage(cairn__get_be64((uint8_t *)xv.mv_data + 8), "stream versions have a gap");
                 goto out;
             }
+            if (expect == 0) first_pos = cairn__get_be64((uint8_t *)xv.mv_data + 8);
             expect++;
             xrc = mdb_cursor_get(cx, &xk, &xv, MDB_NEXT_DUP);
         }
+        if (xrc != MDB_NOTFOUND) { rc = cairn__mdb_fail(xrc, "verify"); goto out; }
         if (expect == 0) {
-            rc = cairn__fail(CAIRN_ECORRUPT, "stream %.*s has no events indexed",
-                             (int)(v.mv_size - CAIRN_STREAM_VAL_HEADER > 200 ? 200 : v.mv_size - CAIRN_STREAM_VAL_HEADER),
-                             (const char *)sv + CAIRN_STREAM_VAL_HEADER);
+            rc = cairn__fail(CAIRN_ECORRUPT, "stream %.*s has no events indexed", show, name);
             goto out;
+        }
+        {
+            cairn_event ev;
+            if ((rc = record_at(clog, first_pos, &ev, "stream index entry points at a missing event"))) goto out;
+            if (!same_bytes(ev.stream.ptr, ev.stream.len, name, name_len) || ev.version != 0) {
+                rc = damage(first_pos, "stream index: the stream's first event belongs to another stream");
+                goto out;
+            }
         }
         r->streams++;
         rc = mdb_cursor_get(cs, &k, &v, MDB_NEXT);
     }
     rc = rc == MDB_NOTFOUND ? CAIRN_OK : cairn__mdb_fail(rc, "verify");
 out:
+    if (clog) mdb_cursor_close(clog);
     if (cx) mdb_cursor_close(cx);
     if (cs) mdb_cursor_close(cs);
     cairn__read_end(e, txn);
@@ -138,16 +502,21 @@ out:
 int cairn_verify(cairn_store *s, cairn_verify_report *report, cairn_progress_fn progress,
                  void *ctx) {
     cairn_verify_report r = {0, 0, 0};
-    uint64_t next = 1;
+    vstate vs;
     int rc;
 
     cairn__clear_error();
     if ((rc = cairn__store_check(s))) return rc;
     if ((rc = cairn_head(s, &r.head))) return rc;
-    while (next <= r.head) {
-        if ((rc = verify_chunk(s->env, &next, r.head, &r))) goto out;
+    memset(&vs, 0, sizeof vs);
+    vs.next = 1;
+    vs.head = r.head;
+    vs.r = &r;
+    while (vs.next <= vs.head) {
+        if ((rc = verify_chunk(s->env, &vs))) goto out;
         if (progress) progress(ctx, r.events, r.head);
     }
+    if ((rc = verify_counts(s->env, &vs, progress, ctx))) goto out;
     rc = verify_streams(s->env, &r);
 out:
     if (report) *report = r;
