@@ -127,7 +127,7 @@ PyObject *cpy_raise(cpy_state *st, int rc, PyObject *const *streams, size_t nstr
     case CAIRN_ENOTFOUND: cls = PyExc_KeyError; break;
     case CAIRN_EINVAL:
     case CAIRN_ETOOBIG: cls = PyExc_ValueError; break;
-    case CAIRN_ENOMEM: return PyErr_NoMemory();
+    case CAIRN_ENOMEM: cls = PyExc_MemoryError; break; /* with the core's text: what ran out */
     case CAIRN_EIO: cls = PyExc_OSError; break;
     case CAIRN_ENOENT:
         /* FileNotFoundError(errno, text) so .errno is set, as for open() */
