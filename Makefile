@@ -27,8 +27,9 @@ export UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
 # One heavy step at a time: the machine has two cores and each build already uses both.
 .NOTPARALLEL:
 
-.PHONY: all deps build build-asan venv test test-c test-asan test-python demo bench clean \
-	distclean format
+
+.PHONY: all deps build build-asan venv test test-c test-asan test-python test-fuzz fuzz demo bench clean \
+	distclean format soak crash
 
 all: build
 
@@ -78,7 +79,37 @@ test-python: build venv
 		PYTHONPATH=python $(VENV_PY) -m pytest -q tests/python; \
 	fi
 
-test: test-c test-asan test-python
+# A short run of every libFuzzer target over its checked-in corpus (tests/fuzz/run.sh);
+# `make fuzz` runs them for FUZZ_SECONDS each (default 60).
+FUZZ_SMOKE_SECONDS ?= 3
+FUZZ_SECONDS ?= 60
+test-fuzz: build
+	@echo "== fuzz targets, $(FUZZ_SMOKE_SECONDS) s each"
+	@tests/fuzz/run.sh $(FUZZ_SMOKE_SECONDS)
+
+fuzz: build
+	@tests/fuzz/run.sh $(FUZZ_SECONDS)
+
+test: test-c test-asan test-python test-fuzz
+
+# Reliability harnesses (docs/reliability.md): `make soak` runs the multi-process concurrency
+# soak for SOAK_SECONDS (default 150); `make crash` runs CRASH_ROUNDS SIGKILL rounds.  Both on a
+# scratch directory in build/ (the real disk), removed afterwards when they pass.
+SOAK_SECONDS ?= 150
+CRASH_ROUNDS ?= 200
+CRASH_SEED ?= 1
+soak: build venv
+	@echo "== concurrency soak ($(SOAK_SECONDS) s)"
+	@rm -rf $(BUILD)/soak-data
+	@PYTHONPATH=python $(VENV_PY) tests/reliability/soak.py --seconds $(SOAK_SECONDS) $(BUILD)/soak-data
+	@rm -rf $(BUILD)/soak-data
+
+crash: build venv
+	@echo "== crash rounds ($(CRASH_ROUNDS), seed $(CRASH_SEED))"
+	@rm -rf $(BUILD)/crash-data
+	@PYTHONPATH=python $(VENV_PY) tests/reliability/crash.py --quiet --rounds $(CRASH_ROUNDS) \
+		--seed $(CRASH_SEED) $(BUILD)/crash-data
+	@rm -rf $(BUILD)/crash-data
 
 demo: build
 	PYTHONPATH=python $(PYTHON) examples/bank.py --store demo-store

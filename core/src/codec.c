@@ -124,13 +124,17 @@ int cairn__val_check(uintptr_t lo, uintptr_t hi, const MDB_val *v, uint64_t posi
 }
 
 int cairn_event_tag(const cairn_event *ev, size_t *cursor, cairn_slice *tag) {
-    /* *cursor counts bytes into tags_raw */
-    const uint8_t *end = ev->tags_raw + ev->tags_len;
-    const uint8_t *p = ev->tags_raw + *cursor;
+    /* *cursor counts bytes into tags_raw; sizes, not pointers, are compared (no pointer
+     * is formed past the section, and an event without tags may have tags_raw NULL) */
+    const uint8_t *p;
+    size_t left;
     uint16_t n;
-    if (p + 2 > end) return 0;
+    if (!ev->tags_raw || *cursor > ev->tags_len) return 0;
+    left = ev->tags_len - *cursor;
+    p = ev->tags_raw + *cursor;
+    if (left < 2) return 0;
     n = cairn__get_le16(p);
-    if (p + 2 + n > end) return 0;
+    if ((size_t)n > left - 2) return 0;
     tag->ptr = p + 2;
     tag->len = n;
     *cursor += 2 + (size_t)n;

@@ -1,0 +1,1 @@
+return { apply = { Deposited = function(s, e) s.n = (s.n or 0) + e.data.amount end } }

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets with clang (ASan + UBSan) and runs each for SECONDS seconds
+# (default 60) on its corpus in tests/fuzz/corpus/<target>/, adding what it finds there
+# only with MERGE=1.  `make fuzz` runs it; `make test` runs it for a few seconds.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+secs=${1:-${FUZZ_SECONDS:-60}}
+out=build-fuzz
+cc=$(command -v clang-14 || command -v clang)
+mkdir -p "$out"
+srcs="core/src/*.c lua/*.c"
+flags="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -D_GNU_SOURCE
+       -Icore/include -Icore/src -Ilua -I/usr/include/lua5.4 -Ibuild/generated"
+libs="-llmdb -ljansson -lxxhash -llua5.4 -lpthread -lm"
+for t in record json_lua script; do
+    # shellcheck disable=SC2086
+    [ "$out/fuzz_$t" -nt "tests/fuzz/fuzz_$t.c" ] && [ -z "$(find core lua -newer "$out/fuzz_$t" -name '*.[ch]' | head -1)" ] ||
+        $cc $flags tests/fuzz/fuzz_$t.c $srcs $libs -o "$out/fuzz_$t"
+done
+for t in record json_lua script; do
+    corpus=tests/fuzz/corpus/$t
+    work=$out/corpus-$t
+    rm -rf "$work"; mkdir -p "$work"
+    echo "== fuzz_$t for ${secs}s (corpus: $(ls "$corpus" | wc -l) files)"
+    "$out/fuzz_$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=1024 -print_final_stats=1 \
+        "$work" "$corpus" 2>&1 | grep -E "^(INFO: seed|#[0-9]+.*DONE|stat::number_of_executed_units|stat::peak_rss)|ERROR|SUMMARY|Test unit written" || true
+    [ "${PIPESTATUS[0]}" = 0 ] || { echo "fuzz_$t found a failure (crash file above)"; exit 1; }
+    if [ "${MERGE:-0}" = 1 ]; then "$out/fuzz_$t" -merge=1 "$corpus" "$work" > /dev/null 2>&1; fi
+done
