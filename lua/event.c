@@ -245,7 +245,7 @@ void lh_evb_reuse_open(lua_State *L, lh_reuse *r) {
         lua_createtable(L, 4, 0);
         lua_rawseti(L, -2, 4);
         lua_createtable(L, 0, 1);                      /* E's metatable */
-        lua_newuserdatauv(L, 17, 0);                   /* the id box: id + "materialized" */
+        memset(lua_newuserdatauv(L, 17, 0), 0, 17);    /* the id box: id + "materialized" */
         lua_pushvalue(L, -1);
         lua_rawseti(L, -4, 6);
         lua_pushcclosure(L, reuse_index, 1);

@@ -988,26 +988,6 @@ static void event_table_has_the_spec_fields(void **state) {
     assert_int_equal(lua_gettop(L), 0);
 }
 
-static void push_event_speed(void **state) {
-    cairn_lua *h = *state;
-    lua_State *L = cairn_lua_state(h);
-    ev_buf b;
-    make_event(&b, "Deposited", "{\"amount\":42,\"note\":\"hello\"}", 0, NULL, NULL, 0);
-    const int n = 200000;
-    struct timespec t0, t1;
-    for (int round = 0; round < 2; round++) {
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        for (int i = 0; i < n; i++) {
-            b.ev.position = (uint64_t)i;
-            if (cairn_lua_push_event(h, &b.ev)) fail_msg("%s", cairn_errmsg());
-            lua_pop(L, 1);
-        }
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-    }
-    double ns = ((double)(t1.tv_sec - t0.tv_sec) * 1e9 + (double)(t1.tv_nsec - t0.tv_nsec)) / n;
-    print_message("cairn_lua_push_event: %.0f ns/event ({\"amount\":42,\"note\":\"hello\"})\n", ns);
-    assert_true(ns < 20000); /* a sanity bound, not a benchmark */
-}
 
 /* ---------------------------------------------------------------------------------
  * Folding batches (cairn_lua_fold)
@@ -1348,48 +1328,6 @@ static void fold_runs_the_upcaster_chain(void **state) {
     lua_settop(L, 0);
 }
 
-static void fold_speed(void **state) {
-    cairn_lua *h = *state;
-    lua_State *L = cairn_lua_state(h);
-    const char *src = "return { init = function() return { balance = 0, count = 0 } end,\n"
-                      "  apply = { Deposited = function(s, e)\n"
-                      "    s.balance = s.balance + e.data.amount; s.count = s.count + 1 end } }";
-    static const char *const types[FOLD_MAX] = {"Deposited", "Deposited", "Deposited", "Deposited",
-                                                "Deposited", "Deposited", "Deposited", "Deposited",
-                                                "Deposited", "Deposited", "Deposited", "Deposited",
-                                                "Deposited", "Deposited", "Deposited", "Deposited"};
-    static const char *const data[FOLD_MAX] = {
-        "{\"amount\":42,\"note\":\"hello\"}", "{\"amount\":42,\"note\":\"hello\"}",
-        "{\"amount\":42,\"note\":\"hello\"}", "{\"amount\":42,\"note\":\"hello\"}",
-        "{\"amount\":42,\"note\":\"hello\"}", "{\"amount\":42,\"note\":\"hello\"}",
-        "{\"amount\":42,\"note\":\"hello\"}", "{\"amount\":42,\"note\":\"hello\"}",
-        "{\"amount\":42,\"note\":\"hello\"}", "{\"amount\":42,\"note\":\"hello\"}",
-        "{\"amount\":42,\"note\":\"hello\"}", "{\"amount\":42,\"note\":\"hello\"}",
-        "{\"amount\":42,\"note\":\"hello\"}", "{\"amount\":42,\"note\":\"hello\"}",
-        "{\"amount\":42,\"note\":\"hello\"}", "{\"amount\":42,\"note\":\"hello\"}"};
-    fold_batch fb;
-    int apply, star;
-    size_t done;
-    make_batch(&fb, FOLD_MAX, types, data);
-    int st = push_agg(h, "speed", src, &apply, &star);
-    const int rounds = 12500;
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (int r = 0; r < rounds; r++) {
-        for (size_t i = 0; i < fb.n; i++)
-            fb.evs[i].id[0] = (uint8_t)r, fb.evs[i].id[1] = (uint8_t)(r >> 8);
-        if (cairn_lua_fold(h, "speed", st, apply, star, 0, fb.evs, fb.n, 0, &done))
-            fail_msg("%s", cairn_errmsg());
-    }
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    double ns = ((double)(t1.tv_sec - t0.tv_sec) * 1e9 + (double)(t1.tv_nsec - t0.tv_nsec)) /
-        ((double)rounds * FOLD_MAX);
-    lua_getfield(L, st, "count");
-    assert_int_equal(lua_tointeger(L, -1), (lua_Integer)rounds * FOLD_MAX);
-    print_message("cairn_lua_fold: %.0f ns/event (batches of %d)\n", ns, FOLD_MAX);
-    assert_true(ns < 20000); /* a sanity bound, not a benchmark */
-    lua_settop(L, 0);
-}
 
 /* ---------------------------------------------------------------------------------
  * Script shapes
@@ -1573,14 +1511,12 @@ int main(void) {
         T(conversion_agrees_with_jansson),
         T(host_conversion_under_the_memory_cap_fails_cleanly),
         T(event_table_has_the_spec_fields),
-        T(push_event_speed),
         T(fold_applies_reducers_in_order),
         T(fold_budget_is_per_reducer_and_uncatchable),
         T(fold_memory_cap_holds_and_the_state_recovers),
         T(fold_event_tables_are_fresh),
         T(fold_errors_report_line_and_position),
         T(fold_runs_the_upcaster_chain),
-        T(fold_speed),
         T(script_shapes_are_checked),
         T(print_goes_to_the_log_callback),
         T(emit_forwards_to_the_projection_hook),
