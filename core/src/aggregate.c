@@ -588,7 +588,7 @@ static int in_write_txn(cairn_store *s, write_body body, void *ctx) {
                 cairn__notify_commit(s->env, 0);
                 break;
             }
-            if (mrc != MDB_MAP_FULL) { rc = cairn__mdb_fail(mrc, "commit"); break; }
+            if (mrc != MDB_MAP_FULL) { rc = cairn__commit_fail(s->env, mrc); break; }
         } else {
             cairn__write_abort(s->env, txn);
             if (rc != CAIRN__EMAPFULL) break;

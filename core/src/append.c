@@ -470,7 +470,7 @@ int cairn_append_batch(cairn_store *s, const cairn_append_req *reqs, size_t nreq
                 cairn__notify_commit(s->env, results[nreqs - 1].position);
                 return CAIRN_OK;
             }
-            if (mrc != MDB_MAP_FULL) return cairn__mdb_fail(mrc, "commit");
+            if (mrc != MDB_MAP_FULL) return cairn__commit_fail(s->env, mrc);
         } else {
             cairn__write_abort(s->env, txn);
             if (rc != EMAPFULL) return rc;

@@ -20,6 +20,7 @@ typedef struct cairn_env {
     struct cairn_env *next; /* registry list */
     dev_t dev;
     ino_t ino;
+    char *path;             /* the store directory (for messages) */
     unsigned long fork_gen; /* g_fork_gen when opened; a mismatch means "we are a child" */
     int refs;               /* handles + iterators; guarded by the registry lock */
     int rdonly;             /* the LMDB env itself was opened MDB_RDONLY */
@@ -74,6 +75,10 @@ void cairn__read_end(cairn_env *e, MDB_txn *txn);
 int cairn__write_begin(cairn_env *e, cairn_durability d, MDB_txn **txn);
 int cairn__write_commit(cairn_env *e, MDB_txn *txn); /* MDB code, lock released */
 void cairn__write_abort(cairn_env *e, MDB_txn *txn);
+/* The error of a failed commit: like cairn__mdb_fail, and when the file system holding the
+ * store has (almost) no space left, the message says so -- LMDB reports a short write as
+ * EIO. */
+int cairn__commit_fail(cairn_env *e, int rc);
 /* Doubles the map (called with no transaction of this thread active). */
 int cairn__env_grow(cairn_env *e);
 

@@ -701,7 +701,7 @@ static int run_one(cairn_store *s, cairn_lua *h, const char *name, size_t len, u
                 if ((rc = cairn__env_grow(s->env))) return rc;
                 continue;
             }
-            if (mrc) return cairn__mdb_fail(mrc, "commit");
+            if (mrc) return cairn__commit_fail(s->env, mrc);
             if (wrote) cairn__notify_commit(s->env, 0);
             *processed += n;
             if (!more) return CAIRN_OK;
@@ -750,7 +750,7 @@ static int run_one(cairn_store *s, cairn_lua *h, const char *name, size_t len, u
                     if (wrote) cairn__notify_commit(s->env, 0);
                     break;
                 }
-                if (mrc != MDB_MAP_FULL) return cairn__mdb_fail(mrc, "commit");
+                if (mrc != MDB_MAP_FULL) return cairn__commit_fail(s->env, mrc);
             } else {
                 cairn__write_abort(s->env, txn);
                 if (rc == CAIRN__ERETRY) { /* kept reused tables: again with fresh ones */
@@ -1046,7 +1046,7 @@ static int reset_or_drop(cairn_store *s, const char *name, size_t len, int drop)
                 if (!drop) cairn__notify_commit(s->env, 0); /* an inline rebuild may have emitted */
                 return CAIRN_OK;
             }
-            if (mrc != MDB_MAP_FULL) return cairn__mdb_fail(mrc, "commit");
+            if (mrc != MDB_MAP_FULL) return cairn__commit_fail(s->env, mrc);
         } else {
             cairn__write_abort(s->env, txn);
             if (rc != CAIRN__EMAPFULL) return rc;

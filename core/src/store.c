@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -52,6 +53,7 @@ void cairn__env_retain(cairn_env *e) {
 }
 
 static void env_free(cairn_env *e) {
+    free(e->path);
     cairn__lua_pool_free(e);
     cairn__notify_close(e);
     pthread_mutex_destroy(&e->lua_lock);
@@ -130,6 +132,15 @@ int cairn__write_commit(cairn_env *e, MDB_txn *txn) {
 void cairn__write_abort(cairn_env *e, MDB_txn *txn) {
     mdb_txn_abort(txn);
     pthread_rwlock_unlock(&e->resize);
+}
+
+int cairn__commit_fail(cairn_env *e, int rc) {
+    struct statvfs fs;
+    if ((rc == EIO || rc == ENOSPC) && e->path && statvfs(e->path, &fs) == 0 &&
+        (uint64_t)fs.f_bavail * fs.f_frsize < (4u << 20))
+        return cairn__fail(CAIRN_EIO,
+                           "commit: %s (the file system holding %s is full)", mdb_strerror(rc), e->path);
+    return cairn__mdb_fail(rc, "commit");
 }
 
 int cairn__env_grow(cairn_env *e) {
@@ -217,6 +228,7 @@ static int env_open(const char *path, const struct stat *st, const cairn_options
 
     if (!e) return cairn__fail(CAIRN_ENOMEM, "out of memory");
     e->dev = st->st_dev, e->ino = st->st_ino, e->fork_gen = cairn__fork_gen, e->refs = 1;
+    e->path = strdup(path);
     pthread_rwlock_init(&e->resize, NULL);
     pthread_mutex_init(&e->flags_lock, NULL);
     pthread_mutex_init(&e->lua_lock, NULL);

@@ -159,8 +159,9 @@ def test_out_of_space_tmpfs(small_tmpfs, durability):
     first, second = r["rounds"]
     for rnd in (first, second):
         assert rnd["raised"] is not None, r
-        # LMDB turns a short write into EIO, so a full disk reads "Input/output error"
+        # LMDB turns a short write into EIO; the message says the file system is full
         assert rnd["raised"]["oserror"] or rnd["raised"]["cairn_error"], r
+        assert "full" in rnd["raised"]["message"], r
         assert rnd["unchanged"], r
         assert rnd["verify"][0] == rnd["verify"][2], r
     assert first.get("recovered") and first.get("readback_ok"), r
