@@ -28,7 +28,7 @@ export UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
 .NOTPARALLEL:
 
 
-.PHONY: all deps build build-asan venv test test-c test-asan test-python test-fuzz fuzz valgrind demo bench clean \
+.PHONY: all deps build build-asan venv test test-c test-asan test-python test-fuzz fuzz valgrind test-asan-python demo bench clean \
 	distclean format soak crash
 
 all: build
@@ -101,6 +101,10 @@ valgrind: build
 		valgrind -q --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite \
 			$(BUILD)/$$t > $(BUILD)/valgrind-$$t.log 2>&1 || { tail -40 $(BUILD)/valgrind-$$t.log; exit 1; }; \
 	done; echo "valgrind: $(words $(VALGRIND_TESTS)) test programs clean"
+
+# The pytest suite against an ASan+UBSan build of the extension (about a minute).
+test-asan-python: build venv
+	@PYTHON=$(VENV_PY) tests/asan_python.sh
 
 test: test-c test-asan test-python test-fuzz
 

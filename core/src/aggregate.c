@@ -503,9 +503,11 @@ static int produce(agg *a, int list, const char *what, const int *meta, int own,
         if (lua_rawget(L, e) == LUA_TTABLE) {
             size_t nt = lua_rawlen(L, -1);
             if (nt) {
-                size_t off = p->buf.len;
-                if ((rc = cairn_buf_reserve(&p->buf, nt * sizeof(cairn_slice)))) goto fail;
-                p->buf.len += nt * sizeof(cairn_slice);
+                /* the slices follow JSON text in the buffer: align them (malloc aligns the base) */
+                size_t pad = (size_t)(-p->buf.len) & (_Alignof(cairn_slice) - 1);
+                size_t off = p->buf.len + pad;
+                if ((rc = cairn_buf_reserve(&p->buf, pad + nt * sizeof(cairn_slice)))) goto fail;
+                p->buf.len = off + nt * sizeof(cairn_slice);
                 for (size_t t = 0; t < nt; t++) {
                     cairn_slice sl;
                     if (lua_rawgeti(L, -1, (lua_Integer)t + 1) != LUA_TSTRING) {
