@@ -83,12 +83,12 @@ test-python: build venv
 # `make fuzz` runs them for FUZZ_SECONDS each (default 60).
 FUZZ_SMOKE_SECONDS ?= 3
 FUZZ_SECONDS ?= 60
-test-fuzz: build
+test-fuzz: build venv
 	@echo "== fuzz targets, $(FUZZ_SMOKE_SECONDS) s each"
-	@tests/fuzz/run.sh $(FUZZ_SMOKE_SECONDS)
+	@PYTHON=$(VENV_PY) tests/fuzz/run.sh $(FUZZ_SMOKE_SECONDS)
 
-fuzz: build
-	@tests/fuzz/run.sh $(FUZZ_SECONDS)
+fuzz: build venv
+	@PYTHON=$(VENV_PY) tests/fuzz/run.sh $(FUZZ_SECONDS)
 
 # valgrind memcheck over the C tests (a few minutes).  test_open, test_fault and
 # test_concurrency are left out: their forked children and 32 GiB map growth are what

@@ -27,3 +27,10 @@ for t in record json_lua script; do
     [ "${PIPESTATUS[0]}" = 0 ] || { echo "fuzz_$t found a failure (crash file above)"; exit 1; }
     if [ "${MERGE:-0}" = 1 ]; then "$out/fuzz_$t" -merge=1 "$corpus" "$work" > /dev/null 2>&1; fi
 done
+# The Python-level target (atheris, from .venv): argument parsing and JSON encoding.
+py=${PYTHON:-.venv/bin/python}
+echo "== fuzz_python_args for ${secs}s"
+PYTHONPATH=python "$py" tests/fuzz/fuzz_python_args.py -max_total_time="$secs" -timeout=10 \
+    -print_final_stats=1 tests/fuzz/corpus/python_args 2>&1 |
+    grep -E "^(#[0-9]+.*DONE|stat::number_of_executed_units)|ERROR|Uncaught|Traceback" || true
+[ "${PIPESTATUS[0]}" = 0 ] || { echo "fuzz_python_args found a failure"; exit 1; }
