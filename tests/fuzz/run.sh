@@ -22,15 +22,19 @@ for t in record json_lua script; do
     work=$out/corpus-$t
     rm -rf "$work"; mkdir -p "$work"
     echo "== fuzz_$t for ${secs}s (corpus: $(ls "$corpus" | wc -l) files)"
+    status=0
     "$out/fuzz_$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=1024 -print_final_stats=1 \
-        "$work" "$corpus" 2>&1 | grep -E "^(INFO: seed|#[0-9]+.*DONE|stat::number_of_executed_units|stat::peak_rss)|ERROR|SUMMARY|Test unit written" || true
-    [ "${PIPESTATUS[0]}" = 0 ] || { echo "fuzz_$t found a failure (crash file above)"; exit 1; }
+        "$work" "$corpus" > "$out/fuzz_$t.log" 2>&1 || status=$?
+    grep -E "^(INFO: seed|#[0-9]+.*DONE|stat::number_of_executed_units|stat::peak_rss)|ERROR|SUMMARY|Test unit written" \
+        "$out/fuzz_$t.log" || true
+    [ "$status" = 0 ] || { echo "fuzz_$t found a failure (exit $status; $out/fuzz_$t.log)"; exit 1; }
     if [ "${MERGE:-0}" = 1 ]; then "$out/fuzz_$t" -merge=1 "$corpus" "$work" > /dev/null 2>&1; fi
 done
 # The Python-level target (atheris, from .venv): argument parsing and JSON encoding.
 py=${PYTHON:-.venv/bin/python}
 echo "== fuzz_python_args for ${secs}s"
+status=0
 PYTHONPATH=python "$py" tests/fuzz/fuzz_python_args.py -max_total_time="$secs" -timeout=10 \
-    -print_final_stats=1 tests/fuzz/corpus/python_args 2>&1 |
-    grep -E "^(#[0-9]+.*DONE|stat::number_of_executed_units)|ERROR|Uncaught|Traceback" || true
-[ "${PIPESTATUS[0]}" = 0 ] || { echo "fuzz_python_args found a failure"; exit 1; }
+    -print_final_stats=1 tests/fuzz/corpus/python_args > "$out/fuzz_python_args.log" 2>&1 || status=$?
+grep -E "^(#[0-9]+.*DONE|stat::number_of_executed_units)|ERROR|Uncaught|Traceback" "$out/fuzz_python_args.log" || true
+[ "$status" = 0 ] || { echo "fuzz_python_args found a failure (exit $status; $out/fuzz_python_args.log)"; exit 1; }
