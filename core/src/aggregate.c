@@ -28,13 +28,6 @@ typedef struct agg {
     uint64_t applied; /* events folded */
 } agg;
 
-static int script_fail(const char *script, uint64_t position, const char *fmt, const char *what) {
-    cairn_error *err = cairn__err();
-    snprintf(err->script, sizeof err->script, "%s", script);
-    err->position = position;
-    return cairn__fail(CAIRN_ESCRIPT, fmt, what);
-}
-
 /* ---------------------------------------------------------------------------------
  * Opening an aggregate: its script, the upcasters, the fixed stack slots
  * --------------------------------------------------------------------------------- */
@@ -96,7 +89,7 @@ static int agg_init_state(agg *a) {
         return rc;
     } else if (!lua_istable(a->L, -1)) {
         lua_pop(a->L, 1);
-        return script_fail(a->name, 0, "%s: init must return a table", a->name);
+        return cairn__script_fail(a->name, 0, "%s: init must return a table", a->name);
     }
     a->state = lua_gettop(a->L);
     return CAIRN_OK;
@@ -261,31 +254,6 @@ out:
  * fold checks that no handler kept them, and folds again with fresh tables if one did.  A
  * script found keeping them is remembered (per Lua state) and always gets fresh tables. */
 #define REUSE_MIN 512
-#define RETAINS_KEY "cairn.retains"
-
-static int script_retains(agg *a, int set) {
-    lua_State *L = a->L;
-    int r;
-    if (lua_getfield(L, LUA_REGISTRYINDEX, RETAINS_KEY) != LUA_TTABLE) {
-        lua_pop(L, 1);
-        if (!set) return 0;
-        lua_newtable(L);
-        lua_pushvalue(L, -1);
-        lua_setfield(L, LUA_REGISTRYINDEX, RETAINS_KEY);
-    }
-    lua_pushfstring(L, "%s:%I", a->name, (lua_Integer)a->hash);
-    if (set) {
-        lua_pushboolean(L, 1);
-        lua_rawset(L, -3);
-        r = 1;
-    } else {
-        r = lua_rawget(L, -2) != LUA_TNIL;
-        lua_pop(L, 1);
-    }
-    lua_pop(L, 1);
-    return r;
-}
-
 /* Applies events a->version+1 .. target (the state is the top of the stack). */
 static int agg_fold(agg *a, int64_t target) {
     int64_t from = a->version;
@@ -293,7 +261,8 @@ static int agg_fold(agg *a, int64_t target) {
     int rc, escaped = 0;
 
     /* upcasters rewrite the event in place: they always get fresh tables */
-    a->reuse = a->si.exists && !a->up && target - a->version >= REUSE_MIN && !script_retains(a, 0);
+    a->reuse = a->si.exists && !a->up && target - a->version >= REUSE_MIN &&
+               !cairn__script_retains(a->L, CAIRN_SCRIPT_AGGREGATE, a->name, a->hash, 0);
     rc = fold_range(a, target);
     if (!a->reuse) return rc;
     a->reuse = 0;
@@ -302,7 +271,7 @@ static int agg_fold(agg *a, int64_t target) {
         /* a handler kept an event (or failed on one that may have been reused): start
          * again from the same snapshot, with fresh tables */
         cairn__clear_error();
-        script_retains(a, 1);
+        cairn__script_retains(a->L, CAIRN_SCRIPT_AGGREGATE, a->name, a->hash, 1);
         lua_settop(a->L, a->state - 1);
         a->state = 0, a->version = -1, a->applied = applied;
         if ((rc = agg_start(a, target))) return rc; /* the same txn: the same snapshot */
@@ -441,7 +410,7 @@ static int produce(agg *a, int list, const char *what, const int *meta, int own,
 
     memset(p, 0, sizeof *p);
     if (lua_isnil(L, list)) return CAIRN_OK;
-    if (!lua_istable(L, list)) return script_fail(a->name, 0, "%s must return a list of events", what);
+    if (!lua_istable(L, list)) return cairn__script_fail(a->name, 0, "%s must return a list of events", what);
     n = lua_rawlen(L, list);
     if (!n) return CAIRN_OK;
     if (!(p->evs = calloc(n, sizeof *p->evs)) || !(p->offs = calloc(n * 5, sizeof *p->offs))) {
@@ -458,13 +427,13 @@ static int produce(agg *a, int list, const char *what, const int *meta, int own,
         int e, m, top = lua_gettop(L);
         size_t before;
         if (lua_rawgeti(L, list, (lua_Integer)i + 1) != LUA_TTABLE) {
-            rc = script_fail(a->name, 0, "%s: every returned event must be a table", what);
+            rc = cairn__script_fail(a->name, 0, "%s: every returned event must be a table", what);
             goto fail;
         }
         e = lua_gettop(L);
         lua_pushliteral(L, "type");
         if (lua_rawget(L, e) != LUA_TSTRING) {
-            rc = script_fail(a->name, 0, "%s: a returned event has no string type", what);
+            rc = cairn__script_fail(a->name, 0, "%s: a returned event has no string type", what);
             goto fail;
         }
         ev->type.ptr = lua_tolstring(L, -1, &ev->type.len); /* stays on the stack */
@@ -511,7 +480,7 @@ static int produce(agg *a, int list, const char *what, const int *meta, int own,
                 for (size_t t = 0; t < nt; t++) {
                     cairn_slice sl;
                     if (lua_rawgeti(L, -1, (lua_Integer)t + 1) != LUA_TSTRING) {
-                        rc = script_fail(a->name, 0, "%s: tags must be strings", what);
+                        rc = cairn__script_fail(a->name, 0, "%s: tags must be strings", what);
                         goto fail;
                     }
                     sl.ptr = lua_tolstring(L, -1, &sl.len);
@@ -549,7 +518,7 @@ static int write_produced(agg *a, const char *stream, size_t stream_len, int64_t
     if ((rc = cairn__validate_requests(&q, 1))) {
         char msg[sizeof cairn__err()->message];
         snprintf(msg, sizeof msg, "%s", cairn__err()->message);
-        return script_fail(a->name, 0, "%s", msg[0] ? msg : what);
+        return cairn__script_fail(a->name, 0, "%s", msg[0] ? msg : what);
     }
     if ((rc = cairn__write_requests(a->s, a->txn, &q, 1, res))) return rc;
     if ((rc = cairn__snapshot_after_append(a->s, a->txn, &q, 1, res))) return rc;
@@ -755,7 +724,7 @@ static int compensate_one(cairn_store *s, MDB_txn *txn, cairn_lua *h, const char
         char what[300];
         snprintf(what, sizeof what, "compensate.%.*s returned no events", (int)(ev.type.len > 200 ? 200 : ev.type.len),
                  (const char *)ev.type.ptr);
-        return script_fail(a.name, ev.position, "%s", what);
+        return cairn__script_fail(a.name, ev.position, "%s", what);
     }
     rc = write_produced(&a, stream, stream_len, CAIRN_ANY, &p, "compensate", res);
     produced_free(&p);

@@ -197,6 +197,12 @@ int cairn__upcast_table(struct cairn_lua *h, int up, int *changed);
 int cairn__upcast_event(cairn_store *s, uint64_t hash, const char *src, size_t src_len,
                         cairn_event *ev, void *buf /* cairn_buf */);
 
+/* A CAIRN_ESCRIPT failure of `script` at `position` (fmt has one %s: what). */
+int cairn__script_fail(const char *script, uint64_t position, const char *fmt, const char *what);
+/* Whether a script was found keeping a fold's reused event tables (set: remember it). */
+struct lua_State;
+int cairn__script_retains(struct lua_State *L, int kind, const char *name, uint64_t hash, int set);
+
 /* Writes append requests inside an open write transaction (append.c). */
 int cairn__write_requests(cairn_store *s, MDB_txn *txn, const cairn_append_req *reqs, size_t nreqs,
                           cairn_append_result *results);

@@ -64,14 +64,6 @@ typedef struct proj {
     size_t nemits, cap_emits;
 } proj;
 
-static int script_fail(const char *script, uint64_t position, const char *fmt, const char *what) {
-    cairn_error *err = cairn__err();
-    int rc = cairn__fail(CAIRN_ESCRIPT, fmt, what);
-    snprintf(err->script, sizeof err->script, "%s", script);
-    err->position = position;
-    return rc;
-}
-
 static int mdb_code(int mrc, const char *what) {
     return mrc == MDB_MAP_FULL ? CAIRN__EMAPFULL : cairn__mdb_fail(mrc, what);
 }
@@ -386,7 +378,7 @@ static int state_push(proj *p, int ki, uint64_t position) {
         if ((rc = cairn_lua_call(p->h, p->name, 0, 1, position))) return rc;
         if (!lua_istable(L, -1)) {
             lua_pop(L, 1);
-            return script_fail(p->name, position, "%s: init must return a table", p->name);
+            return cairn__script_fail(p->name, position, "%s: init must return a table", p->name);
         }
     } else {
         lua_newtable(L);
@@ -421,7 +413,7 @@ static int apply_one(proj *p, const cairn_event *ev) {
     int top = lua_gettop(L), evt, ki, st, fn, rc, changed;
 
     if ((rc = cairn_lua_push_event(p->h, ev))) {
-        if (rc == CAIRN_EINVAL) rc = script_fail(p->name, ev->position, "%s", cairn__err()->message);
+        if (rc == CAIRN_EINVAL) rc = cairn__script_fail(p->name, ev->position, "%s", cairn__err()->message);
         goto out;
     }
     if (p->up && (rc = cairn__upcast_table(p->h, p->up, &changed))) goto out;
@@ -433,7 +425,7 @@ static int apply_one(proj *p, const cairn_event *ev) {
         if (lua_type(L, -1) == LUA_TNUMBER) lua_tostring(L, -1);
         if (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) == 0 ||
             lua_rawlen(L, -1) + p->name_len + 1 > KEY_MAX) {
-            rc = script_fail(p->name, ev->position, "%s: partition must return a non-empty string (at most 510 bytes with the name)",
+            rc = cairn__script_fail(p->name, ev->position, "%s: partition must return a non-empty string (at most 510 bytes with the name)",
                              p->name);
             goto out;
         }
@@ -499,30 +491,7 @@ static int states_write(proj *p) {
 }
 
 #define FOLD_MAX 512         /* events handed to one cairn_lua_fold */
-#define PRETAINS_KEY "cairn.proj.retains"
 
-/* Was this projection script found keeping the reused event tables? (per Lua state) */
-static int proj_retains(proj *p, int set) {
-    lua_State *L = p->L;
-    int r = 1;
-    if (lua_getfield(L, LUA_REGISTRYINDEX, PRETAINS_KEY) != LUA_TTABLE) {
-        lua_pop(L, 1);
-        if (!set) return 0;
-        lua_newtable(L);
-        lua_pushvalue(L, -1);
-        lua_setfield(L, LUA_REGISTRYINDEX, PRETAINS_KEY);
-    }
-    lua_pushfstring(L, "%s:%I", p->name, (lua_Integer)p->hash);
-    if (set) {
-        lua_pushboolean(L, 1);
-        lua_rawset(L, -3);
-    } else {
-        r = lua_rawget(L, -2) != LUA_TNIL;
-        lua_pop(L, 1);
-    }
-    lua_pop(L, 1);
-    return r;
-}
 
 /* An unpartitioned projection without upcasters folds its events in batches through the
  * Lua host (one protected call per batch, refilled event tables for async catch-up; see
@@ -535,7 +504,7 @@ static int advance_batched(proj *p, cairn_iter *it, uint64_t target, uint64_t li
     int rc = CAIRN_OK, st, done_iter = 0, top = lua_gettop(L);
 
     if (!evs) return cairn__fail(CAIRN_ENOMEM, "out of memory");
-    p->reuse = !p->is_inline && !proj_retains(p, 0);
+    p->reuse = !p->is_inline && !cairn__script_retains(p->L, CAIRN_SCRIPT_PROJECTION, p->name, p->hash, 0);
     lua_pushliteral(L, "");
     if ((rc = state_push(p, lua_gettop(L), 0))) goto out;
     st = lua_gettop(L);
@@ -565,7 +534,7 @@ static int advance_batched(proj *p, cairn_iter *it, uint64_t target, uint64_t li
         int escaped = 0;
         if ((rc = cairn_lua_fold_escaped(p->h, st, p->apply, p->star, 0, &escaped))) goto out;
         if (escaped) { /* a handler kept an event: this batch again, with fresh tables */
-            proj_retains(p, 1);
+            cairn__script_retains(p->L, CAIRN_SCRIPT_PROJECTION, p->name, p->hash, 1);
             rc = CAIRN__ERETRY;
             goto out;
         }

@@ -410,3 +410,38 @@ out:
     cairn__lua_release(s, h);
     return rc;
 }
+
+/* ---------------------------------------------------------------------------------
+ * Shared by aggregates and projections
+ * --------------------------------------------------------------------------------- */
+int cairn__script_fail(const char *script, uint64_t position, const char *fmt, const char *what) {
+    cairn_error *err = cairn__err();
+    snprintf(err->script, sizeof err->script, "%s", script);
+    err->position = position;
+    return cairn__fail(CAIRN_ESCRIPT, fmt, what);
+}
+
+#define RETAINS_KEY "cairn.retains" /* registry: "kind:name:hash" -> true */
+
+/* [-0, +0] Was this script (kind, name, source hash) found keeping the reused event tables
+ * of a fold (cairn_lua_fold_escaped)?  With set, remember that it was; per Lua state. */
+int cairn__script_retains(lua_State *L, int kind, const char *name, uint64_t hash, int set) {
+    int r = 1;
+    if (lua_getfield(L, LUA_REGISTRYINDEX, RETAINS_KEY) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        if (!set) return 0;
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, LUA_REGISTRYINDEX, RETAINS_KEY);
+    }
+    lua_pushfstring(L, "%d:%s:%I", kind, name, (lua_Integer)hash);
+    if (set) {
+        lua_pushboolean(L, 1);
+        lua_rawset(L, -3);
+    } else {
+        r = lua_rawget(L, -2) != LUA_TNIL;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return r;
+}
