@@ -21,6 +21,7 @@
 #include <lua.h>
 
 #include "../../lua/host.h"
+#include "bench_util.h"
 #include "cairn.h"
 
 #define ROUNDS 3
@@ -37,28 +38,6 @@ static const char BANK[] =
     "  },\n"
     "  %s\n"
     "}\n";
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void die(const char *what, int rc) {
-    fprintf(stderr, "%s failed: %d %s\n", what, rc, cairn_errmsg());
-    exit(2);
-}
-
-static long rss_mb(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_maxrss / 1024;
-}
-
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 static cairn_store *open_at(const char *path, cairn_durability d) {
     cairn_options o;

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "cairn.h"
 
 #define ROUNDS 3
@@ -30,28 +31,6 @@
 
 static const char AGG[] = "return {\n" REDUCERS "}\n";
 static const char PROJ[] = "return {\n  source = { categories = { 'account' } },\n" REDUCERS "}\n";
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void die(const char *what, int rc) {
-    fprintf(stderr, "%s failed: %d %s\n", what, rc, cairn_errmsg());
-    exit(2);
-}
-
-static long rss_mb(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_maxrss / 1024;
-}
-
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 static void fill(cairn_store *s, const char *stream, long n) {
     static cairn_event_in ev[1000];
