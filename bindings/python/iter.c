@@ -172,22 +172,6 @@ fail:
     return NULL;
 }
 
-/* Whether the store has upcasters (without the GIL).  The core applies the upcasters it
- * finds at each refill; asking at the same moment tells when next() will run Lua.  An
- * error counts as yes: releasing the GIL is never wrong, only slower. */
-static int found_name(void *ctx, const char *name, size_t len) {
-    (void)name;
-    (void)len;
-    *(int *)ctx = 1;
-    return 1;
-}
-
-static int has_upcasters(cairn_store *h) {
-    int found = 0;
-    if (cairn_scripts(h, CAIRN_SCRIPT_UPCASTERS, found_name, &found) < 0) return 1;
-    return found;
-}
-
 static PyObject *readiter_next(cpy_readiter *self) {
     cpy_store *s = self->store;
     cpy_state *st;
@@ -211,16 +195,15 @@ static PyObject *readiter_next(cpy_readiter *self) {
     } else {
         /* A refill reads LMDB; with upcasters every next() runs Lua, buffered or not. */
         cairn_store *h = cpy_store_enter(s);
-        int refill = cairn_iter_buffered(it) == 0, raw = self->raw, up = self->upcasting;
         if (!h) return NULL;
         entered = 1;
         self->busy = 1;
         Py_BEGIN_ALLOW_THREADS
-            if (refill && !raw) up = has_upcasters(h);
             rc = cairn_iter_next(it, &ev);
         Py_END_ALLOW_THREADS
         self->busy = 0;
-        self->upcasting = up;
+        /* the refill just done tells whether the buffered next() calls run Lua too */
+        self->upcasting = cairn_iter_upcasting(it);
     }
     if (rc > 0) {
         r = cpy_recorded_new(st, &ev, &self->names);

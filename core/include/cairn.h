@@ -271,8 +271,11 @@ int cairn_script_source(cairn_store *store, cairn_script_kind kind, const char *
                         size_t name_len, char **src, size_t *len);
 
 /* Iterators and cairn_get apply upcasters unless raw is set (cairn_iter_set_raw, or
- * cairn_get_raw).  The upcasted data/metadata live in the iterator until its next call. */
+ * cairn_get_ex with raw).  The upcasted data/metadata live in the iterator until its next call. */
 void cairn_iter_set_raw(cairn_iter *it, int raw);
+/* Nonzero when the upcasters seen at the iterator's last refill apply to it: its next()
+ * may run Lua even when it only copies from the buffer. */
+int cairn_iter_upcasting(const cairn_iter *it);
 int cairn_get_ex(cairn_store *store, uint64_t position, int raw, cairn_event *ev);
 
 /* ---------------------------------------------------------------------------------

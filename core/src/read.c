@@ -71,6 +71,8 @@ void cairn__iter_bind_txn(cairn_iter *it, MDB_txn *txn) { it->ext = txn; }
 
 void cairn_iter_set_raw(cairn_iter *it, int raw) { it->raw = raw != 0; }
 
+int cairn_iter_upcasting(const cairn_iter *it) { return !it->raw && it->up_hash != 0; }
+
 /* Keeps the iterator's copy of the upcasters current (read in the refill's txn). */
 static int refresh_upcasters(cairn_env *e, MDB_txn *txn, uint64_t *hash, char **src, size_t *len) {
     uint64_t h;
