@@ -10,6 +10,7 @@
 #define EMAPFULL CAIRN__EMAPFULL
 
 static const MDB_val K_SID = {3, (void *)"sid"};
+static const MDB_val K_TAIL = {4, (void *)"tail"};
 
 static int validate_event(const cairn_event_in *ev, const cairn_slice *stream, size_t r,
                           size_t i) {
@@ -94,28 +95,19 @@ static int duplicate(uint64_t pos, const uint8_t *id) {
  * result.  Anything else is a duplicate. */
 static int check_retry(cairn_env *e, MDB_txn *txn, const cairn_append_req *q,
                        cairn_append_result *res, int *retry) {
-    MDB_val k = {16, (void *)q->events[0].id}, v;
-    uint64_t pos, first, count;
+    uint64_t pos, first, count, p, f, c;
     cairn_event ev;
-    int rc;
+    int rc, found;
 
     *retry = 0;
     if (!q->events[0].has_id) return CAIRN_OK; /* ids assigned here cannot repeat */
-    rc = mdb_get(txn, e->ids, &k, &v);
-    if (rc == MDB_NOTFOUND) return CAIRN_OK;
-    if (rc) return cairn__mdb_fail(rc, "read id index");
-    if (v.mv_size != 20) return cairn__fail(CAIRN_ECORRUPT, "corrupt id index entry");
-    pos = cairn__get_be64(v.mv_data);
-    first = cairn__get_be64((uint8_t *)v.mv_data + 8);
-    count = cairn__get_be32((uint8_t *)v.mv_data + 16);
+    if ((rc = cairn__id_lookup(e, txn, q->events[0].id, &found, &pos, &first, &count))) return rc;
+    if (!found) return CAIRN_OK;
     if (pos != first || count != q->nevents) return duplicate(pos, q->events[0].id);
     for (size_t i = 1; i < q->nevents; i++) {
         if (!q->events[i].has_id) return duplicate(pos, q->events[0].id);
-        k.mv_data = (void *)q->events[i].id;
-        rc = mdb_get(txn, e->ids, &k, &v);
-        if (rc == MDB_NOTFOUND || (rc == 0 && cairn__get_be64(v.mv_data) != first + i))
-            return duplicate(pos, q->events[0].id);
-        if (rc) return cairn__mdb_fail(rc, "read id index");
+        if ((rc = cairn__id_lookup(e, txn, q->events[i].id, &found, &p, &f, &c))) return rc;
+        if (!found || p != first + i) return duplicate(pos, q->events[0].id);
     }
     {
         uint8_t kb[8];
@@ -162,6 +154,7 @@ typedef struct writer {
     MDB_cursor *log, *sidx, *ids, *cat, *type, *tag;
     uint8_t last_id[16]; /* the largest key in `ids`: larger ids can use MDB_APPEND */
     uint8_t *scratch;    /* room for 16 bytes per event of the largest request */
+    int tail;            /* this write goes to the index tail: no id or posting entries */
 } writer;
 
 #define TYPE_GROUPS 8 /* distinct types per request whose postings are put in one go */
@@ -244,15 +237,19 @@ int cairn__parse_uuid(const char *s, size_t len, uint8_t out[16]) {
     return n == 16;
 }
 
+/* Metadata that index_metadata may link (a correlation id or a compensated event). */
+static int has_links(const cairn_event_in *ev) {
+    static const char corr[] = "\"correlation_id\"", comp[] = "\"compensates\"";
+    return ev->metadata.len && (memmem(ev->metadata.ptr, ev->metadata.len, corr, sizeof corr - 1) ||
+                                memmem(ev->metadata.ptr, ev->metadata.len, comp, sizeof comp - 1));
+}
+
 /* Metadata that links events: correlation_id (indexed for rollback) and compensates (the
  * compensated event, which can be compensated only once).  Parsed only when present. */
 static int index_metadata(cairn_env *e, writer *w, const cairn_event_in *ev, uint8_t *posb, size_t r) {
-    static const char corr[] = "\"correlation_id\"", comp[] = "\"compensates\"";
     json_t *root, *v;
     int rc = CAIRN_OK;
-    if (!memmem(ev->metadata.ptr, ev->metadata.len, corr, sizeof corr - 1) &&
-        !memmem(ev->metadata.ptr, ev->metadata.len, comp, sizeof comp - 1))
-        return CAIRN_OK;
+    if (!has_links(ev)) return CAIRN_OK;
     if (!(root = json_loadb(ev->metadata.ptr, ev->metadata.len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL)))
         return CAIRN_OK; /* not JSON we can read: nothing to link */
     if ((v = json_object_get(root, "correlation_id")) && json_is_string(v)) {
@@ -310,7 +307,9 @@ static int write_request(cairn_env *e, writer *w, const cairn_append_req *q, siz
         cairn__put_be32(idv + 16, (uint32_t)q->nevents);
         k.mv_size = 16, k.mv_data = (void *)id;
         v.mv_size = 20, v.mv_data = idv;
-        if (memcmp(id, w->last_id, 16) > 0) {
+        if (w->tail) { /* check_retry found no earlier event with this id */
+            prc = 0;
+        } else if (memcmp(id, w->last_id, 16) > 0) {
             prc = mdb_cursor_put(w->ids, &k, &v, MDB_APPEND);
             memcpy(w->last_id, id, 16);
         } else {
@@ -331,6 +330,7 @@ static int write_request(cairn_env *e, writer *w, const cairn_append_req *q, siz
         MDB_TRY(mdb_cursor_put(w->log, &k, &v, MDB_APPEND | MDB_RESERVE), "write log");
         cairn__record_write(v.mv_data, &q->stream, ev, id, pos, si->version + 1 + (int64_t)i, ts);
 
+        if (w->tail) continue;
         for (size_t t = 0; t < ev->ntags; t++)
             MDB_TRY(put_posting(w->tag, CAIRN_POST_TAG, ev->tags[t].ptr, ev->tags[t].len, posb),
                     "write tag index");
@@ -343,11 +343,12 @@ static int write_request(cairn_env *e, writer *w, const cairn_append_req *q, siz
         cairn__put_be64(w->scratch + 16 * i + 8, first + i);
     }
     MDB_TRY(put_multiple(w->sidx, sidb, 8, w->scratch, 16, q->nevents), "write stream index");
+    if (w->tail) goto done;
     for (size_t i = 0; i < q->nevents; i++) cairn__put_be64(w->scratch + 8 * i, first + i);
     cairn__post_key(CAIRN_POST_CATEGORY, cat.ptr, cat.len, kb);
     MDB_TRY(put_multiple(w->cat, kb, sizeof kb, w->scratch, 8, q->nevents), "write category index");
     MDB_TRY(put_types(w, q, first), "write type index");
-
+done:
     *head += q->nevents;
     si->version += (int64_t)q->nevents;
     res->version = si->version;
@@ -372,6 +373,61 @@ static int put_stream(cairn_env *e, MDB_txn *txn, const cairn_slice *name,
     return 0;
 }
 
+/* Writes the id and posting entries of the tail's events (positions t..head), oldest
+ * first, so that every posting list stays sorted; the tail is then empty. */
+static int flush_tail(cairn_env *e, writer *w, MDB_txn *txn, uint64_t t) {
+    MDB_cursor *c;
+    MDB_val k, v;
+    uint8_t kb[8];
+    int rc;
+
+    if ((rc = mdb_cursor_open(txn, e->log, &c))) return cairn__mdb_fail(rc, "open cursor");
+    cairn__put_be64(kb, t);
+    k.mv_size = 8, k.mv_data = kb;
+    rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    while (rc == 0) {
+        uint64_t pos = k.mv_size == 8 ? cairn__get_be64(k.mv_data) : 0;
+        uint8_t posb[8], idv[20];
+        cairn_slice cat, tag;
+        size_t cur = 0;
+        cairn_event ev;
+        MDB_val ik, iv;
+        int prc;
+
+        if ((rc = cairn__record_decode(v.mv_data, v.mv_size, pos, &ev))) goto out;
+        cairn__put_be64(posb, pos);
+        cairn__put_be64(idv, pos);
+        cairn__put_be64(idv + 8, pos);
+        cairn__put_be32(idv + 16, 1);
+        ik.mv_size = 16, ik.mv_data = ev.id;
+        iv.mv_size = 20, iv.mv_data = idv;
+        if (memcmp(ev.id, w->last_id, 16) > 0) {
+            prc = mdb_cursor_put(w->ids, &ik, &iv, MDB_APPEND);
+            memcpy(w->last_id, ev.id, 16);
+        } else {
+            prc = mdb_cursor_put(w->ids, &ik, &iv, MDB_NOOVERWRITE);
+        }
+        if (prc == MDB_KEYEXIST) { /* appends check the tail for ids: this is damage */
+            cairn__err()->position = pos;
+            rc = cairn__fail(CAIRN_ECORRUPT, "position %llu: its id is indexed already (damaged index)",
+                             (unsigned long long)pos);
+            goto out;
+        }
+        if (prc) { rc = prc; goto out; }
+        cat = cairn_category(ev.stream.ptr, ev.stream.len);
+        if ((rc = put_posting(w->cat, CAIRN_POST_CATEGORY, cat.ptr, cat.len, posb))) goto out;
+        if ((rc = put_posting(w->type, CAIRN_POST_TYPE, ev.type.ptr, ev.type.len, posb))) goto out;
+        while (cairn_event_tag(&ev, &cur, &tag))
+            if ((rc = put_posting(w->tag, CAIRN_POST_TAG, tag.ptr, tag.len, posb))) goto out;
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    if (rc == MDB_NOTFOUND) rc = mdb_del(txn, e->meta, (MDB_val *)&K_TAIL, NULL);
+out:
+    mdb_cursor_close(c);
+    if (rc == MDB_MAP_FULL) return EMAPFULL;
+    return rc > 0 ? cairn__mdb_fail(rc, "index the tail") : rc;
+}
+
 /* The head and the last timestamp come from the log's last record, so that a commit
  * touches `meta` only when it creates a stream. */
 static int read_tail(cairn_env *e, MDB_txn *txn, MDB_cursor *clog, uint64_t *head,
@@ -391,10 +447,10 @@ static int read_tail(cairn_env *e, MDB_txn *txn, MDB_cursor *clog, uint64_t *hea
 }
 
 int cairn__write_requests(cairn_store *s, MDB_txn *txn, const cairn_append_req *reqs, size_t nreqs,
-                          cairn_append_result *results) {
+                          cairn_append_result *results, int flags) {
     cairn_env *e = s->env;
     writer w;
-    uint64_t head, next_sid, sid0;
+    uint64_t head, next_sid, sid0, tail;
     int64_t ts, last_ts;
     size_t most = 0;
     int rc = CAIRN_OK;
@@ -412,10 +468,16 @@ int cairn__write_requests(cairn_store *s, MDB_txn *txn, const cairn_append_req *
     if ((rc = read_tail(e, txn, w.log, &head, &last_ts))) goto out;
     if ((rc = get_u64(txn, e->meta, &K_SID, &next_sid))) goto out;
     sid0 = next_sid;
-    rc = mdb_cursor_get(w.ids, &k, &v, MDB_LAST);
-    if (rc == 0 && k.mv_size == 16) memcpy(w.last_id, k.mv_data, 16);
-    else if (rc && rc != MDB_NOTFOUND) MDB_TRY(rc, "read id index");
-    rc = CAIRN_OK;
+    if ((rc = cairn__tail_start(e, txn, &tail))) goto out;
+    w.tail = (flags & CAIRN__W_TAIL) && nreqs == 1 && reqs[0].nevents == 1 &&
+             !has_links(&reqs[0].events[0]) && (!tail || head + 1 - tail < CAIRN_TAIL_MAX);
+    if (!w.tail) {
+        rc = mdb_cursor_get(w.ids, &k, &v, MDB_LAST);
+        if (rc == 0 && k.mv_size == 16) memcpy(w.last_id, k.mv_data, 16);
+        else if (rc && rc != MDB_NOTFOUND) MDB_TRY(rc, "read id index");
+        rc = CAIRN_OK;
+        if (tail && (rc = flush_tail(e, &w, txn, tail))) goto out;
+    }
     ts = cairn__now_ns();
     if (ts < last_ts) ts = last_ts; /* the clock stepped back */
 
@@ -434,6 +496,12 @@ int cairn__write_requests(cairn_store *s, MDB_txn *txn, const cairn_append_req *
         if (!si.exists) {
             si.sid = ++next_sid;
             MDB_TRY(put_stream(e, txn, &q->stream, &si), "write stream");
+        }
+        if (w.tail && !tail) {
+            uint8_t b[8];
+            MDB_val tv = {8, b};
+            cairn__put_be64(b, head + 1);
+            MDB_TRY(mdb_put(txn, e->meta, (MDB_val *)&K_TAIL, &tv, 0), "write meta");
         }
         if ((rc = write_request(e, &w, q, r, &si, &head, ts, &results[r]))) goto out;
     }
@@ -461,7 +529,7 @@ int cairn_append_batch(cairn_store *s, const cairn_append_req *reqs, size_t nreq
     for (;;) {
         MDB_txn *txn;
         if ((rc = cairn__write_begin(s->env, s->durability, &txn))) return rc;
-        rc = cairn__write_requests(s, txn, reqs, nreqs, results);
+        rc = cairn__write_requests(s, txn, reqs, nreqs, results, CAIRN__W_TAIL);
         if (rc == CAIRN_OK) rc = cairn__snapshot_after_append(s, txn, reqs, nreqs, results);
         if (rc == CAIRN_OK) rc = cairn__projections_after_append(s, txn);
         if (rc == CAIRN_OK) {

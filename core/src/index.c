@@ -98,3 +98,57 @@ int cairn__head(cairn_env *e, MDB_txn *txn, uint64_t *out) {
     if (rc == 0 && v.mv_size == 8 && cairn__get_be64(v.mv_data) > *out) *out = cairn__get_be64(v.mv_data);
     return rc == 0 || rc == MDB_NOTFOUND ? CAIRN_OK : cairn__mdb_fail(rc, "head");
 }
+
+/* The index tail (see cairn__tail_start in internal.h): meta "tail" holds the first
+ * position whose ids and posting entries are not written yet. */
+int cairn__tail_start(cairn_env *e, MDB_txn *txn, uint64_t *out) {
+    MDB_val k = {4, (void *)"tail"}, v;
+    int rc = mdb_get(txn, e->meta, &k, &v);
+    *out = 0;
+    if (rc == MDB_NOTFOUND) return CAIRN_OK;
+    if (rc) return cairn__mdb_fail(rc, "read meta");
+    if (v.mv_size != 8 || cairn__get_be64(v.mv_data) == 0)
+        return cairn__fail(CAIRN_ECORRUPT, "meta: damaged index tail entry");
+    *out = cairn__get_be64(v.mv_data);
+    return CAIRN_OK;
+}
+
+int cairn__id_lookup(cairn_env *e, MDB_txn *txn, const uint8_t id[16], int *found, uint64_t *pos,
+                     uint64_t *first, uint64_t *count) {
+    MDB_val k = {16, (void *)id}, v;
+    MDB_cursor *c;
+    uint64_t t;
+    uint8_t kb[8];
+    int rc = mdb_get(txn, e->ids, &k, &v);
+
+    *found = 0;
+    if (rc == 0) {
+        if (v.mv_size != 20) return cairn__fail(CAIRN_ECORRUPT, "corrupt id index entry");
+        *pos = cairn__get_be64(v.mv_data);
+        *first = cairn__get_be64((uint8_t *)v.mv_data + 8);
+        *count = cairn__get_be32((uint8_t *)v.mv_data + 16);
+        *found = 1;
+        return CAIRN_OK;
+    }
+    if (rc != MDB_NOTFOUND) return cairn__mdb_fail(rc, "read id index");
+    if ((rc = cairn__tail_start(e, txn, &t)) || t == 0) return rc;
+    /* the tail holds single-event appends only: each is its own call */
+    if ((rc = mdb_cursor_open(txn, e->log, &c))) return cairn__mdb_fail(rc, "read log");
+    cairn__put_be64(kb, t);
+    k.mv_size = 8, k.mv_data = kb;
+    rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    while (rc == 0) {
+        if (v.mv_size >= CAIRN_REC_HEADER && k.mv_size == 8 &&
+            memcmp((const uint8_t *)v.mv_data + 56, id, 16) == 0) {
+            cairn_event ev;
+            uint64_t p = cairn__get_be64(k.mv_data);
+            if ((rc = cairn__record_decode(v.mv_data, v.mv_size, p, &ev))) break;
+            *found = 1, *pos = *first = p, *count = 1;
+            break;
+        }
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(c);
+    if (rc == MDB_NOTFOUND) rc = 0;
+    return rc > 0 ? cairn__mdb_fail(rc, "read log") : rc;
+}

@@ -170,6 +170,20 @@ typedef struct cairn_stream_info {
 int cairn__stream_lookup(cairn_env *e, MDB_txn *txn, const void *name, size_t len,
                          cairn_stream_info *info);
 
+/* The index tail.  A commit of one single-event append (no rollback or compensation links)
+ * writes the record and its stream index entry but leaves its id and posting entries to a
+ * later commit, so that a durable single-event commit dirties few pages.  meta "tail" holds
+ * the first such position (absent: everything is indexed); positions from there to the head
+ * are "the tail", at most CAIRN_TAIL_MAX events.  The next commit that is not such an
+ * append (or that finds the tail full) indexes the tail first.  Every lookup through the id
+ * or posting indexes also scans the tail, so readers see complete indexes at every commit. */
+#define CAIRN_TAIL_MAX 64
+int cairn__tail_start(cairn_env *e, MDB_txn *txn, uint64_t *out); /* 0: no tail */
+/* Finds an event id in the id index or the tail; *found 0 when absent.  *first and *count
+ * describe the append call that wrote it. */
+int cairn__id_lookup(cairn_env *e, MDB_txn *txn, const uint8_t id[16], int *found, uint64_t *pos,
+                     uint64_t *first, uint64_t *count);
+
 /* The last position ever written (0 for an empty store). */
 int cairn__head(cairn_env *e, MDB_txn *txn, uint64_t *out);
 
@@ -204,8 +218,9 @@ struct lua_State;
 int cairn__script_retains(struct lua_State *L, int kind, const char *name, uint64_t hash, int set);
 
 /* Writes append requests inside an open write transaction (append.c). */
+#define CAIRN__W_TAIL 1 /* the write may go to the index tail (see cairn__tail_start) */
 int cairn__write_requests(cairn_store *s, MDB_txn *txn, const cairn_append_req *reqs, size_t nreqs,
-                          cairn_append_result *results);
+                          cairn_append_result *results, int flags);
 int cairn__validate_requests(const cairn_append_req *reqs, size_t nreqs);
 #define CAIRN__EMAPFULL (-30100) /* internal: abort, grow the map, run the write again */
 #define CAIRN__ERETRY (-30101)   /* internal: abort and run the write again (see projection.c) */

@@ -320,13 +320,13 @@ static int emits_flush(proj *p, int *wrote) {
     int rc;
     for (size_t i = 0; i < p->nemits; i++) {
         pemit *m = &p->emits[i];
-        MDB_val k = {16, m->id}, v;
         cairn_event_in ev;
         cairn_append_req q;
         cairn_append_result res;
-        int mrc = mdb_get(p->txn, e->ids, &k, &v);
-        if (mrc == 0) continue;
-        if (mrc != MDB_NOTFOUND) return cairn__mdb_fail(mrc, "emit");
+        uint64_t at, first, count;
+        int found;
+        if ((rc = cairn__id_lookup(e, p->txn, m->id, &found, &at, &first, &count))) return rc;
+        if (found) continue;
         memset(&ev, 0, sizeof ev);
         ev.type.ptr = p->ebuf.p + m->type, ev.type.len = m->type_len;
         ev.data.ptr = p->ebuf.p + m->data, ev.data.len = m->data_len;
@@ -335,7 +335,7 @@ static int emits_flush(proj *p, int *wrote) {
         memcpy(ev.id, m->id, 16);
         q.stream.ptr = p->ebuf.p + m->stream, q.stream.len = m->stream_len;
         q.expected = CAIRN_ANY, q.events = &ev, q.nevents = 1;
-        if ((rc = cairn__write_requests(p->s, p->txn, &q, 1, &res))) return rc;
+        if ((rc = cairn__write_requests(p->s, p->txn, &q, 1, &res, 0))) return rc;
         if ((rc = cairn__snapshot_after_append(p->s, p->txn, &q, 1, &res))) return rc;
         *wrote = 1;
     }

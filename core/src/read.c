@@ -50,6 +50,7 @@ struct cairn_iter {
     filter_copy f;
     source *src;
     size_t nsrc;
+    int complete;       /* IT_POSTINGS over stream indexes, which the index tail never lacks */
     /* the page */
     uint8_t *buf;
     size_t buf_len, buf_cap;
@@ -230,7 +231,15 @@ static int plan(cairn_iter *it, MDB_txn *txn) {
     }
     rc = CAIRN_OK;
     if (best_k == 4) { it->kind = IT_LOG; goto out; }
-    if (best_cost == 0) { it->done = 1; goto out; }
+    it->complete = best_k == F_STREAMS;
+    if (best_cost == 0) {
+        uint64_t t = 0;
+        /* nothing indexed yet; the index tail may still hold matches */
+        if (!it->complete && (rc = cairn__tail_start(it->env, txn, &t))) goto out;
+        if (t) it->kind = IT_POSTINGS;
+        else it->done = 1;
+        goto out;
+    }
     {
         size_t n = best_k == F_TAGS ? 1 : f->n[best_k];
         if (!(it->src = calloc(n, sizeof *it->src))) { rc = cairn__fail(CAIRN_ENOMEM, "oom"); goto out; }
@@ -364,7 +373,9 @@ static int take(cairn_iter *it, const MDB_val *v, uint64_t pos, int check, int64
     return buf_add(it, v->mv_data, v->mv_size, pos);
 }
 
-static int refill_log(cairn_iter *it, MDB_txn *txn) {
+/* Walks the log from it->next; `check`: only records matching the filter are kept.
+ * Backwards, the walk stops before position `lo`. */
+static int refill_log(cairn_iter *it, MDB_txn *txn, int check, uint64_t lo) {
     MDB_cursor *c;
     MDB_val k, v;
     uint8_t kb[8];
@@ -391,13 +402,14 @@ static int refill_log(cairn_iter *it, MDB_txn *txn) {
             rc = it->count ? 0 : damaged(it->next, "the log skips this position (damaged tree)");
             goto out;
         }
-        if ((rc = take(it, &v, pos, 0, -1))) {
+        if ((rc = take(it, &v, pos, check, -1))) {
             if (rc == STOP) rc = 0;
             goto out;
         }
         if (it->backwards) {
             if (pos <= 1) { it->done = 1; break; }
             it->next = pos - 1;
+            if (it->next < lo) break;
         } else {
             it->next = pos + 1;
         }
@@ -411,11 +423,16 @@ out:
     return rc;
 }
 
+/* Positions from the posting lists, then (forwards) or first (backwards) the index tail,
+ * whose events are matched record by record. */
 static int refill_postings(cairn_iter *it, MDB_txn *txn) {
     MDB_cursor *clog = NULL;
     size_t examined = 0, i;
+    uint64_t tail = 0;
     int rc;
 
+    if (!it->complete && (rc = cairn__tail_start(it->env, txn, &tail))) return rc;
+    if (tail && it->next >= tail) return refill_log(it, txn, 1, tail);
     if ((rc = mdb_cursor_open(txn, it->env->log, &clog))) return cairn__mdb_fail(rc, "read");
     for (i = 0; i < it->nsrc; i++) {
         if ((rc = mdb_cursor_open(txn, it->src[i].dbi, &it->src[i].cur))) goto mdb_out;
@@ -429,7 +446,11 @@ static int refill_postings(cairn_iter *it, MDB_txn *txn) {
             uint64_t p = it->src[i].pos;
             if (p && (!best || (it->backwards ? p > best : p < best))) best = p;
         }
-        if (!best) { it->done = 1; break; }
+        if (!best) { /* past the indexed events: the tail is next */
+            if (tail && !it->backwards) it->next = tail;
+            else it->done = 1;
+            break;
+        }
         /* posting lists are sorted: a candidate behind the last one means damage */
         if (it->backwards ? best > it->next : best < it->next) {
             rc = damaged(best, "an index lists positions out of order (damaged tree)");
@@ -566,7 +587,7 @@ static int refill(cairn_iter *it) {
     if (it->ext) it->map_lo = 0, it->map_hi = UINTPTR_MAX; /* a write txn: no bounds */
     else cairn__map_bounds(it->env, txn, &it->map_lo, &it->map_hi);
     switch (it->kind) {
-    case IT_LOG: rc = refill_log(it, txn); break;
+    case IT_LOG: rc = refill_log(it, txn, 0, 0); break;
     case IT_STREAM: rc = refill_stream(it, txn); break;
     default: rc = refill_postings(it, txn); break;
     }

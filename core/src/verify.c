@@ -16,6 +16,11 @@
  * compensation.  Only when a count is off is the index walked to name the first entry that
  * points at no record or at a record that does not match it.
  *
+ * The index tail (internal.h): its events have no `ids` or posting entries yet, so the
+ * forward pass skips those checks from the first tail record it meets on, and the counts
+ * pass (one txn) checks the tail's bounds, the entries of records that have left the tail
+ * since, and that no tail event carries links (those are never deferred).
+ *
  * Streams (one read transaction): each entry's key is its name's key, its sid is at most
  * the `meta` sid counter, its versions run 0..n without gaps and its first event belongs to
  * it.
@@ -38,6 +43,10 @@ typedef struct vstate {
     uint64_t tags;    /* tag postings the records imply (distinct digests per event) */
     uint64_t corrs;   /* correlation postings */
     uint64_t comps;   /* `comp` entries */
+    uint64_t deferred; /* first record met in the index tail (0: none yet); its id and
+                        * posting entries, and every later record's, are checked and
+                        * counted by verify_counts */
+    MDB_dbi comp_dbi;
     cairn_verify_report *r;
 } vstate;
 
@@ -108,12 +117,64 @@ static int record_at(MDB_cursor *clog, uint64_t pos, cairn_event *ev, const char
     return cairn__record_decode(v.mv_data, v.mv_size, pos, ev);
 }
 
+/* The id, posting and link index entries of one record outside the index tail. */
+static int check_indexed(vstate *vs, MDB_txn *txn, MDB_cursor *cids, MDB_cursor *cpost,
+                         const cairn_event *ev, uint64_t pos) {
+    uint8_t pk[CAIRN_POST_KEY], posb[8], comp_id[16];
+    MDB_val ik = {16, (void *)ev->id}, iv;
+    uint64_t first, count;
+    cairn_slice cat, tag;
+    size_t cur = 0, corr_len;
+    const char *bad = NULL;
+    char *corr;
+    int has_comp;
+    json_t *root;
+
+    cairn__put_be64(posb, pos);
+    if (mdb_cursor_get(cids, &ik, &iv, MDB_SET_KEY) != 0 || iv.mv_size != 20 ||
+        cairn__get_be64(iv.mv_data) != pos)
+        return damage(pos, "event id index disagrees with the log");
+    first = cairn__get_be64((uint8_t *)iv.mv_data + 8);
+    count = cairn__get_be32((uint8_t *)iv.mv_data + 16);
+    if (first > pos || pos - first >= count)
+        return damage(pos, "event id index: the append call recorded does not cover this event");
+    cat = cairn_category(ev->stream.ptr, ev->stream.len);
+    cairn__post_key(CAIRN_POST_CATEGORY, cat.ptr, cat.len, pk);
+    if (!has_dup(cpost, pk, sizeof pk, posb, 8)) return damage(pos, "category index lacks this event");
+    cairn__post_key(CAIRN_POST_TYPE, ev->type.ptr, ev->type.len, pk);
+    if (!has_dup(cpost, pk, sizeof pk, posb, 8)) return damage(pos, "type index lacks this event");
+    while (cairn_event_tag(ev, &cur, &tag)) {
+        cairn__post_key(CAIRN_POST_TAG, tag.ptr, tag.len, pk);
+        if (!has_dup(cpost, pk, sizeof pk, posb, 8)) return damage(pos, "tag index lacks this event");
+    }
+    vs->tags += distinct_tag_keys(ev);
+    if (!metadata_links(ev, &corr, &corr_len, &has_comp, comp_id, &root)) {
+        if (root) json_decref(root);
+        return CAIRN_OK;
+    }
+    if (corr) {
+        cairn__post_key(CAIRN_POST_CORRELATION, corr, corr_len, pk);
+        if (!has_dup(cpost, pk, sizeof pk, posb, 8)) bad = "correlation index lacks this event";
+        vs->corrs++;
+    }
+    if (!bad && has_comp) {
+        MDB_val ck = {16, comp_id}, cv;
+        int crc = mdb_get(txn, vs->comp_dbi, &ck, &cv);
+        if (crc != 0 || cv.mv_size != 8 || cairn__get_be64(cv.mv_data) != pos)
+            bad = "compensation index lacks this event";
+        vs->comps++;
+    }
+    json_decref(root);
+    return bad ? damage(pos, bad) : CAIRN_OK;
+}
+
 /* Checks records from vs->next on, at most CHUNK of them, in one read transaction. */
 static int verify_chunk(cairn_env *e, vstate *vs) {
     MDB_txn *txn;
     MDB_cursor *clog = NULL, *cids = NULL, *csidx = NULL, *cpost = NULL;
     uint8_t kb[8];
     MDB_val k = {8, kb}, v;
+    uint64_t tail;
     size_t n = 0;
     int rc;
 
@@ -123,20 +184,15 @@ static int verify_chunk(cairn_env *e, vstate *vs) {
         rc = cairn__mdb_fail(rc, "verify");
         goto out;
     }
+    if ((rc = cairn__tail_start(e, txn, &tail))) goto out;
     cairn__map_bounds(e, txn, &g_lo, &g_hi);
     cairn__put_be64(kb, vs->next);
     rc = mdb_cursor_get(clog, &k, &v, MDB_SET_RANGE);
     while (rc == 0 && n < CHUNK && vs->next <= vs->head) {
-        uint64_t pos, first, count;
+        uint64_t pos;
         cairn_event ev;
         cairn_stream_info si;
-        cairn_slice cat, tag;
-        uint8_t pk[CAIRN_POST_KEY], sv[16], sk[8], comp_id[16];
-        MDB_val ik = {16, NULL}, iv;
-        size_t cur = 0, corr_len;
-        char *corr;
-        int has_comp;
-        json_t *root;
+        uint8_t sv[16], sk[8];
 
         if (k.mv_size != 8) { rc = damage(vs->next, "log key is not 8 bytes"); goto out; }
         pos = cairn__get_be64(k.mv_data);
@@ -153,18 +209,6 @@ static int verify_chunk(cairn_env *e, vstate *vs) {
         }
         if (ev.timestamp < vs->last_ts) { rc = damage(pos, "timestamp earlier than the previous event's"); goto out; }
         vs->last_ts = ev.timestamp;
-        ik.mv_data = ev.id;
-        if (mdb_cursor_get(cids, &ik, &iv, MDB_SET_KEY) != 0 || iv.mv_size != 20 ||
-            cairn__get_be64(iv.mv_data) != pos) {
-            rc = damage(pos, "event id index disagrees with the log");
-            goto out;
-        }
-        first = cairn__get_be64((uint8_t *)iv.mv_data + 8);
-        count = cairn__get_be32((uint8_t *)iv.mv_data + 16);
-        if (first > pos || pos - first >= count) {
-            rc = damage(pos, "event id index: the append call recorded does not cover this event");
-            goto out;
-        }
         if ((rc = cairn__stream_lookup(e, txn, ev.stream.ptr, ev.stream.len, &si))) {
             if ((rc == CAIRN_ECORRUPT && !cairn__err()->position) || rc == CAIRN_EINTERNAL)
                 rc = damage(pos, "stream entry of this event is damaged");
@@ -175,35 +219,8 @@ static int verify_chunk(cairn_env *e, vstate *vs) {
         cairn__put_be64(sv, (uint64_t)ev.version);
         cairn__put_be64(sv + 8, pos);
         if (!has_dup(csidx, sk, 8, sv, 16)) { rc = damage(pos, "stream index lacks this event"); goto out; }
-        cat = cairn_category(ev.stream.ptr, ev.stream.len);
-        cairn__post_key(CAIRN_POST_CATEGORY, cat.ptr, cat.len, pk);
-        if (!has_dup(cpost, pk, sizeof pk, k.mv_data, 8)) { rc = damage(pos, "category index lacks this event"); goto out; }
-        cairn__post_key(CAIRN_POST_TYPE, ev.type.ptr, ev.type.len, pk);
-        if (!has_dup(cpost, pk, sizeof pk, k.mv_data, 8)) { rc = damage(pos, "type index lacks this event"); goto out; }
-        while (cairn_event_tag(&ev, &cur, &tag)) {
-            cairn__post_key(CAIRN_POST_TAG, tag.ptr, tag.len, pk);
-            if (!has_dup(cpost, pk, sizeof pk, k.mv_data, 8)) { rc = damage(pos, "tag index lacks this event"); goto out; }
-        }
-        vs->tags += distinct_tag_keys(&ev);
-        if (metadata_links(&ev, &corr, &corr_len, &has_comp, comp_id, &root)) {
-            const char *bad = NULL;
-            if (corr) {
-                cairn__post_key(CAIRN_POST_CORRELATION, corr, corr_len, pk);
-                if (!has_dup(cpost, pk, sizeof pk, k.mv_data, 8)) bad = "correlation index lacks this event";
-                vs->corrs++;
-            }
-            if (!bad && has_comp) {
-                MDB_val ck = {16, comp_id}, cv;
-                int crc = mdb_get(txn, e->comp, &ck, &cv);
-                if (crc != 0 || cv.mv_size != 8 || cairn__get_be64(cv.mv_data) != pos)
-                    bad = "compensation index lacks this event";
-                vs->comps++;
-            }
-            json_decref(root);
-            if (bad) { rc = damage(pos, bad); goto out; }
-        } else if (root) {
-            json_decref(root);
-        }
+        if (!vs->deferred && tail && pos >= tail) vs->deferred = pos;
+        if (!vs->deferred && (rc = check_indexed(vs, txn, cids, cpost, &ev, pos))) goto out;
         vs->r->events++;
         vs->next++;
         n++;
@@ -227,7 +244,7 @@ out:
  * Reverse direction: locating the entry that points at no matching record.  Run only when
  * an index holds more entries than the records imply.
  * --------------------------------------------------------------------------------- */
-static int locate_ids(cairn_env *e, MDB_txn *txn, MDB_cursor *clog, uint64_t head) {
+static int locate_ids(cairn_env *e, MDB_txn *txn, MDB_cursor *clog, uint64_t head, uint64_t tail) {
     MDB_cursor *c;
     MDB_val k, v;
     int rc;
@@ -239,6 +256,7 @@ static int locate_ids(cairn_env *e, MDB_txn *txn, MDB_cursor *clog, uint64_t hea
         if (k.mv_size != 16 || v.mv_size != 20) { rc = damage(0, "event id index: malformed entry"); goto out; }
         pos = cairn__get_be64(v.mv_data);
         if (pos == 0 || pos > head) { rc = damage(pos, "event id index entry points past the log"); goto out; }
+        if (tail && pos >= tail) { rc = damage(pos, "event id index has an entry for an event of the index tail"); goto out; }
         if ((rc = record_at(clog, pos, &ev, "event id index entry points at a missing event"))) goto out;
         if (memcmp(ev.id, k.mv_data, 16) != 0) { rc = damage(pos, "event id index entry names another event's id"); goto out; }
         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
@@ -312,7 +330,7 @@ static int posting_matches(const uint8_t *key, const cairn_event *ev) {
     }
 }
 
-static int locate_post(cairn_env *e, MDB_txn *txn, MDB_cursor *clog, uint64_t head) {
+static int locate_post(cairn_env *e, MDB_txn *txn, MDB_cursor *clog, uint64_t head, uint64_t tail) {
     MDB_cursor *c;
     MDB_val k, v;
     int rc;
@@ -333,6 +351,7 @@ static int locate_post(cairn_env *e, MDB_txn *txn, MDB_cursor *clog, uint64_t he
         }
         pos = cairn__get_be64(v.mv_data);
         if (pos == 0 || pos > head) { rc = damage(pos, "posting index entry points past the log"); goto out; }
+        if (tail && pos >= tail) { rc = damage(pos, "posting index has an entry for an event of the index tail"); goto out; }
         if ((rc = record_at(clog, pos, &ev, "posting index entry points at a missing event"))) goto out;
         if (!posting_matches(key, &ev)) { rc = damage(pos, what); goto out; }
         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
@@ -375,6 +394,49 @@ out:
     return rc;
 }
 
+/* The index tail as of `txn`: its start lies within CAIRN_TAIL_MAX events of the head, its
+ * events carry no rollback or compensation links (those are never deferred), and the
+ * records verify_chunk met in a tail that has been indexed since are checked now. */
+static int verify_tail(cairn_env *e, vstate *vs, MDB_txn *txn, MDB_cursor *clog, uint64_t head,
+                       uint64_t *tail) {
+    MDB_cursor *cids = NULL, *cpost = NULL;
+    uint64_t end;
+    int rc;
+
+    if ((rc = cairn__tail_start(e, txn, tail))) return rc;
+    if (*tail && (*tail > head || head - *tail >= CAIRN_TAIL_MAX))
+        return damage(*tail, "meta: the index tail starts out of range");
+    end = *tail ? *tail : head + 1;
+    if (vs->deferred && vs->deferred < end) {
+        if ((rc = mdb_cursor_open(txn, e->ids, &cids)) || (rc = mdb_cursor_open(txn, e->post, &cpost))) {
+            rc = cairn__mdb_fail(rc, "verify");
+            goto out;
+        }
+        for (uint64_t pos = vs->deferred; pos < end; pos++) {
+            cairn_event ev;
+            if ((rc = record_at(clog, pos, &ev, "position missing from the log"))) goto out;
+            if ((rc = check_indexed(vs, txn, cids, cpost, &ev, pos))) goto out;
+        }
+        vs->deferred = end;
+    }
+    for (uint64_t pos = *tail ? *tail : end; pos <= head; pos++) {
+        cairn_event ev;
+        char *corr;
+        size_t len;
+        int has_comp, linked;
+        uint8_t id[16];
+        json_t *root;
+        if ((rc = record_at(clog, pos, &ev, "position missing from the log"))) goto out;
+        linked = metadata_links(&ev, &corr, &len, &has_comp, id, &root);
+        if (root) json_decref(root);
+        if (linked) { rc = damage(pos, "an event with rollback or compensation links in the index tail"); goto out; }
+    }
+out:
+    if (cpost) mdb_cursor_close(cpost);
+    if (cids) mdb_cursor_close(cids);
+    return rc;
+}
+
 /* Compares each index's entry count with what the records checked so far imply, in one
  * read transaction whose head must be the one checked: when appends moved the head on,
  * the new records are checked first and the counts taken again. */
@@ -383,7 +445,7 @@ static int verify_counts(cairn_env *e, vstate *vs, cairn_progress_fn progress, v
         MDB_txn *txn;
         MDB_cursor *clog = NULL;
         MDB_stat st;
-        uint64_t head, events = vs->r->events;
+        uint64_t head, tail, events;
         int rc;
 
         if ((rc = cairn__read_begin(e, &txn))) return rc;
@@ -399,13 +461,15 @@ static int verify_counts(cairn_env *e, vstate *vs, cairn_progress_fn progress, v
             continue;
         }
         if ((rc = mdb_cursor_open(txn, e->log, &clog))) { rc = cairn__mdb_fail(rc, "verify"); goto out; }
+        if ((rc = verify_tail(e, vs, txn, clog, head, &tail))) goto out;
+        events = vs->r->events - (tail ? head + 1 - tail : 0); /* those with id and posting entries */
         if ((rc = mdb_stat(txn, e->ids, &st))) { rc = cairn__mdb_fail(rc, "verify"); goto out; }
-        if (st.ms_entries != events && (rc = locate_ids(e, txn, clog, head))) goto out;
+        if (st.ms_entries != events && (rc = locate_ids(e, txn, clog, head, tail))) goto out;
         if ((rc = mdb_stat(txn, e->sidx, &st))) { rc = cairn__mdb_fail(rc, "verify"); goto out; }
-        if (st.ms_entries != events && (rc = locate_sidx(e, txn, clog, head))) goto out;
+        if (st.ms_entries != vs->r->events && (rc = locate_sidx(e, txn, clog, head))) goto out;
         if ((rc = mdb_stat(txn, e->post, &st))) { rc = cairn__mdb_fail(rc, "verify"); goto out; }
         if (st.ms_entries != 2 * events + vs->tags + vs->corrs &&
-            (rc = locate_post(e, txn, clog, head)))
+            (rc = locate_post(e, txn, clog, head, tail)))
             goto out;
         if ((rc = mdb_stat(txn, e->comp, &st))) { rc = cairn__mdb_fail(rc, "verify"); goto out; }
         if (st.ms_entries != vs->comps && (rc = locate_comp(e, txn, clog, head))) goto out;
@@ -512,6 +576,7 @@ int cairn_verify(cairn_store *s, cairn_verify_report *report, cairn_progress_fn 
     vs.next = 1;
     vs.head = r.head;
     vs.r = &r;
+    vs.comp_dbi = s->env->comp;
     while (vs.next <= vs.head) {
         if ((rc = verify_chunk(s->env, &vs))) goto out;
         if (progress) progress(ctx, r.events, r.head);

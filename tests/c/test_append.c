@@ -155,6 +155,49 @@ static void idempotent_retry_returns_same_result(void **state) {
     assert_int_equal(head_of(fx->store), h + 1);
 }
 
+/* Single-event appends leave their id entry to a later commit (the index tail, see
+ * core/src/internal.h); retries and duplicates must be found there as well, and after that
+ * commit. */
+static void ids_found_in_the_index_tail(void **state) {
+    fixture *fx = *state;
+    cairn_event_in a = ev_with_id("A", NULL, 100), b = ev_with_id("B", NULL, 101);
+    cairn_append_result r1, r2, rr[2];
+    CHECK_OK(append_n(fx->store, "s", CAIRN_ANY, "E", 3, NULL)); /* indexed */
+    CHECK_OK(cairn_append(fx->store, "s", 1, CAIRN_ANY, &a, 1, &r1)); /* in the tail */
+    CHECK_OK(append_one(fx->store, "t", CAIRN_ANY, "later", NULL, NULL));
+    uint64_t h = head_of(fx->store);
+    for (int round = 0; round < 2; round++) {
+        /* a retry: the same result, nothing written */
+        CHECK_OK(cairn_append(fx->store, "s", 1, 0, &a, 1, &r2));
+        assert_int_equal(r2.position, r1.position);
+        assert_int_equal(r2.version, r1.version);
+        assert_int_equal(r2.first_position, r1.first_position);
+        /* the same id to another stream, or inside a larger call: a duplicate naming it */
+        CHECK_RC(cairn_append(fx->store, "u", 1, CAIRN_ANY, &a, 1, &r2), CAIRN_EDUPLICATE);
+        assert_int_equal(cairn_last_error()->position, r1.position);
+        cairn_event_in pair[2] = {b, a};
+        CHECK_RC(cairn_append(fx->store, "s", 1, CAIRN_ANY, pair, 2, &r2), CAIRN_EDUPLICATE);
+        cairn_append_req q[2] = {{{"v", 1}, CAIRN_ANY, &b, 1}, {{"w", 1}, CAIRN_ANY, &a, 1}};
+        CHECK_RC(cairn_append_batch(fx->store, q, 2, rr), CAIRN_EDUPLICATE);
+        assert_int_equal(head_of(fx->store), h);
+        assert_int_equal(version_of(fx->store, "u"), -1);
+        /* a batch indexes the tail: the same answers afterwards */
+        if (round == 0) {
+            CHECK_OK(append_n(fx->store, "x", CAIRN_ANY, "E", 2, NULL));
+            h += 2;
+        }
+    }
+    /* an id first written inside the tail is found by a batch in the same tail */
+    CHECK_OK(cairn_append(fx->store, "s", 1, CAIRN_ANY, &b, 1, &r1));
+    cairn_event_in pair[2] = {ev_with_id("C", NULL, 102), b};
+    CHECK_RC(cairn_append(fx->store, "s", 1, CAIRN_ANY, pair, 2, &r2), CAIRN_EDUPLICATE);
+    assert_int_equal(cairn_last_error()->position, r1.position);
+    assert_int_equal(head_of(fx->store), h + 1);
+    cairn_verify_report rep;
+    CHECK_OK(cairn_verify(fx->store, &rep, NULL, NULL));
+    assert_int_equal(rep.events, h + 1);
+}
+
 static void duplicate_ids_rejected(void **state) {
     fixture *fx = *state;
     cairn_event_in a[3] = {ev_with_id("A", NULL, 1), ev_with_id("A", NULL, 2),
@@ -450,7 +493,8 @@ int main(void) {
         T(versions_and_positions_gapless),
         T(expected_version_checks),
         T(idempotent_retry_returns_same_result),
-        T(duplicate_ids_rejected),
+        T(ids_found_in_the_index_tail),
+    T(duplicate_ids_rejected),
         T(duplicate_id_within_one_call),
         T(ids_assigned_and_kept),
         T(batch_is_atomic),

@@ -284,6 +284,203 @@ static void iterator_spans_refills(void **state) {
 }
 
 /* ---------------------------------------------------------------------------------
+ * The index tail.  A single-event append leaves its id, category, type and tag entries to
+ * a later commit (at most 64 such events; any other write indexes them first), and every
+ * filtered read scans that tail.  These tests mix single-event appends, batches and
+ * multi-stream batches and compare every kind of filter, both ways, with starts and limits,
+ * against a plain filter over the whole log.
+ * --------------------------------------------------------------------------------- */
+static const char *const TS_STREAMS[] = {"cart-1", "cart-2", "user-1", "users-9"};
+static const char *const TS_TYPES[] = {"Added", "Removed", "Named"};
+static const char *const TS_TAGS[] = {"red", "blue", "green"};
+#define TS_MAX 2000
+
+typedef struct {
+    int stream, type, tags; /* tags: bit mask over TS_TAGS */
+} tev;
+
+typedef struct {
+    tev ev[TS_MAX + 1]; /* by position */
+    uint64_t head;
+    uint32_t seed;
+} tmodel;
+
+static uint32_t rnd(tmodel *m, uint32_t n) {
+    m->seed = m->seed * 1103515245u + 12345u;
+    return (m->seed >> 16) % n;
+}
+
+static void tev_fill(tmodel *m, cairn_event_in *e, cairn_slice *tags, tev *t) {
+    size_t nt = 0;
+    t->type = (int)rnd(m, 3);
+    t->tags = (int)rnd(m, 8);
+    *e = ev_make(TS_TYPES[t->type], "{\"k\":1}");
+    for (int b = 0; b < 3; b++)
+        if (t->tags & (1 << b)) tags[nt].ptr = TS_TAGS[b], tags[nt].len = strlen(TS_TAGS[b]), nt++;
+    e->tags = tags, e->ntags = nt;
+}
+
+/* `singles` single-event appends, then (batch_every > 0) a batch or a two-stream batch
+ * every batch_every appends. */
+static void tail_append(cairn_store *s, tmodel *m, int n, int batch_every) {
+    for (int i = 0; i < n; i++) {
+        cairn_event_in e[4];
+        cairn_slice tags[4][3];
+        cairn_append_result r[2];
+        tev t[4];
+        int st = (int)rnd(m, 4);
+        if (batch_every && i % batch_every == batch_every - 1) {
+            int k = 2 + (int)rnd(m, 3);
+            if (rnd(m, 2)) { /* one stream, k events */
+                for (int j = 0; j < k; j++) tev_fill(m, &e[j], tags[j], &t[j]), t[j].stream = st;
+                CHECK_OK(cairn_append(s, TS_STREAMS[st], strlen(TS_STREAMS[st]), CAIRN_ANY, e,
+                                      (size_t)k, r));
+            } else { /* two streams, one event each, one commit */
+                int st2 = (st + 1) % 4;
+                cairn_append_req q[2] = {
+                    {{TS_STREAMS[st], strlen(TS_STREAMS[st])}, CAIRN_ANY, &e[0], 1},
+                    {{TS_STREAMS[st2], strlen(TS_STREAMS[st2])}, CAIRN_ANY, &e[1], 1}};
+                tev_fill(m, &e[0], tags[0], &t[0]), t[0].stream = st;
+                tev_fill(m, &e[1], tags[1], &t[1]), t[1].stream = st2;
+                k = 2;
+                CHECK_OK(cairn_append_batch(s, q, 2, r));
+            }
+            for (int j = 0; j < k; j++) m->ev[++m->head] = t[j];
+        } else {
+            tev_fill(m, &e[0], tags[0], &t[0]);
+            t[0].stream = st;
+            CHECK_OK(cairn_append(s, TS_STREAMS[st], strlen(TS_STREAMS[st]), CAIRN_ANY, e, 1, r));
+            m->ev[++m->head] = t[0];
+        }
+        assert_int_equal(head_of(s), m->head);
+    }
+}
+
+/* A filter over the model: masks of wanted types, categories (0 cart, 1 user, 2 users),
+ * streams and tags (all of them). */
+typedef struct {
+    int types, cats, streams, tags;
+} tfilter;
+
+static int tcat(int stream) { return stream < 2 ? 0 : stream == 2 ? 1 : 2; }
+
+static int tmatch(const tev *t, const tfilter *f) {
+    return (!f->types || (f->types >> t->type & 1)) && (!f->cats || (f->cats >> tcat(t->stream) & 1)) &&
+           (!f->streams || (f->streams >> t->stream & 1)) && (t->tags & f->tags) == f->tags;
+}
+
+static void tail_check(cairn_store *s, const tmodel *m, const char *when) {
+    static const char *const CATS[] = {"cart", "user", "users"};
+    static const tfilter FS[] = {
+        {1, 0, 0, 0}, {2, 0, 0, 0}, {5, 0, 0, 0}, {0, 1, 0, 0}, {0, 2, 0, 0}, {0, 6, 0, 0},
+        {0, 0, 1, 0}, {0, 0, 9, 0}, {0, 0, 0, 1}, {0, 0, 0, 6}, {0, 0, 0, 7}, {2, 1, 0, 0},
+        {4, 0, 0, 2}, {0, 1, 0, 4}, {3, 3, 3, 1}, {0, 0, 8, 2},
+    };
+    for (size_t fi = 0; fi < sizeof FS / sizeof FS[0]; fi++) {
+        const tfilter *tf = &FS[fi];
+        cairn_slice ty[3], ca[3], st[4], tg[3];
+        cairn_filter f = {0};
+        for (int b = 0; b < 3; b++)
+            if (tf->types >> b & 1) ty[f.ntypes++] = (cairn_slice){TS_TYPES[b], strlen(TS_TYPES[b])};
+        for (int b = 0; b < 3; b++)
+            if (tf->cats >> b & 1) ca[f.ncategories++] = (cairn_slice){CATS[b], strlen(CATS[b])};
+        for (int b = 0; b < 4; b++)
+            if (tf->streams >> b & 1) st[f.nstreams++] = (cairn_slice){TS_STREAMS[b], strlen(TS_STREAMS[b])};
+        for (int b = 0; b < 3; b++)
+            if (tf->tags >> b & 1) tg[f.ntags++] = (cairn_slice){TS_TAGS[b], strlen(TS_TAGS[b])};
+        f.types = ty, f.categories = ca, f.streams = st, f.tags = tg;
+        const uint64_t starts[] = {0, 1, m->head / 2, m->head > 3 ? m->head - 3 : 1, m->head + 5};
+        for (size_t si = 0; si < sizeof starts / sizeof starts[0]; si++) {
+            for (int back = 0; back < 2; back++) {
+                for (uint64_t limit = 0; limit <= 7; limit += 7) {
+                    uint64_t want[TS_MAX + 1], n = 0, start = starts[si];
+                    if (!back) {
+                        for (uint64_t p = start ? start : 1; p <= m->head && (!limit || n < limit); p++)
+                            if (tmatch(&m->ev[p], tf)) want[n++] = p;
+                    } else {
+                        uint64_t from = !start || start > m->head ? m->head : start;
+                        for (uint64_t p = from; p >= 1 && (!limit || n < limit); p--)
+                            if (tmatch(&m->ev[p], tf)) want[n++] = p;
+                    }
+                    rec *v;
+                    size_t got;
+                    CHECK_RC(read_all(s, start, back, limit, &f, &v, &got), 0);
+                    int ok = got == n;
+                    for (size_t i = 0; ok && i < got; i++) ok = v[i].position == want[i];
+                    free(v);
+                    if (!ok)
+                        fail_msg("%s: filter %zu (types %d cats %d streams %d tags %d) start %llu %s "
+                                 "limit %llu: got %zu events, want %llu",
+                                 when, fi, tf->types, tf->cats, tf->streams, tf->tags,
+                                 (unsigned long long)start, back ? "backwards" : "forwards",
+                                 (unsigned long long)limit, got, (unsigned long long)n);
+                }
+            }
+        }
+    }
+    cairn_verify_report rep;
+    CHECK_OK(cairn_verify(s, &rep, NULL, NULL));
+    assert_int_equal(rep.events, m->head);
+}
+
+static void tail_reads_match_the_log(void **state) {
+    fixture *fx = *state;
+    tmodel *m = calloc(1, sizeof *m);
+    m->seed = 7;
+    tail_append(fx->store, m, 20, 0); /* all in the tail: nothing indexed yet */
+    tail_check(fx->store, m, "20 single appends");
+    tail_append(fx->store, m, 1, 1); /* a batch indexes the tail */
+    tail_check(fx->store, m, "after a batch");
+    tail_append(fx->store, m, 150, 0); /* the tail fills (64) and is indexed, twice */
+    tail_check(fx->store, m, "150 single appends");
+    tail_append(fx->store, m, 300, 9); /* mixed */
+    tail_check(fx->store, m, "mixed");
+    cairn_close(fx->store); /* the tail survives a reopen */
+    CHECK_OK(open_store(fx->path, CAIRN_DURABLE_NONE, 0, 0, &fx->store));
+    tail_check(fx->store, m, "reopened");
+    tail_append(fx->store, m, 30, 0);
+    tail_check(fx->store, m, "reopened, appended");
+    free(m);
+}
+
+/* Iterators opened before the tail is indexed carry on across it without losing or
+ * repeating an event, in both directions. */
+static void tail_indexed_under_an_open_iterator(void **state) {
+    fixture *fx = *state;
+    cairn_slice cart = S("cart");
+    cairn_filter f = {.categories = &cart, .ncategories = 1};
+    tmodel *m = calloc(1, sizeof *m);
+    m->seed = 11;
+    tail_append(fx->store, m, 1400, 0); /* ends with a tail of (1400 mod 64) events */
+    uint64_t head0 = m->head, want[TS_MAX + 1], nwant = 0;
+    for (int back = 0; back < 2; back++) {
+        tfilter tf = {0, 1, 0, 0};
+        cairn_iter *it;
+        cairn_event ev;
+        uint64_t n = 0;
+        int rc;
+        nwant = 0;
+        if (!back) {
+            for (uint64_t p = 1; p <= head0; p++) if (tmatch(&m->ev[p], &tf)) want[nwant++] = p;
+        } else {
+            for (uint64_t p = head0; p >= 1; p--) if (tmatch(&m->ev[p], &tf)) want[nwant++] = p;
+        }
+        CHECK_OK(cairn_iter_all(fx->store, 0, back, 0, &f, &it));
+        while ((rc = cairn_iter_next(it, &ev)) == 1) {
+            if (n < nwant) assert_int_equal(ev.position, want[n]);
+            else assert_true(!back && ev.position > head0); /* committed meanwhile */
+            if (n == 3 || n == 600) tail_append(fx->store, m, 2, 2); /* a batch: the tail is indexed */
+            n++;
+        }
+        assert_int_equal(rc, 0);
+        cairn_iter_close(it);
+        assert_true(n >= nwant);
+        head0 = m->head;
+    }
+    free(m);
+}
+
+/* ---------------------------------------------------------------------------------
  * get
  * --------------------------------------------------------------------------------- */
 static void get_by_position(void **state) {
@@ -458,6 +655,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(filter_is_copied, fx_setup_data, fx_teardown),
         cmocka_unit_test_setup_teardown(iterator_spans_refills, fx_setup_data, fx_teardown),
         cmocka_unit_test_setup_teardown(get_by_position, fx_setup_data, fx_teardown),
+        cmocka_unit_test_setup_teardown(tail_reads_match_the_log, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(tail_indexed_under_an_open_iterator, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(streams_listing_prefix_and_paging, fx_setup_data,
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(long_stream_names, fx_setup, fx_teardown),

@@ -474,6 +474,60 @@ static void last_record_deleted(void **state) {
     expect_damage(fx, 7, "points past the log");
 }
 
+/* ---------------------------------------------------------------------------------
+ * The index tail (meta "tail": the first position whose id and posting entries a later
+ * commit writes; see core/src/internal.h)
+ * --------------------------------------------------------------------------------- */
+static void tail_with_events_passes(void **state) {
+    fixture *fx = *state;
+    cairn_verify_report rep;
+    CHECK_OK(open_store(fx->path, CAIRN_DURABLE_NONE, 0, 0, &fx->store));
+    for (int i = 0; i < 10; i++) CHECK_OK(append_one(fx->store, "single-1", CAIRN_ANY, "S", "{}", NULL));
+    CHECK_OK(cairn_verify(fx->store, &rep, NULL, NULL));
+    assert_int_equal(rep.events, 17);
+    cairn_close(fx->store);
+    fx->store = NULL;
+    /* the tail's events have no id entries: one there is damage */
+    raw w;
+    uint8_t v[20];
+    cairn_event ev;
+    CHECK_OK(open_store(fx->path, CAIRN_DURABLE_NONE, 0, 1, &fx->store));
+    CHECK_OK(cairn_get(fx->store, 12, &ev));
+    uint8_t id[16];
+    memcpy(id, ev.id, 16);
+    cairn_close(fx->store);
+    fx->store = NULL;
+    raw_open(&w, fx->path);
+    be64(v, 12), be64(v + 8, 12), v[16] = v[17] = v[18] = 0, v[19] = 1;
+    raw_put(&w, "ids", id, 16, v, 20);
+    raw_close(&w);
+    expect_damage(fx, 12, "entry for an event of the index tail");
+}
+
+static void tail_start_past_head(void **state) {
+    fixture *fx = *state;
+    raw w;
+    uint8_t v[8];
+    be64(v, 100);
+    raw_open(&w, fx->path);
+    raw_put(&w, "meta", "tail", 4, v, 8);
+    raw_close(&w);
+    expect_damage(fx, 100, "index tail starts out of range");
+}
+
+/* Events with rollback or compensation links are never deferred: a tail that covers them
+ * (here from position 1, so 6 and 7 with their correlation and compensation) is damage. */
+static void tail_covers_linked_events(void **state) {
+    fixture *fx = *state;
+    raw w;
+    uint8_t v[8];
+    be64(v, 1);
+    raw_open(&w, fx->path);
+    raw_put(&w, "meta", "tail", 4, v, 8);
+    raw_close(&w);
+    expect_damage(fx, 6, "links in the index tail");
+}
+
 /* A larger store (several verify chunks) passes and is counted. */
 static void verify_after_more_appends(void **state) {
     fixture *fx = *state;
@@ -502,6 +556,7 @@ int main(void) {
         T(compensation_deleted), T(compensation_extra),
         T(stream_entry_deleted), T(stream_sid_beyond_counter), T(stream_sid_swapped),
         T(log_record_deleted), T(last_record_deleted),
+        T(tail_with_events_passes), T(tail_start_past_head), T(tail_covers_linked_events),
         T(verify_after_more_appends),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
