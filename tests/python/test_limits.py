@@ -3,13 +3,15 @@ size and one byte over it, stream names at 1,024 bytes (many sharing prefixes), 
 65,535 tags on one event, 1,000,000 streams, a Lua aggregate state growing into the memory
 cap, a store larger than 4 GiB, thousands of open iterators.
 
-CAIRN_LIMITS_FULL=1 adds the slow runs: a store written past 4 GiB on the real disk
-(~4.3 GB written, ~30 s) instead of the quick proxy.  CAIRN_LIMITS_STREAMS=N changes the
+A store past 4 GiB runs by default as a sparse file (test_store_past_4_gib_sparse: events
+stored at file offsets past 4 GiB, a few MB of real disk).  CAIRN_LIMITS_FULL=1 adds the slow
+runs: a store written past 4 GiB on the real disk (~4.3 GB written, ~30 s).  CAIRN_LIMITS_STREAMS=N changes the
 number of streams of the many-streams test (default 1,000,000).
 docs/reliability.md ("Resource limits") records what runs where and the figures.
 """
 
 import os
+import struct
 import time
 
 import pytest
@@ -299,6 +301,129 @@ def test_store_past_4_gib_quick_proxy(tmp_path):
     with cairn.open(path, durability="none") as store:
         assert [e.data[:1] for e in store.read_stream("big")] == [bytes([i]) for i in range(6)]
         check_usable(store)
+
+
+# LMDB 0.9 data.mdb (liblmdb 0.9.24 here; lmdb.h, mdb.c): pages 0 and 1 are meta pages, each
+# a 16-byte page header and then MDB_meta {uint32 mm_magic, mm_version; void *mm_address;
+# size_t mm_mapsize; MDB_db mm_dbs[2] (uint32 md_pad, uint16 md_flags, md_depth; size_t
+# md_branch_pages, md_leaf_pages, md_overflow_pages, md_entries; pgno_t md_root); pgno_t
+# mm_last_pg; txnid_t mm_txnid}, little-endian, 64-bit.  mm_dbs[0].md_pad is the page size.
+# The meta with the larger mm_txnid is the current one; a write transaction takes new pages
+# from the free list or else from mm_last_pg + 1 on.
+LMDB_META = struct.Struct("<IIQQ" + "IHHQQQQQ" * 2 + "QQ")
+LMDB_MAGIC, LMDB_DATA_VERSION, PAGE_HEADER = 0xBEEFC0DE, 1, 16
+
+
+def move_end_of_lmdb_file_past(data_mdb, offset):
+    """With the store closed: makes LMDB's next new page start past `offset` bytes into the
+    file, as if the store had grown there, without writing the bytes in between.  The
+    current meta page's mm_last_pg moves to offset // page size (and mm_mapsize up to cover
+    it); the file is extended to match with truncate(), so it is sparse.  The pages skipped
+    over are leaked: no tree and no free list refers to them, LMDB never reads them.
+    Returns (old last page, new last page, page size)."""
+    with open(data_mdb, "r+b") as f:
+        head = f.read(PAGE_HEADER + LMDB_META.size)
+        psize = LMDB_META.unpack_from(head, PAGE_HEADER)[4]
+        metas = []
+        for page in (0, 1):
+            f.seek(page * psize + PAGE_HEADER)
+            m = list(LMDB_META.unpack(f.read(LMDB_META.size)))
+            assert (m[0], m[1], m[4]) == (LMDB_MAGIC, LMDB_DATA_VERSION, psize), m[:5]
+            metas.append(m)
+        cur = 0 if metas[0][-1] > metas[1][-1] else 1
+        m = metas[cur]
+        old_last = m[-2]
+        assert (old_last + 1) * psize == os.path.getsize(data_mdb)
+        new_last = offset // psize
+        m[-2] = new_last
+        m[3] = max(m[3], (new_last + 1) * psize)
+        f.seek(cur * psize + PAGE_HEADER)
+        f.write(LMDB_META.pack(*m))
+    os.truncate(data_mdb, (new_last + 1) * psize)
+    return old_last, new_last, psize
+
+
+def test_store_past_4_gib_sparse(tmp_path):
+    """A store whose data.mdb is past 4 GiB and whose newest events are stored at file
+    offsets past 4 GiB, in a few seconds and a few MB of real disk: a store with 12 events
+    is closed, LMDB's end of file moved past 4 GiB (move_end_of_lmdb_file_past), then events
+    of 64 kB and one of 16 MiB are appended -- their bytes are found past the 4 GiB offset
+    in the file -- read back by every read path, verify()d, reopened (with the default map
+    and with a 1 GiB map smaller than the file), appended to.  The pages below 4 GiB are
+    never written: this checks offsets and sizes past 32 bits in cairn and LMDB, not the
+    disk or the page cache with 4 GiB of data (test_store_past_4_gib_full does that)."""
+    path = tmp_path / "s"
+    data_mdb = path / "data.mdb"
+    four = 4 << 30
+    with cairn.open(path, durability="none") as store:
+        store.append("low", [cairn.Event("Low", {"i": i}, tags=["t"]) for i in range(12)])
+    old_last, new_last, psize = move_end_of_lmdb_file_past(data_mdb, four)
+    assert old_last < 100 and new_last * psize >= four
+
+    def blob(i, n=64 << 10):
+        mark = b"<<cairn-past-4-GiB-%06d>>" % i
+        return mark + bytes([i % 251]) * (n - len(mark)), mark
+
+    expected = {p: ("low", "Low", {"i": p - 1}) for p in range(1, 13)}
+    marks = []
+
+    def append_high(store, i, n=64 << 10):
+        data, mark = blob(i, n)
+        stream = "high-%d" % (i % 3)
+        r = store.append(stream, [cairn.Event("High", data, tags=["t", "high"])])
+        expected[r.position] = (stream, "High", data)
+        marks.append(mark)
+
+    def check_all(store):
+        head = store.head()
+        assert head == len(expected)
+        got = list(store.read_all())
+        assert [e.position for e in got] == list(range(1, head + 1))
+        for e in got:
+            assert (e.stream, e.type, e.data) == expected[e.position], e.position
+        for p in (1, 13, head):
+            assert store.get(p).data == expected[p][2]
+        highs = [p for p in sorted(expected) if expected[p][1] == "High"]
+        assert [e.position for e in store.read_all(tags=["t", "high"])] == highs
+        assert [e.position for e in store.read_all(types="High", backwards=True)] == highs[::-1]
+        for k in range(3):
+            s = "high-%d" % k
+            assert [e.data for e in store.read_stream(s)] == [
+                expected[p][2] for p in highs if expected[p][0] == s]
+        assert store.verify() == (head, len({v[0] for v in expected.values()}), head)
+
+    def records_past_four_gib():
+        """How many of the appended events' bytes lie past the 4 GiB offset of the file."""
+        with open(data_mdb, "rb") as f:
+            f.seek(four)
+            tail = f.read()
+        return sum(1 for m in marks if tail.find(m) >= 0)
+
+    with cairn.open(path, durability="none") as store:
+        assert store.head() == 12
+        for i in range(40):
+            append_high(store, i)
+        append_high(store, 40, MAX_RECORD - record_size("high-1", "High", tags=["t", "high"]))
+        check_all(store)
+    assert records_past_four_gib() == len(marks) == 41
+
+    # reopen with a map smaller than the file: LMDB maps the whole file, the map grows on
+    with cairn.open(path, durability="none", map_size=1 << 30) as store:
+        check_all(store)
+        for i in range(41, 61):
+            append_high(store, i)
+        check_all(store)
+        check_usable(store)
+        expected[store.head()] = ("usable-check", "UsableCheck", {"head": store.head() - 1})
+    assert records_past_four_gib() == len(marks) == 61
+    with cairn.open(path, durability="none") as store:
+        check_all(store)
+    st = os.stat(data_mdb)
+    assert st.st_size > four
+    assert st.st_blocks * 512 < 64 << 20, "data.mdb is not sparse: %d bytes on disk" % (
+        st.st_blocks * 512)
+    print(f"\nsparse store: data.mdb {st.st_size / 2**30:.3f} GiB apparent, "
+          f"{st.st_blocks * 512 / 2**20:.1f} MiB on disk, {len(marks)} events past 4 GiB")
 
 
 @pytest.mark.skipif(not FULL, reason="writes ~4.3 GB; CAIRN_LIMITS_FULL=1")
