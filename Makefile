@@ -1,4 +1,4 @@
-# cairn -- entry points.  `make` builds, `make test` runs every test (C under ASan+UBSan too),
+# cairn -- entry points.  `make` builds, `make test` runs every test (C and Python under ASan+UBSan too),
 # `make demo` runs the example application, `make bench` the benchmarks.
 # Debian packages are installed when missing (scripts/deps.sh); Python tools live in .venv.
 
@@ -106,11 +106,13 @@ valgrind: build
 		echo "== valgrind $$t: clean ($$((SECONDS - s)) s)"; \
 	done; echo "valgrind: $(words $(VALGRIND_TESTS)) test programs clean in $$((SECONDS - start)) s"
 
-# The pytest suite against an ASan+UBSan build of the extension (about a minute).
+# The pytest suite against an ASan+UBSan build of the extension with LeakSanitizer on
+# (PYTHONMALLOC=malloc; tests/lsan-python.supp): about 90 s, part of `make test`.
 test-asan-python: build venv
+	@echo "== Python tests against the extension under ASan+UBSan+LSan"
 	@PYTHON=$(VENV_PY) tests/asan_python.sh
 
-test: test-c test-asan test-python test-fuzz
+test: test-c test-asan test-python test-fuzz test-asan-python
 
 # Reliability harnesses (docs/reliability.md): `make soak` runs the multi-process concurrency
 # soak for SOAK_SECONDS (default 150); `make crash` runs CRASH_ROUNDS SIGKILL rounds.  Both on a
