@@ -90,7 +90,7 @@ test-fuzz: build venv
 fuzz: build venv
 	@PYTHON=$(VENV_PY) tests/fuzz/run.sh $(FUZZ_SECONDS)
 
-# valgrind memcheck over every C test program (60-85 s here): definite leaks and every memory
+# valgrind memcheck over every C test program (48-85 s here): definite leaks and every memory
 # error fail the run, in forked children too (valgrind follows fork(); a child's errors turn
 # its exit status into 9, which the test sees).  CAIRN_UNDER_VALGRIND=1 makes test_fault start
 # its map-growth test from 1 GiB, not 16 GiB (valgrind cannot map the 64 GiB it grows to);
