@@ -2,6 +2,7 @@
 # Builds the libFuzzer targets with clang (ASan + UBSan) and runs each for SECONDS seconds
 # (default 60) on its corpus in tests/fuzz/corpus/<target>/, adding what it finds there
 # only with MERGE=1.  `make fuzz` runs it; `make test` runs it for a few seconds.
+# fuzz_store (the write/read path against a real store) keeps its stores in /dev/shm.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-${FUZZ_SECONDS:-60}}
@@ -12,12 +13,13 @@ srcs="core/src/*.c lua/*.c"
 flags="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -D_GNU_SOURCE
        -Icore/include -Icore/src -Ilua -I/usr/include/lua5.4 -Ibuild/generated"
 libs="-llmdb -ljansson -lxxhash -llua5.4 -lpthread -lm"
-for t in record json_lua script; do
+targets="record json_lua script store"
+for t in $targets; do
     # shellcheck disable=SC2086
     [ "$out/fuzz_$t" -nt "tests/fuzz/fuzz_$t.c" ] && [ -z "$(find core lua -newer "$out/fuzz_$t" -name '*.[ch]' | head -1)" ] ||
         $cc $flags tests/fuzz/fuzz_$t.c $srcs $libs -o "$out/fuzz_$t"
 done
-for t in record json_lua script; do
+for t in $targets; do
     corpus=tests/fuzz/corpus/$t
     work=$out/corpus-$t
     rm -rf "$work"; mkdir -p "$work"
