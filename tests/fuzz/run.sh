@@ -32,11 +32,43 @@ for t in $targets; do
     [ "$status" = 0 ] || { echo "fuzz_$t found a failure (exit $status; $out/fuzz_$t.log)"; exit 1; }
     if [ "${MERGE:-0}" = 1 ]; then "$out/fuzz_$t" -merge=1 "$corpus" "$work" > /dev/null 2>&1; fi
 done
-# The Python-level target (atheris, from .venv): argument parsing and JSON encoding.
+# The Python-level target (atheris, from .venv): argument parsing and JSON encoding, with
+# coverage feedback from the extension too.  The extension (bindings/python, core/src, lua/)
+# is built for it into build-fuzz-py/ with clang, -fsanitize=fuzzer-no-link,address,undefined,
+# and runs with the ASan runtime that carries atheris's libFuzzer preloaded (atheris:
+# "Fuzzing Native Extensions").  PY_NATIVE=0 runs it against python/ instead (the Python
+# package alone is instrumented then).
 py=${PYTHON:-.venv/bin/python}
-echo "== fuzz_python_args for ${secs}s"
+pyout=build-fuzz-py
+pypath=python
+preload=
+if [ "${PY_NATIVE:-1}" = 1 ]; then
+    ext=$("$py" -c "import sysconfig;print(sysconfig.get_config_var('EXT_SUFFIX'))")
+    inc=$("$py" -c "import sysconfig;print(sysconfig.get_paths()['include'])")
+    so=$pyout/cairn/_cairn$ext
+    mkdir -p "$pyout/cairn"
+    cp python/cairn/*.py python/cairn/*.pyi python/cairn/py.typed "$pyout/cairn/"
+    if [ ! -e "$so" ] || [ -n "$(find core lua bindings/python -newer "$so" -name '*.[ch]' | head -1)" ]; then
+        echo "== building $so (clang, fuzzer-no-link + ASan + UBSan)"
+        # shellcheck disable=SC2086
+        $cc -shared -fPIC -g -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all \
+            -fno-omit-frame-pointer -D_GNU_SOURCE -Icore/include -Icore/src -Ilua -I/usr/include/lua5.4 \
+            -Ibuild/generated -I"$inc" core/src/*.c lua/*.c bindings/python/*.c $libs -o "$so"
+    fi
+    pypath=$pyout
+    preload=$("$py" -c "import atheris,os;print(os.path.join(atheris.path(),'asan_with_fuzzer.so'))")
+fi
+work=$out/corpus-python_args
+rm -rf "$work"; mkdir -p "$work"
+echo "== fuzz_python_args for ${secs}s ($([ -n "$preload" ] && echo "native coverage: $pypath" || echo "Python coverage only"))"
 status=0
-PYTHONPATH=python "$py" tests/fuzz/fuzz_python_args.py -max_total_time="$secs" -timeout=10 \
-    -print_final_stats=1 tests/fuzz/corpus/python_args > "$out/fuzz_python_args.log" 2>&1 || status=$?
-grep -E "^(#[0-9]+.*DONE|stat::number_of_executed_units)|ERROR|Uncaught|Traceback" "$out/fuzz_python_args.log" || true
+LD_PRELOAD=$preload ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 PYTHONPATH=$pypath \
+    "$py" tests/fuzz/fuzz_python_args.py -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
+    -print_final_stats=1 "$work" tests/fuzz/corpus/python_args > "$out/fuzz_python_args.log" 2>&1 || status=$?
+grep -E "^(INFO: seed|#[0-9]+.*(INITED|DONE)|stat::number_of_executed_units)|ERROR|SUMMARY|Uncaught|Traceback" \
+    "$out/fuzz_python_args.log" || true
 [ "$status" = 0 ] || { echo "fuzz_python_args found a failure (exit $status; $out/fuzz_python_args.log)"; exit 1; }
+if [ "${MERGE:-0}" = 1 ]; then
+    LD_PRELOAD=$preload ASAN_OPTIONS=detect_leaks=0 PYTHONPATH=$pypath "$py" tests/fuzz/fuzz_python_args.py \
+        -merge=1 tests/fuzz/corpus/python_args "$work" > /dev/null 2>&1
+fi
