@@ -94,7 +94,7 @@ fuzz: build venv
 # error fail the run, in forked children too (valgrind follows fork(); a child's errors turn
 # its exit status into 9, which the test sees).  CAIRN_UNDER_VALGRIND=1 makes test_fault start
 # its map-growth test from 1 GiB, not 16 GiB (valgrind cannot map the 64 GiB it grows to);
-# tests/valgrind.supp holds the one deliberate leak (a fork child's inherited environment).
+# tests/valgrind.supp is for deliberate leaks (none at present).
 VALGRIND_TESTS ?= $(sort $(basename $(notdir $(wildcard tests/c/test_*.c))))
 valgrind: build
 	@start=$$SECONDS; for t in $(VALGRIND_TESTS); do \

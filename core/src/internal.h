@@ -22,6 +22,7 @@ typedef struct cairn_env {
     ino_t ino;
     char *path;             /* the store directory (for messages) */
     unsigned long fork_gen; /* g_fork_gen when opened; a mismatch means "we are a child" */
+    int unmapped;           /* a map resize failed and LMDB was left without a map */
     int refs;               /* handles + iterators; guarded by the registry lock */
     int rdonly;             /* the LMDB env itself was opened MDB_RDONLY */
     MDB_env *env;

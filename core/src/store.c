@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
@@ -26,10 +27,19 @@ unsigned long cairn__fork_gen;
 
 static void atfork_prepare(void) { pthread_mutex_lock(&g_registry_lock); }
 static void atfork_parent(void) { pthread_mutex_unlock(&g_registry_lock); }
+/* The environments inherited from parent processes: never closed, never freed, but kept
+ * reachable (so that a leak checker sees them as held, not lost). */
+static cairn_env *g_inherited;
 static void atfork_child(void) {
     /* The parent's environments must not be touched here (LMDB forbids it); forget them
      * without closing.  Handles that still point at them fail with CAIRN_ECLOSED. */
     cairn__fork_gen++;
+    if (g_registry) {
+        cairn_env *t = g_registry;
+        while (t->next) t = t->next;
+        t->next = g_inherited;
+        g_inherited = g_registry;
+    }
     g_registry = NULL;
     pthread_mutex_unlock(&g_registry_lock);
 }
@@ -38,6 +48,8 @@ static void init_once(void) { pthread_atfork(atfork_prepare, atfork_parent, atfo
 int cairn__env_check(const cairn_env *e) {
     if (e->fork_gen != cairn__fork_gen)
         return cairn__fail(CAIRN_ECLOSED, "store was opened before fork(); open it again");
+    if (e->unmapped)
+        return cairn__fail(CAIRN_EIO, "a failed map resize left the store unmapped; close and reopen it");
     return CAIRN_OK;
 }
 
@@ -87,6 +99,10 @@ static int txn_begin(cairn_env *e, unsigned flags, MDB_txn **txn) {
     for (;;) {
         int rc;
         pthread_rwlock_rdlock(&e->resize);
+        if (e->unmapped) { /* a resize failed while this thread waited for the lock */
+            pthread_rwlock_unlock(&e->resize);
+            return cairn__env_check(e);
+        }
         rc = mdb_txn_begin(e->env, NULL, flags, txn);
         if (rc == MDB_SUCCESS) return CAIRN_OK;
         pthread_rwlock_unlock(&e->resize);
@@ -94,6 +110,7 @@ static int txn_begin(cairn_env *e, unsigned flags, MDB_txn **txn) {
         /* Another process grew the map: adopt its size. */
         pthread_rwlock_wrlock(&e->resize);
         rc = mdb_env_set_mapsize(e->env, 0);
+        if (rc) e->unmapped = 1; /* LMDB unmapped the old map first */
         pthread_rwlock_unlock(&e->resize);
         if (rc) return cairn__mdb_fail(rc, "adopt map size");
     }
@@ -146,9 +163,27 @@ int cairn__commit_fail(cairn_env *e, int rc) {
 int cairn__env_grow(cairn_env *e) {
     MDB_envinfo info;
     int rc;
+    size_t want;
+    void *probe;
     pthread_rwlock_wrlock(&e->resize);
+    if (e->unmapped) {
+        pthread_rwlock_unlock(&e->resize);
+        return cairn__env_check(e);
+    }
     mdb_env_info(e->env, &info);
-    rc = mdb_env_set_mapsize(e->env, (size_t)info.me_mapsize * 2);
+    want = (size_t)info.me_mapsize * 2;
+    /* mdb_env_set_mapsize unmaps the old map before it maps the new one, and when that mmap
+     * fails it leaves none (me_map NULL, the meta pointers dangling: the next transaction
+     * crashes).  Make sure the address space is there first; the store stays as it was. */
+    probe = mmap(NULL, want, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (probe == MAP_FAILED) {
+        int err = errno;
+        pthread_rwlock_unlock(&e->resize);
+        return cairn__fail(CAIRN_ENOMEM, "grow map to %zu bytes: %s", want, strerror(err));
+    }
+    munmap(probe, want);
+    rc = mdb_env_set_mapsize(e->env, want);
+    if (rc) e->unmapped = 1;
     pthread_rwlock_unlock(&e->resize);
     return rc ? cairn__mdb_fail(rc, "grow map") : CAIRN_OK;
 }

@@ -15,11 +15,6 @@
 
 #include <lmdb.h>
 
-/* Known bug, reported: a map grow that mmap refuses leaves LMDB without a map and the next
- * call on the store crashes (store.c: cairn__env_grow).  Set to 1 with the fix; until then
- * failed_grow_leaves_store_usable runs only with CAIRN_TEST_KNOWN_BUGS=1. */
-#define MAP_GROW_FAILURE_FIXED 0
-
 #define S(x) ((cairn_slice){(x), sizeof(x) - 1})
 
 /* The store holds exactly `head` events and `stream` has version `version`; every read path
@@ -278,9 +273,7 @@ static void failed_grow_leaves_store_usable(void **state) {
 #if defined(__SANITIZE_ADDRESS__)
     skip();
 #endif
-    if (getenv("CAIRN_UNDER_VALGRIND") ||
-        (!MAP_GROW_FAILURE_FIXED && !getenv("CAIRN_TEST_KNOWN_BUGS")))
-        skip();
+    if (getenv("CAIRN_UNDER_VALGRIND")) skip(); /* valgrind keeps its own address-space limit */
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
