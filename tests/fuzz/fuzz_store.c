@@ -38,14 +38,16 @@
  * two long names sharing their first 480 bytes), types, tags, metadata.
  * ------------------------------------------------------------------------------------ */
 #define NSTREAMS 8
-#define NTYPES 6
+#define NTYPES 10
 #define NTAGS 6
 #define NMETA 8
 static char g_long1[620], g_long2[620];
 static const char *g_streams[NSTREAMS] = {"acct-1", "acct-2", "order-1", "order", "x", "acct-1-b",
                                           g_long1, g_long2};
 static char g_type255[256];
-static const char *g_types[NTYPES] = {"A", "B", "Created", "Deleted", g_type255, "\xc3\xa9t\xc3\xa9"};
+/* ten: a request of more than 8 distinct types takes put_types' second path */
+static const char *g_types[NTYPES] = {"A", "B", "Created", "Deleted", g_type255, "\xc3\xa9t\xc3\xa9",
+                                      "C", "D", "E", "F"};
 static char g_tag1024[1025];
 static const char *g_tags[NTAGS] = {"t1", "t2", "customer:alice", "x", g_tag1024, "\xc3\xbc-tag"};
 static const char *g_meta[NMETA] = {NULL,
@@ -875,7 +877,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         g_ops++;
         switch (op % 20) {
         case 0: case 1: case 2: case 3: case 4: op_append(1); break; /* cairn_append, one event */
-        case 5: case 6: op_append(6); break;
+        case 5: op_append(6); break;
+        case 6: op_append(MAXEV); break;
         case 7: op_batch(); break;
         case 8: case 9: op_retry(); break;
         case 10: op_burst(); break;
