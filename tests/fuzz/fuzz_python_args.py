@@ -7,6 +7,10 @@ that stops working -- is a finding.
     python tests/fuzz/fuzz_python_args.py -max_total_time=60 tests/fuzz/corpus/python_args
 """
 
+import atexit
+import os
+import shlex
+import shutil
 import sys
 import tempfile
 
@@ -15,7 +19,29 @@ import atheris
 with atheris.instrument_imports():
     import cairn
 
-STORE = cairn.open(tempfile.mkdtemp(prefix="cairn-fuzz-") + "/s", durability="none")
+# One store for a few thousand inputs, then a fresh one: reads without a limit would
+# otherwise slow down as the store grows.
+# libFuzzer may leave with _exit (merge, crashes): stores of processes gone are removed here.
+BASE = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+for old in os.listdir(BASE):
+    if old.startswith("cairn-fuzz-py-") and not os.path.exists("/proc/" + old[14:]):
+        shutil.rmtree(os.path.join(BASE, old), True)
+TMP = os.path.join(BASE, "cairn-fuzz-py-%d" % os.getpid())
+os.makedirs(TMP, exist_ok=True)
+atexit.register(shutil.rmtree, TMP, True)
+STORE = None
+RUNS = 0
+
+
+def fresh_store():
+    global STORE
+    if STORE is not None:
+        STORE.close()
+        shutil.rmtree(TMP + "/s", True)
+    STORE = cairn.open(TMP + "/s", durability="none")
+
+
+fresh_store()
 OK = (TypeError, ValueError, KeyError, cairn.Error, OverflowError, UnicodeError, RecursionError)
 
 
@@ -44,6 +70,10 @@ def value(fdp, depth=0):
 
 
 def TestOneInput(data):
+    global RUNS
+    RUNS += 1
+    if RUNS % 2000 == 0:
+        fresh_store()
     fdp = atheris.FuzzedDataProvider(data)
     op = fdp.ConsumeIntInRange(0, 4)
     try:
@@ -68,5 +98,8 @@ def TestOneInput(data):
 
 
 if __name__ == "__main__":
-    atheris.Setup(sys.argv, TestOneInput)
+    # libFuzzer runs argv[0] again through the shell for -merge=1 (and -fork/-jobs): make
+    # that "python this-file", the file itself is not executable
+    argv0 = shlex.quote(sys.executable) + " " + shlex.quote(sys.argv[0])
+    atheris.Setup([argv0] + sys.argv[1:], TestOneInput)
     atheris.Fuzz()
