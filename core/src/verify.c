@@ -87,18 +87,24 @@ static int metadata_links(const cairn_event *ev, char **corr, size_t *corr_len, 
 }
 
 /* Distinct tag digests of an event: tags repeated on one event (or sharing a digest) are
- * one posting. */
-static uint64_t distinct_tag_keys(const cairn_event *ev) {
-    uint64_t h[CAIRN_MAX_TAGS], n = 0;
+ * one posting.  Sorted, so that 65,535 tags cost n log n, not n^2; *ok is 0 when memory
+ * ran out. */
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static uint64_t distinct_tag_keys(const cairn_event *ev, int *ok) {
+    uint64_t small[16], *h = ev->ntags <= 16 ? small : malloc(ev->ntags * sizeof *h), n = 0, d = 0;
     size_t cur = 0;
     cairn_slice tag;
-    while (n < CAIRN_MAX_TAGS && cairn_event_tag(ev, &cur, &tag)) {
-        uint64_t x = XXH3_64bits(tag.ptr, tag.len);
-        uint64_t i;
-        for (i = 0; i < n && h[i] != x; i++) {}
-        if (i == n) h[n++] = x;
-    }
-    return n;
+    *ok = h != NULL;
+    if (!h) return 0;
+    while (n < ev->ntags && cairn_event_tag(ev, &cur, &tag)) h[n++] = XXH3_64bits(tag.ptr, tag.len);
+    qsort(h, n, sizeof *h, cmp_u64);
+    for (uint64_t i = 0; i < n; i++) d += i == 0 || h[i] != h[i - 1];
+    if (h != small) free(h);
+    return d;
 }
 
 /* Reads and decodes the record at `pos` through `clog`; CAIRN_ECORRUPT naming `pos` when
@@ -147,7 +153,11 @@ static int check_indexed(vstate *vs, MDB_txn *txn, MDB_cursor *cids, MDB_cursor 
         cairn__post_key(CAIRN_POST_TAG, tag.ptr, tag.len, pk);
         if (!has_dup(cpost, pk, sizeof pk, posb, 8)) return damage(pos, "tag index lacks this event");
     }
-    vs->tags += distinct_tag_keys(ev);
+    {
+        int ok;
+        vs->tags += distinct_tag_keys(ev, &ok);
+        if (!ok) return cairn__fail(CAIRN_ENOMEM, "out of memory");
+    }
     if (!metadata_links(ev, &corr, &corr_len, &has_comp, comp_id, &root)) {
         if (root) json_decref(root);
         return CAIRN_OK;

@@ -189,6 +189,12 @@ def test_max_tags_and_one_more(store):
     assert [x.position for x in store.read_all(tags=tags[-3:])] == [1]
     with nothing_written(store), pytest.raises(ValueError, match="tags"):
         store.append("tags", [cairn.Event("Max", tags=tags + ["one-more"])])
+    # a batch indexes the single append's tags (the index tail); verify counts 65,535 + 2
+    # distinct tag postings (repeats on one event are one posting)
+    r = store.append("tags", [cairn.Event("Again", tags=tags[:2] + tags[:2]), cairn.Event("None")])
+    assert [x.position for x in store.read_all(tags=[tags[0], tags[1]])] == [1, r.first_position]
+    events, _, head = store.verify()
+    assert events == head == r.position
 
 
 def test_tag_of_1024_bytes_and_1025_refused(store):
