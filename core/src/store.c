@@ -322,7 +322,8 @@ int cairn_open(const char *path, const cairn_options *opts, cairn_store **out) {
     if (stat(path, &st) != 0) {
         if (errno != ENOENT) return cairn__fail(CAIRN_EIO, "%s: %s", path, strerror(errno));
         if (opts->readonly) return cairn__fail(CAIRN_ENOENT, "%s: no store here", path);
-        if (mkdir(path, 0777) != 0 && errno != EEXIST)
+        /* the umask narrows these further; never writable by others, whatever the umask */
+        if (mkdir(path, 0775) != 0 && errno != EEXIST)
             return cairn__fail(errno == EACCES ? CAIRN_EREADONLY : errno == ENOENT ? CAIRN_ENOENT : CAIRN_EIO,
                                "%s: %s", path, strerror(errno));
         if (stat(path, &st) != 0) return cairn__fail(CAIRN_EIO, "%s: %s", path, strerror(errno));
