@@ -169,6 +169,26 @@ static int put_multiple(MDB_cursor *c, const void *key, size_t klen, uint8_t *va
     return mdb_cursor_put(c, &k, d, MDB_MULTIPLE | MDB_APPENDDUP);
 }
 
+/* id -> (position, first position of its call, call size); ids larger than any stored one
+ * (the usual UUIDv7) go in with MDB_APPEND.  MDB_KEYEXIST: the id is stored already, at
+ * *at. */
+static int put_id(writer *w, const uint8_t *id, uint64_t pos, uint64_t first, uint32_t count,
+                  uint64_t *at) {
+    uint8_t idv[20];
+    MDB_val k = {16, (void *)id}, v = {20, idv};
+    int rc;
+    cairn__put_be64(idv, pos);
+    cairn__put_be64(idv + 8, first);
+    cairn__put_be32(idv + 16, count);
+    if (memcmp(id, w->last_id, 16) > 0) {
+        if ((rc = mdb_cursor_put(w->ids, &k, &v, MDB_APPEND)) == 0) memcpy(w->last_id, id, 16);
+    } else {
+        rc = mdb_cursor_put(w->ids, &k, &v, MDB_NOOVERWRITE);
+    }
+    if (rc == MDB_KEYEXIST) *at = v.mv_size >= 8 ? cairn__get_be64(v.mv_data) : 0;
+    return rc;
+}
+
 static int put_posting(MDB_cursor *c, int kind, const void *name, size_t len, uint8_t *posb) {
     uint8_t kb[CAIRN_POST_KEY];
     MDB_val k = {CAIRN_POST_KEY, kb}, v = {8, posb};
@@ -293,30 +313,18 @@ static int write_request(cairn_env *e, writer *w, const cairn_append_req *q, siz
     res->first_position = first;
     for (size_t i = 0; i < q->nevents; i++) {
         const cairn_event_in *ev = &q->events[i];
-        uint8_t posb[8], idv[20], idb[16];
+        uint8_t posb[8], idb[16];
         const uint8_t *id = ev->id;
-        uint64_t pos = first + i;
+        uint64_t pos = first + i, at;
         int prc;
 
         if (!ev->has_id) cairn_uuid7(idb), id = idb;
         cairn__put_be64(posb, pos);
 
-        /* id -> position; an id already present is a duplicate */
-        cairn__put_be64(idv, pos);
-        cairn__put_be64(idv + 8, first);
-        cairn__put_be32(idv + 16, (uint32_t)q->nevents);
-        k.mv_size = 16, k.mv_data = (void *)id;
-        v.mv_size = 20, v.mv_data = idv;
-        if (w->tail) { /* check_retry found no earlier event with this id */
-            prc = 0;
-        } else if (memcmp(id, w->last_id, 16) > 0) {
-            prc = mdb_cursor_put(w->ids, &k, &v, MDB_APPEND);
-            memcpy(w->last_id, id, 16);
-        } else {
-            prc = mdb_cursor_put(w->ids, &k, &v, MDB_NOOVERWRITE);
-        }
+        /* id -> position; an id already present is a duplicate (in the index tail:
+         * check_retry found no earlier event with this id) */
+        prc = w->tail ? 0 : put_id(w, id, pos, first, (uint32_t)q->nevents, &at);
         if (prc == MDB_KEYEXIST) {
-            uint64_t at = cairn__get_be64(v.mv_data);
             cairn__err()->request = r;
             if (at >= first) /* written a moment ago by this very call: nothing is kept */
                 return cairn__fail(CAIRN_EDUPLICATE, "event %zu has the id of an earlier event of the same call", i);
@@ -386,27 +394,16 @@ static int flush_tail(cairn_env *e, writer *w, MDB_txn *txn, uint64_t t) {
     k.mv_size = 8, k.mv_data = kb;
     rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
     while (rc == 0) {
-        uint64_t pos = k.mv_size == 8 ? cairn__get_be64(k.mv_data) : 0;
-        uint8_t posb[8], idv[20];
+        uint64_t pos = k.mv_size == 8 ? cairn__get_be64(k.mv_data) : 0, at;
+        uint8_t posb[8];
         cairn_slice cat, tag;
         size_t cur = 0;
         cairn_event ev;
-        MDB_val ik, iv;
         int prc;
 
         if ((rc = cairn__record_decode(v.mv_data, v.mv_size, pos, &ev))) goto out;
         cairn__put_be64(posb, pos);
-        cairn__put_be64(idv, pos);
-        cairn__put_be64(idv + 8, pos);
-        cairn__put_be32(idv + 16, 1);
-        ik.mv_size = 16, ik.mv_data = ev.id;
-        iv.mv_size = 20, iv.mv_data = idv;
-        if (memcmp(ev.id, w->last_id, 16) > 0) {
-            prc = mdb_cursor_put(w->ids, &ik, &iv, MDB_APPEND);
-            memcpy(w->last_id, ev.id, 16);
-        } else {
-            prc = mdb_cursor_put(w->ids, &ik, &iv, MDB_NOOVERWRITE);
-        }
+        prc = put_id(w, ev.id, pos, pos, 1, &at); /* the tail holds single-event calls */
         if (prc == MDB_KEYEXIST) { /* appends check the tail for ids: this is damage */
             cairn__err()->position = pos;
             rc = cairn__fail(CAIRN_ECORRUPT, "position %llu: its id is indexed already (damaged index)",
