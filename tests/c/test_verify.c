@@ -504,28 +504,26 @@ static void tail_with_events_passes(void **state) {
     expect_damage(fx, 12, "entry for an event of the index tail");
 }
 
-static void tail_start_past_head(void **state) {
-    fixture *fx = *state;
+/* Writes meta "tail" = pos into the closed store. */
+static void set_tail_start(fixture *fx, uint64_t pos) {
     raw w;
     uint8_t v[8];
-    be64(v, 100);
+    be64(v, pos);
     raw_open(&w, fx->path);
     raw_put(&w, "meta", "tail", 4, v, 8);
     raw_close(&w);
-    expect_damage(fx, 100, "index tail starts out of range");
+}
+
+static void tail_start_past_head(void **state) {
+    set_tail_start(*state, 100);
+    expect_damage(*state, 100, "index tail starts out of range");
 }
 
 /* Events with rollback or compensation links are never deferred: a tail that covers them
  * (here from position 1, so 6 and 7 with their correlation and compensation) is damage. */
 static void tail_covers_linked_events(void **state) {
-    fixture *fx = *state;
-    raw w;
-    uint8_t v[8];
-    be64(v, 1);
-    raw_open(&w, fx->path);
-    raw_put(&w, "meta", "tail", 4, v, 8);
-    raw_close(&w);
-    expect_damage(fx, 6, "links in the index tail");
+    set_tail_start(*state, 1);
+    expect_damage(*state, 6, "links in the index tail");
 }
 
 /* A larger store (several verify chunks) passes and is counted. */
