@@ -497,7 +497,7 @@ static PyObject *store_read_all(cpy_store *self, PyObject *args, PyObject *kwarg
         return NULL;
     for (i = 0; i < 4; i++)
         if (filter_arg(fo[i], fnames[i], &f[i]) < 0) goto out;
-    /* Nothing to yield: limit=0, or an empty filter list (docs/API-addenda.md A5: an
+    /* Nothing to yield: limit=0, or an empty filter list (docs/API.md "Reading": an
      * empty list matches no event).  start=0 is start=None (there is no position 0): the
      * first event forwards, the last backwards, as in the core. */
     empty = has_limit && limit == 0;

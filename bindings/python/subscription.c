@@ -102,7 +102,7 @@ PyObject *cpy_store_subscribe(cpy_store *s, PyObject *args, PyObject *kwargs) {
         Py_ssize_t j;
         if (!f[i]) continue;
         if (PyTuple_GET_SIZE(f[i]) == 0) {
-            /* an empty list matches no event (docs/API-addenda.md A5) */
+            /* an empty list matches no event (docs/API.md "Reading") */
             lists[0] = &nothing, counts[0] = 1;
             continue;
         }

@@ -377,7 +377,7 @@ cairn_slice cairn_category(const char *stream, size_t stream_len);
 /* ---------------------------------------------------------------------------------
  * Subscriptions (spec section 2 "Subscriptions").  Catch-up from `start` through the
  * filtered log (as cairn_iter_all, upcasters applied), then live: a commit in any process
- * wakes a waiting cairn_sub_next (docs/API-addenda.md "Live delivery").
+ * wakes a waiting cairn_sub_next (docs/API.md "Subscriptions").
  * --------------------------------------------------------------------------------- */
 typedef struct cairn_sub cairn_sub;
 

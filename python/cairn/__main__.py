@@ -1,4 +1,4 @@
-"""The command line of cairn: ``python -m cairn`` (spec: API.md section 4).
+"""The command line of cairn: ``python -m cairn`` (spec: docs/API.md section 4).
 
 Commands so far: ``projections run [--follow] [--name NAME] PATH`` and
 ``projections list PATH``.  A user mistake prints one line and exits non-zero, without a

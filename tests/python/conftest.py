@@ -1,4 +1,4 @@
-"""Fixtures and checks shared by the pytest suite of cairn (spec: docs API.md sections 1-2).
+"""Fixtures and checks shared by the pytest suite of cairn (spec: docs/API.md sections 1-2).
 
 Every test gets a fresh store in its own tmp_path.  Most use durability="none" for speed;
 test_open.py opens every durability value once.

@@ -27,7 +27,7 @@ def fields(r):
 
 def test_constants():
     assert cairn.NO_STREAM == -1
-    assert cairn.ANY == -2            # docs/API-addenda.md A3
+    assert cairn.ANY == -2            # docs/API.md "Constants"
     assert cairn.STREAM_EXISTS == -4
     markers = {cairn.ANY, cairn.NO_STREAM, cairn.STREAM_EXISTS}
     assert len(markers) == 3

@@ -1,4 +1,4 @@
-"""Resource limits (spec 1-2, docs/API-addenda.md A2, A5, A6): events at the maximum record
+"""Resource limits (docs/API.md sections 1-2): events at the maximum record
 size and one byte over it, stream names at 1,024 bytes (many sharing prefixes), 10,000 and
 65,535 tags on one event, 1,000,000 streams, a Lua aggregate state growing into the memory
 cap, a store larger than 4 GiB, thousands of open iterators.
@@ -24,11 +24,11 @@ FULL = os.environ.get("CAIRN_LIMITS_FULL") == "1"
 N_STREAMS = int(os.environ.get("CAIRN_LIMITS_STREAMS", "1000000"))
 
 MAX_RECORD = _cairn.MAX_RECORD
-HEADER = 72  # A2: the fixed part of a stored record
+HEADER = 72  # docs/API.md section 1: the fixed part of a stored record
 
 
 def record_size(stream, type, data=b"", tags=(), metadata_json=b""):
-    """A2: stream name + type + tags (2-byte length each) + metadata + data + 72 bytes."""
+    """Section 1: stream name + type + tags (2-byte length each) + metadata + data + 72 bytes."""
     return (HEADER + len(stream.encode()) + len(type.encode())
             + sum(2 + len(t.encode()) for t in tags) + len(metadata_json) + len(data))
 
@@ -124,7 +124,7 @@ def test_stream_name_of_1025_bytes_is_refused(store, name):
 
 
 def test_many_1024_byte_names_sharing_prefixes(store):
-    """2,000 names of 1,024 bytes in groups sharing 479, 480, 481 and 1,000 bytes (A6 indexes
+    """2,000 names of 1,024 bytes in groups sharing 479, 480, 481 and 1,000 bytes (streams() indexes
     names by their first 480 bytes plus a digest): each its own stream, listed in bytewise
     order, found by prefix."""
     names = []

@@ -1,4 +1,4 @@
-"""Model-based test of the write and read contract (spec 1-2, docs/API-addenda.md A2-A6).
+"""Model-based test of the write and read contract (docs/API.md sections 1-2).
 
 A Hypothesis state machine drives random sequences of appends (every expected-version kind,
 exact retries, wrong reuses of ids), multi-stream transactions (some failing), reads with
@@ -44,7 +44,7 @@ EXAMPLES = int(os.environ.get("CAIRN_MODEL_EXAMPLES", "200"))
 STEPS = int(os.environ.get("CAIRN_MODEL_STEPS", "50"))
 
 # A small pool, so that streams collide often; long names (1,024 bytes, multi-byte UTF-8,
-# names sharing the first 480 bytes, which A6 indexes by prefix + digest) included.
+# names sharing the first 480 bytes, which streams() indexes by prefix + digest) included.
 P480 = "p" * 480
 STREAMS = [
     "a",

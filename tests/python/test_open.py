@@ -554,7 +554,7 @@ def test_store_used_in_forked_child_raises_store_closed(store_path):
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 def test_iterator_used_in_forked_child_raises_store_closed(store_path):
-    # docs/API-addenda.md A7: a handle *or iterator* used in the child raises StoreClosed,
+    # docs/API.md section 2: a handle *or iterator* used in the child raises StoreClosed,
     # also when the iterator still holds events it read before the fork.
     s = cairn.open(store_path, durability="none")
     try:

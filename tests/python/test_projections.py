@@ -1,4 +1,4 @@
-"""Projections (spec: API.md section 2 "Projections", section 3 "Projection")."""
+"""Projections (spec: docs/API.md section 2 "Projections", section 3 "Projection")."""
 
 import os
 import random
