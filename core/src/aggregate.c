@@ -540,34 +540,31 @@ static int push_meta(agg *a, cairn_slice m) {
     return CAIRN_OK;
 }
 
-/* Runs one write body in a retried write transaction (the map may need to grow). */
+/* Runs one write body in a write transaction (cairn__write_txn), with a Lua state. */
 typedef int (*write_body)(cairn_store *s, MDB_txn *txn, cairn_lua *h, void *ctx);
 
-static int in_write_txn(cairn_store *s, write_body body, void *ctx) {
+typedef struct lua_write {
+    cairn_store *s;
     cairn_lua *h;
+    write_body body;
+    void *ctx;
+} lua_write;
+
+static int lua_write_body(cairn_wtxn *w, void *ctx) {
+    lua_write *b = ctx;
+    int rc = b->body(b->s, w->txn, b->h, b->ctx);
+    lua_settop(cairn_lua_state(b->h), 0);
+    w->notify = 1;
+    return rc;
+}
+
+static int in_write_txn(cairn_store *s, write_body body, void *ctx) {
+    lua_write b = {s, NULL, body, ctx};
     int rc;
     if (s->readonly) return cairn__fail(CAIRN_EREADONLY, "store is opened read-only");
-    if (!(h = cairn__lua_acquire(s))) return cairn__err()->code ? cairn__err()->code : CAIRN_ENOMEM;
-    for (;;) {
-        MDB_txn *txn;
-        if ((rc = cairn__write_begin(s->env, s->durability, &txn))) break;
-        rc = body(s, txn, h, ctx);
-        lua_settop(cairn_lua_state(h), 0);
-        if (rc == CAIRN_OK) {
-            int mrc = cairn__write_commit(s->env, txn);
-            if (mrc == 0) {
-                cairn__notify_commit(s->env, 0);
-                break;
-            }
-            if (mrc != MDB_MAP_FULL) { rc = cairn__commit_fail(s->env, mrc); break; }
-        } else {
-            cairn__write_abort(s->env, txn);
-            if (rc != CAIRN__EMAPFULL) break;
-        }
-        if ((rc = cairn__env_grow(s->env))) break;
-        cairn__clear_error();
-    }
-    cairn__lua_release(s, h);
+    if (!(b.h = cairn__lua_acquire(s))) return cairn__err()->code ? cairn__err()->code : CAIRN_ENOMEM;
+    rc = cairn__write_txn(s->env, s->durability, lua_write_body, &b);
+    cairn__lua_release(s, b.h);
     return rc;
 }
 

@@ -514,8 +514,25 @@ out:
     return rc;
 }
 
+typedef struct append_args {
+    cairn_store *s;
+    const cairn_append_req *reqs;
+    size_t nreqs;
+    cairn_append_result *results;
+} append_args;
+
+static int append_body(cairn_wtxn *w, void *ctx) {
+    append_args *a = ctx;
+    int rc = cairn__write_requests(a->s, w->txn, a->reqs, a->nreqs, a->results, CAIRN__W_TAIL);
+    if (rc == CAIRN_OK) rc = cairn__snapshot_after_append(a->s, w->txn, a->reqs, a->nreqs, a->results);
+    if (rc == CAIRN_OK) rc = cairn__projections_after_append(a->s, w->txn);
+    w->notify = 1, w->head = a->results[a->nreqs - 1].position;
+    return rc;
+}
+
 int cairn_append_batch(cairn_store *s, const cairn_append_req *reqs, size_t nreqs,
                        cairn_append_result *results) {
+    append_args a = {s, reqs, nreqs, results};
     int rc;
     cairn__clear_error();
     if ((rc = cairn__store_check(s))) return rc;
@@ -523,25 +540,7 @@ int cairn_append_batch(cairn_store *s, const cairn_append_req *reqs, size_t nreq
     if (!results) return cairn__fail(CAIRN_EINVAL, "results: NULL");
     if ((rc = cairn__validate_requests(reqs, nreqs))) return rc;
     cairn__clear_error();
-    for (;;) {
-        MDB_txn *txn;
-        if ((rc = cairn__write_begin(s->env, s->durability, &txn))) return rc;
-        rc = cairn__write_requests(s, txn, reqs, nreqs, results, CAIRN__W_TAIL);
-        if (rc == CAIRN_OK) rc = cairn__snapshot_after_append(s, txn, reqs, nreqs, results);
-        if (rc == CAIRN_OK) rc = cairn__projections_after_append(s, txn);
-        if (rc == CAIRN_OK) {
-            int mrc = cairn__write_commit(s->env, txn);
-            if (mrc == MDB_SUCCESS) {
-                cairn__notify_commit(s->env, results[nreqs - 1].position);
-                return CAIRN_OK;
-            }
-            if (mrc != MDB_MAP_FULL) return cairn__commit_fail(s->env, mrc);
-        } else {
-            cairn__write_abort(s->env, txn);
-            if (rc != EMAPFULL) return rc;
-        }
-        if ((rc = cairn__env_grow(s->env))) return rc;
-    }
+    return cairn__write_txn(s->env, s->durability, append_body, &a);
 }
 
 int cairn_append(cairn_store *s, const char *stream, size_t stream_len, int64_t expected,

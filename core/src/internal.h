@@ -83,6 +83,25 @@ int cairn__commit_fail(cairn_env *e, int rc);
 /* Doubles the map (called with no transaction of this thread active). */
 int cairn__env_grow(cairn_env *e);
 
+/* The one owner of a write transaction's life: every writer is a body run by
+ * cairn__write_txn.  The body writes through w->txn and returns CAIRN_OK to commit (or,
+ * with w->skip set, to abort: nothing to write), CAIRN__EMAPFULL to have the map grown and
+ * run again, CAIRN__ERETRY to run again as it is, or an error to abort with.  A commit that
+ * finds the map full also grows it and runs the body again, so a body must be rerunnable
+ * (keep what it computes in ctx only once it commits).  After the commit, w->notify wakes
+ * subscribers (w->head: the new head, 0 when unknown); a failed commit is
+ * cairn__commit_fail's error.  d: the durability of this commit. */
+#define CAIRN__EMAPFULL (-30100) /* internal: abort, grow the map, run the write again */
+#define CAIRN__ERETRY (-30101)   /* internal: abort and run the write again (see projection.c) */
+typedef struct cairn_wtxn {
+    MDB_txn *txn;
+    int skip;      /* set by the body: abort instead of committing, return CAIRN_OK */
+    int notify;    /* set by the body: the commit may have written events */
+    uint64_t head; /* with notify: the new last position (0: unknown) */
+} cairn_wtxn;
+typedef int (*cairn_write_body)(cairn_wtxn *w, void *ctx);
+int cairn__write_txn(cairn_env *e, cairn_durability d, cairn_write_body body, void *ctx);
+
 /* ---------------------------------------------------------------------------------
  * Errors (error.c).  Each returns `code` so callers can `return cairn__fail(...)`.
  * --------------------------------------------------------------------------------- */
@@ -223,8 +242,6 @@ int cairn__script_retains(struct lua_State *L, int kind, const char *name, uint6
 int cairn__write_requests(cairn_store *s, MDB_txn *txn, const cairn_append_req *reqs, size_t nreqs,
                           cairn_append_result *results, int flags);
 int cairn__validate_requests(const cairn_append_req *reqs, size_t nreqs);
-#define CAIRN__EMAPFULL (-30100) /* internal: abort, grow the map, run the write again */
-#define CAIRN__ERETRY (-30101)   /* internal: abort and run the write again (see projection.c) */
 int cairn__parse_uuid(const char *s, size_t len, uint8_t out[16]);
 /* Keeps aggregate snapshots current after plain appends (aggregate.c); script failures
  * there are not the append's: they only skip the snapshot. */

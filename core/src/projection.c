@@ -639,101 +639,95 @@ static void fault_of(prec *f, const char *name) {
 /* ---------------------------------------------------------------------------------
  * Running async projections
  * --------------------------------------------------------------------------------- */
-static int run_one(cairn_store *s, cairn_lua *h, const char *name, size_t len, uint64_t *processed) {
+/* One projection's run: its batches, then (after a handler failed) the events before the
+ * failing one and the fault.  What a body computes is kept only once it commits. */
+typedef struct run_args {
+    cairn_store *s;
+    cairn_lua *h;
+    const char *name;
+    size_t len;
     /* A failure not tied to an event (a state that does not encode at the end of a batch)
      * runs the batch again one event per commit, which finds the event. */
-    uint64_t slow = 0; /* single-event commits left */
-    for (;;) {
-        MDB_txn *txn;
-        proj p;
-        prec fault;
-        int rc, more = 0, wrote = 0, top = lua_gettop(cairn_lua_state(h));
-        uint64_t n = 0;
+    uint64_t slow;     /* single-event commits left */
+    const prec *fault; /* fault_body: the fault to record */
+    uint64_t n;        /* source events processed by the body */
+    int more, wrote;
+} run_args;
 
-        if ((rc = cairn__write_begin(s->env, s->durability, &txn))) return rc;
-        /* inline projections are current already: for them this finds nothing to do */
-        rc = proj_open(&p, s, h, txn, name, len);
-        if (rc == CAIRN_OK) rc = advance(&p, 0, slow ? 1 : BATCH, NULL, &n, &more, &wrote);
-        if (rc == CAIRN_OK && wrote) rc = cairn__projections_after_append(s, txn);
-        proj_close(&p);
-        lua_settop(cairn_lua_state(h), top);
-        if (slow) slow--;
-        if ((rc == CAIRN_ESCRIPT || rc == CAIRN_EREJECTED) && !cairn__err()->position && !slow) {
-            cairn__write_abort(s->env, txn);
-            cairn__clear_error();
-            slow = BATCH;
-            continue;
-        }
-        if (rc == CAIRN_OK) {
-            int mrc = cairn__write_commit(s->env, txn);
-            if (mrc == MDB_MAP_FULL) {
-                if ((rc = cairn__env_grow(s->env))) return rc;
-                continue;
-            }
-            if (mrc) return cairn__commit_fail(s->env, mrc);
-            if (wrote) cairn__notify_commit(s->env, 0);
-            *processed += n;
-            if (!more) return CAIRN_OK;
-            continue;
-        }
-        cairn__write_abort(s->env, txn);
-        if (rc == CAIRN__EMAPFULL) {
-            if ((rc = cairn__env_grow(s->env))) return rc;
-            continue;
-        }
-        if (rc == CAIRN__ERETRY) { /* the batch kept reused tables: again, with fresh ones */
-            cairn__clear_error();
-            continue;
-        }
-        if (rc != CAIRN_ESCRIPT && rc != CAIRN_EREJECTED) return rc;
-        /* a handler failed: apply exactly the events before the failing one, and stop there */
-        fault_of(&fault, p.name);
-        for (;;) {
-            n = 0, wrote = 0;
-            if ((rc = cairn__write_begin(s->env, s->durability, &txn))) return rc;
-            rc = proj_open(&p, s, h, txn, name, len);
-            if (rc == CAIRN_OK) {
-                uint64_t stop = fault.fault_pos;
-                if (!stop) { /* not at an event (init): stop where it stands */
-                    prec r;
-                    if ((rc = rec_get(s->env, txn, name, len, &r)) == CAIRN_OK) stop = r.position + 1;
-                }
-                if (rc == CAIRN_OK) rc = advance(&p, stop, 0, &fault, &n, &more, &wrote);
-                if (rc == CAIRN_ESCRIPT || rc == CAIRN_EREJECTED) { /* failed again: only the fault */
-                    prec r;
-                    n = 0;
-                    if ((rc = rec_get(s->env, txn, name, len, &r)) == CAIRN_OK) {
-                        r.status = STATUS_FAULTED, r.line = fault.line, r.fault_pos = fault.fault_pos;
-                        r.exists = 1, r.hash = p.hash;
-                        memcpy(r.error, fault.error, sizeof r.error);
-                        rc = rec_put(s->env, txn, name, len, &r);
-                    }
-                }
-            }
-            if (rc == CAIRN_OK && wrote) rc = cairn__projections_after_append(s, txn);
-            proj_close(&p);
-            lua_settop(cairn_lua_state(h), top);
-            if (rc == CAIRN_OK) {
-                int mrc = cairn__write_commit(s->env, txn);
-                if (mrc == 0) {
-                    if (wrote) cairn__notify_commit(s->env, 0);
-                    break;
-                }
-                if (mrc != MDB_MAP_FULL) return cairn__commit_fail(s->env, mrc);
-            } else {
-                cairn__write_abort(s->env, txn);
-                if (rc == CAIRN__ERETRY) { /* kept reused tables: again with fresh ones */
-                    cairn__clear_error();
-                    continue;
-                }
-                if (rc != CAIRN__EMAPFULL) return rc;
-            }
-            if ((rc = cairn__env_grow(s->env))) return rc;
-        }
-        *processed += n;
-        cairn__clear_error();
-        return CAIRN_OK;
+static int batch_body(cairn_wtxn *w, void *ctx) {
+    run_args *a = ctx;
+    proj p;
+    int rc, top = lua_gettop(cairn_lua_state(a->h));
+
+    a->n = 0, a->more = 0, a->wrote = 0;
+    /* inline projections are current already: for them this finds nothing to do */
+    rc = proj_open(&p, a->s, a->h, w->txn, a->name, a->len);
+    if (rc == CAIRN_OK) rc = advance(&p, 0, a->slow ? 1 : BATCH, NULL, &a->n, &a->more, &a->wrote);
+    if (rc == CAIRN_OK && a->wrote) rc = cairn__projections_after_append(a->s, w->txn);
+    proj_close(&p);
+    lua_settop(cairn_lua_state(a->h), top);
+    if (a->slow) a->slow--;
+    if ((rc == CAIRN_ESCRIPT || rc == CAIRN_EREJECTED) && !cairn__err()->position && !a->slow) {
+        a->slow = BATCH;
+        return CAIRN__ERETRY;
     }
+    w->notify = a->wrote;
+    return rc;
+}
+
+/* Applies exactly the events before the failing one, and records the fault there. */
+static int fault_body(cairn_wtxn *w, void *ctx) {
+    run_args *a = ctx;
+    const prec *fault = a->fault;
+    cairn_env *e = a->s->env;
+    proj p;
+    int rc, top = lua_gettop(cairn_lua_state(a->h));
+
+    a->n = 0, a->wrote = 0;
+    rc = proj_open(&p, a->s, a->h, w->txn, a->name, a->len);
+    if (rc == CAIRN_OK) {
+        uint64_t stop = fault->fault_pos;
+        if (!stop) { /* not at an event (init): stop where it stands */
+            prec r;
+            if ((rc = rec_get(e, w->txn, a->name, a->len, &r)) == CAIRN_OK) stop = r.position + 1;
+        }
+        if (rc == CAIRN_OK) rc = advance(&p, stop, 0, fault, &a->n, &a->more, &a->wrote);
+        if (rc == CAIRN_ESCRIPT || rc == CAIRN_EREJECTED) { /* failed again: only the fault */
+            prec r;
+            a->n = 0;
+            if ((rc = rec_get(e, w->txn, a->name, a->len, &r)) == CAIRN_OK) {
+                r.status = STATUS_FAULTED, r.line = fault->line, r.fault_pos = fault->fault_pos;
+                r.exists = 1, r.hash = p.hash;
+                memcpy(r.error, fault->error, sizeof r.error);
+                rc = rec_put(e, w->txn, a->name, a->len, &r);
+            }
+        }
+    }
+    if (rc == CAIRN_OK && a->wrote) rc = cairn__projections_after_append(a->s, w->txn);
+    proj_close(&p);
+    lua_settop(cairn_lua_state(a->h), top);
+    w->notify = a->wrote;
+    return rc;
+}
+
+static int run_one(cairn_store *s, cairn_lua *h, const char *name, size_t len, uint64_t *processed) {
+    run_args a = {s, h, name, len, 0, NULL, 0, 0, 0};
+    prec fault;
+    int rc;
+    for (;;) {
+        rc = cairn__write_txn(s->env, s->durability, batch_body, &a);
+        if (rc != CAIRN_OK) break;
+        *processed += a.n;
+        if (!a.more) return CAIRN_OK;
+    }
+    if (rc != CAIRN_ESCRIPT && rc != CAIRN_EREJECTED) return rc;
+    /* a handler failed: apply exactly the events before the failing one, and stop there */
+    fault_of(&fault, name);
+    a.fault = &fault;
+    if ((rc = cairn__write_txn(s->env, s->durability, fault_body, &a))) return rc;
+    *processed += a.n;
+    cairn__clear_error();
+    return CAIRN_OK;
 }
 
 typedef struct names {
@@ -965,12 +959,16 @@ out:
 }
 
 typedef struct reset_args {
+    cairn_store *s;
     const char *name;
     size_t len;
     int drop; /* delete instead of reset */
 } reset_args;
 
-static int reset_body(cairn_store *s, MDB_txn *txn, reset_args *a) {
+static int reset_body(cairn_wtxn *w, void *ctx) {
+    reset_args *a = ctx;
+    cairn_store *s = a->s;
+    MDB_txn *txn = w->txn;
     uint64_t hash;
     const char *src;
     size_t src_len;
@@ -997,31 +995,17 @@ static int reset_body(cairn_store *s, MDB_txn *txn, reset_args *a) {
         rc = inline_catch_up(s, txn, h, a->name, a->len, 1);
         cairn__lua_release(s, h);
     }
+    w->notify = 1; /* an inline rebuild may have emitted */
     return rc;
 }
 
 static int reset_or_drop(cairn_store *s, const char *name, size_t len, int drop) {
-    reset_args a = {name, len, drop};
+    reset_args a = {s, name, len, drop};
     int rc;
     cairn__clear_error();
     if ((rc = cairn__store_check(s)) || (rc = check_name(name, len))) return rc;
     if (s->readonly) return cairn__fail(CAIRN_EREADONLY, "store is opened read-only");
-    for (;;) {
-        MDB_txn *txn;
-        if ((rc = cairn__write_begin(s->env, s->durability, &txn))) return rc;
-        if ((rc = reset_body(s, txn, &a)) == CAIRN_OK) {
-            int mrc = cairn__write_commit(s->env, txn);
-            if (mrc == 0) {
-                if (!drop) cairn__notify_commit(s->env, 0); /* an inline rebuild may have emitted */
-                return CAIRN_OK;
-            }
-            if (mrc != MDB_MAP_FULL) return cairn__commit_fail(s->env, mrc);
-        } else {
-            cairn__write_abort(s->env, txn);
-            if (rc != CAIRN__EMAPFULL) return rc;
-        }
-        if ((rc = cairn__env_grow(s->env))) return rc;
-    }
+    return cairn__write_txn(s->env, s->durability, reset_body, &a);
 }
 
 int cairn_projection_reset(cairn_store *s, const char *name, size_t name_len) {

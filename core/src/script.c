@@ -176,15 +176,47 @@ static int check_name(const char *name, size_t len) {
     return CAIRN_OK;
 }
 
-int cairn_define_script(cairn_store *s, cairn_script_kind kind, const char *name, size_t name_len,
-                        const char *src, size_t src_len) {
+typedef struct define_args {
+    cairn_store *s;
+    int kind;
+    const char *name, *src;
+    size_t name_len, src_len;
+    uint64_t hash;
+} define_args;
+
+static int define_body(cairn_wtxn *w, void *ctx) {
+    define_args *d = ctx;
+    cairn_env *e = d->s->env;
     uint8_t kb[1 + SCRIPT_NAME_MAX];
-    uint64_t hash, old;
+    uint64_t old;
     const char *osrc;
     size_t olen;
-    cairn_lua *h;
-    MDB_txn *txn;
     MDB_val k, v;
+    int rc;
+
+    if ((rc = cairn__script_get(e, w->txn, d->kind, d->name, d->name_len, &old, &osrc, &olen))) return rc;
+    if (old == d->hash && olen == d->src_len && memcmp(osrc, d->src, d->src_len) == 0) {
+        w->skip = 1; /* same source: nothing changes */
+        return CAIRN_OK;
+    }
+    k.mv_size = script_key(d->kind, d->name, d->name_len, kb), k.mv_data = kb;
+    v.mv_size = 8 + d->src_len, v.mv_data = NULL;
+    if ((rc = mdb_put(w->txn, e->scripts, &k, &v, MDB_RESERVE)))
+        return rc == MDB_MAP_FULL ? CAIRN__EMAPFULL : cairn__mdb_fail(rc, "store script");
+    cairn__put_be64(v.mv_data, d->hash);
+    if (d->src_len) memcpy((uint8_t *)v.mv_data + 8, d->src, d->src_len);
+    /* a changed projection starts over; an inline one catches up in this txn */
+    if (d->kind == CAIRN_SCRIPT_PROJECTION &&
+        (rc = cairn__projection_defined(d->s, w->txn, d->name, d->name_len, d->hash)))
+        return rc;
+    w->notify = 1;
+    return CAIRN_OK;
+}
+
+int cairn_define_script(cairn_store *s, cairn_script_kind kind, const char *name, size_t name_len,
+                        const char *src, size_t src_len) {
+    define_args d = {s, (int)kind, name, src, name_len, src_len, 0};
+    cairn_lua *h;
     int rc;
 
     cairn__clear_error();
@@ -194,48 +226,14 @@ int cairn_define_script(cairn_store *s, cairn_script_kind kind, const char *name
         return cairn__fail(CAIRN_EINVAL, "kind: unknown script kind %d", (int)kind);
     if ((rc = check_name(name, name_len))) return rc;
     if (!src && src_len) return cairn__fail(CAIRN_EINVAL, "source: NULL");
-    hash = XXH3_64bits(src, src_len) | 1; /* never 0: 0 means "no script" */
+    d.hash = XXH3_64bits(src, src_len) | 1; /* never 0: 0 means "no script" */
     /* compile and check the shape in a state of our own before anything is stored */
     if (!(h = cairn__lua_acquire(s))) return cairn__err()->code ? cairn__err()->code : CAIRN_ENOMEM;
-    rc = cairn__script_push(h, kind, name, name_len, hash, src ? src : "", src_len);
+    rc = cairn__script_push(h, kind, name, name_len, d.hash, src ? src : "", src_len);
     if (rc == CAIRN_OK) lua_pop(cairn_lua_state(h), 1);
     cairn__lua_release(s, h);
     if (rc) return rc;
-    for (;;) {
-        if ((rc = cairn__write_begin(s->env, s->durability, &txn))) return rc;
-        if ((rc = cairn__script_get(s->env, txn, kind, name, name_len, &old, &osrc, &olen))) {
-            cairn__write_abort(s->env, txn);
-            return rc;
-        }
-        if (old == hash && olen == src_len && memcmp(osrc, src, src_len) == 0) {
-            cairn__write_abort(s->env, txn);
-            return CAIRN_OK; /* same source: nothing changes */
-        }
-        k.mv_size = script_key(kind, name, name_len, kb), k.mv_data = kb;
-        v.mv_size = 8 + src_len, v.mv_data = NULL;
-        rc = mdb_put(txn, s->env->scripts, &k, &v, MDB_RESERVE);
-        if (rc == 0) {
-            cairn__put_be64(v.mv_data, hash);
-            if (src_len) memcpy((uint8_t *)v.mv_data + 8, src, src_len);
-            /* a changed projection starts over; an inline one catches up in this txn */
-            if (kind == CAIRN_SCRIPT_PROJECTION &&
-                (rc = cairn__projection_defined(s, txn, name, name_len, hash)) != CAIRN_OK) {
-                cairn__write_abort(s->env, txn);
-                if (rc != CAIRN__EMAPFULL) return rc;
-                if ((rc = cairn__env_grow(s->env))) return rc;
-                continue;
-            }
-            rc = cairn__write_commit(s->env, txn);
-            if (rc == 0) cairn__notify_commit(s->env, 0);
-        } else {
-            cairn__write_abort(s->env, txn);
-        }
-        if (rc == MDB_MAP_FULL) {
-            if ((rc = cairn__env_grow(s->env))) return rc;
-            continue;
-        }
-        return rc ? cairn__mdb_fail(rc, "store script") : CAIRN_OK;
-    }
+    return cairn__write_txn(s->env, s->durability, define_body, &d);
 }
 
 int cairn_scripts(cairn_store *s, cairn_script_kind kind, cairn_name_fn fn, void *ctx) {

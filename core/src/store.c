@@ -188,6 +188,32 @@ int cairn__env_grow(cairn_env *e) {
     return rc ? cairn__mdb_fail(rc, "grow map") : CAIRN_OK;
 }
 
+int cairn__write_txn(cairn_env *e, cairn_durability d, cairn_write_body body, void *ctx) {
+    for (;;) {
+        cairn_wtxn w = {NULL, 0, 0, 0};
+        int rc = cairn__write_begin(e, d, &w.txn);
+        if (rc) return rc;
+        rc = body(&w, ctx);
+        if (rc == CAIRN_OK && !w.skip) {
+            int mrc = cairn__write_commit(e, w.txn);
+            if (mrc == MDB_SUCCESS) {
+                if (w.notify) cairn__notify_commit(e, w.head);
+                return CAIRN_OK;
+            }
+            if (mrc != MDB_MAP_FULL) return cairn__commit_fail(e, mrc);
+        } else {
+            cairn__write_abort(e, w.txn);
+            if (rc == CAIRN__ERETRY) {
+                cairn__clear_error();
+                continue;
+            }
+            if (rc != CAIRN__EMAPFULL) return rc; /* CAIRN_OK when skipped */
+        }
+        if ((rc = cairn__env_grow(e))) return rc;
+        cairn__clear_error();
+    }
+}
+
 /* ---------------------------------------------------------------------------------
  * Opening
  * --------------------------------------------------------------------------------- */

@@ -87,27 +87,27 @@ static int checkpoint_read(cairn_env *e, const char *name, size_t len, uint64_t 
     return rc && rc != MDB_NOTFOUND ? cairn__mdb_fail(rc, "read checkpoint") : CAIRN_OK;
 }
 
+typedef struct checkpoint_args {
+    cairn_sub *sub;
+    uint64_t pos;
+} checkpoint_args;
+
+static int checkpoint_body(cairn_wtxn *w, void *ctx) {
+    checkpoint_args *a = ctx;
+    uint8_t b[8];
+    MDB_val k = {a->sub->name_len, a->sub->name}, v = {8, b};
+    int rc;
+    cairn__put_be64(b, a->pos);
+    rc = mdb_put(w->txn, a->sub->sctx.env->subs, &k, &v, 0);
+    return rc == MDB_MAP_FULL ? CAIRN__EMAPFULL : rc ? cairn__mdb_fail(rc, "store checkpoint") : CAIRN_OK;
+}
+
 /* Stores the checkpoint in its own write txn, with the handle's durability.  Not a commit
  * of events: subscribers are not woken for it. */
 static int checkpoint_write(cairn_sub *sub, uint64_t pos) {
-    cairn_env *e = sub->sctx.env;
-    uint8_t b[8];
-    MDB_val k = {sub->name_len, sub->name}, v = {8, b};
-    int rc;
-    if (!e->subs) return cairn__fail(CAIRN_EREADONLY, "no subs database (store opened read-only)");
-    cairn__put_be64(b, pos);
-    for (;;) {
-        MDB_txn *txn;
-        if ((rc = cairn__write_begin(e, sub->sctx.durability, &txn))) return rc;
-        rc = mdb_put(txn, e->subs, &k, &v, 0);
-        if (rc == 0)
-            rc = cairn__write_commit(e, txn);
-        else
-            cairn__write_abort(e, txn);
-        if (rc != MDB_MAP_FULL) break;
-        if ((rc = cairn__env_grow(e))) return rc;
-    }
-    return rc ? cairn__mdb_fail(rc, "store checkpoint") : CAIRN_OK;
+    checkpoint_args a = {sub, pos};
+    if (!sub->sctx.env->subs) return cairn__fail(CAIRN_EREADONLY, "no subs database (store opened read-only)");
+    return cairn__write_txn(sub->sctx.env, sub->sctx.durability, checkpoint_body, &a);
 }
 
 int cairn_checkpoint(cairn_store *s, const char *name, size_t name_len, uint64_t *pos) {
