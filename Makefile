@@ -163,7 +163,7 @@ bench: build venv
 
 format:
 	@command -v clang-format > /dev/null || { echo "clang-format missing: apt-get install clang-format"; exit 1; }
-	clang-format -i core/include/*.h core/src/*.[ch] tests/c/*.[ch] $(wildcard lua/*.[ch] bindings/python/*.[ch])
+	clang-format -i core/include/*.h core/base/*.[ch] core/src/*.[ch] tests/c/*.[ch] $(wildcard lua/*.[ch] bindings/python/*.[ch])
 
 clean:
 	rm -rf $(BUILD) $(BUILD_ASAN) demo-store python/cairn/_cairn*.so

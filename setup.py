@@ -1,6 +1,6 @@
 """Build and install cairn (distribution `cairn-events`, import name `cairn`).
 
-The extension `cairn._cairn` is compiled from the C core (core/src), the Lua host (lua/, when
+The extension `cairn._cairn` is compiled from the C core (core/base, core/src), the Lua host (lua/, when
 present) and the CPython binding (bindings/python); it links the system's LMDB, jansson,
 xxHash (and Lua 5.4 when the Lua host is present):
 
@@ -34,7 +34,7 @@ def version():
     return m.group(1) if m else "0.0.0"
 
 
-include_dirs = [rel("core", "include"), rel("core", "src")]
+include_dirs = [rel("core", "include"), rel("core", "base"), rel("core", "src")]
 libraries = ["lmdb", "jansson", "xxhash", "pthread"]
 lua_sources = sources("lua/*.c")
 if lua_sources:
@@ -43,11 +43,12 @@ if lua_sources:
 
 ext = Extension(
     "cairn._cairn",
-    sources=sources("core/src/*.c") + lua_sources + sources("bindings/python/*.c"),
+    sources=sources("core/base/*.c") + sources("core/src/*.c") + lua_sources + sources("bindings/python/*.c"),
     include_dirs=include_dirs,
     libraries=libraries,
     define_macros=[("_GNU_SOURCE", None)],
     depends=sources("core/include/*.h")
+    + sources("core/base/*.h")
     + sources("core/src/*.h")
     + sources("lua/*.h")
     + sources("lua/*.lua")

@@ -11,7 +11,6 @@
 #include <lauxlib.h>
 
 #include "host_impl.h"
-#include "internal.h"
 
 enum {
     EK_TYPE,

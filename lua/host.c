@@ -12,7 +12,6 @@
 #include <lualib.h>
 
 #include "host_impl.h"
-#include "internal.h"
 
 /* Registry keys (addresses of these). */
 static const char tmpl_key = 0;               /* the template every environment is copied from */

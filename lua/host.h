@@ -15,6 +15,7 @@
 
 #include <lua.h>
 
+#include "base.h" /* cairn_buf, errors */
 #include "cairn.h"
 
 #ifdef __cplusplus
@@ -27,12 +28,6 @@ typedef struct cairn_lua cairn_lua;
  * without the newline.  `script` is the name given to the running cairn_lua_call/load.
  * Must not raise a Lua error or call back into the host. */
 typedef void (*cairn_lua_log_fn)(void *ctx, const char *script, const char *msg, size_t len);
-
-/* A growable byte buffer.  Start it zeroed; the owner frees p. */
-typedef struct cairn_buf {
-    char *p;
-    size_t len, cap;
-} cairn_buf;
 
 /* Script kinds, for cairn_lua_check_shape. */
 typedef enum cairn_lua_kind {
@@ -155,11 +150,6 @@ void cairn_lua_set_emit(cairn_lua *h, lua_CFunction fn, void *ud);
 
 /* The ud given to cairn_lua_set_emit, for use inside fn. */
 void *cairn_lua_emit_ud(lua_State *L);
-
-/* Growable buffer helpers (the buffer is plain malloc'd memory, outside the Lua cap). */
-int cairn_buf_reserve(cairn_buf *b, size_t extra);
-int cairn_buf_append(cairn_buf *b, const void *p, size_t n);
-void cairn_buf_free(cairn_buf *b);
 
 #ifdef __cplusplus
 }

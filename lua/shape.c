@@ -9,7 +9,6 @@
 #include <string.h>
 
 #include "host_impl.h"
-#include "internal.h"
 
 typedef struct shape {
     lua_State *L;

@@ -1,6 +1,7 @@
 /*
  * internal.h -- what the core's files share: the shared environment, the record codec,
- * key builders and error helpers.  Nothing here is public.
+ * key builders.  Errors, buffers and byte order come from the base layer (base.h).
+ * Nothing here is public.
  */
 #ifndef CAIRN_INTERNAL_H
 #define CAIRN_INTERNAL_H
@@ -10,6 +11,7 @@
 #include <string.h>
 #include <sys/types.h>
 
+#include "base.h"
 #include "cairn.h"
 
 /* ---------------------------------------------------------------------------------
@@ -102,39 +104,9 @@ typedef struct cairn_wtxn {
 typedef int (*cairn_write_body)(cairn_wtxn *w, void *ctx);
 int cairn__write_txn(cairn_env *e, cairn_durability d, cairn_write_body body, void *ctx);
 
-/* ---------------------------------------------------------------------------------
- * Errors (error.c).  Each returns `code` so callers can `return cairn__fail(...)`.
- * --------------------------------------------------------------------------------- */
-cairn_error *cairn__err(void);
-int cairn__fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Maps an LMDB or errno code; `what` names the operation. */
+/* Maps an LMDB or errno code to a CAIRN_E* failure (mdb_error.c); `what` names the
+ * operation.  The other error helpers are the base layer's (base.h). */
 int cairn__mdb_fail(int rc, const char *what);
-void cairn__clear_error(void);
-
-/* ---------------------------------------------------------------------------------
- * Byte order.  Keys and index values are big-endian (they sort with LMDB's default
- * memcmp comparator); the record header is little-endian.
- * --------------------------------------------------------------------------------- */
-static inline void cairn__put_be64(uint8_t *p, uint64_t v) {
-    for (int i = 7; i >= 0; i--) { p[i] = (uint8_t)v; v >>= 8; }
-}
-static inline uint64_t cairn__get_be64(const uint8_t *p) {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
-    return v;
-}
-static inline void cairn__put_be32(uint8_t *p, uint32_t v) {
-    p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8), p[3] = (uint8_t)v;
-}
-static inline uint32_t cairn__get_be32(const uint8_t *p) {
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-static inline void cairn__put_le64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
-static inline uint64_t cairn__get_le64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
-static inline void cairn__put_le32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
-static inline uint32_t cairn__get_le32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-static inline void cairn__put_le16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
-static inline uint16_t cairn__get_le16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
 
 /* ---------------------------------------------------------------------------------
  * Record codec (codec.c).  Layout, little-endian:
@@ -229,7 +201,7 @@ int cairn__upcast_table(struct cairn_lua *h, int up, int *changed);
 /* Applies the upcasters (source given) to a decoded event; on change ev's type, data,
  * metadata and schema point into buf. */
 int cairn__upcast_event(cairn_store *s, uint64_t hash, const char *src, size_t src_len,
-                        cairn_event *ev, void *buf /* cairn_buf */);
+                        cairn_event *ev, cairn_buf *buf);
 
 /* A CAIRN_ESCRIPT failure of `script` at `position` (fmt has one %s: what). */
 int cairn__script_fail(const char *script, uint64_t position, const char *fmt, const char *what);

@@ -352,10 +352,6 @@ static int source_step(source *s, int backwards) {
  * STOP) so that the reader gets every good event up to the damage; the error comes when
  * the reader reaches it. */
 #define STOP 1
-static int damaged(uint64_t pos, const char *what) {
-    cairn__err()->position = pos;
-    return cairn__fail(CAIRN_ECORRUPT, "position %llu: %s", (unsigned long long)pos, what);
-}
 
 /* LMDB does not checksum its tree: what it hands back is checked before it is trusted --
  * the value lies in the file (own read txns only), the record decodes at its key, and a
@@ -367,7 +363,7 @@ static int take(cairn_iter *it, const MDB_val *v, uint64_t pos, int check, int64
     if (rc == CAIRN_OK && ver >= 0 &&
         (ev.version != ver || ev.stream.len != it->stream_len ||
          memcmp(ev.stream.ptr, it->stream, it->stream_len) != 0))
-        rc = damaged(pos, "the stream index points at an event of another stream or version");
+        rc = cairn__corrupt(pos, "the stream index points at an event of another stream or version");
     if (rc) return it->count ? STOP : rc;
     if (check && !matches(&it->f, &ev)) return CAIRN_OK;
     return buf_add(it, v->mv_data, v->mv_size, pos);
@@ -399,7 +395,7 @@ static int refill_log(cairn_iter *it, MDB_txn *txn, int check, uint64_t lo) {
          * not the next one means a damaged tree skipped or invented records.  Format 2's
          * removals must leave something here to tell a hole from damage. */
         if (pos != it->next) {
-            rc = it->count ? 0 : damaged(it->next, "the log skips this position (damaged tree)");
+            rc = it->count ? 0 : cairn__corrupt(it->next, "the log skips this position (damaged tree)");
             goto out;
         }
         if ((rc = take(it, &v, pos, check, -1))) {
@@ -453,7 +449,7 @@ static int refill_postings(cairn_iter *it, MDB_txn *txn) {
         }
         /* posting lists are sorted: a candidate behind the last one means damage */
         if (it->backwards ? best > it->next : best < it->next) {
-            rc = damaged(best, "an index lists positions out of order (damaged tree)");
+            rc = cairn__corrupt(best, "an index lists positions out of order (damaged tree)");
             goto out;
         }
         for (i = 0; i < it->nsrc; i++) /* several sources may hold one position */
@@ -468,7 +464,7 @@ static int refill_postings(cairn_iter *it, MDB_txn *txn) {
                 goto out;
             }
         } else if (rc == MDB_NOTFOUND) {
-            rc = damaged(best, "an index points at a missing event");
+            rc = cairn__corrupt(best, "an index points at a missing event");
             goto out;
         } else {
             goto mdb_out;
@@ -531,7 +527,7 @@ static int refill_stream(cairn_iter *it, MDB_txn *txn) {
         uint8_t pk[8];
         MDB_val lk = {8, pk}, lv;
         if (ver != it->next_ver) { /* versions are gapless */
-            rc = damaged(pos, "the stream index skips a version (damaged tree)");
+            rc = cairn__corrupt(pos, "the stream index skips a version (damaged tree)");
             goto out;
         }
         cairn__put_be64(pk, pos);
@@ -542,7 +538,7 @@ static int refill_stream(cairn_iter *it, MDB_txn *txn) {
                 goto out;
             }
         } else if (rc == MDB_NOTFOUND) {
-            rc = damaged(pos, "the stream index points at a missing event");
+            rc = cairn__corrupt(pos, "the stream index points at a missing event");
             goto out;
         } else {
             goto mdb_out;
@@ -732,7 +728,7 @@ int cairn_get_ex(cairn_store *s, uint64_t position, int raw, cairn_event *ev) {
         uint64_t head = 0;
         /* positions 1..head all exist (format 1): one the tree cannot find is damage */
         if (rc == MDB_NOTFOUND && cairn__head(s->env, txn, &head) == CAIRN_OK && position <= head)
-            rc = damaged(position, "missing from the log (damaged tree)");
+            rc = cairn__corrupt(position, "missing from the log (damaged tree)");
         cairn__read_end(s->env, txn);
         if (rc == MDB_NOTFOUND)
             return cairn__fail(CAIRN_ENOTFOUND, "no event at position %llu",
@@ -798,14 +794,14 @@ int cairn_stream_version(cairn_store *s, const char *stream, size_t stream_len, 
         cairn__put_be64(kb, si.last_pos);
         cairn__map_bounds(s->env, txn, &lo, &hi);
         if ((mrc = mdb_get(txn, s->env->log, &k, &v)) == MDB_NOTFOUND)
-            rc = damaged(si.last_pos, "the stream index points at a missing event");
+            rc = cairn__corrupt(si.last_pos, "the stream index points at a missing event");
         else if (mrc)
             rc = cairn__mdb_fail(mrc, "stream version");
         else if (!(rc = cairn__val_check(lo, hi, &v, si.last_pos)) &&
                  !(rc = cairn__record_decode(v.mv_data, v.mv_size, si.last_pos, &ev)) &&
                  (ev.version != si.version || ev.stream.len != stream_len ||
                   memcmp(ev.stream.ptr, stream, stream_len) != 0))
-            rc = damaged(si.last_pos, "the stream index points at an event of another stream or version");
+            rc = cairn__corrupt(si.last_pos, "the stream index points at an event of another stream or version");
     }
     cairn__read_end(s->env, txn);
     *out = si.version;

@@ -355,8 +355,7 @@ out:
 }
 
 int cairn__upcast_event(cairn_store *s, uint64_t hash, const char *src, size_t src_len,
-                        cairn_event *ev, void *vbuf) {
-    cairn_buf *b = vbuf;
+                        cairn_event *ev, cairn_buf *b) {
     cairn_lua *h;
     lua_State *L;
     int rc, changed = 0, up, bytes = (ev->flags & CAIRN_EVENT_BYTES) != 0, str;

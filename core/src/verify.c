@@ -50,11 +50,6 @@ typedef struct vstate {
     cairn_verify_report *r;
 } vstate;
 
-static int damage(uint64_t pos, const char *what) {
-    cairn__err()->position = pos;
-    return cairn__fail(CAIRN_ECORRUPT, "position %llu: %s", (unsigned long long)pos, what);
-}
-
 static int has_dup(MDB_cursor *c, const void *key, size_t klen, const void *val, size_t vlen) {
     MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
     return mdb_cursor_get(c, &k, &v, MDB_GET_BOTH) == 0;
@@ -117,7 +112,7 @@ static int record_at(MDB_cursor *clog, uint64_t pos, cairn_event *ev, const char
     int rc;
     cairn__put_be64(kb, pos);
     rc = mdb_cursor_get(clog, &k, &v, MDB_SET_KEY);
-    if (rc == MDB_NOTFOUND) return damage(pos, what);
+    if (rc == MDB_NOTFOUND) return cairn__corrupt(pos, what);
     if (rc) return cairn__mdb_fail(rc, "verify");
     if ((rc = cairn__val_check(g_lo, g_hi, &v, pos))) return rc;
     return cairn__record_decode(v.mv_data, v.mv_size, pos, ev);
@@ -139,19 +134,19 @@ static int check_indexed(vstate *vs, MDB_txn *txn, MDB_cursor *cids, MDB_cursor 
     cairn__put_be64(posb, pos);
     if (mdb_cursor_get(cids, &ik, &iv, MDB_SET_KEY) != 0 || iv.mv_size != 20 ||
         cairn__get_be64(iv.mv_data) != pos)
-        return damage(pos, "event id index disagrees with the log");
+        return cairn__corrupt(pos, "event id index disagrees with the log");
     first = cairn__get_be64((uint8_t *)iv.mv_data + 8);
     count = cairn__get_be32((uint8_t *)iv.mv_data + 16);
     if (first > pos || pos - first >= count)
-        return damage(pos, "event id index: the append call recorded does not cover this event");
+        return cairn__corrupt(pos, "event id index: the append call recorded does not cover this event");
     cat = cairn_category(ev->stream.ptr, ev->stream.len);
     cairn__post_key(CAIRN_POST_CATEGORY, cat.ptr, cat.len, pk);
-    if (!has_dup(cpost, pk, sizeof pk, posb, 8)) return damage(pos, "category index lacks this event");
+    if (!has_dup(cpost, pk, sizeof pk, posb, 8)) return cairn__corrupt(pos, "category index lacks this event");
     cairn__post_key(CAIRN_POST_TYPE, ev->type.ptr, ev->type.len, pk);
-    if (!has_dup(cpost, pk, sizeof pk, posb, 8)) return damage(pos, "type index lacks this event");
+    if (!has_dup(cpost, pk, sizeof pk, posb, 8)) return cairn__corrupt(pos, "type index lacks this event");
     while (cairn_event_tag(ev, &cur, &tag)) {
         cairn__post_key(CAIRN_POST_TAG, tag.ptr, tag.len, pk);
-        if (!has_dup(cpost, pk, sizeof pk, posb, 8)) return damage(pos, "tag index lacks this event");
+        if (!has_dup(cpost, pk, sizeof pk, posb, 8)) return cairn__corrupt(pos, "tag index lacks this event");
     }
     {
         int ok;
@@ -175,7 +170,7 @@ static int check_indexed(vstate *vs, MDB_txn *txn, MDB_cursor *cids, MDB_cursor 
         vs->comps++;
     }
     json_decref(root);
-    return bad ? damage(pos, bad) : CAIRN_OK;
+    return bad ? cairn__corrupt(pos, bad) : CAIRN_OK;
 }
 
 /* Checks records from vs->next on, at most CHUNK of them, in one read transaction. */
@@ -204,31 +199,31 @@ static int verify_chunk(cairn_env *e, vstate *vs) {
         cairn_stream_info si;
         uint8_t sv[16], sk[8];
 
-        if (k.mv_size != 8) { rc = damage(vs->next, "log key is not 8 bytes"); goto out; }
+        if (k.mv_size != 8) { rc = cairn__corrupt(vs->next, "log key is not 8 bytes"); goto out; }
         pos = cairn__get_be64(k.mv_data);
-        if (pos != vs->next) { rc = damage(vs->next, "position missing from the log"); goto out; }
+        if (pos != vs->next) { rc = cairn__corrupt(vs->next, "position missing from the log"); goto out; }
         if ((rc = cairn__val_check(g_lo, g_hi, &v, pos))) goto out;
         if ((rc = cairn__record_decode(v.mv_data, v.mv_size, pos, &ev))) goto out;
         {   /* found by key too: a damaged branch page can hide a record from lookups (every
              * read but a scan) while a sequential walk still reaches it */
             MDB_val lk = {8, k.mv_data}, lv;
             if (mdb_get(txn, e->log, &lk, &lv) != 0 || lv.mv_data != v.mv_data) {
-                rc = damage(pos, "a lookup by position does not find this event (damaged tree)");
+                rc = cairn__corrupt(pos, "a lookup by position does not find this event (damaged tree)");
                 goto out;
             }
         }
-        if (ev.timestamp < vs->last_ts) { rc = damage(pos, "timestamp earlier than the previous event's"); goto out; }
+        if (ev.timestamp < vs->last_ts) { rc = cairn__corrupt(pos, "timestamp earlier than the previous event's"); goto out; }
         vs->last_ts = ev.timestamp;
         if ((rc = cairn__stream_lookup(e, txn, ev.stream.ptr, ev.stream.len, &si))) {
             if ((rc == CAIRN_ECORRUPT && !cairn__err()->position) || rc == CAIRN_EINTERNAL)
-                rc = damage(pos, "stream entry of this event is damaged");
+                rc = cairn__corrupt(pos, "stream entry of this event is damaged");
             goto out;
         }
-        if (!si.exists || si.version < ev.version || ev.version < 0) { rc = damage(pos, "stream entry disagrees with the log"); goto out; }
+        if (!si.exists || si.version < ev.version || ev.version < 0) { rc = cairn__corrupt(pos, "stream entry disagrees with the log"); goto out; }
         cairn__put_be64(sk, si.sid);
         cairn__put_be64(sv, (uint64_t)ev.version);
         cairn__put_be64(sv + 8, pos);
-        if (!has_dup(csidx, sk, 8, sv, 16)) { rc = damage(pos, "stream index lacks this event"); goto out; }
+        if (!has_dup(csidx, sk, 8, sv, 16)) { rc = cairn__corrupt(pos, "stream index lacks this event"); goto out; }
         if (!vs->deferred && tail && pos >= tail) vs->deferred = pos;
         if (!vs->deferred && (rc = check_indexed(vs, txn, cids, cpost, &ev, pos))) goto out;
         vs->r->events++;
@@ -237,7 +232,7 @@ static int verify_chunk(cairn_env *e, vstate *vs) {
         rc = mdb_cursor_get(clog, &k, &v, MDB_NEXT);
     }
     if (rc == MDB_NOTFOUND) {
-        rc = vs->next <= vs->head ? damage(vs->next, "position missing from the log") : CAIRN_OK;
+        rc = vs->next <= vs->head ? cairn__corrupt(vs->next, "position missing from the log") : CAIRN_OK;
     } else if (rc > 0) {
         rc = cairn__mdb_fail(rc, "verify");
     }
@@ -263,15 +258,15 @@ static int locate_ids(cairn_env *e, MDB_txn *txn, MDB_cursor *clog, uint64_t hea
     while (rc == 0) {
         cairn_event ev;
         uint64_t pos;
-        if (k.mv_size != 16 || v.mv_size != 20) { rc = damage(0, "event id index: malformed entry"); goto out; }
+        if (k.mv_size != 16 || v.mv_size != 20) { rc = cairn__corrupt(0, "event id index: malformed entry"); goto out; }
         pos = cairn__get_be64(v.mv_data);
-        if (pos == 0 || pos > head) { rc = damage(pos, "event id index entry points past the log"); goto out; }
-        if (tail && pos >= tail) { rc = damage(pos, "event id index has an entry for an event of the index tail"); goto out; }
+        if (pos == 0 || pos > head) { rc = cairn__corrupt(pos, "event id index entry points past the log"); goto out; }
+        if (tail && pos >= tail) { rc = cairn__corrupt(pos, "event id index has an entry for an event of the index tail"); goto out; }
         if ((rc = record_at(clog, pos, &ev, "event id index entry points at a missing event"))) goto out;
-        if (memcmp(ev.id, k.mv_data, 16) != 0) { rc = damage(pos, "event id index entry names another event's id"); goto out; }
+        if (memcmp(ev.id, k.mv_data, 16) != 0) { rc = cairn__corrupt(pos, "event id index entry names another event's id"); goto out; }
         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
     }
-    rc = rc == MDB_NOTFOUND ? damage(0, "event id index holds more entries than the log has events")
+    rc = rc == MDB_NOTFOUND ? cairn__corrupt(0, "event id index holds more entries than the log has events")
                             : cairn__mdb_fail(rc, "verify");
 out:
     mdb_cursor_close(c);
@@ -288,16 +283,16 @@ static int locate_sidx(cairn_env *e, MDB_txn *txn, MDB_cursor *clog, uint64_t he
         cairn_event ev;
         cairn_stream_info si;
         uint64_t pos;
-        if (k.mv_size != 8 || v.mv_size != 16) { rc = damage(0, "stream index: malformed entry"); goto out; }
+        if (k.mv_size != 8 || v.mv_size != 16) { rc = cairn__corrupt(0, "stream index: malformed entry"); goto out; }
         pos = cairn__get_be64((uint8_t *)v.mv_data + 8);
-        if (pos == 0 || pos > head) { rc = damage(pos, "stream index entry points past the log"); goto out; }
+        if (pos == 0 || pos > head) { rc = cairn__corrupt(pos, "stream index entry points past the log"); goto out; }
         if ((rc = record_at(clog, pos, &ev, "stream index entry points at a missing event"))) goto out;
         if ((rc = cairn__stream_lookup(e, txn, ev.stream.ptr, ev.stream.len, &si))) goto out;
-        if (!si.exists || si.sid != cairn__get_be64(k.mv_data)) { rc = damage(pos, "stream index entry is filed under another stream"); goto out; }
-        if ((uint64_t)ev.version != cairn__get_be64(v.mv_data)) { rc = damage(pos, "stream index entry has the wrong version"); goto out; }
+        if (!si.exists || si.sid != cairn__get_be64(k.mv_data)) { rc = cairn__corrupt(pos, "stream index entry is filed under another stream"); goto out; }
+        if ((uint64_t)ev.version != cairn__get_be64(v.mv_data)) { rc = cairn__corrupt(pos, "stream index entry has the wrong version"); goto out; }
         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
     }
-    rc = rc == MDB_NOTFOUND ? damage(0, "stream index holds more entries than the log has events")
+    rc = rc == MDB_NOTFOUND ? cairn__corrupt(0, "stream index holds more entries than the log has events")
                             : cairn__mdb_fail(rc, "verify");
 out:
     mdb_cursor_close(c);
@@ -351,22 +346,22 @@ static int locate_post(cairn_env *e, MDB_txn *txn, MDB_cursor *clog, uint64_t he
         uint64_t pos;
         const uint8_t *key = k.mv_data;
         const char *what;
-        if (k.mv_size != CAIRN_POST_KEY || v.mv_size != 8) { rc = damage(0, "posting index: malformed entry"); goto out; }
+        if (k.mv_size != CAIRN_POST_KEY || v.mv_size != 8) { rc = cairn__corrupt(0, "posting index: malformed entry"); goto out; }
         switch (key[0]) {
         case CAIRN_POST_CATEGORY: what = "category index entry does not match the event it points at"; break;
         case CAIRN_POST_TYPE: what = "type index entry does not match the event it points at"; break;
         case CAIRN_POST_TAG: what = "tag index entry does not match the event it points at"; break;
         case CAIRN_POST_CORRELATION: what = "correlation index entry does not match the event it points at"; break;
-        default: rc = damage(cairn__get_be64(v.mv_data), "posting index: unknown kind of posting"); goto out;
+        default: rc = cairn__corrupt(cairn__get_be64(v.mv_data), "posting index: unknown kind of posting"); goto out;
         }
         pos = cairn__get_be64(v.mv_data);
-        if (pos == 0 || pos > head) { rc = damage(pos, "posting index entry points past the log"); goto out; }
-        if (tail && pos >= tail) { rc = damage(pos, "posting index has an entry for an event of the index tail"); goto out; }
+        if (pos == 0 || pos > head) { rc = cairn__corrupt(pos, "posting index entry points past the log"); goto out; }
+        if (tail && pos >= tail) { rc = cairn__corrupt(pos, "posting index has an entry for an event of the index tail"); goto out; }
         if ((rc = record_at(clog, pos, &ev, "posting index entry points at a missing event"))) goto out;
-        if (!posting_matches(key, &ev)) { rc = damage(pos, what); goto out; }
+        if (!posting_matches(key, &ev)) { rc = cairn__corrupt(pos, what); goto out; }
         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
     }
-    rc = rc == MDB_NOTFOUND ? damage(0, "posting index holds more entries than the events imply")
+    rc = rc == MDB_NOTFOUND ? cairn__corrupt(0, "posting index holds more entries than the events imply")
                             : cairn__mdb_fail(rc, "verify");
 out:
     mdb_cursor_close(c);
@@ -387,17 +382,17 @@ static int locate_comp(cairn_env *e, MDB_txn *txn, MDB_cursor *clog, uint64_t he
         int has_comp = 0, ok;
         uint8_t id[16];
         json_t *root;
-        if (k.mv_size != 16 || v.mv_size != 8) { rc = damage(0, "compensation index: malformed entry"); goto out; }
+        if (k.mv_size != 16 || v.mv_size != 8) { rc = cairn__corrupt(0, "compensation index: malformed entry"); goto out; }
         pos = cairn__get_be64(v.mv_data);
-        if (pos == 0 || pos > head) { rc = damage(pos, "compensation index entry points past the log"); goto out; }
+        if (pos == 0 || pos > head) { rc = cairn__corrupt(pos, "compensation index entry points past the log"); goto out; }
         if ((rc = record_at(clog, pos, &ev, "compensation index entry points at a missing event"))) goto out;
         metadata_links(&ev, &corr, &len, &has_comp, id, &root);
         ok = has_comp && memcmp(id, k.mv_data, 16) == 0;
         if (root) json_decref(root);
-        if (!ok) { rc = damage(pos, "compensation index entry does not match the event it points at"); goto out; }
+        if (!ok) { rc = cairn__corrupt(pos, "compensation index entry does not match the event it points at"); goto out; }
         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
     }
-    rc = rc == MDB_NOTFOUND ? damage(0, "compensation index holds more entries than the events imply")
+    rc = rc == MDB_NOTFOUND ? cairn__corrupt(0, "compensation index holds more entries than the events imply")
                             : cairn__mdb_fail(rc, "verify");
 out:
     mdb_cursor_close(c);
@@ -415,7 +410,7 @@ static int verify_tail(cairn_env *e, vstate *vs, MDB_txn *txn, MDB_cursor *clog,
 
     if ((rc = cairn__tail_start(e, txn, tail))) return rc;
     if (*tail && (*tail > head || head - *tail >= CAIRN_TAIL_MAX))
-        return damage(*tail, "meta: the index tail starts out of range");
+        return cairn__corrupt(*tail, "meta: the index tail starts out of range");
     end = *tail ? *tail : head + 1;
     if (vs->deferred && vs->deferred < end) {
         if ((rc = mdb_cursor_open(txn, e->ids, &cids)) || (rc = mdb_cursor_open(txn, e->post, &cpost))) {
@@ -439,7 +434,7 @@ static int verify_tail(cairn_env *e, vstate *vs, MDB_txn *txn, MDB_cursor *clog,
         if ((rc = record_at(clog, pos, &ev, "position missing from the log"))) goto out;
         linked = metadata_links(&ev, &corr, &len, &has_comp, id, &root);
         if (root) json_decref(root);
-        if (linked) { rc = damage(pos, "an event with rollback or compensation links in the index tail"); goto out; }
+        if (linked) { rc = cairn__corrupt(pos, "an event with rollback or compensation links in the index tail"); goto out; }
     }
 out:
     if (cpost) mdb_cursor_close(cpost);
@@ -508,7 +503,7 @@ static int verify_streams(cairn_env *e, cairn_verify_report *r) {
     }
     rc = mdb_get(txn, e->meta, &mk, &mv);
     if (rc == 0 && mv.mv_size == 8) max_sid = cairn__get_be64(mv.mv_data);
-    else if (rc == 0) { rc = damage(0, "meta: the stream id counter is not 8 bytes"); goto out; }
+    else if (rc == 0) { rc = cairn__corrupt(0, "meta: the stream id counter is not 8 bytes"); goto out; }
     else if (rc != MDB_NOTFOUND) { rc = cairn__mdb_fail(rc, "verify"); goto out; }
     rc = mdb_cursor_get(cs, &k, &v, MDB_FIRST);
     while (rc == 0) {
@@ -521,7 +516,7 @@ static int verify_streams(cairn_env *e, cairn_verify_report *r) {
         MDB_val xk = {8, NULL}, xv;
         int xrc;
         if (v.mv_size < CAIRN_STREAM_VAL_HEADER || name_len == 0 || name_len > CAIRN_MAX_STREAM) {
-            rc = damage(0, "corrupt stream entry");
+            rc = cairn__corrupt(0, "corrupt stream entry");
             goto out;
         }
         klen = cairn__stream_key(name, name_len, key);
@@ -539,9 +534,9 @@ static int verify_streams(cairn_env *e, cairn_verify_report *r) {
         xrc = mdb_cursor_get(cx, &xk, &xv, MDB_SET);
         if (xrc == 0) xrc = mdb_cursor_get(cx, &xk, &xv, MDB_FIRST_DUP);
         while (xrc == 0) {
-            if (xv.mv_size != 16) { rc = damage(0, "stream index: malformed entry"); goto out; }
+            if (xv.mv_size != 16) { rc = cairn__corrupt(0, "stream index: malformed entry"); goto out; }
             if ((int64_t)cairn__get_be64(xv.mv_data) != expect) {
-                rc = damage(cairn__get_be64((uint8_t *)xv.mv_data + 8), "stream versions have a gap");
+                rc = cairn__corrupt(cairn__get_be64((uint8_t *)xv.mv_data + 8), "stream versions have a gap");
                 goto out;
             }
             if (expect == 0) first_pos = cairn__get_be64((uint8_t *)xv.mv_data + 8);
@@ -557,7 +552,7 @@ static int verify_streams(cairn_env *e, cairn_verify_report *r) {
             cairn_event ev;
             if ((rc = record_at(clog, first_pos, &ev, "stream index entry points at a missing event"))) goto out;
             if (!same_bytes(ev.stream.ptr, ev.stream.len, name, name_len) || ev.version != 0) {
-                rc = damage(first_pos, "stream index: the stream's first event belongs to another stream");
+                rc = cairn__corrupt(first_pos, "stream index: the stream's first event belongs to another stream");
                 goto out;
             }
         }

@@ -1,11 +1,10 @@
 /*
  * error.c -- return codes, their texts, and the per-thread detail of the last failure.
  */
-#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 
-#include "internal.h"
+#include "base.h"
 
 static _Thread_local cairn_error g_error;
 
@@ -36,25 +35,9 @@ int cairn__fail(int code, const char *fmt, ...) {
     return code;
 }
 
-int cairn__mdb_fail(int rc, const char *what) {
-    switch (rc) {
-    case MDB_INVALID:
-    case MDB_CORRUPTED:
-    case MDB_PAGE_NOTFOUND:
-    case MDB_VERSION_MISMATCH:
-    case MDB_INCOMPATIBLE:
-    case MDB_BAD_DBI:
-        return cairn__fail(CAIRN_ECORRUPT, "%s: %s", what, mdb_strerror(rc));
-    case ENOMEM:
-        return cairn__fail(CAIRN_ENOMEM, "%s: out of memory", what);
-    case EACCES:
-    case EROFS:
-        return cairn__fail(CAIRN_EREADONLY, "%s: %s", what, mdb_strerror(rc));
-    case ENOENT:
-        return cairn__fail(CAIRN_ENOENT, "%s: %s", what, mdb_strerror(rc));
-    default:
-        return cairn__fail(CAIRN_EIO, "%s: %s", what, mdb_strerror(rc));
-    }
+int cairn__corrupt(uint64_t pos, const char *what) {
+    g_error.position = pos;
+    return cairn__fail(CAIRN_ECORRUPT, "position %llu: %s", (unsigned long long)pos, what);
 }
 
 const char *cairn_strerror(int code) {

@@ -1,0 +1,64 @@
+/*
+ * base.h -- the layer under both the storage engine (core/src) and the Lua host (lua/): errors,
+ * the one growable buffer, byte order.  Built on libc, jansson and xxHash; it includes neither
+ * LMDB nor Lua, and nothing here is public.
+ */
+#ifndef CAIRN_BASE_H
+#define CAIRN_BASE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "cairn.h"
+
+/* ---------------------------------------------------------------------------------
+ * Errors (error.c): the per-thread detail behind cairn_last_error().  Each returns `code`
+ * so callers can `return cairn__fail(...)`.
+ * --------------------------------------------------------------------------------- */
+cairn_error *cairn__err(void);
+int cairn__fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void cairn__clear_error(void);
+/* CAIRN_ECORRUPT "position N: what", with .position = pos: damage found at a position. */
+int cairn__corrupt(uint64_t pos, const char *what);
+
+/* ---------------------------------------------------------------------------------
+ * The growable byte buffer (buf.c).  Start it zeroed; the owner frees p (cairn_buf_free).
+ * Plain malloc'd memory, outside any Lua memory cap.  reserve/append return 0, or -1 when
+ * memory ran out (the buffer is then as it was).
+ * --------------------------------------------------------------------------------- */
+typedef struct cairn_buf {
+    char *p;
+    size_t len, cap;
+} cairn_buf;
+
+int cairn_buf_reserve(cairn_buf *b, size_t extra);
+int cairn_buf_append(cairn_buf *b, const void *p, size_t n);
+void cairn_buf_free(cairn_buf *b);
+
+/* ---------------------------------------------------------------------------------
+ * Byte order.  Keys and index values are big-endian (they sort with LMDB's default
+ * memcmp comparator); the record header is little-endian.
+ * --------------------------------------------------------------------------------- */
+static inline void cairn__put_be64(uint8_t *p, uint64_t v) {
+    for (int i = 7; i >= 0; i--) { p[i] = (uint8_t)v; v >>= 8; }
+}
+static inline uint64_t cairn__get_be64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
+    return v;
+}
+static inline void cairn__put_be32(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8), p[3] = (uint8_t)v;
+}
+static inline uint32_t cairn__get_be32(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static inline void cairn__put_le64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+static inline uint64_t cairn__get_le64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+static inline void cairn__put_le32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static inline uint32_t cairn__get_le32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static inline void cairn__put_le16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
+static inline uint16_t cairn__get_le16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+
+#endif
