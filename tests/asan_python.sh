@@ -24,7 +24,7 @@ inc=$("$py" -c "import sysconfig;print(sysconfig.get_paths()['include'])")
 mkdir -p "$out/cairn"
 cp python/cairn/*.py python/cairn/*.pyi python/cairn/py.typed "$out/cairn/"
 gcc -shared -fPIC -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -D_GNU_SOURCE \
-    -Icore/include -Icore/base -Icore/src -Ilua -I/usr/include/lua5.4 -Ibuild/generated -I"$inc" \
+    -Icore/include -Icore/base -Icore/src -Ilua -I/usr/include/lua5.4 -I"$inc" \
     core/base/*.c core/src/*.c lua/*.c bindings/python/*.c \
     -llmdb -ljansson -lxxhash -llua5.4 -lpthread -lm -o "$out/cairn/_cairn$ext"
 preload="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"

@@ -11,7 +11,7 @@ cc=$(command -v clang-14 || command -v clang)
 mkdir -p "$out"
 srcs="core/base/*.c core/src/*.c lua/*.c"
 flags="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -D_GNU_SOURCE
-       -Icore/include -Icore/base -Icore/src -Ilua -I/usr/include/lua5.4 -Ibuild/generated"
+       -Icore/include -Icore/base -Icore/src -Ilua -I/usr/include/lua5.4"
 libs="-llmdb -ljansson -lxxhash -llua5.4 -lpthread -lm"
 targets="record json_lua script store"
 for t in $targets; do
@@ -53,7 +53,7 @@ if [ "${PY_NATIVE:-1}" = 1 ]; then
         # shellcheck disable=SC2086
         $cc -shared -fPIC -g -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all \
             -fno-omit-frame-pointer -D_GNU_SOURCE -Icore/include -Icore/base -Icore/src -Ilua -I/usr/include/lua5.4 \
-            -Ibuild/generated -I"$inc" core/base/*.c core/src/*.c lua/*.c bindings/python/*.c $libs -o "$so"
+            -I"$inc" core/base/*.c core/src/*.c lua/*.c bindings/python/*.c $libs -o "$so"
     fi
     pypath=$pyout
     preload=$("$py" -c "import atheris,os;print(os.path.join(atheris.path(),'asan_with_fuzzer.so'))")
