@@ -1,29 +1,29 @@
 """Build and install cairn (distribution `cairn-events`, import name `cairn`).
 
-The extension `cairn._cairn` is compiled from the C core (core/base, core/src), the Lua host (lua/)
-and the CPython binding (bindings/python); it links the system's LMDB, jansson, xxHash and Lua 5.4:
+The extension `cairn._cairn` (the C core, the Lua host and the CPython binding) is built by
+CMake, from CMakeLists.txt, the one description of the build: build_ext configures a CMake
+tree in setuptools' build_temp for the interpreter running this file and builds its target
+`cairn_python` straight into the directory setuptools installs from.  It needs cmake (3.20 or
+later), pkg-config, a C compiler and the system's LMDB, jansson, xxHash and Lua 5.4:
 
-    apt-get install liblmdb-dev libjansson-dev libxxhash-dev liblua5.4-dev
+    apt-get install cmake pkg-config gcc liblmdb-dev libjansson-dev libxxhash-dev liblua5.4-dev
     pip install .                              # or, for development:
     python3 setup.py build_ext --inplace       # -> python/cairn/_cairn.*.so
+
+CMAKE=/path/to/cmake picks another cmake (default: Debian's /usr/bin/cmake, else the one on
+PATH).
 """
 
-import glob
 import os
 import re
+import shutil
+import subprocess
+import sys
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext as _build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def rel(*parts):
-    return os.path.join(*parts)
-
-
-def sources(pattern):
-    # setuptools wants paths relative to setup.py; sorted for reproducible builds.
-    return sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(HERE, pattern)))
 
 
 def version():
@@ -32,26 +32,42 @@ def version():
     return m.group(1) if m else "0.0.0"
 
 
-ext = Extension(
-    "cairn._cairn",
-    sources=sources("core/base/*.c") + sources("core/src/*.c") + sources("lua/*.c") + sources("bindings/python/*.c"),
-    include_dirs=[rel("core", "include"), rel("core", "base"), rel("core", "src"), rel("lua"), "/usr/include/lua5.4"],
-    libraries=["lmdb", "jansson", "xxhash", "lua5.4", "pthread"],
-    define_macros=[("_GNU_SOURCE", None)],
-    depends=sources("core/include/*.h")
-    + sources("core/base/*.h")
-    + sources("core/src/*.h")
-    + sources("lua/*.h")
-    + sources("bindings/python/*.h"),
-    extra_compile_args=[
-        "-std=gnu11",
-        "-fvisibility=hidden",  # only PyInit__cairn is exported
-        "-Wall",
-        "-Wextra",
-        "-Wshadow",
-        "-Wstrict-prototypes",
-    ],
-)
+def cmake_program():
+    cmake = os.environ.get("CMAKE")
+    if not cmake:
+        cmake = "/usr/bin/cmake" if os.access("/usr/bin/cmake", os.X_OK) else shutil.which("cmake")
+    if not cmake:
+        sys.exit("cairn: cmake not found (apt-get install cmake, or set CMAKE=/path/to/cmake)")
+    return cmake
+
+
+class CMakeExtension(Extension):
+    """An extension whose sources CMake knows; `target` is its CMake target."""
+
+    def __init__(self, name, target):
+        super().__init__(name, sources=[])
+        self.target = target
+
+
+class build_ext(_build_ext):
+    """Builds each CMakeExtension by configuring and building CMakeLists.txt's target."""
+
+    def build_extension(self, ext):
+        if not isinstance(ext, CMakeExtension):
+            return super().build_extension(ext)
+        out = os.path.dirname(os.path.abspath(self.get_ext_fullpath(ext.name)))
+        tree = os.path.join(os.path.abspath(self.build_temp), "cmake")
+        os.makedirs(out, exist_ok=True)
+        cmake = cmake_program()
+        config = "Debug" if self.debug else "Release"
+        configure = [cmake, "-S", HERE, "-B", tree, f"-DCMAKE_BUILD_TYPE={config}",
+                     f"-DPython3_EXECUTABLE={sys.executable}", "-DCAIRN_PYTHON=ON",
+                     "-DCAIRN_TESTS=OFF", f"-DCAIRN_PYTHON_OUTPUT_DIR={out}"]
+        jobs = self.parallel or os.cpu_count() or 1
+        build = [cmake, "--build", tree, "--target", ext.target, "-j", str(jobs)]
+        for cmd in (configure, build):
+            print(" ".join(cmd), flush=True)
+            subprocess.run(cmd, check=True)
 
 
 setup(
@@ -64,7 +80,8 @@ setup(
     package_dir={"": "python"},
     packages=["cairn"],
     package_data={"cairn": ["py.typed", "*.pyi"]},
-    ext_modules=[ext],
+    ext_modules=[CMakeExtension("cairn._cairn", target="cairn_python")],
+    cmdclass={"build_ext": build_ext},
     entry_points={"console_scripts": ["cairn = cairn.__main__:main"]},
     zip_safe=False,
     # keep setuptools out of build/, which belongs to CMake
