@@ -106,7 +106,7 @@ valgrind: build
 # (PYTHONMALLOC=malloc; tests/lsan-python.supp): about 90 s, part of `make test`.
 test-asan-python: build venv
 	@echo "== Python tests against the extension under ASan+UBSan+LSan"
-	@PYTHON=$(VENV_PY) tests/asan_python.sh
+	@PYTHON=$(VENV_PY) CMAKE=$(CMAKE) JOBS=$(JOBS) tests/asan_python.sh
 
 test: test-c test-asan test-python test-fuzz test-asan-python
 

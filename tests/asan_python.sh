@@ -18,15 +18,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-.venv/bin/python}
+case $py in /*) ;; */*) py=$PWD/$py ;; esac
 out=build-asan-python
-ext=$("$py" -c "import sysconfig;print(sysconfig.get_config_var('EXT_SUFFIX'))")
-inc=$("$py" -c "import sysconfig;print(sysconfig.get_paths()['include'])")
+cmake=${CMAKE:-$(command -v /usr/bin/cmake || command -v cmake)}
+# The extension from CMakeLists.txt (target cairn_python; gcc, whose runtimes are preloaded
+# below; ASan + UBSan, -O1 -g, asserts on), written into this directory's copy of the package.
 mkdir -p "$out/cairn"
 cp python/cairn/*.py python/cairn/*.pyi python/cairn/py.typed "$out/cairn/"
-gcc -shared -fPIC -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -D_GNU_SOURCE \
-    -Icore/include -Icore/base -Icore/src -Ilua -I/usr/include/lua5.4 -I"$inc" \
-    core/base/*.c core/src/*.c lua/*.c bindings/python/*.c \
-    -llmdb -ljansson -lxxhash -llua5.4 -lpthread -lm -o "$out/cairn/_cairn$ext"
+"$cmake" -S . -B "$out" -DCMAKE_C_COMPILER=gcc -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS_DEBUG="-g -O1" \
+    -DCAIRN_SANITIZE=ON -DCAIRN_PYTHON=ON -DCAIRN_TESTS=OFF -DPython3_EXECUTABLE="$py" \
+    -DCAIRN_PYTHON_OUTPUT_DIR="$PWD/$out/cairn" --log-level=WARNING > /dev/null
+"$cmake" --build "$out" --target cairn_python -j"${JOBS:-2}" > "$out/build.log" 2>&1 ||
+    { tail -40 "$out/build.log"; exit 1; }
 preload="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
 supp="$PWD/tests/lsan-python.supp"
 
