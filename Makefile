@@ -79,10 +79,10 @@ FUZZ_SMOKE_SECONDS ?= 3
 FUZZ_SECONDS ?= 60
 test-fuzz: build venv
 	@echo "== fuzz targets, $(FUZZ_SMOKE_SECONDS) s each"
-	@PYTHON=$(VENV_PY) tests/fuzz/run.sh $(FUZZ_SMOKE_SECONDS)
+	@PYTHON=$(VENV_PY) CMAKE=$(CMAKE) JOBS=$(JOBS) tests/fuzz/run.sh $(FUZZ_SMOKE_SECONDS)
 
 fuzz: build venv
-	@PYTHON=$(VENV_PY) tests/fuzz/run.sh $(FUZZ_SECONDS)
+	@PYTHON=$(VENV_PY) CMAKE=$(CMAKE) JOBS=$(JOBS) tests/fuzz/run.sh $(FUZZ_SECONDS)
 
 # valgrind memcheck over every C test program (about 1 min here): definite leaks and every memory
 # error fail the run, in forked children too (valgrind follows fork(); a child's errors turn

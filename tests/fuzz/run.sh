@@ -3,22 +3,30 @@
 # (default 60) on its corpus in tests/fuzz/corpus/<target>/, adding what it finds there
 # only with MERGE=1.  `make fuzz` runs it; `make test` runs it for a few seconds.
 # fuzz_store (the write/read path against a real store) keeps its stores in /dev/shm.
+# Everything is built from CMakeLists.txt with CAIRN_FUZZ=ON (clang, -g -O1, asserts on) in one
+# CMake tree, build-fuzz/: the fuzz_* executables there, the extension for the Python-level
+# target into build-fuzz-py/cairn/ (below).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-${FUZZ_SECONDS:-60}}
 out=build-fuzz
+pyout=build-fuzz-py
+py=${PYTHON:-.venv/bin/python}
+case $py in /*) ;; */*) py=$PWD/$py ;; esac
 cc=$(command -v clang-14 || command -v clang)
-mkdir -p "$out"
-srcs="core/base/*.c core/src/*.c lua/*.c"
-flags="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -D_GNU_SOURCE
-       -Icore/include -Icore/base -Icore/src -Ilua -I/usr/include/lua5.4"
-libs="-llmdb -ljansson -lxxhash -llua5.4 -lpthread -lm"
+cmake=${CMAKE:-$(command -v /usr/bin/cmake || command -v cmake)}
 targets="record json_lua script store"
-for t in $targets; do
-    # shellcheck disable=SC2086
-    [ "$out/fuzz_$t" -nt "tests/fuzz/fuzz_$t.c" ] && [ -z "$(find core lua -newer "$out/fuzz_$t" -name '*.[ch]' | head -1)" ] ||
-        $cc $flags tests/fuzz/fuzz_$t.c $srcs $libs -o "$out/fuzz_$t"
-done
+native=${PY_NATIVE:-1}
+"$cmake" -S . -B "$out" -DCMAKE_C_COMPILER="$cc" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS_DEBUG="-g -O1" \
+    -DCAIRN_FUZZ=ON -DCAIRN_TESTS=OFF -DCAIRN_PYTHON="$([ "$native" = 1 ] && echo ON || echo OFF)" \
+    -DPython3_EXECUTABLE="$py" -DCAIRN_PYTHON_OUTPUT_DIR="$PWD/$pyout/cairn" --log-level=WARNING > /dev/null
+# build TARGET...: quiet unless it fails
+build() {
+    "$cmake" --build "$out" --target "$@" -j"${JOBS:-2}" > "$out/build.log" 2>&1 ||
+        { tail -40 "$out/build.log"; exit 1; }
+}
+# shellcheck disable=SC2046
+build $(printf 'fuzz_%s ' $targets)
 for t in $targets; do
     corpus=tests/fuzz/corpus/$t
     work=$out/corpus-$t
@@ -33,28 +41,17 @@ for t in $targets; do
     if [ "${MERGE:-0}" = 1 ]; then "$out/fuzz_$t" -merge=1 "$corpus" "$work" > /dev/null 2>&1; fi
 done
 # The Python-level target (atheris, from .venv): argument parsing and JSON encoding, with
-# coverage feedback from the extension too.  The extension (bindings/python, core/src, lua/)
-# is built for it into build-fuzz-py/ with clang, -fsanitize=fuzzer-no-link,address,undefined,
-# and runs with the ASan runtime that carries atheris's libFuzzer preloaded (atheris:
-# "Fuzzing Native Extensions").  PY_NATIVE=0 runs it against python/ instead (the Python
-# package alone is instrumented then).
-py=${PYTHON:-.venv/bin/python}
-pyout=build-fuzz-py
+# coverage feedback from the extension too.  The extension (CMake target cairn_python) is built
+# for it into build-fuzz-py/cairn/, a copy of the package, instrumented as the C targets are
+# (-fsanitize=fuzzer-no-link,address,undefined), and runs with the ASan runtime that carries
+# atheris's libFuzzer preloaded (atheris: "Fuzzing Native Extensions").  PY_NATIVE=0 runs it
+# against python/ instead (the Python package alone is instrumented then).
 pypath=python
 preload=
-if [ "${PY_NATIVE:-1}" = 1 ]; then
-    ext=$("$py" -c "import sysconfig;print(sysconfig.get_config_var('EXT_SUFFIX'))")
-    inc=$("$py" -c "import sysconfig;print(sysconfig.get_paths()['include'])")
-    so=$pyout/cairn/_cairn$ext
+if [ "$native" = 1 ]; then
     mkdir -p "$pyout/cairn"
     cp python/cairn/*.py python/cairn/*.pyi python/cairn/py.typed "$pyout/cairn/"
-    if [ ! -e "$so" ] || [ -n "$(find core lua bindings/python -newer "$so" -name '*.[ch]' | head -1)" ]; then
-        echo "== building $so (clang, fuzzer-no-link + ASan + UBSan)"
-        # shellcheck disable=SC2086
-        $cc -shared -fPIC -g -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all \
-            -fno-omit-frame-pointer -D_GNU_SOURCE -Icore/include -Icore/base -Icore/src -Ilua -I/usr/include/lua5.4 \
-            -I"$inc" core/base/*.c core/src/*.c lua/*.c bindings/python/*.c $libs -o "$so"
-    fi
+    build cairn_python
     pypath=$pyout
     preload=$("$py" -c "import atheris,os;print(os.path.join(atheris.path(),'asan_with_fuzzer.so'))")
 fi
