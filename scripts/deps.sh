@@ -8,6 +8,7 @@ PACKAGES=(
     gcc make cmake pkg-config
     liblmdb-dev libjansson-dev libxxhash-dev liblua5.4-dev libcmocka-dev
     clang-14 libclang-rt-14-dev   # libFuzzer targets (tests/fuzz)
+    clang-format-14               # make format, make format-check (.clang-format)
 )
 
 missing=()
