@@ -155,7 +155,8 @@ format-check: deps
 			"of $(words $(FORMAT_FILES)) files differ from .clang-format (make format rewrites them)"; exit 1; }
 
 clean:
-	rm -rf $(BUILD) $(BUILD_ASAN) demo-store python/cairn/_cairn*.so
+	rm -rf $(BUILD) $(BUILD_ASAN) build-asan-python build-fuzz build-fuzz-py build-py demo-store \
+		python/cairn/_cairn*.so
 
 distclean: clean
 	rm -rf $(VENV) .pytest_cache .hypothesis
