@@ -106,22 +106,55 @@ static void compensate_once(void **state) {
     CHECK_RC(cairn_compensate(fx->store, "account-2", 9, 9, NULL, 0, m, &r), CAIRN_EINVAL);
 }
 
+/* The canonical text of an id, as metadata.compensates holds it. */
+static void uuid_text(const uint8_t id[16], char out[37]) {
+    static const char hex[] = "0123456789abcdef";
+    char *o = out;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10) *o++ = '-';
+        *o++ = hex[id[i] >> 4];
+        *o++ = hex[id[i] & 15];
+    }
+    *o = '\0';
+}
+
+/* Does the compensation `c` undo the event `orig` (its compensates link, and the amount)? */
+static void assert_compensates(const rec *c, const rec *orig, const char *amount) {
+    char link[64], id[37];
+    uuid_text(orig->id, id);
+    snprintf(link, sizeof link, "\"compensates\":\"%s\"", id);
+    assert_string_equal(c->type, "Deposited");
+    assert_non_null(memmem(c->metadata, c->metadata_len, link, strlen(link)));
+    assert_non_null(memmem(c->data, c->data_len, amount, strlen(amount)));
+}
+
 static void rollback_compensates_newest_first(void **state) {
     fixture *fx = *state;
     cairn_append_result r, *rs;
     cairn_state st;
-    size_t n;
+    rec *evs;
+    size_t n, nevs;
     const char *meta = "{\"correlation_id\":\"saga-1\"}";
-    cairn_slice d = {"{\"amount\":10}", 13}, m = {meta, strlen(meta)}, none = {NULL, 0};
+    cairn_slice d10 = {"{\"amount\":10}", 13}, d25 = {"{\"amount\":25}", 13};
+    cairn_slice m = {meta, strlen(meta)}, none = {NULL, 0};
     CHECK_OK(define_bank(fx->store));
     CHECK_OK(execute(fx->store, "account-a", "Deposit", "{\"amount\":100}", &r));
-    CHECK_OK(cairn_execute(fx->store, "account-a", 9, NULL, 0, "Withdraw", 8, d, m, CAIRN_ANY, &r));
-    CHECK_OK(cairn_execute(fx->store, "account-b", 9, NULL, 0, "Deposit", 7, d, none, CAIRN_ANY, &r));
-    CHECK_OK(cairn_execute(fx->store, "account-a", 9, NULL, 0, "Withdraw", 8, d, m, CAIRN_ANY, &r));
+    CHECK_OK(cairn_execute(fx->store, "account-a", 9, NULL, 0, "Withdraw", 8, d10, m, CAIRN_ANY, &r));
+    CHECK_OK(cairn_execute(fx->store, "account-b", 9, NULL, 0, "Deposit", 7, d10, none, CAIRN_ANY, &r));
+    CHECK_OK(cairn_execute(fx->store, "account-a", 9, NULL, 0, "Withdraw", 8, d25, m, CAIRN_ANY, &r));
     CHECK_OK(cairn_rollback(fx->store, "saga-1", 6, &rs, &n));
     assert_int_equal(n, 2);
-    assert_true(rs[0].position < rs[1].position); /* newest original first, so written first */
+    assert_true(rs[0].position < rs[1].position); /* results in the order written */
+    assert_int_equal(rs[0].version, 3);
+    assert_int_equal(rs[1].version, 4);
     free(rs);
+    /* account-a: Deposited 100, Withdrawn 10 (saga), Withdrawn 25 (saga), then the
+     * compensations: the newest original (25, version 2) first, then the older (10) */
+    CHECK_OK(read_stream(fx->store, "account-a", 0, 0, 0, &evs, &nevs));
+    assert_int_equal(nevs, 5);
+    assert_compensates(&evs[3], &evs[2], "\"amount\":25");
+    assert_compensates(&evs[4], &evs[1], "\"amount\":10");
+    free(evs);
     assert_int_equal(balance_of(fx->store, "account-a", -1, &st), 100);
     free(st.json);
     CHECK_OK(cairn_rollback(fx->store, "saga-1", 6, &rs, &n));
