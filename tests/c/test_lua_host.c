@@ -298,6 +298,58 @@ static void bare_api_use_outside_calls_is_never_refused(void **state) {
     cairn_lua_close(h);
 }
 
+/* The cap at its edge, through the host's own allocator (lua_getallocf) called from a C
+ * function running inside a call: a new block or a growth that brings the count exactly to
+ * the limit is granted, one byte more is refused. */
+static cairn_lua *g_edge_h;
+static size_t g_edge_limit;
+static int g_edge_granted[2], g_edge_refused[2];
+
+static int alloc_at_the_edge(lua_State *L) {
+    void *ud;
+    lua_Alloc f = lua_getallocf(L, &ud);
+    size_t room = g_edge_limit - cairn_lua_memory(g_edge_h);
+    /* a new block: osize encodes the type of the object for a NULL ptr */
+    void *p = f(ud, NULL, LUA_TUSERDATA, room);
+    g_edge_granted[0] = p != NULL && cairn_lua_memory(g_edge_h) == g_edge_limit;
+    if (p) f(ud, p, room, 0);
+    room = g_edge_limit - cairn_lua_memory(g_edge_h);
+    p = f(ud, NULL, LUA_TUSERDATA, room + 1);
+    g_edge_refused[0] = p == NULL;
+    if (p) f(ud, p, room + 1, 0);
+    /* a growth of a block (the string builder's and table's way to grow) */
+    void *q = f(ud, NULL, LUA_TUSERDATA, 64);
+    assert_non_null(q);
+    room = g_edge_limit - cairn_lua_memory(g_edge_h);
+    void *r = f(ud, q, 64, 64 + room);
+    g_edge_granted[1] = r != NULL && cairn_lua_memory(g_edge_h) == g_edge_limit;
+    if (r) {
+        q = f(ud, r, 64 + room, 64); /* a shrink is never refused */
+        assert_non_null(q);
+    }
+    room = g_edge_limit - cairn_lua_memory(g_edge_h);
+    r = f(ud, q, 64, 64 + room + 1);
+    g_edge_refused[1] = r == NULL; /* and q is still the caller's */
+    f(ud, r ? r : q, r ? 64 + room + 1 : 64, 0);
+    return 0;
+}
+
+static void memory_cap_grants_exactly_the_limit_and_refuses_one_byte_more(void **state) {
+    (void)state;
+    g_edge_limit = 1 * MiB;
+    cairn_lua *h = g_edge_h = open_host(0, g_edge_limit);
+    lua_State *L = cairn_lua_state(h);
+    assert_true(cairn_lua_memory(h) < g_edge_limit - 4096);
+    lua_pushcfunction(L, alloc_at_the_edge);
+    CHECK_OK(cairn_lua_call(h, "edge", 0, 0, 0));
+    assert_true(g_edge_granted[0]); /* new block up to the limit */
+    assert_true(g_edge_refused[0]); /* new block one byte past it */
+    assert_true(g_edge_granted[1]); /* growth up to the limit */
+    assert_true(g_edge_refused[1]); /* growth one byte past it */
+    RUN_OK(h, "return 1");
+    cairn_lua_close(h);
+}
+
 static void open_fails_cleanly_below_the_sandboxs_own_size(void **state) {
     (void)state;
     cairn_lua *h = (cairn_lua *)1;
@@ -1488,6 +1540,7 @@ int main(void) {
         T(memory_bomb_is_a_script_error_and_the_state_recovers),
         T(memory_bomb_inside_pcall_is_not_swallowed),
         T(compiling_past_the_memory_cap_is_a_script_error),
+        T(memory_cap_grants_exactly_the_limit_and_refuses_one_byte_more),
         T(bare_api_use_outside_calls_is_never_refused),
         T(open_fails_cleanly_below_the_sandboxs_own_size),
         T(instruction_limit_kills_an_endless_loop),
