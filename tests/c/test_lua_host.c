@@ -396,6 +396,75 @@ static void instruction_kill_is_not_swallowed_by_pcall(void **state) {
     RUN_OK(h, "return 1");
 }
 
+/* The wrappers themselves: a kill inside pcall/xpcall must come out of the wrapper as an
+ * error, never as (false, message) to its caller.  Script code cannot tell (once killed, the
+ * count hook kills the caller's next instruction anyway, and cairn_lua_call fails a call
+ * that ended killed), so the wrapper is called here from C, inside a call, and what it
+ * did is recorded before anything else runs. */
+static int g_wrapper_status;
+static int g_wrapper_returned;
+
+/* (wrapper, f [, handler]) -> calls wrapper(f [, handler]) and records how it ended */
+static int call_the_wrapper(lua_State *L) {
+    g_wrapper_status = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
+    g_wrapper_returned = g_wrapper_status == LUA_OK;
+    if (!g_wrapper_returned) return lua_error(L);
+    return lua_gettop(L);
+}
+
+static void pcall_and_xpcall_reraise_every_kill_to_their_caller(void **state) {
+    (void)state;
+    static const char src[] =
+        "return {\n"
+        "  pcall = pcall, xpcall = xpcall,\n"
+        "  handler = function(e) return e end,\n"
+        "  spin = function() while true do end end,\n"
+        "  bomb = function() return string.rep('x', 8 * 1024 * 1024) end,\n"
+        "  refuse = function() reject('no') end,\n"
+        "  fail = function() error('ordinary', 0) end,\n"
+        "}\n";
+    static const struct {
+        const char *wrapper, *f, *message;
+        int rc;
+    } cases[] = {
+        {"pcall", "spin", "instruction limit exceeded", CAIRN_ESCRIPT},
+        {"pcall", "bomb", "memory limit exceeded", CAIRN_ESCRIPT},
+        {"pcall", "refuse", "command rejected: no", CAIRN_EREJECTED},
+        {"xpcall", "spin", "instruction limit exceeded", CAIRN_ESCRIPT},
+        {"xpcall", "bomb", "memory limit exceeded", CAIRN_ESCRIPT},
+        {"xpcall", "refuse", "command rejected: no", CAIRN_EREJECTED},
+    };
+    cairn_lua *h = open_host(100000, 4 * MiB);
+    lua_State *L = cairn_lua_state(h);
+    CHECK_OK(cairn_lua_load(h, "wrappers", src, strlen(src)));
+    int t = lua_gettop(L);
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        int xp = cases[i].wrapper[0] == 'x';
+        lua_pushcfunction(L, call_the_wrapper);
+        lua_getfield(L, t, cases[i].wrapper);
+        lua_getfield(L, t, cases[i].f);
+        if (xp) lua_getfield(L, t, "handler");
+        g_wrapper_status = -1;
+        CHECK_RC(cairn_lua_call(h, "wrappers", 2 + xp, 0, 0), cases[i].rc);
+        ASSERT_MSG_HAS(cases[i].message);
+        if (g_wrapper_returned)
+            fail_msg("%s(%s) returned to its caller after the kill (%s)", cases[i].wrapper,
+                     cases[i].f, cases[i].message);
+        assert_int_equal(g_wrapper_status, LUA_ERRRUN); /* the kill's value, raised again */
+        assert_int_equal(lua_gettop(L), t);
+    }
+    /* ordinary errors are still theirs to catch */
+    lua_pushcfunction(L, call_the_wrapper);
+    lua_getfield(L, t, "pcall");
+    lua_getfield(L, t, "fail");
+    CHECK_OK(cairn_lua_call(h, "wrappers", 2, 2, 0));
+    assert_true(g_wrapper_returned);
+    assert_false(lua_toboolean(L, -2));
+    assert_string_equal(lua_tostring(L, -1), "ordinary");
+    lua_settop(L, 0);
+    cairn_lua_close(h);
+}
+
 /* The stock matcher runs in C, out of the count hook's reach; ours charges its steps. */
 static void loops_in_c_library_functions_are_bounded_by_the_budget(void **state) {
     cairn_lua *h = *state;
@@ -1545,6 +1614,7 @@ int main(void) {
         T(open_fails_cleanly_below_the_sandboxs_own_size),
         T(instruction_limit_kills_an_endless_loop),
         T(instruction_kill_is_not_swallowed_by_pcall),
+        T(pcall_and_xpcall_reraise_every_kill_to_their_caller),
         T(instruction_budget_resets_on_each_call),
         T(loops_in_c_library_functions_are_bounded_by_the_budget),
         T(patterns_agree_with_the_stock_library),
