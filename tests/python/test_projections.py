@@ -12,6 +12,7 @@ import pytest
 
 import cairn
 from conftest import PACKAGE_ROOT
+from test_aggregates import ticks_during
 
 COUNT = """
 return {
@@ -521,6 +522,20 @@ def test_concurrent_runners_apply_each_event_once(store, store_path):
     p = store.projection("p")
     assert p.state() == {"n": n}
     assert [e.data["i"] for e in store.read_stream("audit-1")] == list(range(n))
+
+
+def test_run_projections_releases_the_gil_while_scripts_run(store_path):
+    with cairn.open(store_path, durability="none", script_instruction_limit=10**10) as s:
+        s.define_projection("work", """
+            return { init = function() return { n = 0 } end,
+                     apply = { Work = function(st, e)
+                       local x = 0
+                       for i = 1, e.data do x = x + i end
+                       st.n = st.n + 1
+                     end } }""")
+        s.append("work-1", [cairn.Event("Work", 10_000_000) for _ in range(2)])
+        assert ticks_during(s.run_projections) > 0.3
+        assert s.projection("work").state() == {"n": 2}
 
 
 # --- crash safety -----------------------------------------------------------------------------
