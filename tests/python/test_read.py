@@ -4,8 +4,12 @@ iterators that idle, are abandoned or overlap with writes, verify and sync."""
 
 import datetime
 import gc
+import json
+import os
 import random
+import sys
 import time
+import tracemalloc
 import uuid
 
 import pytest
@@ -524,6 +528,98 @@ def test_recorded_event_is_read_only(store):
         e.position = 5
     with pytest.raises(AttributeError):
         e.stream = "x"
+
+
+LEAK_DATA = {"obj": {"k": [1000, 2.5, {"x": "text-x"}]}, "list": [[70000], {"y": None}],
+             "s": "a string of some length", "n": 123456789}
+LEAK_META = {"m": {"n": [1, 2]}, "why": "a reason"}
+LEAK_BYTES = b"\x00raw bytes\xff"
+
+
+def fill_leak(store):
+    store.append("leak-1", [cairn.Event("Leak", LEAK_DATA, metadata=LEAK_META),
+                            cairn.Event("Bytes", LEAK_BYTES)])
+
+
+def readers(store):
+    """The read paths (get, read_all both ways, read_stream), each as position -> event."""
+    return [lambda p: store.get(p),
+            lambda p: next(iter(store.read_all(p, limit=1))),
+            lambda p: next(iter(store.read_all(p, backwards=True, limit=1))),
+            lambda p: next(iter(store.read_stream("leak-1", p - 1, limit=1)))]
+
+
+def decoded_values(v, out):
+    """v and every value inside it (not dict keys), depth first, but for None, booleans and
+    small ints: those are shared by the whole interpreter, and their counts move."""
+    if not (v is None or isinstance(v, bool) or (isinstance(v, int) and -5 <= v <= 256)):
+        out.append(v)
+    if isinstance(v, dict):
+        for x in v.values():
+            decoded_values(x, out)
+    elif isinstance(v, list):
+        for x in v:
+            decoded_values(x, out)
+    return out
+
+
+def refcounts(read):
+    """sys.getrefcount of data, metadata and every value in them, once the event they came
+    from is gone."""
+    e = read()
+    data, meta = e.data, e.metadata
+    del e
+    values = decoded_values(data, [])
+    if meta is not None:
+        decoded_values(meta, values)
+    del data, meta
+    return [sys.getrefcount(values[i]) for i in range(len(values))]
+
+
+class Plain:
+    """What a decoded event holds, made by the json module: the refcounts to expect."""
+
+    def __init__(self, data, metadata):
+        self.data, self.metadata = data, metadata
+
+
+def test_decoded_data_and_metadata_hold_no_extra_reference(store):
+    fill_leak(store)
+    want = {1: refcounts(lambda: Plain(json.loads(json.dumps(LEAK_DATA)),
+                                       json.loads(json.dumps(LEAK_META)))),
+            2: refcounts(lambda: Plain(bytes(bytearray(LEAK_BYTES)), None))}
+    assert len(want[1]) == 17 and len(want[2]) == 1  # every container and leaf counted
+    for read in readers(store):
+        for p in (1, 2):
+            assert refcounts(lambda: read(p)) == want[p], f"position {p}"
+    e = store.get(1)
+    assert e.data == LEAK_DATA and e.metadata == LEAK_META and store.get(2).data == LEAK_BYTES
+
+
+@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="under LeakSanitizer (tests/asan_python.sh), which reports leaked values "
+                    "itself, and to which CPython 3.11's tracemalloc leaks its own traceback records")
+def test_decoding_event_data_again_and_again_does_not_grow_memory(store):
+    fill_leak(store)
+
+    def decode_all():
+        for read in readers(store):
+            for p in (1, 2):
+                e = read(p)
+                assert (e.data, e.metadata) != (None, None)
+
+    decode_all()  # warm up caches (interned names, free lists)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        for _ in range(300):  # 2,400 events decoded
+            decode_all()
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - start
+    finally:
+        tracemalloc.stop()
+    assert grown < 64 * 1024, f"{grown} bytes still held after 2,400 decoded events"
 
 
 def test_timestamps_are_non_decreasing_along_positions(store):
