@@ -15,6 +15,10 @@
  *
  * A failing write writes nothing; a failing mmap maps nothing.  Calls are counted per
  * name (cairn_fault_calls) and failures too (cairn_fault_fired).
+ *
+ * One more test hook, for what the clock does (not a fault):
+ *   cairn_fault_clock_step(ns)   moves CLOCK_REALTIME as clock_gettime reports it by ns
+ *                                (negative: the wall clock steps back); steps add up
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -28,6 +32,7 @@
 #include <sys/mman.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 enum { F_FSYNC, F_FDATASYNC, F_PWRITE, F_PWRITEV, F_WRITEV, F_MSYNC, F_MMAP, F_WRITE, F_FTRUNCATE, F_N };
@@ -40,6 +45,7 @@ static long g_nth, g_seen, g_count = 1;
 static int g_err = EIO;
 static char g_file[256] = "data.mdb";
 static long g_calls[F_N], g_fired;
+static long long g_clock_step; /* ns added to CLOCK_REALTIME */
 /* the data file's mapping, so that msync (which takes no descriptor) can be matched */
 static void *g_map;
 static size_t g_map_len;
@@ -88,6 +94,8 @@ long cairn_fault_calls(const char *fn) {
 }
 
 long cairn_fault_fired(void) { return __atomic_load_n(&g_fired, __ATOMIC_SEQ_CST); }
+
+void cairn_fault_clock_step(long long ns) { __atomic_add_fetch(&g_clock_step, ns, __ATOMIC_SEQ_CST); }
 
 __attribute__((constructor)) static void init(void) {
     const char *n = getenv("CAIRN_FAULT_NTH"), *c = getenv("CAIRN_FAULT_COUNT"),
@@ -211,4 +219,17 @@ int msync(void *addr, size_t len, int flags) {
     (void)len;
     if (err) return errno = err, -1;
     return real_msync(addr, len, flags);
+}
+
+int clock_gettime(clockid_t clk, struct timespec *ts) {
+    REAL(clock_gettime);
+    long long step = __atomic_load_n(&g_clock_step, __ATOMIC_SEQ_CST);
+    int rc = real_clock_gettime(clk, ts);
+    if (rc == 0 && step && clk == CLOCK_REALTIME) {
+        long long ns = (long long)ts->tv_sec * 1000000000LL + ts->tv_nsec + step;
+        ts->tv_sec = (time_t)(ns / 1000000000LL);
+        ts->tv_nsec = (long)(ns % 1000000000LL);
+        if (ts->tv_nsec < 0) ts->tv_sec--, ts->tv_nsec += 1000000000L;
+    }
+    return rc;
 }

@@ -7,6 +7,9 @@ reports: the call raised (OSError or cairn.Error) with a message naming the erro
 it is visible, the next append works (and whether that needed a reopen), verify() passes.
 Then this process -- no shim, a fresh LMDB environment reading the file -- verifies the store
 again.  Out of space for real: a 2 MiB tmpfs (skipped when mounting is not possible).
+
+tests/faults/observe_child.py uses the shim to watch instead of break: timestamps while the
+wall clock steps back.
 """
 
 import errno
@@ -25,6 +28,7 @@ from conftest import PYTHON, child_env
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SHIM = os.path.join(ROOT, "build", "libcairn_faults.so")
 CHILD = os.path.join(ROOT, "tests", "faults", "fault_child.py")
+OBSERVE = os.path.join(ROOT, "tests", "faults", "observe_child.py")
 
 ERRTEXT = {"EIO": os.strerror(errno.EIO), "ENOSPC": os.strerror(errno.ENOSPC),
            "ENOMEM": os.strerror(errno.ENOMEM)}
@@ -130,6 +134,34 @@ def test_calls_not_on_the_write_path(tmp_path, call):
     r = run_child(tmp_path / "store", call, "EIO", 1, "full")
     assert r["fired"] == 0 and r["raised"] is None, r
     fresh_verify(tmp_path / "store")
+
+
+def observe(what, tmp_path):
+    """tests/faults/observe_child.py WHAT under the shim: what it saw, as a dict."""
+    env = {**child_env(), "LD_PRELOAD": SHIM}
+    p = subprocess.run([PYTHON, OBSERVE, what, str(tmp_path)], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, f"child died ({p.returncode}): {p.stderr[-3000:]}"
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+@needs_shim
+def test_timestamps_stay_non_decreasing_when_the_wall_clock_steps_back(tmp_path):
+    """Events appended while CLOCK_REALTIME reads an hour earlier than before get the last
+    event's timestamp at least, in single appends, multi-event appends and transactions;
+    once the clock is back they follow it again; verify() finds the order sound."""
+    r = observe("clock", tmp_path)
+    hour = 3600 * 10**9
+    assert hour - 10**9 < r["python_clock_stepped"] < hour + 10**9, r  # the step happened
+    ts = {p: t for p, _, t in r["events"]}
+    before, during = r["head_before"], r["head_during"]
+    assert during - before == 6 and r["head"] == during + 1, r
+    order = [ts[p] for p in sorted(ts)]
+    assert order == sorted(order), f"timestamps went back along positions: {r['events']}"
+    for p in range(before + 1, during + 1):  # clamped, not an hour back, nor moved ahead
+        assert ts[before] <= ts[p] < ts[before] + 10**9, (p, r["events"])
+    assert ts[during + 1] > r["now"] - 60 * 10**9, r  # the clock's own time again
+    assert r["verify"] == [10, 5, 10], r  # 10 events in 5 streams, no damage found
 
 
 @pytest.fixture
