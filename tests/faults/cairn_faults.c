@@ -16,7 +16,10 @@
  * A failing write writes nothing; a failing mmap maps nothing.  Calls are counted per
  * name (cairn_fault_calls) and failures too (cairn_fault_fired).
  *
- * One more test hook, for what the clock does (not a fault):
+ * Two more test hooks, for what a durability mode or the clock does (not faults):
+ *   cairn_fault_dsync_writes()   writes (write/pwrite/writev/pwritev) on a matching file
+ *                                opened with O_DSYNC: LMDB's synchronous meta-page writes;
+ *                                reset by cairn_fault_arm with the other counters
  *   cairn_fault_clock_step(ns)   moves CLOCK_REALTIME as clock_gettime reports it by ns
  *                                (negative: the wall clock steps back); steps add up
  */
@@ -25,6 +28,7 @@
 #endif
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +49,7 @@ static long g_nth, g_seen, g_count = 1;
 static int g_err = EIO;
 static char g_file[256] = "data.mdb";
 static long g_calls[F_N], g_fired;
+static long g_dsync_writes;    /* writes on a matching O_DSYNC descriptor */
 static long long g_clock_step; /* ns added to CLOCK_REALTIME */
 /* the data file's mapping, so that msync (which takes no descriptor) can be matched */
 static void *g_map;
@@ -77,6 +82,7 @@ int cairn_fault_arm(const char *fn, long nth, const char *err, long count) {
     g_err = parse_errno(err);
     g_count = count ? count : 1;
     g_fired = 0;
+    g_dsync_writes = 0;
     memset(g_calls, 0, sizeof g_calls);
     pthread_mutex_unlock(&g_lock);
     return g_fn >= 0 || nth == 0 ? 0 : -1;
@@ -94,6 +100,8 @@ long cairn_fault_calls(const char *fn) {
 }
 
 long cairn_fault_fired(void) { return __atomic_load_n(&g_fired, __ATOMIC_SEQ_CST); }
+
+long cairn_fault_dsync_writes(void) { return __atomic_load_n(&g_dsync_writes, __ATOMIC_SEQ_CST); }
 
 void cairn_fault_clock_step(long long ns) { __atomic_add_fetch(&g_clock_step, ns, __ATOMIC_SEQ_CST); }
 
@@ -136,6 +144,14 @@ static int hit(int fn, int matches) {
     return err;
 }
 
+/* A write on a matching descriptor opened with O_DSYNC (O_SYNC includes it) is counted. */
+static void count_dsync(int fd, int matches) {
+    int fl;
+    if (!matches) return;
+    fl = fcntl(fd, F_GETFL);
+    if (fl != -1 && (fl & O_DSYNC) == O_DSYNC) __atomic_add_fetch(&g_dsync_writes, 1, __ATOMIC_SEQ_CST);
+}
+
 #define REAL(name)                                                                            \
     static __typeof__(&name) real_##name;                                                     \
     if (!real_##name) real_##name = (__typeof__(&name))dlsym(RTLD_NEXT, #name)
@@ -156,7 +172,8 @@ int fdatasync(int fd) {
 
 ssize_t pwrite(int fd, const void *buf, size_t n, off_t off) {
     REAL(pwrite);
-    int err = hit(F_PWRITE, fd_matches(fd));
+    int match = fd_matches(fd), err = hit(F_PWRITE, match);
+    count_dsync(fd, match);
     if (err) return errno = err, -1;
     return real_pwrite(fd, buf, n, off);
 }
@@ -165,7 +182,8 @@ ssize_t pwrite64(int fd, const void *buf, size_t n, off_t off) { return pwrite(f
 
 ssize_t pwritev(int fd, const struct iovec *iov, int n, off_t off) {
     REAL(pwritev);
-    int err = hit(F_PWRITEV, fd_matches(fd));
+    int match = fd_matches(fd), err = hit(F_PWRITEV, match);
+    count_dsync(fd, match);
     if (err) return errno = err, -1;
     return real_pwritev(fd, iov, n, off);
 }
@@ -174,7 +192,8 @@ ssize_t pwritev64(int fd, const struct iovec *iov, int n, off_t off) { return pw
 
 ssize_t writev(int fd, const struct iovec *iov, int n) {
     REAL(writev);
-    int err = hit(F_WRITEV, fd_matches(fd));
+    int match = fd_matches(fd), err = hit(F_WRITEV, match);
+    count_dsync(fd, match);
     if (err) return errno = err, -1;
     return real_writev(fd, iov, n);
 }
@@ -182,7 +201,8 @@ ssize_t writev(int fd, const struct iovec *iov, int n) {
 ssize_t write(int fd, const void *buf, size_t n) {
     REAL(write);
     /* stdout/stderr are never the data file: skip the readlink for them */
-    int err = fd > 2 ? hit(F_WRITE, fd_matches(fd)) : 0;
+    int match = fd > 2 && fd_matches(fd), err = match ? hit(F_WRITE, match) : 0;
+    count_dsync(fd, match);
     if (err) return errno = err, -1;
     return real_write(fd, buf, n);
 }

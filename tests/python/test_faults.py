@@ -8,8 +8,8 @@ it is visible, the next append works (and whether that needed a reopen), verify(
 Then this process -- no shim, a fresh LMDB environment reading the file -- verifies the store
 again.  Out of space for real: a 2 MiB tmpfs (skipped when mounting is not possible).
 
-tests/faults/observe_child.py uses the shim to watch instead of break: timestamps while the
-wall clock steps back.
+tests/faults/observe_child.py uses the shim to watch instead of break: the sync calls each
+durability mode makes per commit, and timestamps while the wall clock steps back.
 """
 
 import errno
@@ -143,6 +143,34 @@ def observe(what, tmp_path):
                        text=True, timeout=120)
     assert p.returncode == 0, f"child died ({p.returncode}): {p.stderr[-3000:]}"
     return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+# What one commit makes on data.mdb, per durability (docs/API.md section 2): full syncs the
+# data (fdatasync) and writes the meta page through LMDB's O_DSYNC descriptor; relaxed
+# (MDB_NOMETASYNC) syncs the data and writes the meta page without a sync; none (MDB_NOSYNC)
+# syncs nothing.  Never fsync or msync (no MDB_WRITEMAP).
+COMMIT_SYNCS = {
+    "full": {"fdatasync": 1, "fsync": 0, "msync": 0, "dsync_writes": 1},
+    "relaxed": {"fdatasync": 1, "fsync": 0, "msync": 0, "dsync_writes": 0},
+    "none": {"fdatasync": 0, "fsync": 0, "msync": 0, "dsync_writes": 0},
+}
+
+
+@needs_shim
+def test_each_durability_makes_its_own_syncs_per_commit(tmp_path):
+    seen = observe("syncs", tmp_path)
+    for mode, want in COMMIT_SYNCS.items():
+        r = seen[mode]
+        assert r["single"] == [want] * 4, (mode, r)  # one-event appends: one commit each
+        assert r["many"] == want, (mode, r)  # 50 events in one append: still one commit
+        assert r["transaction"] == want, (mode, r)  # two streams, one commit
+        # sync() flushes the data file once, whatever the handle's durability
+        assert r["sync"] == {"fdatasync": 1, "fsync": 0, "msync": 0, "dsync_writes": 0}, (mode, r)
+    # two handles on one store share LMDB's environment (and its flags): each commit syncs as
+    # the handle that makes it says, whatever the other did before
+    assert seen["turns"] == [[mode, COMMIT_SYNCS[mode]] for mode, _ in seen["turns"]], seen["turns"]
+    assert [mode for mode, _ in seen["turns"]] == ["full", "full", "none", "none", "relaxed",
+                                                   "relaxed", "full", "relaxed", "none", "full"]
 
 
 @needs_shim
