@@ -112,7 +112,7 @@ static int agg_start(agg *a, int64_t target) {
     int rc, tries = 0;
 
     if (a->si.exists && target >= 0 && a->snapshot_every > 0) {
-        if ((rc = mdb_cursor_open(a->txn, a->s->env->snaps, &c))) return cairn__mdb_fail(rc, "snapshot");
+        if ((rc = mdb_cursor_open(a->txn, cairn__senv(a->s->env)->snaps, &c))) return cairn__mdb_fail(rc, "snapshot");
         snap_key(kb, a->si.sid, target + 1);
         rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
         rc = rc == 0 ? mdb_cursor_get(c, &k, &v, MDB_PREV) : mdb_cursor_get(c, &k, &v, MDB_LAST);
@@ -141,7 +141,7 @@ static int snap_put(agg *a, const char *json, size_t len) {
     MDB_val k = {16, kb}, v = {SNAP_HEADER + len, NULL};
     int rc;
     snap_key(kb, a->si.sid, a->version);
-    if ((rc = mdb_put(a->txn, a->s->env->snaps, &k, &v, MDB_RESERVE))) return rc;
+    if ((rc = mdb_put(a->txn, cairn__senv(a->s->env)->snaps, &k, &v, MDB_RESERVE))) return rc;
     cairn__put_be64(v.mv_data, a->hash);
     cairn__put_be64((uint8_t *)v.mv_data + 8, a->up_hash);
     memcpy((uint8_t *)v.mv_data + SNAP_HEADER, json, len);
@@ -337,7 +337,7 @@ int cairn_load(cairn_store *s, const char *stream, size_t stream_len, const char
     if (!stream) return cairn__fail(CAIRN_EINVAL, "stream: NULL");
     if ((rc = cairn__check_stream(stream, stream_len, "stream"))) return rc;
     if (version < -1) return cairn__fail(CAIRN_EINVAL, "version: must be >= 0");
-    if (!(h = cairn__lua_acquire(s))) return cairn__err()->code ? cairn__err()->code : CAIRN_ENOMEM;
+    if ((rc = cairn__lua_acquire(s->env, &s->lim, &h))) return rc;
     if ((rc = cairn__read_begin(s->env, &txn))) goto release;
     if ((rc = agg_open(&a, s, h, txn, stream, stream_len, aggregate, aggregate_len))) goto end;
     target = a.si.version;
@@ -367,7 +367,7 @@ end:
     }
 release:
     cairn_buf_free(&b);
-    cairn__lua_release(s, h);
+    cairn__lua_release(s->env, &s->lim, h);
     return rc;
 }
 
@@ -562,9 +562,9 @@ static int in_write_txn(cairn_store *s, write_body body, void *ctx) {
     lua_write b = {s, NULL, body, ctx};
     int rc;
     if (s->readonly) return cairn__fail(CAIRN_EREADONLY, "store is opened read-only");
-    if (!(b.h = cairn__lua_acquire(s))) return cairn__err()->code ? cairn__err()->code : CAIRN_ENOMEM;
+    if ((rc = cairn__lua_acquire(s->env, &s->lim, &b.h))) return rc;
     rc = cairn__write_txn(s->env, s->durability, lua_write_body, &b);
-    cairn__lua_release(s, b.h);
+    cairn__lua_release(s->env, &s->lim, b.h);
     return rc;
 }
 
@@ -878,7 +878,7 @@ int cairn__snapshot_after_append(cairn_store *s, MDB_txn *txn, const cairn_appen
 
         if (cairn__script_get(s->env, txn, CAIRN_SCRIPT_AGGREGATE, cat.ptr, cat.len, &hash, &src, &len) || !src)
             continue;
-        if (!h && !(h = cairn__lua_acquire(s))) break;
+        if (!h && cairn__lua_acquire(s->env, &s->lim, &h)) break;
         top = lua_gettop(cairn_lua_state(h));
         if (agg_open(&a, s, h, txn, q->stream.ptr, q->stream.len, NULL, 0) == CAIRN_OK && a.snapshot_every > 0 &&
             (before + 1) / a.snapshot_every < (results[r].version + 1) / a.snapshot_every &&
@@ -887,7 +887,7 @@ int cairn__snapshot_after_append(cairn_store *s, MDB_txn *txn, const cairn_appen
         if (rc != CAIRN__EMAPFULL) rc = CAIRN_OK;
         lua_settop(cairn_lua_state(h), top);
     }
-    if (h) cairn__lua_release(s, h);
+    if (h) cairn__lua_release(s->env, &s->lim, h);
     *cairn__err() = saved; /* a reducer's failure here is not the append's */
     return rc;
 }

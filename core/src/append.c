@@ -523,9 +523,10 @@ typedef struct append_args {
 
 static int append_body(cairn_wtxn *w, void *ctx) {
     append_args *a = ctx;
+    const cairn_hooks *hk = a->s->env->hooks;
     int rc = cairn__write_requests(a->s, w->txn, a->reqs, a->nreqs, a->results, CAIRN__W_TAIL);
-    if (rc == CAIRN_OK) rc = cairn__snapshot_after_append(a->s, w->txn, a->reqs, a->nreqs, a->results);
-    if (rc == CAIRN_OK) rc = cairn__projections_after_append(a->s, w->txn);
+    if (rc == CAIRN_OK && hk && hk->after_append)
+        rc = hk->after_append(a->s, w->txn, a->reqs, a->nreqs, a->results);
     w->notify = 1, w->head = a->results[a->nreqs - 1].position;
     return rc;
 }

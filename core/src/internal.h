@@ -18,6 +18,8 @@
  * The shared environment: one per (device, inode) of a store directory per process,
  * reference counted, shared by every cairn_store handle and iterator on it.
  * --------------------------------------------------------------------------------- */
+struct cairn_hooks;
+
 typedef struct cairn_env {
     struct cairn_env *next; /* registry list */
     dev_t dev;
@@ -29,8 +31,6 @@ typedef struct cairn_env {
     int rdonly;             /* the LMDB env itself was opened MDB_RDONLY */
     MDB_env *env;
     MDB_dbi meta, log, streams, sidx, ids, post;
-    MDB_dbi scripts; /* kind byte + name -> u64 XXH3 of source BE, source */
-    MDB_dbi snaps;   /* u64 sid + u64 version -> u64 script hash, u64 upcasters hash, state JSON */
     MDB_dbi comp;    /* compensated event id (16 bytes) -> u64 position of its compensation */
     MDB_dbi subs;    /* subscription name -> u64 checkpoint BE; 0 when the db is absent */
     void *notify;    /* the mapped `notify` file (notify.c), NULL when unavailable */
@@ -42,10 +42,8 @@ typedef struct cairn_env {
     pthread_cond_t ncond;
     int n_leader;
     uint64_t n_gen; /* bumped by the leader each time it wakes */
-    MDB_dbi proj;    /* projection name -> position, script hash, status, fault (projection.c) */
-    MDB_dbi pstate;  /* projection name + 0 + partition key -> state JSON ("" unpartitioned) */
-    pthread_mutex_t lua_lock;     /* guards lua_idle */
-    struct lua_slot *lua_idle;    /* Lua states not in use, with their loaded scripts */
+    const struct cairn_hooks *hooks; /* the layer above's, given by the first open */
+    void *upper;                     /* the layer above's per-environment data (hooks->env_open) */
     /* Every transaction of this process holds `resize` shared; changing the map size
      * (which LMDB allows only while this process has no transaction) holds it
      * exclusively. */
@@ -53,15 +51,51 @@ typedef struct cairn_env {
     pthread_mutex_t flags_lock; /* serializes env flag changes at commit */
 } cairn_env;
 
+/* What a script run needs, from cairn_options.  The storage only carries it: handles hold
+ * it, iterators and subscriptions copy it, and it goes to the read hook as it is. */
+typedef struct cairn_script_limits {
+    uint64_t instructions, memory; /* 0: the defaults */
+    void (*log)(void *ctx, const char *script, const char *msg, size_t len);
+    void *log_ctx;
+} cairn_script_limits;
+
 struct cairn_store {
     cairn_env *env;
     cairn_durability durability;
     int readonly;
     int closed;
-    uint64_t instruction_limit, memory_limit;
-    void (*log)(void *ctx, const char *script, const char *msg, size_t len);
-    void *log_ctx;
+    cairn_script_limits lim;
 };
+
+/* How the storage lets the layer above act, without naming it (as SQLite's btree reaches
+ * the VDBE only through callbacks on the connection).  One table per process, given to
+ * cairn__store_open by that layer's cairn_open and held by every environment; a NULL
+ * table or member is "nothing to do". */
+typedef struct cairn_hooks {
+    /* Inside the txn that opens an environment's databases: opens the layer's own and
+     * keeps its per-environment data in *data.  fresh: a new store (every database is
+     * created); writable: databases an older store lacks may be created. */
+    int (*env_open)(cairn_env *e, MDB_txn *txn, int fresh, int writable, void **data);
+    /* The environment is being freed (its last reference is gone in this process). */
+    void (*env_close)(cairn_env *e, void *data);
+    /* Inside an append's write txn, once its requests are written; a failure fails the
+     * append (CAIRN__EMAPFULL: grow and run it again). */
+    int (*after_append)(cairn_store *s, MDB_txn *txn, const cairn_append_req *reqs, size_t nreqs,
+                        const cairn_append_result *results);
+    /* Transforms on read.  read_prepare runs in each read txn of a refill or point read
+     * that is not raw, keeping *state (NULL at first; freed by read_free) current with the
+     * store; *active: read_transform has work to do.  read_transform rewrites a decoded
+     * event; its pointers may then point into state, valid until the next transform with
+     * it or read_free. */
+    int (*read_prepare)(cairn_env *e, MDB_txn *txn, void **state, int *active);
+    int (*read_transform)(cairn_env *e, const cairn_script_limits *lim, void *state, cairn_event *ev);
+    void (*read_free)(void *state);
+} cairn_hooks;
+
+/* Opens (or joins) the environment of `path` with these hooks (used only when this open
+ * creates it) and a handle on it: cairn_open without the layer above. */
+int cairn__store_open(const char *path, const cairn_options *opts, const cairn_hooks *hooks,
+                      cairn_store **out);
 
 extern unsigned long cairn__fork_gen;
 
@@ -185,9 +219,22 @@ int cairn__head(cairn_env *e, MDB_txn *txn, uint64_t *out);
  * --------------------------------------------------------------------------------- */
 #define CAIRN_POST_CORRELATION 'r'
 struct cairn_lua;
-struct cairn_lua *cairn__lua_acquire(cairn_store *s);
-void cairn__lua_release(cairn_store *s, struct cairn_lua *h);
-void cairn__lua_pool_free(cairn_env *e);
+/* The per-environment data of the scripted layer (cairn_env.upper): its databases and the
+ * pool of idle Lua states. */
+typedef struct cairn_script_env {
+    MDB_dbi scripts; /* kind byte + name -> u64 XXH3 of source BE, source */
+    MDB_dbi snaps;   /* u64 sid + u64 version -> u64 script hash, u64 upcasters hash, state JSON */
+    MDB_dbi proj;    /* projection name -> position, script hash, status, fault (projection.c) */
+    MDB_dbi pstate;  /* projection name + 0 + partition key -> state JSON ("" unpartitioned) */
+    pthread_mutex_t lua_lock;  /* guards lua_idle */
+    struct lua_slot *lua_idle; /* Lua states not in use, with their loaded scripts */
+} cairn_script_env;
+static inline cairn_script_env *cairn__senv(const cairn_env *e) { return (cairn_script_env *)e->upper; }
+extern const cairn_hooks cairn__script_hooks;
+/* A Lua state from the environment's pool for these limits (a new one when none is idle);
+ * print() goes to lim->log until the next acquire on this thread. */
+int cairn__lua_acquire(cairn_env *e, const cairn_script_limits *lim, struct cairn_lua **out);
+void cairn__lua_release(cairn_env *e, const cairn_script_limits *lim, struct cairn_lua *h);
 /* Borrowed (valid during txn): the stored source of a script; *hash 0 and CAIRN_OK with
  * *src NULL when there is none. */
 int cairn__script_get(cairn_env *e, MDB_txn *txn, int kind, const void *name, size_t len,
@@ -198,10 +245,6 @@ int cairn__script_push(struct cairn_lua *h, int kind, const char *name, size_t l
 /* Upcasters: with the upcasters table at stack index `up`, rewrites the event table at the
  * top of the stack in place through its chain (schema n -> n+1 ...).  Returns 1 if changed. */
 int cairn__upcast_table(struct cairn_lua *h, int up, int *changed);
-/* Applies the upcasters (source given) to a decoded event; on change ev's type, data,
- * metadata and schema point into buf. */
-int cairn__upcast_event(cairn_store *s, uint64_t hash, const char *src, size_t src_len,
-                        cairn_event *ev, cairn_buf *buf);
 
 /* A CAIRN_ESCRIPT failure of `script` at `position` (fmt has one %s: what). */
 int cairn__script_fail(const char *script, uint64_t position, const char *fmt, const char *what);
@@ -229,6 +272,9 @@ int cairn__projection_defined(cairn_store *s, MDB_txn *txn, const char *name, si
 /* Refills of this iterator read through `txn` (which outlives them) instead of their own. */
 struct cairn_iter;
 void cairn__iter_bind_txn(struct cairn_iter *it, MDB_txn *txn);
+/* cairn_iter_all on an environment (retained by the iterator) with these limits. */
+int cairn__iter_all(cairn_env *e, const cairn_script_limits *lim, uint64_t start, int backwards,
+                    uint64_t limit, const cairn_filter *filter, struct cairn_iter **out);
 
 /* Validation shared by writers and readers. */
 int cairn__check_stream(const void *name, size_t len, const char *what);

@@ -81,8 +81,8 @@ static int rec_get(cairn_env *e, MDB_txn *txn, const char *name, size_t len, pre
     MDB_val k = {len, (void *)name}, v;
     int rc;
     memset(r, 0, sizeof *r);
-    if (!e->proj) return CAIRN_OK;
-    if ((rc = mdb_get(txn, e->proj, &k, &v)) == MDB_NOTFOUND) return CAIRN_OK;
+    if (!cairn__senv(e)->proj) return CAIRN_OK;
+    if ((rc = mdb_get(txn, cairn__senv(e)->proj, &k, &v)) == MDB_NOTFOUND) return CAIRN_OK;
     if (rc) return cairn__mdb_fail(rc, "read projection");
     if (v.mv_size < REC_HDR) return cairn__fail(CAIRN_ECORRUPT, "corrupt projection record");
     const uint8_t *p = v.mv_data;
@@ -101,9 +101,9 @@ static int rec_put(cairn_env *e, MDB_txn *txn, const char *name, size_t len, con
     MDB_val k = {len, (void *)name}, v;
     size_t n = r->status == STATUS_FAULTED ? strlen(r->error) : 0;
     int mrc;
-    if (!e->proj) return cairn__fail(CAIRN_EREADONLY, "store is opened read-only");
+    if (!cairn__senv(e)->proj) return cairn__fail(CAIRN_EREADONLY, "store is opened read-only");
     v.mv_size = REC_HDR + n, v.mv_data = NULL;
-    if ((mrc = mdb_put(txn, e->proj, &k, &v, MDB_RESERVE))) return mdb_code(mrc, "write projection");
+    if ((mrc = mdb_put(txn, cairn__senv(e)->proj, &k, &v, MDB_RESERVE))) return mdb_code(mrc, "write projection");
     uint8_t *p = v.mv_data;
     cairn__put_be64(p, r->position), cairn__put_be64(p + 8, r->hash);
     p[16] = (uint8_t)(r->status | (r->is_inline ? 0x80 : 0));
@@ -118,10 +118,10 @@ static int states_drop(cairn_env *e, MDB_txn *txn, const char *name, size_t len)
     MDB_val k, v;
     MDB_cursor *c;
     int mrc;
-    if (!e->pstate) return CAIRN_OK;
+    if (!cairn__senv(e)->pstate) return CAIRN_OK;
     memcpy(kb, name, len);
     kb[len] = 0;
-    if ((mrc = mdb_cursor_open(txn, e->pstate, &c))) return cairn__mdb_fail(mrc, "projection state");
+    if ((mrc = mdb_cursor_open(txn, cairn__senv(e)->pstate, &c))) return cairn__mdb_fail(mrc, "projection state");
     k.mv_size = len + 1, k.mv_data = kb;
     mrc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
     while (mrc == 0 && k.mv_size >= len + 1 && !memcmp(k.mv_data, kb, len + 1)) {
@@ -367,7 +367,7 @@ static int state_push(proj *p, int ki, uint64_t position) {
     if (lua_rawget(L, p->cache) == LUA_TTABLE) return CAIRN_OK;
     lua_pop(L, 1);
     k.mv_size = state_key(p, key, len, kb), k.mv_data = kb;
-    mrc = p->s->env->pstate ? mdb_get(p->txn, p->s->env->pstate, &k, &v) : MDB_NOTFOUND;
+    mrc = cairn__senv(p->s->env)->pstate ? mdb_get(p->txn, cairn__senv(p->s->env)->pstate, &k, &v) : MDB_NOTFOUND;
     if (mrc == 0) {
         if ((rc = cairn_lua_push_json(p->h, v.mv_data, v.mv_size))) return rc;
         if (!lua_istable(L, -1)) lua_pop(L, 1), lua_newtable(L);
@@ -461,7 +461,7 @@ static int states_write(proj *p) {
     lua_State *L = p->L;
     cairn_buf b = {0};
     int rc = CAIRN_OK;
-    if (!p->s->env->pstate) return cairn__fail(CAIRN_EREADONLY, "store is opened read-only");
+    if (!cairn__senv(p->s->env)->pstate) return cairn__fail(CAIRN_EREADONLY, "store is opened read-only");
     lua_pushnil(L);
     while (lua_next(L, p->cache)) {
         size_t len;
@@ -478,7 +478,7 @@ static int states_write(proj *p) {
         lua_pop(L, 1);
         k.mv_size = state_key(p, key, len, kb), k.mv_data = kb;
         v.mv_size = b.len, v.mv_data = b.p;
-        if ((mrc = mdb_put(p->txn, p->s->env->pstate, &k, &v, 0))) {
+        if ((mrc = mdb_put(p->txn, cairn__senv(p->s->env)->pstate, &k, &v, 0))) {
             lua_pop(L, 1);
             rc = mdb_code(mrc, "write projection state");
             break;
@@ -775,16 +775,16 @@ int cairn_run_projections(cairn_store *s, const char *name, size_t name_len, uin
         names_free(&ns);
         return rc;
     }
-    if (!(h = cairn__lua_acquire(s))) {
+    if ((rc = cairn__lua_acquire(s->env, &s->lim, &h))) {
         names_free(&ns);
-        return cairn__err()->code ? cairn__err()->code : CAIRN_ENOMEM;
+        return rc;
     }
     for (size_t i = 0; i < ns.n; i++) {
         rc = run_one(s, h, ns.v[i], ns.len[i], &total);
         if (rc == CAIRN_ENOTFOUND && !name) rc = CAIRN_OK; /* deleted meanwhile */
         if (rc) break;
     }
-    cairn__lua_release(s, h);
+    cairn__lua_release(s->env, &s->lim, h);
     names_free(&ns);
     if (processed) *processed = total;
     return rc;
@@ -816,8 +816,8 @@ int cairn__projections_after_append(cairn_store *s, MDB_txn *txn) {
 
     /* the records say which projections are inline (written by their catch-up at define
      * and after every reset), so no script is loaded for the others */
-    if (!s->env->proj) return CAIRN_OK;
-    if ((mrc = mdb_cursor_open(txn, s->env->proj, &c))) return cairn__mdb_fail(mrc, "list projections");
+    if (!cairn__senv(s->env)->proj) return CAIRN_OK;
+    if ((mrc = mdb_cursor_open(txn, cairn__senv(s->env)->proj, &c))) return cairn__mdb_fail(mrc, "list projections");
     mrc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
     while (mrc == 0) {
         if (v.mv_size >= REC_HDR && (((uint8_t *)v.mv_data)[16] & 0x80) &&
@@ -832,12 +832,12 @@ int cairn__projections_after_append(cairn_store *s, MDB_txn *txn) {
         names_free(&ns);
         return rc;
     }
-    if (!(h = cairn__lua_acquire(s))) {
+    if ((rc = cairn__lua_acquire(s->env, &s->lim, &h))) {
         names_free(&ns);
-        return cairn__err()->code ? cairn__err()->code : CAIRN_ENOMEM;
+        return rc;
     }
     for (size_t i = 0; i < ns.n && rc == CAIRN_OK; i++) rc = inline_catch_up(s, txn, h, ns.v[i], ns.len[i], 1);
-    cairn__lua_release(s, h);
+    cairn__lua_release(s->env, &s->lim, h);
     names_free(&ns);
     return rc;
 }
@@ -848,9 +848,9 @@ int cairn__projection_defined(cairn_store *s, MDB_txn *txn, const char *name, si
     int rc;
     if ((rc = rec_get(s->env, txn, name, len, &r))) return rc;
     if (r.exists && r.hash != hash && (rc = rec_reset(s->env, txn, name, len, hash))) return rc;
-    if (!(h = cairn__lua_acquire(s))) return cairn__err()->code ? cairn__err()->code : CAIRN_ENOMEM;
+    if ((rc = cairn__lua_acquire(s->env, &s->lim, &h))) return rc;
     rc = inline_catch_up(s, txn, h, name, len, 1);
-    cairn__lua_release(s, h);
+    cairn__lua_release(s->env, &s->lim, h);
     return rc;
 }
 
@@ -902,7 +902,7 @@ int cairn_projection_state(cairn_store *s, const char *name, size_t name_len, co
     if (partition && partition_len + name_len + 1 > KEY_MAX) return cairn__fail(CAIRN_ENOTFOUND, "no such partition");
     if ((rc = cairn__read_begin(s->env, &txn))) return rc;
     if ((rc = rec_current(s, txn, name, name_len, &r))) goto out;
-    if (!r.exists || !s->env->pstate) {
+    if (!r.exists || !cairn__senv(s->env)->pstate) {
         rc = cairn__fail(CAIRN_ENOTFOUND, "projection %.*s has not run yet", (int)name_len, name);
         goto out;
     }
@@ -910,7 +910,7 @@ int cairn_projection_state(cairn_store *s, const char *name, size_t name_len, co
     kb[name_len] = 0;
     if (partition_len) memcpy(kb + name_len + 1, partition, partition_len);
     k.mv_size = name_len + 1 + (partition ? partition_len : 0), k.mv_data = kb;
-    if ((mrc = mdb_get(txn, s->env->pstate, &k, &v))) {
+    if ((mrc = mdb_get(txn, cairn__senv(s->env)->pstate, &k, &v))) {
         rc = mrc == MDB_NOTFOUND ? cairn__fail(CAIRN_ENOTFOUND, "no state") : cairn__mdb_fail(mrc, "read state");
         goto out;
     }
@@ -936,8 +936,8 @@ int cairn_projection_partitions(cairn_store *s, const char *name, size_t name_le
     if ((rc = cairn__store_check(s)) || (rc = check_name(name, name_len))) return rc;
     if (!fn) return cairn__fail(CAIRN_EINVAL, "fn: NULL");
     if ((rc = cairn__read_begin(s->env, &txn))) return rc;
-    if ((rc = rec_current(s, txn, name, name_len, &r)) || !r.exists || !s->env->pstate) goto out;
-    if ((mrc = mdb_cursor_open(txn, s->env->pstate, &c))) {
+    if ((rc = rec_current(s, txn, name, name_len, &r)) || !r.exists || !cairn__senv(s->env)->pstate) goto out;
+    if ((mrc = mdb_cursor_open(txn, cairn__senv(s->env)->pstate, &c))) {
         rc = cairn__mdb_fail(mrc, "list partitions");
         goto out;
     }
@@ -982,18 +982,18 @@ static int reset_body(cairn_wtxn *w, void *ctx) {
         kb[0] = CAIRN_SCRIPT_PROJECTION;
         memcpy(kb + 1, a->name, a->len);
         if ((rc = states_drop(s->env, txn, a->name, a->len))) return rc;
-        if ((mrc = mdb_del(txn, s->env->scripts, &k, NULL))) return mdb_code(mrc, "delete projection");
+        if ((mrc = mdb_del(txn, cairn__senv(s->env)->scripts, &k, NULL))) return mdb_code(mrc, "delete projection");
         k.mv_size = a->len, k.mv_data = (void *)a->name;
-        if (s->env->proj && (mrc = mdb_del(txn, s->env->proj, &k, NULL)) && mrc != MDB_NOTFOUND)
+        if (cairn__senv(s->env)->proj && (mrc = mdb_del(txn, cairn__senv(s->env)->proj, &k, NULL)) && mrc != MDB_NOTFOUND)
             return mdb_code(mrc, "delete projection");
         return CAIRN_OK;
     }
     if ((rc = rec_reset(s->env, txn, a->name, a->len, hash))) return rc;
     {
-        cairn_lua *h = cairn__lua_acquire(s);
-        if (!h) return cairn__err()->code ? cairn__err()->code : CAIRN_ENOMEM;
+        cairn_lua *h;
+        if ((rc = cairn__lua_acquire(s->env, &s->lim, &h))) return rc;
         rc = inline_catch_up(s, txn, h, a->name, a->len, 1);
-        cairn__lua_release(s, h);
+        cairn__lua_release(s->env, &s->lim, h);
     }
     w->notify = 1; /* an inline rebuild may have emitted */
     return rc;

@@ -8,7 +8,6 @@
  */
 #include <stdlib.h>
 
-#include "host.h"
 #include "internal.h"
 
 #define PAGE_EVENTS 512
@@ -57,13 +56,12 @@ struct cairn_iter {
     size_t *offs; /* record i spans offs[i]..offs[i+1] */
     uint64_t *poss;
     size_t count, at, cap;
-    /* upcasting: a copy of the opening handle's script settings, and the upcasters seen */
+    /* the transform on read (cairn_hooks.read_*): the opening handle's script limits, the
+     * hooks' state, and whether it had work at the last refill */
     int raw;
-    cairn_store sctx;
-    uint64_t up_hash;
-    char *up_src;
-    size_t up_len;
-    cairn_buf upbuf;
+    cairn_script_limits lim;
+    void *xform;
+    int xform_on;
     MDB_txn *ext; /* cairn__iter_bind_txn: refills read through this txn (projections) */
     uintptr_t map_lo, map_hi; /* used part of the map during a refill (cairn__map_bounds) */
 };
@@ -72,22 +70,20 @@ void cairn__iter_bind_txn(cairn_iter *it, MDB_txn *txn) { it->ext = txn; }
 
 void cairn_iter_set_raw(cairn_iter *it, int raw) { it->raw = raw != 0; }
 
-int cairn_iter_upcasting(const cairn_iter *it) { return !it->raw && it->up_hash != 0; }
+int cairn_iter_upcasting(const cairn_iter *it) { return !it->raw && it->xform_on; }
 
-/* Keeps the iterator's copy of the upcasters current (read in the refill's txn). */
-static int refresh_upcasters(cairn_env *e, MDB_txn *txn, uint64_t *hash, char **src, size_t *len) {
-    uint64_t h;
-    const char *p;
-    size_t n;
-    int rc = cairn__script_get(e, txn, CAIRN_SCRIPT_UPCASTERS, "upcasters", 9, &h, &p, &n);
-    if (rc || h == *hash) return rc;
-    free(*src);
-    *src = NULL, *hash = 0, *len = 0;
-    if (!p) return CAIRN_OK;
-    if (!(*src = malloc(n ? n : 1))) return cairn__fail(CAIRN_ENOMEM, "out of memory");
-    memcpy(*src, p, n);
-    *hash = h, *len = n;
-    return CAIRN_OK;
+/* Keeps a transform state current with the store (in a read txn). */
+static int xform_prepare(cairn_env *e, MDB_txn *txn, void **state, int *on) {
+    const cairn_hooks *hk = e->hooks;
+    if (!hk || !hk->read_prepare) {
+        *on = 0;
+        return CAIRN_OK;
+    }
+    return hk->read_prepare(e, txn, state, on);
+}
+
+static void xform_free(const cairn_hooks *hk, void *state) {
+    if (state && hk && hk->read_free) hk->read_free(state);
 }
 
 size_t cairn_iter_buffered(const cairn_iter *it) { return it->count - it->at; }
@@ -577,8 +573,7 @@ static int refill(cairn_iter *it) {
             if (it->next == 0) it->done = 1;
         }
     }
-    if (!it->raw && (rc = refresh_upcasters(it->env, txn, &it->up_hash, &it->up_src, &it->up_len)))
-        goto out;
+    if (!it->raw && (rc = xform_prepare(it->env, txn, &it->xform, &it->xform_on))) goto out;
     if (it->done) goto out;
     if (it->ext) it->map_lo = 0, it->map_hi = UINTPTR_MAX; /* a write txn: no bounds */
     else cairn__map_bounds(it->env, txn, &it->map_lo, &it->map_hi);
@@ -607,8 +602,7 @@ int cairn_iter_next(cairn_iter *it, cairn_event *ev) {
                               it->poss[it->at], ev);
     it->at++;
     if (rc) return rc;
-    if (!it->raw && it->up_hash &&
-        (rc = cairn__upcast_event(&it->sctx, it->up_hash, it->up_src, it->up_len, ev, &it->upbuf)))
+    if (!it->raw && it->xform_on && (rc = it->env->hooks->read_transform(it->env, &it->lim, it->xform, ev)))
         return rc;
     it->remaining--;
     return 1;
@@ -617,15 +611,13 @@ int cairn_iter_next(cairn_iter *it, cairn_event *ev) {
 /* ---------------------------------------------------------------------------------
  * Construction
  * --------------------------------------------------------------------------------- */
-static int iter_new(cairn_store *s, int kind, int backwards, uint64_t limit, cairn_iter **out) {
+static int iter_new(cairn_env *e, const cairn_script_limits *lim, int kind, int backwards, uint64_t limit,
+                    cairn_iter **out) {
     cairn_iter *it = NULL;
-    int rc;
-    cairn__clear_error();
-    if ((rc = cairn__store_check(s))) return rc;
     if (!(it = calloc(1, sizeof *it))) return cairn__fail(CAIRN_ENOMEM, "out of memory");
-    it->env = s->env;
-    it->sctx = *s;
-    cairn__env_retain(s->env);
+    it->env = e;
+    it->lim = *lim;
+    cairn__env_retain(e);
     it->kind = kind;
     it->backwards = backwards != 0;
     it->remaining = limit ? limit : UINT64_MAX;
@@ -633,11 +625,13 @@ static int iter_new(cairn_store *s, int kind, int backwards, uint64_t limit, cai
     return CAIRN_OK;
 }
 
-int cairn_iter_all(cairn_store *s, uint64_t start, int backwards, uint64_t limit,
-                   const cairn_filter *filter, cairn_iter **out) {
+int cairn__iter_all(cairn_env *e, const cairn_script_limits *lim, uint64_t start, int backwards,
+                    uint64_t limit, const cairn_filter *filter, cairn_iter **out) {
     cairn_iter *it = NULL;
     int rc, any;
-    if ((rc = iter_new(s, IT_LOG, backwards, limit, &it))) return rc;
+    cairn__clear_error();
+    if ((rc = cairn__env_check(e))) return rc;
+    if ((rc = iter_new(e, lim, IT_LOG, backwards, limit, &it))) return rc;
     if ((rc = filter_copy_init(&it->f, filter))) {
         cairn_iter_close(it);
         return rc;
@@ -649,6 +643,14 @@ int cairn_iter_all(cairn_store *s, uint64_t start, int backwards, uint64_t limit
     return CAIRN_OK;
 }
 
+int cairn_iter_all(cairn_store *s, uint64_t start, int backwards, uint64_t limit,
+                   const cairn_filter *filter, cairn_iter **out) {
+    int rc;
+    cairn__clear_error();
+    if ((rc = cairn__store_check(s))) return rc;
+    return cairn__iter_all(s->env, &s->lim, start, backwards, limit, filter, out);
+}
+
 int cairn_iter_stream(cairn_store *s, const char *stream, size_t stream_len, int64_t start,
                       int backwards, uint64_t limit, cairn_iter **out) {
     cairn_iter *it = NULL;
@@ -657,7 +659,8 @@ int cairn_iter_stream(cairn_store *s, const char *stream, size_t stream_len, int
     if (!stream) return cairn__fail(CAIRN_EINVAL, "stream: NULL");
     if ((rc = cairn__check_stream(stream, stream_len, "stream"))) return rc;
     if (start < -1) return cairn__fail(CAIRN_EINVAL, "start: must be >= 0");
-    if ((rc = iter_new(s, IT_STREAM, backwards, limit, &it))) return rc;
+    if ((rc = cairn__store_check(s))) return rc;
+    if ((rc = iter_new(s->env, &s->lim, IT_STREAM, backwards, limit, &it))) return rc;
     if (!(it->stream = malloc(stream_len))) {
         cairn_iter_close(it);
         return cairn__fail(CAIRN_ENOMEM, "out of memory");
@@ -678,8 +681,7 @@ void cairn_iter_close(cairn_iter *it) {
     free(it->buf);
     free(it->offs);
     free(it->poss);
-    free(it->up_src);
-    cairn_buf_free(&it->upbuf);
+    xform_free(it->env->hooks, it->xform);
     free(it);
 }
 
@@ -691,11 +693,35 @@ static pthread_once_t g_get_once = PTHREAD_ONCE_INIT;
 
 typedef struct { size_t cap; uint8_t data[]; } get_buf;
 
-static pthread_key_t g_up_key;
-static void up_free(void *p) { cairn_buf_free(p); free(p); }
+/* The transform state of this thread's point reads (events it returns point into it). */
+typedef struct get_xform {
+    const cairn_hooks *hooks;
+    void *state;
+} get_xform;
+
+static pthread_key_t g_xform_key;
+static void get_xform_free(void *p) {
+    get_xform *g = p;
+    xform_free(g->hooks, g->state);
+    free(g);
+}
 static void get_key_init(void) {
     pthread_key_create(&g_get_key, free);
-    pthread_key_create(&g_up_key, up_free);
+    pthread_key_create(&g_xform_key, get_xform_free);
+}
+
+/* This thread's point-read transform state for environments with these hooks. */
+static get_xform *get_xform_of(const cairn_hooks *hk) {
+    get_xform *g = pthread_getspecific(g_xform_key);
+    if (g && g->hooks != hk) {
+        xform_free(g->hooks, g->state);
+        g->hooks = hk, g->state = NULL;
+    }
+    if (!g && (g = calloc(1, sizeof *g))) {
+        g->hooks = hk;
+        pthread_setspecific(g_xform_key, g);
+    }
+    return g;
 }
 
 int cairn_get(cairn_store *s, uint64_t position, cairn_event *ev) {
@@ -707,10 +733,8 @@ int cairn_get_ex(cairn_store *s, uint64_t position, int raw, cairn_event *ev) {
     uint8_t kb[8];
     MDB_val k = {8, kb}, v;
     get_buf *b;
-    uint64_t up_hash = 0;
-    char *up_src = NULL;
-    size_t up_len = 0;
-    int rc;
+    get_xform *g = NULL;
+    int rc, on = 0;
 
     cairn__clear_error();
     if ((rc = cairn__store_check(s))) return rc;
@@ -746,16 +770,12 @@ int cairn_get_ex(cairn_store *s, uint64_t position, int raw, cairn_event *ev) {
         pthread_setspecific(g_get_key, b = nb);
     }
     memcpy(b->data, v.mv_data, v.mv_size);
-    if (!raw) rc = refresh_upcasters(s->env, txn, &up_hash, &up_src, &up_len);
+    if (!raw && s->env->hooks && s->env->hooks->read_prepare)
+        rc = (g = get_xform_of(s->env->hooks)) ? xform_prepare(s->env, txn, &g->state, &on)
+                                               : cairn__fail(CAIRN_ENOMEM, "out of memory");
     cairn__read_end(s->env, txn);
     if (rc == CAIRN_OK) rc = cairn__record_decode(b->data, v.mv_size, position, ev);
-    if (rc == CAIRN_OK && up_hash) {
-        cairn_buf *ub = pthread_getspecific(g_up_key);
-        if (!ub && (ub = calloc(1, sizeof *ub))) pthread_setspecific(g_up_key, ub);
-        rc = ub ? cairn__upcast_event(s, up_hash, up_src, up_len, ev, ub)
-                : cairn__fail(CAIRN_ENOMEM, "out of memory");
-    }
-    free(up_src);
+    if (rc == CAIRN_OK && on) rc = s->env->hooks->read_transform(s->env, &s->lim, g->state, ev);
     return rc;
 }
 

@@ -22,46 +22,49 @@ typedef struct lua_slot {
     uint64_t ilimit, mlimit;
 } lua_slot;
 
-/* print() lands here; the store that acquired the state says where it goes. */
-static _Thread_local cairn_store *g_log_store;
+/* print() lands here; the limits the state was acquired with say where it goes. */
+static _Thread_local const cairn_script_limits *g_log_lim;
 
 static void log_trampoline(void *ctx, const char *script, const char *msg, size_t len) {
-    cairn_store *s = g_log_store;
+    const cairn_script_limits *lim = g_log_lim;
     (void)ctx;
-    if (s && s->log) s->log(s->log_ctx, script, msg, len);
+    if (lim && lim->log) lim->log(lim->log_ctx, script, msg, len);
 }
 
-static uint64_t ilimit_of(const cairn_store *s) {
-    return s->instruction_limit ? s->instruction_limit : DEFAULT_INSTRUCTIONS;
+static uint64_t ilimit_of(const cairn_script_limits *lim) {
+    return lim->instructions ? lim->instructions : DEFAULT_INSTRUCTIONS;
 }
-static uint64_t mlimit_of(const cairn_store *s) {
-    return s->memory_limit ? s->memory_limit : DEFAULT_MEMORY;
+static uint64_t mlimit_of(const cairn_script_limits *lim) {
+    return lim->memory ? lim->memory : DEFAULT_MEMORY;
 }
 
-cairn_lua *cairn__lua_acquire(cairn_store *s) {
-    cairn_env *e = s->env;
+int cairn__lua_acquire(cairn_env *e, const cairn_script_limits *lim, cairn_lua **out) {
+    cairn_script_env *se = cairn__senv(e);
     lua_slot **pp, *slot = NULL;
-    cairn_lua *h = NULL;
+    int rc;
 
-    pthread_mutex_lock(&e->lua_lock);
-    for (pp = &e->lua_idle; *pp; pp = &(*pp)->next)
-        if ((*pp)->ilimit == ilimit_of(s) && (*pp)->mlimit == mlimit_of(s)) {
+    *out = NULL;
+    pthread_mutex_lock(&se->lua_lock);
+    for (pp = &se->lua_idle; *pp; pp = &(*pp)->next)
+        if ((*pp)->ilimit == ilimit_of(lim) && (*pp)->mlimit == mlimit_of(lim)) {
             slot = *pp;
             *pp = slot->next;
             break;
         }
-    pthread_mutex_unlock(&e->lua_lock);
+    pthread_mutex_unlock(&se->lua_lock);
     if (slot) {
-        h = slot->h;
+        *out = slot->h;
         free(slot);
-    } else if (cairn_lua_open(ilimit_of(s), (size_t)mlimit_of(s), log_trampoline, NULL, &h)) {
-        return NULL;
+    } else if ((rc = cairn_lua_open(ilimit_of(lim), (size_t)mlimit_of(lim), log_trampoline, NULL, out))) {
+        *out = NULL;
+        return rc;
     }
-    g_log_store = s;
-    return h;
+    g_log_lim = lim;
+    return CAIRN_OK;
 }
 
-void cairn__lua_release(cairn_store *s, cairn_lua *h) {
+void cairn__lua_release(cairn_env *e, const cairn_script_limits *lim, cairn_lua *h) {
+    cairn_script_env *se = cairn__senv(e);
     lua_slot *slot;
     if (!h) return;
     lua_settop(cairn_lua_state(h), 0);
@@ -69,21 +72,66 @@ void cairn__lua_release(cairn_store *s, cairn_lua *h) {
         cairn_lua_close(h);
         return;
     }
-    slot->h = h, slot->ilimit = ilimit_of(s), slot->mlimit = mlimit_of(s);
-    pthread_mutex_lock(&s->env->lua_lock);
-    slot->next = s->env->lua_idle;
-    s->env->lua_idle = slot;
-    pthread_mutex_unlock(&s->env->lua_lock);
+    slot->h = h, slot->ilimit = ilimit_of(lim), slot->mlimit = mlimit_of(lim);
+    pthread_mutex_lock(&se->lua_lock);
+    slot->next = se->lua_idle;
+    se->lua_idle = slot;
+    pthread_mutex_unlock(&se->lua_lock);
 }
 
-void cairn__lua_pool_free(cairn_env *e) {
-    lua_slot *slot = e->lua_idle, *next;
-    for (; slot; slot = next) {
+/* ---------------------------------------------------------------------------------
+ * The hooks the storage calls: this layer's databases and pool per environment, what
+ * follows an append, and upcasting on reads (below)
+ * --------------------------------------------------------------------------------- */
+static int senv_open(cairn_env *e, MDB_txn *txn, int fresh, int writable, void **data) {
+    cairn_script_env *se = calloc(1, sizeof *se);
+    unsigned cf = fresh ? MDB_CREATE : 0;
+    int rc;
+    (void)e;
+    if (!se) return cairn__fail(CAIRN_ENOMEM, "out of memory");
+    pthread_mutex_init(&se->lua_lock, NULL);
+    *data = se; /* freed by senv_close, whatever happens next */
+    if ((rc = mdb_dbi_open(txn, "scripts", cf, &se->scripts)) || (rc = mdb_dbi_open(txn, "snaps", cf, &se->snaps)))
+        return cairn__mdb_fail(rc, "open store");
+    /* added after format 1 shipped: created in older stores when writable, absent (dbi 0,
+     * read as empty) in a read-only one */
+    if ((rc = mdb_dbi_open(txn, "proj", writable ? MDB_CREATE : 0, &se->proj)) == MDB_NOTFOUND) se->proj = 0;
+    else if (rc) return cairn__mdb_fail(rc, "open store");
+    if ((rc = mdb_dbi_open(txn, "pstate", writable ? MDB_CREATE : 0, &se->pstate)) == MDB_NOTFOUND) se->pstate = 0;
+    else if (rc) return cairn__mdb_fail(rc, "open store");
+    return CAIRN_OK;
+}
+
+static void senv_close(cairn_env *e, void *data) {
+    cairn_script_env *se = data;
+    lua_slot *slot, *next;
+    (void)e;
+    if (!se) return;
+    for (slot = se->lua_idle; slot; slot = next) {
         next = slot->next;
         cairn_lua_close(slot->h);
         free(slot);
     }
-    e->lua_idle = NULL;
+    pthread_mutex_destroy(&se->lua_lock);
+    free(se);
+}
+
+/* Aggregate snapshots, then inline projections, in the append's txn. */
+static int after_append(cairn_store *s, MDB_txn *txn, const cairn_append_req *reqs, size_t nreqs,
+                        const cairn_append_result *results) {
+    int rc = cairn__snapshot_after_append(s, txn, reqs, nreqs, results);
+    return rc ? rc : cairn__projections_after_append(s, txn);
+}
+
+static int read_prepare(cairn_env *e, MDB_txn *txn, void **state, int *active);
+static int read_transform(cairn_env *e, const cairn_script_limits *lim, void *state, cairn_event *ev);
+static void read_free(void *state);
+
+const cairn_hooks cairn__script_hooks = {senv_open, senv_close, after_append,
+                                         read_prepare, read_transform, read_free};
+
+int cairn_open(const char *path, const cairn_options *opts, cairn_store **out) {
+    return cairn__store_open(path, opts, &cairn__script_hooks, out);
 }
 
 /* ---------------------------------------------------------------------------------
@@ -103,7 +151,7 @@ int cairn__script_get(cairn_env *e, MDB_txn *txn, int kind, const void *name, si
     *hash = 0, *src = NULL, *src_len = 0;
     if (len > SCRIPT_NAME_MAX) return CAIRN_OK;
     k.mv_size = script_key(kind, name, len, kb), k.mv_data = kb;
-    rc = mdb_get(txn, e->scripts, &k, &v);
+    rc = mdb_get(txn, cairn__senv(e)->scripts, &k, &v);
     if (rc == MDB_NOTFOUND) return CAIRN_OK;
     if (rc) return cairn__mdb_fail(rc, "read script");
     if (v.mv_size < 8) return cairn__fail(CAIRN_ECORRUPT, "corrupt script entry");
@@ -201,7 +249,7 @@ static int define_body(cairn_wtxn *w, void *ctx) {
     }
     k.mv_size = script_key(d->kind, d->name, d->name_len, kb), k.mv_data = kb;
     v.mv_size = 8 + d->src_len, v.mv_data = NULL;
-    if ((rc = mdb_put(w->txn, e->scripts, &k, &v, MDB_RESERVE)))
+    if ((rc = mdb_put(w->txn, cairn__senv(e)->scripts, &k, &v, MDB_RESERVE)))
         return rc == MDB_MAP_FULL ? CAIRN__EMAPFULL : cairn__mdb_fail(rc, "store script");
     cairn__put_be64(v.mv_data, d->hash);
     if (d->src_len) memcpy((uint8_t *)v.mv_data + 8, d->src, d->src_len);
@@ -228,10 +276,10 @@ int cairn_define_script(cairn_store *s, cairn_script_kind kind, const char *name
     if (!src && src_len) return cairn__fail(CAIRN_EINVAL, "source: NULL");
     d.hash = XXH3_64bits(src, src_len) | 1; /* never 0: 0 means "no script" */
     /* compile and check the shape in a state of our own before anything is stored */
-    if (!(h = cairn__lua_acquire(s))) return cairn__err()->code ? cairn__err()->code : CAIRN_ENOMEM;
+    if ((rc = cairn__lua_acquire(s->env, &s->lim, &h))) return rc;
     rc = cairn__script_push(h, kind, name, name_len, d.hash, src ? src : "", src_len);
     if (rc == CAIRN_OK) lua_pop(cairn_lua_state(h), 1);
-    cairn__lua_release(s, h);
+    cairn__lua_release(s->env, &s->lim, h);
     if (rc) return rc;
     return cairn__write_txn(s->env, s->durability, define_body, &d);
 }
@@ -246,7 +294,7 @@ int cairn_scripts(cairn_store *s, cairn_script_kind kind, cairn_name_fn fn, void
     if ((rc = cairn__store_check(s))) return rc;
     if (!fn) return cairn__fail(CAIRN_EINVAL, "fn: NULL");
     if ((rc = cairn__read_begin(s->env, &txn))) return rc;
-    if ((rc = mdb_cursor_open(txn, s->env->scripts, &c))) {
+    if ((rc = mdb_cursor_open(txn, cairn__senv(s->env)->scripts, &c))) {
         cairn__read_end(s->env, txn);
         return cairn__mdb_fail(rc, "list scripts");
     }
@@ -354,16 +402,63 @@ out:
     return rc;
 }
 
-int cairn__upcast_event(cairn_store *s, uint64_t hash, const char *src, size_t src_len,
-                        cairn_event *ev, cairn_buf *b) {
+/* The read hooks' state: the upcasters as of the last read txn, and the buffer that upcast
+ * events point into. */
+typedef struct upcast_state {
+    uint64_t hash; /* 0: no upcasters */
+    char *src;
+    size_t len;
+    cairn_buf buf;
+} upcast_state;
+
+static int read_prepare(cairn_env *e, MDB_txn *txn, void **state, int *active) {
+    upcast_state *u = *state;
+    uint64_t h;
+    const char *p;
+    size_t n;
+    int rc = cairn__script_get(e, txn, CAIRN_SCRIPT_UPCASTERS, "upcasters", 9, &h, &p, &n);
+    if (rc) return rc;
+    if (!u) {
+        if (!h) { /* nothing to do, and nothing to keep */
+            *active = 0;
+            return CAIRN_OK;
+        }
+        if (!(u = calloc(1, sizeof *u))) return cairn__fail(CAIRN_ENOMEM, "out of memory");
+        *state = u;
+    }
+    if (h != u->hash) {
+        free(u->src);
+        u->src = NULL, u->hash = 0, u->len = 0;
+        if (p) {
+            if (!(u->src = malloc(n ? n : 1))) return cairn__fail(CAIRN_ENOMEM, "out of memory");
+            memcpy(u->src, p, n);
+            u->hash = h, u->len = n;
+        }
+    }
+    *active = u->hash != 0;
+    return CAIRN_OK;
+}
+
+static void read_free(void *state) {
+    upcast_state *u = state;
+    free(u->src);
+    cairn_buf_free(&u->buf);
+    free(u);
+}
+
+/* Applies the upcasters to a decoded event; on change ev's type, data, metadata and schema
+ * point into the state's buffer. */
+static int read_transform(cairn_env *e, const cairn_script_limits *lim, void *state, cairn_event *ev) {
+    upcast_state *u = state;
+    cairn_buf *b = &u->buf;
     cairn_lua *h;
     lua_State *L;
     int rc, changed = 0, up, bytes = (ev->flags & CAIRN_EVENT_BYTES) != 0, str;
     size_t toff, tlen, doff, dlen, moff, mlen;
 
-    if (!(h = cairn__lua_acquire(s))) return cairn__err()->code ? cairn__err()->code : CAIRN_ENOMEM;
+    if ((rc = cairn__lua_acquire(e, lim, &h))) return rc;
     L = cairn_lua_state(h);
-    if ((rc = cairn__script_push(h, CAIRN_SCRIPT_UPCASTERS, "upcasters", 9, hash, src, src_len))) goto out;
+    if ((rc = cairn__script_push(h, CAIRN_SCRIPT_UPCASTERS, "upcasters", 9, u->hash, u->src, u->len))) goto out;
     up = lua_gettop(L);
     /* cheap test before building a table: is there an upcaster for this type and schema? */
     lua_pushlstring(L, ev->type.ptr, ev->type.len);
@@ -404,7 +499,7 @@ out:
     if (rc == CAIRN_ESCRIPT && !cairn__err()->script[0])
         snprintf(cairn__err()->script, sizeof cairn__err()->script, "upcasters");
     if (rc && !cairn__err()->position) cairn__err()->position = ev->position;
-    cairn__lua_release(s, h);
+    cairn__lua_release(e, lim, h);
     return rc;
 }
 

@@ -66,9 +66,8 @@ void cairn__env_retain(cairn_env *e) {
 
 static void env_free(cairn_env *e) {
     free(e->path);
-    cairn__lua_pool_free(e);
+    if (e->hooks && e->hooks->env_close) e->hooks->env_close(e, e->upper);
     cairn__notify_close(e);
-    pthread_mutex_destroy(&e->lua_lock);
     pthread_mutex_destroy(&e->nlock);
     pthread_cond_destroy(&e->ncond);
     if (e->env) mdb_env_close(e->env);
@@ -253,18 +252,17 @@ static int env_setup(cairn_env *e, int create) {
         (rc = mdb_dbi_open(txn, "sidx", cf | MDB_DUPSORT | MDB_DUPFIXED, &e->sidx)) ||
         (rc = mdb_dbi_open(txn, "ids", cf, &e->ids)) ||
         (rc = mdb_dbi_open(txn, "post", cf | MDB_DUPSORT | MDB_DUPFIXED, &e->post)) ||
-        (rc = mdb_dbi_open(txn, "scripts", cf, &e->scripts)) ||
-        (rc = mdb_dbi_open(txn, "snaps", cf, &e->snaps)) ||
         (rc = mdb_dbi_open(txn, "comp", cf, &e->comp)))
         goto mdb_fail;
     /* added after format 1 shipped: created in older stores when writable, absent (dbi 0,
      * read as empty) in a read-only one */
-    if ((rc = mdb_dbi_open(txn, "proj", create ? MDB_CREATE : 0, &e->proj)) == MDB_NOTFOUND) e->proj = 0;
-    else if (rc) goto mdb_fail;
-    if ((rc = mdb_dbi_open(txn, "pstate", create ? MDB_CREATE : 0, &e->pstate)) == MDB_NOTFOUND) e->pstate = 0;
-    else if (rc) goto mdb_fail;
     if ((rc = mdb_dbi_open(txn, "subs", create ? MDB_CREATE : 0, &e->subs)) == MDB_NOTFOUND) e->subs = 0;
     else if (rc) goto mdb_fail;
+    /* the layer above's databases */
+    if (e->hooks && e->hooks->env_open && (rc = e->hooks->env_open(e, txn, cf != 0, create, &e->upper))) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
     if (cf) {
         uint8_t magic[sizeof MAGIC + 3] = MAGIC;
         magic[sizeof MAGIC + 2] = CAIRN_REC_FORMAT; /* store format, big-endian u24 */
@@ -282,7 +280,7 @@ mdb_fail:
 }
 
 static int env_open(const char *path, const struct stat *st, const cairn_options *o,
-                    cairn_env **out) {
+                    const cairn_hooks *hooks, cairn_env **out) {
     cairn_env *e = calloc(1, sizeof *e);
     char data[4096];
     int rc, exists;
@@ -290,9 +288,9 @@ static int env_open(const char *path, const struct stat *st, const cairn_options
     if (!e) return cairn__fail(CAIRN_ENOMEM, "out of memory");
     e->dev = st->st_dev, e->ino = st->st_ino, e->fork_gen = cairn__fork_gen, e->refs = 1;
     e->path = strdup(path);
+    e->hooks = hooks;
     pthread_rwlock_init(&e->resize, NULL);
     pthread_mutex_init(&e->flags_lock, NULL);
-    pthread_mutex_init(&e->lua_lock, NULL);
     pthread_mutex_init(&e->nlock, NULL);
     {
         pthread_condattr_t ca;
@@ -332,7 +330,8 @@ mdb_fail:
     return cairn__mdb_fail(rc, path);
 }
 
-int cairn_open(const char *path, const cairn_options *opts, cairn_store **out) {
+int cairn__store_open(const char *path, const cairn_options *opts, const cairn_hooks *hooks,
+                      cairn_store **out) {
     cairn_options defaults;
     cairn_store *s;
     cairn_env *e;
@@ -365,7 +364,7 @@ int cairn_open(const char *path, const cairn_options *opts, cairn_store **out) {
             rc = cairn__fail(CAIRN_EBUSY, "%s: already open read-only in this process", path);
         else
             e->refs++;
-    } else if ((rc = env_open(path, &st, opts, &e)) == CAIRN_OK) {
+    } else if ((rc = env_open(path, &st, opts, hooks, &e)) == CAIRN_OK) {
         e->next = g_registry;
         g_registry = e;
     }
@@ -377,10 +376,10 @@ int cairn_open(const char *path, const cairn_options *opts, cairn_store **out) {
     s->env = e;
     s->durability = opts->durability;
     s->readonly = opts->readonly;
-    s->instruction_limit = opts->script_instruction_limit;
-    s->memory_limit = opts->script_memory_limit;
-    s->log = opts->log;
-    s->log_ctx = opts->log_ctx;
+    s->lim.instructions = opts->script_instruction_limit;
+    s->lim.memory = opts->script_memory_limit;
+    s->lim.log = opts->log;
+    s->lim.log_ctx = opts->log_ctx;
     *out = s;
     return CAIRN_OK;
 }

@@ -11,7 +11,9 @@
 #define MAX_NAME 255
 
 struct cairn_sub {
-    cairn_store sctx; /* a copy of the opening handle's settings; env retained */
+    cairn_env *env;               /* retained */
+    cairn_durability durability;  /* the opening handle's, for checkpoints */
+    cairn_script_limits lim;      /* the opening handle's, for the catch-up iterators */
     cairn_filter f;   /* deep copy (one block: slices, then bytes) */
     void *fmem;
     char *name; /* NULL: not durable */
@@ -20,7 +22,6 @@ struct cairn_sub {
     uint64_t pending; /* position returned by the last call, not yet checkpointed */
     cairn_iter *it;   /* catch-up iterator, NULL between rounds */
     uint64_t it_head; /* head read before `it` was opened: it examines at least that far */
-    int upcasting;    /* upcasters existed at the last refill: every next() may run Lua */
 };
 
 /* One allocation holding every slice of `in` and their bytes. */
@@ -98,7 +99,7 @@ static int checkpoint_body(cairn_wtxn *w, void *ctx) {
     MDB_val k = {a->sub->name_len, a->sub->name}, v = {8, b};
     int rc;
     cairn__put_be64(b, a->pos);
-    rc = mdb_put(w->txn, a->sub->sctx.env->subs, &k, &v, 0);
+    rc = mdb_put(w->txn, a->sub->env->subs, &k, &v, 0);
     return rc == MDB_MAP_FULL ? CAIRN__EMAPFULL : rc ? cairn__mdb_fail(rc, "store checkpoint") : CAIRN_OK;
 }
 
@@ -106,8 +107,8 @@ static int checkpoint_body(cairn_wtxn *w, void *ctx) {
  * of events: subscribers are not woken for it. */
 static int checkpoint_write(cairn_sub *sub, uint64_t pos) {
     checkpoint_args a = {sub, pos};
-    if (!sub->sctx.env->subs) return cairn__fail(CAIRN_EREADONLY, "no subs database (store opened read-only)");
-    return cairn__write_txn(sub->sctx.env, sub->sctx.durability, checkpoint_body, &a);
+    if (!sub->env->subs) return cairn__fail(CAIRN_EREADONLY, "no subs database (store opened read-only)");
+    return cairn__write_txn(sub->env, sub->durability, checkpoint_body, &a);
 }
 
 int cairn_checkpoint(cairn_store *s, const char *name, size_t name_len, uint64_t *pos) {
@@ -146,7 +147,7 @@ int cairn_subscribe(cairn_store *s, uint64_t start, const cairn_filter *filter, 
         memcpy(sub->name, name, name_len);
         sub->name_len = name_len;
     }
-    sub->sctx = *s;
+    sub->env = s->env, sub->durability = s->durability, sub->lim = s->lim;
     sub->next = cp ? cp + 1 : start ? start : 1;
     cairn__env_retain(s->env);
     *out = sub;
@@ -158,22 +159,11 @@ fail:
     return rc;
 }
 
-/* Whether upcasters are defined (asked before each refill, as the Python binding's read
- * iterator does); an error counts as yes: callers only release their locks for nothing. */
-static int has_upcasters(cairn_env *e) {
-    MDB_txn *txn;
-    uint64_t h;
-    const char *p = NULL;
-    size_t n;
-    int rc;
-    if (cairn__read_begin(e, &txn)) return 1;
-    rc = cairn__script_get(e, txn, CAIRN_SCRIPT_UPCASTERS, "upcasters", 9, &h, &p, &n);
-    cairn__read_end(e, txn);
-    return rc || p != NULL;
-}
-
+/* Events that the next calls return without touching LMDB or running a script: none when
+ * the page's events are transformed on read (cairn_iter_upcasting: as of the refill that
+ * read them) or a checkpoint is due. */
 size_t cairn_sub_buffered(const cairn_sub *sub) {
-    if (!sub || !sub->it || sub->upcasting || (sub->pending && sub->name)) return 0;
+    if (!sub || !sub->it || cairn_iter_upcasting(sub->it) || (sub->pending && sub->name)) return 0;
     return cairn_iter_buffered(sub->it);
 }
 
@@ -194,7 +184,7 @@ int cairn_sub_next(cairn_sub *sub, int timeout_ms, cairn_event *ev) {
 
     cairn__clear_error();
     if (!sub || !ev) return cairn__fail(CAIRN_EINVAL, "sub_next: NULL argument");
-    e = sub->sctx.env;
+    e = sub->env;
     if ((rc = cairn__env_check(e))) return rc;
     if (timeout_ms < -1) return cairn__fail(CAIRN_EINVAL, "timeout_ms: must be >= -1");
     if (sub->pending && sub->name) {
@@ -208,7 +198,6 @@ int cairn_sub_next(cairn_sub *sub, int timeout_ms, cairn_event *ev) {
         MDB_txn *txn;
 
         if (sub->it) {
-            if (cairn_iter_buffered(sub->it) == 0) sub->upcasting = has_upcasters(e);
             rc = cairn_iter_next(sub->it, ev);
             if (rc > 0) {
                 sub->next = ev->position + 1;
@@ -227,7 +216,7 @@ int cairn_sub_next(cairn_sub *sub, int timeout_ms, cairn_event *ev) {
         if (rc) return rc;
         if (head >= sub->next) {
             sub->it_head = head;
-            if ((rc = cairn_iter_all(&sub->sctx, sub->next, 0, 0, &sub->f, &sub->it))) return rc;
+            if ((rc = cairn__iter_all(e, &sub->lim, sub->next, 0, 0, &sub->f, &sub->it))) return rc;
             continue;
         }
         if (timeout_ms >= 0) {
@@ -244,10 +233,10 @@ int cairn_sub_close(cairn_sub *sub) {
     int rc = CAIRN_OK;
     if (!sub) return CAIRN_OK;
     cairn__clear_error();
-    if (sub->pending && sub->name && cairn__env_check(sub->sctx.env) == CAIRN_OK)
+    if (sub->pending && sub->name && cairn__env_check(sub->env) == CAIRN_OK)
         rc = checkpoint_write(sub, sub->pending);
     if (sub->it) cairn_iter_close(sub->it);
-    cairn__env_release(sub->sctx.env);
+    cairn__env_release(sub->env);
     free(sub->fmem);
     free(sub->name);
     free(sub);
