@@ -126,14 +126,29 @@ PyObject *cpy_name_get(cpy_namecache *c, const void *p, size_t len);
 void cpy_namecache_clear(cpy_namecache *c);
 
 /* ---------------------------------------------------------------------------------
- * json.c: the one place where Python values become JSON text and back.
+ * util.c: the argument helpers and the growable byte buffer every file uses.
  * --------------------------------------------------------------------------------- */
+int cpy_check_bool(PyObject *o, const char *name, int *out);
+/* None (-> *has = 0) or an int >= 0; TypeError / ValueError naming the argument. */
+int cpy_opt_uint(PyObject *o, const char *name, int *has, uint64_t *out);
+/* A str argument as UTF-8 (borrowed from o); TypeError / ValueError naming it. */
+const char *cpy_stream_arg(PyObject *o, const char *name, Py_ssize_t *len);
+/* An expected_version: cairn.ANY / NO_STREAM / STREAM_EXISTS or an int >= 0. */
+int cpy_expected_arg(PyObject *o, int64_t *out);
+/* A read_all-style filter argument: None (*out NULL), a str or an iterable of str (*out a
+ * new tuple of str, each valid UTF-8). */
+int cpy_filter_arg(PyObject *o, const char *name, PyObject **out);
+
 typedef struct cpy_buf {
     char *ptr;
     size_t len, cap;
 } cpy_buf;
 int cpy_buf_reserve(cpy_buf *b, size_t extra); /* -1 + MemoryError */
 void cpy_buf_free(cpy_buf *b);
+
+/* ---------------------------------------------------------------------------------
+ * json.c: the one place where Python values become JSON text and back.
+ * --------------------------------------------------------------------------------- */
 /* Appends the JSON text of `obj` to `b`; `what` ("data"/"metadata") names the argument
  * in errors.  Returns 0 or -1 with an exception set. */
 int cpy_json_encode(cpy_buf *b, PyObject *obj, const char *what);
@@ -145,10 +160,9 @@ PyObject *cpy_json_decode_with(cpy_state *st, const char *p, size_t len, uint64_
                                int decoder);
 
 /* ---------------------------------------------------------------------------------
- * store.c / iter.c
+ * store.c: the Store type, and its in-flight/close protocol.
  * --------------------------------------------------------------------------------- */
 int cpy_store_type_init(PyObject *module, cpy_state *st);
-int cpy_iter_types_init(PyObject *module, cpy_state *st);
 PyObject *cpy_store_open(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *cpy_validate_append(PyObject *module, PyObject *args, PyObject *kwargs);
 
@@ -157,7 +171,10 @@ PyObject *cpy_validate_append(PyObject *module, PyObject *args, PyObject *kwargs
 cairn_store *cpy_store_enter(cpy_store *s);
 void cpy_store_leave(cpy_store *s);
 
-/* Iterators over the log or a stream (iter.c). */
+/* ---------------------------------------------------------------------------------
+ * iter.c: iterators over the log or a stream, and over stream names.
+ * --------------------------------------------------------------------------------- */
+int cpy_iter_types_init(PyObject *module, cpy_state *st);
 PyObject *cpy_readiter_new_all(cpy_store *s, uint64_t start, int backwards, uint64_t limit,
                                int empty, PyObject *filters[4], int raw);
 PyObject *cpy_readiter_new_stream(cpy_store *s, PyObject *stream, int64_t start, int backwards,
@@ -165,15 +182,6 @@ PyObject *cpy_readiter_new_stream(cpy_store *s, PyObject *stream, int64_t start,
 PyObject *cpy_namesiter_new(cpy_store *s, PyObject *prefix);
 /* Closes the core iterators of every live read iterator of `s` (before cairn_close). */
 void cpy_readiters_detach(cpy_store *s);
-
-/* Argument helpers shared by store.c, iter.c and aggregate.c. */
-int cpy_check_bool(PyObject *o, const char *name, int *out);
-/* None (-> *has = 0) or an int >= 0; TypeError / ValueError naming the argument. */
-int cpy_opt_uint(PyObject *o, const char *name, int *has, uint64_t *out);
-/* A str argument as UTF-8 (borrowed from o); TypeError / ValueError naming it. */
-const char *cpy_stream_arg(PyObject *o, const char *name, Py_ssize_t *len);
-/* An expected_version: cairn.ANY / NO_STREAM / STREAM_EXISTS or an int >= 0. */
-int cpy_expected_arg(PyObject *o, int64_t *out);
 
 /* ---------------------------------------------------------------------------------
  * script.c: defining scripts, and what scripts print().  The core calls cpy_log_line on
@@ -215,8 +223,5 @@ PyObject *cpy_store_delete_projection(cpy_store *s, PyObject *args, PyObject *kw
 PyObject *cpy_store_start_projections(cpy_store *s, PyObject *unused);
 PyObject *cpy_store_stop_projections(cpy_store *s, PyObject *unused);
 void cpy_projections_detach(cpy_store *s);
-
-/* A read_all-style filter argument: None (*out NULL) or a tuple of str (store.c). */
-int cpy_filter_arg(PyObject *o, const char *name, PyObject **out);
 
 #endif

@@ -16,34 +16,6 @@
 #define CPY_JSON_DIRECT 1
 #endif
 
-/* ---------------------------------------------------------------------------------
- * Growable byte buffer (GIL held: PyMem).
- * --------------------------------------------------------------------------------- */
-int cpy_buf_reserve(cpy_buf *b, size_t extra) {
-    size_t need, cap;
-    char *p;
-
-    if (b->cap - b->len >= extra) return 0;
-    if (extra > PY_SSIZE_T_MAX - b->len) goto nomem;
-    need = b->len + extra;
-    cap = b->cap ? b->cap : 256;
-    while (cap < need) cap = cap > PY_SSIZE_T_MAX / 2 ? need : cap * 2;
-    p = PyMem_Realloc(b->ptr, cap);
-    if (!p) goto nomem;
-    b->ptr = p;
-    b->cap = cap;
-    return 0;
-nomem:
-    PyErr_NoMemory();
-    return -1;
-}
-
-void cpy_buf_free(cpy_buf *b) {
-    PyMem_Free(b->ptr);
-    b->ptr = NULL;
-    b->len = b->cap = 0;
-}
-
 static inline int buf_put(cpy_buf *b, const char *s, size_t n) {
     if (cpy_buf_reserve(b, n) < 0) return -1;
     memcpy(b->ptr + b->len, s, n);

@@ -37,86 +37,6 @@ void cpy_store_leave(cpy_store *s) {
     if (--s->inflight == 0 && s->closed) store_really_close(s);
 }
 
-/* ---------------------------------------------------------------------------------
- * Argument helpers.
- * --------------------------------------------------------------------------------- */
-int cpy_check_bool(PyObject *o, const char *name, int *out) {
-    if (!PyBool_Check(o)) {
-        PyErr_Format(PyExc_TypeError, "%s must be a bool, not %.100s", name, Py_TYPE(o)->tp_name);
-        return -1;
-    }
-    *out = o == Py_True;
-    return 0;
-}
-
-/* None (-> *has = 0) or an int >= 0. */
-int cpy_opt_uint(PyObject *o, const char *name, int *has, uint64_t *out) {
-    unsigned long long v;
-    if (o == Py_None) {
-        *has = 0;
-        *out = 0;
-        return 0;
-    }
-    if (!PyLong_Check(o) || PyBool_Check(o)) {
-        PyErr_Format(PyExc_TypeError, "%s must be an int or None, not %.100s", name,
-                     Py_TYPE(o)->tp_name);
-        return -1;
-    }
-    if (_PyLong_Sign(o) < 0) {
-        PyErr_Format(PyExc_ValueError, "%s must be >= 0, got %R", name, o);
-        return -1;
-    }
-    v = PyLong_AsUnsignedLongLong(o);
-    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
-        if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
-            PyErr_Clear();
-            PyErr_Format(PyExc_ValueError, "%s is too large: %R", name, o);
-        }
-        return -1;
-    }
-    *has = 1;
-    *out = v;
-    return 0;
-}
-
-/* A str argument (stream names, script names and sources, commands) as UTF-8 borrowed from
- * the str; the core checks lengths, NUL and '$' and names the argument. */
-const char *cpy_stream_arg(PyObject *o, const char *name, Py_ssize_t *len) {
-    const char *p;
-    if (!PyUnicode_Check(o)) {
-        PyErr_Format(PyExc_TypeError, "%s must be a str, not %.100s", name, Py_TYPE(o)->tp_name);
-        return NULL;
-    }
-    p = PyUnicode_AsUTF8AndSize(o, len);
-    if (!p && PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
-        PyErr_Clear();
-        PyErr_Format(PyExc_ValueError, "%s is not valid UTF-8 (it contains a lone surrogate)",
-                     name);
-    }
-    return p;
-}
-
-int cpy_expected_arg(PyObject *o, int64_t *out) {
-    long long v;
-    int overflow;
-    if (!PyLong_Check(o) || PyBool_Check(o)) {
-        PyErr_Format(PyExc_TypeError, "expected_version must be an int, not %.100s",
-                     Py_TYPE(o)->tp_name);
-        return -1;
-    }
-    v = PyLong_AsLongLongAndOverflow(o, &overflow);
-    if (v == -1 && PyErr_Occurred()) return -1;
-    if (overflow || (v < 0 && v != CAIRN_ANY && v != CAIRN_NO_STREAM && v != CAIRN_STREAM_EXISTS)) {
-        PyErr_Format(PyExc_ValueError,
-                     "expected_version must be cairn.ANY, cairn.NO_STREAM, cairn.STREAM_EXISTS "
-                     "or an int >= 0, got %R",
-                     o);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
 /* Checks one append request; returns the events as a new tuple of cairn.Event. */
 static PyObject *check_request(cpy_state *st, PyObject *stream, PyObject *events,
                                PyObject *expected, int64_t *exp) {
@@ -434,49 +354,6 @@ static PyObject *store_read_stream(cpy_store *self, PyObject *args, PyObject *kw
                                    has_limit && limit == 0, raw);
 }
 
-/* A filter argument: None (no filter: NULL), a str, or an iterable of str -> tuple. */
-static int filter_arg(PyObject *o, const char *name, PyObject **out);
-int cpy_filter_arg(PyObject *o, const char *name, PyObject **out) { return filter_arg(o, name, out); }
-static int filter_arg(PyObject *o, const char *name, PyObject **out) {
-    PyObject *t;
-    Py_ssize_t i;
-
-    *out = NULL;
-    if (o == Py_None) return 0;
-    if (PyUnicode_Check(o)) {
-        t = PyTuple_Pack(1, o);
-    } else {
-        t = PySequence_Tuple(o);
-        if (!t && PyErr_ExceptionMatches(PyExc_TypeError)) {
-            PyErr_Clear();
-            PyErr_Format(PyExc_TypeError,
-                         "%s must be None, a str or an iterable of str, not %.100s", name,
-                         Py_TYPE(o)->tp_name);
-        }
-    }
-    if (!t) return -1;
-    for (i = 0; i < PyTuple_GET_SIZE(t); i++) {
-        PyObject *v = PyTuple_GET_ITEM(t, i);
-        Py_ssize_t n;
-        if (!PyUnicode_Check(v)) {
-            PyErr_Format(PyExc_TypeError, "%s must contain only str, not %.100s", name,
-                         Py_TYPE(v)->tp_name);
-            Py_DECREF(t);
-            return -1;
-        }
-        if (!PyUnicode_AsUTF8AndSize(v, &n)) {
-            if (PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
-                PyErr_Clear();
-                PyErr_Format(PyExc_ValueError, "%s: %R is not valid UTF-8", name, v);
-            }
-            Py_DECREF(t);
-            return -1;
-        }
-    }
-    *out = t;
-    return 0;
-}
-
 static PyObject *store_read_all(cpy_store *self, PyObject *args, PyObject *kwargs) {
     static char *kwlist[] = {"start",   "backwards", "limit", "types", "categories",
                              "streams", "tags",      "raw",   NULL};
@@ -496,7 +373,7 @@ static PyObject *store_read_all(cpy_store *self, PyObject *args, PyObject *kwarg
         cpy_check_bool(raw_o, "raw", &raw) < 0)
         return NULL;
     for (i = 0; i < 4; i++)
-        if (filter_arg(fo[i], fnames[i], &f[i]) < 0) goto out;
+        if (cpy_filter_arg(fo[i], fnames[i], &f[i]) < 0) goto out;
     /* Nothing to yield: limit=0, or an empty filter list (docs/API.md "Reading": an
      * empty list matches no event).  start=0 is start=None (there is no position 0): the
      * first event forwards, the last backwards, as in the core. */

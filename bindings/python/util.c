@@ -1,0 +1,154 @@
+/*
+ * util.c -- what the files of the binding share that belongs to no one type: the argument
+ * helpers (each error names the argument) and the growable byte buffer.
+ */
+#include "binding.h"
+
+/* ---------------------------------------------------------------------------------
+ * Arguments.
+ * --------------------------------------------------------------------------------- */
+int cpy_check_bool(PyObject *o, const char *name, int *out) {
+    if (!PyBool_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a bool, not %.100s", name, Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    *out = o == Py_True;
+    return 0;
+}
+
+/* None (-> *has = 0) or an int >= 0. */
+int cpy_opt_uint(PyObject *o, const char *name, int *has, uint64_t *out) {
+    unsigned long long v;
+    if (o == Py_None) {
+        *has = 0;
+        *out = 0;
+        return 0;
+    }
+    if (!PyLong_Check(o) || PyBool_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "%s must be an int or None, not %.100s", name,
+                     Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    if (_PyLong_Sign(o) < 0) {
+        PyErr_Format(PyExc_ValueError, "%s must be >= 0, got %R", name, o);
+        return -1;
+    }
+    v = PyLong_AsUnsignedLongLong(o);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_ValueError, "%s is too large: %R", name, o);
+        }
+        return -1;
+    }
+    *has = 1;
+    *out = v;
+    return 0;
+}
+
+/* A str argument (stream names, script names and sources, commands) as UTF-8 borrowed from
+ * the str; the core checks lengths, NUL and '$' and names the argument. */
+const char *cpy_stream_arg(PyObject *o, const char *name, Py_ssize_t *len) {
+    const char *p;
+    if (!PyUnicode_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a str, not %.100s", name, Py_TYPE(o)->tp_name);
+        return NULL;
+    }
+    p = PyUnicode_AsUTF8AndSize(o, len);
+    if (!p && PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError, "%s is not valid UTF-8 (it contains a lone surrogate)",
+                     name);
+    }
+    return p;
+}
+
+int cpy_expected_arg(PyObject *o, int64_t *out) {
+    long long v;
+    int overflow;
+    if (!PyLong_Check(o) || PyBool_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "expected_version must be an int, not %.100s",
+                     Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    if (overflow || (v < 0 && v != CAIRN_ANY && v != CAIRN_NO_STREAM && v != CAIRN_STREAM_EXISTS)) {
+        PyErr_Format(PyExc_ValueError,
+                     "expected_version must be cairn.ANY, cairn.NO_STREAM, cairn.STREAM_EXISTS "
+                     "or an int >= 0, got %R",
+                     o);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* A filter argument: None (no filter: NULL), a str, or an iterable of str -> tuple. */
+int cpy_filter_arg(PyObject *o, const char *name, PyObject **out) {
+    PyObject *t;
+    Py_ssize_t i;
+
+    *out = NULL;
+    if (o == Py_None) return 0;
+    if (PyUnicode_Check(o)) {
+        t = PyTuple_Pack(1, o);
+    } else {
+        t = PySequence_Tuple(o);
+        if (!t && PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError,
+                         "%s must be None, a str or an iterable of str, not %.100s", name,
+                         Py_TYPE(o)->tp_name);
+        }
+    }
+    if (!t) return -1;
+    for (i = 0; i < PyTuple_GET_SIZE(t); i++) {
+        PyObject *v = PyTuple_GET_ITEM(t, i);
+        Py_ssize_t n;
+        if (!PyUnicode_Check(v)) {
+            PyErr_Format(PyExc_TypeError, "%s must contain only str, not %.100s", name,
+                         Py_TYPE(v)->tp_name);
+            Py_DECREF(t);
+            return -1;
+        }
+        if (!PyUnicode_AsUTF8AndSize(v, &n)) {
+            if (PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_ValueError, "%s: %R is not valid UTF-8", name, v);
+            }
+            Py_DECREF(t);
+            return -1;
+        }
+    }
+    *out = t;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------
+ * The growable byte buffer (GIL held: PyMem): encoded JSON, append arenas.
+ * --------------------------------------------------------------------------------- */
+int cpy_buf_reserve(cpy_buf *b, size_t extra) {
+    size_t need, cap;
+    char *p;
+
+    if (b->cap - b->len >= extra) return 0;
+    if (extra > PY_SSIZE_T_MAX - b->len) goto nomem;
+    need = b->len + extra;
+    cap = b->cap ? b->cap : 256;
+    while (cap < need) cap = cap > PY_SSIZE_T_MAX / 2 ? need : cap * 2;
+    p = PyMem_Realloc(b->ptr, cap);
+    if (!p) goto nomem;
+    b->ptr = p;
+    b->cap = cap;
+    return 0;
+nomem:
+    PyErr_NoMemory();
+    return -1;
+}
+
+void cpy_buf_free(cpy_buf *b) {
+    PyMem_Free(b->ptr);
+    b->ptr = NULL;
+    b->len = b->cap = 0;
+}
