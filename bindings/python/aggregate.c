@@ -217,14 +217,8 @@ PyObject *cpy_store_load(cpy_store *s, PyObject *args, PyObject *kwargs) {
         PyErr_SetString(PyExc_ValueError, "give version or at, not both");
         return NULL;
     }
-    if (!(h = cpy_store_enter(s))) return NULL;
-    Py_BEGIN_ALLOW_THREADS
-        rc = cairn_load(h, sp, (size_t)slen, ap, (size_t)alen, version, at, &out);
-    Py_END_ALLOW_THREADS
-    if (rc < 0) {
-        cpy_raise(st, rc, &stream, 1);
-        goto out;
-    }
+    CPY_STORE_CALL(s, h, rc, cairn_load(h, sp, (size_t)slen, ap, (size_t)alen, version, at, &out));
+    if (cpy_store_call_end(s, h, rc, &stream, 1) < 0) goto out;
     state = out.len ? cpy_json_decode(st, out.json, out.len, 0) : PyDict_New();
     if (!state) goto out;
     a = (cpy_aggregate *)st->Aggregate_Type->tp_alloc(st->Aggregate_Type, 0);
@@ -235,8 +229,6 @@ PyObject *cpy_store_load(cpy_store *s, PyObject *args, PyObject *kwargs) {
     a->applied = out.applied;
     if (!(a->aggregate = aggregate_name(agg_o, sp, slen))) Py_CLEAR(a);
 out:
-    cpy_log_flush(st);
-    cpy_store_leave(s);
     free(out.json);
     Py_XDECREF(state);
     return (PyObject *)a;
@@ -270,17 +262,11 @@ PyObject *cpy_store_execute(cpy_store *s, PyObject *args, PyObject *kwargs) {
         dslice.len = db.len;
     }
     if (metadata_arg(meta_o, &mb, &mslice) < 0) goto fail;
-    if (!(h = cpy_store_enter(s))) goto fail;
-    Py_BEGIN_ALLOW_THREADS
-        rc = cairn_execute(h, sp, (size_t)slen, ap, (size_t)alen, cp, (size_t)clen, dslice, mslice,
-                           expected, &res);
-    Py_END_ALLOW_THREADS
-    if (rc < 0)
-        cpy_raise(st, rc, &stream, 1);
-    else
+    CPY_STORE_CALL(s, h, rc,
+                   cairn_execute(h, sp, (size_t)slen, ap, (size_t)alen, cp, (size_t)clen, dslice,
+                                 mslice, expected, &res));
+    if (cpy_store_call_end(s, h, rc, &stream, 1) >= 0)
         r = cpy_result_new(st, &res); /* position 0 (no events): None, None */
-    cpy_log_flush(st);
-    cpy_store_leave(s);
 fail:
     cpy_buf_free(&db);
     cpy_buf_free(&mb);
@@ -307,16 +293,9 @@ PyObject *cpy_store_compensate(cpy_store *s, PyObject *args, PyObject *kwargs) {
         aggregate_arg(agg_o, &ap, &alen) < 0)
         return NULL;
     if (metadata_arg(meta_o, &mb, &mslice) < 0) goto fail;
-    if (!(h = cpy_store_enter(s))) goto fail;
-    Py_BEGIN_ALLOW_THREADS
-        rc = cairn_compensate(h, sp, (size_t)slen, version, ap, (size_t)alen, mslice, &res);
-    Py_END_ALLOW_THREADS
-    if (rc < 0)
-        cpy_raise(st, rc, &stream, 1);
-    else
-        r = cpy_result_new(st, &res);
-    cpy_log_flush(st);
-    cpy_store_leave(s);
+    CPY_STORE_CALL(s, h, rc,
+                   cairn_compensate(h, sp, (size_t)slen, version, ap, (size_t)alen, mslice, &res));
+    if (cpy_store_call_end(s, h, rc, &stream, 1) >= 0) r = cpy_result_new(st, &res);
 fail:
     cpy_buf_free(&mb);
     return r;
@@ -335,13 +314,8 @@ PyObject *cpy_store_rollback(cpy_store *s, PyObject *args, PyObject *kwargs) {
 
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:rollback", kwlist, &cid)) return NULL;
     if (!(p = cpy_stream_arg(cid, "correlation_id", &len))) return NULL;
-    if (!(h = cpy_store_enter(s))) return NULL;
-    Py_BEGIN_ALLOW_THREADS
-        rc = cairn_rollback(h, p, (size_t)len, &res, &count);
-    Py_END_ALLOW_THREADS
-    if (rc < 0) {
-        cpy_raise(st, rc, NULL, 0);
-    } else if ((r = PyList_New((Py_ssize_t)count))) {
+    CPY_STORE_CALL(s, h, rc, cairn_rollback(h, p, (size_t)len, &res, &count));
+    if (cpy_store_call_end(s, h, rc, NULL, 0) >= 0 && (r = PyList_New((Py_ssize_t)count))) {
         for (i = 0; i < count; i++) {
             PyObject *x = cpy_result_new(st, &res[i]);
             if (!x) {
@@ -351,8 +325,6 @@ PyObject *cpy_store_rollback(cpy_store *s, PyObject *args, PyObject *kwargs) {
             PyList_SET_ITEM(r, (Py_ssize_t)i, x);
         }
     }
-    cpy_log_flush(st);
-    cpy_store_leave(s);
     free(res);
     return r;
 }

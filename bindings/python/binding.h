@@ -113,6 +113,8 @@ int cpy_exceptions_init(PyObject *module, cpy_state *st);
  * error->request can name the failing one.  Returns NULL. */
 PyObject *cpy_raise(cpy_state *st, int rc, PyObject *const *streams, size_t nstreams);
 PyObject *cpy_raise_closed(cpy_state *st);
+/* KeyError(key), for a position or name the store does not have; returns CPY_ERAISED. */
+int cpy_raise_missing(PyObject *key);
 
 /* ---------------------------------------------------------------------------------
  * event.c
@@ -166,10 +168,50 @@ int cpy_store_type_init(PyObject *module, cpy_state *st);
 PyObject *cpy_store_open(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *cpy_validate_append(PyObject *module, PyObject *args, PyObject *kwargs);
 
-/* Marks a call as in flight and returns the handle, or NULL + StoreClosed.  Every
- * successful enter is matched by one leave, with the GIL held. */
+/* Marks a call as in flight and returns the handle, or NULL + StoreClosed; with the GIL
+ * held.  Every successful enter is matched by one cpy_store_call_end (below), which
+ * leaves.  Core calls go through CPY_STORE_CALL, which enters. */
 cairn_store *cpy_store_enter(cpy_store *s);
-void cpy_store_leave(cpy_store *s);
+
+/* ---------------------------------------------------------------------------------
+ * The GIL-released core call.  CPY_UNLOCKED(stmt) runs `stmt` without the GIL, as
+ * py-lmdb's UNLOCKED: the one place the binding lets the GIL go.  `stmt` touches C data
+ * only (handles, and UTF-8 or buffers borrowed from objects the caller holds).
+ *
+ * A call on a store wraps it in the in-flight protocol, always in this shape:
+ *
+ *     CPY_STORE_CALL(s, h, rc, cairn_head(h, &v));
+ *     ... convert what the core lent (rc >= 0), while s is still in flight ...
+ *     if (cpy_store_call_end(s, h, rc, NULL, 0) < 0) return NULL;
+ *
+ * CPY_STORE_CALL enters s -- h is its handle, and a close() from another thread waits for
+ * the call (whoever leaves last closes the handle) -- and sets rc to what `call` returns,
+ * run without the GIL.  When s is closed, h is NULL, rc is CPY_ERAISED with StoreClosed
+ * set, and `call` does not run.  cpy_store_call_end, with the GIL: raises for rc < 0 (as
+ * cpy_raise; `streams` name the requests of a batch; a code the caller turned into its own
+ * exception first is CPY_ERAISED), hands what scripts printed to logging, then leaves s
+ * (which may close the handle: nothing the core lent survives it).  Returns rc; when it is
+ * below zero, an exception is set.  With h NULL it does nothing.  (It also ends the one
+ * call that keeps the GIL, start_projections: cpy_store_enter, the call, this.)
+ * --------------------------------------------------------------------------------- */
+#define CPY_ERAISED (-31000) /* no CAIRN_E* code (they are -30001..-30099): raised already */
+
+#define CPY_UNLOCKED(stmt)                                                                     \
+    do {                                                                                       \
+        Py_BEGIN_ALLOW_THREADS stmt;                                                           \
+        Py_END_ALLOW_THREADS                                                                   \
+    } while (0)
+
+#define CPY_STORE_CALL(s, h, rc, call)                                                         \
+    do {                                                                                       \
+        if (((h) = cpy_store_enter(s)) != NULL)                                                \
+            CPY_UNLOCKED((rc) = (call));                                                       \
+        else                                                                                   \
+            (rc) = CPY_ERAISED;                                                                \
+    } while (0)
+
+int cpy_store_call_end(cpy_store *s, cairn_store *h, int rc, PyObject *const *streams,
+                       size_t nstreams);
 
 /* ---------------------------------------------------------------------------------
  * iter.c: iterators over the log or a stream, and over stream names.

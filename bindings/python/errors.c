@@ -85,6 +85,11 @@ PyObject *cpy_raise_closed(cpy_state *st) {
     return NULL;
 }
 
+int cpy_raise_missing(PyObject *key) {
+    PyErr_SetObject(PyExc_KeyError, key);
+    return CPY_ERAISED;
+}
+
 static int set_attr(PyObject *exc, const char *name, PyObject *value) {
     int rc;
     if (!value) return -1;

@@ -65,7 +65,6 @@ static cpy_readiter *readiter_alloc(cpy_store *s, int raw) {
 
 PyObject *cpy_readiter_new_all(cpy_store *s, uint64_t start, int backwards, uint64_t limit,
                                int empty, PyObject *filters[4], int raw) {
-    cpy_state *st = iter_state(s);
     cpy_readiter *self = readiter_alloc(s, raw);
     cairn_filter f;
     cairn_slice *slices = NULL; /* the core copies the filter: ours lives for the call */
@@ -109,18 +108,13 @@ PyObject *cpy_readiter_new_all(cpy_store *s, uint64_t start, int backwards, uint
     f.tags = lists[3];
     f.ntags = counts[3];
 
-    if (!(h = cpy_store_enter(s))) goto fail;
-    Py_BEGIN_ALLOW_THREADS
-        rc = cairn_iter_all(h, start, backwards, limit, &f, &it);
-    Py_END_ALLOW_THREADS
-    if (rc < 0) {
-        cpy_raise(st, rc, NULL, 0);
-    } else {
+    CPY_STORE_CALL(s, h, rc, cairn_iter_all(h, start, backwards, limit, &f, &it));
+    if (rc >= 0) {
         cairn_iter_set_raw(it, raw);
         self->it = it;
     }
-    cpy_store_leave(s); /* may detach (close) the new iterator: next() then raises */
-    if (rc < 0) goto fail;
+    /* leaving may detach (close) the new iterator: next() then raises */
+    if (cpy_store_call_end(s, h, rc, NULL, 0) < 0) goto fail;
     PyMem_Free(slices);
     return (PyObject *)self;
 fail:
@@ -131,7 +125,6 @@ fail:
 
 PyObject *cpy_readiter_new_stream(cpy_store *s, PyObject *stream, int64_t start, int backwards,
                                   uint64_t limit, int empty, int raw) {
-    cpy_state *st = iter_state(s);
     cpy_readiter *self = readiter_alloc(s, raw);
     cairn_store *h;
     cairn_iter *it = NULL;
@@ -147,18 +140,12 @@ PyObject *cpy_readiter_new_stream(cpy_store *s, PyObject *stream, int64_t start,
     }
     p = PyUnicode_AsUTF8AndSize(stream, &len);
     if (!p) goto fail;
-    if (!(h = cpy_store_enter(s))) goto fail;
-    Py_BEGIN_ALLOW_THREADS
-        rc = cairn_iter_stream(h, p, (size_t)len, start, backwards, limit, &it);
-    Py_END_ALLOW_THREADS
-    if (rc < 0) {
-        cpy_raise(st, rc, &stream, 1);
-    } else {
+    CPY_STORE_CALL(s, h, rc, cairn_iter_stream(h, p, (size_t)len, start, backwards, limit, &it));
+    if (rc >= 0) {
         cairn_iter_set_raw(it, raw);
         self->it = it;
     }
-    cpy_store_leave(s);
-    if (rc < 0) goto fail;
+    if (cpy_store_call_end(s, h, rc, &stream, 1) < 0) goto fail;
     /* every event of this read has the caller's stream name: reuse that str */
     if (PyUnicode_CheckExact(stream)) {
         self->names.e[0].s = Py_NewRef(stream);
@@ -177,8 +164,9 @@ static PyObject *readiter_next(cpy_readiter *self) {
     cpy_state *st;
     cairn_event ev;
     cairn_iter *it = self->it;
+    cairn_store *h = NULL;
     PyObject *r = NULL;
-    int rc, entered = 0;
+    int rc;
 
     if (self->done || !s) return NULL;
     st = iter_state(s);
@@ -191,30 +179,24 @@ static PyObject *readiter_next(cpy_readiter *self) {
         return cpy_raise_closed(st);
     }
     if (cairn_iter_buffered(it) > 0 && !self->upcasting) {
-        rc = cairn_iter_next(it, &ev); /* copies from the buffer only */
+        rc = cairn_iter_next(it, &ev); /* copies from the buffer only: the GIL is kept */
+        if (rc < 0) return cpy_raise(st, rc, NULL, 0);
     } else {
         /* A refill reads LMDB; with upcasters every next() runs Lua, buffered or not. */
-        cairn_store *h = cpy_store_enter(s);
-        if (!h) return NULL;
-        entered = 1;
         self->busy = 1;
-        Py_BEGIN_ALLOW_THREADS
-            rc = cairn_iter_next(it, &ev);
-        Py_END_ALLOW_THREADS
+        CPY_STORE_CALL(s, h, rc, cairn_iter_next(it, &ev));
         self->busy = 0;
+        if (!h) return NULL;
         /* the refill just done tells whether the buffered next() calls run Lua too */
         self->upcasting = cairn_iter_upcasting(it);
     }
     if (rc > 0) {
-        r = cpy_recorded_new(st, &ev, &self->names);
+        r = cpy_recorded_new(st, &ev, &self->names); /* ev lives in it: before leaving */
     } else if (rc == 0) {
         self->done = 1;
         readiter_release(self);
-    } else {
-        cpy_raise(st, rc, NULL, 0);
     }
-    cpy_log_flush(st); /* upcasters may have printed */
-    if (entered) cpy_store_leave(s);
+    cpy_store_call_end(s, h, rc, NULL, 0); /* upcasters may have printed */
     return r;
 }
 
@@ -317,7 +299,6 @@ PyObject *cpy_namesiter_new(cpy_store *s, PyObject *prefix) {
 
 static int names_fetch(cpy_namesiter *self) {
     cpy_store *s = self->store;
-    cpy_state *st = iter_state(s);
     names_ctx c = {NULL, 0, 0, 0, 0};
     const char *pp = "", *ap = NULL;
     Py_ssize_t plen = 0, alen = 0;
@@ -331,14 +312,10 @@ static int names_fetch(cpy_namesiter *self) {
         ap = PyBytes_AS_STRING(self->after);
         alen = PyBytes_GET_SIZE(self->after);
     }
-    if (!(h = cpy_store_enter(s))) return -1;
-    Py_BEGIN_ALLOW_THREADS
-        rc = cairn_streams(h, pp, (size_t)plen, ap, (size_t)alen, NAMES_PAGE, names_collect, &c);
-    Py_END_ALLOW_THREADS
-    if (rc < 0) {
-        cpy_raise(st, rc, NULL, 0);
-        goto out;
-    }
+    CPY_STORE_CALL(s, h, rc,
+                   cairn_streams(h, pp, (size_t)plen, ap, (size_t)alen, NAMES_PAGE, names_collect,
+                                 &c));
+    if (cpy_store_call_end(s, h, rc, NULL, 0) < 0) goto out;
     if (c.oom) {
         PyErr_NoMemory();
         rc = -1;
@@ -376,7 +353,6 @@ static int names_fetch(cpy_namesiter *self) {
     self->idx = 0;
     rc = 0;
 out:
-    cpy_store_leave(s);
     Py_XDECREF(page);
     Py_XDECREF(last);
     PyMem_RawFree(c.buf);

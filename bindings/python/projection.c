@@ -39,9 +39,7 @@ static int runner_running(cpy_store *s) {
 void cpy_projections_detach(cpy_store *s) {
     cairn_runner *r = runner_take(s);
     if (!r) return;
-    Py_BEGIN_ALLOW_THREADS
-        cairn_projections_stop(r);
-    Py_END_ALLOW_THREADS
+    CPY_UNLOCKED(cairn_projections_stop(r));
 }
 
 /* ---------------------------------------------------------------------------------
@@ -73,27 +71,16 @@ static void proj_dealloc(cpy_projection *self) {
     Py_DECREF(tp);
 }
 
-static PyObject *raise_missing(PyObject *name) {
-    PyErr_SetObject(PyExc_KeyError, name);
-    return NULL;
-}
-
 /* Reads the projection's record; 0, or -1 with an exception (KeyError when undefined). */
 static int info_of(cpy_store *s, PyObject *name, cairn_projection_status *out) {
-    cpy_state *st = cpy_state_of_module(s->module);
     const char *n;
     Py_ssize_t len;
     cairn_store *h;
     int rc;
     if (!(n = cpy_stream_arg(name, "name", &len))) return -1;
-    if (!(h = cpy_store_enter(s))) return -1;
-    Py_BEGIN_ALLOW_THREADS
-        rc = cairn_projection_info(h, n, (size_t)len, out);
-    Py_END_ALLOW_THREADS
-    cpy_store_leave(s);
-    if (rc == CAIRN_ENOTFOUND) return raise_missing(name), -1;
-    if (rc < 0) return cpy_raise(st, rc, NULL, 0), -1;
-    return 0;
+    CPY_STORE_CALL(s, h, rc, cairn_projection_info(h, n, (size_t)len, out));
+    if (rc == CAIRN_ENOTFOUND) rc = cpy_raise_missing(name);
+    return cpy_store_call_end(s, h, rc, NULL, 0) < 0 ? -1 : 0;
 }
 
 static PyObject *proj_get_position(cpy_projection *self, void *c) {
@@ -132,22 +119,20 @@ static PyObject *proj_state(cpy_projection *self, PyObject *args, PyObject *kwar
     char *json = NULL;
     size_t len = 0;
     cairn_store *h;
-    int rc;
+    int rc, missing;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:state", kwlist, &part)) return NULL;
     if (part != Py_None && !(p = cpy_stream_arg(part, "partition", &plen))) return NULL;
     if (!(n = cpy_stream_arg(self->name, "name", &nlen))) return NULL;
-    if (!(h = cpy_store_enter(self->store))) return NULL;
-    Py_BEGIN_ALLOW_THREADS
-        rc = cairn_projection_state(h, n, (size_t)nlen, p, (size_t)plen, &json, &len);
-    Py_END_ALLOW_THREADS
-    cpy_store_leave(self->store);
-    if (rc == CAIRN_ENOTFOUND) {
+    CPY_STORE_CALL(self->store, h, rc,
+                   cairn_projection_state(h, n, (size_t)nlen, p, (size_t)plen, &json, &len));
+    if ((missing = rc == CAIRN_ENOTFOUND)) rc = CAIRN_OK; /* told apart below */
+    if (cpy_store_call_end(self->store, h, rc, NULL, 0) < 0) return NULL;
+    if (missing) {
         /* an undefined projection is a KeyError; a state not there yet is None */
         cairn_projection_status info;
         if (info_of(self->store, self->name, &info) < 0) return NULL;
         Py_RETURN_NONE;
     }
-    if (rc < 0) return cpy_raise(st, rc, NULL, 0);
     r = cpy_json_decode(st, json, len, 0);
     free(json);
     return r;
@@ -176,7 +161,6 @@ static int pnames_add(void *ctx, const char *name, size_t len) {
 }
 
 static PyObject *proj_partitions(cpy_projection *self, PyObject *unused) {
-    cpy_state *st = cpy_state_of_module(self->store->module);
     pnames b = {NULL, 0, 0, 0, 0};
     PyObject *list = NULL, *it = NULL;
     const char *n;
@@ -185,19 +169,10 @@ static PyObject *proj_partitions(cpy_projection *self, PyObject *unused) {
     int rc;
     (void)unused;
     if (!(n = cpy_stream_arg(self->name, "name", &nlen))) return NULL;
-    if (!(h = cpy_store_enter(self->store))) return NULL;
-    Py_BEGIN_ALLOW_THREADS
-        rc = cairn_projection_partitions(h, n, (size_t)nlen, pnames_add, &b);
-    Py_END_ALLOW_THREADS
-    cpy_store_leave(self->store);
-    if (rc == CAIRN_ENOTFOUND) {
-        raise_missing(self->name);
-        goto out;
-    }
-    if (rc < 0) {
-        cpy_raise(st, rc, NULL, 0);
-        goto out;
-    }
+    CPY_STORE_CALL(self->store, h, rc,
+                   cairn_projection_partitions(h, n, (size_t)nlen, pnames_add, &b));
+    if (rc == CAIRN_ENOTFOUND) rc = cpy_raise_missing(self->name);
+    if (cpy_store_call_end(self->store, h, rc, NULL, 0) < 0) goto out;
     if (b.oom) {
         PyErr_NoMemory();
         goto out;
@@ -219,22 +194,15 @@ out:
 }
 
 static PyObject *proj_reset(cpy_projection *self, PyObject *unused) {
-    cpy_state *st = cpy_state_of_module(self->store->module);
     const char *n;
     Py_ssize_t nlen;
     cairn_store *h;
     int rc;
     (void)unused;
     if (!(n = cpy_stream_arg(self->name, "name", &nlen))) return NULL;
-    if (!(h = cpy_store_enter(self->store))) return NULL;
-    Py_BEGIN_ALLOW_THREADS
-        rc = cairn_projection_reset(h, n, (size_t)nlen);
-    Py_END_ALLOW_THREADS
-    if (rc < 0 && rc != CAIRN_ENOTFOUND) cpy_raise(st, rc, NULL, 0);
-    cpy_log_flush(st);
-    cpy_store_leave(self->store);
-    if (rc == CAIRN_ENOTFOUND) return raise_missing(self->name);
-    if (rc < 0) return NULL;
+    CPY_STORE_CALL(self->store, h, rc, cairn_projection_reset(h, n, (size_t)nlen));
+    if (rc == CAIRN_ENOTFOUND) rc = cpy_raise_missing(self->name);
+    if (cpy_store_call_end(self->store, h, rc, NULL, 0) < 0) return NULL;
     Py_RETURN_NONE;
 }
 
@@ -315,7 +283,6 @@ PyObject *cpy_store_projection(cpy_store *s, PyObject *args, PyObject *kwargs) {
 
 PyObject *cpy_store_run_projections(cpy_store *s, PyObject *args, PyObject *kwargs) {
     static char *kwlist[] = {"name", NULL};
-    cpy_state *st = cpy_state_of_module(s->module);
     PyObject *name = Py_None;
     const char *n = NULL;
     Py_ssize_t nlen = 0;
@@ -324,21 +291,14 @@ PyObject *cpy_store_run_projections(cpy_store *s, PyObject *args, PyObject *kwar
     int rc;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:run_projections", kwlist, &name)) return NULL;
     if (name != Py_None && !(n = cpy_stream_arg(name, "name", &nlen))) return NULL;
-    if (!(h = cpy_store_enter(s))) return NULL;
-    Py_BEGIN_ALLOW_THREADS
-        rc = cairn_run_projections(h, n, (size_t)nlen, &processed);
-    Py_END_ALLOW_THREADS
-    if (rc < 0 && rc != CAIRN_ENOTFOUND) cpy_raise(st, rc, NULL, 0);
-    cpy_log_flush(st);
-    cpy_store_leave(s);
-    if (rc == CAIRN_ENOTFOUND) return raise_missing(name);
-    if (rc < 0) return NULL;
+    CPY_STORE_CALL(s, h, rc, cairn_run_projections(h, n, (size_t)nlen, &processed));
+    if (rc == CAIRN_ENOTFOUND) rc = cpy_raise_missing(name);
+    if (cpy_store_call_end(s, h, rc, NULL, 0) < 0) return NULL;
     return PyLong_FromUnsignedLongLong(processed);
 }
 
 PyObject *cpy_store_delete_projection(cpy_store *s, PyObject *args, PyObject *kwargs) {
     static char *kwlist[] = {"name", NULL};
-    cpy_state *st = cpy_state_of_module(s->module);
     PyObject *name;
     const char *n;
     Py_ssize_t nlen;
@@ -346,42 +306,34 @@ PyObject *cpy_store_delete_projection(cpy_store *s, PyObject *args, PyObject *kw
     int rc;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:delete_projection", kwlist, &name)) return NULL;
     if (!(n = cpy_stream_arg(name, "name", &nlen))) return NULL;
-    if (!(h = cpy_store_enter(s))) return NULL;
-    Py_BEGIN_ALLOW_THREADS
-        rc = cairn_delete_projection(h, n, (size_t)nlen);
-    Py_END_ALLOW_THREADS
-    cpy_store_leave(s);
-    if (rc == CAIRN_ENOTFOUND) return raise_missing(name);
-    if (rc < 0) return cpy_raise(st, rc, NULL, 0);
+    CPY_STORE_CALL(s, h, rc, cairn_delete_projection(h, n, (size_t)nlen));
+    if (rc == CAIRN_ENOTFOUND) rc = cpy_raise_missing(name);
+    if (cpy_store_call_end(s, h, rc, NULL, 0) < 0) return NULL;
     Py_RETURN_NONE;
 }
 
+/* The one store call that keeps the GIL: cairn_projections_start only starts a thread (no
+ * LMDB, no Lua), and with the GIL held the check for a runner and the start are one step
+ * for other threads starting one. */
 PyObject *cpy_store_start_projections(cpy_store *s, PyObject *unused) {
-    cpy_state *st = cpy_state_of_module(s->module);
     cairn_runner *r = NULL;
     runner_link *l;
     cairn_store *h;
-    int rc;
+    int rc = CAIRN_OK;
     (void)unused;
     if (!(h = cpy_store_enter(s))) return NULL;
-    if (runner_running(s)) {
-        cpy_store_leave(s);
-        Py_RETURN_NONE; /* already running */
+    if (!runner_running(s)) { /* else already running */
+        if (!(l = malloc(sizeof *l))) {
+            PyErr_NoMemory();
+            rc = CPY_ERAISED;
+        } else if ((rc = cairn_projections_start(h, &r)) < 0) {
+            free(l);
+        } else {
+            l->store = s, l->runner = r, l->next = g_runners;
+            g_runners = l;
+        }
     }
-    if (!(l = malloc(sizeof *l))) {
-        cpy_store_leave(s);
-        return PyErr_NoMemory();
-    }
-    rc = cairn_projections_start(h, &r);
-    if (rc < 0) {
-        free(l);
-        cpy_raise(st, rc, NULL, 0);
-        cpy_store_leave(s);
-        return NULL;
-    }
-    l->store = s, l->runner = r, l->next = g_runners;
-    g_runners = l;
-    cpy_store_leave(s);
+    if (cpy_store_call_end(s, h, rc, NULL, 0) < 0) return NULL;
     Py_RETURN_NONE;
 }
 

@@ -155,7 +155,6 @@ out:
  * Defining scripts.
  * --------------------------------------------------------------------------------- */
 static PyObject *define(cpy_store *s, cairn_script_kind kind, PyObject *name, PyObject *source) {
-    cpy_state *st = cpy_state_of_module(s->module);
     const char *n, *src;
     Py_ssize_t nlen, slen;
     cairn_store *h;
@@ -164,14 +163,9 @@ static PyObject *define(cpy_store *s, cairn_script_kind kind, PyObject *name, Py
     if (!(n = cpy_stream_arg(name, "name", &nlen)) ||
         !(src = cpy_stream_arg(source, "source", &slen)))
         return NULL;
-    if (!(h = cpy_store_enter(s))) return NULL;
-    Py_BEGIN_ALLOW_THREADS
-        rc = cairn_define_script(h, kind, n, (size_t)nlen, src, (size_t)slen);
-    Py_END_ALLOW_THREADS
-    if (rc < 0) cpy_raise(st, rc, NULL, 0);
-    cpy_log_flush(st); /* the chunk's top level ran: it may have printed */
-    cpy_store_leave(s);
-    if (rc < 0) return NULL;
+    /* the chunk's top level runs: it may print */
+    CPY_STORE_CALL(s, h, rc, cairn_define_script(h, kind, n, (size_t)nlen, src, (size_t)slen));
+    if (cpy_store_call_end(s, h, rc, NULL, 0) < 0) return NULL;
     Py_RETURN_NONE;
 }
 
@@ -248,28 +242,29 @@ static PyObject *names_list(const names_buf *b) {
     return list;
 }
 
+static const struct {
+    const char *key;
+    cairn_script_kind kind;
+} kinds[] = {{"aggregate", CAIRN_SCRIPT_AGGREGATE},
+             {"projection", CAIRN_SCRIPT_PROJECTION},
+             {"upcasters", CAIRN_SCRIPT_UPCASTERS}};
+
+/* The names of every kind, one list each (no GIL: one core call per kind). */
+static int scripts_of_kinds(cairn_store *h, names_buf b[3]) {
+    int rc = 0;
+    for (int i = 0; i < 3 && rc >= 0; i++) rc = cairn_scripts(h, kinds[i].kind, names_add, &b[i]);
+    return rc;
+}
+
 PyObject *cpy_store_scripts(cpy_store *s, PyObject *unused) {
-    static const struct {
-        const char *key;
-        cairn_script_kind kind;
-    } kinds[] = {{"aggregate", CAIRN_SCRIPT_AGGREGATE},
-                 {"projection", CAIRN_SCRIPT_PROJECTION},
-                 {"upcasters", CAIRN_SCRIPT_UPCASTERS}};
-    cpy_state *st = cpy_state_of_module(s->module);
     names_buf b[3] = {{NULL, 0, 0, 0, 0}, {NULL, 0, 0, 0, 0}, {NULL, 0, 0, 0, 0}};
     PyObject *out = NULL;
     cairn_store *h;
     int rc = 0, i;
 
     (void)unused;
-    if (!(h = cpy_store_enter(s))) return NULL;
-    Py_BEGIN_ALLOW_THREADS
-        for (i = 0; i < 3 && rc >= 0; i++) rc = cairn_scripts(h, kinds[i].kind, names_add, &b[i]);
-    Py_END_ALLOW_THREADS
-    if (rc < 0) {
-        cpy_raise(st, rc, NULL, 0);
-        goto out;
-    }
+    CPY_STORE_CALL(s, h, rc, scripts_of_kinds(h, b));
+    if (cpy_store_call_end(s, h, rc, NULL, 0) < 0) goto out;
     if (b[0].oom || b[1].oom || b[2].oom) {
         PyErr_NoMemory();
         goto out;
@@ -285,7 +280,6 @@ PyObject *cpy_store_scripts(cpy_store *s, PyObject *unused) {
         Py_DECREF(list);
     }
 out:
-    cpy_store_leave(s);
     for (i = 0; i < 3; i++) free(b[i].p);
     return out;
 }

@@ -19,9 +19,7 @@ static void store_really_close(cpy_store *s) {
     s->handle = NULL;
     cpy_projections_detach(s); /* the runner thread goes before the handle */
     cpy_readiters_detach(s); /* their core iterators go before the handle */
-    Py_BEGIN_ALLOW_THREADS
-        cairn_close(h);
-    Py_END_ALLOW_THREADS
+    CPY_UNLOCKED(cairn_close(h));
 }
 
 cairn_store *cpy_store_enter(cpy_store *s) {
@@ -33,8 +31,22 @@ cairn_store *cpy_store_enter(cpy_store *s) {
     return s->handle;
 }
 
-void cpy_store_leave(cpy_store *s) {
+static void store_leave(cpy_store *s) {
     if (--s->inflight == 0 && s->closed) store_really_close(s);
+}
+
+/* The end of CPY_STORE_CALL (binding.h).  The order matters: the error is read from the
+ * core's thread-local record before logging (Python code) could make another core call,
+ * and the store is left last, since leaving may close the handle. */
+int cpy_store_call_end(cpy_store *s, cairn_store *h, int rc, PyObject *const *streams,
+                       size_t nstreams) {
+    cpy_state *st;
+    if (!h) return rc; /* never entered: StoreClosed is set */
+    st = store_state(s);
+    if (rc < 0 && rc != CPY_ERAISED) cpy_raise(st, rc, streams, nstreams);
+    cpy_log_flush(st); /* what the scripts this call ran printed; keeps the exception */
+    store_leave(s);
+    return rc;
 }
 
 /* Checks one append request; returns the events as a new tuple of cairn.Event. */
@@ -165,11 +177,10 @@ static PyObject *append_requests(cpy_store *s, PyObject *const *streams, PyObjec
     cairn_slice *tags = NULL;
     uint8_t *marks = NULL;
     size_t nev = 0, ntags = 0, i, k, ev_i, tag_i;
-    cairn_store *h = NULL;
+    cairn_store *h;
     PyObject *out = NULL;
     int rc;
 
-    if (!(h = cpy_store_enter(s))) return NULL;
     for (i = 0; i < nreq; i++) {
         Py_ssize_t j;
         nev += (size_t)PyTuple_GET_SIZE(evs[i]);
@@ -208,15 +219,9 @@ static PyObject *append_requests(cpy_store *s, PyObject *const *streams, PyObjec
             ins[k].metadata.ptr = arena.ptr + (uintptr_t)ins[k].metadata.ptr;
     }
 
-    Py_BEGIN_ALLOW_THREADS
-        rc = cairn_append_batch(h, reqs, nreq, results);
-    Py_END_ALLOW_THREADS
-    if (rc < 0) {
-        cpy_raise(st, rc, streams, nreq);
-        cpy_log_flush(st); /* reducers run for snapshots may have printed */
-        goto out;
-    }
-    cpy_log_flush(st);
+    /* reducers run for snapshots may print */
+    CPY_STORE_CALL(s, h, rc, cairn_append_batch(h, reqs, nreq, results));
+    if (cpy_store_call_end(s, h, rc, streams, nreq) < 0) goto out;
     if (single) {
         out = cpy_result_new(st, &results[0]);
     } else {
@@ -230,7 +235,6 @@ static PyObject *append_requests(cpy_store *s, PyObject *const *streams, PyObjec
         }
     }
 out:
-    cpy_store_leave(s);
     cpy_buf_free(&arena);
     PyMem_Free(reqs);
     PyMem_Free(results);
@@ -394,34 +398,24 @@ static PyObject *store_stream_version(cpy_store *self, PyObject *args, PyObject 
     cairn_store *h;
     int64_t v = -1;
     int rc;
-    PyObject *r;
 
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:stream_version", kwlist, &stream))
         return NULL;
-    p = cpy_stream_arg(stream, "stream", &len);
-    if (!p || !(h = cpy_store_enter(self))) return NULL;
-    Py_BEGIN_ALLOW_THREADS
-        rc = cairn_stream_version(h, p, (size_t)len, &v);
-    Py_END_ALLOW_THREADS
-    r = rc < 0 ? cpy_raise(store_state(self), rc, &stream, 1) : PyLong_FromLongLong(v);
-    cpy_store_leave(self);
-    return r;
+    if (!(p = cpy_stream_arg(stream, "stream", &len))) return NULL;
+    CPY_STORE_CALL(self, h, rc, cairn_stream_version(h, p, (size_t)len, &v));
+    if (cpy_store_call_end(self, h, rc, &stream, 1) < 0) return NULL;
+    return PyLong_FromLongLong(v);
 }
 
 static PyObject *store_head(cpy_store *self, PyObject *unused) {
     cairn_store *h;
     uint64_t v = 0;
     int rc;
-    PyObject *r;
 
     (void)unused;
-    if (!(h = cpy_store_enter(self))) return NULL;
-    Py_BEGIN_ALLOW_THREADS
-        rc = cairn_head(h, &v);
-    Py_END_ALLOW_THREADS
-    r = rc < 0 ? cpy_raise(store_state(self), rc, NULL, 0) : PyLong_FromUnsignedLongLong(v);
-    cpy_store_leave(self);
-    return r;
+    CPY_STORE_CALL(self, h, rc, cairn_head(h, &v));
+    if (cpy_store_call_end(self, h, rc, NULL, 0) < 0) return NULL;
+    return PyLong_FromUnsignedLongLong(v);
 }
 
 static PyObject *store_get(cpy_store *self, PyObject *args, PyObject *kwargs) {
@@ -431,7 +425,7 @@ static PyObject *store_get(cpy_store *self, PyObject *args, PyObject *kwargs) {
     cairn_store *h;
     cairn_event ev;
     int rc, raw = 0;
-    PyObject *r, *pos, *raw_o = Py_False;
+    PyObject *r = NULL, *pos, *raw_o = Py_False;
 
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$O:get", kwlist, &pos, &raw_o)) return NULL;
     if (cpy_check_bool(raw_o, "raw", &raw) < 0) return NULL;
@@ -448,24 +442,14 @@ static PyObject *store_get(cpy_store *self, PyObject *args, PyObject *kwargs) {
         if (!PyErr_ExceptionMatches(PyExc_OverflowError)) return NULL;
         PyErr_Clear(); /* beyond any position: not found */
     }
-    if (!(h = cpy_store_enter(self))) return NULL;
-    if (p == 0 || p == (unsigned long long)-1) {
-        rc = CAIRN_ENOTFOUND;
-    } else {
-        Py_BEGIN_ALLOW_THREADS
-            rc = cairn_get_ex(h, p, raw, &ev);
-        Py_END_ALLOW_THREADS
-    }
-    if (rc == CAIRN_ENOTFOUND) {
-        PyErr_SetObject(PyExc_KeyError, pos);
-        r = NULL;
-    } else if (rc < 0) {
-        r = cpy_raise(st, rc, NULL, 0);
-    } else {
+    CPY_STORE_CALL(self, h, rc,
+                   p == 0 || p == (unsigned long long)-1 ? CAIRN_ENOTFOUND
+                                                        : cairn_get_ex(h, p, raw, &ev));
+    if (rc == CAIRN_ENOTFOUND)
+        rc = cpy_raise_missing(pos);
+    else if (rc >= 0)
         r = cpy_recorded_new(st, &ev, NULL); /* ev borrowed until our next cairn call */
-    }
-    cpy_log_flush(st); /* upcasters may have printed */
-    cpy_store_leave(self);
+    cpy_store_call_end(self, h, rc, NULL, 0); /* upcasters may have printed */
     return r;
 }
 
@@ -487,13 +471,9 @@ static PyObject *store_verify(cpy_store *self, PyObject *unused) {
     PyObject *r = NULL;
 
     (void)unused;
-    if (!(h = cpy_store_enter(self))) return NULL;
-    Py_BEGIN_ALLOW_THREADS
-        rc = cairn_verify(h, &rep, NULL, NULL);
-    Py_END_ALLOW_THREADS
-    if (rc < 0) {
-        cpy_raise(st, rc, NULL, 0);
-    } else if ((r = PyStructSequence_New(st->Verify_Type))) {
+    CPY_STORE_CALL(self, h, rc, cairn_verify(h, &rep, NULL, NULL));
+    if (cpy_store_call_end(self, h, rc, NULL, 0) < 0) return NULL;
+    if ((r = PyStructSequence_New(st->Verify_Type))) {
         PyObject *a = PyLong_FromUnsignedLongLong(rep.events);
         PyObject *b = PyLong_FromUnsignedLongLong(rep.streams);
         PyObject *c = PyLong_FromUnsignedLongLong(rep.head);
@@ -502,7 +482,6 @@ static PyObject *store_verify(cpy_store *self, PyObject *unused) {
         PyStructSequence_SetItem(r, 2, c);
         if (!a || !b || !c) Py_CLEAR(r);
     }
-    cpy_store_leave(self);
     return r;
 }
 
@@ -511,13 +490,8 @@ static PyObject *store_sync(cpy_store *self, PyObject *unused) {
     int rc;
 
     (void)unused;
-    if (!(h = cpy_store_enter(self))) return NULL;
-    Py_BEGIN_ALLOW_THREADS
-        rc = cairn_sync(h);
-    Py_END_ALLOW_THREADS
-    if (rc < 0) cpy_raise(store_state(self), rc, NULL, 0);
-    cpy_store_leave(self);
-    if (rc < 0) return NULL;
+    CPY_STORE_CALL(self, h, rc, cairn_sync(h));
+    if (cpy_store_call_end(self, h, rc, NULL, 0) < 0) return NULL;
     Py_RETURN_NONE;
 }
 
@@ -666,9 +640,7 @@ PyObject *cpy_store_open(PyObject *module, PyObject *args, PyObject *kwargs) {
     opts.log_ctx = NULL;
     {
         const char *cpath = PyBytes_AS_STRING(path_bytes);
-        Py_BEGIN_ALLOW_THREADS
-            rc = cairn_open(cpath, &opts, &h);
-        Py_END_ALLOW_THREADS
+        CPY_UNLOCKED(rc = cairn_open(cpath, &opts, &h));
     }
     if (rc < 0) {
         cpy_raise(st, rc, NULL, 0); /* the core's message names the path */
@@ -676,9 +648,7 @@ PyObject *cpy_store_open(PyObject *module, PyObject *args, PyObject *kwargs) {
     }
     self = (cpy_store *)st->Store_Type->tp_alloc(st->Store_Type, 0);
     if (!self) {
-        Py_BEGIN_ALLOW_THREADS
-            cairn_close(h);
-        Py_END_ALLOW_THREADS
+        CPY_UNLOCKED(cairn_close(h));
         goto fail;
     }
     self->handle = h;

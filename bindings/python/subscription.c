@@ -12,7 +12,8 @@
 #define SLICE_MS 100
 
 typedef struct cpy_sub {
-    PyObject_HEAD cpy_store *store; /* strong */
+    PyObject_HEAD
+    cpy_store *store; /* strong */
     cairn_sub *sub;                 /* NULL once closed */
     double timeout;      /* seconds without an event before the iteration ends; < 0: forever */
     int busy;            /* a next() runs (maybe waiting without the GIL) */
@@ -37,8 +38,8 @@ static int sub_release(cpy_sub *self) {
     int rc;
     if (!sub) return CAIRN_OK;
     self->sub = NULL;
-    Py_BEGIN_ALLOW_THREADS rc = cairn_sub_close(sub);
-    Py_END_ALLOW_THREADS return rc;
+    CPY_UNLOCKED(rc = cairn_sub_close(sub));
+    return rc;
 }
 
 PyObject *cpy_store_subscribe(cpy_store *s, PyObject *args, PyObject *kwargs) {
@@ -124,11 +125,8 @@ PyObject *cpy_store_subscribe(cpy_store *s, PyObject *args, PyObject *kwargs) {
     if (!(self = (cpy_sub *)st->Sub_Type->tp_alloc(st->Sub_Type, 0))) goto out;
     self->store = (cpy_store *)Py_NewRef(s);
     self->timeout = timeout;
-    if (!(h = cpy_store_enter(s))) goto fail;
-    Py_BEGIN_ALLOW_THREADS rc = cairn_subscribe(h, start, &filt, name, (size_t)name_len, &sub);
-    Py_END_ALLOW_THREADS if (rc < 0) cpy_raise(st, rc, NULL, 0);
-    cpy_store_leave(s);
-    if (rc < 0) goto fail;
+    CPY_STORE_CALL(s, h, rc, cairn_subscribe(h, start, &filt, name, (size_t)name_len, &sub));
+    if (cpy_store_call_end(s, h, rc, NULL, 0) < 0) goto fail;
     self->sub = sub;
     goto out;
 fail:
@@ -141,7 +139,6 @@ out:
 
 PyObject *cpy_store_checkpoint(cpy_store *s, PyObject *args, PyObject *kwargs) {
     static char *kwlist[] = {"name", NULL};
-    cpy_state *st = cpy_state_of_module(s->module);
     PyObject *name_o;
     const char *name;
     Py_ssize_t len;
@@ -155,11 +152,9 @@ PyObject *cpy_store_checkpoint(cpy_store *s, PyObject *args, PyObject *kwargs) {
         return NULL;
     }
     if (!(name = PyUnicode_AsUTF8AndSize(name_o, &len))) return NULL;
-    if (!(h = cpy_store_enter(s))) return NULL;
-    Py_BEGIN_ALLOW_THREADS rc = cairn_checkpoint(h, name, (size_t)len, &pos);
-    Py_END_ALLOW_THREADS if (rc < 0) cpy_raise(st, rc, NULL, 0);
-    cpy_store_leave(s);
-    return rc < 0 ? NULL : PyLong_FromUnsignedLongLong(pos);
+    CPY_STORE_CALL(s, h, rc, cairn_checkpoint(h, name, (size_t)len, &pos));
+    if (cpy_store_call_end(s, h, rc, NULL, 0) < 0) return NULL;
+    return PyLong_FromUnsignedLongLong(pos);
 }
 
 static PyObject *sub_next(cpy_sub *self) {
@@ -196,8 +191,9 @@ static PyObject *sub_next(cpy_sub *self) {
             if (left < 0) left = 0;
             if (left * 1000 < slice) slice = (int)(left * 1000);
         }
-        Py_BEGIN_ALLOW_THREADS rc = cairn_sub_next(sub, slice, &ev);
-        Py_END_ALLOW_THREADS cpy_log_flush(st); /* upcasters may have printed */
+        /* the subscription holds its own environment: no store call, nothing in flight */
+        CPY_UNLOCKED(rc = cairn_sub_next(sub, slice, &ev));
+        cpy_log_flush(st); /* upcasters may have printed */
         if (self->close_requested) {
             self->busy = 0;
             rc = sub_release(self);
