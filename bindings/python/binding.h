@@ -148,6 +148,22 @@ typedef struct cpy_buf {
 int cpy_buf_reserve(cpy_buf *b, size_t extra); /* -1 + MemoryError */
 void cpy_buf_free(cpy_buf *b);
 
+/* Names (streams, scripts, partitions) a core listing hands to a callback that runs without
+ * the GIL: cpy_names_add is that callback (ctx a zeroed cpy_names; it stops the walk when
+ * out of memory), the rest run with the GIL once the call returned. */
+typedef struct cpy_names {
+    char *p; /* (size_t len, bytes) entries; PyMem_Raw */
+    size_t len, cap, count;
+    size_t last; /* offset of the last entry */
+    int oom;     /* a name could not be kept */
+} cpy_names;
+int cpy_names_add(void *ctx, const char *name, size_t len);
+/* A new list of str (bad UTF-8 replaced), or NULL + MemoryError when a name was lost. */
+PyObject *cpy_names_list(const cpy_names *b);
+/* The last name's exact bytes, as a new bytes object (b->count > 0). */
+PyObject *cpy_names_last(const cpy_names *b);
+void cpy_names_free(cpy_names *b);
+
 /* ---------------------------------------------------------------------------------
  * json.c: the one place where Python values become JSON text and back.
  * --------------------------------------------------------------------------------- */

@@ -241,8 +241,7 @@ static PyType_Spec readiter_spec = {
 };
 
 /* ---------------------------------------------------------------------------------
- * NamesIterator: pages of stream names.  The core's callback runs without the GIL, so
- * it collects raw bytes; str objects are made once the GIL is back.
+ * NamesIterator: pages of stream names, collected without the GIL (cpy_names).
  * --------------------------------------------------------------------------------- */
 #define NAMES_PAGE 512
 
@@ -255,35 +254,6 @@ typedef struct cpy_namesiter {
     PyObject *after; /* bytes: the last name returned by the core, or NULL */
     int done;        /* the core has no more pages */
 } cpy_namesiter;
-
-typedef struct names_ctx {
-    char *buf; /* (size_t len, bytes) entries; PyMem_Raw: filled without the GIL */
-    size_t len, cap;
-    size_t count;
-    int oom;
-} names_ctx;
-
-static int names_collect(void *ctx, const char *name, size_t len) {
-    names_ctx *c = ctx;
-    size_t need = sizeof(size_t) + len;
-    if (c->cap - c->len < need) {
-        size_t cap = c->cap ? c->cap * 2 : 16384;
-        char *p;
-        while (cap - c->len < need) cap *= 2;
-        p = PyMem_RawRealloc(c->buf, cap);
-        if (!p) {
-            c->oom = 1;
-            return 1;
-        }
-        c->buf = p;
-        c->cap = cap;
-    }
-    memcpy(c->buf + c->len, &len, sizeof len);
-    memcpy(c->buf + c->len + sizeof len, name, len);
-    c->len += need;
-    c->count++;
-    return 0;
-}
 
 PyObject *cpy_namesiter_new(cpy_store *s, PyObject *prefix) {
     cpy_state *st = iter_state(s);
@@ -299,13 +269,12 @@ PyObject *cpy_namesiter_new(cpy_store *s, PyObject *prefix) {
 
 static int names_fetch(cpy_namesiter *self) {
     cpy_store *s = self->store;
-    names_ctx c = {NULL, 0, 0, 0, 0};
+    cpy_names c = {NULL, 0, 0, 0, 0, 0};
     const char *pp = "", *ap = NULL;
     Py_ssize_t plen = 0, alen = 0;
     cairn_store *h;
     PyObject *page = NULL, *last = NULL;
-    size_t off, i;
-    int rc;
+    int rc, ok = -1;
 
     if (self->prefix && !(pp = PyUnicode_AsUTF8AndSize(self->prefix, &plen))) return -1;
     if (self->after) {
@@ -313,50 +282,23 @@ static int names_fetch(cpy_namesiter *self) {
         alen = PyBytes_GET_SIZE(self->after);
     }
     CPY_STORE_CALL(s, h, rc,
-                   cairn_streams(h, pp, (size_t)plen, ap, (size_t)alen, NAMES_PAGE, names_collect,
+                   cairn_streams(h, pp, (size_t)plen, ap, (size_t)alen, NAMES_PAGE, cpy_names_add,
                                  &c));
     if (cpy_store_call_end(s, h, rc, NULL, 0) < 0) goto out;
-    if (c.oom) {
-        PyErr_NoMemory();
-        rc = -1;
-        goto out;
-    }
-    page = PyList_New((Py_ssize_t)c.count);
-    if (!page) {
-        rc = -1;
-        goto out;
-    }
-    for (i = 0, off = 0; i < c.count; i++) {
-        size_t len;
-        PyObject *name;
-        memcpy(&len, c.buf + off, sizeof len);
-        name = PyUnicode_DecodeUTF8(c.buf + off + sizeof len, (Py_ssize_t)len, "replace");
-        if (!name) {
-            rc = -1;
-            goto out;
-        }
-        PyList_SET_ITEM(page, (Py_ssize_t)i, name);
-        if (i + 1 == c.count) {
-            last = PyBytes_FromStringAndSize(c.buf + off + sizeof len, (Py_ssize_t)len);
-            if (!last) {
-                rc = -1;
-                goto out;
-            }
-        }
-        off += sizeof len + len;
-    }
+    if (!(page = cpy_names_list(&c))) goto out;
+    if (c.count && !(last = cpy_names_last(&c))) goto out; /* where the next page starts */
     if (c.count < NAMES_PAGE) self->done = 1;
     Py_XSETREF(self->after, last);
     last = NULL;
     Py_XSETREF(self->page, page);
     page = NULL;
     self->idx = 0;
-    rc = 0;
+    ok = 0;
 out:
     Py_XDECREF(page);
     Py_XDECREF(last);
-    PyMem_RawFree(c.buf);
-    return rc < 0 ? -1 : 0;
+    cpy_names_free(&c);
+    return ok;
 }
 
 static PyObject *namesiter_next(cpy_namesiter *self) {

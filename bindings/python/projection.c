@@ -138,30 +138,8 @@ static PyObject *proj_state(cpy_projection *self, PyObject *args, PyObject *kwar
     return r;
 }
 
-typedef struct pnames {
-    char *p;
-    size_t len, cap, count;
-    int oom;
-} pnames;
-
-static int pnames_add(void *ctx, const char *name, size_t len) {
-    pnames *b = ctx;
-    size_t need = sizeof len + len;
-    if (b->cap - b->len < need) {
-        size_t cap = b->cap ? b->cap * 2 : 1024;
-        char *np;
-        while (cap - b->len < need) cap *= 2;
-        if (!(np = realloc(b->p, cap))) return b->oom = 1;
-        b->p = np, b->cap = cap;
-    }
-    memcpy(b->p + b->len, &len, sizeof len);
-    memcpy(b->p + b->len + sizeof len, name, len);
-    b->len += need, b->count++;
-    return 0;
-}
-
 static PyObject *proj_partitions(cpy_projection *self, PyObject *unused) {
-    pnames b = {NULL, 0, 0, 0, 0};
+    cpy_names b = {NULL, 0, 0, 0, 0, 0};
     PyObject *list = NULL, *it = NULL;
     const char *n;
     Py_ssize_t nlen;
@@ -170,26 +148,12 @@ static PyObject *proj_partitions(cpy_projection *self, PyObject *unused) {
     (void)unused;
     if (!(n = cpy_stream_arg(self->name, "name", &nlen))) return NULL;
     CPY_STORE_CALL(self->store, h, rc,
-                   cairn_projection_partitions(h, n, (size_t)nlen, pnames_add, &b));
+                   cairn_projection_partitions(h, n, (size_t)nlen, cpy_names_add, &b));
     if (rc == CAIRN_ENOTFOUND) rc = cpy_raise_missing(self->name);
-    if (cpy_store_call_end(self->store, h, rc, NULL, 0) < 0) goto out;
-    if (b.oom) {
-        PyErr_NoMemory();
-        goto out;
-    }
-    if (!(list = PyList_New((Py_ssize_t)b.count))) goto out;
-    for (size_t i = 0, off = 0; i < b.count; i++) {
-        size_t len;
-        PyObject *s;
-        memcpy(&len, b.p + off, sizeof len);
-        if (!(s = PyUnicode_DecodeUTF8(b.p + off + sizeof len, (Py_ssize_t)len, "replace"))) goto out;
-        PyList_SET_ITEM(list, (Py_ssize_t)i, s);
-        off += sizeof len + len;
-    }
-    it = PyObject_GetIter(list);
-out:
+    if (cpy_store_call_end(self->store, h, rc, NULL, 0) >= 0 && (list = cpy_names_list(&b)))
+        it = PyObject_GetIter(list);
     Py_XDECREF(list);
-    free(b.p);
+    cpy_names_free(&b);
     return it;
 }
 

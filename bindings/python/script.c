@@ -196,52 +196,6 @@ PyObject *cpy_store_define_upcasters(cpy_store *s, PyObject *args, PyObject *kwa
     return r;
 }
 
-/* Names collected without the GIL: (size_t len, bytes) entries in one malloc'd buffer. */
-typedef struct names_buf {
-    char *p;
-    size_t len, cap, count;
-    int oom;
-} names_buf;
-
-static int names_add(void *ctx, const char *name, size_t len) {
-    names_buf *b = ctx;
-    size_t need = sizeof len + len;
-    if (b->cap - b->len < need) {
-        size_t cap = b->cap ? b->cap * 2 : 1024;
-        char *p;
-        while (cap - b->len < need) cap *= 2;
-        if (!(p = realloc(b->p, cap))) {
-            b->oom = 1;
-            return 1;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, &len, sizeof len);
-    memcpy(b->p + b->len + sizeof len, name, len);
-    b->len += need;
-    b->count++;
-    return 0;
-}
-
-static PyObject *names_list(const names_buf *b) {
-    PyObject *list = PyList_New((Py_ssize_t)b->count);
-    size_t i, off = 0;
-    for (i = 0; list && i < b->count; i++) {
-        size_t len;
-        PyObject *name;
-        memcpy(&len, b->p + off, sizeof len);
-        name = PyUnicode_DecodeUTF8(b->p + off + sizeof len, (Py_ssize_t)len, "replace");
-        if (!name) {
-            Py_CLEAR(list);
-            break;
-        }
-        PyList_SET_ITEM(list, (Py_ssize_t)i, name);
-        off += sizeof len + len;
-    }
-    return list;
-}
-
 static const struct {
     const char *key;
     cairn_script_kind kind;
@@ -250,14 +204,15 @@ static const struct {
              {"upcasters", CAIRN_SCRIPT_UPCASTERS}};
 
 /* The names of every kind, one list each (no GIL: one core call per kind). */
-static int scripts_of_kinds(cairn_store *h, names_buf b[3]) {
+static int scripts_of_kinds(cairn_store *h, cpy_names b[3]) {
     int rc = 0;
-    for (int i = 0; i < 3 && rc >= 0; i++) rc = cairn_scripts(h, kinds[i].kind, names_add, &b[i]);
+    for (int i = 0; i < 3 && rc >= 0; i++)
+        rc = cairn_scripts(h, kinds[i].kind, cpy_names_add, &b[i]);
     return rc;
 }
 
 PyObject *cpy_store_scripts(cpy_store *s, PyObject *unused) {
-    names_buf b[3] = {{NULL, 0, 0, 0, 0}, {NULL, 0, 0, 0, 0}, {NULL, 0, 0, 0, 0}};
+    cpy_names b[3] = {{NULL, 0, 0, 0, 0, 0}, {NULL, 0, 0, 0, 0, 0}, {NULL, 0, 0, 0, 0, 0}};
     PyObject *out = NULL;
     cairn_store *h;
     int rc = 0, i;
@@ -265,13 +220,9 @@ PyObject *cpy_store_scripts(cpy_store *s, PyObject *unused) {
     (void)unused;
     CPY_STORE_CALL(s, h, rc, scripts_of_kinds(h, b));
     if (cpy_store_call_end(s, h, rc, NULL, 0) < 0) goto out;
-    if (b[0].oom || b[1].oom || b[2].oom) {
-        PyErr_NoMemory();
-        goto out;
-    }
     if (!(out = PyDict_New())) goto out;
     for (i = 0; i < 3; i++) {
-        PyObject *list = names_list(&b[i]);
+        PyObject *list = cpy_names_list(&b[i]);
         if (!list || PyDict_SetItemString(out, kinds[i].key, list) < 0) {
             Py_XDECREF(list);
             Py_CLEAR(out);
@@ -280,6 +231,6 @@ PyObject *cpy_store_scripts(cpy_store *s, PyObject *unused) {
         Py_DECREF(list);
     }
 out:
-    for (i = 0; i < 3; i++) free(b[i].p);
+    for (i = 0; i < 3; i++) cpy_names_free(&b[i]);
     return out;
 }

@@ -1,6 +1,7 @@
 /*
  * util.c -- what the files of the binding share that belongs to no one type: the argument
- * helpers (each error names the argument) and the growable byte buffer.
+ * helpers (each error names the argument), the growable byte buffer, and the buffer of
+ * names collected without the GIL.
  */
 #include "binding.h"
 
@@ -151,4 +152,64 @@ void cpy_buf_free(cpy_buf *b) {
     PyMem_Free(b->ptr);
     b->ptr = NULL;
     b->len = b->cap = 0;
+}
+
+/* ---------------------------------------------------------------------------------
+ * Names collected without the GIL.  The core hands names one by one to a callback that
+ * runs on the calling thread with the GIL released: it may not touch Python, so it copies
+ * the bytes into one PyMem_Raw buffer ((size_t len, bytes) entries), and the str objects
+ * are made once the GIL is back.
+ * --------------------------------------------------------------------------------- */
+int cpy_names_add(void *ctx, const char *name, size_t len) {
+    cpy_names *b = ctx;
+    size_t need = sizeof len + len;
+    if (b->cap - b->len < need) {
+        size_t cap = b->cap ? b->cap * 2 : 1024;
+        char *p;
+        while (cap - b->len < need) cap *= 2;
+        if (!(p = PyMem_RawRealloc(b->p, cap))) {
+            b->oom = 1;
+            return 1; /* stops the core's walk */
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, &len, sizeof len);
+    memcpy(b->p + b->len + sizeof len, name, len);
+    b->last = b->len;
+    b->len += need;
+    b->count++;
+    return 0;
+}
+
+PyObject *cpy_names_list(const cpy_names *b) {
+    PyObject *list;
+    size_t i, off = 0;
+
+    if (b->oom) return PyErr_NoMemory();
+    if (!(list = PyList_New((Py_ssize_t)b->count))) return NULL;
+    for (i = 0; i < b->count; i++) {
+        size_t len;
+        PyObject *name;
+        memcpy(&len, b->p + off, sizeof len);
+        name = PyUnicode_DecodeUTF8(b->p + off + sizeof len, (Py_ssize_t)len, "replace");
+        if (!name) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, name);
+        off += sizeof len + len;
+    }
+    return list;
+}
+
+PyObject *cpy_names_last(const cpy_names *b) {
+    size_t len;
+    memcpy(&len, b->p + b->last, sizeof len);
+    return PyBytes_FromStringAndSize(b->p + b->last + sizeof len, (Py_ssize_t)len);
+}
+
+void cpy_names_free(cpy_names *b) {
+    PyMem_RawFree(b->p);
+    memset(b, 0, sizeof *b);
 }
