@@ -42,6 +42,7 @@ typedef struct cpy_state {
     PyTypeObject *Verify_Type;
     PyTypeObject *Aggregate_Type;
     PyTypeObject *Sub_Type; /* cairn.Subscription (subscription.c) */
+    PyTypeObject *Tx_Type;  /* cairn.Transaction (transaction.c) */
     PyObject *exc[CPY_EXC_COUNT];
     PyObject *logger;       /* logging.getLogger("cairn"), fetched at the first print */
     PyObject *uuid_type;    /* uuid.UUID */
@@ -140,6 +141,10 @@ int cpy_expected_arg(PyObject *o, int64_t *out);
 /* A read_all-style filter argument: None (*out NULL), a str or an iterable of str (*out a
  * new tuple of str, each valid UTF-8). */
 int cpy_filter_arg(PyObject *o, const char *name, PyObject **out);
+/* One append's stream, events and expected_version (NULL: cairn.ANY), checked as
+ * Store.append checks them; returns the events as a new tuple of cairn.Event. */
+PyObject *cpy_append_arg(cpy_state *st, PyObject *stream, PyObject *events, PyObject *expected,
+                         int64_t *exp);
 
 typedef struct cpy_buf {
     char *ptr;
@@ -182,7 +187,10 @@ PyObject *cpy_json_decode_with(cpy_state *st, const char *p, size_t len, uint64_
  * --------------------------------------------------------------------------------- */
 int cpy_store_type_init(PyObject *module, cpy_state *st);
 PyObject *cpy_store_open(PyObject *module, PyObject *args, PyObject *kwargs);
-PyObject *cpy_validate_append(PyObject *module, PyObject *args, PyObject *kwargs);
+/* Appends nreq requests (streams[i] a checked str, evs[i] a tuple of Event, exp[i]) in one
+ * commit: one AppendResult (single) or a list of them, in request order. */
+PyObject *cpy_store_append(cpy_store *s, PyObject *const *streams, PyObject *const *evs,
+                           const int64_t *exp, size_t nreq, int single);
 
 /* Marks a call as in flight and returns the handle, or NULL + StoreClosed; with the GIL
  * held.  Every successful enter is matched by one cpy_store_call_end (below), which
@@ -240,6 +248,12 @@ PyObject *cpy_readiter_new_stream(cpy_store *s, PyObject *stream, int64_t start,
 PyObject *cpy_namesiter_new(cpy_store *s, PyObject *prefix);
 /* Closes the core iterators of every live read iterator of `s` (before cairn_close). */
 void cpy_readiters_detach(cpy_store *s);
+
+/* ---------------------------------------------------------------------------------
+ * transaction.c: cairn.Transaction, what store.transaction() returns.
+ * --------------------------------------------------------------------------------- */
+int cpy_transaction_type_init(PyObject *module, cpy_state *st);
+PyObject *cpy_transaction_new(cpy_store *s);
 
 /* ---------------------------------------------------------------------------------
  * script.c: defining scripts, and what scripts print().  The core calls cpy_log_line on

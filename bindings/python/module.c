@@ -53,10 +53,6 @@ static PyObject *mod_json_loads(PyObject *module, PyObject *args) {
 
 static PyMethodDef module_methods[] = {
     {"open", (PyCFunction)(void (*)(void))cpy_store_open, METH_VARARGS | METH_KEYWORDS, open_doc},
-    {"_validate_append", (PyCFunction)(void (*)(void))cpy_validate_append,
-     METH_VARARGS | METH_KEYWORDS,
-     "_validate_append($module, /, stream, events, expected_version=-2)\n--\n\n"
-     "Check append arguments as Store.append does; returns the events as a tuple."},
     {"_json_dumps", (PyCFunction)mod_json_dumps, METH_VARARGS,
      "_json_dumps($module, value, what='data', /)\n--\n\nThe JSON text (bytes) append would "
      "store."},
@@ -97,6 +93,7 @@ static int module_exec(PyObject *module) {
     if (cpy_exceptions_init(module, st) < 0) return -1;
     if (cpy_event_types_init(module, st) < 0) return -1;
     if (cpy_store_type_init(module, st) < 0) return -1;
+    if (cpy_transaction_type_init(module, st) < 0) return -1;
     if (cpy_iter_types_init(module, st) < 0) return -1;
     if (cpy_aggregate_type_init(module, st) < 0) return -1;
     if (cpy_sub_type_init(module, st) < 0) return -1;
@@ -125,6 +122,7 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg) {
     Py_VISIT(st->Verify_Type);
     Py_VISIT(st->Aggregate_Type);
     Py_VISIT(st->Sub_Type);
+    Py_VISIT(st->Tx_Type);
     Py_VISIT(st->logger);
     for (int i = 0; i < CPY_EXC_COUNT; i++) Py_VISIT(st->exc[i]);
     Py_VISIT(st->uuid_type);
@@ -143,6 +141,7 @@ static int module_clear(PyObject *module) {
     Py_CLEAR(st->Verify_Type);
     Py_CLEAR(st->Aggregate_Type);
     Py_CLEAR(st->Sub_Type);
+    Py_CLEAR(st->Tx_Type);
     Py_CLEAR(st->logger);
     for (int i = 0; i < CPY_EXC_COUNT; i++) Py_CLEAR(st->exc[i]);
     Py_CLEAR(st->uuid_type);

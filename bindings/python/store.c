@@ -49,47 +49,6 @@ int cpy_store_call_end(cpy_store *s, cairn_store *h, int rc, PyObject *const *st
     return rc;
 }
 
-/* Checks one append request; returns the events as a new tuple of cairn.Event. */
-static PyObject *check_request(cpy_state *st, PyObject *stream, PyObject *events,
-                               PyObject *expected, int64_t *exp) {
-    Py_ssize_t len, i;
-    PyObject *t;
-
-    if (!cpy_stream_arg(stream, "stream", &len)) return NULL;
-    if (cpy_expected_arg(expected, exp) < 0) return NULL;
-    if (PyObject_TypeCheck(events, st->Event_Type)) {
-        PyErr_SetString(PyExc_TypeError,
-                        "events must be an iterable of cairn.Event, not a single Event "
-                        "(wrap it in a list)");
-        return NULL;
-    }
-    t = PySequence_Tuple(events);
-    if (!t) {
-        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
-            PyErr_Clear();
-            PyErr_Format(PyExc_TypeError, "events must be an iterable of cairn.Event, not %.100s",
-                         Py_TYPE(events)->tp_name);
-        }
-        return NULL;
-    }
-    if (PyTuple_GET_SIZE(t) == 0) {
-        Py_DECREF(t);
-        PyErr_SetString(PyExc_ValueError, "events must not be empty");
-        return NULL;
-    }
-    for (i = 0; i < PyTuple_GET_SIZE(t); i++) {
-        PyObject *e = PyTuple_GET_ITEM(t, i);
-        if (!PyObject_TypeCheck(e, st->Event_Type)) {
-            PyErr_Format(PyExc_TypeError,
-                         "events must be an iterable of cairn.Event; item %zd is a %.100s", i,
-                         Py_TYPE(e)->tp_name);
-            Py_DECREF(t);
-            return NULL;
-        }
-    }
-    return t;
-}
-
 /* ---------------------------------------------------------------------------------
  * Appends.  Everything is encoded with the GIL held into one arena; the cairn_event_in
  * array borrows the rest (type and tag UTF-8 from immutable str objects, bytes payloads)
@@ -165,10 +124,8 @@ static int encode_event(cpy_buf *arena, cpy_event *e, cairn_event_in *in, cairn_
     return 0;
 }
 
-/* Appends nreq requests (streams[i], evs[i] a tuple of Event, exp[i]) in one commit.
- * Returns one AppendResult (single) or a list of them. */
-static PyObject *append_requests(cpy_store *s, PyObject *const *streams, PyObject *const *evs,
-                                 const int64_t *exp, size_t nreq, int single) {
+PyObject *cpy_store_append(cpy_store *s, PyObject *const *streams, PyObject *const *evs,
+                           const int64_t *exp, size_t nreq, int single) {
     cpy_state *st = store_state(s);
     cpy_buf arena = {NULL, 0, 0};
     cairn_append_req *reqs = NULL;
@@ -253,84 +210,10 @@ static PyObject *store_append(cpy_store *self, PyObject *args, PyObject *kwargs)
                                      &expected))
         return NULL;
     if (self->closed) return cpy_raise_closed(store_state(self));
-    if (!expected)
-        expected = PyLong_FromLong(CAIRN_ANY); /* a cached small int */
-    else
-        Py_INCREF(expected);
-    if (!expected) return NULL;
-    t = check_request(store_state(self), stream, events, expected, &exp);
-    Py_DECREF(expected);
-    if (!t) return NULL;
-    r = append_requests(self, &stream, &t, &exp, 1, 1);
+    if (!(t = cpy_append_arg(store_state(self), stream, events, expected, &exp))) return NULL;
+    r = cpy_store_append(self, &stream, &t, &exp, 1, 1);
     Py_DECREF(t);
     return r;
-}
-
-static PyObject *store_append_batch(cpy_store *self, PyObject *arg) {
-    cpy_state *st = store_state(self);
-    PyObject *reqs, **streams = NULL, **evs = NULL, *out = NULL;
-    int64_t *exp = NULL;
-    Py_ssize_t n, i, done = 0;
-
-    if (self->closed) return cpy_raise_closed(st);
-    reqs = PySequence_Tuple(arg); /* our own copy: the caller's list may change */
-    if (!reqs) return NULL;
-    n = PyTuple_GET_SIZE(reqs);
-    if (n == 0) {
-        Py_DECREF(reqs);
-        return PyList_New(0);
-    }
-    streams = PyMem_Calloc((size_t)n, sizeof *streams);
-    evs = PyMem_Calloc((size_t)n, sizeof *evs);
-    exp = PyMem_Calloc((size_t)n, sizeof *exp);
-    if (!streams || !evs || !exp) {
-        PyErr_NoMemory();
-        goto out;
-    }
-    for (i = 0; i < n; i++) {
-        PyObject *item = PyTuple_GET_ITEM(reqs, i);
-        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3) {
-            PyErr_Format(PyExc_TypeError,
-                         "_append_batch: item %zd must be a (stream, events, expected_version) "
-                         "tuple",
-                         i);
-            goto out;
-        }
-        streams[i] = PyTuple_GET_ITEM(item, 0);
-        evs[i] = check_request(st, streams[i], PyTuple_GET_ITEM(item, 1), PyTuple_GET_ITEM(item, 2),
-                               &exp[i]);
-        if (!evs[i]) goto out;
-        done = i + 1;
-    }
-    out = append_requests(self, streams, evs, exp, (size_t)n, 0);
-out:
-    for (i = 0; i < done; i++) Py_XDECREF(evs[i]);
-    PyMem_Free(streams);
-    PyMem_Free(evs);
-    PyMem_Free(exp);
-    Py_DECREF(reqs);
-    return out;
-}
-
-/* _cairn._validate_append(stream, events, expected_version=ANY) -> tuple of Event.
- * The same checks as append(), for Transaction.append to fail at the call site. */
-PyObject *cpy_validate_append(PyObject *module, PyObject *args, PyObject *kwargs) {
-    static char *kwlist[] = {"stream", "events", "expected_version", NULL};
-    PyObject *stream, *events, *expected = NULL, *t;
-    int64_t exp;
-
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O:_validate_append", kwlist, &stream,
-                                     &events, &expected))
-        return NULL;
-    if (!expected) {
-        expected = PyLong_FromLong(CAIRN_ANY);
-        if (!expected) return NULL;
-    } else {
-        Py_INCREF(expected);
-    }
-    t = check_request(cpy_state_of_module(module), stream, events, expected, &exp);
-    Py_DECREF(expected);
-    return t;
 }
 
 /* ---------------------------------------------------------------------------------
@@ -519,17 +402,9 @@ static PyObject *store_exit_ctx(cpy_store *self, PyObject *args) {
 }
 
 static PyObject *store_transaction(cpy_store *self, PyObject *unused) {
-    PyObject *mod, *cls, *r;
     (void)unused;
     if (self->closed) return cpy_raise_closed(store_state(self));
-    mod = PyImport_ImportModule("cairn");
-    if (!mod) return NULL;
-    cls = PyObject_GetAttrString(mod, "Transaction");
-    Py_DECREF(mod);
-    if (!cls) return NULL;
-    r = PyObject_CallOneArg(cls, (PyObject *)self);
-    Py_DECREF(cls);
-    return r;
+    return cpy_transaction_new(self);
 }
 
 static const char *durability_name(cairn_durability d) {
@@ -743,10 +618,6 @@ static PyMethodDef store_methods[] = {
     {"append", (PyCFunction)(void (*)(void))store_append, METH_VARARGS | METH_KEYWORDS,
      "append($self, /, stream, events, *, expected_version=-2)\n--\n\n"
      "Append events (an iterable of Event) to a stream atomically; returns AppendResult."},
-    {"_append_batch", (PyCFunction)store_append_batch, METH_O,
-     "_append_batch($self, requests, /)\n--\n\n"
-     "Append a list of (stream, events, expected_version) in one commit; returns a list of "
-     "AppendResult.  Used by Transaction."},
     {"transaction", (PyCFunction)store_transaction, METH_NOARGS,
      "transaction($self, /)\n--\n\nA Transaction: `with store.transaction() as tx: "
      "tx.append(...)`."},

@@ -126,6 +126,50 @@ int cpy_filter_arg(PyObject *o, const char *name, PyObject **out) {
     return 0;
 }
 
+/* The arguments of one append (Store.append, Transaction.append). */
+PyObject *cpy_append_arg(cpy_state *st, PyObject *stream, PyObject *events, PyObject *expected,
+                         int64_t *exp) {
+    Py_ssize_t len, i;
+    PyObject *t;
+
+    if (!cpy_stream_arg(stream, "stream", &len)) return NULL;
+    if (!expected)
+        *exp = CAIRN_ANY;
+    else if (cpy_expected_arg(expected, exp) < 0)
+        return NULL;
+    if (PyObject_TypeCheck(events, st->Event_Type)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "events must be an iterable of cairn.Event, not a single Event "
+                        "(wrap it in a list)");
+        return NULL;
+    }
+    t = PySequence_Tuple(events);
+    if (!t) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "events must be an iterable of cairn.Event, not %.100s",
+                         Py_TYPE(events)->tp_name);
+        }
+        return NULL;
+    }
+    if (PyTuple_GET_SIZE(t) == 0) {
+        Py_DECREF(t);
+        PyErr_SetString(PyExc_ValueError, "events must not be empty");
+        return NULL;
+    }
+    for (i = 0; i < PyTuple_GET_SIZE(t); i++) {
+        PyObject *e = PyTuple_GET_ITEM(t, i);
+        if (!PyObject_TypeCheck(e, st->Event_Type)) {
+            PyErr_Format(PyExc_TypeError,
+                         "events must be an iterable of cairn.Event; item %zd is a %.100s", i,
+                         Py_TYPE(e)->tp_name);
+            Py_DECREF(t);
+            return NULL;
+        }
+    }
+    return t;
+}
+
 /* ---------------------------------------------------------------------------------
  * The growable byte buffer (GIL held: PyMem): encoded JSON, append arenas.
  * --------------------------------------------------------------------------------- */

@@ -7,8 +7,6 @@ from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Any, ClassVar, Final, Literal, final
 
-from cairn import Transaction
-
 ANY: Final[int]  # -2
 NO_STREAM: Final[int]  # -1
 STREAM_EXISTS: Final[int]  # -4
@@ -193,6 +191,36 @@ class Subscription(Iterator[RecordedEvent]):
         tb: TracebackType | None,
     ) -> Literal[False]: ...
 
+class Transaction:
+    """An atomic write across streams, made by ``store.transaction()``.
+
+    ::
+
+        with store.transaction() as tx:
+            tx.append("order-1", [...], expected_version=3)
+            tx.append("stock-9", [...], expected_version=cairn.NO_STREAM)
+        tx.results   # list of AppendResult, in call order
+
+    Nothing is written until the block exits without an exception; then every expectation is
+    checked, in call order, and everything is written in one commit, or nothing is (the first
+    failing check raises).  Appends to one stream within the block see each other.  The
+    writer lock is not held while the block runs.  ``results`` is None until a successful
+    commit, and stays None when the block or the commit fails.
+    """
+
+    results: list[AppendResult] | None
+
+    def __init__(self, store: Store) -> None: ...
+    def __enter__(self) -> Transaction: ...
+    def append(self, stream: str, events: Iterable[Event], *, expected_version: int = ...) -> None:
+        """Queue ``events`` for ``stream``; arguments are checked now, as ``Store.append`` does."""
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]: ...
+
 @final
 class Store:
     @property
@@ -218,9 +246,6 @@ class Store:
     def append(
         self, stream: str, events: Iterable[Event], *, expected_version: int = ...
     ) -> AppendResult: ...
-    def _append_batch(
-        self, requests: Iterable[tuple[str, Iterable[Event], int]], /
-    ) -> list[AppendResult]: ...
     def transaction(self) -> Transaction: ...
     def read_stream(
         self,
@@ -307,9 +332,6 @@ def open(
     script_instruction_limit: int = 10_000_000,
     script_memory_limit: int = 64 << 20,
 ) -> Store: ...
-def _validate_append(
-    stream: str, events: Iterable[Event], expected_version: int = ...
-) -> tuple[Event, ...]: ...
 def _json_dumps(value: Any, what: str = "data", /) -> bytes: ...
 def _json_loads(
     data: bytes | bytearray | memoryview, decoder: Literal["jansson", "direct"] | None = None, /

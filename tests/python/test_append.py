@@ -3,7 +3,9 @@ ids, Event validation, stream-name validation, the JSON value model, multi-strea
 transactions.  Every failure is checked to write nothing and to leave the store usable."""
 
 import math
+import sys
 import threading
+import types
 import uuid
 
 import pytest
@@ -11,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cairn
+from cairn import _cairn
 from conftest import check_usable, make_events, nothing_written, same
 
 INT64_MAX = 2**63 - 1
@@ -977,3 +980,44 @@ def test_transaction_expectation_checked_at_commit_not_at_call(store):
     assert [e.id for e in store.read_all()][1] == competing[0].id
     assert store.stream_version("t") == -1
     check_usable(store)
+
+
+def test_transaction_is_used_for_one_with_block_only(store):
+    tx = store.transaction()
+    assert tx.results is None
+    assert repr(tx) == "<cairn.Transaction new, 0 append(s) queued>"
+    with pytest.raises(RuntimeError, match="only allowed inside its with block"):
+        tx.append("s", make_events(1))  # before the block
+    with tx:
+        tx.append("s", make_events(2))
+        assert repr(tx) == "<cairn.Transaction open, 1 append(s) queued>"
+    assert repr(tx) == "<cairn.Transaction done, 0 append(s) queued>"
+    with pytest.raises(RuntimeError, match="only allowed inside its with block"):
+        tx.append("s", make_events(1))  # after it
+    with pytest.raises(RuntimeError, match="one with block only"):
+        with tx:
+            pass
+    assert [fields(r) for r in tx.results] == [(1, 2, 1)]
+    assert store.head() == 2
+
+
+def test_transaction_on_a_store_closed_before_its_commit_writes_nothing(store_path):
+    s = cairn.open(store_path, durability="none")
+    with pytest.raises(cairn.StoreClosed):
+        with s.transaction() as tx:
+            tx.append("s", make_events(1))
+            s.close()
+    assert tx.results is None
+    with cairn.open(store_path) as again:
+        assert again.head() == 0
+
+
+def test_transaction_type_lives_in_the_extension(store, monkeypatch):
+    """store.transaction() does not look anything up in the cairn package (it once imported
+    cairn.Transaction from it): with the package gone from sys.modules it still works."""
+    assert cairn.Transaction is _cairn.Transaction
+    monkeypatch.setitem(sys.modules, "cairn", types.ModuleType("cairn"))
+    with store.transaction() as tx:
+        tx.append("s", make_events(1))
+    assert type(tx) is _cairn.Transaction
+    assert [fields(r) for r in tx.results] == [(0, 1, 1)]
