@@ -88,7 +88,6 @@ typedef struct cpy_event {
     PyObject *data;     /* anything; encoded at append time */
     PyObject *metadata; /* dict or None */
     PyObject *tags;     /* tuple of exact str */
-    PyObject *subject;  /* str or None */
     PyObject *id_obj;   /* cached uuid.UUID or NULL */
     uint32_t schema;
     uint8_t id[16];

@@ -226,6 +226,14 @@ static PyObject *event_new(PyTypeObject *tp, PyObject *args, PyObject *kwargs) {
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O$OOOOO:Event", kwlist, &type, &data,
                                      &metadata, &id, &schema, &tags, &subject))
         return NULL;
+    if (subject != Py_None) {
+        /* It was once accepted and dropped at append: whoever passed it believed the data
+         * encrypted.  Refused, before anything else, until the encryption exists. */
+        PyErr_SetString(PyExc_NotImplementedError,
+                        "Event(subject=...): encryption of event data (crypto-shredding) is "
+                        "not built yet; nothing was written");
+        return NULL;
+    }
     self = (cpy_event *)tp->tp_alloc(tp, 0);
     if (!self) return NULL;
 
@@ -259,12 +267,6 @@ static PyObject *event_new(PyTypeObject *tp, PyObject *args, PyObject *kwargs) {
         self->tags = PyTuple_New(0);
         if (!self->tags) goto fail;
     }
-    if (subject != Py_None) {
-        if (!(self->subject = checked_name(subject, "subject", CAIRN_MAX_STREAM))) goto fail;
-    } else {
-        self->subject = Py_NewRef(Py_None);
-    }
-
     if (id == Py_None) {
         cairn_uuid7(self->id);
     } else {
@@ -303,7 +305,6 @@ static int event_traverse(cpy_event *self, visitproc visit, void *arg) {
     Py_VISIT(self->data);
     Py_VISIT(self->metadata);
     Py_VISIT(self->tags);
-    Py_VISIT(self->subject);
     Py_VISIT(self->id_obj);
     return 0;
 }
@@ -313,7 +314,6 @@ static int event_clear(cpy_event *self) {
     Py_CLEAR(self->data);
     Py_CLEAR(self->metadata);
     Py_CLEAR(self->tags);
-    Py_CLEAR(self->subject);
     Py_CLEAR(self->id_obj);
     return 0;
 }
@@ -350,13 +350,20 @@ static PyMemberDef event_members[] = {
     {"metadata", T_OBJECT, offsetof(cpy_event, metadata), READONLY, "A dict or None."},
     {"schema", T_UINT, offsetof(cpy_event, schema), READONLY, "The schema version (int >= 1)."},
     {"tags", T_OBJECT, offsetof(cpy_event, tags), READONLY, "Tags (tuple of str)."},
-    {"subject", T_OBJECT, offsetof(cpy_event, subject), READONLY,
-     "The data subject (str) whose key encrypts data, or None."},
     {NULL},
 };
 
+static PyObject *event_get_subject(cpy_event *self, void *closure) {
+    (void)self, (void)closure;
+    Py_RETURN_NONE;
+}
+
 static PyGetSetDef event_getset[] = {
     {"id", (getter)event_get_id, NULL, "The event id (uuid.UUID), fixed at construction.", NULL},
+    {"subject", (getter)event_get_subject, NULL,
+     "None: encryption for a data subject is not built yet, so Event(subject=...) raises "
+     "NotImplementedError.",
+     NULL},
     {NULL},
 };
 
@@ -365,7 +372,9 @@ PyDoc_STRVAR(event_doc,
              "--\n\n"
              "An event to append.  It gets its id when constructed (a UUIDv7 unless `id` is\n"
              "given), so appending the same Event objects again is an idempotent retry.\n"
-             "`data` is a JSON-compatible value or bytes; it is encoded when appended.");
+             "`data` is a JSON-compatible value or bytes; it is encoded when appended.\n"
+             "`subject` must be None: encrypting `data` for a data subject (crypto-shredding)\n"
+             "is not built yet, and any other value raises NotImplementedError.");
 
 static PyType_Slot event_slots[] = {
     {Py_tp_new, event_new},       {Py_tp_dealloc, event_dealloc}, {Py_tp_traverse, event_traverse},
@@ -588,9 +597,12 @@ static PyGetSetDef recorded_getset[] = {
     {"id", (getter)recorded_get_id, NULL, "The event id (uuid.UUID).", NULL},
     {"timestamp", (getter)recorded_get_timestamp, NULL,
      "Commit time as an aware datetime (UTC, microsecond precision).", NULL},
-    {"subject", (getter)recorded_get_subject, NULL, "The data subject, or None.", NULL},
+    {"subject", (getter)recorded_get_subject, NULL,
+     "The data subject, or None (always None: encryption is not built yet).", NULL},
     {"forgotten", (getter)recorded_get_forgotten, NULL,
-     "True when the subject's key was forgotten (data is then None).", NULL},
+     "True when the subject's key was forgotten (data is then None); always False until "
+     "encryption is built.",
+     NULL},
     {NULL},
 };
 

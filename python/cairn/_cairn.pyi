@@ -66,7 +66,7 @@ class Event:
         id: uuid.UUID | str | None = None,
         schema: int = 1,
         tags: Iterable[str] = (),
-        subject: str | None = None,
+        subject: None = None,  # anything else: NotImplementedError (no encryption yet)
     ) -> Event: ...
     @property
     def type(self) -> str: ...
@@ -81,7 +81,7 @@ class Event:
     @property
     def tags(self) -> tuple[str, ...]: ...
     @property
-    def subject(self) -> str | None: ...
+    def subject(self) -> None: ...
 
 @final
 class RecordedEvent:

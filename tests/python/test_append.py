@@ -395,6 +395,31 @@ def test_event_type_is_required():
         cairn.Event()
 
 
+# Until data can be encrypted for a subject (crypto-shredding), Event(subject=...) is refused:
+# it was once accepted and silently dropped, and whoever passed it believed the data encrypted.
+@pytest.mark.parametrize("subject", ["user-42", "", "x" * 2000, 5, b"user-42", ["user-42"]])
+def test_event_subject_is_refused_until_encryption_exists(store, subject):
+    store.append("s", make_events(1))
+    with nothing_written(store):
+        with pytest.raises(NotImplementedError, match=r"subject=.*crypto-shredding.*not built"):
+            store.append("s", [cairn.Event("T", {"secret": 1}, subject=subject)])
+        with pytest.raises(NotImplementedError, match="nothing was written"):
+            cairn.Event("T", subject=subject)
+        with pytest.raises(NotImplementedError):
+            with store.transaction() as tx:
+                tx.append("s", [cairn.Event("T", subject=subject)])
+    assert tx.results is None
+
+
+def test_event_subject_none_is_fine(store):
+    e = cairn.Event("T", {"a": 1}, subject=None)
+    assert e.subject is None
+    assert cairn.Event("T").subject is None
+    store.append("s", [e])
+    got = store.get(1)
+    assert (got.subject, got.forgotten, got.data) == (None, False, {"a": 1})
+
+
 # Bad event arguments may be rejected when the Event is built or when it is appended;
 # either way: the right exception, naming the argument, and nothing written.
 BAD_EVENTS = [
