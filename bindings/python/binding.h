@@ -177,9 +177,6 @@ int cpy_json_encode(cpy_buf *b, PyObject *obj, const char *what);
 /* Decodes JSON text into a Python value.  With a `position` (and `st`), text that does
  * not decode raises CorruptionError naming the record; else ValueError. */
 PyObject *cpy_json_decode(cpy_state *st, const char *p, size_t len, uint64_t position);
-enum { CPY_JSON_DEFAULT = 0, CPY_JSON_WITH_JANSSON, CPY_JSON_WITH_DIRECT };
-PyObject *cpy_json_decode_with(cpy_state *st, const char *p, size_t len, uint64_t position,
-                               int decoder);
 
 /* ---------------------------------------------------------------------------------
  * store.c: the Store type, and its in-flight/close protocol.

@@ -1,20 +1,13 @@
 /*
  * json.c -- Python values <-> JSON text, in one place.  Encoding is a direct walk of the
- * Python value into a byte buffer (no intermediate tree); decoding parses with jansson
- * and walks its tree into Python objects.
+ * Python value into a byte buffer (no intermediate tree); decoding is a recursive-descent
+ * parser that builds the Python objects as it reads (no intermediate tree either).
  */
 #include "binding.h"
 
-#include <jansson.h>
 #include <math.h>
 
 #define JSON_MAX_DEPTH 1000
-
-/* Which decoder reads stored JSON: 1 the direct parser (default), 0 jansson.  See
- * "Decoding" below. */
-#ifndef CPY_JSON_DIRECT
-#define CPY_JSON_DIRECT 1
-#endif
 
 static inline int buf_put(cpy_buf *b, const char *s, size_t n) {
     if (cpy_buf_reserve(b, n) < 0) return -1;
@@ -161,15 +154,6 @@ static int enc_dict(encoder *e, PyObject *o) {
         if (!first && buf_putc(e->b, ',') < 0) return -1;
         first = 0;
         if (enc_string(e, k) < 0) return -1;
-#if !CPY_JSON_DIRECT
-        /* jansson refuses "\u0000" in object keys even with JSON_ALLOW_NUL: with it as the
-         * decoder, refuse such keys here, where the caller can see it */
-        if (PyUnicode_FindChar(k, 0, 0, PyUnicode_GET_LENGTH(k), 1) >= 0) {
-            PyErr_Format(PyExc_ValueError, "%s: object keys must not contain NUL characters",
-                         e->what);
-            return -1;
-        }
-#endif
         if (buf_putc(e->b, ':') < 0 || enc_value(e, v) < 0) return -1;
     }
     e->depth--;
@@ -211,78 +195,12 @@ int cpy_json_encode(cpy_buf *b, PyObject *obj, const char *what) {
 }
 
 /* ---------------------------------------------------------------------------------
- * Decoding.  Two decoders that agree on every valid input (integers exact within 64 bits,
- * reals as floats, object members in order, last duplicate key wins), save one:
- *   direct:  a recursive-descent parser that builds Python objects as it reads;
- *   jansson: json_loadb, then a walk of its tree into Python objects.
- * The direct one is the default: ~0.21 us against ~0.90 us for {"amount": 42, "note":
- * "hello", "n": 3.5} (jansson builds a tree first), and it reads "\u0000" in object keys,
- * which jansson refuses.  Both fail with ValueError on text that is not JSON.
+ * Decoding: integers exact within signed 64 bits, reals as floats, object members in
+ * order, the last of duplicate keys wins, "\u0000" allowed in keys; ValueError on text that
+ * is not JSON.  ~0.21 us for {"amount": 42, "note": "hello", "n": 3.5}, where jansson's
+ * tree and a walk of it took ~0.90 us.  `p` runs from the text's start to `end`; the text
+ * need not be NUL-terminated.
  * --------------------------------------------------------------------------------- */
-static PyObject *jn_value(json_t *j) {
-    switch (json_typeof(j)) {
-    case JSON_OBJECT: {
-        PyObject *d = PyDict_New();
-        const char *key;
-        size_t klen;
-        json_t *v;
-
-        if (!d) return NULL;
-        json_object_keylen_foreach(j, key, klen, v) {
-            PyObject *pk = PyUnicode_DecodeUTF8(key, (Py_ssize_t)klen, NULL);
-            PyObject *pv = pk ? jn_value(v) : NULL;
-            int rc = pv ? PyDict_SetItem(d, pk, pv) : -1;
-            Py_XDECREF(pk);
-            Py_XDECREF(pv);
-            if (rc < 0) {
-                Py_DECREF(d);
-                return NULL;
-            }
-        }
-        return d;
-    }
-    case JSON_ARRAY: {
-        size_t n = json_array_size(j), i;
-        PyObject *l = PyList_New((Py_ssize_t)n);
-        if (!l) return NULL;
-        for (i = 0; i < n; i++) {
-            PyObject *item = jn_value(json_array_get(j, i));
-            if (!item) {
-                Py_DECREF(l);
-                return NULL;
-            }
-            PyList_SET_ITEM(l, (Py_ssize_t)i, item);
-        }
-        return l;
-    }
-    case JSON_STRING:
-        return PyUnicode_DecodeUTF8(json_string_value(j), (Py_ssize_t)json_string_length(j), NULL);
-    case JSON_INTEGER: return PyLong_FromLongLong((long long)json_integer_value(j));
-    case JSON_REAL: return PyFloat_FromDouble(json_real_value(j));
-    case JSON_TRUE: Py_RETURN_TRUE;
-    case JSON_FALSE: Py_RETURN_FALSE;
-    case JSON_NULL: Py_RETURN_NONE;
-    }
-    PyErr_SetString(PyExc_SystemError, "cairn: unknown jansson value type");
-    return NULL;
-}
-
-static PyObject *jansson_decode(const char *p, size_t len) {
-    json_error_t err;
-    json_t *root = json_loadb(p, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
-    PyObject *r;
-
-    if (!root) {
-        PyErr_Format(PyExc_ValueError, "%s (at offset %d)", err.text, err.position);
-        return NULL;
-    }
-    r = jn_value(root);
-    json_decref(root);
-    return r;
-}
-
-/* The direct parser.  `p` runs from the text's start to `end`; the text need not be
- * NUL-terminated. */
 typedef struct parser {
     const unsigned char *start, *p, *end;
     int depth;
@@ -456,7 +374,7 @@ static PyObject *dp_number(parser *ps) {
         while (q < ps->end && *q >= '0' && *q <= '9') q++;
     }
     ps->p = q;
-    if (!is_real) { /* exact, within signed 64 bits (as jansson and the encoder) */
+    if (!is_real) { /* exact, within signed 64 bits (as the encoder, and the core's jansson) */
         const unsigned char *d = s + (*s == '-');
         unsigned long long v = 0, lim = *s == '-' ? (1ull << 63) : (1ull << 63) - 1;
         while (d < q) {
@@ -610,12 +528,8 @@ static PyObject *direct_decode(const char *text, size_t len) {
     return r;
 }
 
-PyObject *cpy_json_decode_with(cpy_state *st, const char *p, size_t len, uint64_t position,
-                               int decoder) {
-    PyObject *r = decoder == CPY_JSON_DEFAULT
-        ? (CPY_JSON_DIRECT ? direct_decode(p, len) : jansson_decode(p, len))
-        : decoder == CPY_JSON_WITH_DIRECT ? direct_decode(p, len)
-                                          : jansson_decode(p, len);
+PyObject *cpy_json_decode(cpy_state *st, const char *p, size_t len, uint64_t position) {
+    PyObject *r = direct_decode(p, len);
     PyObject *exc, *msg, *pos;
 
     if (r || !position || !st || !PyErr_ExceptionMatches(PyExc_ValueError)) return r;
@@ -647,8 +561,4 @@ PyObject *cpy_json_decode_with(cpy_state *st, const char *p, size_t len, uint64_
     PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
     Py_DECREF(exc);
     return NULL;
-}
-
-PyObject *cpy_json_decode(cpy_state *st, const char *p, size_t len, uint64_t position) {
-    return cpy_json_decode_with(st, p, len, position, CPY_JSON_DEFAULT);
 }

@@ -11,7 +11,7 @@ PyDoc_STRVAR(open_doc,
              "Open (creating when missing, unless readonly) the cairn store in directory "
              "`path`.");
 
-/* _json_dumps(value, what="data") -> bytes: the JSON text append would store. */
+/* _json_dumps(value, what="data") -> bytes: the JSON text append would store (for tests). */
 static PyObject *mod_json_dumps(PyObject *module, PyObject *args) {
     PyObject *obj, *r;
     const char *what = "data";
@@ -28,25 +28,13 @@ static PyObject *mod_json_dumps(PyObject *module, PyObject *args) {
     return r;
 }
 
-/* _json_loads(data, decoder=None) -> value: how stored JSON text reads back.  decoder
- * "jansson" or "direct" picks one of the two decoders (for tests and measurements). */
-static PyObject *mod_json_loads(PyObject *module, PyObject *args) {
+/* _json_loads(data) -> value: how stored JSON text reads back (for tests). */
+static PyObject *mod_json_loads(PyObject *module, PyObject *arg) {
     Py_buffer view;
-    const char *decoder = NULL;
-    int which = CPY_JSON_DEFAULT;
     PyObject *r;
 
-    if (!PyArg_ParseTuple(args, "y*|z:_json_loads", &view, &decoder)) return NULL;
-    if (decoder && strcmp(decoder, "jansson") == 0) {
-        which = CPY_JSON_WITH_JANSSON;
-    } else if (decoder && strcmp(decoder, "direct") == 0) {
-        which = CPY_JSON_WITH_DIRECT;
-    } else if (decoder) {
-        PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_ValueError, "decoder must be None, \"jansson\" or \"direct\"");
-        return NULL;
-    }
-    r = cpy_json_decode_with(cpy_state_of_module(module), view.buf, (size_t)view.len, 0, which);
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
+    r = cpy_json_decode(cpy_state_of_module(module), view.buf, (size_t)view.len, 0);
     PyBuffer_Release(&view);
     return r;
 }
@@ -56,10 +44,9 @@ static PyMethodDef module_methods[] = {
     {"_json_dumps", (PyCFunction)mod_json_dumps, METH_VARARGS,
      "_json_dumps($module, value, what='data', /)\n--\n\nThe JSON text (bytes) append would "
      "store."},
-    {"_json_loads", (PyCFunction)mod_json_loads, METH_VARARGS,
-     "_json_loads($module, data, decoder=None, /)\n--\n\nDecode JSON text as stored data reads "
-     "back "
-     "(decoder: None for the default, \"jansson\" or \"direct\")."},
+    {"_json_loads", (PyCFunction)mod_json_loads, METH_O,
+     "_json_loads($module, data, /)\n--\n\nDecode JSON text (a bytes-like object) as stored "
+     "data reads back."},
     {NULL},
 };
 

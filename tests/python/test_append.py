@@ -2,6 +2,7 @@
 ids, Event validation, stream-name validation, the JSON value model, multi-stream
 transactions.  Every failure is checked to write nothing and to leave the store usable."""
 
+import json
 import math
 import sys
 import threading
@@ -812,6 +813,25 @@ def test_any_json_value_round_trips(store, data, metadata):
     got = store.get(r.position)
     assert same(got.data, data)
     assert same(got.metadata, metadata)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=json_values, ensure_ascii=st.booleans(), indent=st.sampled_from([None, 0, 2]))
+def test_json_converters_agree_with_the_json_module(value, ensure_ascii, indent):
+    """The encoder writes what json.dumps writes compactly in UTF-8; the decoder reads what
+    json.loads reads, also text the encoder never writes (\\u escapes, white space): the
+    Lua host's encoder writes the states and events the decoder reads too."""
+    compact = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    assert _cairn._json_dumps(value) == compact.encode()
+    text = json.dumps(value, ensure_ascii=ensure_ascii, indent=indent)
+    assert same(_cairn._json_loads(text.encode()), json.loads(text))
+
+
+@pytest.mark.parametrize("text", [b"", b"{", b"[1,]", b'{"a" 1}', b"01", b"1.", b"-", b"nul",
+                                  b'"\\ud800"', b'"\x01"', b"1 2", b"9223372036854775808"])
+def test_json_decoder_refuses_what_is_not_json(text):
+    with pytest.raises(ValueError):
+        _cairn._json_loads(text)
 
 
 def test_store_works_after_a_series_of_failures(store):
