@@ -120,15 +120,14 @@ int cpy_raise_missing(PyObject *key);
  * event.c
  * --------------------------------------------------------------------------------- */
 int cpy_event_types_init(PyObject *module, cpy_state *st);
-PyObject *cpy_uuid_from_bytes(cpy_state *st, const uint8_t b[16]);
 /* A RecordedEvent from a decoded record (copies everything it needs). */
 PyObject *cpy_recorded_new(cpy_state *st, const cairn_event *ev, cpy_namecache *names);
 PyObject *cpy_result_new(cpy_state *st, const cairn_append_result *r);
-PyObject *cpy_name_get(cpy_namecache *c, const void *p, size_t len);
 void cpy_namecache_clear(cpy_namecache *c);
 
 /* ---------------------------------------------------------------------------------
- * util.c: the argument helpers and the growable byte buffer every file uses.
+ * util.c: the argument helpers, the growable byte buffer and the buffer of names collected
+ * without the GIL, which every file uses.
  * --------------------------------------------------------------------------------- */
 int cpy_check_bool(PyObject *o, const char *name, int *out);
 /* None (-> *has = 0) or an int >= 0; TypeError / ValueError naming the argument. */

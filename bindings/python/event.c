@@ -18,7 +18,7 @@ cpy_state *cpy_state_of_type(PyTypeObject *tp) {
  * uuid.UUID from 16 bytes.  UUID(bytes=...) runs Python code (~1 us); building the
  * instance directly and setting its two slots is what UUID.__init__ ends up doing.
  * --------------------------------------------------------------------------------- */
-PyObject *cpy_uuid_from_bytes(cpy_state *st, const uint8_t b[16]) {
+static PyObject *uuid_from_bytes(cpy_state *st, const uint8_t b[16]) {
     PyTypeObject *tp = (PyTypeObject *)st->uuid_type;
     PyObject *n, *u;
 
@@ -103,7 +103,7 @@ static PyObject *datetime_from_ns(int64_t ns) {
 /* ---------------------------------------------------------------------------------
  * A small cache of str objects for names that repeat along a read.
  * --------------------------------------------------------------------------------- */
-PyObject *cpy_name_get(cpy_namecache *c, const void *p, size_t len) {
+static PyObject *name_get(cpy_namecache *c, const void *p, size_t len) {
     PyObject *s;
     unsigned i;
 
@@ -330,7 +330,7 @@ static PyObject *event_get_id(cpy_event *self, void *closure) {
     (void)closure;
     if (!self->id_obj) {
         cpy_state *st = cpy_state_of_type(Py_TYPE(self));
-        if (!st || !(self->id_obj = cpy_uuid_from_bytes(st, self->id))) return NULL;
+        if (!st || !(self->id_obj = uuid_from_bytes(st, self->id))) return NULL;
     }
     return Py_NewRef(self->id_obj);
 }
@@ -353,14 +353,15 @@ static PyMemberDef event_members[] = {
     {NULL},
 };
 
-static PyObject *event_get_subject(cpy_event *self, void *closure) {
+/* Event.subject and RecordedEvent.subject until there is encryption for a subject. */
+static PyObject *get_none(PyObject *self, void *closure) {
     (void)self, (void)closure;
     Py_RETURN_NONE;
 }
 
 static PyGetSetDef event_getset[] = {
     {"id", (getter)event_get_id, NULL, "The event id (uuid.UUID), fixed at construction.", NULL},
-    {"subject", (getter)event_get_subject, NULL,
+    {"subject", get_none, NULL,
      "None: encryption for a data subject is not built yet, so Event(subject=...) raises "
      "NotImplementedError.",
      NULL},
@@ -432,8 +433,8 @@ PyObject *cpy_recorded_new(cpy_state *st, const cairn_event *ev, cpy_namecache *
     if (ev->metadata.len) memcpy(self->raw + ev->data.len, ev->metadata.ptr, ev->metadata.len);
 
     if (names) {
-        self->stream = cpy_name_get(names, ev->stream.ptr, ev->stream.len);
-        self->type = self->stream ? cpy_name_get(names, ev->type.ptr, ev->type.len) : NULL;
+        self->stream = name_get(names, ev->stream.ptr, ev->stream.len);
+        self->type = self->stream ? name_get(names, ev->type.ptr, ev->type.len) : NULL;
     } else {
         self->stream = PyUnicode_DecodeUTF8(ev->stream.ptr, (Py_ssize_t)ev->stream.len, "replace");
         self->type = self->stream
@@ -526,7 +527,7 @@ static PyObject *recorded_get_id(cpy_recorded *self, void *closure) {
     (void)closure;
     if (!self->id_obj) {
         cpy_state *st = cpy_state_of_type(Py_TYPE(self));
-        if (!st || !(self->id_obj = cpy_uuid_from_bytes(st, self->id))) return NULL;
+        if (!st || !(self->id_obj = uuid_from_bytes(st, self->id))) return NULL;
     }
     return Py_NewRef(self->id_obj);
 }
@@ -535,11 +536,6 @@ static PyObject *recorded_get_timestamp(cpy_recorded *self, void *closure) {
     (void)closure;
     if (!self->ts_obj && !(self->ts_obj = datetime_from_ns(self->timestamp))) return NULL;
     return Py_NewRef(self->ts_obj);
-}
-
-static PyObject *recorded_get_subject(cpy_recorded *self, void *closure) {
-    (void)self, (void)closure;
-    Py_RETURN_NONE;
 }
 
 static PyObject *recorded_get_forgotten(cpy_recorded *self, void *closure) {
@@ -597,7 +593,7 @@ static PyGetSetDef recorded_getset[] = {
     {"id", (getter)recorded_get_id, NULL, "The event id (uuid.UUID).", NULL},
     {"timestamp", (getter)recorded_get_timestamp, NULL,
      "Commit time as an aware datetime (UTC, microsecond precision).", NULL},
-    {"subject", (getter)recorded_get_subject, NULL,
+    {"subject", get_none, NULL,
      "The data subject, or None (always None: encryption is not built yet).", NULL},
     {"forgotten", (getter)recorded_get_forgotten, NULL,
      "True when the subject's key was forgotten (data is then None); always False until "
