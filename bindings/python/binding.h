@@ -43,6 +43,7 @@ typedef struct cpy_state {
     PyTypeObject *Aggregate_Type;
     PyTypeObject *Sub_Type; /* cairn.Subscription (subscription.c) */
     PyTypeObject *Tx_Type;  /* cairn.Transaction (transaction.c) */
+    PyTypeObject *Proj_Type; /* cairn.Projection (projection.c) */
     PyObject *exc[CPY_EXC_COUNT];
     PyObject *logger;       /* logging.getLogger("cairn"), fetched at the first print */
     PyObject *uuid_type;    /* uuid.UUID */

@@ -110,6 +110,7 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg) {
     Py_VISIT(st->Aggregate_Type);
     Py_VISIT(st->Sub_Type);
     Py_VISIT(st->Tx_Type);
+    Py_VISIT(st->Proj_Type);
     Py_VISIT(st->logger);
     for (int i = 0; i < CPY_EXC_COUNT; i++) Py_VISIT(st->exc[i]);
     Py_VISIT(st->uuid_type);
@@ -129,6 +130,7 @@ static int module_clear(PyObject *module) {
     Py_CLEAR(st->Aggregate_Type);
     Py_CLEAR(st->Sub_Type);
     Py_CLEAR(st->Tx_Type);
+    Py_CLEAR(st->Proj_Type);
     Py_CLEAR(st->logger);
     for (int i = 0; i < CPY_EXC_COUNT; i++) Py_CLEAR(st->exc[i]);
     Py_CLEAR(st->uuid_type);

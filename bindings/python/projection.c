@@ -215,17 +215,9 @@ static PyType_Spec proj_spec = {
     .slots = proj_slots,
 };
 
-static PyTypeObject *g_proj_type; /* strong; the module's type (one interpreter) */
-
 int cpy_projection_type_init(PyObject *module, cpy_state *st) {
-    PyTypeObject *tp = (PyTypeObject *)PyType_FromModuleAndSpec(module, &proj_spec, NULL);
-    (void)st;
-    if (!tp) return -1;
-    if (PyModule_AddType(module, tp) < 0) {
-        Py_DECREF(tp);
-        return -1;
-    }
-    Py_XSETREF(g_proj_type, tp);
+    st->Proj_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &proj_spec, NULL);
+    if (!st->Proj_Type || PyModule_AddType(module, st->Proj_Type) < 0) return -1;
     return 0;
 }
 
@@ -234,12 +226,13 @@ int cpy_projection_type_init(PyObject *module, cpy_state *st) {
  * --------------------------------------------------------------------------------- */
 PyObject *cpy_store_projection(cpy_store *s, PyObject *args, PyObject *kwargs) {
     static char *kwlist[] = {"name", NULL};
+    PyTypeObject *tp = cpy_state_of_module(s->module)->Proj_Type;
     cairn_projection_status info;
     PyObject *name;
     cpy_projection *p;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:projection", kwlist, &name)) return NULL;
     if (info_of(s, name, &info) < 0) return NULL;
-    if (!(p = (cpy_projection *)g_proj_type->tp_alloc(g_proj_type, 0))) return NULL;
+    if (!(p = (cpy_projection *)tp->tp_alloc(tp, 0))) return NULL;
     p->store = (cpy_store *)Py_NewRef((PyObject *)s);
     p->name = Py_NewRef(name);
     return (PyObject *)p;
