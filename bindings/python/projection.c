@@ -49,6 +49,8 @@ typedef struct cpy_projection {
     PyObject_HEAD
     cpy_store *store; /* strong */
     PyObject *name;   /* str */
+    const char *n;    /* name's UTF-8, owned by name */
+    size_t nlen;
 } cpy_projection;
 
 static int proj_traverse(cpy_projection *self, visitproc visit, void *arg) {
@@ -114,17 +116,16 @@ static PyObject *proj_state(cpy_projection *self, PyObject *args, PyObject *kwar
     static char *kwlist[] = {"partition", NULL};
     cpy_state *st = cpy_state_of_module(self->store->module);
     PyObject *part = Py_None, *r;
-    const char *n, *p = NULL;
-    Py_ssize_t nlen, plen = 0;
+    const char *p = NULL;
+    Py_ssize_t plen = 0;
     char *json = NULL;
     size_t len = 0;
     cairn_store *h;
     int rc, missing;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:state", kwlist, &part)) return NULL;
     if (part != Py_None && !(p = cpy_stream_arg(part, "partition", &plen))) return NULL;
-    if (!(n = cpy_stream_arg(self->name, "name", &nlen))) return NULL;
     CPY_STORE_CALL(self->store, h, rc,
-                   cairn_projection_state(h, n, (size_t)nlen, p, (size_t)plen, &json, &len));
+                   cairn_projection_state(h, self->n, self->nlen, p, (size_t)plen, &json, &len));
     if ((missing = rc == CAIRN_ENOTFOUND)) rc = CAIRN_OK; /* told apart below */
     if (cpy_store_call_end(self->store, h, rc, NULL, 0) < 0) return NULL;
     if (missing) {
@@ -141,14 +142,11 @@ static PyObject *proj_state(cpy_projection *self, PyObject *args, PyObject *kwar
 static PyObject *proj_partitions(cpy_projection *self, PyObject *unused) {
     cpy_names b = {NULL, 0, 0, 0, 0, 0};
     PyObject *list = NULL, *it = NULL;
-    const char *n;
-    Py_ssize_t nlen;
     cairn_store *h;
     int rc;
     (void)unused;
-    if (!(n = cpy_stream_arg(self->name, "name", &nlen))) return NULL;
     CPY_STORE_CALL(self->store, h, rc,
-                   cairn_projection_partitions(h, n, (size_t)nlen, cpy_names_add, &b));
+                   cairn_projection_partitions(h, self->n, self->nlen, cpy_names_add, &b));
     if (rc == CAIRN_ENOTFOUND) rc = cpy_raise_missing(self->name);
     if (cpy_store_call_end(self->store, h, rc, NULL, 0) >= 0 && (list = cpy_names_list(&b)))
         it = PyObject_GetIter(list);
@@ -158,13 +156,10 @@ static PyObject *proj_partitions(cpy_projection *self, PyObject *unused) {
 }
 
 static PyObject *proj_reset(cpy_projection *self, PyObject *unused) {
-    const char *n;
-    Py_ssize_t nlen;
     cairn_store *h;
     int rc;
     (void)unused;
-    if (!(n = cpy_stream_arg(self->name, "name", &nlen))) return NULL;
-    CPY_STORE_CALL(self->store, h, rc, cairn_projection_reset(h, n, (size_t)nlen));
+    CPY_STORE_CALL(self->store, h, rc, cairn_projection_reset(h, self->n, self->nlen));
     if (rc == CAIRN_ENOTFOUND) rc = cpy_raise_missing(self->name);
     if (cpy_store_call_end(self->store, h, rc, NULL, 0) < 0) return NULL;
     Py_RETURN_NONE;
@@ -230,11 +225,14 @@ PyObject *cpy_store_projection(cpy_store *s, PyObject *args, PyObject *kwargs) {
     cairn_projection_status info;
     PyObject *name;
     cpy_projection *p;
+    Py_ssize_t len;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:projection", kwlist, &name)) return NULL;
     if (info_of(s, name, &info) < 0) return NULL;
     if (!(p = (cpy_projection *)tp->tp_alloc(tp, 0))) return NULL;
     p->store = (cpy_store *)Py_NewRef((PyObject *)s);
     p->name = Py_NewRef(name);
+    p->n = PyUnicode_AsUTF8AndSize(name, &len); /* checked by info_of: cached, no failure */
+    p->nlen = (size_t)len;
     return (PyObject *)p;
 }
 
