@@ -75,7 +75,9 @@ def _catch_up(store: cairn.Store, name: str | None, quiet: bool) -> int:
     t = threading.Thread(target=work, daemon=True)
     t.start()
     p = None
-    if not quiet:
+    # Progress is for a person watching: on a terminal only, so logs and pipes get the
+    # report alone.
+    if not quiet and sys.stderr.isatty():
         p = threading.Thread(target=_progress, args=(store, names, done, sys.stderr), daemon=True)
         p.start()
     t.join()
@@ -139,9 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = psub.add_parser(
         "run",
-        help="catch up the async projections (progress on stderr)",
+        help="catch up the async projections (progress on a terminal)",
         description="Catches up every async projection (or --name), printing progress "
-        "(position/head) to stderr; with --follow keeps them current until interrupted.",
+        "(position/head) to stderr when it is a terminal; with --follow keeps them current until interrupted.",
     )
     run.add_argument("path", metavar="PATH", help="the store directory")
     run.add_argument("--name", help="run only this projection")

@@ -622,6 +622,52 @@ def test_cli_projections_run(store, store_path):
     assert r.returncode == 0 and '"position": 2500' in r.stdout
 
 
+SLOW = """
+return {
+  init = function() return { n = 0 } end,
+  apply = { ['*'] = function(s, e) for _ = 1, 200000 do end; s.n = s.n + 1 end },
+}
+"""
+
+
+def test_cli_progress_only_on_a_terminal(store, store_path):
+    import pty
+
+    store.define_projection("p", SLOW)
+    store.append("a-1", [ev(i=i) for i in range(400)])
+    r = cli("projections", "run", str(store_path))  # stderr is a pipe
+    assert r.returncode == 0 and "processed 400 events" in r.stdout
+    assert r.stderr == ""
+    store.projection("p").reset()
+    main, child = pty.openpty()
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "cairn", "projections", "run", str(store_path)],
+            stdout=subprocess.PIPE,
+            stderr=child,
+            text=True,
+            env={**os.environ, "PYTHONPATH": PACKAGE_ROOT},
+            timeout=60,
+        )
+        os.close(child)
+        child = -1
+        err = b""
+        while True:
+            try:
+                chunk = os.read(main, 4096)
+            except OSError:  # EIO: the other side closed
+                break
+            if not chunk:
+                break
+            err += chunk
+    finally:
+        os.close(main)
+        if child >= 0:
+            os.close(child)
+    assert r.returncode == 0 and "processed 400 events" in r.stdout
+    assert b"projections: " in err and b"/400 events" in err
+
+
 def test_cli_help_and_mistakes(tmp_path, store, store_path):
     assert cli("--help").returncode == 0
     r = cli("projections", "run", "--help")
