@@ -358,7 +358,7 @@ static int l_reject(lua_State *L) {
     if (h->killed) return raise_kill(L, h);
     if (lua_type(L, 1) != LUA_TSTRING) return luaL_argerror(L, 1, "reason must be a string");
     const char *r = lua_tolstring(L, 1, &len);
-    if (!lh_utf8_valid((const unsigned char *)r, len))
+    if (!cairn__check_utf8(r, len))
         return luaL_argerror(L, 1, "reason must be UTF-8");
     h->details.len = 0;
     h->has_details = 0;

@@ -78,9 +78,6 @@ void lh_charge(lua_State *L, uint64_t n);
 /* [-0, +0, m] Replaces find/match/gmatch/gsub in the string table at idx (pattern.c). */
 void lh_open_patterns(lua_State *L, int idx);
 
-/* Checks strict UTF-8 (no overlongs, surrogates or code points above U+10FFFF). */
-int lh_utf8_valid(const unsigned char *s, size_t n);
-
 /* [-0, +(nres|1|0), -] Runs fn(L) with `ud` as its light-userdata argument under lua_pcall,
  * so that memory errors come back as a status instead of a panic.  nres results are left on
  * success; on failure the error object (none for LH_NOSTACK: the stack could not grow). */

@@ -32,44 +32,6 @@ static locale_t get_c_locale(void) {
 }
 
 /* ---------------------------------------------------------------------------------
- * UTF-8
- * --------------------------------------------------------------------------------- */
-
-/* Length of the valid UTF-8 sequence at s (s[0] >= 0x80), or 0 when invalid. */
-static size_t utf8_seq(const unsigned char *s, size_t n) {
-    unsigned c = s[0];
-    if (c >= 0xC2 && c <= 0xDF) {
-        if (n >= 2 && (s[1] & 0xC0) == 0x80) return 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        if (n < 3 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80) return 0;
-        if (c == 0xE0 && s[1] < 0xA0) return 0;  /* overlong */
-        if (c == 0xED && s[1] >= 0xA0) return 0; /* surrogate */
-        return 3;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        if (n < 4 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80 || (s[3] & 0xC0) != 0x80)
-            return 0;
-        if (c == 0xF0 && s[1] < 0x90) return 0;  /* overlong */
-        if (c == 0xF4 && s[1] >= 0x90) return 0; /* above U+10FFFF */
-        return 4;
-    }
-    return 0;
-}
-
-int lh_utf8_valid(const unsigned char *s, size_t n) {
-    size_t i = 0;
-    while (i < n) {
-        if (s[i] < 0x80) {
-            i++;
-            continue;
-        }
-        size_t k = utf8_seq(s + i, n - i);
-        if (!k) return 0;
-        i += k;
-    }
-    return 1;
-}
-
-/* ---------------------------------------------------------------------------------
  * Encoder.  Works on the Lua stack with raw access only (lua_next, lua_rawgeti, pushvalue):
  * none of these allocate or run metamethods, so it cannot raise.  Object keys are written in
  * bytewise order, so equal tables encode to equal text whatever Lua's hash seed.
@@ -197,7 +159,7 @@ static int put_string(enc *e, const char *s, size_t len) {
     while (i < len) {
         unsigned char c = u[i];
         if (c >= 0x80) {
-            size_t k = utf8_seq(u + i, len - i);
+            size_t k = cairn__utf8_seq(u + i, len - i);
             if (!k) return enc_fail(e, "cannot encode a string that is not UTF-8");
             memcpy(o, u + i, k);
             o += k;
@@ -465,7 +427,7 @@ static int dec_string(dec *d) {
         if (c < 0x80) {
             p++;
         } else {
-            size_t k = utf8_seq(p, (size_t)(end - p));
+            size_t k = cairn__utf8_seq(p, (size_t)(end - p));
             if (!k) return d->p = p, dec_fail(d, "invalid UTF-8 in string");
             p += k;
         }
@@ -533,7 +495,7 @@ static int dec_string(dec *d) {
         }
         if (c < 0x20) return d->p = p, dec_fail(d, "control character in string");
         size_t k = 1;
-        if (c >= 0x80 && !(k = utf8_seq(p, (size_t)(end - p))))
+        if (c >= 0x80 && !(k = cairn__utf8_seq(p, (size_t)(end - p))))
             return d->p = p, dec_fail(d, "invalid UTF-8 in string");
         memcpy(b->p + b->len, p, k);
         b->len += k;

@@ -1,6 +1,6 @@
 /*
  * base.h -- the layer under both the storage engine (core/src) and the Lua host (lua/): errors,
- * the one growable buffer, byte order.  Built on libc, jansson and xxHash; it includes neither
+ * the one growable buffer, byte order, the UTF-8 and name checks.  Built on libc, jansson and xxHash; it includes neither
  * LMDB nor Lua, and nothing here is public.
  */
 #ifndef CAIRN_BASE_H
@@ -60,5 +60,40 @@ static inline void cairn__put_le32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
 static inline uint32_t cairn__get_le32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 static inline void cairn__put_le16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
 static inline uint16_t cairn__get_le16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+
+/* ---------------------------------------------------------------------------------
+ * Checks (check.c).  UTF-8 is strict: no overlong forms, surrogates or code points above
+ * U+10FFFF.
+ * --------------------------------------------------------------------------------- */
+/* The length of the valid UTF-8 sequence at s (s[0] >= 0x80, n bytes left), 0 when invalid. */
+static inline size_t cairn__utf8_seq(const unsigned char *s, size_t n) {
+    unsigned c = s[0];
+    if (c >= 0xC2 && c <= 0xDF) {
+        if (n >= 2 && (s[1] & 0xC0) == 0x80) return 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        if (n < 3 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80) return 0;
+        if (c == 0xE0 && s[1] < 0xA0) return 0;  /* overlong */
+        if (c == 0xED && s[1] >= 0xA0) return 0; /* surrogate */
+        return 3;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        if (n < 4 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80 || (s[3] & 0xC0) != 0x80)
+            return 0;
+        if (c == 0xF0 && s[1] < 0x90) return 0;  /* overlong */
+        if (c == 0xF4 && s[1] >= 0x90) return 0; /* above U+10FFFF */
+        return 4;
+    }
+    return 0;
+}
+/* 1 when the len bytes at p are valid UTF-8. */
+int cairn__check_utf8(const void *p, size_t len);
+
+/* Script, projection and subscription names: 1..CAIRN__NAME_MAX bytes of UTF-8 without NUL;
+ * CAIRN_EINVAL otherwise. */
+#define CAIRN__NAME_MAX 255
+int cairn__check_name(const char *name, size_t len);
+/* Stream names (spec 1): 1..CAIRN_MAX_STREAM bytes of UTF-8 without NUL, not starting with
+ * '$' (reserved); CAIRN_EINVAL naming `what` otherwise. */
+int cairn__check_stream(const void *name, size_t len, const char *what);
+
 
 #endif

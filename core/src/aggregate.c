@@ -10,7 +10,7 @@
 #include "host.h"
 #include "internal.h"
 
-#define NAME_MAX_ 255
+#define NAME_MAX_ CAIRN__NAME_MAX
 #define SNAP_HEADER 16 /* u64 aggregate script hash, u64 upcasters hash */
 
 typedef struct agg {

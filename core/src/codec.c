@@ -1,6 +1,6 @@
 /*
  * codec.c -- the stored record: its layout (see internal.h), checksum, validation,
- * plus the small value helpers every writer and reader shares (UUIDv7, clock, UTF-8).
+ * plus the small value helpers every writer and reader shares (UUIDv7, clock).
  */
 #include <stdio.h>
 #include <sys/random.h>
@@ -191,43 +191,6 @@ void cairn_uuid7(uint8_t out[16]) {
     out[7] = (uint8_t)g_seq;
     rand_bytes(out + 8, 8);
     out[8] = (uint8_t)(0x80 | (out[8] & 0x3f));
-}
-
-int cairn__check_utf8(const void *p, size_t len) {
-    const uint8_t *s = p, *e = s + len;
-    while (s < e) {
-        uint8_t c = *s;
-        size_t n;
-        uint32_t cp;
-        if (c < 0x80) { s++; continue; }
-        if ((c & 0xe0) == 0xc0) n = 1, cp = c & 0x1f;
-        else if ((c & 0xf0) == 0xe0) n = 2, cp = c & 0x0f;
-        else if ((c & 0xf8) == 0xf0) n = 3, cp = c & 0x07;
-        else return 0;
-        if ((size_t)(e - s) <= n) return 0;
-        for (size_t i = 1; i <= n; i++) {
-            if ((s[i] & 0xc0) != 0x80) return 0;
-            cp = (cp << 6) | (s[i] & 0x3f);
-        }
-        if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
-            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return 0;
-        s += n + 1;
-    }
-    return 1;
-}
-
-int cairn__check_stream(const void *name, size_t len, const char *what) {
-    if (len == 0 || len > CAIRN_MAX_STREAM)
-        return cairn__fail(CAIRN_EINVAL, "%s: a stream name must be 1..%d bytes, got %zu", what,
-                           CAIRN_MAX_STREAM, len);
-    if (((const char *)name)[0] == '$')
-        return cairn__fail(CAIRN_EINVAL, "%s: stream names starting with '$' are reserved", what);
-    if (memchr(name, 0, len))
-        return cairn__fail(CAIRN_EINVAL, "%s: a stream name must not contain NUL", what);
-    if (!cairn__check_utf8(name, len))
-        return cairn__fail(CAIRN_EINVAL, "%s: a stream name must be UTF-8", what);
-    return CAIRN_OK;
 }
 
 cairn_slice cairn_category(const char *stream, size_t stream_len) {

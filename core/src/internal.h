@@ -276,10 +276,6 @@ void cairn__iter_bind_txn(struct cairn_iter *it, MDB_txn *txn);
 int cairn__iter_all(cairn_env *e, const cairn_script_limits *lim, uint64_t start, int backwards,
                     uint64_t limit, const cairn_filter *filter, struct cairn_iter **out);
 
-/* Validation shared by writers and readers. */
-int cairn__check_stream(const void *name, size_t len, const char *what);
-int cairn__check_utf8(const void *p, size_t len);
-
 int64_t cairn__now_ns(void);
 
 /* ---------------------------------------------------------------------------------

@@ -21,7 +21,7 @@
 #include "host.h"
 #include "internal.h"
 
-#define NAME_MAX_ 255
+#define NAME_MAX_ CAIRN__NAME_MAX
 #define BATCH 1000       /* source events per write txn when catching up */
 #define REC_HDR 29
 #define KEY_MAX 511      /* LMDB's default key limit */
@@ -66,12 +66,6 @@ typedef struct proj {
 
 static int mdb_code(int mrc, const char *what) {
     return mrc == MDB_MAP_FULL ? CAIRN__EMAPFULL : cairn__mdb_fail(mrc, what);
-}
-
-static int check_name(const char *name, size_t len) {
-    if (!name || !len || len > NAME_MAX_ || memchr(name, 0, len))
-        return cairn__fail(CAIRN_EINVAL, "name: must be 1..%d bytes without NUL", NAME_MAX_);
-    return CAIRN_OK;
 }
 
 /* ---------------------------------------------------------------------------------
@@ -769,7 +763,7 @@ int cairn_run_projections(cairn_store *s, const char *name, size_t name_len, uin
     if ((rc = cairn__store_check(s))) return rc;
     if (s->readonly) return cairn__fail(CAIRN_EREADONLY, "store is opened read-only");
     if (name) {
-        if ((rc = check_name(name, name_len))) return rc;
+        if ((rc = cairn__check_name(name, name_len))) return rc;
         if ((rc = names_add(&ns, name, name_len))) return cairn__fail(CAIRN_ENOMEM, "out of memory");
     } else if ((rc = cairn_scripts(s, CAIRN_SCRIPT_PROJECTION, names_add, &ns))) {
         names_free(&ns);
@@ -876,7 +870,7 @@ int cairn_projection_info(cairn_store *s, const char *name, size_t name_len, cai
     int rc;
     cairn__clear_error();
     memset(out, 0, sizeof *out);
-    if ((rc = cairn__store_check(s)) || (rc = check_name(name, name_len))) return rc;
+    if ((rc = cairn__store_check(s)) || (rc = cairn__check_name(name, name_len))) return rc;
     if ((rc = cairn__read_begin(s->env, &txn))) return rc;
     rc = rec_current(s, txn, name, name_len, &r);
     cairn__read_end(s->env, txn);
@@ -898,7 +892,7 @@ int cairn_projection_state(cairn_store *s, const char *name, size_t name_len, co
     int rc, mrc;
     cairn__clear_error();
     *json = NULL, *len = 0;
-    if ((rc = cairn__store_check(s)) || (rc = check_name(name, name_len))) return rc;
+    if ((rc = cairn__store_check(s)) || (rc = cairn__check_name(name, name_len))) return rc;
     if (partition && partition_len + name_len + 1 > KEY_MAX) return cairn__fail(CAIRN_ENOTFOUND, "no such partition");
     if ((rc = cairn__read_begin(s->env, &txn))) return rc;
     if ((rc = rec_current(s, txn, name, name_len, &r))) goto out;
@@ -933,7 +927,7 @@ int cairn_projection_partitions(cairn_store *s, const char *name, size_t name_le
     MDB_val k, v;
     int rc, mrc;
     cairn__clear_error();
-    if ((rc = cairn__store_check(s)) || (rc = check_name(name, name_len))) return rc;
+    if ((rc = cairn__store_check(s)) || (rc = cairn__check_name(name, name_len))) return rc;
     if (!fn) return cairn__fail(CAIRN_EINVAL, "fn: NULL");
     if ((rc = cairn__read_begin(s->env, &txn))) return rc;
     if ((rc = rec_current(s, txn, name, name_len, &r)) || !r.exists || !cairn__senv(s->env)->pstate) goto out;
@@ -1003,7 +997,7 @@ static int reset_or_drop(cairn_store *s, const char *name, size_t len, int drop)
     reset_args a = {s, name, len, drop};
     int rc;
     cairn__clear_error();
-    if ((rc = cairn__store_check(s)) || (rc = check_name(name, len))) return rc;
+    if ((rc = cairn__store_check(s)) || (rc = cairn__check_name(name, len))) return rc;
     if (s->readonly) return cairn__fail(CAIRN_EREADONLY, "store is opened read-only");
     return cairn__write_txn(s->env, s->durability, reset_body, &a);
 }

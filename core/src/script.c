@@ -13,7 +13,7 @@
 
 #define DEFAULT_INSTRUCTIONS 10000000ull
 #define DEFAULT_MEMORY (64ull << 20)
-#define SCRIPT_NAME_MAX 255
+#define SCRIPT_NAME_MAX CAIRN__NAME_MAX
 #define CACHE_KEY "cairn.scripts" /* registry: "k:name" -> {hash, table} */
 
 typedef struct lua_slot {
@@ -216,14 +216,6 @@ int cairn__script_push(cairn_lua *h, int kind, const char *name, size_t len, uin
     return CAIRN_OK;
 }
 
-static int check_name(const char *name, size_t len) {
-    if (!name || len == 0 || len > SCRIPT_NAME_MAX || memchr(name, 0, len) ||
-        !cairn__check_utf8(name, len))
-        return cairn__fail(CAIRN_EINVAL, "name: must be 1..%d bytes of UTF-8 without NUL",
-                           SCRIPT_NAME_MAX);
-    return CAIRN_OK;
-}
-
 typedef struct define_args {
     cairn_store *s;
     int kind;
@@ -272,7 +264,7 @@ int cairn_define_script(cairn_store *s, cairn_script_kind kind, const char *name
     if (s->readonly) return cairn__fail(CAIRN_EREADONLY, "store is opened read-only");
     if (kind < CAIRN_SCRIPT_AGGREGATE || kind > CAIRN_SCRIPT_UPCASTERS)
         return cairn__fail(CAIRN_EINVAL, "kind: unknown script kind %d", (int)kind);
-    if ((rc = check_name(name, name_len))) return rc;
+    if ((rc = cairn__check_name(name, name_len))) return rc;
     if (!src && src_len) return cairn__fail(CAIRN_EINVAL, "source: NULL");
     d.hash = XXH3_64bits(src, src_len) | 1; /* never 0: 0 means "no script" */
     /* compile and check the shape in a state of our own before anything is stored */
@@ -319,7 +311,7 @@ int cairn_script_source(cairn_store *s, cairn_script_kind kind, const char *name
     cairn__clear_error();
     *out = NULL, *len = 0;
     if ((rc = cairn__store_check(s))) return rc;
-    if ((rc = check_name(name, name_len))) return rc;
+    if ((rc = cairn__check_name(name, name_len))) return rc;
     if ((rc = cairn__read_begin(s->env, &txn))) return rc;
     rc = cairn__script_get(s->env, txn, kind, name, name_len, &hash, &src, &n);
     if (rc == CAIRN_OK && !src)

@@ -8,8 +8,6 @@
 
 #include "internal.h"
 
-#define MAX_NAME 255
-
 struct cairn_sub {
     cairn_env *env;               /* retained */
     cairn_durability durability;  /* the opening handle's, for checkpoints */
@@ -65,15 +63,6 @@ static int filter_dup(const cairn_filter *in, cairn_filter *out, void **mem) {
     return CAIRN_OK;
 }
 
-static int check_name(const char *name, size_t len) {
-    if (!name) return cairn__fail(CAIRN_EINVAL, "name: NULL");
-    if (len == 0 || len > MAX_NAME)
-        return cairn__fail(CAIRN_EINVAL, "name: must be 1..%d bytes", MAX_NAME);
-    if (memchr(name, 0, len)) return cairn__fail(CAIRN_EINVAL, "name: contains NUL");
-    if (!cairn__check_utf8(name, len)) return cairn__fail(CAIRN_EINVAL, "name: not valid UTF-8");
-    return CAIRN_OK;
-}
-
 static int checkpoint_read(cairn_env *e, const char *name, size_t len, uint64_t *pos) {
     MDB_txn *txn;
     MDB_val k = {len, (void *)name}, v;
@@ -117,7 +106,7 @@ int cairn_checkpoint(cairn_store *s, const char *name, size_t name_len, uint64_t
     if (!pos) return cairn__fail(CAIRN_EINVAL, "pos: NULL");
     *pos = 0;
     if ((rc = cairn__store_check(s))) return rc;
-    if ((rc = check_name(name, name_len))) return rc;
+    if ((rc = cairn__check_name(name, name_len))) return rc;
     return checkpoint_read(s->env, name, name_len, pos);
 }
 
@@ -132,7 +121,7 @@ int cairn_subscribe(cairn_store *s, uint64_t start, const cairn_filter *filter, 
     *out = NULL;
     if ((rc = cairn__store_check(s))) return rc;
     if (name) {
-        if ((rc = check_name(name, name_len))) return rc;
+        if ((rc = cairn__check_name(name, name_len))) return rc;
         if (s->readonly)
             return cairn__fail(CAIRN_EREADONLY, "a named subscription needs a writable store");
         if ((rc = checkpoint_read(s->env, name, name_len, &cp))) return rc;

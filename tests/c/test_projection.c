@@ -186,6 +186,33 @@ static void runner_keeps_current(void **state) {
     assert_int_equal(field_of(fx->store, "count", NULL, "n"), 10);
 }
 
+/* One name rule for scripts, projections and subscriptions (docs/API.md: 1..255 bytes of
+ * UTF-8 without NUL): a projection name that is not UTF-8 is refused by every projection
+ * call, as define refuses it, instead of being looked up. */
+static void projection_names_must_be_utf8(void **state) {
+    fixture *fx = *state;
+    cairn_projection_status st;
+    char big[256], *json;
+    size_t len;
+    uint64_t n;
+    memset(big, 'p', sizeof big);
+    CHECK_RC(define(fx->store, "\xff", COUNT), CAIRN_EINVAL);
+    CHECK_RC(cairn_projection_info(fx->store, "\xff", 1, &st), CAIRN_EINVAL);
+    CHECK_RC(cairn_projection_info(fx->store, "\xc0\x80", 2, &st), CAIRN_EINVAL); /* overlong */
+    CHECK_RC(cairn_projection_info(fx->store, "\xed\xa0\x80", 3, &st), CAIRN_EINVAL); /* surrogate */
+    CHECK_RC(cairn_projection_state(fx->store, "\xff", 1, NULL, 0, &json, &len), CAIRN_EINVAL);
+    CHECK_RC(cairn_projection_partitions(fx->store, "\xff", 1, collect_name, big), CAIRN_EINVAL);
+    CHECK_RC(cairn_projection_reset(fx->store, "\xff", 1), CAIRN_EINVAL);
+    CHECK_RC(cairn_delete_projection(fx->store, "\xff", 1), CAIRN_EINVAL);
+    CHECK_RC(cairn_run_projections(fx->store, "\xff", 1, &n), CAIRN_EINVAL);
+    assert_non_null(strstr(cairn_errmsg(), "UTF-8"));
+    CHECK_RC(cairn_projection_info(fx->store, "", 0, &st), CAIRN_EINVAL);
+    CHECK_RC(cairn_projection_info(fx->store, "a\0b", 3, &st), CAIRN_EINVAL);
+    CHECK_RC(cairn_projection_info(fx->store, big, sizeof big, &st), CAIRN_EINVAL);
+    CHECK_RC(cairn_projection_info(fx->store, big, sizeof big - 1, &st), CAIRN_ENOTFOUND);
+    CHECK_RC(cairn_projection_info(fx->store, "caf\xc3\xa9", 5, &st), CAIRN_ENOTFOUND);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(catch_up_in_batches, fx_setup, fx_teardown),
@@ -194,6 +221,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(emit_exactly_once_across_reset, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(inline_follows_appends, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(runner_keeps_current, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(projection_names_must_be_utf8, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
