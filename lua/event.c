@@ -78,15 +78,9 @@ void lh_evb_string(lua_State *L, lh_evb *b, const char *p, size_t len) {
 
 /* [-0, +1, m] */
 static void push_uuid(lua_State *L, const uint8_t id[16]) {
-    static const char hx[] = "0123456789abcdef";
-    char u[36];
-    int j = 0;
-    for (int i = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10) u[j++] = '-';
-        u[j++] = hx[id[i] >> 4];
-        u[j++] = hx[id[i] & 15];
-    }
-    lua_pushlstring(L, u, sizeof u);
+    char u[37];
+    cairn__uuid_format(id, u);
+    lua_pushlstring(L, u, 36);
 }
 
 /* pushes key k of the builder; the value follows, then lua_rawset(L, t) */

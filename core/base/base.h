@@ -1,6 +1,6 @@
 /*
  * base.h -- the layer under both the storage engine (core/src) and the Lua host (lua/): errors,
- * the one growable buffer, byte order, the UTF-8 and name checks.  Built on libc, jansson and xxHash; it includes neither
+ * the one growable buffer, byte order, the UTF-8 and name checks, UUIDs and the clock.  Built on libc, jansson and xxHash; it includes neither
  * LMDB nor Lua, and nothing here is public.
  */
 #ifndef CAIRN_BASE_H
@@ -94,6 +94,19 @@ int cairn__check_name(const char *name, size_t len);
 /* Stream names (spec 1): 1..CAIRN_MAX_STREAM bytes of UTF-8 without NUL, not starting with
  * '$' (reserved); CAIRN_EINVAL naming `what` otherwise. */
 int cairn__check_stream(const void *name, size_t len, const char *what);
+
+
+/* ---------------------------------------------------------------------------------
+ * UUIDs and the clock (uuid.c).  cairn_uuid7 (public) makes the ids of new events.
+ * --------------------------------------------------------------------------------- */
+/* The wall clock, ns since the Unix epoch (event timestamps, UUIDv7 milliseconds). */
+int64_t cairn__now_ns(void);
+/* A UUIDv8 derived from the n bytes at p (XXH3-128): the same bytes, the same id. */
+void cairn__uuid_derive(const void *p, size_t n, uint8_t out[16]);
+/* Parses 32 hex digits (either case, dashes anywhere ignored) into out: 1, else 0. */
+int cairn__parse_uuid(const char *s, size_t len, uint8_t out[16]);
+/* The canonical lowercase form, 36 characters and a NUL. */
+void cairn__uuid_format(const uint8_t id[16], char out[37]);
 
 
 #endif

@@ -652,16 +652,6 @@ int cairn_execute(cairn_store *s, const char *stream, size_t stream_len, const c
 /* ---------------------------------------------------------------------------------
  * compensate and rollback
  * --------------------------------------------------------------------------------- */
-static void uuid_str(const uint8_t id[16], char out[37]) {
-    static const char hex[] = "0123456789abcdef";
-    char *p = out;
-    for (int i = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10) *p++ = '-';
-        *p++ = hex[id[i] >> 4], *p++ = hex[id[i] & 15];
-    }
-    *p = 0;
-}
-
 /* Compensates the event at `version` of `stream` inside the txn. */
 static int compensate_one(cairn_store *s, MDB_txn *txn, cairn_lua *h, const char *stream, size_t stream_len,
                           int64_t version, const char *aggregate, size_t aggregate_len, cairn_slice metadata,
@@ -683,7 +673,7 @@ static int compensate_one(cairn_store *s, MDB_txn *txn, cairn_lua *h, const char
         if (rc == CAIRN_ENOTFOUND) rc = cairn__fail(CAIRN_EINVAL, "version: %s", cairn__err()->message);
         return rc;
     }
-    uuid_str(ev.id, idstr);
+    cairn__uuid_format(ev.id, idstr);
     k.mv_size = 16, k.mv_data = ev.id;
     if ((rc = mdb_get(txn, s->env->comp, &k, &v)) == 0) {
         cairn__err()->position = cairn__get_be64(v.mv_data);

@@ -81,10 +81,8 @@ static int put_u64(MDB_txn *txn, MDB_dbi dbi, const MDB_val *key, uint64_t x) {
 }
 
 static int duplicate(uint64_t pos, const uint8_t *id) {
-    static const char hex[] = "0123456789abcdef";
-    char s[33];
-    for (int i = 0; i < 16; i++) s[2 * i] = hex[id[i] >> 4], s[2 * i + 1] = hex[id[i] & 15];
-    s[32] = 0;
+    char s[37];
+    cairn__uuid_format(id, s);
     cairn__err()->position = pos;
     return cairn__fail(CAIRN_EDUPLICATE, "event id %s was already written at position %llu", s,
                        (unsigned long long)pos);
@@ -235,26 +233,6 @@ static int put_types(writer *w, const cairn_append_req *q, uint64_t first) {
             return rc;
     }
     return 0;
-}
-
-static int hexval(int c) {
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-           : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
-/* Parses a canonical UUID string (with or without dashes) into 16 bytes. */
-int cairn__parse_uuid(const char *s, size_t len, uint8_t out[16]) {
-    size_t n = 0;
-    for (size_t i = 0; i < len; i++) {
-        int hi, lo;
-        if (s[i] == '-') continue;
-        if (n == 16 || i + 1 >= len) return 0;
-        hi = hexval((unsigned char)s[i]), lo = hexval((unsigned char)s[i + 1]);
-        if (hi < 0 || lo < 0) return 0;
-        out[n++] = (uint8_t)(hi << 4 | lo);
-        i++;
-    }
-    return n == 16;
 }
 
 /* Metadata that index_metadata may link (a correlation id or a compensated event). */

@@ -1,10 +1,8 @@
 /*
  * codec.c -- the stored record: its layout (see internal.h), checksum, validation,
- * plus the small value helpers every writer and reader shares (UUIDv7, clock).
+ * and the tags and category of an event.
  */
 #include <stdio.h>
-#include <sys/random.h>
-#include <time.h>
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
@@ -139,58 +137,6 @@ int cairn_event_tag(const cairn_event *ev, size_t *cursor, cairn_slice *tag) {
     tag->len = n;
     *cursor += 2 + (size_t)n;
     return 1;
-}
-
-/* ---------------------------------------------------------------------------------
- * Values
- * --------------------------------------------------------------------------------- */
-int64_t cairn__now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-/* Random bytes come from getrandom() in blocks so that an id costs no system call. */
-static _Thread_local uint8_t g_rand[256];
-static _Thread_local size_t g_rand_left;
-static _Thread_local uint64_t g_last_ms;
-static _Thread_local uint32_t g_seq;
-
-static void rand_bytes(uint8_t *out, size_t n) {
-    while (n) {
-        size_t k;
-        if (!g_rand_left) {
-            size_t got = 0;
-            while (got < sizeof g_rand) {
-                ssize_t r = getrandom(g_rand + got, sizeof g_rand - got, 0);
-                if (r > 0) got += (size_t)r;
-            }
-            g_rand_left = sizeof g_rand;
-        }
-        k = n < g_rand_left ? n : g_rand_left;
-        memcpy(out, g_rand + sizeof g_rand - g_rand_left, k);
-        g_rand_left -= k, out += k, n -= k;
-    }
-}
-
-/* RFC 9562 UUIDv7: 48-bit Unix milliseconds, then a 12-bit counter that keeps ids from
- * one thread strictly increasing within a millisecond, then 62 random bits. */
-void cairn_uuid7(uint8_t out[16]) {
-    uint64_t ms = (uint64_t)(cairn__now_ns() / 1000000);
-    if (ms <= g_last_ms) {
-        ms = g_last_ms;
-        if (++g_seq > 0xfff) g_seq = 0, ms = ++g_last_ms;
-    } else {
-        uint8_t r[2];
-        rand_bytes(r, 2);
-        g_seq = ((uint32_t)r[0] << 8 | r[1]) & 0x3ff; /* leave room to count up */
-        g_last_ms = ms;
-    }
-    for (int i = 5; i >= 0; i--) out[i] = (uint8_t)ms, ms >>= 8;
-    out[6] = (uint8_t)(0x70 | (g_seq >> 8));
-    out[7] = (uint8_t)g_seq;
-    rand_bytes(out + 8, 8);
-    out[8] = (uint8_t)(0x80 | (out[8] & 0x3f));
 }
 
 cairn_slice cairn_category(const char *stream, size_t stream_len) {

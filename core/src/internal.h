@@ -257,7 +257,6 @@ int cairn__script_retains(struct lua_State *L, int kind, const char *name, uint6
 int cairn__write_requests(cairn_store *s, MDB_txn *txn, const cairn_append_req *reqs, size_t nreqs,
                           cairn_append_result *results, int flags);
 int cairn__validate_requests(const cairn_append_req *reqs, size_t nreqs);
-int cairn__parse_uuid(const char *s, size_t len, uint8_t out[16]);
 /* Keeps aggregate snapshots current after plain appends (aggregate.c); script failures
  * there are not the append's: they only skip the snapshot. */
 int cairn__snapshot_after_append(cairn_store *s, MDB_txn *txn, const cairn_append_req *reqs,
@@ -276,7 +275,6 @@ void cairn__iter_bind_txn(struct cairn_iter *it, MDB_txn *txn);
 int cairn__iter_all(cairn_env *e, const cairn_script_limits *lim, uint64_t start, int backwards,
                     uint64_t limit, const cairn_filter *filter, struct cairn_iter **out);
 
-int64_t cairn__now_ns(void);
 
 /* ---------------------------------------------------------------------------------
  * Live delivery (notify.c).  cairn__notify_commit goes after every successful commit

@@ -13,8 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
-#define XXH_INLINE_ALL
-#include <xxhash.h>
 
 #include <lauxlib.h>
 
@@ -239,7 +237,6 @@ static int emit_fn(lua_State *L) {
     cairn_event_in ev;
     cairn_append_req q;
     uint8_t hb[NAME_MAX_ + 1 + 16 + 4];
-    XXH128_hash_t hh;
     char msg[300];
 
     if (!stream || !type) return luaL_error(L, "emit: stream and type must be strings");
@@ -280,9 +277,7 @@ static int emit_fn(lua_State *L) {
     hb[p->name_len] = 0;
     memcpy(hb + p->name_len + 1, p->src_id, 16);
     cairn__put_be32(hb + p->name_len + 17, p->emit_index++);
-    hh = XXH3_128bits(hb, p->name_len + 21);
-    cairn__put_be64(m.id, hh.high64), cairn__put_be64(m.id + 8, hh.low64);
-    m.id[6] = (uint8_t)((m.id[6] & 0x0f) | 0x80), m.id[8] = (uint8_t)((m.id[8] & 0x3f) | 0x80);
+    cairn__uuid_derive(hb, p->name_len + 21, m.id);
     /* validate now, so the error has the handler's line */
     memset(&ev, 0, sizeof ev);
     ev.type.ptr = p->ebuf.p + m.type, ev.type.len = tl;
