@@ -1,6 +1,7 @@
 /*
  * base.h -- the layer under both the storage engine (core/src) and the Lua host (lua/): errors,
- * the one growable buffer, byte order, the UTF-8 and name checks, UUIDs and the clock.  Built on libc, jansson and xxHash; it includes neither
+ * the one growable buffer, byte order, the UTF-8 and name checks, UUIDs and the clock, the
+ * metadata links.  Built on libc, jansson and xxHash; it includes neither
  * LMDB nor Lua, and nothing here is public.
  */
 #ifndef CAIRN_BASE_H
@@ -108,5 +109,24 @@ int cairn__parse_uuid(const char *s, size_t len, uint8_t out[16]);
 /* The canonical lowercase form, 36 characters and a NUL. */
 void cairn__uuid_format(const uint8_t id[16], char out[37]);
 
+
+/* ---------------------------------------------------------------------------------
+ * Metadata links (links.c): `correlation_id` when it is a string, `compensates` when it is
+ * a UUID string.  What these say is what append indexes, verify checks and rollback skips.
+ * --------------------------------------------------------------------------------- */
+struct json_t;
+typedef struct cairn_links {
+    const char *corr; /* correlation_id, NULL when none; valid until cairn__links_free */
+    size_t corr_len;
+    int has_comp;     /* the event is a compensation of the event `comp` */
+    uint8_t comp[16];
+    struct json_t *doc; /* the parsed metadata */
+} cairn_links;
+/* Whether metadata may carry links (its bytes name either key); no parse. */
+int cairn__links_maybe(const void *metadata, size_t len);
+/* 1 when the metadata (JSON text, len 0 for none) has a link: then *l holds the parse until
+ * cairn__links_free.  0 when it has none or is not JSON: nothing is held. */
+int cairn__links_parse(const void *metadata, size_t len, cairn_links *l);
+void cairn__links_free(cairn_links *l);
 
 #endif

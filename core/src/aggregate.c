@@ -751,16 +751,14 @@ typedef struct rollback_args {
     size_t count, cap;
 } rollback_args;
 
-/* Does the record carry exactly this correlation id, and is it not itself a compensation? */
+/* Does the record carry exactly this correlation id, and is it not itself a compensation
+ * (a `compensates` that is an event id: what append indexes, cairn__links_parse)? */
 static int rollback_candidate(const cairn_event *ev, const char *cid, size_t len) {
-    json_t *root, *v;
-    int ok = 0;
-    if (!ev->metadata.len) return 0;
-    if (!(root = json_loadb(ev->metadata.ptr, ev->metadata.len, JSON_ALLOW_NUL, NULL))) return 0;
-    v = json_object_get(root, "correlation_id");
-    ok = v && json_is_string(v) && json_string_length(v) == len && !memcmp(json_string_value(v), cid, len) &&
-         !json_object_get(root, "compensates");
-    json_decref(root);
+    cairn_links l;
+    int ok;
+    if (!cairn__links_parse(ev->metadata.ptr, ev->metadata.len, &l)) return 0;
+    ok = l.corr && l.corr_len == len && !memcmp(l.corr, cid, len) && !l.has_comp;
+    cairn__links_free(&l);
     return ok;
 }
 

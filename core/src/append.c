@@ -2,7 +2,6 @@
  * append.c -- writing events: validation, the expected-version check, idempotent
  * retries, and the one LMDB write transaction that stores records and every index.
  */
-#include <jansson.h>
 #include <stdlib.h>
 
 #include "internal.h"
@@ -235,44 +234,34 @@ static int put_types(writer *w, const cairn_append_req *q, uint64_t first) {
     return 0;
 }
 
-/* Metadata that index_metadata may link (a correlation id or a compensated event). */
-static int has_links(const cairn_event_in *ev) {
-    static const char corr[] = "\"correlation_id\"", comp[] = "\"compensates\"";
-    return ev->metadata.len && (memmem(ev->metadata.ptr, ev->metadata.len, corr, sizeof corr - 1) ||
-                                memmem(ev->metadata.ptr, ev->metadata.len, comp, sizeof comp - 1));
-}
-
-/* Metadata that links events: correlation_id (indexed for rollback) and compensates (the
- * compensated event, which can be compensated only once).  Parsed only when present. */
+/* Metadata that links events (cairn__links_parse): correlation_id (indexed for rollback) and
+ * compensates (the compensated event, which can be compensated only once). */
 static int index_metadata(cairn_env *e, writer *w, const cairn_event_in *ev, uint8_t *posb, size_t r) {
-    json_t *root, *v;
+    cairn_links l;
     int rc = CAIRN_OK;
-    if (!has_links(ev)) return CAIRN_OK;
-    if (!(root = json_loadb(ev->metadata.ptr, ev->metadata.len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL)))
-        return CAIRN_OK; /* not JSON we can read: nothing to link */
-    if ((v = json_object_get(root, "correlation_id")) && json_is_string(v)) {
-        int prc = put_posting(w->tag, CAIRN_POST_CORRELATION, json_string_value(v), json_string_length(v), posb);
+    if (!cairn__links_parse(ev->metadata.ptr, ev->metadata.len, &l)) return CAIRN_OK;
+    if (l.corr) {
+        int prc = put_posting(w->tag, CAIRN_POST_CORRELATION, l.corr, l.corr_len, posb);
         if (prc == MDB_MAP_FULL) rc = EMAPFULL;
         else if (prc) rc = cairn__mdb_fail(prc, "write correlation index");
     }
-    if (!rc && (v = json_object_get(root, "compensates")) && json_is_string(v)) {
-        uint8_t id[16];
-        MDB_val k = {16, id}, val = {8, posb};
-        if (cairn__parse_uuid(json_string_value(v), json_string_length(v), id)) {
-            int prc = mdb_put(mdb_cursor_txn(w->log), e->comp, &k, &val, MDB_NOOVERWRITE);
-            if (prc == MDB_KEYEXIST) {
-                cairn__err()->request = r;
-                cairn__err()->position = cairn__get_be64(val.mv_data);
-                rc = cairn__fail(CAIRN_EALREADY, "event %s was already compensated at position %llu",
-                                 json_string_value(v), (unsigned long long)cairn__get_be64(val.mv_data));
-            } else if (prc == MDB_MAP_FULL) {
-                rc = EMAPFULL;
-            } else if (prc) {
-                rc = cairn__mdb_fail(prc, "write compensation index");
-            }
+    if (!rc && l.has_comp) {
+        MDB_val k = {16, l.comp}, val = {8, posb};
+        int prc = mdb_put(mdb_cursor_txn(w->log), e->comp, &k, &val, MDB_NOOVERWRITE);
+        if (prc == MDB_KEYEXIST) {
+            char id[37];
+            cairn__uuid_format(l.comp, id);
+            cairn__err()->request = r;
+            cairn__err()->position = cairn__get_be64(val.mv_data);
+            rc = cairn__fail(CAIRN_EALREADY, "event %s was already compensated at position %llu", id,
+                             (unsigned long long)cairn__get_be64(val.mv_data));
+        } else if (prc == MDB_MAP_FULL) {
+            rc = EMAPFULL;
+        } else if (prc) {
+            rc = cairn__mdb_fail(prc, "write compensation index");
         }
     }
-    json_decref(root);
+    cairn__links_free(&l);
     return rc;
 }
 
@@ -445,7 +434,8 @@ int cairn__write_requests(cairn_store *s, MDB_txn *txn, const cairn_append_req *
     sid0 = next_sid;
     if ((rc = cairn__tail_start(e, txn, &tail))) goto out;
     w.tail = (flags & CAIRN__W_TAIL) && nreqs == 1 && reqs[0].nevents == 1 &&
-             !has_links(&reqs[0].events[0]) && (!tail || head + 1 - tail < CAIRN_TAIL_MAX);
+             !cairn__links_maybe(reqs[0].events[0].metadata.ptr, reqs[0].events[0].metadata.len) &&
+             (!tail || head + 1 - tail < CAIRN_TAIL_MAX);
     if (!w.tail) {
         rc = mdb_cursor_get(w.ids, &k, &v, MDB_LAST);
         if (rc == 0 && k.mv_size == 16) memcpy(w.last_id, k.mv_data, 16);

@@ -27,7 +27,6 @@
  *
  * Memory stays bounded: nothing is kept per event or per stream.
  */
-#include <jansson.h>
 #include <stdlib.h>
 #define XXH_INLINE_ALL
 #include <xxhash.h>
@@ -57,28 +56,6 @@ static int has_dup(MDB_cursor *c, const void *key, size_t klen, const void *val,
 
 static int same_bytes(const void *a, size_t alen, const void *b, size_t blen) {
     return alen == blen && (alen == 0 || memcmp(a, b, alen) == 0);
-}
-
-/* The metadata links append.c indexes (same test, same parse): a string correlation_id
- * and a `compensates` that parses as a UUID.  Returns 0 when the metadata has neither. */
-static int metadata_links(const cairn_event *ev, char **corr, size_t *corr_len, int *has_comp,
-                          uint8_t comp_id[16], json_t **root) {
-    static const char kc[] = "\"correlation_id\"", kp[] = "\"compensates\"";
-    json_t *v;
-    *corr = NULL, *corr_len = 0, *has_comp = 0, *root = NULL;
-    if (!ev->metadata.len) return 0;
-    if (!memmem(ev->metadata.ptr, ev->metadata.len, kc, sizeof kc - 1) &&
-        !memmem(ev->metadata.ptr, ev->metadata.len, kp, sizeof kp - 1))
-        return 0;
-    if (!(*root = json_loadb(ev->metadata.ptr, ev->metadata.len, JSON_DECODE_ANY | JSON_ALLOW_NUL,
-                             NULL)))
-        return 0;
-    if ((v = json_object_get(*root, "correlation_id")) && json_is_string(v))
-        *corr = (char *)json_string_value(v), *corr_len = json_string_length(v);
-    if ((v = json_object_get(*root, "compensates")) && json_is_string(v) &&
-        cairn__parse_uuid(json_string_value(v), json_string_length(v), comp_id))
-        *has_comp = 1;
-    return *corr || *has_comp;
 }
 
 /* Distinct tag digests of an event: tags repeated on one event (or sharing a digest) are
@@ -121,15 +98,13 @@ static int record_at(MDB_cursor *clog, uint64_t pos, cairn_event *ev, const char
 /* The id, posting and link index entries of one record outside the index tail. */
 static int check_indexed(vstate *vs, MDB_txn *txn, MDB_cursor *cids, MDB_cursor *cpost,
                          const cairn_event *ev, uint64_t pos) {
-    uint8_t pk[CAIRN_POST_KEY], posb[8], comp_id[16];
+    uint8_t pk[CAIRN_POST_KEY], posb[8];
     MDB_val ik = {16, (void *)ev->id}, iv;
     uint64_t first, count;
     cairn_slice cat, tag;
-    size_t cur = 0, corr_len;
+    size_t cur = 0;
     const char *bad = NULL;
-    char *corr;
-    int has_comp;
-    json_t *root;
+    cairn_links l;
 
     cairn__put_be64(posb, pos);
     if (mdb_cursor_get(cids, &ik, &iv, MDB_SET_KEY) != 0 || iv.mv_size != 20 ||
@@ -153,23 +128,20 @@ static int check_indexed(vstate *vs, MDB_txn *txn, MDB_cursor *cids, MDB_cursor 
         vs->tags += distinct_tag_keys(ev, &ok);
         if (!ok) return cairn__fail(CAIRN_ENOMEM, "out of memory");
     }
-    if (!metadata_links(ev, &corr, &corr_len, &has_comp, comp_id, &root)) {
-        if (root) json_decref(root);
-        return CAIRN_OK;
-    }
-    if (corr) {
-        cairn__post_key(CAIRN_POST_CORRELATION, corr, corr_len, pk);
+    if (!cairn__links_parse(ev->metadata.ptr, ev->metadata.len, &l)) return CAIRN_OK;
+    if (l.corr) {
+        cairn__post_key(CAIRN_POST_CORRELATION, l.corr, l.corr_len, pk);
         if (!has_dup(cpost, pk, sizeof pk, posb, 8)) bad = "correlation index lacks this event";
         vs->corrs++;
     }
-    if (!bad && has_comp) {
-        MDB_val ck = {16, comp_id}, cv;
+    if (!bad && l.has_comp) {
+        MDB_val ck = {16, l.comp}, cv;
         int crc = mdb_get(txn, vs->comp_dbi, &ck, &cv);
         if (crc != 0 || cv.mv_size != 8 || cairn__get_be64(cv.mv_data) != pos)
             bad = "compensation index lacks this event";
         vs->comps++;
     }
-    json_decref(root);
+    cairn__links_free(&l);
     return bad ? cairn__corrupt(pos, bad) : CAIRN_OK;
 }
 
@@ -319,16 +291,13 @@ static int posting_matches(const uint8_t *key, const cairn_event *ev) {
         }
         return 0;
     case CAIRN_POST_CORRELATION: {
-        char *corr;
-        size_t len;
-        int has_comp, ok = 0;
-        uint8_t id[16];
-        json_t *root;
-        if (metadata_links(ev, &corr, &len, &has_comp, id, &root) && corr) {
-            cairn__post_key(CAIRN_POST_CORRELATION, corr, len, pk);
+        cairn_links l;
+        int ok = 0;
+        if (cairn__links_parse(ev->metadata.ptr, ev->metadata.len, &l) && l.corr) {
+            cairn__post_key(CAIRN_POST_CORRELATION, l.corr, l.corr_len, pk);
             ok = memcmp(pk, key, sizeof pk) == 0;
         }
-        if (root) json_decref(root);
+        cairn__links_free(&l);
         return ok;
     }
     default: return 0;
@@ -377,18 +346,15 @@ static int locate_comp(cairn_env *e, MDB_txn *txn, MDB_cursor *clog, uint64_t he
     while (rc == 0) {
         cairn_event ev;
         uint64_t pos;
-        char *corr;
-        size_t len;
-        int has_comp = 0, ok;
-        uint8_t id[16];
-        json_t *root;
+        cairn_links l;
+        int ok;
         if (k.mv_size != 16 || v.mv_size != 8) { rc = cairn__corrupt(0, "compensation index: malformed entry"); goto out; }
         pos = cairn__get_be64(v.mv_data);
         if (pos == 0 || pos > head) { rc = cairn__corrupt(pos, "compensation index entry points past the log"); goto out; }
         if ((rc = record_at(clog, pos, &ev, "compensation index entry points at a missing event"))) goto out;
-        metadata_links(&ev, &corr, &len, &has_comp, id, &root);
-        ok = has_comp && memcmp(id, k.mv_data, 16) == 0;
-        if (root) json_decref(root);
+        ok = cairn__links_parse(ev.metadata.ptr, ev.metadata.len, &l) && l.has_comp &&
+             memcmp(l.comp, k.mv_data, 16) == 0;
+        cairn__links_free(&l);
         if (!ok) { rc = cairn__corrupt(pos, "compensation index entry does not match the event it points at"); goto out; }
         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
     }
@@ -426,14 +392,11 @@ static int verify_tail(cairn_env *e, vstate *vs, MDB_txn *txn, MDB_cursor *clog,
     }
     for (uint64_t pos = *tail ? *tail : end; pos <= head; pos++) {
         cairn_event ev;
-        char *corr;
-        size_t len;
-        int has_comp, linked;
-        uint8_t id[16];
-        json_t *root;
+        cairn_links l;
+        int linked;
         if ((rc = record_at(clog, pos, &ev, "position missing from the log"))) goto out;
-        linked = metadata_links(&ev, &corr, &len, &has_comp, id, &root);
-        if (root) json_decref(root);
+        linked = cairn__links_parse(ev.metadata.ptr, ev.metadata.len, &l);
+        cairn__links_free(&l);
         if (linked) { rc = cairn__corrupt(pos, "an event with rollback or compensation links in the index tail"); goto out; }
     }
 out:

@@ -718,6 +718,21 @@ def test_rollback_selects_plain_appends_too(bank):
     assert bank.get(r.position).type == "Withdrawn"
 
 
+def test_rollback_selects_events_whose_compensates_is_not_an_event_id(bank):
+    # an event is a compensation when metadata.compensates is an event id (a UUID string):
+    # what append indexes and verify checks; a `compensates` that is not one links nothing,
+    # so rollback compensates such an event like any other
+    bank.append("account-c", [
+        deposit(5, metadata={"correlation_id": "x", "compensates": "not-an-event-id"}),
+        deposit(6, metadata={"correlation_id": "x", "compensates": 7}),
+    ])
+    rs = bank.rollback("x")
+    assert [bank.get(r.position).data["amount"] for r in rs] == [6, 5]
+    assert bank.verify().events == 4
+    with nothing_written(bank):
+        assert bank.rollback("x") == []
+
+
 def test_rollback_is_all_or_nothing(bank):
     # the event that cannot be compensated is the oldest: the others come first
     bank.append("account-b", [cairn.Event("Noted", {}, metadata={"correlation_id": "saga-1"})])

@@ -1,0 +1,42 @@
+/*
+ * links.c -- the links between events that metadata carries: `correlation_id` (a string;
+ * rollback finds a saga's events through its index) and `compensates` (a UUID string: the
+ * event compensates that one, which can be compensated only once).  One parser for the writer
+ * that indexes them (append.c), the checker (verify.c) and rollback (aggregate.c), so that the
+ * three agree on what a link is: a `compensates` that is not a UUID string links nothing.
+ */
+#include <jansson.h>
+
+#include "base.h"
+
+static const char k_corr[] = "\"correlation_id\"", k_comp[] = "\"compensates\"";
+
+int cairn__links_maybe(const void *metadata, size_t len) {
+    return len && (memmem(metadata, len, k_corr, sizeof k_corr - 1) ||
+                   memmem(metadata, len, k_comp, sizeof k_comp - 1));
+}
+
+int cairn__links_parse(const void *metadata, size_t len, cairn_links *l) {
+    json_t *doc, *v;
+    memset(l, 0, sizeof *l);
+    if (!cairn__links_maybe(metadata, len)) return 0;
+    if (!(doc = json_loadb(metadata, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL)))
+        return 0; /* not JSON we can read: nothing to link */
+    if ((v = json_object_get(doc, "correlation_id")) && json_is_string(v))
+        l->corr = json_string_value(v), l->corr_len = json_string_length(v);
+    if ((v = json_object_get(doc, "compensates")) && json_is_string(v) &&
+        cairn__parse_uuid(json_string_value(v), json_string_length(v), l->comp))
+        l->has_comp = 1;
+    if (!l->corr && !l->has_comp) {
+        json_decref(doc);
+        return 0;
+    }
+    l->doc = doc;
+    return 1;
+}
+
+void cairn__links_free(cairn_links *l) {
+    if (l->doc) json_decref(l->doc);
+    l->doc = NULL;
+    l->corr = NULL;
+}
