@@ -803,7 +803,7 @@ int cairn_lua_load(cairn_lua *h, const char *name, const char *src, size_t len) 
  * reducer and upcaster invocation inside it.
  * --------------------------------------------------------------------------------- */
 enum { FOLD_OK = 0, FOLD_JSON, FOLD_UPCAST, FOLD_CHAIN };
-#define FOLD_CHAIN_MAX 1000 /* as cairn__upcast_table */
+#define FOLD_CHAIN_MAX 1000 /* upcasters applied to one event, at most */
 
 typedef struct fold_args {
     cairn_lua *h;
@@ -815,6 +815,7 @@ typedef struct fold_args {
     int fail;           /* FOLD_*: the fold stopped without a Lua error */
     lua_Integer schema; /* FOLD_UPCAST: the schema whose upcaster returned no table */
     int reuse;          /* refill reusable event tables instead of making fresh ones */
+    int upcast;         /* cairn_lua_upcast: an upcaster ran */
     lh_evb b;
     lh_reuse r;
 } fold_args;
@@ -850,19 +851,21 @@ static inline void fold_call(lua_State *L, fold_args *a, int fn, int ev) {
         lua_pop(L, 1);
 }
 
-/* [-0, +0, e] the upcaster chain on the event table at ev (replaced by each result):
- * 1 when an upcaster ran, 0 when none applied, -1 when the chain failed (a->fail set) */
-static int fold_upcast(lua_State *L, fold_args *a, int up, int ev) {
+/* [-0, +0, e] The one upcaster chain (cairn_lua_upcast, and every event of cairn_lua_fold):
+ * on the event table at ev (replaced by each result), with the upcasters table at up and the
+ * strings "type" and "schema" at ktype and kschema.  1 when an upcaster ran, 0 when none
+ * applied, -1 when the chain failed (a->fail set). */
+static int upcast_chain(lua_State *L, fold_args *a, int up, int ev, int ktype, int kschema) {
     cairn_lua *h = a->h;
     int changed = 0;
     for (int guard = 0; guard < FOLD_CHAIN_MAX; guard++) {
-        lua_pushvalue(L, a->b.keys + LH_EVB_K_TYPE);
+        lua_pushvalue(L, ktype);
         lua_rawget(L, ev);
         if (lua_rawget(L, up) != LUA_TTABLE) {
             lua_pop(L, 1);
             return changed;
         }
-        lua_pushvalue(L, a->b.keys + LH_EVB_K_SCHEMA);
+        lua_pushvalue(L, kschema);
         lua_rawget(L, ev);
         lua_Integer schema = lua_tointeger(L, -1);
         lua_pop(L, 1);
@@ -917,7 +920,7 @@ static int fold_inner(lua_State *L) {
                 return 0;
             }
             if (has_up) {
-                int up = fold_upcast(L, a, 5, ev);
+                int up = upcast_chain(L, a, 5, ev, a->b.keys + LH_EVB_K_TYPE, a->b.keys + LH_EVB_K_SCHEMA);
                 if (up < 0) return 0;
                 if (up && has_apply) { /* the reducer goes by the type as upcast */
                     lua_pushvalue(L, a->b.keys + LH_EVB_K_TYPE);
@@ -935,6 +938,31 @@ static int fold_inner(lua_State *L) {
     }
     lua_pushvalue(L, 2);
     return 1;
+}
+
+/* Builds cairn_last_error() for a fold or an upcast that stopped: a->fail set without a Lua
+ * error, or a failed call (status; the error object at the top). */
+static int fold_error(cairn_lua *h, fold_args *a, int status) {
+    int rc;
+    if (status == LUA_OK && !h->killed) {
+        switch (a->fail) {
+        case FOLD_JSON:
+            rc = lh_fail(CAIRN_EINVAL, "event at position %llu: %s: %s", (unsigned long long)a->pos,
+                         a->b.bad, a->b.err);
+            cairn__err()->position = a->pos;
+            return rc;
+        case FOLD_UPCAST:
+            rc = lh_fail(CAIRN_ESCRIPT, "upcaster for schema %lld did not return an event table",
+                         (long long)a->schema);
+            break;
+        default:
+            rc = lh_fail(CAIRN_ESCRIPT, "upcaster chain longer than %d steps", FOLD_CHAIN_MAX);
+        }
+        set_script_fields("upcasters", 0, a->pos);
+        return rc;
+    }
+    if (status == LUA_OK) lua_pushnil(h->L); /* a kill swallowed by nothing we know of */
+    return call_error(h, a->cur, status, a->pos);
 }
 
 int cairn_lua_fold(cairn_lua *h, const char *script, int state, int apply, int star, int up,
@@ -976,31 +1004,56 @@ int cairn_lua_fold(cairn_lua *h, const char *script, int state, int apply, int s
     h->fold_at = &a.done;
     int status = lua_pcall(L, 5, 1, top + 1);
     h->fold_at = NULL;
-    if (status == LUA_OK && !h->killed && !a.fail) {
+    if (status == LUA_OK && !h->killed && !a.fail)
         lua_replace(L, state);
-    } else if (status == LUA_OK && !h->killed) {
-        switch (a.fail) {
-        case FOLD_JSON:
-            rc = lh_fail(CAIRN_EINVAL, "event at position %llu: %s: %s", (unsigned long long)a.pos,
-                         a.b.bad, a.b.err);
-            cairn__err()->position = a.pos;
-            break;
-        case FOLD_UPCAST:
-            rc = lh_fail(CAIRN_ESCRIPT, "upcaster for schema %lld did not return an event table",
-                         (long long)a.schema);
-            set_script_fields("upcasters", 0, a.pos);
-            break;
-        default:
-            rc = lh_fail(CAIRN_ESCRIPT, "upcaster chain longer than %d steps", FOLD_CHAIN_MAX);
-            set_script_fields("upcasters", 0, a.pos);
-        }
-    } else {
-        if (status == LUA_OK) lua_pushnil(L); /* a kill swallowed by nothing we know of */
-        rc = call_error(h, a.cur, status, a.pos);
-    }
+    else
+        rc = fold_error(h, &a, status);
     lua_settop(L, top);
     end_call(h);
     *done = a.done;
+    return rc;
+}
+
+/* [-3, +(1|0), e] (args, up, event) -> the event as upcast */
+static int upcast_inner(lua_State *L) {
+    fold_args *a = lua_touserdata(L, 1);
+    lua_pushliteral(L, "type");
+    lua_pushliteral(L, "schema");
+    int r = upcast_chain(L, a, 2, 3, 4, 5);
+    if (r < 0) return 0;
+    a->upcast = r;
+    lua_pushvalue(L, 3);
+    return 1;
+}
+
+int cairn_lua_upcast(cairn_lua *h, int up, int ev, uint64_t position, int *changed) {
+    lua_State *L = h->L;
+    fold_args a;
+    int rc = CAIRN_OK;
+    *changed = 0;
+    if (h->in_call) return lh_fail(CAIRN_EINVAL, "cairn_lua_upcast: nested call");
+    if (!lua_istable(L, up) || !lua_istable(L, ev))
+        return lh_fail(CAIRN_EINVAL, "cairn_lua_upcast: no upcasters or event table");
+    if (!lua_checkstack(L, 8)) return lh_fail(CAIRN_ENOMEM, "cairn_lua_upcast: out of Lua stack");
+    up = lua_absindex(L, up), ev = lua_absindex(L, ev);
+    memset(&a, 0, sizeof a);
+    a.h = h, a.script = a.cur = "upcasters", a.pos = position;
+    int top = lua_gettop(L);
+    lua_pushcfunction(L, lh_msgh);
+    lua_pushcfunction(L, upcast_inner);
+    lua_pushlightuserdata(L, &a);
+    lua_pushvalue(L, up);
+    lua_pushvalue(L, ev);
+    begin_call(h, "upcasters");
+    int status = lua_pcall(L, 3, 1, top + 1);
+    if (status == LUA_OK && !h->killed && !a.fail) {
+        lua_replace(L, ev);
+        *changed = a.upcast;
+    } else {
+        rc = fold_error(h, &a, status);
+    }
+    lua_settop(L, top);
+    end_call(h);
     return rc;
 }
 

@@ -102,8 +102,8 @@ int cairn_lua_push_event(cairn_lua *h, const cairn_event *ev);
  * returns a table; apply, the table of reducers by type (0: none, and then nothing is called);
  * star, apply["*"] (0: none); up, the upcasters table (0: none).  For each event in order:
  * its table is built as by cairn_lua_push_event (fresh, with fresh data, metadata and tags),
- * the upcaster chain runs on it (as on the read paths: after upcaster [n] the schema is n + 1,
- * and the chain goes on), then apply[e.type] (the type as upcast) and star are called with
+ * the upcaster chain of cairn_lua_upcast runs on it, then apply[e.type] (the type as upcast)
+ * and star are called with
  * (state, event).  Every one of those calls gets a fresh instruction budget, as one
  * cairn_lua_call would; the memory cap holds throughout.  *done counts the events fully
  * applied (n on success).  Failures are reported as by cairn_lua_call, with script = `script`
@@ -114,6 +114,18 @@ int cairn_lua_push_event(cairn_lua *h, const cairn_event *ev);
  * Must not be nested in another call. */
 int cairn_lua_fold(cairn_lua *h, const char *script, int state, int apply, int star, int up,
                    const cairn_event *evs, size_t n, int reuse, size_t *done);
+
+/* [-0, +0, -]
+ * The one upcaster chain, run by the read paths, projections and aggregates (cairn_lua_fold
+ * runs it on every event): with the upcasters table at `up`, while up[e.type][e.schema] is a
+ * function, the event table at `ev` is replaced by what that returns, whose schema is then
+ * set to e.schema + 1 (at most 1000 steps).  *changed is 1 when an upcaster ran.  One
+ * protected call; every upcaster gets a fresh instruction budget, the memory cap holds
+ * throughout.  Failures are reported as by cairn_lua_call with script = "upcasters" and
+ * position = `position` (the event's); an upcaster that does not return a table, or a longer
+ * chain, is CAIRN_ESCRIPT.  On failure the slot at ev is not replaced (an upcaster may have
+ * changed that table in place).  Must not be nested in another call. */
+int cairn_lua_upcast(cairn_lua *h, int up, int ev, uint64_t position, int *changed);
 
 /* [-0, +0, -]
  * Checks the table at the top of the stack (a loaded script) against a kind; a bad shape is

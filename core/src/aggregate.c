@@ -167,7 +167,7 @@ static int agg_snapshot(agg *a) {
 static int push_event(agg *a, const cairn_event *ev) {
     int rc, changed;
     if ((rc = cairn_lua_push_event(a->h, ev))) return rc;
-    if (a->up && (rc = cairn__upcast_table(a->h, a->up, &changed))) {
+    if (a->up && (rc = cairn_lua_upcast(a->h, a->up, -1, ev->position, &changed))) {
         lua_pop(a->L, 1);
         return rc;
     }

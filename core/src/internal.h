@@ -242,9 +242,6 @@ int cairn__script_get(cairn_env *e, MDB_txn *txn, int kind, const void *name, si
 /* [-0, +1] pushes the script table, (re)loading it when the state's copy is stale. */
 int cairn__script_push(struct cairn_lua *h, int kind, const char *name, size_t len, uint64_t hash,
                        const char *src, size_t src_len);
-/* Upcasters: with the upcasters table at stack index `up`, rewrites the event table at the
- * top of the stack in place through its chain (schema n -> n+1 ...).  Returns 1 if changed. */
-int cairn__upcast_table(struct cairn_lua *h, int up, int *changed);
 
 /* A CAIRN_ESCRIPT failure of `script` at `position` (fmt has one %s: what). */
 int cairn__script_fail(const char *script, uint64_t position, const char *fmt, const char *what);

@@ -405,7 +405,7 @@ static int apply_one(proj *p, const cairn_event *ev) {
         if (rc == CAIRN_EINVAL) rc = cairn__script_fail(p->name, ev->position, "%s", cairn__err()->message);
         goto out;
     }
-    if (p->up && (rc = cairn__upcast_table(p->h, p->up, &changed))) goto out;
+    if (p->up && (rc = cairn_lua_upcast(p->h, p->up, -1, ev->position, &changed))) goto out;
     evt = lua_gettop(L);
     if (p->part) {
         lua_pushvalue(L, p->part);

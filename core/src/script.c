@@ -326,44 +326,6 @@ int cairn_script_source(cairn_store *s, cairn_script_kind kind, const char *name
  * Upcasting
  * --------------------------------------------------------------------------------- */
 
-/* [-0, +0] The event table is at the top; `up` is the upcasters table. */
-int cairn__upcast_table(cairn_lua *h, int up, int *changed) {
-    lua_State *L = cairn_lua_state(h);
-    int ev = lua_gettop(L), rc;
-    uint64_t position;
-    *changed = 0;
-    lua_pushliteral(L, "position");
-    lua_rawget(L, ev);
-    position = (uint64_t)lua_tointeger(L, -1);
-    lua_pop(L, 1);
-    for (int guard = 0; guard < 1000; guard++) {
-        lua_Integer schema;
-        lua_pushliteral(L, "type");
-        lua_rawget(L, ev);
-        if (lua_rawget(L, up) != LUA_TTABLE) { lua_pop(L, 1); return CAIRN_OK; }
-        lua_pushliteral(L, "schema");
-        lua_rawget(L, ev);
-        schema = lua_tointeger(L, -1);
-        lua_pop(L, 1);
-        if (lua_rawgeti(L, -1, schema) != LUA_TFUNCTION) { lua_pop(L, 2); return CAIRN_OK; }
-        lua_remove(L, -2);
-        lua_pushvalue(L, ev);
-        if ((rc = cairn_lua_call(h, "upcasters", 1, 1, position))) return rc;
-        if (!lua_istable(L, -1)) {
-            lua_pop(L, 1);
-            cairn__err()->position = position;
-            snprintf(cairn__err()->script, sizeof cairn__err()->script, "upcasters");
-            return cairn__fail(CAIRN_ESCRIPT, "upcaster for schema %lld did not return an event table",
-                               (long long)schema);
-        }
-        lua_pushinteger(L, schema + 1);
-        lua_setfield(L, -2, "schema");
-        lua_replace(L, ev);
-        *changed = 1;
-    }
-    return cairn__fail(CAIRN_ESCRIPT, "upcaster chain longer than 1000 steps");
-}
-
 /* Writes a field of the event table at `ev` as JSON into buf at *off, *len bytes. */
 static int field_json(cairn_lua *h, int ev, const char *field, cairn_buf *b, size_t *off,
                       size_t *len, int *is_string) {
@@ -457,7 +419,7 @@ static int read_transform(cairn_env *e, const cairn_script_limits *lim, void *st
     if (lua_rawget(L, up) != LUA_TTABLE || lua_rawgeti(L, -1, ev->schema) != LUA_TFUNCTION) goto out;
     lua_settop(L, up);
     if ((rc = cairn_lua_push_event(h, ev))) goto out;
-    if ((rc = cairn__upcast_table(h, up, &changed)) || !changed) goto out;
+    if ((rc = cairn_lua_upcast(h, up, -1, ev->position, &changed)) || !changed) goto out;
     b->len = 0;
     {
         int ev_idx = lua_gettop(L), t;

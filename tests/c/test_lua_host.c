@@ -1450,6 +1450,82 @@ static void fold_runs_the_upcaster_chain(void **state) {
 }
 
 
+/* cairn_lua_upcast, the chain the read paths, projections and aggregates run on one event
+ * table (cairn_lua_fold runs the same on each event of a batch). */
+static void upcast_runs_the_chain_on_one_event(void **state) {
+    cairn_lua *h = *state;
+    lua_State *L = cairn_lua_state(h);
+    const char *up = "local long = {}\n"
+                     "for i = 1, 1001 do long[i] = function(e) return e end end\n"
+                     "return {\n"
+                     "  X = {\n"
+                     "    [1] = function(e) e.data.v2 = true; e.schema = 42; return e end,\n"
+                     "    [2] = function(e) return { type = e.type, data = e.data, schema = 7 } end,\n"
+                     "  },\n"
+                     "  Bad = { [1] = function(e) return 5 end },\n"
+                     "  Err = { [1] = function(e)\n"
+                     "    error('up boom') end },\n" /* line 10 */
+                     "  Long = long,\n"
+                     "}";
+    ev_buf b;
+    int changed = -1;
+    CHECK_OK(cairn_lua_load(h, "upcasters", up, strlen(up)));
+    int upi = lua_gettop(L);
+
+    make_event(&b, "X", "{}", 0, NULL, NULL, 0);
+    b.ev.schema = 1;
+    CHECK_OK(cairn_lua_push_event(h, &b.ev));
+    CHECK_OK(cairn_lua_upcast(h, upi, -1, b.ev.position, &changed));
+    assert_int_equal(changed, 1);
+    assert_int_equal(lua_gettop(L), upi + 1);
+    lua_getfield(L, -1, "schema");
+    assert_int_equal(lua_tointeger(L, -1), 3); /* after [n] the schema is n + 1 */
+    lua_getfield(L, -2, "data");
+    lua_getfield(L, -1, "v2");
+    assert_true(lua_toboolean(L, -1));
+    lua_settop(L, upi);
+
+    make_event(&b, "Y", "{}", 0, NULL, NULL, 0); /* no upcaster for it */
+    CHECK_OK(cairn_lua_push_event(h, &b.ev));
+    int ev = lua_gettop(L);
+    const void *before = lua_topointer(L, ev);
+    CHECK_OK(cairn_lua_upcast(h, upi, ev, b.ev.position, &changed));
+    assert_int_equal(changed, 0);
+    assert_ptr_equal(lua_topointer(L, ev), before);
+    lua_settop(L, upi);
+
+    make_event(&b, "Bad", "{}", 0, NULL, NULL, 0);
+    b.ev.schema = 1;
+    CHECK_OK(cairn_lua_push_event(h, &b.ev));
+    before = lua_topointer(L, -1);
+    CHECK_RC(cairn_lua_upcast(h, upi, -1, b.ev.position, &changed), CAIRN_ESCRIPT);
+    ASSERT_MSG_HAS("upcaster for schema 1 did not return an event table");
+    assert_string_equal(cairn_last_error()->script, "upcasters");
+    assert_int_equal(cairn_last_error()->position, 77);
+    assert_int_equal(lua_gettop(L), upi + 1); /* the slot is left as it was */
+    assert_ptr_equal(lua_topointer(L, -1), before);
+    lua_settop(L, upi);
+
+    make_event(&b, "Err", "{}", 0, NULL, NULL, 0);
+    b.ev.schema = 1;
+    CHECK_OK(cairn_lua_push_event(h, &b.ev));
+    CHECK_RC(cairn_lua_upcast(h, upi, -1, b.ev.position, &changed), CAIRN_ESCRIPT);
+    ASSERT_MSG_HAS("up boom");
+    assert_string_equal(cairn_last_error()->script, "upcasters");
+    assert_int_equal(cairn_last_error()->line, 10);
+    assert_int_equal(cairn_last_error()->position, 77);
+    lua_settop(L, upi);
+
+    make_event(&b, "Long", "{}", 0, NULL, NULL, 0);
+    b.ev.schema = 1;
+    CHECK_OK(cairn_lua_push_event(h, &b.ev));
+    CHECK_RC(cairn_lua_upcast(h, upi, -1, b.ev.position, &changed), CAIRN_ESCRIPT);
+    ASSERT_MSG_HAS("upcaster chain longer than 1000 steps");
+    assert_string_equal(cairn_last_error()->script, "upcasters");
+    assert_int_equal(cairn_last_error()->position, 77);
+    lua_settop(L, 0);
+}
+
 /* ---------------------------------------------------------------------------------
  * Script shapes
  * --------------------------------------------------------------------------------- */
@@ -1640,6 +1716,7 @@ int main(void) {
         T(fold_event_tables_are_fresh),
         T(fold_errors_report_line_and_position),
         T(fold_runs_the_upcaster_chain),
+        T(upcast_runs_the_chain_on_one_event),
         T(script_shapes_are_checked),
         T(print_goes_to_the_log_callback),
         T(emit_forwards_to_the_projection_hook),
