@@ -153,11 +153,7 @@ int lh_evb_event(lua_State *L, lh_evb *b, const cairn_event *ev, int type_idx) {
     }
     lua_rawset(L, t);
     KEY(EK_FORGOTTEN);
-#ifdef CAIRN_EVENT_FORGOTTEN
-    lua_pushboolean(L, (ev->flags & CAIRN_EVENT_FORGOTTEN) != 0);
-#else
     lua_pushboolean(L, 0);
-#endif
     lua_rawset(L, t);
     return 0;
 }
@@ -199,11 +195,6 @@ int cairn_lua_push_event(cairn_lua *h, const cairn_event *ev) {
  * reference to them or adds fields to the event: the fold checks that afterwards with
  * lh_reuse_reachable and folds again with fresh tables when it is not so.
  * --------------------------------------------------------------------------------- */
-#ifdef CAIRN_EVENT_FORGOTTEN
-#define CAIRN_EVENT_FORGOTTEN_BIT CAIRN_EVENT_FORGOTTEN
-#else
-#define CAIRN_EVENT_FORGOTTEN_BIT 0u
-#endif
 #define REUSE_KEY "cairn.reuse" /* registry: {E, data, metadata, tags, E's metatable, id box} */
 
 /* E's __index: materializes `id` from the id box (upvalue 1) on first read.  [-2, +1, m] */
@@ -282,7 +273,7 @@ static void clear_table(lua_State *L, int t) {
 
 int lh_evb_event_reuse(lua_State *L, lh_evb *b, lh_reuse *r, const cairn_event *ev, int type_idx) {
     int t = r->e;
-    int plain = !ev->metadata.len && !ev->ntags && !(ev->flags & CAIRN_EVENT_FORGOTTEN_BIT);
+    int plain = !ev->metadata.len && !ev->ntags;
     KEY(EK_TYPE);
     if (type_idx)
         lua_pushvalue(L, type_idx);
@@ -362,7 +353,7 @@ int lh_evb_event_reuse(lua_State *L, lh_evb *b, lh_reuse *r, const cairn_event *
     lua_pushvalue(L, r->tags);
     lua_rawset(L, t);
     KEY(EK_FORGOTTEN);
-    lua_pushboolean(L, (ev->flags & CAIRN_EVENT_FORGOTTEN_BIT) != 0);
+    lua_pushboolean(L, 0);
     lua_rawset(L, t);
     r->plain = plain;
 done:
