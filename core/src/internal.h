@@ -48,7 +48,6 @@ typedef struct cairn_env {
      * (which LMDB allows only while this process has no transaction) holds it
      * exclusively. */
     pthread_rwlock_t resize;
-    pthread_mutex_t flags_lock; /* serializes env flag changes at commit */
 } cairn_env;
 
 /* What a script run needs, from cairn_options.  The storage only carries it: handles hold

@@ -72,7 +72,6 @@ static void env_free(cairn_env *e) {
     pthread_cond_destroy(&e->ncond);
     if (e->env) mdb_env_close(e->env);
     pthread_rwlock_destroy(&e->resize);
-    pthread_mutex_destroy(&e->flags_lock);
     free(e);
 }
 
@@ -290,7 +289,6 @@ static int env_open(const char *path, const struct stat *st, const cairn_options
     e->path = strdup(path);
     e->hooks = hooks;
     pthread_rwlock_init(&e->resize, NULL);
-    pthread_mutex_init(&e->flags_lock, NULL);
     pthread_mutex_init(&e->nlock, NULL);
     {
         pthread_condattr_t ca;
