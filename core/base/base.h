@@ -42,7 +42,10 @@ void cairn_buf_free(cairn_buf *b);
  * memcmp comparator); the record header is little-endian.
  * --------------------------------------------------------------------------------- */
 static inline void cairn__put_be64(uint8_t *p, uint64_t v) {
-    for (int i = 7; i >= 0; i--) { p[i] = (uint8_t)v; v >>= 8; }
+    for (int i = 7; i >= 0; i--) {
+        p[i] = (uint8_t)v;
+        v >>= 8;
+    }
 }
 static inline uint64_t cairn__get_be64(const uint8_t *p) {
     uint64_t v = 0;
@@ -50,17 +53,30 @@ static inline uint64_t cairn__get_be64(const uint8_t *p) {
     return v;
 }
 static inline void cairn__put_be32(uint8_t *p, uint32_t v) {
-    p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8), p[3] = (uint8_t)v;
+    p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8),
+    p[3] = (uint8_t)v;
 }
 static inline uint32_t cairn__get_be32(const uint8_t *p) {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 static inline void cairn__put_le64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
-static inline uint64_t cairn__get_le64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+static inline uint64_t cairn__get_le64(const uint8_t *p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
 static inline void cairn__put_le32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
-static inline uint32_t cairn__get_le32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static inline uint32_t cairn__get_le32(const uint8_t *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
 static inline void cairn__put_le16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
-static inline uint16_t cairn__get_le16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+static inline uint16_t cairn__get_le16(const uint8_t *p) {
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
 
 /* ---------------------------------------------------------------------------------
  * Checks (check.c).  UTF-8 is strict: no overlong forms, surrogates or code points above
@@ -96,7 +112,6 @@ int cairn__check_name(const char *name, size_t len);
  * '$' (reserved); CAIRN_EINVAL naming `what` otherwise. */
 int cairn__check_stream(const void *name, size_t len, const char *what);
 
-
 /* ---------------------------------------------------------------------------------
  * UUIDs and the clock (uuid.c).  cairn_uuid7 (public) makes the ids of new events.
  * --------------------------------------------------------------------------------- */
@@ -109,7 +124,6 @@ int cairn__parse_uuid(const char *s, size_t len, uint8_t out[16]);
 /* The canonical lowercase form, 36 characters and a NUL. */
 void cairn__uuid_format(const uint8_t id[16], char out[37]);
 
-
 /* ---------------------------------------------------------------------------------
  * Metadata links (links.c): `correlation_id` when it is a string, `compensates` when it is
  * a UUID string.  What these say is what append indexes, verify checks and rollback skips.
@@ -118,7 +132,7 @@ struct json_t;
 typedef struct cairn_links {
     const char *corr; /* correlation_id, NULL when none; valid until cairn__links_free */
     size_t corr_len;
-    int has_comp;     /* the event is a compensation of the event `comp` */
+    int has_comp; /* the event is a compensation of the event `comp` */
     uint8_t comp[16];
     struct json_t *doc; /* the parsed metadata */
 } cairn_links;

@@ -39,4 +39,3 @@ int cairn__check_stream(const void *name, size_t len, const char *what) {
         return cairn__fail(CAIRN_EINVAL, "%s: a stream name must be UTF-8", what);
     return CAIRN_OK;
 }
-

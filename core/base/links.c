@@ -12,8 +12,9 @@
 static const char k_corr[] = "\"correlation_id\"", k_comp[] = "\"compensates\"";
 
 int cairn__links_maybe(const void *metadata, size_t len) {
-    return len && (memmem(metadata, len, k_corr, sizeof k_corr - 1) ||
-                   memmem(metadata, len, k_comp, sizeof k_comp - 1));
+    return len &&
+        (memmem(metadata, len, k_corr, sizeof k_corr - 1) ||
+         memmem(metadata, len, k_comp, sizeof k_comp - 1));
 }
 
 int cairn__links_parse(const void *metadata, size_t len, cairn_links *l) {

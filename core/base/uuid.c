@@ -69,8 +69,10 @@ void cairn__uuid_derive(const void *p, size_t n, uint8_t out[16]) {
 }
 
 static int hexval(int c) {
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-           : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    return c >= '0' && c <= '9' ? c - '0'
+        : c >= 'a' && c <= 'f'  ? c - 'a' + 10
+        : c >= 'A' && c <= 'F'  ? c - 'A' + 10
+                                : -1;
 }
 
 int cairn__parse_uuid(const char *s, size_t len, uint8_t out[16]) {

@@ -13,16 +13,11 @@ int cairn__mdb_fail(int rc, const char *what) {
     case MDB_PAGE_NOTFOUND:
     case MDB_VERSION_MISMATCH:
     case MDB_INCOMPATIBLE:
-    case MDB_BAD_DBI:
-        return cairn__fail(CAIRN_ECORRUPT, "%s: %s", what, mdb_strerror(rc));
-    case ENOMEM:
-        return cairn__fail(CAIRN_ENOMEM, "%s: out of memory", what);
+    case MDB_BAD_DBI: return cairn__fail(CAIRN_ECORRUPT, "%s: %s", what, mdb_strerror(rc));
+    case ENOMEM: return cairn__fail(CAIRN_ENOMEM, "%s: out of memory", what);
     case EACCES:
-    case EROFS:
-        return cairn__fail(CAIRN_EREADONLY, "%s: %s", what, mdb_strerror(rc));
-    case ENOENT:
-        return cairn__fail(CAIRN_ENOENT, "%s: %s", what, mdb_strerror(rc));
-    default:
-        return cairn__fail(CAIRN_EIO, "%s: %s", what, mdb_strerror(rc));
+    case EROFS: return cairn__fail(CAIRN_EREADONLY, "%s: %s", what, mdb_strerror(rc));
+    case ENOENT: return cairn__fail(CAIRN_ENOENT, "%s: %s", what, mdb_strerror(rc));
+    default: return cairn__fail(CAIRN_EIO, "%s: %s", what, mdb_strerror(rc));
     }
 }
