@@ -51,9 +51,8 @@ struct cairn_iter {
     size_t nsrc;
     int complete;       /* IT_POSTINGS over stream indexes, which the index tail never lacks */
     /* the page */
-    uint8_t *buf;
-    size_t buf_len, buf_cap;
-    size_t *offs; /* record i spans offs[i]..offs[i+1] */
+    cairn_buf page; /* the records, back to back */
+    size_t *offs;   /* record i spans offs[i]..offs[i+1] of page */
     uint64_t *poss;
     size_t count, at, cap;
     /* the transform on read (cairn_hooks.read_*): the opening handle's script limits, the
@@ -99,24 +98,18 @@ static int buf_add(cairn_iter *it, const void *rec, size_t len, uint64_t pos) {
         it->poss = p;
         it->cap = cap;
     }
-    if (it->buf_len + len > it->buf_cap) {
-        size_t cap = it->buf_cap ? it->buf_cap : 65536;
-        uint8_t *b;
-        while (cap < it->buf_len + len) cap *= 2;
-        if (!(b = realloc(it->buf, cap))) return cairn__fail(CAIRN_ENOMEM, "out of memory");
-        it->buf = b, it->buf_cap = cap;
-    }
-    memcpy(it->buf + it->buf_len, rec, len);
-    it->offs[it->count] = it->buf_len;
+    /* the first page is given 64 KiB at once: one allocation for a usual page */
+    if ((!it->page.cap && cairn_buf_reserve(&it->page, 65536)) || cairn_buf_append(&it->page, rec, len))
+        return cairn__fail(CAIRN_ENOMEM, "out of memory");
+    it->offs[it->count] = it->page.len - len;
     it->poss[it->count] = pos;
-    it->buf_len += len;
     it->count++;
-    it->offs[it->count] = it->buf_len;
+    it->offs[it->count] = it->page.len;
     return CAIRN_OK;
 }
 
 static int page_full(const cairn_iter *it) {
-    return it->count >= PAGE_EVENTS || it->buf_len >= PAGE_BYTES || it->count >= it->remaining;
+    return it->count >= PAGE_EVENTS || it->page.len >= PAGE_BYTES || it->count >= it->remaining;
 }
 
 /* ---------------------------------------------------------------------------------
@@ -562,7 +555,7 @@ static int refill(cairn_iter *it) {
     MDB_txn *txn;
     int rc;
 
-    it->count = it->at = it->buf_len = 0;
+    it->count = it->at = it->page.len = 0;
     if (it->ext) txn = it->ext;
     else if ((rc = cairn__read_begin(it->env, &txn))) return rc;
     if (!it->planned) {
@@ -598,7 +591,7 @@ int cairn_iter_next(cairn_iter *it, cairn_event *ev) {
             return rc;
         }
     }
-    rc = cairn__record_decode(it->buf + it->offs[it->at], it->offs[it->at + 1] - it->offs[it->at],
+    rc = cairn__record_decode(it->page.p + it->offs[it->at], it->offs[it->at + 1] - it->offs[it->at],
                               it->poss[it->at], ev);
     it->at++;
     if (rc) return rc;
@@ -678,7 +671,7 @@ void cairn_iter_close(cairn_iter *it) {
     free(it->f.mem);
     free(it->src);
     free(it->stream);
-    free(it->buf);
+    cairn_buf_free(&it->page);
     free(it->offs);
     free(it->poss);
     xform_free(it->env->hooks, it->xform);
@@ -688,10 +681,9 @@ void cairn_iter_close(cairn_iter *it) {
 /* ---------------------------------------------------------------------------------
  * Point reads
  * --------------------------------------------------------------------------------- */
-static pthread_key_t g_get_key;
+static pthread_key_t g_get_key; /* this thread's copy of the record cairn_get returned */
 static pthread_once_t g_get_once = PTHREAD_ONCE_INIT;
-
-typedef struct { size_t cap; uint8_t data[]; } get_buf;
+static void get_buf_free(void *p) { cairn_buf_free(p); free(p); }
 
 /* The transform state of this thread's point reads (events it returns point into it). */
 typedef struct get_xform {
@@ -706,7 +698,7 @@ static void get_xform_free(void *p) {
     free(g);
 }
 static void get_key_init(void) {
-    pthread_key_create(&g_get_key, free);
+    pthread_key_create(&g_get_key, get_buf_free);
     pthread_key_create(&g_xform_key, get_xform_free);
 }
 
@@ -732,7 +724,7 @@ int cairn_get_ex(cairn_store *s, uint64_t position, int raw, cairn_event *ev) {
     MDB_txn *txn;
     uint8_t kb[8];
     MDB_val k = {8, kb}, v;
-    get_buf *b;
+    cairn_buf *b;
     get_xform *g = NULL;
     int rc, on = 0;
 
@@ -759,22 +751,19 @@ int cairn_get_ex(cairn_store *s, uint64_t position, int raw, cairn_event *ev) {
                                (unsigned long long)position);
         return rc == CAIRN_ECORRUPT ? rc : cairn__mdb_fail(rc, "get");
     }
-    b = pthread_getspecific(g_get_key);
-    if (!b || b->cap < v.mv_size) {
-        get_buf *nb = realloc(b, sizeof *nb + v.mv_size);
-        if (!nb) {
-            cairn__read_end(s->env, txn);
-            return cairn__fail(CAIRN_ENOMEM, "out of memory");
-        }
-        nb->cap = v.mv_size;
-        pthread_setspecific(g_get_key, b = nb);
+    if (!(b = pthread_getspecific(g_get_key)) && (b = calloc(1, sizeof *b)) &&
+        pthread_setspecific(g_get_key, b))
+        free(b), b = NULL;
+    if (b) b->len = 0;
+    if (!b || cairn_buf_append(b, v.mv_data, v.mv_size)) {
+        cairn__read_end(s->env, txn);
+        return cairn__fail(CAIRN_ENOMEM, "out of memory");
     }
-    memcpy(b->data, v.mv_data, v.mv_size);
     if (!raw && s->env->hooks && s->env->hooks->read_prepare)
         rc = (g = get_xform_of(s->env->hooks)) ? xform_prepare(s->env, txn, &g->state, &on)
                                                : cairn__fail(CAIRN_ENOMEM, "out of memory");
     cairn__read_end(s->env, txn);
-    if (rc == CAIRN_OK) rc = cairn__record_decode(b->data, v.mv_size, position, ev);
+    if (rc == CAIRN_OK) rc = cairn__record_decode(b->p, b->len, position, ev);
     if (rc == CAIRN_OK && on) rc = s->env->hooks->read_transform(s->env, &s->lim, g->state, ev);
     return rc;
 }
