@@ -33,8 +33,7 @@ typedef struct agg {
  * --------------------------------------------------------------------------------- */
 static int agg_open(agg *a, cairn_store *s, cairn_lua *h, MDB_txn *txn, const char *stream,
                     size_t stream_len, const char *name, size_t name_len) {
-    const char *src;
-    size_t src_len;
+    cairn_script_run run;
     int rc;
 
     memset(a, 0, sizeof *a);
@@ -48,21 +47,8 @@ static int agg_open(agg *a, cairn_store *s, cairn_lua *h, MDB_txn *txn, const ch
     memcpy(a->name, name, name_len);
     a->name[name_len] = 0;
     if ((rc = cairn__stream_lookup(s->env, txn, stream, stream_len, &a->si))) return rc;
-    if ((rc = cairn__script_get(s->env, txn, CAIRN_SCRIPT_AGGREGATE, name, name_len, &a->hash, &src,
-                                &src_len)))
-        return rc;
-    if (!src) return cairn__fail(CAIRN_ENOTFOUND, "no aggregate script named %s", a->name);
-    if ((rc = cairn__script_push(h, CAIRN_SCRIPT_AGGREGATE, name, name_len, a->hash, src, src_len)))
-        return rc;
-    a->script = lua_gettop(a->L);
-    if ((rc = cairn__script_get(s->env, txn, CAIRN_SCRIPT_UPCASTERS, "upcasters", 9, &a->up_hash, &src,
-                                &src_len)))
-        return rc;
-    if (src) {
-        if ((rc = cairn__script_push(h, CAIRN_SCRIPT_UPCASTERS, "upcasters", 9, a->up_hash, src, src_len)))
-            return rc;
-        a->up = lua_gettop(a->L);
-    }
+    if ((rc = cairn__script_open(h, s->env, txn, CAIRN_SCRIPT_AGGREGATE, name, name_len, &run))) return rc;
+    a->hash = run.hash, a->up_hash = run.up_hash, a->script = run.script, a->up = run.up;
     lua_pushliteral(a->L, "snapshot_every");
     if (lua_rawget(a->L, a->script) == LUA_TNUMBER) a->snapshot_every = lua_tointeger(a->L, -1);
     lua_pop(a->L, 1);

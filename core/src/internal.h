@@ -241,6 +241,15 @@ int cairn__script_get(cairn_env *e, MDB_txn *txn, int kind, const void *name, si
 /* [-0, +1] pushes the script table, (re)loading it when the state's copy is stale. */
 int cairn__script_push(struct cairn_lua *h, int kind, const char *name, size_t len, uint64_t hash,
                        const char *src, size_t src_len);
+/* [-0, +(1|2), -] Opens a stored script for a run in txn, as aggregates and projections do:
+ * pushes the script (kind, name), then the upcasters above it when there are any.  On
+ * failure the caller restores the stack.  No such script: CAIRN_ENOTFOUND. */
+typedef struct cairn_script_run {
+    uint64_t hash, up_hash; /* sources' hashes (up_hash 0: no upcasters) */
+    int script, up;         /* stack slots (up 0: no upcasters) */
+} cairn_script_run;
+int cairn__script_open(struct cairn_lua *h, cairn_env *e, MDB_txn *txn, int kind, const char *name,
+                       size_t len, cairn_script_run *out);
 
 /* A CAIRN_ESCRIPT failure of `script` at `position` (fmt has one %s: what). */
 int cairn__script_fail(const char *script, uint64_t position, const char *fmt, const char *what);

@@ -181,8 +181,8 @@ static int count_list(lua_State *L, int src, const char *field) {
 
 /* [-0, +k] pushes what the projection needs; the caller restores the stack. */
 static int proj_open(proj *p, cairn_store *s, cairn_lua *h, MDB_txn *txn, const char *name, size_t len) {
-    const char *src;
-    size_t src_len, total, at = 0;
+    cairn_script_run run;
+    size_t total, at = 0;
     int rc, srct;
     lua_State *L = cairn_lua_state(h);
 
@@ -190,20 +190,8 @@ static int proj_open(proj *p, cairn_store *s, cairn_lua *h, MDB_txn *txn, const 
     p->s = s, p->h = h, p->L = L, p->txn = txn, p->name_len = len;
     memcpy(p->name, name, len);
     p->name[len] = 0;
-    if ((rc = cairn__script_get(s->env, txn, CAIRN_SCRIPT_PROJECTION, name, len, &p->hash, &src, &src_len)))
-        return rc;
-    if (!src) return cairn__fail(CAIRN_ENOTFOUND, "no projection named %s", p->name);
-    if (!lua_checkstack(L, 16)) return cairn__fail(CAIRN_ENOMEM, "Lua stack exhausted");
-    if ((rc = cairn__script_push(h, CAIRN_SCRIPT_PROJECTION, name, len, p->hash, src, src_len))) return rc;
-    p->script = lua_gettop(L);
-    if ((rc = cairn__script_get(s->env, txn, CAIRN_SCRIPT_UPCASTERS, "upcasters", 9, &p->up_hash, &src,
-                                &src_len)))
-        return rc;
-    if (src) {
-        if ((rc = cairn__script_push(h, CAIRN_SCRIPT_UPCASTERS, "upcasters", 9, p->up_hash, src, src_len)))
-            return rc;
-        p->up = lua_gettop(L);
-    }
+    if ((rc = cairn__script_open(h, s->env, txn, CAIRN_SCRIPT_PROJECTION, name, len, &run))) return rc;
+    p->hash = run.hash, p->up_hash = run.up_hash, p->script = run.script, p->up = run.up;
     if ((p->apply = field_slot(L, p->script, "apply", LUA_TTABLE))) p->star = field_slot(L, p->apply, "*", LUA_TFUNCTION);
     p->part = field_slot(L, p->script, "partition", LUA_TFUNCTION);
     p->init = field_slot(L, p->script, "init", LUA_TFUNCTION);

@@ -216,6 +216,32 @@ int cairn__script_push(cairn_lua *h, int kind, const char *name, size_t len, uin
     return CAIRN_OK;
 }
 
+/* [-0, +(1|2), -] */
+int cairn__script_open(cairn_lua *h, cairn_env *e, MDB_txn *txn, int kind, const char *name, size_t len,
+                       cairn_script_run *out) {
+    lua_State *L = cairn_lua_state(h);
+    const char *src;
+    size_t src_len;
+    int rc;
+
+    memset(out, 0, sizeof *out);
+    if ((rc = cairn__script_get(e, txn, kind, name, len, &out->hash, &src, &src_len))) return rc;
+    if (!src)
+        return cairn__fail(CAIRN_ENOTFOUND, "no %s named %.*s",
+                           kind == CAIRN_SCRIPT_AGGREGATE ? "aggregate script" : kind_name(kind), (int)len, name);
+    if (!lua_checkstack(L, 16)) return cairn__fail(CAIRN_ENOMEM, "Lua stack exhausted");
+    if ((rc = cairn__script_push(h, kind, name, len, out->hash, src, src_len))) return rc;
+    out->script = lua_gettop(L);
+    if ((rc = cairn__script_get(e, txn, CAIRN_SCRIPT_UPCASTERS, "upcasters", 9, &out->up_hash, &src, &src_len)))
+        return rc;
+    if (src) {
+        if ((rc = cairn__script_push(h, CAIRN_SCRIPT_UPCASTERS, "upcasters", 9, out->up_hash, src, src_len)))
+            return rc;
+        out->up = lua_gettop(L);
+    }
+    return CAIRN_OK;
+}
+
 typedef struct define_args {
     cairn_store *s;
     int kind;
