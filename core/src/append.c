@@ -4,7 +4,7 @@
  */
 #include <stdlib.h>
 
-#include "internal.h"
+#include "storage.h"
 
 #define EMAPFULL CAIRN__EMAPFULL
 

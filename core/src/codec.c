@@ -1,12 +1,12 @@
 /*
- * codec.c -- the stored record: its layout (see internal.h), checksum, validation,
+ * codec.c -- the stored record: its layout (see storage.h), checksum, validation,
  * and the tags and category of an event.
  */
 #include <stdio.h>
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
-#include "internal.h"
+#include "storage.h"
 
 static size_t tags_size(const cairn_event_in *ev) {
     size_t n = 0;

@@ -12,7 +12,7 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
-#include "internal.h"
+#include "storage.h"
 
 size_t cairn__stream_key(const void *name, size_t len, uint8_t out[CAIRN_STREAM_KEY_MAX]) {
     XXH128_hash_t h;
@@ -99,7 +99,7 @@ int cairn__head(cairn_env *e, MDB_txn *txn, uint64_t *out) {
     return rc == 0 || rc == MDB_NOTFOUND ? CAIRN_OK : cairn__mdb_fail(rc, "head");
 }
 
-/* The index tail (see cairn__tail_start in internal.h): meta "tail" holds the first
+/* The index tail (see cairn__tail_start in storage.h): meta "tail" holds the first
  * position whose ids and posting entries are not written yet. */
 int cairn__tail_start(cairn_env *e, MDB_txn *txn, uint64_t *out) {
     MDB_val k = {4, (void *)"tail"}, v;

@@ -4,7 +4,7 @@
  */
 #include <errno.h>
 
-#include "internal.h"
+#include "storage.h"
 
 int cairn__mdb_fail(int rc, const char *what) {
     switch (rc) {

@@ -18,7 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "storage.h"
 
 #define NOTIFY_SIZE 4096
 #define POLL_MS 50 /* fallback slice when this process cannot register as a waiter */

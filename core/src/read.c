@@ -8,7 +8,7 @@
  */
 #include <stdlib.h>
 
-#include "internal.h"
+#include "storage.h"
 
 #define PAGE_EVENTS 512
 #define PAGE_BYTES (1u << 20)

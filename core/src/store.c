@@ -12,7 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "storage.h"
 
 #define DEFAULT_MAP_SIZE (16ull << 30) /* address space only: the file grows with use */
 #define MAGIC "cairn-store"

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "internal.h"
+#include "storage.h"
 
 struct cairn_sub {
     cairn_env *env;               /* retained */

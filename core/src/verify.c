@@ -16,7 +16,7 @@
  * compensation.  Only when a count is off is the index walked to name the first entry that
  * points at no record or at a record that does not match it.
  *
- * The index tail (internal.h): its events have no `ids` or posting entries yet, so the
+ * The index tail (storage.h): its events have no `ids` or posting entries yet, so the
  * forward pass skips those checks from the first tail record it meets on, and the counts
  * pass (one txn) checks the tail's bounds, the entries of records that have left the tail
  * since, and that no tail event carries links (those are never deferred).
@@ -31,7 +31,7 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
-#include "internal.h"
+#include "storage.h"
 
 #define CHUNK 4096 /* records checked per read transaction */
 

@@ -156,7 +156,7 @@ static void idempotent_retry_returns_same_result(void **state) {
 }
 
 /* Single-event appends leave their id entry to a later commit (the index tail, see
- * core/src/internal.h); retries and duplicates must be found there as well, and after that
+ * core/src/storage.h); retries and duplicates must be found there as well, and after that
  * commit. */
 static void ids_found_in_the_index_tail(void **state) {
     fixture *fx = *state;

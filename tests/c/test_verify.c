@@ -476,7 +476,7 @@ static void last_record_deleted(void **state) {
 
 /* ---------------------------------------------------------------------------------
  * The index tail (meta "tail": the first position whose id and posting entries a later
- * commit writes; see core/src/internal.h)
+ * commit writes; see core/src/storage.h)
  * --------------------------------------------------------------------------------- */
 static void tail_with_events_passes(void **state) {
     fixture *fx = *state;

@@ -7,7 +7,6 @@
 #include <string.h>
 
 #include "host.h"
-#include "internal.h"
 
 static cairn_lua *g_h;
 

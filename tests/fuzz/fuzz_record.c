@@ -9,7 +9,7 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
-#include "internal.h"
+#include "storage.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     cairn_event ev;

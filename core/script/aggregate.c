@@ -7,8 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "host.h"
-#include "internal.h"
+#include "script.h"
 
 #define NAME_MAX_ CAIRN__NAME_MAX
 #define SNAP_HEADER 16 /* u64 aggregate script hash, u64 upcasters hash */

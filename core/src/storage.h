@@ -1,10 +1,12 @@
 /*
- * internal.h -- what the core's files share: the shared environment, the record codec,
- * key builders.  Errors, buffers and byte order come from the base layer (base.h).
- * Nothing here is public.
+ * storage.h -- what the storage engine's files share (core/src): environments and handles,
+ * the hooks through which the layer above acts, transactions and the one write helper, the
+ * record codec, keys and indexes, writing and reading events, live delivery.  Built on LMDB
+ * and the base layer (base.h: errors, the buffer, byte order); it names nothing of the Lua
+ * host or the scripted features.  Nothing here is public.
  */
-#ifndef CAIRN_INTERNAL_H
-#define CAIRN_INTERNAL_H
+#ifndef CAIRN_STORAGE_H
+#define CAIRN_STORAGE_H
 
 #include <lmdb.h>
 #include <pthread.h>
@@ -15,10 +17,12 @@
 #include "cairn.h"
 
 /* ---------------------------------------------------------------------------------
- * The shared environment: one per (device, inode) of a store directory per process,
- * reference counted, shared by every cairn_store handle and iterator on it.
+ * Environments and handles (store.c).  One environment per (device, inode) of a store
+ * directory per process, reference counted, shared by every cairn_store handle, iterator
+ * and subscription on it.
  * --------------------------------------------------------------------------------- */
 struct cairn_hooks;
+struct cairn_iter;
 
 typedef struct cairn_env {
     struct cairn_env *next; /* registry list */
@@ -66,10 +70,21 @@ struct cairn_store {
     cairn_script_limits lim;
 };
 
-/* How the storage lets the layer above act, without naming it (as SQLite's btree reaches
- * the VDBE only through callbacks on the connection).  One table per process, given to
- * cairn__store_open by that layer's cairn_open and held by every environment; a NULL
- * table or member is "nothing to do". */
+extern unsigned long cairn__fork_gen;
+
+/* Fails with CAIRN_ECLOSED when the env belongs to the parent of a fork(). */
+int cairn__env_check(const cairn_env *e);
+int cairn__store_check(const cairn_store *s);
+void cairn__env_retain(cairn_env *e);
+void cairn__env_release(cairn_env *e);
+
+/* ---------------------------------------------------------------------------------
+ * Hooks: how the storage lets the layer above act without naming it (as SQLite's btree
+ * reaches the VDBE only through callbacks on the connection).  Called by store.c (opening,
+ * teardown), append.c (after an append) and read.c (transforms on read).
+ * --------------------------------------------------------------------------------- */
+/* One table per process, given to cairn__store_open by that layer's cairn_open and held by
+ * every environment; a NULL table or member is "nothing to do". */
 typedef struct cairn_hooks {
     /* Inside the txn that opens an environment's databases: opens the layer's own and
      * keeps its per-environment data in *data.  fresh: a new store (every database is
@@ -96,15 +111,10 @@ typedef struct cairn_hooks {
 int cairn__store_open(const char *path, const cairn_options *opts, const cairn_hooks *hooks,
                       cairn_store **out);
 
-extern unsigned long cairn__fork_gen;
-
-/* Fails with CAIRN_ECLOSED when the env belongs to the parent of a fork(). */
-int cairn__env_check(const cairn_env *e);
-int cairn__store_check(const cairn_store *s);
-void cairn__env_retain(cairn_env *e);
-void cairn__env_release(cairn_env *e);
-
-/* Transactions.  read_begin/write_begin take the resize lock shared and deal with
+/* ---------------------------------------------------------------------------------
+ * Transactions (store.c)
+ * --------------------------------------------------------------------------------- */
+/* read_begin/write_begin take the resize lock shared and deal with
  * MDB_MAP_RESIZED; the matching end/commit/abort releases it. */
 int cairn__read_begin(cairn_env *e, MDB_txn **txn);
 void cairn__read_end(cairn_env *e, MDB_txn *txn);
@@ -161,12 +171,11 @@ int cairn__record_decode(const void *rec, size_t len, uint64_t position, cairn_e
 /* LMDB does not checksum its tree: a damaged page can point anywhere.  map_bounds finds the
  * used part of the map for a read-only txn (cheap, once per txn); val_check fails with
  * CAIRN_ECORRUPT naming `position` when a value does not lie inside it. */
-struct cairn_env;
-void cairn__map_bounds(struct cairn_env *e, MDB_txn *txn, uintptr_t *lo, uintptr_t *hi);
+void cairn__map_bounds(cairn_env *e, MDB_txn *txn, uintptr_t *lo, uintptr_t *hi);
 int cairn__val_check(uintptr_t lo, uintptr_t hi, const MDB_val *v, uint64_t position);
 
 /* ---------------------------------------------------------------------------------
- * Keys (index.c).
+ * Keys and indexes (index.c)
  * --------------------------------------------------------------------------------- */
 #define CAIRN_STREAM_KEY_INLINE 480 /* names up to this many bytes are their own key */
 #define CAIRN_STREAM_KEY_MAX (CAIRN_STREAM_KEY_INLINE + 16)
@@ -178,6 +187,7 @@ int cairn__val_check(uintptr_t lo, uintptr_t hi, const MDB_val *v, uint64_t posi
 #define CAIRN_POST_CATEGORY 'c'
 #define CAIRN_POST_TYPE 't'
 #define CAIRN_POST_TAG 'g'
+#define CAIRN_POST_CORRELATION 'r' /* metadata.correlation_id (for rollback) */
 #define CAIRN_POST_KEY 9
 
 size_t cairn__stream_key(const void *name, size_t len, uint8_t out[CAIRN_STREAM_KEY_MAX]);
@@ -213,77 +223,27 @@ int cairn__id_lookup(cairn_env *e, MDB_txn *txn, const uint8_t id[16], int *foun
 int cairn__head(cairn_env *e, MDB_txn *txn, uint64_t *out);
 
 /* ---------------------------------------------------------------------------------
- * Scripts (script.c).  A pool of Lua states per environment; each state caches the
- * scripts it has loaded by (kind, name, hash of source).
+ * Writing events (append.c)
  * --------------------------------------------------------------------------------- */
-#define CAIRN_POST_CORRELATION 'r'
-struct cairn_lua;
-/* The per-environment data of the scripted layer (cairn_env.upper): its databases and the
- * pool of idle Lua states. */
-typedef struct cairn_script_env {
-    MDB_dbi scripts; /* kind byte + name -> u64 XXH3 of source BE, source */
-    MDB_dbi snaps;   /* u64 sid + u64 version -> u64 script hash, u64 upcasters hash, state JSON */
-    MDB_dbi proj;    /* projection name -> position, script hash, status, fault (projection.c) */
-    MDB_dbi pstate;  /* projection name + 0 + partition key -> state JSON ("" unpartitioned) */
-    pthread_mutex_t lua_lock;  /* guards lua_idle */
-    struct lua_slot *lua_idle; /* Lua states not in use, with their loaded scripts */
-} cairn_script_env;
-static inline cairn_script_env *cairn__senv(const cairn_env *e) { return (cairn_script_env *)e->upper; }
-extern const cairn_hooks cairn__script_hooks;
-/* A Lua state from the environment's pool for these limits (a new one when none is idle);
- * print() goes to lim->log until the next acquire on this thread. */
-int cairn__lua_acquire(cairn_env *e, const cairn_script_limits *lim, struct cairn_lua **out);
-void cairn__lua_release(cairn_env *e, const cairn_script_limits *lim, struct cairn_lua *h);
-/* Borrowed (valid during txn): the stored source of a script; *hash 0 and CAIRN_OK with
- * *src NULL when there is none. */
-int cairn__script_get(cairn_env *e, MDB_txn *txn, int kind, const void *name, size_t len,
-                      uint64_t *hash, const char **src, size_t *src_len);
-/* [-0, +1] pushes the script table, (re)loading it when the state's copy is stale. */
-int cairn__script_push(struct cairn_lua *h, int kind, const char *name, size_t len, uint64_t hash,
-                       const char *src, size_t src_len);
-/* [-0, +(1|2), -] Opens a stored script for a run in txn, as aggregates and projections do:
- * pushes the script (kind, name), then the upcasters above it when there are any.  On
- * failure the caller restores the stack.  No such script: CAIRN_ENOTFOUND. */
-typedef struct cairn_script_run {
-    uint64_t hash, up_hash; /* sources' hashes (up_hash 0: no upcasters) */
-    int script, up;         /* stack slots (up 0: no upcasters) */
-} cairn_script_run;
-int cairn__script_open(struct cairn_lua *h, cairn_env *e, MDB_txn *txn, int kind, const char *name,
-                       size_t len, cairn_script_run *out);
-
-/* A CAIRN_ESCRIPT failure of `script` at `position` (fmt has one %s: what). */
-int cairn__script_fail(const char *script, uint64_t position, const char *fmt, const char *what);
-/* Whether a script was found keeping a fold's reused event tables (set: remember it). */
-struct lua_State;
-int cairn__script_retains(struct lua_State *L, int kind, const char *name, uint64_t hash, int set);
-
-/* Writes append requests inside an open write transaction (append.c). */
+/* Writes append requests inside an open write transaction. */
 #define CAIRN__W_TAIL 1 /* the write may go to the index tail (see cairn__tail_start) */
 int cairn__write_requests(cairn_store *s, MDB_txn *txn, const cairn_append_req *reqs, size_t nreqs,
                           cairn_append_result *results, int flags);
 int cairn__validate_requests(const cairn_append_req *reqs, size_t nreqs);
-/* Keeps aggregate snapshots current after plain appends (aggregate.c); script failures
- * there are not the append's: they only skip the snapshot. */
-int cairn__snapshot_after_append(cairn_store *s, MDB_txn *txn, const cairn_append_req *reqs,
-                                 size_t nreqs, const cairn_append_result *results);
 
-/* Projections (projection.c).  Inline projections follow an append inside its txn (a
- * handler error fails the append with CAIRN_ESCRIPT); the define hook runs in the txn that
- * stores a projection script (resets on changed source, catches inline ones up). */
-int cairn__projections_after_append(cairn_store *s, MDB_txn *txn);
-int cairn__projection_defined(cairn_store *s, MDB_txn *txn, const char *name, size_t len,
-                              uint64_t hash);
+/* ---------------------------------------------------------------------------------
+ * Reading (read.c)
+ * --------------------------------------------------------------------------------- */
 /* Refills of this iterator read through `txn` (which outlives them) instead of their own. */
-struct cairn_iter;
 void cairn__iter_bind_txn(struct cairn_iter *it, MDB_txn *txn);
 /* cairn_iter_all on an environment (retained by the iterator) with these limits. */
 int cairn__iter_all(cairn_env *e, const cairn_script_limits *lim, uint64_t start, int backwards,
                     uint64_t limit, const cairn_filter *filter, struct cairn_iter **out);
 
-
 /* ---------------------------------------------------------------------------------
  * Live delivery (notify.c).  cairn__notify_commit goes after every successful commit
- * that writes events; `head` is the new last position (0 when unknown).
+ * that writes events (cairn__write_txn: w->notify); `head` is the new last position (0
+ * when unknown).
  * --------------------------------------------------------------------------------- */
 void cairn__notify_open(cairn_env *e, const char *path);
 void cairn__notify_close(cairn_env *e);

@@ -16,8 +16,7 @@
 
 #include <lauxlib.h>
 
-#include "host.h"
-#include "internal.h"
+#include "script.h"
 
 #define NAME_MAX_ CAIRN__NAME_MAX
 #define BATCH 1000       /* source events per write txn when catching up */

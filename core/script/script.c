@@ -1,15 +1,15 @@
 /*
  * script.c -- stored scripts and the Lua states that run them: the `scripts` database,
  * a pool of sandboxed states per environment (each caching the scripts it has loaded),
- * definition, listing, and upcasting of events on the read paths.
+ * definition, listing, and upcasting of events on the read paths; cairn_open, which gives
+ * the storage the hooks of this layer (cairn__script_hooks).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
-#include "host.h"
-#include "internal.h"
+#include "script.h"
 
 #define DEFAULT_INSTRUCTIONS 10000000ull
 #define DEFAULT_MEMORY (64ull << 20)
