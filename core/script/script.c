@@ -1,8 +1,8 @@
 /*
  * script.c -- stored scripts and the Lua states that run them: the `scripts` database,
  * a pool of sandboxed states per environment (each caching the scripts it has loaded),
- * definition, listing, and upcasting of events on the read paths; cairn_open, which gives
- * the storage the hooks of this layer (cairn__script_hooks).
+ * definition and listing; cairn_open, which gives the storage the hooks of this layer
+ * (cairn__script_hooks).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,7 +81,7 @@ void cairn__lua_release(cairn_env *e, const cairn_script_limits *lim, cairn_lua 
 
 /* ---------------------------------------------------------------------------------
  * The hooks the storage calls: this layer's databases and pool per environment, what
- * follows an append, and upcasting on reads (below)
+ * follows an append, and upcasting on reads (upcast.c)
  * --------------------------------------------------------------------------------- */
 static int senv_open(cairn_env *e, MDB_txn *txn, int fresh, int writable, void **data) {
     cairn_script_env *se = calloc(1, sizeof *se);
@@ -123,12 +123,8 @@ static int after_append(cairn_store *s, MDB_txn *txn, const cairn_append_req *re
     return rc ? rc : cairn__projections_after_append(s, txn);
 }
 
-static int read_prepare(cairn_env *e, MDB_txn *txn, void **state, int *active);
-static int read_transform(cairn_env *e, const cairn_script_limits *lim, void *state, cairn_event *ev);
-static void read_free(void *state);
-
 const cairn_hooks cairn__script_hooks = {senv_open, senv_close, after_append,
-                                         read_prepare, read_transform, read_free};
+                                         cairn__upcast_prepare, cairn__upcast_event, cairn__upcast_free};
 
 int cairn_open(const char *path, const cairn_options *opts, cairn_store **out) {
     return cairn__store_open(path, opts, &cairn__script_hooks, out);
@@ -345,141 +341,6 @@ int cairn_script_source(cairn_store *s, cairn_script_kind kind, const char *name
     if (rc == CAIRN_OK && !(*out = malloc(n + 1))) rc = cairn__fail(CAIRN_ENOMEM, "out of memory");
     if (rc == CAIRN_OK) memcpy(*out, src, n), (*out)[n] = 0, *len = n;
     cairn__read_end(s->env, txn);
-    return rc;
-}
-
-/* ---------------------------------------------------------------------------------
- * Upcasting
- * --------------------------------------------------------------------------------- */
-
-/* Writes a field of the event table at `ev` as JSON into buf at *off, *len bytes. */
-static int field_json(cairn_lua *h, int ev, const char *field, cairn_buf *b, size_t *off,
-                      size_t *len, int *is_string) {
-    lua_State *L = cairn_lua_state(h);
-    int t, rc = CAIRN_OK;
-    lua_pushstring(L, field);
-    t = lua_rawget(L, ev);
-    *off = b->len, *len = 0;
-    if (is_string) *is_string = 0;
-    if (t == LUA_TNIL) goto out;
-    if (t == LUA_TTABLE && !strcmp(field, "metadata")) {
-        lua_pushnil(L);
-        if (!lua_next(L, -2)) goto out; /* {} metadata: none */
-        lua_pop(L, 2);
-    }
-    if (t == LUA_TSTRING && is_string) {
-        size_t n;
-        const char *p = lua_tolstring(L, -1, &n);
-        *is_string = 1;
-        if ((rc = cairn_buf_append(b, p, n))) goto out;
-        *len = n;
-        goto out;
-    }
-    if ((rc = cairn_lua_to_json(h, -1, b))) goto out;
-    *len = b->len - *off;
-out:
-    lua_pop(L, 1);
-    return rc;
-}
-
-/* The read hooks' state: the upcasters as of the last read txn, and the buffer that upcast
- * events point into. */
-typedef struct upcast_state {
-    uint64_t hash; /* 0: no upcasters */
-    char *src;
-    size_t len;
-    cairn_buf buf;
-} upcast_state;
-
-static int read_prepare(cairn_env *e, MDB_txn *txn, void **state, int *active) {
-    upcast_state *u = *state;
-    uint64_t h;
-    const char *p;
-    size_t n;
-    int rc = cairn__script_get(e, txn, CAIRN_SCRIPT_UPCASTERS, "upcasters", 9, &h, &p, &n);
-    if (rc) return rc;
-    if (!u) {
-        if (!h) { /* nothing to do, and nothing to keep */
-            *active = 0;
-            return CAIRN_OK;
-        }
-        if (!(u = calloc(1, sizeof *u))) return cairn__fail(CAIRN_ENOMEM, "out of memory");
-        *state = u;
-    }
-    if (h != u->hash) {
-        free(u->src);
-        u->src = NULL, u->hash = 0, u->len = 0;
-        if (p) {
-            if (!(u->src = malloc(n ? n : 1))) return cairn__fail(CAIRN_ENOMEM, "out of memory");
-            memcpy(u->src, p, n);
-            u->hash = h, u->len = n;
-        }
-    }
-    *active = u->hash != 0;
-    return CAIRN_OK;
-}
-
-static void read_free(void *state) {
-    upcast_state *u = state;
-    free(u->src);
-    cairn_buf_free(&u->buf);
-    free(u);
-}
-
-/* Applies the upcasters to a decoded event; on change ev's type, data, metadata and schema
- * point into the state's buffer. */
-static int read_transform(cairn_env *e, const cairn_script_limits *lim, void *state, cairn_event *ev) {
-    upcast_state *u = state;
-    cairn_buf *b = &u->buf;
-    cairn_lua *h;
-    lua_State *L;
-    int rc, changed = 0, up, bytes = (ev->flags & CAIRN_EVENT_BYTES) != 0, str;
-    size_t toff, tlen, doff, dlen, moff, mlen;
-
-    if ((rc = cairn__lua_acquire(e, lim, &h))) return rc;
-    L = cairn_lua_state(h);
-    if ((rc = cairn__script_push(h, CAIRN_SCRIPT_UPCASTERS, "upcasters", 9, u->hash, u->src, u->len))) goto out;
-    up = lua_gettop(L);
-    /* cheap test before building a table: is there an upcaster for this type and schema? */
-    lua_pushlstring(L, ev->type.ptr, ev->type.len);
-    if (lua_rawget(L, up) != LUA_TTABLE || lua_rawgeti(L, -1, ev->schema) != LUA_TFUNCTION) goto out;
-    lua_settop(L, up);
-    if ((rc = cairn_lua_push_event(h, ev))) goto out;
-    if ((rc = cairn_lua_upcast(h, up, -1, ev->position, &changed)) || !changed) goto out;
-    b->len = 0;
-    {
-        int ev_idx = lua_gettop(L), t;
-        lua_pushliteral(L, "type");
-        t = lua_rawget(L, ev_idx);
-        if (t != LUA_TSTRING) {
-            rc = cairn__fail(CAIRN_ESCRIPT, "an upcaster left the event without a string type");
-            snprintf(cairn__err()->script, sizeof cairn__err()->script, "upcasters");
-            goto out;
-        }
-        {
-            size_t n;
-            const char *p = lua_tolstring(L, -1, &n);
-            toff = b->len, tlen = n;
-            if ((rc = cairn_buf_append(b, p, n))) goto out;
-        }
-        lua_pop(L, 1);
-        str = bytes;
-        if ((rc = field_json(h, ev_idx, "data", b, &doff, &dlen, bytes ? &str : NULL))) goto out;
-        if ((rc = field_json(h, ev_idx, "metadata", b, &moff, &mlen, NULL))) goto out;
-        lua_pushliteral(L, "schema");
-        lua_rawget(L, ev_idx);
-        ev->schema = (uint32_t)lua_tointeger(L, -1);
-        lua_pop(L, 1);
-    }
-    ev->type.ptr = b->p + toff, ev->type.len = tlen;
-    ev->data.ptr = b->p + doff, ev->data.len = dlen;
-    ev->metadata.ptr = b->p + moff, ev->metadata.len = mlen;
-    if (!(bytes && str)) ev->flags &= ~(uint32_t)CAIRN_EVENT_BYTES;
-out:
-    if (rc == CAIRN_ESCRIPT && !cairn__err()->script[0])
-        snprintf(cairn__err()->script, sizeof cairn__err()->script, "upcasters");
-    if (rc && !cairn__err()->position) cairn__err()->position = ev->position;
-    cairn__lua_release(e, lim, h);
     return rc;
 }
 

@@ -57,6 +57,16 @@ typedef struct cairn_script_run {
 int cairn__script_open(cairn_lua *h, cairn_env *e, MDB_txn *txn, int kind, const char *name,
                        size_t len, cairn_script_run *out);
 
+/* ---------------------------------------------------------------------------------
+ * Upcasting on reads (upcast.c): cairn_hooks.read_prepare, read_transform, read_free.
+ * --------------------------------------------------------------------------------- */
+int cairn__upcast_prepare(cairn_env *e, MDB_txn *txn, void **state, int *active);
+int cairn__upcast_event(cairn_env *e, const cairn_script_limits *lim, void *state, cairn_event *ev);
+void cairn__upcast_free(void *state);
+
+/* ---------------------------------------------------------------------------------
+ * Shared by aggregates and projections (script.c)
+ * --------------------------------------------------------------------------------- */
 /* A CAIRN_ESCRIPT failure of `script` at `position` (fmt has one %s: what). */
 int cairn__script_fail(const char *script, uint64_t position, const char *fmt, const char *what);
 /* [-0, +0, -] Whether a script was found keeping a fold's reused event tables (set:
