@@ -27,10 +27,11 @@ typedef struct source {
     uint64_t pos;           /* current candidate; 0 when exhausted */
 } source;
 
+/* The iterator's copy of its filter (cairn__filter_dup), its lists by index. */
 typedef struct filter_copy {
-    cairn_slice *v[4];
+    const cairn_slice *v[4];
     size_t n[4];
-    uint8_t *mem;
+    void *mem;
 } filter_copy;
 
 enum { F_TYPES, F_CATEGORIES, F_STREAMS, F_TAGS };
@@ -145,35 +146,57 @@ static int matches(const filter_copy *f, const cairn_event *ev) {
     return 1;
 }
 
-static int filter_copy_init(filter_copy *f, const cairn_filter *in) {
-    const cairn_slice *src[4];
-    size_t bytes = 0, nall = 0;
-    uint8_t *p;
+/* One allocation holding every slice of `in` and their bytes (storage.h). */
+int cairn__filter_dup(const cairn_filter *in, cairn_filter *out, void **mem) {
+    const cairn_slice *lists[4];
+    size_t counts[4], total = 0, bytes = 0, i, j;
     cairn_slice *sl;
+    char *p;
 
-    memset(f, 0, sizeof *f);
+    memset(out, 0, sizeof *out);
+    *mem = NULL;
     if (!in) return CAIRN_OK;
-    src[F_TYPES] = in->types, f->n[F_TYPES] = in->ntypes;
-    src[F_CATEGORIES] = in->categories, f->n[F_CATEGORIES] = in->ncategories;
-    src[F_STREAMS] = in->streams, f->n[F_STREAMS] = in->nstreams;
-    src[F_TAGS] = in->tags, f->n[F_TAGS] = in->ntags;
-    for (int k = 0; k < 4; k++) {
-        if (f->n[k] && !src[k]) return cairn__fail(CAIRN_EINVAL, "filter: NULL list");
-        for (size_t i = 0; i < f->n[k]; i++) bytes += src[k][i].len, nall++;
+    lists[0] = in->types, counts[0] = in->ntypes;
+    lists[1] = in->categories, counts[1] = in->ncategories;
+    lists[2] = in->streams, counts[2] = in->nstreams;
+    lists[3] = in->tags, counts[3] = in->ntags;
+    for (i = 0; i < 4; i++) {
+        if (counts[i] && !lists[i]) return cairn__fail(CAIRN_EINVAL, "filter: NULL list");
+        total += counts[i];
+        for (j = 0; j < counts[i]; j++) bytes += lists[i][j].len;
     }
-    if (!nall) return CAIRN_OK;
-    if (!(f->mem = malloc(nall * sizeof(cairn_slice) + bytes)))
+    if (!total) return CAIRN_OK;
+    if (!(*mem = malloc(total * sizeof(cairn_slice) + bytes + 1)))
         return cairn__fail(CAIRN_ENOMEM, "out of memory");
-    sl = (cairn_slice *)f->mem;
-    p = f->mem + nall * sizeof(cairn_slice);
-    for (int k = 0; k < 4; k++) {
-        f->v[k] = sl;
-        for (size_t i = 0; i < f->n[k]; i++) {
-            memcpy(p, src[k][i].ptr, src[k][i].len);
-            sl->ptr = p, sl->len = src[k][i].len;
-            p += sl->len, sl++;
+    sl = *mem;
+    p = (char *)(sl + total);
+    for (i = 0; i < 4; i++) {
+        cairn_slice *first = sl;
+        for (j = 0; j < counts[i]; j++, sl++) {
+            if (lists[i][j].len) memcpy(p, lists[i][j].ptr, lists[i][j].len);
+            sl->ptr = p, sl->len = lists[i][j].len;
+            p += lists[i][j].len;
+        }
+        switch (i) {
+        case 0: out->types = first, out->ntypes = counts[i]; break;
+        case 1: out->categories = first, out->ncategories = counts[i]; break;
+        case 2: out->streams = first, out->nstreams = counts[i]; break;
+        default: out->tags = first, out->ntags = counts[i]; break;
         }
     }
+    return CAIRN_OK;
+}
+
+static int filter_copy_init(filter_copy *f, const cairn_filter *in) {
+    cairn_filter c;
+    int rc;
+
+    memset(f, 0, sizeof *f);
+    if ((rc = cairn__filter_dup(in, &c, &f->mem))) return rc;
+    f->v[F_TYPES] = c.types, f->n[F_TYPES] = c.ntypes;
+    f->v[F_CATEGORIES] = c.categories, f->n[F_CATEGORIES] = c.ncategories;
+    f->v[F_STREAMS] = c.streams, f->n[F_STREAMS] = c.nstreams;
+    f->v[F_TAGS] = c.tags, f->n[F_TAGS] = c.ntags;
     return CAIRN_OK;
 }
 

@@ -239,6 +239,9 @@ void cairn__iter_bind_txn(struct cairn_iter *it, MDB_txn *txn);
 /* cairn_iter_all on an environment (retained by the iterator) with these limits. */
 int cairn__iter_all(cairn_env *e, const cairn_script_limits *lim, uint64_t start, int backwards,
                     uint64_t limit, const cairn_filter *filter, struct cairn_iter **out);
+/* A deep copy of a caller's filter (iterators and subscriptions keep one): `out`'s lists point
+ * into *mem, one allocation the caller frees (NULL when the filter is empty or NULL). */
+int cairn__filter_dup(const cairn_filter *in, cairn_filter *out, void **mem);
 
 /* ---------------------------------------------------------------------------------
  * Live delivery (notify.c).  cairn__notify_commit goes after every successful commit

@@ -22,47 +22,6 @@ struct cairn_sub {
     uint64_t it_head; /* head read before `it` was opened: it examines at least that far */
 };
 
-/* One allocation holding every slice of `in` and their bytes. */
-static int filter_dup(const cairn_filter *in, cairn_filter *out, void **mem) {
-    const cairn_slice *lists[4];
-    size_t counts[4], total = 0, bytes = 0, i, j;
-    cairn_slice *sl;
-    char *p;
-
-    memset(out, 0, sizeof *out);
-    *mem = NULL;
-    if (!in) return CAIRN_OK;
-    lists[0] = in->types, counts[0] = in->ntypes;
-    lists[1] = in->categories, counts[1] = in->ncategories;
-    lists[2] = in->streams, counts[2] = in->nstreams;
-    lists[3] = in->tags, counts[3] = in->ntags;
-    for (i = 0; i < 4; i++) {
-        if (counts[i] && !lists[i]) return cairn__fail(CAIRN_EINVAL, "filter: NULL list");
-        total += counts[i];
-        for (j = 0; j < counts[i]; j++) bytes += lists[i][j].len;
-    }
-    if (!total) return CAIRN_OK;
-    if (!(*mem = malloc(total * sizeof(cairn_slice) + bytes + 1)))
-        return cairn__fail(CAIRN_ENOMEM, "out of memory");
-    sl = *mem;
-    p = (char *)(sl + total);
-    for (i = 0; i < 4; i++) {
-        cairn_slice *first = sl;
-        for (j = 0; j < counts[i]; j++, sl++) {
-            if (lists[i][j].len) memcpy(p, lists[i][j].ptr, lists[i][j].len);
-            sl->ptr = p, sl->len = lists[i][j].len;
-            p += lists[i][j].len;
-        }
-        switch (i) {
-        case 0: out->types = first, out->ntypes = counts[i]; break;
-        case 1: out->categories = first, out->ncategories = counts[i]; break;
-        case 2: out->streams = first, out->nstreams = counts[i]; break;
-        default: out->tags = first, out->ntags = counts[i]; break;
-        }
-    }
-    return CAIRN_OK;
-}
-
 static int checkpoint_read(cairn_env *e, const char *name, size_t len, uint64_t *pos) {
     MDB_txn *txn;
     MDB_val k = {len, (void *)name}, v;
@@ -127,7 +86,7 @@ int cairn_subscribe(cairn_store *s, uint64_t start, const cairn_filter *filter, 
         if ((rc = checkpoint_read(s->env, name, name_len, &cp))) return rc;
     }
     if (!(sub = calloc(1, sizeof *sub))) return cairn__fail(CAIRN_ENOMEM, "out of memory");
-    if ((rc = filter_dup(filter, &sub->f, &sub->fmem))) goto fail;
+    if ((rc = cairn__filter_dup(filter, &sub->f, &sub->fmem))) goto fail;
     if (name) {
         if (!(sub->name = malloc(name_len))) {
             rc = cairn__fail(CAIRN_ENOMEM, "out of memory");
