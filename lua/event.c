@@ -228,8 +228,8 @@ void lh_evb_reuse_open(lua_State *L, lh_reuse *r) {
         lua_rawseti(L, -2, 3);
         lua_createtable(L, 4, 0);
         lua_rawseti(L, -2, 4);
-        lua_createtable(L, 0, 1);                      /* E's metatable */
-        memset(lua_newuserdatauv(L, 17, 0), 0, 17);    /* the id box: id + "materialized" */
+        lua_createtable(L, 0, 1);                   /* E's metatable */
+        memset(lua_newuserdatauv(L, 17, 0), 0, 17); /* the id box: id + "materialized" */
         lua_pushvalue(L, -1);
         lua_rawseti(L, -4, 6);
         lua_pushcclosure(L, reuse_index, 1);
@@ -291,7 +291,8 @@ int lh_evb_event_reuse(lua_State *L, lh_evb *b, lh_reuse *r, const cairn_event *
     if (ev->flags & CAIRN_EVENT_BYTES) {
         lua_pushlstring(L, ev->data.ptr, ev->data.len);
     } else if (ev->data.len) {
-        if (lh_decode_into(L, ev->data.ptr, ev->data.len, b->scratch, b->err, sizeof b->err, r->data)) {
+        if (lh_decode_into(L, ev->data.ptr, ev->data.len, b->scratch, b->err, sizeof b->err,
+                           r->data)) {
             b->bad = "data";
             lua_pop(L, 1);
             return -1;
@@ -366,8 +367,8 @@ done:
  * a Lua table as the visited set. */
 typedef struct walk {
     lua_State *L;
-    int seen;     /* stack index of the visited set */
-    int targets;  /* stack index of the first reusable table */
+    int seen;    /* stack index of the visited set */
+    int targets; /* stack index of the first reusable table */
     int found;
 } walk;
 
@@ -412,7 +413,8 @@ static void visit(walk *w, int depth) {
     } else if (t == LUA_TFUNCTION) {
         for (int i = 1; !w->found && lua_getupvalue(L, o, i); i++) visit(w, depth + 1);
     } else {
-        for (int i = 1; !w->found && lua_getiuservalue(L, o, i) != LUA_TNONE; i++) visit(w, depth + 1);
+        for (int i = 1; !w->found && lua_getiuservalue(L, o, i) != LUA_TNONE; i++)
+            visit(w, depth + 1);
         if (!w->found) lua_pop(L, 1); /* the LUA_TNONE push */
     }
     lua_settop(L, o - 1);

@@ -358,8 +358,7 @@ static int l_reject(lua_State *L) {
     if (h->killed) return raise_kill(L, h);
     if (lua_type(L, 1) != LUA_TSTRING) return luaL_argerror(L, 1, "reason must be a string");
     const char *r = lua_tolstring(L, 1, &len);
-    if (!cairn__check_utf8(r, len))
-        return luaL_argerror(L, 1, "reason must be UTF-8");
+    if (!cairn__check_utf8(r, len)) return luaL_argerror(L, 1, "reason must be UTF-8");
     h->details.len = 0;
     h->has_details = 0;
     if (!lua_isnoneornil(L, 2)) {
@@ -915,12 +914,14 @@ static int fold_inner(lua_State *L) {
         }
         int has_fn = lua_type(L, fn) == LUA_TFUNCTION;
         if (has_fn || has_star || has_up) {
-            if (a->reuse ? lh_evb_event_reuse(L, &a->b, &a->r, e, type) : lh_evb_event(L, &a->b, e, type)) {
+            if (a->reuse ? lh_evb_event_reuse(L, &a->b, &a->r, e, type)
+                         : lh_evb_event(L, &a->b, e, type)) {
                 a->fail = FOLD_JSON;
                 return 0;
             }
             if (has_up) {
-                int up = upcast_chain(L, a, 5, ev, a->b.keys + LH_EVB_K_TYPE, a->b.keys + LH_EVB_K_SCHEMA);
+                int up = upcast_chain(L, a, 5, ev, a->b.keys + LH_EVB_K_TYPE,
+                                      a->b.keys + LH_EVB_K_SCHEMA);
                 if (up < 0) return 0;
                 if (up && has_apply) { /* the reducer goes by the type as upcast */
                     lua_pushvalue(L, a->b.keys + LH_EVB_K_TYPE);
@@ -955,8 +956,7 @@ static int fold_error(cairn_lua *h, fold_args *a, int status) {
             rc = lh_fail(CAIRN_ESCRIPT, "upcaster for schema %lld did not return an event table",
                          (long long)a->schema);
             break;
-        default:
-            rc = lh_fail(CAIRN_ESCRIPT, "upcaster chain longer than %d steps", FOLD_CHAIN_MAX);
+        default: rc = lh_fail(CAIRN_ESCRIPT, "upcaster chain longer than %d steps", FOLD_CHAIN_MAX);
         }
         set_script_fields("upcasters", 0, a->pos);
         return rc;
@@ -1080,8 +1080,10 @@ int cairn_lua_fold_escaped(cairn_lua *h, int state, int apply, int star, int up,
     lua_pushcfunction(L, escaped_inner);
     lua_pushlightuserdata(L, &a);
     for (int i = 0; i < 4; i++) {
-        if (idx[i]) lua_pushvalue(L, idx[i]);
-        else lua_pushnil(L);
+        if (idx[i])
+            lua_pushvalue(L, idx[i]);
+        else
+            lua_pushnil(L);
     }
     h->guarded++;
     status = lua_pcall(L, 5, 0, 0);

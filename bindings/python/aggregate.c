@@ -72,8 +72,9 @@ static PyType_Slot aggregate_slots[] = {
     {Py_tp_clear, aggregate_clear},
     {Py_tp_repr, aggregate_repr},
     {Py_tp_members, aggregate_members},
-    {Py_tp_doc, (void *)"An aggregate's state as loaded by Store.load(): .state, .version, "
-                        ".stream, .aggregate, .applied."},
+    {Py_tp_doc,
+     (void *)"An aggregate's state as loaded by Store.load(): .state, .version, "
+             ".stream, .aggregate, .applied."},
     {0, NULL},
 };
 
@@ -235,8 +236,8 @@ out:
 }
 
 PyObject *cpy_store_execute(cpy_store *s, PyObject *args, PyObject *kwargs) {
-    static char *kwlist[] = {"stream", "command", "data", "aggregate", "expected_version",
-                             "metadata", NULL};
+    static char *kwlist[] = {"stream",           "command",  "data", "aggregate",
+                             "expected_version", "metadata", NULL};
     cpy_state *st = agg_state(s);
     PyObject *stream, *command, *data = Py_None, *agg_o = Py_None, *exp_o = NULL;
     PyObject *meta_o = Py_None, *r = NULL;

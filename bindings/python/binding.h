@@ -41,8 +41,8 @@ typedef struct cpy_state {
     PyTypeObject *NamesIter_Type;
     PyTypeObject *Verify_Type;
     PyTypeObject *Aggregate_Type;
-    PyTypeObject *Sub_Type; /* cairn.Subscription (subscription.c) */
-    PyTypeObject *Tx_Type;  /* cairn.Transaction (transaction.c) */
+    PyTypeObject *Sub_Type;  /* cairn.Subscription (subscription.c) */
+    PyTypeObject *Tx_Type;   /* cairn.Transaction (transaction.c) */
     PyTypeObject *Proj_Type; /* cairn.Projection (projection.c) */
     PyObject *exc[CPY_EXC_COUNT];
     PyObject *logger;       /* logging.getLogger("cairn"), fetched at the first print */
@@ -216,18 +216,19 @@ cairn_store *cpy_store_enter(cpy_store *s);
  * --------------------------------------------------------------------------------- */
 #define CPY_ERAISED (-31000) /* no CAIRN_E* code (they are -30001..-30099): raised already */
 
-#define CPY_UNLOCKED(stmt)                                                                     \
-    do {                                                                                       \
-        Py_BEGIN_ALLOW_THREADS stmt;                                                           \
-        Py_END_ALLOW_THREADS                                                                   \
+#define CPY_UNLOCKED(stmt)     \
+    do {                       \
+        Py_BEGIN_ALLOW_THREADS \
+            stmt;              \
+        Py_END_ALLOW_THREADS   \
     } while (0)
 
-#define CPY_STORE_CALL(s, h, rc, call)                                                         \
-    do {                                                                                       \
-        if (((h) = cpy_store_enter(s)) != NULL)                                                \
-            CPY_UNLOCKED((rc) = (call));                                                       \
-        else                                                                                   \
-            (rc) = CPY_ERAISED;                                                                \
+#define CPY_STORE_CALL(s, h, rc, call)          \
+    do {                                        \
+        if (((h) = cpy_store_enter(s)) != NULL) \
+            CPY_UNLOCKED((rc) = (call));        \
+        else                                    \
+            (rc) = CPY_ERAISED;                 \
     } while (0)
 
 int cpy_store_call_end(cpy_store *s, cairn_store *h, int rc, PyObject *const *streams,

@@ -12,9 +12,9 @@ struct cpy_readiter {
     cairn_iter *it;   /* NULL when exhausted, detached, or never opened */
     cpy_readiter *prev, *next;
     int linked;
-    int busy; /* a next() runs without the GIL */
-    int done; /* exhausted: StopIteration from now on */
-    int raw;  /* upcasters do not apply */
+    int busy;      /* a next() runs without the GIL */
+    int done;      /* exhausted: StopIteration from now on */
+    int raw;       /* upcasters do not apply */
     int upcasting; /* upcasters were defined at the last refill: next() runs Lua, GIL released */
     cpy_namecache names;
 };
@@ -281,9 +281,9 @@ static int names_fetch(cpy_namesiter *self) {
         ap = PyBytes_AS_STRING(self->after);
         alen = PyBytes_GET_SIZE(self->after);
     }
-    CPY_STORE_CALL(s, h, rc,
-                   cairn_streams(h, pp, (size_t)plen, ap, (size_t)alen, NAMES_PAGE, cpy_names_add,
-                                 &c));
+    CPY_STORE_CALL(
+        s, h, rc,
+        cairn_streams(h, pp, (size_t)plen, ap, (size_t)alen, NAMES_PAGE, cpy_names_add, &c));
     if (cpy_store_call_end(s, h, rc, NULL, 0) < 0) goto out;
     if (!(page = cpy_names_list(&c))) goto out;
     if (c.count && !(last = cpy_names_last(&c))) goto out; /* where the next page starts */

@@ -244,7 +244,8 @@ PyObject *cpy_store_run_projections(cpy_store *s, PyObject *args, PyObject *kwar
     uint64_t processed = 0;
     cairn_store *h;
     int rc;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:run_projections", kwlist, &name)) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:run_projections", kwlist, &name))
+        return NULL;
     if (name != Py_None && !(n = cpy_stream_arg(name, "name", &nlen))) return NULL;
     CPY_STORE_CALL(s, h, rc, cairn_run_projections(h, n, (size_t)nlen, &processed));
     if (rc == CAIRN_ENOTFOUND) rc = cpy_raise_missing(name);
@@ -259,7 +260,8 @@ PyObject *cpy_store_delete_projection(cpy_store *s, PyObject *args, PyObject *kw
     Py_ssize_t nlen;
     cairn_store *h;
     int rc;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:delete_projection", kwlist, &name)) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:delete_projection", kwlist, &name))
+        return NULL;
     if (!(n = cpy_stream_arg(name, "name", &nlen))) return NULL;
     CPY_STORE_CALL(s, h, rc, cairn_delete_projection(h, n, (size_t)nlen));
     if (rc == CAIRN_ENOTFOUND) rc = cpy_raise_missing(name);

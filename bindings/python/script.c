@@ -140,9 +140,9 @@ void cpy_log_flush(cpy_state *st) {
         log_one(st, fmt, l->text, l->script_len, l->text + l->script_len, l->msg_len);
     Py_DECREF(fmt);
     if (dropped) {
-        PyObject *r = PyObject_CallMethod(st->logger, "warning", "sn",
-                                          "%d line(s) printed by scripts were dropped",
-                                          (Py_ssize_t)dropped);
+        PyObject *r =
+            PyObject_CallMethod(st->logger, "warning", "sn",
+                                "%d line(s) printed by scripts were dropped", (Py_ssize_t)dropped);
         if (!r) PyErr_WriteUnraisable(st->logger);
         Py_XDECREF(r);
     }

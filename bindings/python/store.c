@@ -18,7 +18,7 @@ static void store_really_close(cpy_store *s) {
     if (!h) return;
     s->handle = NULL;
     cpy_projections_detach(s); /* the runner thread goes before the handle */
-    cpy_readiters_detach(s); /* their core iterators go before the handle */
+    cpy_readiters_detach(s);   /* their core iterators go before the handle */
     CPY_UNLOCKED(cairn_close(h));
 }
 
@@ -327,11 +327,11 @@ static PyObject *store_get(cpy_store *self, PyObject *args, PyObject *kwargs) {
     }
     CPY_STORE_CALL(self, h, rc,
                    p == 0 || p == (unsigned long long)-1 ? CAIRN_ENOTFOUND
-                                                        : cairn_get_ex(h, p, raw, &ev));
+                                                         : cairn_get_ex(h, p, raw, &ev));
     if (rc == CAIRN_ENOTFOUND)
         rc = cpy_raise_missing(pos);
     else if (rc >= 0)
-        r = cpy_recorded_new(st, &ev, NULL); /* ev borrowed until our next cairn call */
+        r = cpy_recorded_new(st, &ev, NULL);  /* ev borrowed until our next cairn call */
     cpy_store_call_end(self, h, rc, NULL, 0); /* upcasters may have printed */
     return r;
 }
@@ -688,8 +688,7 @@ static PyMethodDef store_methods[] = {
      "Run the aggregate's decide[command] on the current state inside the write transaction "
      "and append the events it returns (metadata copied onto each); returns AppendResult "
      "(position None when it decided nothing).  CommandRejected when the script rejects."},
-    {"compensate", (PyCFunction)(void (*)(void))cpy_store_compensate,
-     METH_VARARGS | METH_KEYWORDS,
+    {"compensate", (PyCFunction)(void (*)(void))cpy_store_compensate, METH_VARARGS | METH_KEYWORDS,
      "compensate($self, /, stream, version, *, aggregate=None, metadata=None)\n--\n\n"
      "Append the events the aggregate's compensate handler returns for the event at "
      "`version`; returns AppendResult."},

@@ -13,8 +13,8 @@
 
 typedef struct cpy_sub {
     PyObject_HEAD
-    cpy_store *store; /* strong */
-    cairn_sub *sub;                 /* NULL once closed */
+    cpy_store *store;    /* strong */
+    cairn_sub *sub;      /* NULL once closed */
     double timeout;      /* seconds without an event before the iteration ends; < 0: forever */
     int busy;            /* a next() runs (maybe waiting without the GIL) */
     int close_requested; /* close() was called while busy: the waiting next() closes */

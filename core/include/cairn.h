@@ -20,25 +20,25 @@ extern "C" {
  * Return codes.  Failures are negative and live in one block.
  * --------------------------------------------------------------------------------- */
 #define CAIRN_OK 0
-#define CAIRN_EINVAL (-30001)       /* bad argument; message names it */
-#define CAIRN_ENOMEM (-30002)       /* allocation failed */
-#define CAIRN_EIO (-30003)          /* I/O error from LMDB or the OS; message has errno text */
-#define CAIRN_ECORRUPT (-30004)     /* checksum mismatch or not a cairn store; .position set */
-#define CAIRN_ECLOSED (-30005)      /* handle closed, or used in a child after fork() */
-#define CAIRN_EREADONLY (-30006)    /* write on a store opened read-only */
-#define CAIRN_ENOENT (-30007)       /* store directory missing (read-only open) */
-#define CAIRN_EVERSION (-30008)     /* wrong expected version; .request .expected .actual */
-#define CAIRN_EDUPLICATE (-30009)   /* event id reused; .request .position */
-#define CAIRN_ENOTFOUND (-30010)    /* no event at that position */
-#define CAIRN_ECONDITION (-30011)   /* DCB append condition failed (spec section 5) */
-#define CAIRN_EDELETED (-30012)     /* stream hard-deleted (spec section 6) */
-#define CAIRN_ESCRIPT (-30013)      /* Lua script error (spec section 3) */
-#define CAIRN_EREJECTED (-30014)    /* command rejected by a script */
-#define CAIRN_ETOOBIG (-30015)      /* event larger than CAIRN_MAX_RECORD */
-#define CAIRN_EBUSY (-30016)        /* store opened in this process in an incompatible mode */
-#define CAIRN_EALREADY (-30017)     /* event already compensated */
+#define CAIRN_EINVAL (-30001)          /* bad argument; message names it */
+#define CAIRN_ENOMEM (-30002)          /* allocation failed */
+#define CAIRN_EIO (-30003)             /* I/O error from LMDB or the OS; message has errno text */
+#define CAIRN_ECORRUPT (-30004)        /* checksum mismatch or not a cairn store; .position set */
+#define CAIRN_ECLOSED (-30005)         /* handle closed, or used in a child after fork() */
+#define CAIRN_EREADONLY (-30006)       /* write on a store opened read-only */
+#define CAIRN_ENOENT (-30007)          /* store directory missing (read-only open) */
+#define CAIRN_EVERSION (-30008)        /* wrong expected version; .request .expected .actual */
+#define CAIRN_EDUPLICATE (-30009)      /* event id reused; .request .position */
+#define CAIRN_ENOTFOUND (-30010)       /* no event at that position */
+#define CAIRN_ECONDITION (-30011)      /* DCB append condition failed (spec section 5) */
+#define CAIRN_EDELETED (-30012)        /* stream hard-deleted (spec section 6) */
+#define CAIRN_ESCRIPT (-30013)         /* Lua script error (spec section 3) */
+#define CAIRN_EREJECTED (-30014)       /* command rejected by a script */
+#define CAIRN_ETOOBIG (-30015)         /* event larger than CAIRN_MAX_RECORD */
+#define CAIRN_EBUSY (-30016)           /* store opened in this process in an incompatible mode */
+#define CAIRN_EALREADY (-30017)        /* event already compensated */
 #define CAIRN_ENOTCOMPENSABLE (-30018) /* no compensate handler for the event's type */
-#define CAIRN_EINTERNAL (-30099)    /* a bug in cairn; message says where */
+#define CAIRN_EINTERNAL (-30099)       /* a bug in cairn; message says where */
 
 /* Expected-version markers for appends.  Any value >= 0 means "exactly this version". */
 #define CAIRN_ANY (-2)
@@ -55,12 +55,12 @@ extern "C" {
 /* Durability of commits made through one handle. */
 typedef enum cairn_durability {
     CAIRN_DURABLE_FULL = 0, /* fsync data and meta page: survives power loss */
-    CAIRN_DURABLE_RELAXED,  /* fsync data, meta page lazily: last commit may be undone, never torn */
-    CAIRN_DURABLE_NONE      /* no sync; cairn_sync() makes everything durable */
+    CAIRN_DURABLE_RELAXED, /* fsync data, meta page lazily: last commit may be undone, never torn */
+    CAIRN_DURABLE_NONE     /* no sync; cairn_sync() makes everything durable */
 } cairn_durability;
 
 /* Event flags, stored in the record header. */
-#define CAIRN_EVENT_BYTES 0x01u    /* data is an opaque byte string, not JSON text */
+#define CAIRN_EVENT_BYTES 0x01u /* data is an opaque byte string, not JSON text */
 
 /* ---------------------------------------------------------------------------------
  * Errors.  Thread-local: valid until the next cairn call on the same thread.
@@ -68,21 +68,21 @@ typedef enum cairn_durability {
 typedef struct cairn_error {
     int code;
     char message[512];
-    size_t request;   /* index of the failing request in cairn_append_batch */
-    int64_t expected; /* CAIRN_EVERSION: the expectation given */
-    int64_t actual;   /* CAIRN_EVERSION: the stream's current version (-1 when none) */
-    uint64_t position;/* CAIRN_ECORRUPT / CAIRN_EDUPLICATE / CAIRN_ESCRIPT: the position
+    size_t request;      /* index of the failing request in cairn_append_batch */
+    int64_t expected;    /* CAIRN_EVERSION: the expectation given */
+    int64_t actual;      /* CAIRN_EVERSION: the stream's current version (-1 when none) */
+    uint64_t position;   /* CAIRN_ECORRUPT / CAIRN_EDUPLICATE / CAIRN_ESCRIPT: the position
                          concerned (for a script: the event being applied), 0 if none */
-    char script[256]; /* CAIRN_ESCRIPT / CAIRN_EREJECTED: the script's name */
-    int line;         /* CAIRN_ESCRIPT: 1-based line in the script's source, 0 if unknown */
-    char reason[256]; /* CAIRN_EREJECTED: the reason given to reject() */
-    const char *details;  /* CAIRN_EREJECTED: details as JSON text (NULL if none) */
+    char script[256];    /* CAIRN_ESCRIPT / CAIRN_EREJECTED: the script's name */
+    int line;            /* CAIRN_ESCRIPT: 1-based line in the script's source, 0 if unknown */
+    char reason[256];    /* CAIRN_EREJECTED: the reason given to reject() */
+    const char *details; /* CAIRN_EREJECTED: details as JSON text (NULL if none) */
     size_t details_len;
 } cairn_error;
 
 const cairn_error *cairn_last_error(void);
-const char *cairn_errmsg(void);        /* cairn_last_error()->message */
-const char *cairn_strerror(int code);  /* static text for a code */
+const char *cairn_errmsg(void);       /* cairn_last_error()->message */
+const char *cairn_strerror(int code); /* static text for a code */
 
 /* ---------------------------------------------------------------------------------
  * Store lifecycle.
@@ -91,8 +91,8 @@ typedef struct cairn_store cairn_store;
 
 typedef struct cairn_options {
     cairn_durability durability;
-    int readonly;       /* nonzero: no writes; the directory must exist */
-    uint64_t map_size;  /* initial LMDB map size in bytes; 0 for the default */
+    int readonly;                      /* nonzero: no writes; the directory must exist */
+    uint64_t map_size;                 /* initial LMDB map size in bytes; 0 for the default */
     uint64_t script_instruction_limit; /* VM instructions per script call; 0: 10,000,000 */
     uint64_t script_memory_limit;      /* bytes a script state may hold; 0: 64 MiB */
     /* Receives what scripts print(); NULL discards.  Called on the thread running the
@@ -126,30 +126,30 @@ typedef struct cairn_slice {
 
 /* One event to write.  All pointers are borrowed for the duration of the call. */
 typedef struct cairn_event_in {
-    cairn_slice type;       /* 1..255 bytes of UTF-8, no NUL */
-    cairn_slice data;       /* JSON text, or bytes when flags has CAIRN_EVENT_BYTES;
+    cairn_slice type;        /* 1..255 bytes of UTF-8, no NUL */
+    cairn_slice data;        /* JSON text, or bytes when flags has CAIRN_EVENT_BYTES;
                                len 0 without CAIRN_EVENT_BYTES means "no data" (None) */
-    cairn_slice metadata;   /* JSON object text, or len 0 for none */
-    const cairn_slice *tags;/* ntags tags, each 1..CAIRN_MAX_TAG bytes */
+    cairn_slice metadata;    /* JSON object text, or len 0 for none */
+    const cairn_slice *tags; /* ntags tags, each 1..CAIRN_MAX_TAG bytes */
     size_t ntags;
-    uint32_t schema;        /* >= 1 */
-    uint32_t flags;         /* CAIRN_EVENT_* */
-    uint8_t id[16];         /* the event id (UUID bytes); see has_id */
-    int has_id;             /* zero: the store assigns a UUIDv7 */
+    uint32_t schema; /* >= 1 */
+    uint32_t flags;  /* CAIRN_EVENT_* */
+    uint8_t id[16];  /* the event id (UUID bytes); see has_id */
+    int has_id;      /* zero: the store assigns a UUIDv7 */
 } cairn_event_in;
 
 /* One stream's share of an atomic write. */
 typedef struct cairn_append_req {
-    cairn_slice stream;            /* 1..1024 bytes, no NUL, not starting with '$' */
-    int64_t expected;              /* CAIRN_ANY, CAIRN_NO_STREAM, CAIRN_STREAM_EXISTS or >= 0 */
-    const cairn_event_in *events;  /* at least one */
+    cairn_slice stream;           /* 1..1024 bytes, no NUL, not starting with '$' */
+    int64_t expected;             /* CAIRN_ANY, CAIRN_NO_STREAM, CAIRN_STREAM_EXISTS or >= 0 */
+    const cairn_event_in *events; /* at least one */
     size_t nevents;
 } cairn_append_req;
 
 typedef struct cairn_append_result {
-    int64_t version;          /* stream version of the last event written */
-    uint64_t position;        /* global position of the last event written */
-    uint64_t first_position;  /* global position of the first event written */
+    int64_t version;         /* stream version of the last event written */
+    uint64_t position;       /* global position of the last event written */
+    uint64_t first_position; /* global position of the first event written */
 } cairn_append_result;
 
 /* Appends the events of every request in one LMDB write transaction: all or nothing.
@@ -176,13 +176,13 @@ void cairn_uuid7(uint8_t out[16]);
 typedef struct cairn_event {
     uint64_t position;
     int64_t version;
-    int64_t timestamp;   /* nanoseconds since the Unix epoch, UTC */
+    int64_t timestamp; /* nanoseconds since the Unix epoch, UTC */
     uint32_t schema;
-    uint32_t flags;      /* CAIRN_EVENT_* */
+    uint32_t flags; /* CAIRN_EVENT_* */
     uint8_t id[16];
     cairn_slice stream;
     cairn_slice type;
-    cairn_slice metadata;/* len 0 when none */
+    cairn_slice metadata; /* len 0 when none */
     cairn_slice data;
     size_t ntags;
     const uint8_t *tags_raw; /* ntags entries of (u16 little-endian length, bytes) */
@@ -195,10 +195,14 @@ int cairn_event_tag(const cairn_event *ev, size_t *cursor, cairn_slice *tag);
 /* A filter for cairn_iter_all.  Within one list any value matches; across lists all
  * must match; tags must all be present on the event.  Empty lists do not filter. */
 typedef struct cairn_filter {
-    const cairn_slice *types;      size_t ntypes;
-    const cairn_slice *categories; size_t ncategories;
-    const cairn_slice *streams;    size_t nstreams;
-    const cairn_slice *tags;       size_t ntags;
+    const cairn_slice *types;
+    size_t ntypes;
+    const cairn_slice *categories;
+    size_t ncategories;
+    const cairn_slice *streams;
+    size_t nstreams;
+    const cairn_slice *tags;
+    size_t ntags;
 } cairn_filter;
 
 typedef struct cairn_iter cairn_iter;
@@ -226,16 +230,14 @@ void cairn_iter_close(cairn_iter *it);
 int cairn_get(cairn_store *store, uint64_t position, cairn_event *ev);
 
 int cairn_head(cairn_store *store, uint64_t *out);
-int cairn_stream_version(cairn_store *store, const char *stream, size_t stream_len,
-                         int64_t *out);
+int cairn_stream_version(cairn_store *store, const char *stream, size_t stream_len, int64_t *out);
 
 /* Lists stream names starting with `prefix`, sorted bytewise, up to `max` names after
  * `after` (exclusive; NULL/0 to start).  The callback gets each name; a nonzero return
  * stops the listing.  Pages like an iterator: call again with the last name seen. */
 typedef int (*cairn_name_fn)(void *ctx, const char *name, size_t len);
-int cairn_streams(cairn_store *store, const char *prefix, size_t prefix_len,
-                  const char *after, size_t after_len, size_t max, cairn_name_fn fn,
-                  void *ctx);
+int cairn_streams(cairn_store *store, const char *prefix, size_t prefix_len, const char *after,
+                  size_t after_len, size_t max, cairn_name_fn fn, void *ctx);
 
 /* Checks every record's checksum, that positions count up and that every index agrees
  * with the log.  Fills the counts; the first damage is CAIRN_ECORRUPT naming it. */
@@ -286,7 +288,7 @@ int cairn_get_ex(cairn_store *store, uint64_t position, int raw, cairn_event *ev
 #define CAIRN_AT_NONE INT64_MIN
 
 typedef struct cairn_state {
-    char *json;       /* the state as JSON text, NUL-terminated (malloc'd; free with free()) */
+    char *json; /* the state as JSON text, NUL-terminated (malloc'd; free with free()) */
     size_t len;
     int64_t version;  /* version of the last event applied, -1 when none */
     uint64_t applied; /* events folded by this load (after the snapshot used, if any) */
@@ -332,7 +334,8 @@ int cairn_rollback(cairn_store *store, const char *correlation_id, size_t len,
  * A handler failure faults only its projection (its state and position stay as of the
  * event before the failing one) and is not this call's error.  Faulted and inline
  * projections are skipped.  *processed (may be NULL) counts source events applied. */
-int cairn_run_projections(cairn_store *store, const char *name, size_t name_len, uint64_t *processed);
+int cairn_run_projections(cairn_store *store, const char *name, size_t name_len,
+                          uint64_t *processed);
 
 typedef struct cairn_projection_status {
     uint64_t position;       /* last position processed (0 before the first run) */
@@ -350,8 +353,7 @@ int cairn_projection_info(cairn_store *store, const char *name, size_t name_len,
  * NULL: the unpartitioned state.  CAIRN_ENOTFOUND before the first run, or for a partition
  * that has seen no event. */
 int cairn_projection_state(cairn_store *store, const char *name, size_t name_len,
-                           const char *partition, size_t partition_len, char **json,
-                           size_t *len);
+                           const char *partition, size_t partition_len, char **json, size_t *len);
 
 /* Lists a partitioned projection's partition keys, sorted bytewise. */
 int cairn_projection_partitions(cairn_store *store, const char *name, size_t name_len,

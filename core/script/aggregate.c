@@ -21,7 +21,7 @@ typedef struct agg {
     uint64_t hash, up_hash;
     int script, up, apply, star, state; /* stack indexes (up/apply/star 0 when absent) */
     int64_t snapshot_every;
-    int reuse;        /* this fold refills reusable event tables (see cairn_lua_fold) */
+    int reuse; /* this fold refills reusable event tables (see cairn_lua_fold) */
     cairn_stream_info si;
     int64_t version;  /* version folded to */
     uint64_t applied; /* events folded */
@@ -46,7 +46,8 @@ static int agg_open(agg *a, cairn_store *s, cairn_lua *h, MDB_txn *txn, const ch
     memcpy(a->name, name, name_len);
     a->name[name_len] = 0;
     if ((rc = cairn__stream_lookup(s->env, txn, stream, stream_len, &a->si))) return rc;
-    if ((rc = cairn__script_open(h, s->env, txn, CAIRN_SCRIPT_AGGREGATE, name, name_len, &run))) return rc;
+    if ((rc = cairn__script_open(h, s->env, txn, CAIRN_SCRIPT_AGGREGATE, name, name_len, &run)))
+        return rc;
     a->hash = run.hash, a->up_hash = run.up_hash, a->script = run.script, a->up = run.up;
     lua_pushliteral(a->L, "snapshot_every");
     if (lua_rawget(a->L, a->script) == LUA_TNUMBER) a->snapshot_every = lua_tointeger(a->L, -1);
@@ -55,8 +56,10 @@ static int agg_open(agg *a, cairn_store *s, cairn_lua *h, MDB_txn *txn, const ch
     if (lua_rawget(a->L, a->script) == LUA_TTABLE) {
         a->apply = lua_gettop(a->L);
         lua_pushliteral(a->L, "*");
-        if (lua_rawget(a->L, a->apply) == LUA_TFUNCTION) a->star = lua_gettop(a->L);
-        else lua_pop(a->L, 1);
+        if (lua_rawget(a->L, a->apply) == LUA_TFUNCTION)
+            a->star = lua_gettop(a->L);
+        else
+            lua_pop(a->L, 1);
     } else {
         lua_pop(a->L, 1);
     }
@@ -97,14 +100,17 @@ static int agg_start(agg *a, int64_t target) {
     int rc, tries = 0;
 
     if (a->si.exists && target >= 0 && a->snapshot_every > 0) {
-        if ((rc = mdb_cursor_open(a->txn, cairn__senv(a->s->env)->snaps, &c))) return cairn__mdb_fail(rc, "snapshot");
+        if ((rc = mdb_cursor_open(a->txn, cairn__senv(a->s->env)->snaps, &c)))
+            return cairn__mdb_fail(rc, "snapshot");
         snap_key(kb, a->si.sid, target + 1);
         rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
         rc = rc == 0 ? mdb_cursor_get(c, &k, &v, MDB_PREV) : mdb_cursor_get(c, &k, &v, MDB_LAST);
-        while (rc == 0 && tries++ < 4 && k.mv_size == 16 && cairn__get_be64(k.mv_data) == a->si.sid) {
+        while (rc == 0 && tries++ < 4 && k.mv_size == 16 &&
+               cairn__get_be64(k.mv_data) == a->si.sid) {
             if (v.mv_size > SNAP_HEADER && cairn__get_be64(v.mv_data) == a->hash &&
                 cairn__get_be64((uint8_t *)v.mv_data + 8) == a->up_hash &&
-                cairn_lua_push_json(a->h, (uint8_t *)v.mv_data + SNAP_HEADER, v.mv_size - SNAP_HEADER) == 0) {
+                cairn_lua_push_json(a->h, (uint8_t *)v.mv_data + SNAP_HEADER,
+                                    v.mv_size - SNAP_HEADER) == 0) {
                 if (lua_istable(a->L, -1)) {
                     a->state = lua_gettop(a->L);
                     a->version = (int64_t)cairn__get_be64((uint8_t *)k.mv_data + 8);
@@ -138,7 +144,9 @@ static int agg_snapshot(agg *a) {
     int rc = cairn_lua_to_json(a->h, a->state, &b);
     if (rc == CAIRN_OK) {
         int mrc = snap_put(a, b.p, b.len);
-        rc = mrc == MDB_MAP_FULL ? CAIRN__EMAPFULL : mrc ? cairn__mdb_fail(mrc, "write snapshot") : 0;
+        rc = mrc == MDB_MAP_FULL ? CAIRN__EMAPFULL
+            : mrc                ? cairn__mdb_fail(mrc, "write snapshot")
+                                 : 0;
     }
     cairn_buf_free(&b);
     return rc;
@@ -164,7 +172,8 @@ static int push_event(agg *a, const cairn_event *ev) {
 /* Folds the gathered batch through the reducers. */
 static int reduce(agg *a, const cairn_event *evs, size_t n) {
     size_t done = 0;
-    int rc = cairn_lua_fold(a->h, a->name, a->state, a->apply, a->star, a->up, evs, n, a->reuse, &done);
+    int rc =
+        cairn_lua_fold(a->h, a->name, a->state, a->apply, a->star, a->up, evs, n, a->reuse, &done);
     a->applied += done;
     return rc;
 }
@@ -247,11 +256,12 @@ static int agg_fold(agg *a, int64_t target) {
 
     /* upcasters rewrite the event in place: they always get fresh tables */
     a->reuse = a->si.exists && !a->up && target - a->version >= REUSE_MIN &&
-               !cairn__script_retains(a->L, CAIRN_SCRIPT_AGGREGATE, a->name, a->hash, 0);
+        !cairn__script_retains(a->L, CAIRN_SCRIPT_AGGREGATE, a->name, a->hash, 0);
     rc = fold_range(a, target);
     if (!a->reuse) return rc;
     a->reuse = 0;
-    if (rc == CAIRN_OK) rc = cairn_lua_fold_escaped(a->h, a->state, a->apply, a->star, a->up, &escaped);
+    if (rc == CAIRN_OK)
+        rc = cairn_lua_fold_escaped(a->h, a->state, a->apply, a->star, a->up, &escaped);
     if (rc != CAIRN_OK || escaped) {
         /* a handler kept an event (or failed on one that may have been reused): start
          * again from the same snapshot, with fresh tables */
@@ -260,7 +270,8 @@ static int agg_fold(agg *a, int64_t target) {
         lua_settop(a->L, a->state - 1);
         a->state = 0, a->version = -1, a->applied = applied;
         if ((rc = agg_start(a, target))) return rc; /* the same txn: the same snapshot */
-        if (a->version != from) return cairn__fail(CAIRN_EINTERNAL, "fold restart found another start");
+        if (a->version != from)
+            return cairn__fail(CAIRN_EINTERNAL, "fold restart found another start");
         rc = fold_range(a, target);
     }
     return rc;
@@ -275,16 +286,19 @@ static int event_at(agg *a, int64_t version, cairn_event *ev) {
     cairn__put_be64(sk, a->si.sid);
     cairn__put_be64(vb, (uint64_t)version);
     memset(vb + 8, 0, 8);
-    if ((rc = mdb_cursor_open(a->txn, a->s->env->sidx, &c))) return cairn__mdb_fail(rc, "read stream");
+    if ((rc = mdb_cursor_open(a->txn, a->s->env->sidx, &c)))
+        return cairn__mdb_fail(rc, "read stream");
     rc = mdb_cursor_get(c, &k, &v, MDB_GET_BOTH_RANGE);
     if (rc == 0 && (int64_t)cairn__get_be64(v.mv_data) != version) rc = MDB_NOTFOUND;
     if (rc == 0) memcpy(pk, (uint8_t *)v.mv_data + 8, 8);
     mdb_cursor_close(c);
-    if (rc == MDB_NOTFOUND) return cairn__fail(CAIRN_ENOTFOUND, "no event at version %lld", (long long)version);
+    if (rc == MDB_NOTFOUND)
+        return cairn__fail(CAIRN_ENOTFOUND, "no event at version %lld", (long long)version);
     if (rc) return cairn__mdb_fail(rc, "read stream");
     if ((rc = mdb_get(a->txn, a->s->env->log, &lk, &lv)))
-        return rc == MDB_NOTFOUND ? cairn__fail(CAIRN_ENOTFOUND, "event at version %lld was removed", (long long)version)
-                                  : cairn__mdb_fail(rc, "read log");
+        return rc == MDB_NOTFOUND
+            ? cairn__fail(CAIRN_ENOTFOUND, "event at version %lld was removed", (long long)version)
+            : cairn__mdb_fail(rc, "read log");
     return cairn__record_decode(lv.mv_data, lv.mv_size, cairn__get_be64(pk), ev);
 }
 
@@ -295,10 +309,16 @@ static int version_at(agg *a, int64_t at_ns, int64_t *out) {
         int64_t mid = lo + (hi - lo) / 2;
         cairn_event ev;
         int rc = event_at(a, mid, &ev);
-        if (rc == CAIRN_ENOTFOUND) { cairn__clear_error(); lo = mid + 1; continue; }
+        if (rc == CAIRN_ENOTFOUND) {
+            cairn__clear_error();
+            lo = mid + 1;
+            continue;
+        }
         if (rc) return rc;
-        if (ev.timestamp <= at_ns) best = mid, lo = mid + 1;
-        else hi = mid - 1;
+        if (ev.timestamp <= at_ns)
+            best = mid, lo = mid + 1;
+        else
+            hi = mid - 1;
     }
     *out = best;
     return CAIRN_OK;
@@ -345,10 +365,13 @@ end:
     cairn__read_end(s->env, txn);
     /* A load that folded a full interval leaves a snapshot behind (best effort). */
     if (rc == CAIRN_OK && a.snapshot_every > 0 && a.applied >= (uint64_t)a.snapshot_every &&
-        !s->readonly && !s->env->rdonly && cairn__write_begin(s->env, s->durability, &txn) == CAIRN_OK) {
+        !s->readonly && !s->env->rdonly &&
+        cairn__write_begin(s->env, s->durability, &txn) == CAIRN_OK) {
         a.txn = txn;
-        if (snap_put(&a, out->json, out->len) == 0) cairn__write_commit(s->env, txn);
-        else cairn__write_abort(s->env, txn);
+        if (snap_put(&a, out->json, out->len) == 0)
+            cairn__write_commit(s->env, txn);
+        else
+            cairn__write_abort(s->env, txn);
     }
 release:
     cairn_buf_free(&b);
@@ -360,10 +383,10 @@ release:
  * Events returned by scripts -> append requests
  * --------------------------------------------------------------------------------- */
 typedef struct produced {
-    cairn_buf buf;         /* JSON of data and metadata, and tag slices */
+    cairn_buf buf; /* JSON of data and metadata, and tag slices */
     cairn_event_in *evs;
     size_t n;
-    size_t *offs;          /* per event: data off, data len, meta off, meta len, tags off */
+    size_t *offs; /* per event: data off, data len, meta off, meta len, tags off */
 } produced;
 
 static void produced_free(produced *p) {
@@ -395,7 +418,8 @@ static int produce(agg *a, int list, const char *what, const int *meta, int own,
 
     memset(p, 0, sizeof *p);
     if (lua_isnil(L, list)) return CAIRN_OK;
-    if (!lua_istable(L, list)) return cairn__script_fail(a->name, 0, "%s must return a list of events", what);
+    if (!lua_istable(L, list))
+        return cairn__script_fail(a->name, 0, "%s must return a list of events", what);
     n = lua_rawlen(L, list);
     if (!n) return CAIRN_OK;
     if (!(p->evs = calloc(n, sizeof *p->evs)) || !(p->offs = calloc(n * 5, sizeof *p->offs))) {
@@ -424,12 +448,14 @@ static int produce(agg *a, int list, const char *what, const int *meta, int own,
         ev->type.ptr = lua_tolstring(L, -1, &ev->type.len); /* stays on the stack */
         ev->schema = 1;
         lua_pushliteral(L, "schema");
-        if (lua_rawget(L, e) == LUA_TNUMBER && lua_isinteger(L, -1)) ev->schema = (uint32_t)lua_tointeger(L, -1);
+        if (lua_rawget(L, e) == LUA_TNUMBER && lua_isinteger(L, -1))
+            ev->schema = (uint32_t)lua_tointeger(L, -1);
         lua_pop(L, 1);
         /* data */
         before = p->buf.len;
         lua_pushliteral(L, "data");
-        if (lua_rawget(L, e) != LUA_TNIL && (rc = cairn_lua_to_json(a->h, -1, &p->buf))) goto fail_named;
+        if (lua_rawget(L, e) != LUA_TNIL && (rc = cairn_lua_to_json(a->h, -1, &p->buf)))
+            goto fail_named;
         lua_pop(L, 1);
         p->offs[5 * i] = before, p->offs[5 * i + 1] = p->buf.len - before;
         /* metadata: the merge order given by the caller */
@@ -571,15 +597,16 @@ static int execute_body(cairn_store *s, MDB_txn *txn, cairn_lua *h, void *ctx) {
     int rc, handler, call_meta, cmd, meta[3] = {0, 0, 0};
     lua_State *L;
 
-    if ((rc = agg_open(&a, s, h, txn, x->stream, x->stream_len, x->aggregate, x->aggregate_len))) return rc;
+    if ((rc = agg_open(&a, s, h, txn, x->stream, x->stream_len, x->aggregate, x->aggregate_len)))
+        return rc;
     L = a.L;
     if ((rc = agg_start(&a, a.si.version)) || (rc = agg_fold(&a, a.si.version))) return rc;
     lua_pushliteral(L, "decide");
     if (lua_rawget(L, a.script) != LUA_TTABLE) lua_pop(L, 1), lua_newtable(L);
     lua_pushlstring(L, x->command, x->command_len);
     if (lua_rawget(L, -2) != LUA_TFUNCTION)
-        return cairn__fail(CAIRN_EINVAL, "command: aggregate %s has no decide handler for %.*s", a.name,
-                           (int)(x->command_len > 200 ? 200 : x->command_len), x->command);
+        return cairn__fail(CAIRN_EINVAL, "command: aggregate %s has no decide handler for %.*s",
+                           a.name, (int)(x->command_len > 200 ? 200 : x->command_len), x->command);
     handler = lua_gettop(L);
     if ((rc = push_meta(&a, x->metadata))) return rc;
     call_meta = lua_gettop(L);
@@ -602,8 +629,10 @@ static int execute_body(cairn_store *s, MDB_txn *txn, cairn_lua *h, void *ctx) {
     if ((rc = produce(&a, lua_gettop(L), "decide", meta, 0, &p))) return rc;
     if (!p.n) {
         /* nothing to write; the expectation still has to hold */
-        int ok = x->expected == CAIRN_ANY || (x->expected == CAIRN_NO_STREAM && a.si.version == -1) ||
-                 (x->expected == CAIRN_STREAM_EXISTS && a.si.version >= 0) || x->expected == a.si.version;
+        int ok = x->expected == CAIRN_ANY ||
+            (x->expected == CAIRN_NO_STREAM && a.si.version == -1) ||
+            (x->expected == CAIRN_STREAM_EXISTS && a.si.version >= 0) ||
+            x->expected == a.si.version;
         if (!ok) {
             cairn__err()->expected = x->expected, cairn__err()->actual = a.si.version;
             return cairn__fail(CAIRN_EVERSION, "stream %.*s: expected version %lld, actual %lld",
@@ -621,16 +650,18 @@ static int execute_body(cairn_store *s, MDB_txn *txn, cairn_lua *h, void *ctx) {
 int cairn_execute(cairn_store *s, const char *stream, size_t stream_len, const char *aggregate,
                   size_t aggregate_len, const char *command, size_t command_len, cairn_slice data,
                   cairn_slice metadata, int64_t expected, cairn_append_result *result) {
-    exec_args x = {stream, aggregate, command, stream_len, aggregate_len, command_len,
-                   data, metadata, expected, result};
+    exec_args x = {stream,      aggregate, command,  stream_len, aggregate_len,
+                   command_len, data,      metadata, expected,   result};
     int rc;
     cairn__clear_error();
     if ((rc = cairn__store_check(s))) return rc;
     if (!stream) return cairn__fail(CAIRN_EINVAL, "stream: NULL");
     if ((rc = cairn__check_stream(stream, stream_len, "stream"))) return rc;
     if (!command || !command_len) return cairn__fail(CAIRN_EINVAL, "command: must not be empty");
-    if (expected < 0 && expected != CAIRN_ANY && expected != CAIRN_NO_STREAM && expected != CAIRN_STREAM_EXISTS)
-        return cairn__fail(CAIRN_EINVAL, "expected_version: %lld is not a valid expectation", (long long)expected);
+    if (expected < 0 && expected != CAIRN_ANY && expected != CAIRN_NO_STREAM &&
+        expected != CAIRN_STREAM_EXISTS)
+        return cairn__fail(CAIRN_EINVAL, "expected_version: %lld is not a valid expectation",
+                           (long long)expected);
     return in_write_txn(s, execute_body, &x);
 }
 
@@ -638,9 +669,9 @@ int cairn_execute(cairn_store *s, const char *stream, size_t stream_len, const c
  * compensate and rollback
  * --------------------------------------------------------------------------------- */
 /* Compensates the event at `version` of `stream` inside the txn. */
-static int compensate_one(cairn_store *s, MDB_txn *txn, cairn_lua *h, const char *stream, size_t stream_len,
-                          int64_t version, const char *aggregate, size_t aggregate_len, cairn_slice metadata,
-                          cairn_append_result *res) {
+static int compensate_one(cairn_store *s, MDB_txn *txn, cairn_lua *h, const char *stream,
+                          size_t stream_len, int64_t version, const char *aggregate,
+                          size_t aggregate_len, cairn_slice metadata, cairn_append_result *res) {
     agg a;
     produced p;
     cairn_event ev;
@@ -655,23 +686,26 @@ static int compensate_one(cairn_store *s, MDB_txn *txn, cairn_lua *h, const char
         return cairn__fail(CAIRN_EINVAL, "version: stream %.*s has no version %lld",
                            (int)(stream_len > 200 ? 200 : stream_len), stream, (long long)version);
     if ((rc = event_at(&a, version, &ev))) {
-        if (rc == CAIRN_ENOTFOUND) rc = cairn__fail(CAIRN_EINVAL, "version: %s", cairn__err()->message);
+        if (rc == CAIRN_ENOTFOUND)
+            rc = cairn__fail(CAIRN_EINVAL, "version: %s", cairn__err()->message);
         return rc;
     }
     cairn__uuid_format(ev.id, idstr);
     k.mv_size = 16, k.mv_data = ev.id;
     if ((rc = mdb_get(txn, s->env->comp, &k, &v)) == 0) {
         cairn__err()->position = cairn__get_be64(v.mv_data);
-        return cairn__fail(CAIRN_EALREADY, "event %s (version %lld) was already compensated at position %llu",
-                           idstr, (long long)version, (unsigned long long)cairn__get_be64(v.mv_data));
+        return cairn__fail(
+            CAIRN_EALREADY, "event %s (version %lld) was already compensated at position %llu",
+            idstr, (long long)version, (unsigned long long)cairn__get_be64(v.mv_data));
     }
     if (rc != MDB_NOTFOUND) return cairn__mdb_fail(rc, "read compensation index");
     lua_pushliteral(L, "compensate");
     if (lua_rawget(L, a.script) != LUA_TTABLE) lua_pop(L, 1), lua_newtable(L);
     lua_pushlstring(L, ev.type.ptr, ev.type.len);
     if (lua_rawget(L, -2) != LUA_TFUNCTION)
-        return cairn__fail(CAIRN_ENOTCOMPENSABLE, "aggregate %s has no compensate handler for %.*s", a.name,
-                           (int)(ev.type.len > 200 ? 200 : ev.type.len), (const char *)ev.type.ptr);
+        return cairn__fail(CAIRN_ENOTCOMPENSABLE, "aggregate %s has no compensate handler for %.*s",
+                           a.name, (int)(ev.type.len > 200 ? 200 : ev.type.len),
+                           (const char *)ev.type.ptr);
     handler = lua_gettop(L);
     if ((rc = push_meta(&a, metadata))) return rc;
     call_meta = lua_gettop(L);
@@ -683,7 +717,7 @@ static int compensate_one(cairn_store *s, MDB_txn *txn, cairn_lua *h, const char
     lua_setfield(L, ids, "causation_id");
     if ((rc = push_event(&a, &ev))) return rc; /* ev is still valid: nothing written yet */
     /* the handler sees the stream's current state */
-    lua_insert(L, handler + 1);              /* handler, event, call_meta, ids */
+    lua_insert(L, handler + 1); /* handler, event, call_meta, ids */
     call_meta++, ids++;
     if ((rc = agg_start(&a, a.si.version)) || (rc = agg_fold(&a, a.si.version))) return rc;
     lua_pushvalue(L, handler);
@@ -694,8 +728,8 @@ static int compensate_one(cairn_store *s, MDB_txn *txn, cairn_lua *h, const char
     if ((rc = produce(&a, lua_gettop(L), "compensate", meta, 1, &p))) return rc;
     if (!p.n) {
         char what[300];
-        snprintf(what, sizeof what, "compensate.%.*s returned no events", (int)(ev.type.len > 200 ? 200 : ev.type.len),
-                 (const char *)ev.type.ptr);
+        snprintf(what, sizeof what, "compensate.%.*s returned no events",
+                 (int)(ev.type.len > 200 ? 200 : ev.type.len), (const char *)ev.type.ptr);
         return cairn__script_fail(a.name, ev.position, "%s", what);
     }
     rc = write_produced(&a, stream, stream_len, CAIRN_ANY, &p, "compensate", res);
@@ -713,8 +747,8 @@ typedef struct comp_args {
 
 static int compensate_body(cairn_store *s, MDB_txn *txn, cairn_lua *h, void *ctx) {
     comp_args *c = ctx;
-    return compensate_one(s, txn, h, c->stream, c->stream_len, c->version, c->aggregate, c->aggregate_len,
-                          c->metadata, c->result);
+    return compensate_one(s, txn, h, c->stream, c->stream_len, c->version, c->aggregate,
+                          c->aggregate_len, c->metadata, c->result);
 }
 
 int cairn_compensate(cairn_store *s, const char *stream, size_t stream_len, int64_t version,
@@ -766,14 +800,21 @@ static int rollback_body(cairn_store *s, MDB_txn *txn, cairn_lua *h, void *ctx) 
     while (mrc == 0) {
         if (n == cap) {
             uint64_t *np = realloc(pos, (cap = cap ? cap * 2 : 16) * sizeof *np);
-            if (!np) { free(pos); mdb_cursor_close(c); return cairn__fail(CAIRN_ENOMEM, "out of memory"); }
+            if (!np) {
+                free(pos);
+                mdb_cursor_close(c);
+                return cairn__fail(CAIRN_ENOMEM, "out of memory");
+            }
             pos = np;
         }
         pos[n++] = cairn__get_be64(v.mv_data);
         mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT_DUP);
     }
     mdb_cursor_close(c);
-    if (mrc != MDB_NOTFOUND) { free(pos); return cairn__mdb_fail(mrc, "rollback"); }
+    if (mrc != MDB_NOTFOUND) {
+        free(pos);
+        return cairn__mdb_fail(mrc, "rollback");
+    }
     meta = json_object();
     json_object_set_new(meta, "correlation_id", json_stringn(r->cid, r->len));
     meta_json = json_dumps(meta, JSON_COMPACT);
@@ -797,14 +838,19 @@ static int rollback_body(cairn_store *s, MDB_txn *txn, cairn_lua *h, void *ctx) 
         if (!rollback_candidate(&ev, r->cid, r->len)) continue;
         ck.mv_size = 16, ck.mv_data = ev.id;
         if (mdb_get(txn, s->env->comp, &ck, &cv) == 0) continue; /* already compensated */
-        memcpy(stream, ev.stream.ptr, ev.stream.len); /* ev dies with the next write */
+        memcpy(stream, ev.stream.ptr, ev.stream.len);            /* ev dies with the next write */
         stream_len = ev.stream.len, version = ev.version;
         if (r->count == r->cap) {
-            cairn_append_result *nr = realloc(r->results, (r->cap = r->cap ? r->cap * 2 : 8) * sizeof *nr);
-            if (!nr) { rc = cairn__fail(CAIRN_ENOMEM, "out of memory"); break; }
+            cairn_append_result *nr =
+                realloc(r->results, (r->cap = r->cap ? r->cap * 2 : 8) * sizeof *nr);
+            if (!nr) {
+                rc = cairn__fail(CAIRN_ENOMEM, "out of memory");
+                break;
+            }
             r->results = nr;
         }
-        rc = compensate_one(s, txn, h, stream, stream_len, version, NULL, 0, m, &r->results[r->count]);
+        rc = compensate_one(s, txn, h, stream, stream_len, version, NULL, 0, m,
+                            &r->results[r->count]);
         lua_settop(cairn_lua_state(h), 0);
         if (rc == CAIRN_OK) r->count++;
     }
@@ -813,14 +859,15 @@ static int rollback_body(cairn_store *s, MDB_txn *txn, cairn_lua *h, void *ctx) 
     return rc;
 }
 
-int cairn_rollback(cairn_store *s, const char *correlation_id, size_t len, cairn_append_result **results,
-                   size_t *count) {
+int cairn_rollback(cairn_store *s, const char *correlation_id, size_t len,
+                   cairn_append_result **results, size_t *count) {
     rollback_args r = {correlation_id, len, NULL, 0, 0};
     int rc;
     cairn__clear_error();
     *results = NULL, *count = 0;
     if ((rc = cairn__store_check(s))) return rc;
-    if (!correlation_id || !len) return cairn__fail(CAIRN_EINVAL, "correlation_id: must not be empty");
+    if (!correlation_id || !len)
+        return cairn__fail(CAIRN_EINVAL, "correlation_id: must not be empty");
     rc = in_write_txn(s, rollback_body, &r);
     if (rc) {
         free(r.results);
@@ -833,8 +880,8 @@ int cairn_rollback(cairn_store *s, const char *correlation_id, size_t len, cairn
 /* ---------------------------------------------------------------------------------
  * Snapshots after appends
  * --------------------------------------------------------------------------------- */
-int cairn__snapshot_after_append(cairn_store *s, MDB_txn *txn, const cairn_append_req *reqs, size_t nreqs,
-                                 const cairn_append_result *results) {
+int cairn__snapshot_after_append(cairn_store *s, MDB_txn *txn, const cairn_append_req *reqs,
+                                 size_t nreqs, const cairn_append_result *results) {
     cairn_lua *h = NULL;
     int rc = CAIRN_OK;
     cairn_error saved = *cairn__err();
@@ -849,13 +896,17 @@ int cairn__snapshot_after_append(cairn_store *s, MDB_txn *txn, const cairn_appen
         agg a;
         int top;
 
-        if (cairn__script_get(s->env, txn, CAIRN_SCRIPT_AGGREGATE, cat.ptr, cat.len, &hash, &src, &len) || !src)
+        if (cairn__script_get(s->env, txn, CAIRN_SCRIPT_AGGREGATE, cat.ptr, cat.len, &hash, &src,
+                              &len) ||
+            !src)
             continue;
         if (!h && cairn__lua_acquire(s->env, &s->lim, &h)) break;
         top = lua_gettop(cairn_lua_state(h));
-        if (agg_open(&a, s, h, txn, q->stream.ptr, q->stream.len, NULL, 0) == CAIRN_OK && a.snapshot_every > 0 &&
+        if (agg_open(&a, s, h, txn, q->stream.ptr, q->stream.len, NULL, 0) == CAIRN_OK &&
+            a.snapshot_every > 0 &&
             (before + 1) / a.snapshot_every < (results[r].version + 1) / a.snapshot_every &&
-            agg_start(&a, results[r].version) == CAIRN_OK && agg_fold(&a, results[r].version) == CAIRN_OK)
+            agg_start(&a, results[r].version) == CAIRN_OK &&
+            agg_fold(&a, results[r].version) == CAIRN_OK)
             rc = agg_snapshot(&a); /* only a full map is the append's business */
         if (rc != CAIRN__EMAPFULL) rc = CAIRN_OK;
         lua_settop(cairn_lua_state(h), top);

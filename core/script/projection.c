@@ -19,9 +19,9 @@
 #include "script.h"
 
 #define NAME_MAX_ CAIRN__NAME_MAX
-#define BATCH 1000       /* source events per write txn when catching up */
+#define BATCH 1000 /* source events per write txn when catching up */
 #define REC_HDR 29
-#define KEY_MAX 511      /* LMDB's default key limit */
+#define KEY_MAX 511 /* LMDB's default key limit */
 #define STATUS_OK 0
 #define STATUS_FAULTED 1
 
@@ -30,7 +30,7 @@ typedef struct prec {
     uint64_t position, hash, fault_pos;
     int status, line;
     int is_inline; /* the script runs in appends (stored as bit 7 of the status byte) */
-    char error[sizeof ((cairn_error *)0)->message + 64];
+    char error[sizeof((cairn_error *)0)->message + 64];
 } prec;
 
 typedef struct pemit { /* one emit() waiting for the end of the batch; offsets into ebuf */
@@ -94,7 +94,8 @@ static int rec_put(cairn_env *e, MDB_txn *txn, const char *name, size_t len, con
     int mrc;
     if (!cairn__senv(e)->proj) return cairn__fail(CAIRN_EREADONLY, "store is opened read-only");
     v.mv_size = REC_HDR + n, v.mv_data = NULL;
-    if ((mrc = mdb_put(txn, cairn__senv(e)->proj, &k, &v, MDB_RESERVE))) return mdb_code(mrc, "write projection");
+    if ((mrc = mdb_put(txn, cairn__senv(e)->proj, &k, &v, MDB_RESERVE)))
+        return mdb_code(mrc, "write projection");
     uint8_t *p = v.mv_data;
     cairn__put_be64(p, r->position), cairn__put_be64(p + 8, r->hash);
     p[16] = (uint8_t)(r->status | (r->is_inline ? 0x80 : 0));
@@ -112,7 +113,8 @@ static int states_drop(cairn_env *e, MDB_txn *txn, const char *name, size_t len)
     if (!cairn__senv(e)->pstate) return CAIRN_OK;
     memcpy(kb, name, len);
     kb[len] = 0;
-    if ((mrc = mdb_cursor_open(txn, cairn__senv(e)->pstate, &c))) return cairn__mdb_fail(mrc, "projection state");
+    if ((mrc = mdb_cursor_open(txn, cairn__senv(e)->pstate, &c)))
+        return cairn__mdb_fail(mrc, "projection state");
     k.mv_size = len + 1, k.mv_data = kb;
     mrc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
     while (mrc == 0 && k.mv_size >= len + 1 && !memcmp(k.mv_data, kb, len + 1)) {
@@ -179,7 +181,8 @@ static int count_list(lua_State *L, int src, const char *field) {
 }
 
 /* [-0, +k] pushes what the projection needs; the caller restores the stack. */
-static int proj_open(proj *p, cairn_store *s, cairn_lua *h, MDB_txn *txn, const char *name, size_t len) {
+static int proj_open(proj *p, cairn_store *s, cairn_lua *h, MDB_txn *txn, const char *name,
+                     size_t len) {
     cairn_script_run run;
     size_t total, at = 0;
     int rc, srct;
@@ -189,18 +192,22 @@ static int proj_open(proj *p, cairn_store *s, cairn_lua *h, MDB_txn *txn, const 
     p->s = s, p->h = h, p->L = L, p->txn = txn, p->name_len = len;
     memcpy(p->name, name, len);
     p->name[len] = 0;
-    if ((rc = cairn__script_open(h, s->env, txn, CAIRN_SCRIPT_PROJECTION, name, len, &run))) return rc;
+    if ((rc = cairn__script_open(h, s->env, txn, CAIRN_SCRIPT_PROJECTION, name, len, &run)))
+        return rc;
     p->hash = run.hash, p->up_hash = run.up_hash, p->script = run.script, p->up = run.up;
-    if ((p->apply = field_slot(L, p->script, "apply", LUA_TTABLE))) p->star = field_slot(L, p->apply, "*", LUA_TFUNCTION);
+    if ((p->apply = field_slot(L, p->script, "apply", LUA_TTABLE)))
+        p->star = field_slot(L, p->apply, "*", LUA_TFUNCTION);
     p->part = field_slot(L, p->script, "partition", LUA_TFUNCTION);
     p->init = field_slot(L, p->script, "init", LUA_TFUNCTION);
     lua_pushliteral(L, "mode");
-    if (lua_rawget(L, p->script) == LUA_TSTRING && !strcmp(lua_tostring(L, -1), "inline")) p->is_inline = 1;
+    if (lua_rawget(L, p->script) == LUA_TSTRING && !strcmp(lua_tostring(L, -1), "inline"))
+        p->is_inline = 1;
     lua_pop(L, 1);
     if ((srct = field_slot(L, p->script, "source", LUA_TTABLE))) {
         total = (size_t)count_list(L, srct, "categories") + count_list(L, srct, "streams") +
-                count_list(L, srct, "types") + count_list(L, srct, "tags");
-        if (total && !(p->vals = malloc(total * sizeof *p->vals))) return cairn__fail(CAIRN_ENOMEM, "out of memory");
+            count_list(L, srct, "types") + count_list(L, srct, "tags");
+        if (total && !(p->vals = malloc(total * sizeof *p->vals)))
+            return cairn__fail(CAIRN_ENOMEM, "out of memory");
         p->f.categories = source_list(L, srct, "categories", p->vals, &at, &p->f.ncategories);
         p->f.streams = source_list(L, srct, "streams", p->vals, &at, &p->f.nstreams);
         p->f.types = source_list(L, srct, "types", p->vals, &at, &p->f.ntypes);
@@ -272,7 +279,8 @@ static int emit_fn(lua_State *L) {
     ev.metadata.ptr = p->ebuf.p + m.meta, ev.metadata.len = m.meta_len;
     ev.schema = 1, ev.has_id = 1;
     memcpy(ev.id, m.id, 16);
-    q.stream.ptr = p->ebuf.p + m.stream, q.stream.len = sl, q.expected = CAIRN_ANY, q.events = &ev, q.nevents = 1;
+    q.stream.ptr = p->ebuf.p + m.stream, q.stream.len = sl, q.expected = CAIRN_ANY, q.events = &ev,
+    q.nevents = 1;
     if (cairn__validate_requests(&q, 1)) {
         snprintf(msg, sizeof msg, "emit: %.280s", cairn__err()->message);
         p->ebuf.len = before;
@@ -343,7 +351,8 @@ static int state_push(proj *p, int ki, uint64_t position) {
     if (lua_rawget(L, p->cache) == LUA_TTABLE) return CAIRN_OK;
     lua_pop(L, 1);
     k.mv_size = state_key(p, key, len, kb), k.mv_data = kb;
-    mrc = cairn__senv(p->s->env)->pstate ? mdb_get(p->txn, cairn__senv(p->s->env)->pstate, &k, &v) : MDB_NOTFOUND;
+    mrc = cairn__senv(p->s->env)->pstate ? mdb_get(p->txn, cairn__senv(p->s->env)->pstate, &k, &v)
+                                         : MDB_NOTFOUND;
     if (mrc == 0) {
         if ((rc = cairn_lua_push_json(p->h, v.mv_data, v.mv_size))) return rc;
         if (!lua_istable(L, -1)) lua_pop(L, 1), lua_newtable(L);
@@ -389,7 +398,8 @@ static int apply_one(proj *p, const cairn_event *ev) {
     int top = lua_gettop(L), evt, ki, st, fn, rc, changed;
 
     if ((rc = cairn_lua_push_event(p->h, ev))) {
-        if (rc == CAIRN_EINVAL) rc = cairn__script_fail(p->name, ev->position, "%s", cairn__err()->message);
+        if (rc == CAIRN_EINVAL)
+            rc = cairn__script_fail(p->name, ev->position, "%s", cairn__err()->message);
         goto out;
     }
     if (p->up && (rc = cairn_lua_upcast(p->h, p->up, -1, ev->position, &changed))) goto out;
@@ -401,8 +411,10 @@ static int apply_one(proj *p, const cairn_event *ev) {
         if (lua_type(L, -1) == LUA_TNUMBER) lua_tostring(L, -1);
         if (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) == 0 ||
             lua_rawlen(L, -1) + p->name_len + 1 > KEY_MAX) {
-            rc = cairn__script_fail(p->name, ev->position, "%s: partition must return a non-empty string (at most 510 bytes with the name)",
-                             p->name);
+            rc = cairn__script_fail(
+                p->name, ev->position,
+                "%s: partition must return a non-empty string (at most 510 bytes with the name)",
+                p->name);
             goto out;
         }
     } else {
@@ -437,7 +449,8 @@ static int states_write(proj *p) {
     lua_State *L = p->L;
     cairn_buf b = {0};
     int rc = CAIRN_OK;
-    if (!cairn__senv(p->s->env)->pstate) return cairn__fail(CAIRN_EREADONLY, "store is opened read-only");
+    if (!cairn__senv(p->s->env)->pstate)
+        return cairn__fail(CAIRN_EREADONLY, "store is opened read-only");
     lua_pushnil(L);
     while (lua_next(L, p->cache)) {
         size_t len;
@@ -466,8 +479,7 @@ static int states_write(proj *p) {
     return rc;
 }
 
-#define FOLD_MAX 512         /* events handed to one cairn_lua_fold */
-
+#define FOLD_MAX 512 /* events handed to one cairn_lua_fold */
 
 /* An unpartitioned projection without upcasters folds its events in batches through the
  * Lua host (one protected call per batch, refilled event tables for async catch-up; see
@@ -480,7 +492,8 @@ static int advance_batched(proj *p, cairn_iter *it, uint64_t target, uint64_t li
     int rc = CAIRN_OK, st, done_iter = 0, top = lua_gettop(L);
 
     if (!evs) return cairn__fail(CAIRN_ENOMEM, "out of memory");
-    p->reuse = !p->is_inline && !cairn__script_retains(p->L, CAIRN_SCRIPT_PROJECTION, p->name, p->hash, 0);
+    p->reuse =
+        !p->is_inline && !cairn__script_retains(p->L, CAIRN_SCRIPT_PROJECTION, p->name, p->hash, 0);
     lua_pushliteral(L, "");
     if ((rc = state_push(p, lua_gettop(L), 0))) goto out;
     st = lua_gettop(L);
@@ -491,7 +504,10 @@ static int advance_batched(proj *p, cairn_iter *it, uint64_t target, uint64_t li
             if (k && cairn_iter_buffered(it) == 0) break; /* a refill would move the page */
             rc = cairn_iter_next(it, &evs[k]);
             if (rc < 0) goto out;
-            if (rc == 0 || evs[k].position > target) { done_iter = 1; break; }
+            if (rc == 0 || evs[k].position > target) {
+                done_iter = 1;
+                break;
+            }
             k++;
         }
         rc = CAIRN_OK;
@@ -528,8 +544,8 @@ out:
 /* Advances the open projection inside p->txn: events after its position up to the head
  * (or up to stop_before - 1 when nonzero), at most `limit` source events (0: no limit).
  * Writes states, emitted events and the record.  *more: stopped at the limit. */
-static int advance(proj *p, uint64_t stop_before, uint64_t limit, const prec *fault, uint64_t *processed,
-                   int *more, int *wrote) {
+static int advance(proj *p, uint64_t stop_before, uint64_t limit, const prec *fault,
+                   uint64_t *processed, int *more, int *wrote) {
     cairn_env *e = p->s->env;
     prec r;
     uint64_t head, target, last = 0, n = 0;
@@ -547,7 +563,9 @@ static int advance(proj *p, uint64_t stop_before, uint64_t limit, const prec *fa
     if (r.status == STATUS_FAULTED) return CAIRN_OK;
     if ((rc = cairn__head(e, p->txn, &head))) return rc;
     target = stop_before ? stop_before - 1 : head;
-    if (!p->part && !(fault && r.position >= target)) { /* the unpartitioned state exists from the first run on */
+    if (!p->part &&
+        !(fault &&
+          r.position >= target)) { /* the unpartitioned state exists from the first run on */
         lua_pushliteral(p->L, "");
         if ((rc = state_push(p, lua_gettop(p->L), 0))) {
             lua_pop(p->L, 1);
@@ -605,7 +623,8 @@ static void fault_of(prec *f, const char *name) {
     memset(f, 0, sizeof *f);
     f->line = err->line, f->fault_pos = err->position;
     if (err->line > 0)
-        snprintf(where, sizeof where, "line %d, event position %llu", err->line, (unsigned long long)err->position);
+        snprintf(where, sizeof where, "line %d, event position %llu", err->line,
+                 (unsigned long long)err->position);
     else
         snprintf(where, sizeof where, "event position %llu", (unsigned long long)err->position);
     snprintf(f->error, sizeof f->error, "%s%s%s%.400s (%s)", named ? "" : name, named ? "" : ": ",
@@ -686,7 +705,8 @@ static int fault_body(cairn_wtxn *w, void *ctx) {
     return rc;
 }
 
-static int run_one(cairn_store *s, cairn_lua *h, const char *name, size_t len, uint64_t *processed) {
+static int run_one(cairn_store *s, cairn_lua *h, const char *name, size_t len,
+                   uint64_t *processed) {
     run_args a = {s, h, name, len, 0, NULL, 0, 0, 0};
     prec fault;
     int rc;
@@ -746,7 +766,8 @@ int cairn_run_projections(cairn_store *s, const char *name, size_t name_len, uin
     if (s->readonly) return cairn__fail(CAIRN_EREADONLY, "store is opened read-only");
     if (name) {
         if ((rc = cairn__check_name(name, name_len))) return rc;
-        if ((rc = names_add(&ns, name, name_len))) return cairn__fail(CAIRN_ENOMEM, "out of memory");
+        if ((rc = names_add(&ns, name, name_len)))
+            return cairn__fail(CAIRN_ENOMEM, "out of memory");
     } else if ((rc = cairn_scripts(s, CAIRN_SCRIPT_PROJECTION, names_add, &ns))) {
         names_free(&ns);
         return rc;
@@ -793,7 +814,8 @@ int cairn__projections_after_append(cairn_store *s, MDB_txn *txn) {
     /* the records say which projections are inline (written by their catch-up at define
      * and after every reset), so no script is loaded for the others */
     if (!cairn__senv(s->env)->proj) return CAIRN_OK;
-    if ((mrc = mdb_cursor_open(txn, cairn__senv(s->env)->proj, &c))) return cairn__mdb_fail(mrc, "list projections");
+    if ((mrc = mdb_cursor_open(txn, cairn__senv(s->env)->proj, &c)))
+        return cairn__mdb_fail(mrc, "list projections");
     mrc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
     while (mrc == 0) {
         if (v.mv_size >= REC_HDR && (((uint8_t *)v.mv_data)[16] & 0x80) &&
@@ -812,13 +834,15 @@ int cairn__projections_after_append(cairn_store *s, MDB_txn *txn) {
         names_free(&ns);
         return rc;
     }
-    for (size_t i = 0; i < ns.n && rc == CAIRN_OK; i++) rc = inline_catch_up(s, txn, h, ns.v[i], ns.len[i], 1);
+    for (size_t i = 0; i < ns.n && rc == CAIRN_OK; i++)
+        rc = inline_catch_up(s, txn, h, ns.v[i], ns.len[i], 1);
     cairn__lua_release(s->env, &s->lim, h);
     names_free(&ns);
     return rc;
 }
 
-int cairn__projection_defined(cairn_store *s, MDB_txn *txn, const char *name, size_t len, uint64_t hash) {
+int cairn__projection_defined(cairn_store *s, MDB_txn *txn, const char *name, size_t len,
+                              uint64_t hash) {
     prec r;
     cairn_lua *h;
     int rc;
@@ -839,14 +863,17 @@ static int rec_current(cairn_store *s, MDB_txn *txn, const char *name, size_t le
     const char *src;
     size_t src_len;
     int rc;
-    if ((rc = cairn__script_get(s->env, txn, CAIRN_SCRIPT_PROJECTION, name, len, &hash, &src, &src_len))) return rc;
+    if ((rc = cairn__script_get(s->env, txn, CAIRN_SCRIPT_PROJECTION, name, len, &hash, &src,
+                                &src_len)))
+        return rc;
     if (!src) return cairn__fail(CAIRN_ENOTFOUND, "no projection named %.*s", (int)len, name);
     if ((rc = rec_get(s->env, txn, name, len, r))) return rc;
     if (r->exists && r->hash != hash) memset(r, 0, sizeof *r);
     return CAIRN_OK;
 }
 
-int cairn_projection_info(cairn_store *s, const char *name, size_t name_len, cairn_projection_status *out) {
+int cairn_projection_info(cairn_store *s, const char *name, size_t name_len,
+                          cairn_projection_status *out) {
     MDB_txn *txn;
     prec r;
     int rc;
@@ -875,7 +902,8 @@ int cairn_projection_state(cairn_store *s, const char *name, size_t name_len, co
     cairn__clear_error();
     *json = NULL, *len = 0;
     if ((rc = cairn__store_check(s)) || (rc = cairn__check_name(name, name_len))) return rc;
-    if (partition && partition_len + name_len + 1 > KEY_MAX) return cairn__fail(CAIRN_ENOTFOUND, "no such partition");
+    if (partition && partition_len + name_len + 1 > KEY_MAX)
+        return cairn__fail(CAIRN_ENOTFOUND, "no such partition");
     if ((rc = cairn__read_begin(s->env, &txn))) return rc;
     if ((rc = rec_current(s, txn, name, name_len, &r))) goto out;
     if (!r.exists || !cairn__senv(s->env)->pstate) {
@@ -887,7 +915,8 @@ int cairn_projection_state(cairn_store *s, const char *name, size_t name_len, co
     if (partition_len) memcpy(kb + name_len + 1, partition, partition_len);
     k.mv_size = name_len + 1 + (partition ? partition_len : 0), k.mv_data = kb;
     if ((mrc = mdb_get(txn, cairn__senv(s->env)->pstate, &k, &v))) {
-        rc = mrc == MDB_NOTFOUND ? cairn__fail(CAIRN_ENOTFOUND, "no state") : cairn__mdb_fail(mrc, "read state");
+        rc = mrc == MDB_NOTFOUND ? cairn__fail(CAIRN_ENOTFOUND, "no state")
+                                 : cairn__mdb_fail(mrc, "read state");
         goto out;
     }
     if (!(*json = malloc(v.mv_size + 1))) {
@@ -901,7 +930,8 @@ out:
     return rc;
 }
 
-int cairn_projection_partitions(cairn_store *s, const char *name, size_t name_len, cairn_name_fn fn, void *ctx) {
+int cairn_projection_partitions(cairn_store *s, const char *name, size_t name_len, cairn_name_fn fn,
+                                void *ctx) {
     MDB_txn *txn;
     MDB_cursor *c;
     prec r;
@@ -912,7 +942,8 @@ int cairn_projection_partitions(cairn_store *s, const char *name, size_t name_le
     if ((rc = cairn__store_check(s)) || (rc = cairn__check_name(name, name_len))) return rc;
     if (!fn) return cairn__fail(CAIRN_EINVAL, "fn: NULL");
     if ((rc = cairn__read_begin(s->env, &txn))) return rc;
-    if ((rc = rec_current(s, txn, name, name_len, &r)) || !r.exists || !cairn__senv(s->env)->pstate) goto out;
+    if ((rc = rec_current(s, txn, name, name_len, &r)) || !r.exists || !cairn__senv(s->env)->pstate)
+        goto out;
     if ((mrc = mdb_cursor_open(txn, cairn__senv(s->env)->pstate, &c))) {
         rc = cairn__mdb_fail(mrc, "list partitions");
         goto out;
@@ -949,7 +980,8 @@ static int reset_body(cairn_wtxn *w, void *ctx) {
     const char *src;
     size_t src_len;
     int rc, mrc;
-    if ((rc = cairn__script_get(s->env, txn, CAIRN_SCRIPT_PROJECTION, a->name, a->len, &hash, &src, &src_len)))
+    if ((rc = cairn__script_get(s->env, txn, CAIRN_SCRIPT_PROJECTION, a->name, a->len, &hash, &src,
+                                &src_len)))
         return rc;
     if (!src) return cairn__fail(CAIRN_ENOTFOUND, "no projection named %.*s", (int)a->len, a->name);
     if (a->drop) {
@@ -958,9 +990,11 @@ static int reset_body(cairn_wtxn *w, void *ctx) {
         kb[0] = CAIRN_SCRIPT_PROJECTION;
         memcpy(kb + 1, a->name, a->len);
         if ((rc = states_drop(s->env, txn, a->name, a->len))) return rc;
-        if ((mrc = mdb_del(txn, cairn__senv(s->env)->scripts, &k, NULL))) return mdb_code(mrc, "delete projection");
+        if ((mrc = mdb_del(txn, cairn__senv(s->env)->scripts, &k, NULL)))
+            return mdb_code(mrc, "delete projection");
         k.mv_size = a->len, k.mv_data = (void *)a->name;
-        if (cairn__senv(s->env)->proj && (mrc = mdb_del(txn, cairn__senv(s->env)->proj, &k, NULL)) && mrc != MDB_NOTFOUND)
+        if (cairn__senv(s->env)->proj &&
+            (mrc = mdb_del(txn, cairn__senv(s->env)->proj, &k, NULL)) && mrc != MDB_NOTFOUND)
             return mdb_code(mrc, "delete projection");
         return CAIRN_OK;
     }

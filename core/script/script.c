@@ -55,7 +55,8 @@ int cairn__lua_acquire(cairn_env *e, const cairn_script_limits *lim, cairn_lua *
     if (slot) {
         *out = slot->h;
         free(slot);
-    } else if ((rc = cairn_lua_open(ilimit_of(lim), (size_t)mlimit_of(lim), log_trampoline, NULL, out))) {
+    } else if ((rc = cairn_lua_open(ilimit_of(lim), (size_t)mlimit_of(lim), log_trampoline, NULL,
+                                    out))) {
         *out = NULL;
         return rc;
     }
@@ -91,14 +92,19 @@ static int senv_open(cairn_env *e, MDB_txn *txn, int fresh, int writable, void *
     if (!se) return cairn__fail(CAIRN_ENOMEM, "out of memory");
     pthread_mutex_init(&se->lua_lock, NULL);
     *data = se; /* freed by senv_close, whatever happens next */
-    if ((rc = mdb_dbi_open(txn, "scripts", cf, &se->scripts)) || (rc = mdb_dbi_open(txn, "snaps", cf, &se->snaps)))
+    if ((rc = mdb_dbi_open(txn, "scripts", cf, &se->scripts)) ||
+        (rc = mdb_dbi_open(txn, "snaps", cf, &se->snaps)))
         return cairn__mdb_fail(rc, "open store");
     /* added after format 1 shipped: created in older stores when writable, absent (dbi 0,
      * read as empty) in a read-only one */
-    if ((rc = mdb_dbi_open(txn, "proj", writable ? MDB_CREATE : 0, &se->proj)) == MDB_NOTFOUND) se->proj = 0;
-    else if (rc) return cairn__mdb_fail(rc, "open store");
-    if ((rc = mdb_dbi_open(txn, "pstate", writable ? MDB_CREATE : 0, &se->pstate)) == MDB_NOTFOUND) se->pstate = 0;
-    else if (rc) return cairn__mdb_fail(rc, "open store");
+    if ((rc = mdb_dbi_open(txn, "proj", writable ? MDB_CREATE : 0, &se->proj)) == MDB_NOTFOUND)
+        se->proj = 0;
+    else if (rc)
+        return cairn__mdb_fail(rc, "open store");
+    if ((rc = mdb_dbi_open(txn, "pstate", writable ? MDB_CREATE : 0, &se->pstate)) == MDB_NOTFOUND)
+        se->pstate = 0;
+    else if (rc)
+        return cairn__mdb_fail(rc, "open store");
     return CAIRN_OK;
 }
 
@@ -123,8 +129,9 @@ static int after_append(cairn_store *s, MDB_txn *txn, const cairn_append_req *re
     return rc ? rc : cairn__projections_after_append(s, txn);
 }
 
-const cairn_hooks cairn__script_hooks = {senv_open, senv_close, after_append,
-                                         cairn__upcast_prepare, cairn__upcast_event, cairn__upcast_free};
+const cairn_hooks cairn__script_hooks = {senv_open,           senv_close,
+                                         after_append,        cairn__upcast_prepare,
+                                         cairn__upcast_event, cairn__upcast_free};
 
 int cairn_open(const char *path, const cairn_options *opts, cairn_store **out) {
     return cairn__store_open(path, opts, &cairn__script_hooks, out);
@@ -158,8 +165,9 @@ int cairn__script_get(cairn_env *e, MDB_txn *txn, int kind, const void *name, si
 }
 
 static const char *kind_name(int kind) {
-    return kind == CAIRN_SCRIPT_AGGREGATE ? "aggregate" : kind == CAIRN_SCRIPT_PROJECTION ? "projection"
-                                                                                        : "upcasters";
+    return kind == CAIRN_SCRIPT_AGGREGATE ? "aggregate"
+        : kind == CAIRN_SCRIPT_PROJECTION ? "projection"
+                                          : "upcasters";
 }
 
 /* [-0, +1] */
@@ -177,8 +185,8 @@ int cairn__script_push(cairn_lua *h, int kind, const char *name, size_t len, uin
         lua_pushvalue(L, -1);
         lua_setfield(L, LUA_REGISTRYINDEX, CACHE_KEY);
     }
-    lua_pushfstring(L, "%c:%s", kind + '0', nm);          /* cache key */
-    if (lua_rawget(L, -2) == LUA_TTABLE) {                  /* {hash, table} */
+    lua_pushfstring(L, "%c:%s", kind + '0', nm); /* cache key */
+    if (lua_rawget(L, -2) == LUA_TTABLE) {       /* {hash, table} */
         lua_rawgeti(L, -1, 1);
         if ((uint64_t)lua_tointeger(L, -1) == hash) {
             lua_pop(L, 1);
@@ -194,9 +202,10 @@ int cairn__script_push(cairn_lua *h, int kind, const char *name, size_t len, uin
         lua_pop(L, 1);
         return rc;
     }
-    if ((rc = cairn_lua_check_shape(h, nm, kind == CAIRN_SCRIPT_AGGREGATE ? CAIRN_LUA_AGGREGATE
-                                           : kind == CAIRN_SCRIPT_PROJECTION ? CAIRN_LUA_PROJECTION
-                                                                              : CAIRN_LUA_UPCASTERS))) {
+    if ((rc = cairn_lua_check_shape(h, nm,
+                                    kind == CAIRN_SCRIPT_AGGREGATE        ? CAIRN_LUA_AGGREGATE
+                                        : kind == CAIRN_SCRIPT_PROJECTION ? CAIRN_LUA_PROJECTION
+                                                                          : CAIRN_LUA_UPCASTERS))) {
         lua_pop(L, 2);
         return rc;
     }
@@ -207,14 +216,14 @@ int cairn__script_push(cairn_lua *h, int kind, const char *name, size_t len, uin
     lua_rawseti(L, -2, 2);
     lua_pushfstring(L, "%c:%s", kind + '0', nm);
     lua_insert(L, -2);
-    lua_rawset(L, -4);           /* cache[key] = {hash, table} */
-    lua_replace(L, -2);          /* drop the cache table, keep the script */
+    lua_rawset(L, -4);  /* cache[key] = {hash, table} */
+    lua_replace(L, -2); /* drop the cache table, keep the script */
     return CAIRN_OK;
 }
 
 /* [-0, +(1|2), -] */
-int cairn__script_open(cairn_lua *h, cairn_env *e, MDB_txn *txn, int kind, const char *name, size_t len,
-                       cairn_script_run *out) {
+int cairn__script_open(cairn_lua *h, cairn_env *e, MDB_txn *txn, int kind, const char *name,
+                       size_t len, cairn_script_run *out) {
     lua_State *L = cairn_lua_state(h);
     const char *src;
     size_t src_len;
@@ -224,14 +233,17 @@ int cairn__script_open(cairn_lua *h, cairn_env *e, MDB_txn *txn, int kind, const
     if ((rc = cairn__script_get(e, txn, kind, name, len, &out->hash, &src, &src_len))) return rc;
     if (!src)
         return cairn__fail(CAIRN_ENOTFOUND, "no %s named %.*s",
-                           kind == CAIRN_SCRIPT_AGGREGATE ? "aggregate script" : kind_name(kind), (int)len, name);
+                           kind == CAIRN_SCRIPT_AGGREGATE ? "aggregate script" : kind_name(kind),
+                           (int)len, name);
     if (!lua_checkstack(L, 16)) return cairn__fail(CAIRN_ENOMEM, "Lua stack exhausted");
     if ((rc = cairn__script_push(h, kind, name, len, out->hash, src, src_len))) return rc;
     out->script = lua_gettop(L);
-    if ((rc = cairn__script_get(e, txn, CAIRN_SCRIPT_UPCASTERS, "upcasters", 9, &out->up_hash, &src, &src_len)))
+    if ((rc = cairn__script_get(e, txn, CAIRN_SCRIPT_UPCASTERS, "upcasters", 9, &out->up_hash, &src,
+                                &src_len)))
         return rc;
     if (src) {
-        if ((rc = cairn__script_push(h, CAIRN_SCRIPT_UPCASTERS, "upcasters", 9, out->up_hash, src, src_len)))
+        if ((rc = cairn__script_push(h, CAIRN_SCRIPT_UPCASTERS, "upcasters", 9, out->up_hash, src,
+                                     src_len)))
             return rc;
         out->up = lua_gettop(L);
     }
@@ -256,7 +268,8 @@ static int define_body(cairn_wtxn *w, void *ctx) {
     MDB_val k, v;
     int rc;
 
-    if ((rc = cairn__script_get(e, w->txn, d->kind, d->name, d->name_len, &old, &osrc, &olen))) return rc;
+    if ((rc = cairn__script_get(e, w->txn, d->kind, d->name, d->name_len, &old, &osrc, &olen)))
+        return rc;
     if (old == d->hash && olen == d->src_len && memcmp(osrc, d->src, d->src_len) == 0) {
         w->skip = 1; /* same source: nothing changes */
         return CAIRN_OK;
@@ -337,7 +350,8 @@ int cairn_script_source(cairn_store *s, cairn_script_kind kind, const char *name
     if ((rc = cairn__read_begin(s->env, &txn))) return rc;
     rc = cairn__script_get(s->env, txn, kind, name, name_len, &hash, &src, &n);
     if (rc == CAIRN_OK && !src)
-        rc = cairn__fail(CAIRN_ENOTFOUND, "no %s script named %.*s", kind_name(kind), (int)name_len, name);
+        rc = cairn__fail(CAIRN_ENOTFOUND, "no %s script named %.*s", kind_name(kind), (int)name_len,
+                         name);
     if (rc == CAIRN_OK && !(*out = malloc(n + 1))) rc = cairn__fail(CAIRN_ENOMEM, "out of memory");
     if (rc == CAIRN_OK) memcpy(*out, src, n), (*out)[n] = 0, *len = n;
     cairn__read_end(s->env, txn);

@@ -24,7 +24,9 @@ typedef struct cairn_script_env {
     struct lua_slot *lua_idle; /* Lua states not in use, with their loaded scripts */
 } cairn_script_env;
 
-static inline cairn_script_env *cairn__senv(const cairn_env *e) { return (cairn_script_env *)e->upper; }
+static inline cairn_script_env *cairn__senv(const cairn_env *e) {
+    return (cairn_script_env *)e->upper;
+}
 
 /* The hooks the storage calls (script.c): this layer's databases and pool per environment,
  * snapshots and inline projections after an append, upcasting on reads. */

@@ -86,7 +86,8 @@ void cairn__upcast_free(void *state) {
 
 /* Applies the upcasters to a decoded event; on change ev's type, data, metadata and schema
  * point into the state's buffer. */
-int cairn__upcast_event(cairn_env *e, const cairn_script_limits *lim, void *state, cairn_event *ev) {
+int cairn__upcast_event(cairn_env *e, const cairn_script_limits *lim, void *state,
+                        cairn_event *ev) {
     upcast_state *u = state;
     cairn_buf *b = &u->buf;
     cairn_lua *h;
@@ -96,11 +97,14 @@ int cairn__upcast_event(cairn_env *e, const cairn_script_limits *lim, void *stat
 
     if ((rc = cairn__lua_acquire(e, lim, &h))) return rc;
     L = cairn_lua_state(h);
-    if ((rc = cairn__script_push(h, CAIRN_SCRIPT_UPCASTERS, "upcasters", 9, u->hash, u->src, u->len))) goto out;
+    if ((rc = cairn__script_push(h, CAIRN_SCRIPT_UPCASTERS, "upcasters", 9, u->hash, u->src,
+                                 u->len)))
+        goto out;
     up = lua_gettop(L);
     /* cheap test before building a table: is there an upcaster for this type and schema? */
     lua_pushlstring(L, ev->type.ptr, ev->type.len);
-    if (lua_rawget(L, up) != LUA_TTABLE || lua_rawgeti(L, -1, ev->schema) != LUA_TFUNCTION) goto out;
+    if (lua_rawget(L, up) != LUA_TTABLE || lua_rawgeti(L, -1, ev->schema) != LUA_TFUNCTION)
+        goto out;
     lua_settop(L, up);
     if ((rc = cairn_lua_push_event(h, ev))) goto out;
     if ((rc = cairn_lua_upcast(h, up, -1, ev->position, &changed)) || !changed) goto out;

@@ -11,16 +11,14 @@
 static const MDB_val K_SID = {3, (void *)"sid"};
 static const MDB_val K_TAIL = {4, (void *)"tail"};
 
-static int validate_event(const cairn_event_in *ev, const cairn_slice *stream, size_t r,
-                          size_t i) {
+static int validate_event(const cairn_event_in *ev, const cairn_slice *stream, size_t r, size_t i) {
     cairn__err()->request = r;
     if (ev->type.len == 0 || ev->type.len > CAIRN_MAX_TYPE)
         return cairn__fail(CAIRN_EINVAL, "type: must be 1..%d bytes, got %zu (event %zu)",
                            CAIRN_MAX_TYPE, ev->type.len, i);
     if (memchr(ev->type.ptr, 0, ev->type.len) || !cairn__check_utf8(ev->type.ptr, ev->type.len))
         return cairn__fail(CAIRN_EINVAL, "type: must be UTF-8 without NUL (event %zu)", i);
-    if (ev->schema < 1)
-        return cairn__fail(CAIRN_EINVAL, "schema: must be >= 1 (event %zu)", i);
+    if (ev->schema < 1) return cairn__fail(CAIRN_EINVAL, "schema: must be >= 1 (event %zu)", i);
     if (ev->flags & ~(uint32_t)CAIRN_EVENT_BYTES)
         return cairn__fail(CAIRN_EINVAL, "flags: unknown bits 0x%x (event %zu)", ev->flags, i);
     if (ev->ntags > CAIRN_MAX_TAGS || (ev->ntags && !ev->tags))
@@ -29,9 +27,9 @@ static int validate_event(const cairn_event_in *ev, const cairn_slice *stream, s
         const cairn_slice *g = &ev->tags[t];
         if (g->len == 0 || g->len > CAIRN_MAX_TAG || memchr(g->ptr, 0, g->len) ||
             !cairn__check_utf8(g->ptr, g->len))
-            return cairn__fail(CAIRN_EINVAL,
-                               "tags: each tag must be 1..%d bytes of UTF-8 without NUL (event %zu)",
-                               CAIRN_MAX_TAG, i);
+            return cairn__fail(
+                CAIRN_EINVAL, "tags: each tag must be 1..%d bytes of UTF-8 without NUL (event %zu)",
+                CAIRN_MAX_TAG, i);
     }
     if ((ev->data.len && !ev->data.ptr) || (ev->metadata.len && !ev->metadata.ptr))
         return cairn__fail(CAIRN_EINVAL, "data: NULL pointer with a length (event %zu)", i);
@@ -135,15 +133,21 @@ static int check_expected(const cairn_append_req *q, const cairn_stream_info *si
     cairn__err()->expected = q->expected;
     cairn__err()->actual = si->version;
     return cairn__fail(CAIRN_EVERSION, "stream %.*s: expected version %lld, actual %lld",
-                       (int)(q->stream.len > 200 ? 200 : q->stream.len), (const char *)q->stream.ptr,
-                       (long long)q->expected, (long long)si->version);
+                       (int)(q->stream.len > 200 ? 200 : q->stream.len),
+                       (const char *)q->stream.ptr, (long long)q->expected, (long long)si->version);
 }
 
-#define MDB_TRY(call, what)                                                                  \
-    do {                                                                                     \
-        int rc_ = (call);                                                                    \
-        if (rc_ == MDB_MAP_FULL) { rc = EMAPFULL; goto out; }                                \
-        if (rc_) { rc = cairn__mdb_fail(rc_, what); goto out; }                              \
+#define MDB_TRY(call, what)                  \
+    do {                                     \
+        int rc_ = (call);                    \
+        if (rc_ == MDB_MAP_FULL) {           \
+            rc = EMAPFULL;                   \
+            goto out;                        \
+        }                                    \
+        if (rc_) {                           \
+            rc = cairn__mdb_fail(rc_, what); \
+            goto out;                        \
+        }                                    \
     } while (0)
 
 /* Cursors of one write, one per index so that each stays on its own leaf page. */
@@ -198,7 +202,7 @@ static int put_posting(MDB_cursor *c, int kind, const void *name, size_t len, ui
 
 static int same_type(const cairn_event_in *a, const cairn_event_in *b) {
     return a->type.len == b->type.len &&
-           (a->type.ptr == b->type.ptr || memcmp(a->type.ptr, b->type.ptr, a->type.len) == 0);
+        (a->type.ptr == b->type.ptr || memcmp(a->type.ptr, b->type.ptr, a->type.len) == 0);
 }
 
 /* Type postings of one request: the first TYPE_GROUPS distinct types get one multi-put
@@ -216,7 +220,8 @@ static int put_types(writer *w, const cairn_append_req *q, uint64_t first) {
         uint8_t kb[CAIRN_POST_KEY];
         size_t n = 0;
         for (size_t i = 0; i < q->nevents; i++)
-            if (same_type(groups[g], &q->events[i])) cairn__put_be64(w->scratch + 8 * n++, first + i);
+            if (same_type(groups[g], &q->events[i]))
+                cairn__put_be64(w->scratch + 8 * n++, first + i);
         cairn__post_key(CAIRN_POST_TYPE, groups[g]->type.ptr, groups[g]->type.len, kb);
         if ((rc = put_multiple(w->type, kb, sizeof kb, w->scratch, 8, n))) return rc;
     }
@@ -236,14 +241,17 @@ static int put_types(writer *w, const cairn_append_req *q, uint64_t first) {
 
 /* Metadata that links events (cairn__links_parse): correlation_id (indexed for rollback) and
  * compensates (the compensated event, which can be compensated only once). */
-static int index_metadata(cairn_env *e, writer *w, const cairn_event_in *ev, uint8_t *posb, size_t r) {
+static int index_metadata(cairn_env *e, writer *w, const cairn_event_in *ev, uint8_t *posb,
+                          size_t r) {
     cairn_links l;
     int rc = CAIRN_OK;
     if (!cairn__links_parse(ev->metadata.ptr, ev->metadata.len, &l)) return CAIRN_OK;
     if (l.corr) {
         int prc = put_posting(w->tag, CAIRN_POST_CORRELATION, l.corr, l.corr_len, posb);
-        if (prc == MDB_MAP_FULL) rc = EMAPFULL;
-        else if (prc) rc = cairn__mdb_fail(prc, "write correlation index");
+        if (prc == MDB_MAP_FULL)
+            rc = EMAPFULL;
+        else if (prc)
+            rc = cairn__mdb_fail(prc, "write correlation index");
     }
     if (!rc && l.has_comp) {
         MDB_val k = {16, l.comp}, val = {8, posb};
@@ -253,8 +261,8 @@ static int index_metadata(cairn_env *e, writer *w, const cairn_event_in *ev, uin
             cairn__uuid_format(l.comp, id);
             cairn__err()->request = r;
             cairn__err()->position = cairn__get_be64(val.mv_data);
-            rc = cairn__fail(CAIRN_EALREADY, "event %s was already compensated at position %llu", id,
-                             (unsigned long long)cairn__get_be64(val.mv_data));
+            rc = cairn__fail(CAIRN_EALREADY, "event %s was already compensated at position %llu",
+                             id, (unsigned long long)cairn__get_be64(val.mv_data));
         } else if (prc == MDB_MAP_FULL) {
             rc = EMAPFULL;
         } else if (prc) {
@@ -294,7 +302,8 @@ static int write_request(cairn_env *e, writer *w, const cairn_append_req *q, siz
         if (prc == MDB_KEYEXIST) {
             cairn__err()->request = r;
             if (at >= first) /* written a moment ago by this very call: nothing is kept */
-                return cairn__fail(CAIRN_EDUPLICATE, "event %zu has the id of an earlier event of the same call", i);
+                return cairn__fail(CAIRN_EDUPLICATE,
+                                   "event %zu has the id of an earlier event of the same call", i);
             return duplicate(at, id);
         }
         MDB_TRY(prc, "write id index");
@@ -373,11 +382,15 @@ static int flush_tail(cairn_env *e, writer *w, MDB_txn *txn, uint64_t t) {
         prc = put_id(w, ev.id, pos, pos, 1, &at); /* the tail holds single-event calls */
         if (prc == MDB_KEYEXIST) { /* appends check the tail for ids: this is damage */
             cairn__err()->position = pos;
-            rc = cairn__fail(CAIRN_ECORRUPT, "position %llu: its id is indexed already (damaged index)",
+            rc = cairn__fail(CAIRN_ECORRUPT,
+                             "position %llu: its id is indexed already (damaged index)",
                              (unsigned long long)pos);
             goto out;
         }
-        if (prc) { rc = prc; goto out; }
+        if (prc) {
+            rc = prc;
+            goto out;
+        }
         cat = cairn_category(ev.stream.ptr, ev.stream.len);
         if ((rc = put_posting(w->cat, CAIRN_POST_CATEGORY, cat.ptr, cat.len, posb))) goto out;
         if ((rc = put_posting(w->type, CAIRN_POST_TYPE, ev.type.ptr, ev.type.len, posb))) goto out;
@@ -421,7 +434,8 @@ int cairn__write_requests(cairn_store *s, MDB_txn *txn, const cairn_append_req *
     MDB_val k, v;
 
     memset(&w, 0, sizeof w);
-    for (size_t r = 0; r < nreqs; r++) if (reqs[r].nevents > most) most = reqs[r].nevents;
+    for (size_t r = 0; r < nreqs; r++)
+        if (reqs[r].nevents > most) most = reqs[r].nevents;
     if (!(w.scratch = malloc(16 * most))) return cairn__fail(CAIRN_ENOMEM, "out of memory");
     MDB_TRY(mdb_cursor_open(txn, e->log, &w.log), "open cursor");
     MDB_TRY(mdb_cursor_open(txn, e->sidx, &w.sidx), "open cursor");
@@ -434,12 +448,14 @@ int cairn__write_requests(cairn_store *s, MDB_txn *txn, const cairn_append_req *
     sid0 = next_sid;
     if ((rc = cairn__tail_start(e, txn, &tail))) goto out;
     w.tail = (flags & CAIRN__W_TAIL) && nreqs == 1 && reqs[0].nevents == 1 &&
-             !cairn__links_maybe(reqs[0].events[0].metadata.ptr, reqs[0].events[0].metadata.len) &&
-             (!tail || head + 1 - tail < CAIRN_TAIL_MAX);
+        !cairn__links_maybe(reqs[0].events[0].metadata.ptr, reqs[0].events[0].metadata.len) &&
+        (!tail || head + 1 - tail < CAIRN_TAIL_MAX);
     if (!w.tail) {
         rc = mdb_cursor_get(w.ids, &k, &v, MDB_LAST);
-        if (rc == 0 && k.mv_size == 16) memcpy(w.last_id, k.mv_data, 16);
-        else if (rc && rc != MDB_NOTFOUND) MDB_TRY(rc, "read id index");
+        if (rc == 0 && k.mv_size == 16)
+            memcpy(w.last_id, k.mv_data, 16);
+        else if (rc && rc != MDB_NOTFOUND)
+            MDB_TRY(rc, "read id index");
         rc = CAIRN_OK;
         if (tail && (rc = flush_tail(e, &w, txn, tail))) goto out;
     }

@@ -16,7 +16,7 @@ static size_t tags_size(const cairn_event_in *ev) {
 
 size_t cairn__record_size(const cairn_slice *stream, const cairn_event_in *ev) {
     return CAIRN_REC_HEADER + stream->len + ev->type.len + tags_size(ev) + ev->metadata.len +
-           ev->data.len;
+        ev->data.len;
 }
 
 void cairn__record_write(uint8_t *out, const cairn_slice *stream, const cairn_event_in *ev,
@@ -116,9 +116,10 @@ int cairn__val_check(uintptr_t lo, uintptr_t hi, const MDB_val *v, uint64_t posi
     uintptr_t p = (uintptr_t)v->mv_data;
     if (p >= lo && p <= hi && v->mv_size <= hi - p) return CAIRN_OK;
     cairn__err()->position = position;
-    return cairn__fail(CAIRN_ECORRUPT,
-                       "corrupt record at position %llu: the data file's tree points outside the file",
-                       (unsigned long long)position);
+    return cairn__fail(
+        CAIRN_ECORRUPT,
+        "corrupt record at position %llu: the data file's tree points outside the file",
+        (unsigned long long)position);
 }
 
 int cairn_event_tag(const cairn_event *ev, size_t *cursor, cairn_slice *tag) {

@@ -48,7 +48,8 @@ int cairn__stream_lookup(cairn_env *e, MDB_txn *txn, const void *name, size_t le
     if (v.mv_size != CAIRN_STREAM_VAL_HEADER + len ||
         memcmp((uint8_t *)v.mv_data + CAIRN_STREAM_VAL_HEADER, name, len) != 0) {
         if (v.mv_size < CAIRN_STREAM_VAL_HEADER || len <= CAIRN_STREAM_KEY_INLINE)
-            return cairn__fail(CAIRN_ECORRUPT, "corrupt stream entry"); /* a short name is its key */
+            return cairn__fail(CAIRN_ECORRUPT,
+                               "corrupt stream entry"); /* a short name is its key */
         /* A 128-bit digest collision between two long names: refuse rather than mix. */
         return cairn__fail(CAIRN_EINTERNAL, "stream key collision");
     }
@@ -72,8 +73,8 @@ int cairn__stream_lookup(cairn_env *e, MDB_txn *txn, const void *name, size_t le
         /* versions count from 0 and share positions with every other stream: version v sits
          * at a position > v.  Anything else is a damaged stream index (LMDB does not
          * checksum its pages). */
-        if (rc == 0 && (xv.mv_size != 16 || info->version < 0 ||
-                        (uint64_t)info->version >= info->last_pos)) {
+        if (rc == 0 &&
+            (xv.mv_size != 16 || info->version < 0 || (uint64_t)info->version >= info->last_pos)) {
             cairn__err()->position = info->last_pos;
             return cairn__fail(CAIRN_ECORRUPT, "position %llu: damaged stream index entry",
                                (unsigned long long)info->last_pos);
@@ -95,7 +96,8 @@ int cairn__head(cairn_env *e, MDB_txn *txn, uint64_t *out) {
     mdb_cursor_close(c);
     if (rc && rc != MDB_NOTFOUND) return cairn__mdb_fail(rc, "head");
     rc = mdb_get(txn, e->meta, &mk, &v);
-    if (rc == 0 && v.mv_size == 8 && cairn__get_be64(v.mv_data) > *out) *out = cairn__get_be64(v.mv_data);
+    if (rc == 0 && v.mv_size == 8 && cairn__get_be64(v.mv_data) > *out)
+        *out = cairn__get_be64(v.mv_data);
     return rc == 0 || rc == MDB_NOTFOUND ? CAIRN_OK : cairn__mdb_fail(rc, "head");
 }
 

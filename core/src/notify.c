@@ -107,8 +107,7 @@ void cairn__notify_wait(cairn_env *e, uint32_t seen, int ms) {
         ts.tv_sec += ms / 1000, ts.tv_nsec += (long)(ms % 1000) * 1000000L;
         if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
         while (e->n_gen == gen && __atomic_load_n(&n->counter, __ATOMIC_SEQ_CST) == seen &&
-               pthread_cond_timedwait(&e->ncond, &e->nlock, &ts) == 0) {
-        }
+               pthread_cond_timedwait(&e->ncond, &e->nlock, &ts) == 0) {}
         pthread_mutex_unlock(&e->nlock);
         return;
     }

@@ -22,9 +22,9 @@ typedef struct source {
     MDB_dbi dbi;
     uint8_t key[CAIRN_POST_KEY];
     size_t keylen;
-    int is_stream;          /* dups are (version, position) instead of positions */
-    MDB_cursor *cur;        /* valid during one refill */
-    uint64_t pos;           /* current candidate; 0 when exhausted */
+    int is_stream;   /* dups are (version, position) instead of positions */
+    MDB_cursor *cur; /* valid during one refill */
+    uint64_t pos;    /* current candidate; 0 when exhausted */
 } source;
 
 /* The iterator's copy of its filter (cairn__filter_dup), its lists by index. */
@@ -50,7 +50,7 @@ struct cairn_iter {
     filter_copy f;
     source *src;
     size_t nsrc;
-    int complete;       /* IT_POSTINGS over stream indexes, which the index tail never lacks */
+    int complete; /* IT_POSTINGS over stream indexes, which the index tail never lacks */
     /* the page */
     cairn_buf page; /* the records, back to back */
     size_t *offs;   /* record i spans offs[i]..offs[i+1] of page */
@@ -95,12 +95,14 @@ static int buf_add(cairn_iter *it, const void *rec, size_t len, uint64_t pos) {
         uint64_t *p;
         if (!o) return cairn__fail(CAIRN_ENOMEM, "out of memory");
         it->offs = o;
-        if (!(p = realloc(it->poss, cap * sizeof *p))) return cairn__fail(CAIRN_ENOMEM, "out of memory");
+        if (!(p = realloc(it->poss, cap * sizeof *p)))
+            return cairn__fail(CAIRN_ENOMEM, "out of memory");
         it->poss = p;
         it->cap = cap;
     }
     /* the first page is given 64 KiB at once: one allocation for a usual page */
-    if ((!it->page.cap && cairn_buf_reserve(&it->page, 65536)) || cairn_buf_append(&it->page, rec, len))
+    if ((!it->page.cap && cairn_buf_reserve(&it->page, 65536)) ||
+        cairn_buf_append(&it->page, rec, len))
         return cairn__fail(CAIRN_ENOMEM, "out of memory");
     it->offs[it->count] = it->page.len - len;
     it->poss[it->count] = pos;
@@ -224,13 +226,19 @@ static int plan(cairn_iter *it, MDB_txn *txn) {
             } else {
                 uint8_t kb[CAIRN_POST_KEY];
                 MDB_val key = {CAIRN_POST_KEY, kb}, val;
-                int kind = k == F_TYPES ? CAIRN_POST_TYPE : k == F_TAGS ? CAIRN_POST_TAG
-                                                                         : CAIRN_POST_CATEGORY;
+                int kind = k == F_TYPES ? CAIRN_POST_TYPE
+                    : k == F_TAGS       ? CAIRN_POST_TAG
+                                        : CAIRN_POST_CATEGORY;
                 cairn__post_key(kind, f->v[k][i].ptr, f->v[k][i].len, kb);
                 rc = mdb_cursor_get(c, &key, &val, MDB_SET);
-                if (rc == 0) rc = mdb_cursor_count(c, &cnt);
-                else if (rc == MDB_NOTFOUND) rc = 0;
-                if (rc) { rc = cairn__mdb_fail(rc, "plan"); goto out; }
+                if (rc == 0)
+                    rc = mdb_cursor_count(c, &cnt);
+                else if (rc == MDB_NOTFOUND)
+                    rc = 0;
+                if (rc) {
+                    rc = cairn__mdb_fail(rc, "plan");
+                    goto out;
+                }
             }
             if (k == F_TAGS) {
                 if (cnt < tag_min) tag_min = cnt, tag_at = i;
@@ -242,19 +250,27 @@ static int plan(cairn_iter *it, MDB_txn *txn) {
         if (cost < best_cost) best_cost = cost, best_k = (size_t)k, best_tag = tag_at;
     }
     rc = CAIRN_OK;
-    if (best_k == 4) { it->kind = IT_LOG; goto out; }
+    if (best_k == 4) {
+        it->kind = IT_LOG;
+        goto out;
+    }
     it->complete = best_k == F_STREAMS;
     if (best_cost == 0) {
         uint64_t t = 0;
         /* nothing indexed yet; the index tail may still hold matches */
         if (!it->complete && (rc = cairn__tail_start(it->env, txn, &t))) goto out;
-        if (t) it->kind = IT_POSTINGS;
-        else it->done = 1;
+        if (t)
+            it->kind = IT_POSTINGS;
+        else
+            it->done = 1;
         goto out;
     }
     {
         size_t n = best_k == F_TAGS ? 1 : f->n[best_k];
-        if (!(it->src = calloc(n, sizeof *it->src))) { rc = cairn__fail(CAIRN_ENOMEM, "oom"); goto out; }
+        if (!(it->src = calloc(n, sizeof *it->src))) {
+            rc = cairn__fail(CAIRN_ENOMEM, "oom");
+            goto out;
+        }
         for (size_t i = 0; i < n; i++) {
             const cairn_slice *name = &f->v[best_k][best_k == F_TAGS ? best_tag : i];
             source *s = &it->src[it->nsrc];
@@ -265,8 +281,9 @@ static int plan(cairn_iter *it, MDB_txn *txn) {
                 s->dbi = it->env->sidx, s->is_stream = 1, s->keylen = 8;
                 cairn__put_be64(s->key, si.sid);
             } else {
-                int kind = best_k == F_TYPES ? CAIRN_POST_TYPE : best_k == F_TAGS ? CAIRN_POST_TAG
-                                                                                   : CAIRN_POST_CATEGORY;
+                int kind = best_k == F_TYPES ? CAIRN_POST_TYPE
+                    : best_k == F_TAGS       ? CAIRN_POST_TAG
+                                             : CAIRN_POST_CATEGORY;
                 s->dbi = it->env->post, s->keylen = CAIRN_POST_KEY;
                 cairn__post_key(kind, name->ptr, name->len, s->key);
             }
@@ -311,15 +328,22 @@ static int stream_seek(source *s, uint64_t target, int backwards) {
         p = cairn__get_be64((uint8_t *)v.mv_data + 8);
         mid = (int64_t)cairn__get_be64(v.mv_data);
         if (!backwards) {
-            if (p >= target) hi = mid; else lo = mid + 1;
+            if (p >= target)
+                hi = mid;
+            else
+                lo = mid + 1;
         } else {
-            if (p <= target) lo = mid; else hi = mid - 1;
+            if (p <= target)
+                lo = mid;
+            else
+                hi = mid - 1;
         }
     }
     cairn__put_be64(vb, (uint64_t)lo);
     memset(vb + 8, 0, 8);
     v.mv_size = 16, v.mv_data = vb;
-    if ((rc = mdb_cursor_get(s->cur, &k, &v, MDB_GET_BOTH_RANGE))) return rc == MDB_NOTFOUND ? 0 : rc;
+    if ((rc = mdb_cursor_get(s->cur, &k, &v, MDB_GET_BOTH_RANGE)))
+        return rc == MDB_NOTFOUND ? 0 : rc;
     s->pos = cairn__get_be64((uint8_t *)v.mv_data + 8);
     if (backwards ? s->pos > target : s->pos < target) s->pos = 0;
     return 0;
@@ -340,7 +364,10 @@ static int source_seek(source *s, uint64_t target, int backwards) {
         return rc == MDB_NOTFOUND ? 0 : rc;
     }
     if (rc == 0) {
-        if (dup_pos(s, &v) <= target) { s->pos = dup_pos(s, &v); return 0; }
+        if (dup_pos(s, &v) <= target) {
+            s->pos = dup_pos(s, &v);
+            return 0;
+        }
         rc = mdb_cursor_get(s->cur, &k, &v, MDB_PREV_DUP);
     } else if (rc == MDB_NOTFOUND) {
         rc = mdb_cursor_get(s->cur, &k, &v, MDB_SET);
@@ -375,7 +402,8 @@ static int take(cairn_iter *it, const MDB_val *v, uint64_t pos, int check, int64
     if (rc == CAIRN_OK && ver >= 0 &&
         (ev.version != ver || ev.stream.len != it->stream_len ||
          memcmp(ev.stream.ptr, it->stream, it->stream_len) != 0))
-        rc = cairn__corrupt(pos, "the stream index points at an event of another stream or version");
+        rc =
+            cairn__corrupt(pos, "the stream index points at an event of another stream or version");
     if (rc) return it->count ? STOP : rc;
     if (check && !matches(&it->f, &ev)) return CAIRN_OK;
     return buf_add(it, v->mv_data, v->mv_size, pos);
@@ -407,7 +435,8 @@ static int refill_log(cairn_iter *it, MDB_txn *txn, int check, uint64_t lo) {
          * not the next one means a damaged tree skipped or invented records.  Format 2's
          * removals must leave something here to tell a hole from damage. */
         if (pos != it->next) {
-            rc = it->count ? 0 : cairn__corrupt(it->next, "the log skips this position (damaged tree)");
+            rc = it->count ? 0
+                           : cairn__corrupt(it->next, "the log skips this position (damaged tree)");
             goto out;
         }
         if ((rc = take(it, &v, pos, check, -1))) {
@@ -415,7 +444,10 @@ static int refill_log(cairn_iter *it, MDB_txn *txn, int check, uint64_t lo) {
             goto out;
         }
         if (it->backwards) {
-            if (pos <= 1) { it->done = 1; break; }
+            if (pos <= 1) {
+                it->done = 1;
+                break;
+            }
             it->next = pos - 1;
             if (it->next < lo) break;
         } else {
@@ -455,8 +487,10 @@ static int refill_postings(cairn_iter *it, MDB_txn *txn) {
             if (p && (!best || (it->backwards ? p > best : p < best))) best = p;
         }
         if (!best) { /* past the indexed events: the tail is next */
-            if (tail && !it->backwards) it->next = tail;
-            else it->done = 1;
+            if (tail && !it->backwards)
+                it->next = tail;
+            else
+                it->done = 1;
             break;
         }
         /* posting lists are sorted: a candidate behind the last one means damage */
@@ -482,7 +516,10 @@ static int refill_postings(cairn_iter *it, MDB_txn *txn) {
             goto mdb_out;
         }
         if (it->backwards) {
-            if (best <= 1) { it->done = 1; break; }
+            if (best <= 1) {
+                it->done = 1;
+                break;
+            }
             it->next = best - 1;
         } else {
             it->next = best + 1;
@@ -507,10 +544,14 @@ static int refill_stream(cairn_iter *it, MDB_txn *txn) {
     int rc;
 
     if ((rc = cairn__stream_lookup(it->env, txn, it->stream, it->stream_len, &si))) return rc;
-    if (!si.exists) { it->done = 1; return CAIRN_OK; }
+    if (!si.exists) {
+        it->done = 1;
+        return CAIRN_OK;
+    }
     if (si.version < 0) /* entries are written with the stream's first event */
-        return cairn__fail(CAIRN_ECORRUPT, "stream %.*s: its entry has no events indexed (damaged index)",
-                           (int)(it->stream_len > 200 ? 200 : it->stream_len), (const char *)it->stream);
+        return cairn__fail(
+            CAIRN_ECORRUPT, "stream %.*s: its entry has no events indexed (damaged index)",
+            (int)(it->stream_len > 200 ? 200 : it->stream_len), (const char *)it->stream);
     if (it->next_ver < 0 || (it->backwards && it->next_ver > si.version)) {
         it->next_ver = si.version; /* start at the end, backwards */
     } else if (it->next_ver > si.version) {
@@ -556,7 +597,10 @@ static int refill_stream(cairn_iter *it, MDB_txn *txn) {
             goto mdb_out;
         }
         if (it->backwards) {
-            if (ver <= 0) { it->done = 1; break; }
+            if (ver <= 0) {
+                it->done = 1;
+                break;
+            }
             it->next_ver = ver - 1;
         } else {
             it->next_ver = ver + 1;
@@ -579,8 +623,10 @@ static int refill(cairn_iter *it) {
     int rc;
 
     it->count = it->at = it->page.len = 0;
-    if (it->ext) txn = it->ext;
-    else if ((rc = cairn__read_begin(it->env, &txn))) return rc;
+    if (it->ext)
+        txn = it->ext;
+    else if ((rc = cairn__read_begin(it->env, &txn)))
+        return rc;
     if (!it->planned) {
         it->planned = 1;
         if (it->kind == IT_POSTINGS && (rc = plan(it, txn))) goto out;
@@ -591,8 +637,10 @@ static int refill(cairn_iter *it) {
     }
     if (!it->raw && (rc = xform_prepare(it->env, txn, &it->xform, &it->xform_on))) goto out;
     if (it->done) goto out;
-    if (it->ext) it->map_lo = 0, it->map_hi = UINTPTR_MAX; /* a write txn: no bounds */
-    else cairn__map_bounds(it->env, txn, &it->map_lo, &it->map_hi);
+    if (it->ext)
+        it->map_lo = 0, it->map_hi = UINTPTR_MAX; /* a write txn: no bounds */
+    else
+        cairn__map_bounds(it->env, txn, &it->map_lo, &it->map_hi);
     switch (it->kind) {
     case IT_LOG: rc = refill_log(it, txn, 0, 0); break;
     case IT_STREAM: rc = refill_stream(it, txn); break;
@@ -614,11 +662,12 @@ int cairn_iter_next(cairn_iter *it, cairn_event *ev) {
             return rc;
         }
     }
-    rc = cairn__record_decode(it->page.p + it->offs[it->at], it->offs[it->at + 1] - it->offs[it->at],
-                              it->poss[it->at], ev);
+    rc = cairn__record_decode(it->page.p + it->offs[it->at],
+                              it->offs[it->at + 1] - it->offs[it->at], it->poss[it->at], ev);
     it->at++;
     if (rc) return rc;
-    if (!it->raw && it->xform_on && (rc = it->env->hooks->read_transform(it->env, &it->lim, it->xform, ev)))
+    if (!it->raw && it->xform_on &&
+        (rc = it->env->hooks->read_transform(it->env, &it->lim, it->xform, ev)))
         return rc;
     it->remaining--;
     return 1;
@@ -627,8 +676,8 @@ int cairn_iter_next(cairn_iter *it, cairn_event *ev) {
 /* ---------------------------------------------------------------------------------
  * Construction
  * --------------------------------------------------------------------------------- */
-static int iter_new(cairn_env *e, const cairn_script_limits *lim, int kind, int backwards, uint64_t limit,
-                    cairn_iter **out) {
+static int iter_new(cairn_env *e, const cairn_script_limits *lim, int kind, int backwards,
+                    uint64_t limit, cairn_iter **out) {
     cairn_iter *it = NULL;
     if (!(it = calloc(1, sizeof *it))) return cairn__fail(CAIRN_ENOMEM, "out of memory");
     it->env = e;
@@ -706,7 +755,10 @@ void cairn_iter_close(cairn_iter *it) {
  * --------------------------------------------------------------------------------- */
 static pthread_key_t g_get_key; /* this thread's copy of the record cairn_get returned */
 static pthread_once_t g_get_once = PTHREAD_ONCE_INIT;
-static void get_buf_free(void *p) { cairn_buf_free(p); free(p); }
+static void get_buf_free(void *p) {
+    cairn_buf_free(p);
+    free(p);
+}
 
 /* The transform state of this thread's point reads (events it returns point into it). */
 typedef struct get_xform {
@@ -814,7 +866,8 @@ int cairn_stream_version(cairn_store *s, const char *stream, size_t stream_len, 
     if ((rc = cairn__read_begin(s->env, &txn))) return rc;
     rc = cairn__stream_lookup(s->env, txn, stream, stream_len, &si);
     if (rc == CAIRN_OK && si.exists && si.version < 0) {
-        rc = cairn__fail(CAIRN_ECORRUPT, "stream %.*s: its entry has no events indexed (damaged index)",
+        rc = cairn__fail(CAIRN_ECORRUPT,
+                         "stream %.*s: its entry has no events indexed (damaged index)",
                          (int)(stream_len > 200 ? 200 : stream_len), stream);
     } else if (rc == CAIRN_OK && si.exists) {
         /* the stream index's last entry is checked against the event it points at */
@@ -833,7 +886,8 @@ int cairn_stream_version(cairn_store *s, const char *stream, size_t stream_len, 
                  !(rc = cairn__record_decode(v.mv_data, v.mv_size, si.last_pos, &ev)) &&
                  (ev.version != si.version || ev.stream.len != stream_len ||
                   memcmp(ev.stream.ptr, stream, stream_len) != 0))
-            rc = cairn__corrupt(si.last_pos, "the stream index points at an event of another stream or version");
+            rc = cairn__corrupt(si.last_pos,
+                                "the stream index points at an event of another stream or version");
     }
     cairn__read_end(s->env, txn);
     *out = si.version;
@@ -844,7 +898,10 @@ int cairn_stream_version(cairn_store *s, const char *stream, size_t stream_len, 
  * Stream listing.  Keys of names past 480 bytes are a prefix plus a digest, so a run of
  * long names sharing their first 480 bytes is sorted by full name before it is listed.
  * --------------------------------------------------------------------------------- */
-typedef struct name_ref { const uint8_t *p; size_t len; } name_ref;
+typedef struct name_ref {
+    const uint8_t *p;
+    size_t len;
+} name_ref;
 
 static int name_cmp(const void *a, const void *b) {
     const name_ref *x = a, *y = b;
@@ -854,10 +911,13 @@ static int name_cmp(const void *a, const void *b) {
 }
 
 typedef struct lister {
-    const uint8_t *prefix; size_t prefix_len;
-    const uint8_t *after; size_t after_len;
+    const uint8_t *prefix;
+    size_t prefix_len;
+    const uint8_t *after;
+    size_t after_len;
     size_t max, emitted;
-    cairn_name_fn fn; void *ctx;
+    cairn_name_fn fn;
+    void *ctx;
     int stop;
 } lister;
 
@@ -878,8 +938,15 @@ int cairn_streams(cairn_store *s, const char *prefix, size_t prefix_len, const c
     size_t slen, plen_key;
     name_ref *group = NULL;
     size_t ng = 0, gcap = 0;
-    lister l = {(const uint8_t *)(prefix ? prefix : ""), prefix ? prefix_len : 0, (const uint8_t *)after,
-                after ? after_len : 0, max ? max : (size_t)-1, 0, fn, ctx, 0};
+    lister l = {(const uint8_t *)(prefix ? prefix : ""),
+                prefix ? prefix_len : 0,
+                (const uint8_t *)after,
+                after ? after_len : 0,
+                max ? max : (size_t)-1,
+                0,
+                fn,
+                ctx,
+                0};
     int rc;
 
     cairn__clear_error();
@@ -905,14 +972,19 @@ int cairn_streams(cairn_store *s, const char *prefix, size_t prefix_len, const c
         const uint8_t *name = (const uint8_t *)v.mv_data + CAIRN_STREAM_VAL_HEADER;
         size_t nlen = v.mv_size - CAIRN_STREAM_VAL_HEADER;
         size_t cmp_len = k.mv_size < plen_key ? k.mv_size : plen_key;
-        if (v.mv_size < CAIRN_STREAM_VAL_HEADER) { rc = cairn__fail(CAIRN_ECORRUPT, "corrupt stream entry"); goto out; }
-        {   /* the name in the value must be the one the entry is filed under (LMDB does not
+        if (v.mv_size < CAIRN_STREAM_VAL_HEADER) {
+            rc = cairn__fail(CAIRN_ECORRUPT, "corrupt stream entry");
+            goto out;
+        }
+        { /* the name in the value must be the one the entry is filed under (LMDB does not
              * checksum its pages: a flipped byte in a name would list a stream that does
              * not exist) */
             uint8_t kk[CAIRN_STREAM_KEY_MAX];
             if (nlen == 0 || nlen > CAIRN_MAX_STREAM ||
-                cairn__stream_key(name, nlen, kk) != k.mv_size || memcmp(kk, k.mv_data, k.mv_size)) {
-                rc = cairn__fail(CAIRN_ECORRUPT, "corrupt stream entry (its name does not match its key)");
+                cairn__stream_key(name, nlen, kk) != k.mv_size ||
+                memcmp(kk, k.mv_data, k.mv_size)) {
+                rc = cairn__fail(CAIRN_ECORRUPT,
+                                 "corrupt stream entry (its name does not match its key)");
                 goto out;
             }
         }
@@ -926,7 +998,10 @@ int cairn_streams(cairn_store *s, const char *prefix, size_t prefix_len, const c
             }
             if (ng == gcap) {
                 name_ref *g = realloc(group, (gcap = gcap ? gcap * 2 : 16) * sizeof *g);
-                if (!g) { rc = cairn__fail(CAIRN_ENOMEM, "out of memory"); goto out; }
+                if (!g) {
+                    rc = cairn__fail(CAIRN_ENOMEM, "out of memory");
+                    goto out;
+                }
                 group = g;
             }
             group[ng].p = name, group[ng].len = nlen, ng++;

@@ -35,17 +35,17 @@ typedef struct cairn_env {
     int rdonly;             /* the LMDB env itself was opened MDB_RDONLY */
     MDB_env *env;
     MDB_dbi meta, log, streams, sidx, ids, post;
-    MDB_dbi comp;    /* compensated event id (16 bytes) -> u64 position of its compensation */
-    MDB_dbi subs;    /* subscription name -> u64 checkpoint BE; 0 when the db is absent */
-    void *notify;    /* the mapped `notify` file (notify.c), NULL when unavailable */
-    int notify_rw;   /* mapped writable: this process can register as a waiter */
+    MDB_dbi comp;  /* compensated event id (16 bytes) -> u64 position of its compensation */
+    MDB_dbi subs;  /* subscription name -> u64 checkpoint BE; 0 when the db is absent */
+    void *notify;  /* the mapped `notify` file (notify.c), NULL when unavailable */
+    int notify_rw; /* mapped writable: this process can register as a waiter */
     /* One thread per process sleeps on the shared futex (the leader); the others wait on
      * this condition variable, woken by the leader: a commit's wake-up costs the writer
      * one woken thread per process, however many subscribers each process has. */
     pthread_mutex_t nlock;
     pthread_cond_t ncond;
     int n_leader;
-    uint64_t n_gen; /* bumped by the leader each time it wakes */
+    uint64_t n_gen;                  /* bumped by the leader each time it wakes */
     const struct cairn_hooks *hooks; /* the layer above's, given by the first open */
     void *upper;                     /* the layer above's per-environment data (hooks->env_open) */
     /* Every transaction of this process holds `resize` shared; changing the map size
@@ -102,7 +102,8 @@ typedef struct cairn_hooks {
      * event; its pointers may then point into state, valid until the next transform with
      * it or read_free. */
     int (*read_prepare)(cairn_env *e, MDB_txn *txn, void **state, int *active);
-    int (*read_transform)(cairn_env *e, const cairn_script_limits *lim, void *state, cairn_event *ev);
+    int (*read_transform)(cairn_env *e, const cairn_script_limits *lim, void *state,
+                          cairn_event *ev);
     void (*read_free)(void *state);
 } cairn_hooks;
 

@@ -49,7 +49,8 @@ int cairn__env_check(const cairn_env *e) {
     if (e->fork_gen != cairn__fork_gen)
         return cairn__fail(CAIRN_ECLOSED, "store was opened before fork(); open it again");
     if (e->unmapped)
-        return cairn__fail(CAIRN_EIO, "a failed map resize left the store unmapped; close and reopen it");
+        return cairn__fail(CAIRN_EIO,
+                           "a failed map resize left the store unmapped; close and reopen it");
     return CAIRN_OK;
 }
 
@@ -131,8 +132,9 @@ int cairn__write_begin(cairn_env *e, cairn_durability d, MDB_txn **txn) {
     int rc = cairn__env_check(e);
     if (rc) return rc;
     if ((rc = txn_begin(e, 0, txn))) return rc;
-    on = d == CAIRN_DURABLE_NONE ? MDB_NOSYNC | MDB_NOMETASYNC
-         : d == CAIRN_DURABLE_RELAXED ? MDB_NOMETASYNC : 0;
+    on = d == CAIRN_DURABLE_NONE     ? MDB_NOSYNC | MDB_NOMETASYNC
+        : d == CAIRN_DURABLE_RELAXED ? MDB_NOMETASYNC
+                                     : 0;
     mdb_env_set_flags(e->env, MDB_NOSYNC | MDB_NOMETASYNC, 0);
     if (on) mdb_env_set_flags(e->env, on, 1);
     return CAIRN_OK;
@@ -153,8 +155,8 @@ int cairn__commit_fail(cairn_env *e, int rc) {
     struct statvfs fs;
     if ((rc == EIO || rc == ENOSPC) && e->path && statvfs(e->path, &fs) == 0 &&
         (uint64_t)fs.f_bavail * fs.f_frsize < (4u << 20))
-        return cairn__fail(CAIRN_EIO,
-                           "commit: %s (the file system holding %s is full)", mdb_strerror(rc), e->path);
+        return cairn__fail(CAIRN_EIO, "commit: %s (the file system holding %s is full)",
+                           mdb_strerror(rc), e->path);
     return cairn__mdb_fail(rc, "commit");
 }
 
@@ -255,10 +257,13 @@ static int env_setup(cairn_env *e, int create) {
         goto mdb_fail;
     /* added after format 1 shipped: created in older stores when writable, absent (dbi 0,
      * read as empty) in a read-only one */
-    if ((rc = mdb_dbi_open(txn, "subs", create ? MDB_CREATE : 0, &e->subs)) == MDB_NOTFOUND) e->subs = 0;
-    else if (rc) goto mdb_fail;
+    if ((rc = mdb_dbi_open(txn, "subs", create ? MDB_CREATE : 0, &e->subs)) == MDB_NOTFOUND)
+        e->subs = 0;
+    else if (rc)
+        goto mdb_fail;
     /* the layer above's databases */
-    if (e->hooks && e->hooks->env_open && (rc = e->hooks->env_open(e, txn, cf != 0, create, &e->upper))) {
+    if (e->hooks && e->hooks->env_open &&
+        (rc = e->hooks->env_open(e, txn, cf != 0, create, &e->upper))) {
         mdb_txn_abort(txn);
         return rc;
     }
@@ -347,7 +352,9 @@ int cairn__store_open(const char *path, const cairn_options *opts, const cairn_h
         if (opts->readonly) return cairn__fail(CAIRN_ENOENT, "%s: no store here", path);
         /* the umask narrows these further; never writable by others, whatever the umask */
         if (mkdir(path, 0775) != 0 && errno != EEXIST)
-            return cairn__fail(errno == EACCES ? CAIRN_EREADONLY : errno == ENOENT ? CAIRN_ENOENT : CAIRN_EIO,
+            return cairn__fail(errno == EACCES       ? CAIRN_EREADONLY
+                                   : errno == ENOENT ? CAIRN_ENOENT
+                                                     : CAIRN_EIO,
                                "%s: %s", path, strerror(errno));
         if (stat(path, &st) != 0) return cairn__fail(CAIRN_EIO, "%s: %s", path, strerror(errno));
     }

@@ -9,10 +9,10 @@
 #include "storage.h"
 
 struct cairn_sub {
-    cairn_env *env;               /* retained */
-    cairn_durability durability;  /* the opening handle's, for checkpoints */
-    cairn_script_limits lim;      /* the opening handle's, for the catch-up iterators */
-    cairn_filter f;   /* deep copy (one block: slices, then bytes) */
+    cairn_env *env;              /* retained */
+    cairn_durability durability; /* the opening handle's, for checkpoints */
+    cairn_script_limits lim;     /* the opening handle's, for the catch-up iterators */
+    cairn_filter f;              /* deep copy (one block: slices, then bytes) */
     void *fmem;
     char *name; /* NULL: not durable */
     size_t name_len;
@@ -48,14 +48,17 @@ static int checkpoint_body(cairn_wtxn *w, void *ctx) {
     int rc;
     cairn__put_be64(b, a->pos);
     rc = mdb_put(w->txn, a->sub->env->subs, &k, &v, 0);
-    return rc == MDB_MAP_FULL ? CAIRN__EMAPFULL : rc ? cairn__mdb_fail(rc, "store checkpoint") : CAIRN_OK;
+    return rc == MDB_MAP_FULL ? CAIRN__EMAPFULL
+        : rc                  ? cairn__mdb_fail(rc, "store checkpoint")
+                              : CAIRN_OK;
 }
 
 /* Stores the checkpoint in its own write txn, with the handle's durability.  Not a commit
  * of events: subscribers are not woken for it. */
 static int checkpoint_write(cairn_sub *sub, uint64_t pos) {
     checkpoint_args a = {sub, pos};
-    if (!sub->env->subs) return cairn__fail(CAIRN_EREADONLY, "no subs database (store opened read-only)");
+    if (!sub->env->subs)
+        return cairn__fail(CAIRN_EREADONLY, "no subs database (store opened read-only)");
     return cairn__write_txn(sub->env, sub->durability, checkpoint_body, &a);
 }
 

@@ -36,12 +36,12 @@
 #define CHUNK 4096 /* records checked per read transaction */
 
 typedef struct vstate {
-    uint64_t next;    /* next position to check */
-    uint64_t head;    /* check up to here */
-    int64_t last_ts;  /* timestamp of the previous record */
-    uint64_t tags;    /* tag postings the records imply (distinct digests per event) */
-    uint64_t corrs;   /* correlation postings */
-    uint64_t comps;   /* `comp` entries */
+    uint64_t next;     /* next position to check */
+    uint64_t head;     /* check up to here */
+    int64_t last_ts;   /* timestamp of the previous record */
+    uint64_t tags;     /* tag postings the records imply (distinct digests per event) */
+    uint64_t corrs;    /* correlation postings */
+    uint64_t comps;    /* `comp` entries */
     uint64_t deferred; /* first record met in the index tail (0: none yet); its id and
                         * posting entries, and every later record's, are checked and
                         * counted by verify_counts */
@@ -113,15 +113,19 @@ static int check_indexed(vstate *vs, MDB_txn *txn, MDB_cursor *cids, MDB_cursor 
     first = cairn__get_be64((uint8_t *)iv.mv_data + 8);
     count = cairn__get_be32((uint8_t *)iv.mv_data + 16);
     if (first > pos || pos - first >= count)
-        return cairn__corrupt(pos, "event id index: the append call recorded does not cover this event");
+        return cairn__corrupt(pos,
+                              "event id index: the append call recorded does not cover this event");
     cat = cairn_category(ev->stream.ptr, ev->stream.len);
     cairn__post_key(CAIRN_POST_CATEGORY, cat.ptr, cat.len, pk);
-    if (!has_dup(cpost, pk, sizeof pk, posb, 8)) return cairn__corrupt(pos, "category index lacks this event");
+    if (!has_dup(cpost, pk, sizeof pk, posb, 8))
+        return cairn__corrupt(pos, "category index lacks this event");
     cairn__post_key(CAIRN_POST_TYPE, ev->type.ptr, ev->type.len, pk);
-    if (!has_dup(cpost, pk, sizeof pk, posb, 8)) return cairn__corrupt(pos, "type index lacks this event");
+    if (!has_dup(cpost, pk, sizeof pk, posb, 8))
+        return cairn__corrupt(pos, "type index lacks this event");
     while (cairn_event_tag(ev, &cur, &tag)) {
         cairn__post_key(CAIRN_POST_TAG, tag.ptr, tag.len, pk);
-        if (!has_dup(cpost, pk, sizeof pk, posb, 8)) return cairn__corrupt(pos, "tag index lacks this event");
+        if (!has_dup(cpost, pk, sizeof pk, posb, 8))
+            return cairn__corrupt(pos, "tag index lacks this event");
     }
     {
         int ok;
@@ -157,7 +161,8 @@ static int verify_chunk(cairn_env *e, vstate *vs) {
 
     if ((rc = cairn__read_begin(e, &txn))) return rc;
     if ((rc = mdb_cursor_open(txn, e->log, &clog)) || (rc = mdb_cursor_open(txn, e->ids, &cids)) ||
-        (rc = mdb_cursor_open(txn, e->sidx, &csidx)) || (rc = mdb_cursor_open(txn, e->post, &cpost))) {
+        (rc = mdb_cursor_open(txn, e->sidx, &csidx)) ||
+        (rc = mdb_cursor_open(txn, e->post, &cpost))) {
         rc = cairn__mdb_fail(rc, "verify");
         goto out;
     }
@@ -171,31 +176,47 @@ static int verify_chunk(cairn_env *e, vstate *vs) {
         cairn_stream_info si;
         uint8_t sv[16], sk[8];
 
-        if (k.mv_size != 8) { rc = cairn__corrupt(vs->next, "log key is not 8 bytes"); goto out; }
+        if (k.mv_size != 8) {
+            rc = cairn__corrupt(vs->next, "log key is not 8 bytes");
+            goto out;
+        }
         pos = cairn__get_be64(k.mv_data);
-        if (pos != vs->next) { rc = cairn__corrupt(vs->next, "position missing from the log"); goto out; }
+        if (pos != vs->next) {
+            rc = cairn__corrupt(vs->next, "position missing from the log");
+            goto out;
+        }
         if ((rc = cairn__val_check(g_lo, g_hi, &v, pos))) goto out;
         if ((rc = cairn__record_decode(v.mv_data, v.mv_size, pos, &ev))) goto out;
-        {   /* found by key too: a damaged branch page can hide a record from lookups (every
+        { /* found by key too: a damaged branch page can hide a record from lookups (every
              * read but a scan) while a sequential walk still reaches it */
             MDB_val lk = {8, k.mv_data}, lv;
             if (mdb_get(txn, e->log, &lk, &lv) != 0 || lv.mv_data != v.mv_data) {
-                rc = cairn__corrupt(pos, "a lookup by position does not find this event (damaged tree)");
+                rc = cairn__corrupt(pos,
+                                    "a lookup by position does not find this event (damaged tree)");
                 goto out;
             }
         }
-        if (ev.timestamp < vs->last_ts) { rc = cairn__corrupt(pos, "timestamp earlier than the previous event's"); goto out; }
+        if (ev.timestamp < vs->last_ts) {
+            rc = cairn__corrupt(pos, "timestamp earlier than the previous event's");
+            goto out;
+        }
         vs->last_ts = ev.timestamp;
         if ((rc = cairn__stream_lookup(e, txn, ev.stream.ptr, ev.stream.len, &si))) {
             if ((rc == CAIRN_ECORRUPT && !cairn__err()->position) || rc == CAIRN_EINTERNAL)
                 rc = cairn__corrupt(pos, "stream entry of this event is damaged");
             goto out;
         }
-        if (!si.exists || si.version < ev.version || ev.version < 0) { rc = cairn__corrupt(pos, "stream entry disagrees with the log"); goto out; }
+        if (!si.exists || si.version < ev.version || ev.version < 0) {
+            rc = cairn__corrupt(pos, "stream entry disagrees with the log");
+            goto out;
+        }
         cairn__put_be64(sk, si.sid);
         cairn__put_be64(sv, (uint64_t)ev.version);
         cairn__put_be64(sv + 8, pos);
-        if (!has_dup(csidx, sk, 8, sv, 16)) { rc = cairn__corrupt(pos, "stream index lacks this event"); goto out; }
+        if (!has_dup(csidx, sk, 8, sv, 16)) {
+            rc = cairn__corrupt(pos, "stream index lacks this event");
+            goto out;
+        }
         if (!vs->deferred && tail && pos >= tail) vs->deferred = pos;
         if (!vs->deferred && (rc = check_indexed(vs, txn, cids, cpost, &ev, pos))) goto out;
         vs->r->events++;
@@ -204,7 +225,8 @@ static int verify_chunk(cairn_env *e, vstate *vs) {
         rc = mdb_cursor_get(clog, &k, &v, MDB_NEXT);
     }
     if (rc == MDB_NOTFOUND) {
-        rc = vs->next <= vs->head ? cairn__corrupt(vs->next, "position missing from the log") : CAIRN_OK;
+        rc = vs->next <= vs->head ? cairn__corrupt(vs->next, "position missing from the log")
+                                  : CAIRN_OK;
     } else if (rc > 0) {
         rc = cairn__mdb_fail(rc, "verify");
     }
@@ -230,16 +252,30 @@ static int locate_ids(cairn_env *e, MDB_txn *txn, MDB_cursor *clog, uint64_t hea
     while (rc == 0) {
         cairn_event ev;
         uint64_t pos;
-        if (k.mv_size != 16 || v.mv_size != 20) { rc = cairn__corrupt(0, "event id index: malformed entry"); goto out; }
+        if (k.mv_size != 16 || v.mv_size != 20) {
+            rc = cairn__corrupt(0, "event id index: malformed entry");
+            goto out;
+        }
         pos = cairn__get_be64(v.mv_data);
-        if (pos == 0 || pos > head) { rc = cairn__corrupt(pos, "event id index entry points past the log"); goto out; }
-        if (tail && pos >= tail) { rc = cairn__corrupt(pos, "event id index has an entry for an event of the index tail"); goto out; }
-        if ((rc = record_at(clog, pos, &ev, "event id index entry points at a missing event"))) goto out;
-        if (memcmp(ev.id, k.mv_data, 16) != 0) { rc = cairn__corrupt(pos, "event id index entry names another event's id"); goto out; }
+        if (pos == 0 || pos > head) {
+            rc = cairn__corrupt(pos, "event id index entry points past the log");
+            goto out;
+        }
+        if (tail && pos >= tail) {
+            rc = cairn__corrupt(pos, "event id index has an entry for an event of the index tail");
+            goto out;
+        }
+        if ((rc = record_at(clog, pos, &ev, "event id index entry points at a missing event")))
+            goto out;
+        if (memcmp(ev.id, k.mv_data, 16) != 0) {
+            rc = cairn__corrupt(pos, "event id index entry names another event's id");
+            goto out;
+        }
         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
     }
-    rc = rc == MDB_NOTFOUND ? cairn__corrupt(0, "event id index holds more entries than the log has events")
-                            : cairn__mdb_fail(rc, "verify");
+    rc = rc == MDB_NOTFOUND
+        ? cairn__corrupt(0, "event id index holds more entries than the log has events")
+        : cairn__mdb_fail(rc, "verify");
 out:
     mdb_cursor_close(c);
     return rc;
@@ -255,17 +291,31 @@ static int locate_sidx(cairn_env *e, MDB_txn *txn, MDB_cursor *clog, uint64_t he
         cairn_event ev;
         cairn_stream_info si;
         uint64_t pos;
-        if (k.mv_size != 8 || v.mv_size != 16) { rc = cairn__corrupt(0, "stream index: malformed entry"); goto out; }
+        if (k.mv_size != 8 || v.mv_size != 16) {
+            rc = cairn__corrupt(0, "stream index: malformed entry");
+            goto out;
+        }
         pos = cairn__get_be64((uint8_t *)v.mv_data + 8);
-        if (pos == 0 || pos > head) { rc = cairn__corrupt(pos, "stream index entry points past the log"); goto out; }
-        if ((rc = record_at(clog, pos, &ev, "stream index entry points at a missing event"))) goto out;
+        if (pos == 0 || pos > head) {
+            rc = cairn__corrupt(pos, "stream index entry points past the log");
+            goto out;
+        }
+        if ((rc = record_at(clog, pos, &ev, "stream index entry points at a missing event")))
+            goto out;
         if ((rc = cairn__stream_lookup(e, txn, ev.stream.ptr, ev.stream.len, &si))) goto out;
-        if (!si.exists || si.sid != cairn__get_be64(k.mv_data)) { rc = cairn__corrupt(pos, "stream index entry is filed under another stream"); goto out; }
-        if ((uint64_t)ev.version != cairn__get_be64(v.mv_data)) { rc = cairn__corrupt(pos, "stream index entry has the wrong version"); goto out; }
+        if (!si.exists || si.sid != cairn__get_be64(k.mv_data)) {
+            rc = cairn__corrupt(pos, "stream index entry is filed under another stream");
+            goto out;
+        }
+        if ((uint64_t)ev.version != cairn__get_be64(v.mv_data)) {
+            rc = cairn__corrupt(pos, "stream index entry has the wrong version");
+            goto out;
+        }
         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
     }
-    rc = rc == MDB_NOTFOUND ? cairn__corrupt(0, "stream index holds more entries than the log has events")
-                            : cairn__mdb_fail(rc, "verify");
+    rc = rc == MDB_NOTFOUND
+        ? cairn__corrupt(0, "stream index holds more entries than the log has events")
+        : cairn__mdb_fail(rc, "verify");
 out:
     mdb_cursor_close(c);
     return rc;
@@ -315,23 +365,46 @@ static int locate_post(cairn_env *e, MDB_txn *txn, MDB_cursor *clog, uint64_t he
         uint64_t pos;
         const uint8_t *key = k.mv_data;
         const char *what;
-        if (k.mv_size != CAIRN_POST_KEY || v.mv_size != 8) { rc = cairn__corrupt(0, "posting index: malformed entry"); goto out; }
+        if (k.mv_size != CAIRN_POST_KEY || v.mv_size != 8) {
+            rc = cairn__corrupt(0, "posting index: malformed entry");
+            goto out;
+        }
         switch (key[0]) {
-        case CAIRN_POST_CATEGORY: what = "category index entry does not match the event it points at"; break;
-        case CAIRN_POST_TYPE: what = "type index entry does not match the event it points at"; break;
+        case CAIRN_POST_CATEGORY:
+            what = "category index entry does not match the event it points at";
+            break;
+        case CAIRN_POST_TYPE:
+            what = "type index entry does not match the event it points at";
+            break;
         case CAIRN_POST_TAG: what = "tag index entry does not match the event it points at"; break;
-        case CAIRN_POST_CORRELATION: what = "correlation index entry does not match the event it points at"; break;
-        default: rc = cairn__corrupt(cairn__get_be64(v.mv_data), "posting index: unknown kind of posting"); goto out;
+        case CAIRN_POST_CORRELATION:
+            what = "correlation index entry does not match the event it points at";
+            break;
+        default:
+            rc = cairn__corrupt(cairn__get_be64(v.mv_data),
+                                "posting index: unknown kind of posting");
+            goto out;
         }
         pos = cairn__get_be64(v.mv_data);
-        if (pos == 0 || pos > head) { rc = cairn__corrupt(pos, "posting index entry points past the log"); goto out; }
-        if (tail && pos >= tail) { rc = cairn__corrupt(pos, "posting index has an entry for an event of the index tail"); goto out; }
-        if ((rc = record_at(clog, pos, &ev, "posting index entry points at a missing event"))) goto out;
-        if (!posting_matches(key, &ev)) { rc = cairn__corrupt(pos, what); goto out; }
+        if (pos == 0 || pos > head) {
+            rc = cairn__corrupt(pos, "posting index entry points past the log");
+            goto out;
+        }
+        if (tail && pos >= tail) {
+            rc = cairn__corrupt(pos, "posting index has an entry for an event of the index tail");
+            goto out;
+        }
+        if ((rc = record_at(clog, pos, &ev, "posting index entry points at a missing event")))
+            goto out;
+        if (!posting_matches(key, &ev)) {
+            rc = cairn__corrupt(pos, what);
+            goto out;
+        }
         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
     }
-    rc = rc == MDB_NOTFOUND ? cairn__corrupt(0, "posting index holds more entries than the events imply")
-                            : cairn__mdb_fail(rc, "verify");
+    rc = rc == MDB_NOTFOUND
+        ? cairn__corrupt(0, "posting index holds more entries than the events imply")
+        : cairn__mdb_fail(rc, "verify");
 out:
     mdb_cursor_close(c);
     return rc;
@@ -348,18 +421,30 @@ static int locate_comp(cairn_env *e, MDB_txn *txn, MDB_cursor *clog, uint64_t he
         uint64_t pos;
         cairn_links l;
         int ok;
-        if (k.mv_size != 16 || v.mv_size != 8) { rc = cairn__corrupt(0, "compensation index: malformed entry"); goto out; }
+        if (k.mv_size != 16 || v.mv_size != 8) {
+            rc = cairn__corrupt(0, "compensation index: malformed entry");
+            goto out;
+        }
         pos = cairn__get_be64(v.mv_data);
-        if (pos == 0 || pos > head) { rc = cairn__corrupt(pos, "compensation index entry points past the log"); goto out; }
-        if ((rc = record_at(clog, pos, &ev, "compensation index entry points at a missing event"))) goto out;
+        if (pos == 0 || pos > head) {
+            rc = cairn__corrupt(pos, "compensation index entry points past the log");
+            goto out;
+        }
+        if ((rc = record_at(clog, pos, &ev, "compensation index entry points at a missing event")))
+            goto out;
         ok = cairn__links_parse(ev.metadata.ptr, ev.metadata.len, &l) && l.has_comp &&
-             memcmp(l.comp, k.mv_data, 16) == 0;
+            memcmp(l.comp, k.mv_data, 16) == 0;
         cairn__links_free(&l);
-        if (!ok) { rc = cairn__corrupt(pos, "compensation index entry does not match the event it points at"); goto out; }
+        if (!ok) {
+            rc = cairn__corrupt(pos,
+                                "compensation index entry does not match the event it points at");
+            goto out;
+        }
         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
     }
-    rc = rc == MDB_NOTFOUND ? cairn__corrupt(0, "compensation index holds more entries than the events imply")
-                            : cairn__mdb_fail(rc, "verify");
+    rc = rc == MDB_NOTFOUND
+        ? cairn__corrupt(0, "compensation index holds more entries than the events imply")
+        : cairn__mdb_fail(rc, "verify");
 out:
     mdb_cursor_close(c);
     return rc;
@@ -379,7 +464,8 @@ static int verify_tail(cairn_env *e, vstate *vs, MDB_txn *txn, MDB_cursor *clog,
         return cairn__corrupt(*tail, "meta: the index tail starts out of range");
     end = *tail ? *tail : head + 1;
     if (vs->deferred && vs->deferred < end) {
-        if ((rc = mdb_cursor_open(txn, e->ids, &cids)) || (rc = mdb_cursor_open(txn, e->post, &cpost))) {
+        if ((rc = mdb_cursor_open(txn, e->ids, &cids)) ||
+            (rc = mdb_cursor_open(txn, e->post, &cpost))) {
             rc = cairn__mdb_fail(rc, "verify");
             goto out;
         }
@@ -397,7 +483,11 @@ static int verify_tail(cairn_env *e, vstate *vs, MDB_txn *txn, MDB_cursor *clog,
         if ((rc = record_at(clog, pos, &ev, "position missing from the log"))) goto out;
         linked = cairn__links_parse(ev.metadata.ptr, ev.metadata.len, &l);
         cairn__links_free(&l);
-        if (linked) { rc = cairn__corrupt(pos, "an event with rollback or compensation links in the index tail"); goto out; }
+        if (linked) {
+            rc = cairn__corrupt(pos,
+                                "an event with rollback or compensation links in the index tail");
+            goto out;
+        }
     }
 out:
     if (cpost) mdb_cursor_close(cpost);
@@ -428,18 +518,34 @@ static int verify_counts(cairn_env *e, vstate *vs, cairn_progress_fn progress, v
             }
             continue;
         }
-        if ((rc = mdb_cursor_open(txn, e->log, &clog))) { rc = cairn__mdb_fail(rc, "verify"); goto out; }
+        if ((rc = mdb_cursor_open(txn, e->log, &clog))) {
+            rc = cairn__mdb_fail(rc, "verify");
+            goto out;
+        }
         if ((rc = verify_tail(e, vs, txn, clog, head, &tail))) goto out;
-        events = vs->r->events - (tail ? head + 1 - tail : 0); /* those with id and posting entries */
-        if ((rc = mdb_stat(txn, e->ids, &st))) { rc = cairn__mdb_fail(rc, "verify"); goto out; }
+        events =
+            vs->r->events - (tail ? head + 1 - tail : 0); /* those with id and posting entries */
+        if ((rc = mdb_stat(txn, e->ids, &st))) {
+            rc = cairn__mdb_fail(rc, "verify");
+            goto out;
+        }
         if (st.ms_entries != events && (rc = locate_ids(e, txn, clog, head, tail))) goto out;
-        if ((rc = mdb_stat(txn, e->sidx, &st))) { rc = cairn__mdb_fail(rc, "verify"); goto out; }
+        if ((rc = mdb_stat(txn, e->sidx, &st))) {
+            rc = cairn__mdb_fail(rc, "verify");
+            goto out;
+        }
         if (st.ms_entries != vs->r->events && (rc = locate_sidx(e, txn, clog, head))) goto out;
-        if ((rc = mdb_stat(txn, e->post, &st))) { rc = cairn__mdb_fail(rc, "verify"); goto out; }
+        if ((rc = mdb_stat(txn, e->post, &st))) {
+            rc = cairn__mdb_fail(rc, "verify");
+            goto out;
+        }
         if (st.ms_entries != 2 * events + vs->tags + vs->corrs &&
             (rc = locate_post(e, txn, clog, head, tail)))
             goto out;
-        if ((rc = mdb_stat(txn, e->comp, &st))) { rc = cairn__mdb_fail(rc, "verify"); goto out; }
+        if ((rc = mdb_stat(txn, e->comp, &st))) {
+            rc = cairn__mdb_fail(rc, "verify");
+            goto out;
+        }
         if (st.ms_entries != vs->comps && (rc = locate_comp(e, txn, clog, head))) goto out;
     out:
         if (clog) mdb_cursor_close(clog);
@@ -465,9 +571,15 @@ static int verify_streams(cairn_env *e, cairn_verify_report *r) {
         goto out;
     }
     rc = mdb_get(txn, e->meta, &mk, &mv);
-    if (rc == 0 && mv.mv_size == 8) max_sid = cairn__get_be64(mv.mv_data);
-    else if (rc == 0) { rc = cairn__corrupt(0, "meta: the stream id counter is not 8 bytes"); goto out; }
-    else if (rc != MDB_NOTFOUND) { rc = cairn__mdb_fail(rc, "verify"); goto out; }
+    if (rc == 0 && mv.mv_size == 8)
+        max_sid = cairn__get_be64(mv.mv_data);
+    else if (rc == 0) {
+        rc = cairn__corrupt(0, "meta: the stream id counter is not 8 bytes");
+        goto out;
+    } else if (rc != MDB_NOTFOUND) {
+        rc = cairn__mdb_fail(rc, "verify");
+        goto out;
+    }
     rc = mdb_cursor_get(cs, &k, &v, MDB_FIRST);
     while (rc == 0) {
         uint8_t *sv = v.mv_data, key[CAIRN_STREAM_KEY_MAX];
@@ -484,38 +596,50 @@ static int verify_streams(cairn_env *e, cairn_verify_report *r) {
         }
         klen = cairn__stream_key(name, name_len, key);
         if (!same_bytes(k.mv_data, k.mv_size, key, klen)) {
-            rc = cairn__fail(CAIRN_ECORRUPT, "stream %.*s: entry filed under another name's key", show, name);
+            rc = cairn__fail(CAIRN_ECORRUPT, "stream %.*s: entry filed under another name's key",
+                             show, name);
             goto out;
         }
         sid = cairn__get_be64(sv);
         if (sid == 0 || sid > max_sid) {
-            rc = cairn__fail(CAIRN_ECORRUPT, "stream %.*s: stream id %llu beyond the counter in meta (%llu)",
-                             show, name, (unsigned long long)sid, (unsigned long long)max_sid);
+            rc = cairn__fail(CAIRN_ECORRUPT,
+                             "stream %.*s: stream id %llu beyond the counter in meta (%llu)", show,
+                             name, (unsigned long long)sid, (unsigned long long)max_sid);
             goto out;
         }
         xk.mv_data = sv;
         xrc = mdb_cursor_get(cx, &xk, &xv, MDB_SET);
         if (xrc == 0) xrc = mdb_cursor_get(cx, &xk, &xv, MDB_FIRST_DUP);
         while (xrc == 0) {
-            if (xv.mv_size != 16) { rc = cairn__corrupt(0, "stream index: malformed entry"); goto out; }
+            if (xv.mv_size != 16) {
+                rc = cairn__corrupt(0, "stream index: malformed entry");
+                goto out;
+            }
             if ((int64_t)cairn__get_be64(xv.mv_data) != expect) {
-                rc = cairn__corrupt(cairn__get_be64((uint8_t *)xv.mv_data + 8), "stream versions have a gap");
+                rc = cairn__corrupt(cairn__get_be64((uint8_t *)xv.mv_data + 8),
+                                    "stream versions have a gap");
                 goto out;
             }
             if (expect == 0) first_pos = cairn__get_be64((uint8_t *)xv.mv_data + 8);
             expect++;
             xrc = mdb_cursor_get(cx, &xk, &xv, MDB_NEXT_DUP);
         }
-        if (xrc != MDB_NOTFOUND) { rc = cairn__mdb_fail(xrc, "verify"); goto out; }
+        if (xrc != MDB_NOTFOUND) {
+            rc = cairn__mdb_fail(xrc, "verify");
+            goto out;
+        }
         if (expect == 0) {
             rc = cairn__fail(CAIRN_ECORRUPT, "stream %.*s has no events indexed", show, name);
             goto out;
         }
         {
             cairn_event ev;
-            if ((rc = record_at(clog, first_pos, &ev, "stream index entry points at a missing event"))) goto out;
+            if ((rc = record_at(clog, first_pos, &ev,
+                                "stream index entry points at a missing event")))
+                goto out;
             if (!same_bytes(ev.stream.ptr, ev.stream.len, name, name_len) || ev.version != 0) {
-                rc = cairn__corrupt(first_pos, "stream index: the stream's first event belongs to another stream");
+                rc = cairn__corrupt(
+                    first_pos, "stream index: the stream's first event belongs to another stream");
                 goto out;
             }
         }

@@ -16,15 +16,18 @@ static const char BANK[] =
     "    Withdrawn = function(s, e) s.balance = s.balance - e.data.amount end,\n"
     "  },\n"
     "  decide = {\n"
-    "    Deposit = function(s, c) return { { type = 'Deposited', data = { amount = c.data.amount } } } end,\n"
+    "    Deposit = function(s, c) return { { type = 'Deposited', data = { amount = c.data.amount } "
+    "} } end,\n"
     "    Withdraw = function(s, c)\n"
-    "      if s.balance < c.data.amount then reject('insufficient funds', { balance = s.balance }) end\n"
+    "      if s.balance < c.data.amount then reject('insufficient funds', { balance = s.balance }) "
+    "end\n"
     "      return { { type = 'Withdrawn', data = { amount = c.data.amount } } }\n"
     "    end,\n"
     "    Nothing = function(s, c) return {} end,\n"
     "  },\n"
     "  compensate = {\n"
-    "    Withdrawn = function(s, e) return { { type = 'Deposited', data = { amount = e.data.amount } } } end,\n"
+    "    Withdrawn = function(s, e) return { { type = 'Deposited', data = { amount = e.data.amount "
+    "} } } end,\n"
     "  },\n"
     "  snapshot_every = 10,\n"
     "}\n";
@@ -42,7 +45,8 @@ static long long balance_of(cairn_store *s, const char *stream, int64_t version,
     return b;
 }
 
-static int execute(cairn_store *s, const char *stream, const char *cmd, const char *data, cairn_append_result *r) {
+static int execute(cairn_store *s, const char *stream, const char *cmd, const char *data,
+                   cairn_append_result *r) {
     cairn_slice d = {data, data ? strlen(data) : 0}, m = {NULL, 0};
     return cairn_execute(s, stream, strlen(stream), NULL, 0, cmd, strlen(cmd), d, m, CAIRN_ANY, r);
 }
@@ -65,7 +69,8 @@ static void load_folds_events(void **state) {
 static void missing_aggregate_is_not_found(void **state) {
     fixture *fx = *state;
     cairn_state st;
-    CHECK_RC(cairn_load(fx->store, "nothing-1", 9, NULL, 0, -1, CAIRN_AT_NONE, &st), CAIRN_ENOTFOUND);
+    CHECK_RC(cairn_load(fx->store, "nothing-1", 9, NULL, 0, -1, CAIRN_AT_NONE, &st),
+             CAIRN_ENOTFOUND);
 }
 
 static void execute_decides_inside_the_transaction(void **state) {
@@ -139,9 +144,12 @@ static void rollback_compensates_newest_first(void **state) {
     cairn_slice m = {meta, strlen(meta)}, none = {NULL, 0};
     CHECK_OK(define_bank(fx->store));
     CHECK_OK(execute(fx->store, "account-a", "Deposit", "{\"amount\":100}", &r));
-    CHECK_OK(cairn_execute(fx->store, "account-a", 9, NULL, 0, "Withdraw", 8, d10, m, CAIRN_ANY, &r));
-    CHECK_OK(cairn_execute(fx->store, "account-b", 9, NULL, 0, "Deposit", 7, d10, none, CAIRN_ANY, &r));
-    CHECK_OK(cairn_execute(fx->store, "account-a", 9, NULL, 0, "Withdraw", 8, d25, m, CAIRN_ANY, &r));
+    CHECK_OK(
+        cairn_execute(fx->store, "account-a", 9, NULL, 0, "Withdraw", 8, d10, m, CAIRN_ANY, &r));
+    CHECK_OK(
+        cairn_execute(fx->store, "account-b", 9, NULL, 0, "Deposit", 7, d10, none, CAIRN_ANY, &r));
+    CHECK_OK(
+        cairn_execute(fx->store, "account-a", 9, NULL, 0, "Withdraw", 8, d25, m, CAIRN_ANY, &r));
     CHECK_OK(cairn_rollback(fx->store, "saga-1", 6, &rs, &n));
     assert_int_equal(n, 2);
     assert_true(rs[0].position < rs[1].position); /* results in the order written */
@@ -177,8 +185,11 @@ static void snapshots_bound_the_fold(void **state) {
     free(st.json);
     /* a new script invalidates the snapshots */
     {
-        const char *src = "return { init = function() return { balance = 1000 } end, apply = { Deposited = function(s, e) s.balance = s.balance + 2 end }, snapshot_every = 10 }";
-        CHECK_OK(cairn_define_script(fx->store, CAIRN_SCRIPT_AGGREGATE, "account", 7, src, strlen(src)));
+        const char *src =
+            "return { init = function() return { balance = 1000 } end, apply = { Deposited = "
+            "function(s, e) s.balance = s.balance + 2 end }, snapshot_every = 10 }";
+        CHECK_OK(
+            cairn_define_script(fx->store, CAIRN_SCRIPT_AGGREGATE, "account", 7, src, strlen(src)));
     }
     assert_int_equal(balance_of(fx->store, "account-s", -1, &st), 1190);
     free(st.json);
@@ -189,8 +200,10 @@ static void script_errors_carry_line_and_position(void **state) {
     cairn_append_result r;
     cairn_state st;
     const char *bad = "return {\n apply = {\n  X = function(s, e)\n   error('boom')\n  end } }";
-    CHECK_RC(cairn_define_script(fx->store, CAIRN_SCRIPT_AGGREGATE, "x", 1, "return {", 8), CAIRN_ESCRIPT);
-    CHECK_RC(cairn_define_script(fx->store, CAIRN_SCRIPT_AGGREGATE, "x", 1, "return 5", 8), CAIRN_ESCRIPT);
+    CHECK_RC(cairn_define_script(fx->store, CAIRN_SCRIPT_AGGREGATE, "x", 1, "return {", 8),
+             CAIRN_ESCRIPT);
+    CHECK_RC(cairn_define_script(fx->store, CAIRN_SCRIPT_AGGREGATE, "x", 1, "return 5", 8),
+             CAIRN_ESCRIPT);
     CHECK_OK(cairn_define_script(fx->store, CAIRN_SCRIPT_AGGREGATE, "x", 1, bad, strlen(bad)));
     CHECK_OK(append_one(fx->store, "x-1", CAIRN_ANY, "X", "{}", &r));
     CHECK_RC(cairn_load(fx->store, "x-1", 3, NULL, 0, -1, CAIRN_AT_NONE, &st), CAIRN_ESCRIPT);
@@ -203,16 +216,17 @@ static void upcasters_apply_on_reads(void **state) {
     fixture *fx = *state;
     cairn_append_result r;
     cairn_event ev;
-    const char *up = "return { Deposited = { [1] = function(e) e.data.currency = 'EUR'; return e end } }";
+    const char *up =
+        "return { Deposited = { [1] = function(e) e.data.currency = 'EUR'; return e end } }";
     CHECK_OK(append_one(fx->store, "account-u", CAIRN_ANY, "Deposited", "{\"amount\":5}", &r));
-    CHECK_OK(cairn_define_script(fx->store, CAIRN_SCRIPT_UPCASTERS, "upcasters", 9, up, strlen(up)));
+    CHECK_OK(
+        cairn_define_script(fx->store, CAIRN_SCRIPT_UPCASTERS, "upcasters", 9, up, strlen(up)));
     CHECK_OK(cairn_get_ex(fx->store, r.position, 0, &ev));
     assert_int_equal(ev.schema, 2);
     assert_non_null(memmem(ev.data.ptr, ev.data.len, "EUR", 3));
     CHECK_OK(cairn_get_ex(fx->store, r.position, 1, &ev));
     assert_int_equal(ev.schema, 1);
 }
-
 
 /* Long folds refill one set of event tables; a reducer that keeps them, writes to them or
  * reads `id` must see exactly what fresh tables would give it. */
@@ -240,14 +254,17 @@ static void long_folds_keep_event_semantics(void **state) {
     /* keeps every e.data: each must still hold its own event's value */
     fold_with(fx->store, "keep",
               "return { init = function() return { items = {} } end, apply = { T = function(s, e)"
-              " s.items[#s.items + 1] = e.data end }, }", 1000, &st);
+              " s.items[#s.items + 1] = e.data end }, }",
+              1000, &st);
     assert_non_null(strstr(st.json, "{\"i\":0}"));
     assert_non_null(strstr(st.json, "{\"i\":99}"));
     free(st.json);
     /* keeps the event in a global and compares with it */
     fold_with(fx->store, "glob",
-              "local prev\nreturn { init = function() return { same = 0, n = 0 } end, apply = { T = function(s, e)"
-              " if prev and prev.version == e.version then s.same = s.same + 1 end; prev = e; s.n = s.n + 1 end }, }",
+              "local prev\nreturn { init = function() return { same = 0, n = 0 } end, apply = { T "
+              "= function(s, e)"
+              " if prev and prev.version == e.version then s.same = s.same + 1 end; prev = e; s.n "
+              "= s.n + 1 end }, }",
               1000, &st);
     assert_int_equal(field_of(st.json, "same"), 0);
     assert_int_equal(field_of(st.json, "n"), 1000);
@@ -255,41 +272,49 @@ static void long_folds_keep_event_semantics(void **state) {
     /* writes a field into the event and looks for it on the next one */
     fold_with(fx->store, "mark",
               "return { init = function() return { seen = 0 } end, apply = { T = function(s, e)"
-              " if e.mark then s.seen = s.seen + 1 end; e.mark = true end }, }", 1000, &st);
+              " if e.mark then s.seen = s.seen + 1 end; e.mark = true end }, }",
+              1000, &st);
     assert_int_equal(field_of(st.json, "seen"), 0);
     free(st.json);
     /* overwrites a field that is the same for every event */
     fold_with(fx->store, "strm",
               "return { init = function() return { bad = 0 } end, apply = { T = function(s, e)"
-              " if e.stream ~= 'strm-1' then s.bad = s.bad + 1 end; e.stream = 'x' end }, }", 1000, &st);
+              " if e.stream ~= 'strm-1' then s.bad = s.bad + 1 end; e.stream = 'x' end }, }",
+              1000, &st);
     assert_int_equal(field_of(st.json, "bad"), 0);
     free(st.json);
     /* ids are distinct and well-formed */
     fold_with(fx->store, "ids",
-              "return { init = function() return { n = 0, bad = 0, seen = {} } end, apply = { T = function(s, e)"
-              " if #e.id ~= 36 or s.seen[e.id] then s.bad = s.bad + 1 end; s.seen[e.id] = true; s.n = s.n + 1 end },"
-              " }", 1000, &st);
+              "return { init = function() return { n = 0, bad = 0, seen = {} } end, apply = { T = "
+              "function(s, e)"
+              " if #e.id ~= 36 or s.seen[e.id] then s.bad = s.bad + 1 end; s.seen[e.id] = true; "
+              "s.n = s.n + 1 end },"
+              " }",
+              1000, &st);
     assert_int_equal(field_of(st.json, "bad"), 0);
     assert_int_equal(field_of(st.json, "n"), 1000);
     free(st.json);
     /* writes the schema of one event */
     fold_with(fx->store, "schm",
               "return { init = function() return { bad = 0 } end, apply = { T = function(s, e)"
-              " if e.schema ~= 1 then s.bad = s.bad + 1 end; if e.version == 10 then e.schema = 7 end end }, }",
+              " if e.schema ~= 1 then s.bad = s.bad + 1 end; if e.version == 10 then e.schema = 7 "
+              "end end }, }",
               1000, &st);
     assert_int_equal(field_of(st.json, "bad"), 0);
     free(st.json);
     /* writes its own id */
     fold_with(fx->store, "myid",
               "return { init = function() return { bad = 0 } end, apply = { T = function(s, e)"
-              " if e.id == 'mine' then s.bad = s.bad + 1 end; if e.version == 10 then e.id = 'mine' end end }, }",
+              " if e.id == 'mine' then s.bad = s.bad + 1 end; if e.version == 10 then e.id = "
+              "'mine' end end }, }",
               1000, &st);
     assert_int_equal(field_of(st.json, "bad"), 0);
     free(st.json);
     /* and a plain reducer still folds every event (through the reused tables) */
     fold_with(fx->store, "sum",
               "return { init = function() return { total = 0 } end, apply = { T = function(s, e)"
-              " s.total = s.total + e.data.i end }, }", 1000, &st);
+              " s.total = s.total + e.data.i end }, }",
+              1000, &st);
     assert_int_equal(field_of(st.json, "total"), 10 * (99 * 100 / 2));
     free(st.json);
 }
@@ -298,11 +323,13 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(load_folds_events, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(missing_aggregate_is_not_found, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(execute_decides_inside_the_transaction, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(execute_decides_inside_the_transaction, fx_setup,
+                                        fx_teardown),
         cmocka_unit_test_setup_teardown(compensate_once, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(rollback_compensates_newest_first, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(snapshots_bound_the_fold, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(script_errors_carry_line_and_position, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(script_errors_carry_line_and_position, fx_setup,
+                                        fx_teardown),
         cmocka_unit_test_setup_teardown(upcasters_apply_on_reads, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(long_folds_keep_event_semantics, fx_setup, fx_teardown),
     };

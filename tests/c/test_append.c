@@ -162,7 +162,7 @@ static void ids_found_in_the_index_tail(void **state) {
     fixture *fx = *state;
     cairn_event_in a = ev_with_id("A", NULL, 100), b = ev_with_id("B", NULL, 101);
     cairn_append_result r1, r2, rr[2];
-    CHECK_OK(append_n(fx->store, "s", CAIRN_ANY, "E", 3, NULL)); /* indexed */
+    CHECK_OK(append_n(fx->store, "s", CAIRN_ANY, "E", 3, NULL));      /* indexed */
     CHECK_OK(cairn_append(fx->store, "s", 1, CAIRN_ANY, &a, 1, &r1)); /* in the tail */
     CHECK_OK(append_one(fx->store, "t", CAIRN_ANY, "later", NULL, NULL));
     uint64_t h = head_of(fx->store);
@@ -494,7 +494,7 @@ int main(void) {
         T(expected_version_checks),
         T(idempotent_retry_returns_same_result),
         T(ids_found_in_the_index_tail),
-    T(duplicate_ids_rejected),
+        T(duplicate_ids_rejected),
         T(duplicate_id_within_one_call),
         T(ids_assigned_and_kept),
         T(batch_is_atomic),

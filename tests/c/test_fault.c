@@ -320,10 +320,14 @@ static void failed_grow_leaves_store_usable(void **state) {
 int main(void) {
 #define T(f) cmocka_unit_test_setup_teardown(f, fx_setup, fx_teardown)
     const struct CMUnitTest tests[] = {
-        T(commit_failure_writes_nothing), T(commit_failure_in_multi_request_batch),
-        T(put_failure_at_each_point),     T(put_failure_creating_a_stream),
-        T(begin_failure_writes_nothing),  T(tiny_map_grows),
-        T(injected_map_full_is_retried),  T(injected_map_resized_is_adopted),
+        T(commit_failure_writes_nothing),
+        T(commit_failure_in_multi_request_batch),
+        T(put_failure_at_each_point),
+        T(put_failure_creating_a_stream),
+        T(begin_failure_writes_nothing),
+        T(tiny_map_grows),
+        T(injected_map_full_is_retried),
+        T(injected_map_resized_is_adopted),
         cmocka_unit_test_setup_teardown(failed_grow_leaves_store_usable, fx_setup_dir, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

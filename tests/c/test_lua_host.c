@@ -414,15 +414,14 @@ static int call_the_wrapper(lua_State *L) {
 
 static void pcall_and_xpcall_reraise_every_kill_to_their_caller(void **state) {
     (void)state;
-    static const char src[] =
-        "return {\n"
-        "  pcall = pcall, xpcall = xpcall,\n"
-        "  handler = function(e) return e end,\n"
-        "  spin = function() while true do end end,\n"
-        "  bomb = function() return string.rep('x', 8 * 1024 * 1024) end,\n"
-        "  refuse = function() reject('no') end,\n"
-        "  fail = function() error('ordinary', 0) end,\n"
-        "}\n";
+    static const char src[] = "return {\n"
+                              "  pcall = pcall, xpcall = xpcall,\n"
+                              "  handler = function(e) return e end,\n"
+                              "  spin = function() while true do end end,\n"
+                              "  bomb = function() return string.rep('x', 8 * 1024 * 1024) end,\n"
+                              "  refuse = function() reject('no') end,\n"
+                              "  fail = function() error('ordinary', 0) end,\n"
+                              "}\n";
     static const struct {
         const char *wrapper, *f, *message;
         int rc;
@@ -1109,7 +1108,6 @@ static void event_table_has_the_spec_fields(void **state) {
     assert_int_equal(lua_gettop(L), 0);
 }
 
-
 /* ---------------------------------------------------------------------------------
  * Folding batches (cairn_lua_fold)
  * --------------------------------------------------------------------------------- */
@@ -1449,24 +1447,24 @@ static void fold_runs_the_upcaster_chain(void **state) {
     lua_settop(L, 0);
 }
 
-
 /* cairn_lua_upcast, the chain the read paths, projections and aggregates run on one event
  * table (cairn_lua_fold runs the same on each event of a batch). */
 static void upcast_runs_the_chain_on_one_event(void **state) {
     cairn_lua *h = *state;
     lua_State *L = cairn_lua_state(h);
-    const char *up = "local long = {}\n"
-                     "for i = 1, 1001 do long[i] = function(e) return e end end\n"
-                     "return {\n"
-                     "  X = {\n"
-                     "    [1] = function(e) e.data.v2 = true; e.schema = 42; return e end,\n"
-                     "    [2] = function(e) return { type = e.type, data = e.data, schema = 7 } end,\n"
-                     "  },\n"
-                     "  Bad = { [1] = function(e) return 5 end },\n"
-                     "  Err = { [1] = function(e)\n"
-                     "    error('up boom') end },\n" /* line 10 */
-                     "  Long = long,\n"
-                     "}";
+    const char *up =
+        "local long = {}\n"
+        "for i = 1, 1001 do long[i] = function(e) return e end end\n"
+        "return {\n"
+        "  X = {\n"
+        "    [1] = function(e) e.data.v2 = true; e.schema = 42; return e end,\n"
+        "    [2] = function(e) return { type = e.type, data = e.data, schema = 7 } end,\n"
+        "  },\n"
+        "  Bad = { [1] = function(e) return 5 end },\n"
+        "  Err = { [1] = function(e)\n"
+        "    error('up boom') end },\n" /* line 10 */
+        "  Long = long,\n"
+        "}";
     ev_buf b;
     int changed = -1;
     CHECK_OK(cairn_lua_load(h, "upcasters", up, strlen(up)));

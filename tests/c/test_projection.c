@@ -19,7 +19,8 @@ static long long field_of(cairn_store *s, const char *name, const char *part, co
     char pat[64];
     const char *p;
     long long v = -999;
-    int rc = cairn_projection_state(s, name, strlen(name), part, part ? strlen(part) : 0, &json, &len);
+    int rc =
+        cairn_projection_state(s, name, strlen(name), part, part ? strlen(part) : 0, &json, &len);
     if (rc == CAIRN_ENOTFOUND) return -1;
     CHECK_OK(rc);
     snprintf(pat, sizeof pat, "\"%s\":", field);
@@ -56,12 +57,11 @@ static void catch_up_in_batches(void **state) {
     CHECK_RC(cairn_projection_info(fx->store, "nope", 4, &st), CAIRN_ENOTFOUND);
 }
 
-static const char PARTS[] =
-    "return {\n"
-    "  partition = function(e) return e.stream end,\n"
-    "  init = function() return { n = 0 } end,\n"
-    "  apply = { ['*'] = function(s, e) s.n = s.n + 1 end },\n"
-    "}\n";
+static const char PARTS[] = "return {\n"
+                            "  partition = function(e) return e.stream end,\n"
+                            "  init = function() return { n = 0 } end,\n"
+                            "  apply = { ['*'] = function(s, e) s.n = s.n + 1 end },\n"
+                            "}\n";
 
 static int collect_name(void *ctx, const char *name, size_t len) {
     char *out = ctx;
@@ -86,14 +86,13 @@ static void partitions_sorted(void **state) {
     assert_int_equal(field_of(fx->store, "parts", NULL, "n"), -1);
 }
 
-static const char FAULTY[] =
-    "return {\n"
-    "  init = function() return { n = 0 } end,\n"
-    "  apply = { X = function(s, e)\n"
-    "    if e.data.i == 1500 then error('boom') end\n"
-    "    s.n = s.n + 1\n"
-    "  end },\n"
-    "}\n";
+static const char FAULTY[] = "return {\n"
+                             "  init = function() return { n = 0 } end,\n"
+                             "  apply = { X = function(s, e)\n"
+                             "    if e.data.i == 1500 then error('boom') end\n"
+                             "    s.n = s.n + 1\n"
+                             "  end },\n"
+                             "}\n";
 
 static void fault_stops_only_that_projection(void **state) {
     fixture *fx = *state;
@@ -149,12 +148,12 @@ static void emit_exactly_once_across_reset(void **state) {
     assert_int_equal(head_of(fx->store), 2400);
 }
 
-static const char INLINE[] =
-    "return {\n"
-    "  mode = 'inline',\n"
-    "  init = function() return { n = 0 } end,\n"
-    "  apply = { X = function(s, e) if e.data.i == 7 then error('seven') end; s.n = s.n + 1 end },\n"
-    "}\n";
+static const char INLINE[] = "return {\n"
+                             "  mode = 'inline',\n"
+                             "  init = function() return { n = 0 } end,\n"
+                             "  apply = { X = function(s, e) if e.data.i == 7 then error('seven') "
+                             "end; s.n = s.n + 1 end },\n"
+                             "}\n";
 
 static void inline_follows_appends(void **state) {
     fixture *fx = *state;
@@ -199,7 +198,8 @@ static void projection_names_must_be_utf8(void **state) {
     CHECK_RC(define(fx->store, "\xff", COUNT), CAIRN_EINVAL);
     CHECK_RC(cairn_projection_info(fx->store, "\xff", 1, &st), CAIRN_EINVAL);
     CHECK_RC(cairn_projection_info(fx->store, "\xc0\x80", 2, &st), CAIRN_EINVAL); /* overlong */
-    CHECK_RC(cairn_projection_info(fx->store, "\xed\xa0\x80", 3, &st), CAIRN_EINVAL); /* surrogate */
+    CHECK_RC(cairn_projection_info(fx->store, "\xed\xa0\x80", 3, &st),
+             CAIRN_EINVAL); /* surrogate */
     CHECK_RC(cairn_projection_state(fx->store, "\xff", 1, NULL, 0, &json, &len), CAIRN_EINVAL);
     CHECK_RC(cairn_projection_partitions(fx->store, "\xff", 1, collect_name, big), CAIRN_EINVAL);
     CHECK_RC(cairn_projection_reset(fx->store, "\xff", 1), CAIRN_EINVAL);

@@ -365,8 +365,9 @@ typedef struct {
 static int tcat(int stream) { return stream < 2 ? 0 : stream == 2 ? 1 : 2; }
 
 static int tmatch(const tev *t, const tfilter *f) {
-    return (!f->types || (f->types >> t->type & 1)) && (!f->cats || (f->cats >> tcat(t->stream) & 1)) &&
-           (!f->streams || (f->streams >> t->stream & 1)) && (t->tags & f->tags) == f->tags;
+    return (!f->types || (f->types >> t->type & 1)) &&
+        (!f->cats || (f->cats >> tcat(t->stream) & 1)) &&
+        (!f->streams || (f->streams >> t->stream & 1)) && (t->tags & f->tags) == f->tags;
 }
 
 static void tail_check(cairn_store *s, const tmodel *m, const char *when) {
@@ -381,11 +382,13 @@ static void tail_check(cairn_store *s, const tmodel *m, const char *when) {
         cairn_slice ty[3], ca[3], st[4], tg[3];
         cairn_filter f = {0};
         for (int b = 0; b < 3; b++)
-            if (tf->types >> b & 1) ty[f.ntypes++] = (cairn_slice){TS_TYPES[b], strlen(TS_TYPES[b])};
+            if (tf->types >> b & 1)
+                ty[f.ntypes++] = (cairn_slice){TS_TYPES[b], strlen(TS_TYPES[b])};
         for (int b = 0; b < 3; b++)
             if (tf->cats >> b & 1) ca[f.ncategories++] = (cairn_slice){CATS[b], strlen(CATS[b])};
         for (int b = 0; b < 4; b++)
-            if (tf->streams >> b & 1) st[f.nstreams++] = (cairn_slice){TS_STREAMS[b], strlen(TS_STREAMS[b])};
+            if (tf->streams >> b & 1)
+                st[f.nstreams++] = (cairn_slice){TS_STREAMS[b], strlen(TS_STREAMS[b])};
         for (int b = 0; b < 3; b++)
             if (tf->tags >> b & 1) tg[f.ntags++] = (cairn_slice){TS_TAGS[b], strlen(TS_TAGS[b])};
         f.types = ty, f.categories = ca, f.streams = st, f.tags = tg;
@@ -395,7 +398,8 @@ static void tail_check(cairn_store *s, const tmodel *m, const char *when) {
                 for (uint64_t limit = 0; limit <= 7; limit += 7) {
                     uint64_t want[TS_MAX + 1], n = 0, start = starts[si];
                     if (!back) {
-                        for (uint64_t p = start ? start : 1; p <= m->head && (!limit || n < limit); p++)
+                        for (uint64_t p = start ? start : 1; p <= m->head && (!limit || n < limit);
+                             p++)
                             if (tmatch(&m->ev[p], tf)) want[n++] = p;
                     } else {
                         uint64_t from = !start || start > m->head ? m->head : start;
@@ -409,11 +413,12 @@ static void tail_check(cairn_store *s, const tmodel *m, const char *when) {
                     for (size_t i = 0; ok && i < got; i++) ok = v[i].position == want[i];
                     free(v);
                     if (!ok)
-                        fail_msg("%s: filter %zu (types %d cats %d streams %d tags %d) start %llu %s "
-                                 "limit %llu: got %zu events, want %llu",
-                                 when, fi, tf->types, tf->cats, tf->streams, tf->tags,
-                                 (unsigned long long)start, back ? "backwards" : "forwards",
-                                 (unsigned long long)limit, got, (unsigned long long)n);
+                        fail_msg(
+                            "%s: filter %zu (types %d cats %d streams %d tags %d) start %llu %s "
+                            "limit %llu: got %zu events, want %llu",
+                            when, fi, tf->types, tf->cats, tf->streams, tf->tags,
+                            (unsigned long long)start, back ? "backwards" : "forwards",
+                            (unsigned long long)limit, got, (unsigned long long)n);
                 }
             }
         }
@@ -461,15 +466,20 @@ static void tail_indexed_under_an_open_iterator(void **state) {
         int rc;
         nwant = 0;
         if (!back) {
-            for (uint64_t p = 1; p <= head0; p++) if (tmatch(&m->ev[p], &tf)) want[nwant++] = p;
+            for (uint64_t p = 1; p <= head0; p++)
+                if (tmatch(&m->ev[p], &tf)) want[nwant++] = p;
         } else {
-            for (uint64_t p = head0; p >= 1; p--) if (tmatch(&m->ev[p], &tf)) want[nwant++] = p;
+            for (uint64_t p = head0; p >= 1; p--)
+                if (tmatch(&m->ev[p], &tf)) want[nwant++] = p;
         }
         CHECK_OK(cairn_iter_all(fx->store, 0, back, 0, &f, &it));
         while ((rc = cairn_iter_next(it, &ev)) == 1) {
-            if (n < nwant) assert_int_equal(ev.position, want[n]);
-            else assert_true(!back && ev.position > head0); /* committed meanwhile */
-            if (n == 3 || n == 600) tail_append(fx->store, m, 2, 2); /* a batch: the tail is indexed */
+            if (n < nwant)
+                assert_int_equal(ev.position, want[n]);
+            else
+                assert_true(!back && ev.position > head0); /* committed meanwhile */
+            if (n == 3 || n == 600)
+                tail_append(fx->store, m, 2, 2); /* a batch: the tail is indexed */
             n++;
         }
         assert_int_equal(rc, 0);

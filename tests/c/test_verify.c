@@ -67,7 +67,8 @@ static void raw_open(raw *w, const char *path) {
 
 static MDB_dbi raw_db(raw *w, const char *name) {
     MDB_dbi d;
-    unsigned flags = (!strcmp(name, "sidx") || !strcmp(name, "post")) ? MDB_DUPSORT | MDB_DUPFIXED : 0;
+    unsigned flags =
+        (!strcmp(name, "sidx") || !strcmp(name, "post")) ? MDB_DUPSORT | MDB_DUPFIXED : 0;
     assert_int_equal(mdb_dbi_open(w->txn, name, flags, &d), 0);
     return d;
 }
@@ -81,12 +82,14 @@ static void be64(uint8_t *p, uint64_t v) {
     for (int i = 7; i >= 0; i--) p[i] = (uint8_t)v, v >>= 8;
 }
 
-static void raw_del(raw *w, const char *db, const void *key, size_t klen, const void *val, size_t vlen) {
+static void raw_del(raw *w, const char *db, const void *key, size_t klen, const void *val,
+                    size_t vlen) {
     MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
     assert_int_equal(mdb_del(w->txn, raw_db(w, db), &k, val ? &v : NULL), 0);
 }
 
-static void raw_put(raw *w, const char *db, const void *key, size_t klen, const void *val, size_t vlen) {
+static void raw_put(raw *w, const char *db, const void *key, size_t klen, const void *val,
+                    size_t vlen) {
     MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
     assert_int_equal(mdb_put(w->txn, raw_db(w, db), &k, &v, 0), 0);
 }
@@ -112,8 +115,8 @@ static void expect_damage(fixture *fx, uint64_t pos, const char *words) {
     CHECK_OK(open_store(fx->path, CAIRN_DURABLE_NONE, 0, 0, &fx->store));
     int rc = cairn_verify(fx->store, &rep, NULL, NULL);
     if (rc != CAIRN_ECORRUPT)
-        fail_msg("verify -> %d (%s), want CAIRN_ECORRUPT naming %s at %llu", rc, cairn_errmsg(), words,
-                 (unsigned long long)pos);
+        fail_msg("verify -> %d (%s), want CAIRN_ECORRUPT naming %s at %llu", rc, cairn_errmsg(),
+                 words, (unsigned long long)pos);
     if (cairn_last_error()->position != pos || !strstr(cairn_errmsg(), words))
         fail_msg("verify reported position %llu: \"%s\"; want position %llu and \"%s\"",
                  (unsigned long long)cairn_last_error()->position, cairn_errmsg(),
@@ -124,8 +127,9 @@ static void expect_damage(fixture *fx, uint64_t pos, const char *words) {
  * instead of returning another event or silently skipping one. */
 static void expect_read_corrupt(int rc, uint64_t pos) {
     if (rc != CAIRN_ECORRUPT || cairn_last_error()->position != pos)
-        fail_msg("read -> %d (%s) at position %llu; want CAIRN_ECORRUPT at %llu", rc, cairn_errmsg(),
-                 (unsigned long long)cairn_last_error()->position, (unsigned long long)pos);
+        fail_msg("read -> %d (%s) at position %llu; want CAIRN_ECORRUPT at %llu", rc,
+                 cairn_errmsg(), (unsigned long long)cairn_last_error()->position,
+                 (unsigned long long)pos);
 }
 
 static void clean_store_passes(void **state) {
@@ -230,7 +234,8 @@ static void sidx_wrong_version(void **state) {
     raw w;
     uint8_t k[8], v[16];
     raw_open(&w, fx->path);
-    be64(k, 1), sidx_val(v, 1, 3); /* acct-1: a second version 1, pointing at the event of version 2 */
+    be64(k, 1),
+        sidx_val(v, 1, 3); /* acct-1: a second version 1, pointing at the event of version 2 */
     raw_put(&w, "sidx", k, 8, v, 16);
     raw_close(&w);
     expect_damage(fx, 3, "stream index entry has the wrong version");
@@ -288,7 +293,8 @@ static void sidx_entry_past_log(void **state) {
     raw w;
     uint8_t k[8], v[16];
     raw_open(&w, fx->path);
-    be64(k, 3), sidx_val(v, 2, 50); /* other-1 (sid 3) gains version 2 at a position never written */
+    be64(k, 3),
+        sidx_val(v, 2, 50); /* other-1 (sid 3) gains version 2 at a position never written */
     raw_put(&w, "sidx", k, 8, v, 16);
     raw_close(&w);
     expect_damage(fx, 50, "points past the log");
@@ -482,7 +488,8 @@ static void tail_with_events_passes(void **state) {
     fixture *fx = *state;
     cairn_verify_report rep;
     CHECK_OK(open_store(fx->path, CAIRN_DURABLE_NONE, 0, 0, &fx->store));
-    for (int i = 0; i < 10; i++) CHECK_OK(append_one(fx->store, "single-1", CAIRN_ANY, "S", "{}", NULL));
+    for (int i = 0; i < 10; i++)
+        CHECK_OK(append_one(fx->store, "single-1", CAIRN_ANY, "S", "{}", NULL));
     CHECK_OK(cairn_verify(fx->store, &rep, NULL, NULL));
     assert_int_equal(rep.events, 17);
     cairn_close(fx->store);
@@ -542,19 +549,38 @@ int main(void) {
 #define T(f) cmocka_unit_test_setup_teardown(f, fx_setup_written, fx_teardown)
     const struct CMUnitTest tests[] = {
         T(clean_store_passes),
-        T(ids_entry_deleted), T(ids_entry_points_elsewhere), T(ids_entry_call_wrong),
-        T(ids_extra_entry), T(ids_extra_entry_past_log),
-        T(sidx_entry_deleted), T(sidx_extra_version), T(sidx_wrong_version), T(sidx_orphan_sid),
-        T(sidx_version_beyond_position), T(sidx_last_entry_elsewhere),
+        T(ids_entry_deleted),
+        T(ids_entry_points_elsewhere),
+        T(ids_entry_call_wrong),
+        T(ids_extra_entry),
+        T(ids_extra_entry_past_log),
+        T(sidx_entry_deleted),
+        T(sidx_extra_version),
+        T(sidx_wrong_version),
+        T(sidx_orphan_sid),
+        T(sidx_version_beyond_position),
+        T(sidx_last_entry_elsewhere),
         T(sidx_entry_past_log),
-        T(category_posting_deleted), T(type_posting_deleted), T(tag_posting_deleted),
-        T(correlation_posting_deleted), T(extra_tag_posting), T(extra_type_posting),
-        T(extra_category_posting), T(extra_correlation_posting), T(posting_past_log),
+        T(category_posting_deleted),
+        T(type_posting_deleted),
+        T(tag_posting_deleted),
+        T(correlation_posting_deleted),
+        T(extra_tag_posting),
+        T(extra_type_posting),
+        T(extra_category_posting),
+        T(extra_correlation_posting),
+        T(posting_past_log),
         T(posting_unknown_kind),
-        T(compensation_deleted), T(compensation_extra),
-        T(stream_entry_deleted), T(stream_sid_beyond_counter), T(stream_sid_swapped),
-        T(log_record_deleted), T(last_record_deleted),
-        T(tail_with_events_passes), T(tail_start_past_head), T(tail_covers_linked_events),
+        T(compensation_deleted),
+        T(compensation_extra),
+        T(stream_entry_deleted),
+        T(stream_sid_beyond_counter),
+        T(stream_sid_swapped),
+        T(log_record_deleted),
+        T(last_record_deleted),
+        T(tail_with_events_passes),
+        T(tail_start_past_head),
+        T(tail_covers_linked_events),
         T(verify_after_more_appends),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -19,7 +19,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         int rc = cairn_lua_to_json(g_h, -1, &a);
         lua_pop(L, 1);
         if (rc == CAIRN_OK) {
-            if (cairn_lua_push_json(g_h, a.p, a.len) != CAIRN_OK) abort(); /* our output must parse */
+            if (cairn_lua_push_json(g_h, a.p, a.len) != CAIRN_OK)
+                abort(); /* our output must parse */
             if (cairn_lua_to_json(g_h, -1, &b) != CAIRN_OK) abort();
             lua_pop(L, 1);
             if (a.len != b.len || memcmp(a.p, b.p, a.len)) abort(); /* and be a fixed point */

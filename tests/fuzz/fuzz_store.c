@@ -42,12 +42,12 @@
 #define NTAGS 6
 #define NMETA 8
 static char g_long1[620], g_long2[620];
-static const char *g_streams[NSTREAMS] = {"acct-1", "acct-2", "order-1", "order", "x", "acct-1-b",
-                                          g_long1, g_long2};
+static const char *g_streams[NSTREAMS] = {"acct-1", "acct-2",   "order-1", "order",
+                                          "x",      "acct-1-b", g_long1,   g_long2};
 static char g_type255[256];
 /* ten: a request of more than 8 distinct types takes put_types' second path */
-static const char *g_types[NTYPES] = {"A", "B", "Created", "Deleted", g_type255, "\xc3\xa9t\xc3\xa9",
-                                      "C", "D", "E", "F"};
+static const char *g_types[NTYPES] = {
+    "A", "B", "Created", "Deleted", g_type255, "\xc3\xa9t\xc3\xa9", "C", "D", "E", "F"};
 static char g_tag1024[1025];
 static const char *g_tags[NTAGS] = {"t1", "t2", "customer:alice", "x", g_tag1024, "\xc3\xbc-tag"};
 static const char *g_meta[NMETA] = {NULL,
@@ -76,8 +76,8 @@ static unsigned u8(void) {
 /* ------------------------------------------------------------------------------------
  * Model
  * ------------------------------------------------------------------------------------ */
-#define MAXEV 16  /* events in one request */
-#define MAXREQ 4  /* requests in one batch */
+#define MAXEV 16 /* events in one request */
+#define MAXREQ 4 /* requests in one batch */
 #define MAXTAGS 3
 #define MAX_EVENTS 1000 /* events in one store: appends past it are skipped */
 
@@ -184,36 +184,53 @@ static const char *category(const char *s, size_t *len) {
 /* ------------------------------------------------------------------------------------
  * Comparing what the store returns with the model
  * ------------------------------------------------------------------------------------ */
-static int eq(const void *p, size_t n, const char *s) { return n == strlen(s) && memcmp(p, s, n) == 0; }
+static int eq(const void *p, size_t n, const char *s) {
+    return n == strlen(s) && memcmp(p, s, n) == 0;
+}
 
 static void check_event(const cairn_event *ev, uint64_t pos, const char *what) {
     const mev *m;
     size_t cur = 0, nt = 0;
     cairn_slice t;
-    if (pos == 0 || pos > M.n) fail("%s: position %llu outside 1..%zu", what, (unsigned long long)pos, M.n);
+    if (pos == 0 || pos > M.n)
+        fail("%s: position %llu outside 1..%zu", what, (unsigned long long)pos, M.n);
     m = &M.ev[pos - 1];
-    if (ev->position != pos) fail("%s: position %llu, model %llu", what, (unsigned long long)ev->position, (unsigned long long)pos);
+    if (ev->position != pos)
+        fail("%s: position %llu, model %llu", what, (unsigned long long)ev->position,
+             (unsigned long long)pos);
     if (ev->version != m->version)
-        fail("%s: position %llu: version %lld, model %lld", what, (unsigned long long)pos, (long long)ev->version, (long long)m->version);
+        fail("%s: position %llu: version %lld, model %lld", what, (unsigned long long)pos,
+             (long long)ev->version, (long long)m->version);
     if (!eq(ev->stream.ptr, ev->stream.len, g_streams[m->stream]))
-        fail("%s: position %llu: stream %.*s, model %.40s", what, (unsigned long long)pos, (int)(ev->stream.len > 40 ? 40 : ev->stream.len),
-             (const char *)ev->stream.ptr, g_streams[m->stream]);
-    if (!eq(ev->type.ptr, ev->type.len, g_types[m->type])) fail("%s: position %llu: type", what, (unsigned long long)pos);
+        fail("%s: position %llu: stream %.*s, model %.40s", what, (unsigned long long)pos,
+             (int)(ev->stream.len > 40 ? 40 : ev->stream.len), (const char *)ev->stream.ptr,
+             g_streams[m->stream]);
+    if (!eq(ev->type.ptr, ev->type.len, g_types[m->type]))
+        fail("%s: position %llu: type", what, (unsigned long long)pos);
     if (ev->schema != m->schema || ev->flags != m->flags)
-        fail("%s: position %llu: schema %u flags %u, model %u %u", what, (unsigned long long)pos, ev->schema, ev->flags, m->schema, m->flags);
+        fail("%s: position %llu: schema %u flags %u, model %u %u", what, (unsigned long long)pos,
+             ev->schema, ev->flags, m->schema, m->flags);
     if (ev->data.len != m->data_len || (m->data_len && memcmp(ev->data.ptr, m->data, m->data_len)))
-        fail("%s: position %llu: data (%zu bytes, model %zu)", what, (unsigned long long)pos, ev->data.len, m->data_len);
-    if (g_meta[m->meta] ? !eq(ev->metadata.ptr, ev->metadata.len, g_meta[m->meta]) : ev->metadata.len != 0)
-        fail("%s: position %llu: metadata %.*s", what, (unsigned long long)pos, (int)ev->metadata.len, (const char *)ev->metadata.ptr);
-    if (ev->ntags != (size_t)m->ntags) fail("%s: position %llu: %zu tags, model %d", what, (unsigned long long)pos, ev->ntags, m->ntags);
+        fail("%s: position %llu: data (%zu bytes, model %zu)", what, (unsigned long long)pos,
+             ev->data.len, m->data_len);
+    if (g_meta[m->meta] ? !eq(ev->metadata.ptr, ev->metadata.len, g_meta[m->meta])
+                        : ev->metadata.len != 0)
+        fail("%s: position %llu: metadata %.*s", what, (unsigned long long)pos,
+             (int)ev->metadata.len, (const char *)ev->metadata.ptr);
+    if (ev->ntags != (size_t)m->ntags)
+        fail("%s: position %llu: %zu tags, model %d", what, (unsigned long long)pos, ev->ntags,
+             m->ntags);
     while (cairn_event_tag(ev, &cur, &t)) {
         if (nt >= (size_t)m->ntags || !eq(t.ptr, t.len, g_tags[m->tags[nt]]))
             fail("%s: position %llu: tag %zu", what, (unsigned long long)pos, nt);
         nt++;
     }
-    if (nt != (size_t)m->ntags) fail("%s: position %llu: tag iteration gave %zu", what, (unsigned long long)pos, nt);
-    if (m->id_known && memcmp(ev->id, m->id, 16)) fail("%s: position %llu: id", what, (unsigned long long)pos);
-    if (m->ts && ev->timestamp != m->ts) fail("%s: position %llu: timestamp changed", what, (unsigned long long)pos);
+    if (nt != (size_t)m->ntags)
+        fail("%s: position %llu: tag iteration gave %zu", what, (unsigned long long)pos, nt);
+    if (m->id_known && memcmp(ev->id, m->id, 16))
+        fail("%s: position %llu: id", what, (unsigned long long)pos);
+    if (m->ts && ev->timestamp != m->ts)
+        fail("%s: position %llu: timestamp changed", what, (unsigned long long)pos);
 }
 
 static void check_head(const char *what) {
@@ -227,7 +244,9 @@ static void check_versions(const char *what) {
         int64_t v;
         if (cairn_stream_version(g_store, g_streams[s], slen(s), &v) != CAIRN_OK)
             fail("%s: stream_version(%d) failed", what, s);
-        if (v != M.ver[s]) fail("%s: stream %d version %lld, model %lld", what, s, (long long)v, (long long)M.ver[s]);
+        if (v != M.ver[s])
+            fail("%s: stream %d version %lld, model %lld", what, s, (long long)v,
+                 (long long)M.ver[s]);
     }
 }
 
@@ -265,7 +284,8 @@ static void fresh_id(uint8_t id[16], int descending) {
     memset(id, 0, 16);
     id[0] = descending ? 0xE0 : 0xF0;
     if (descending) c = 0xFFFFFFFFu - c;
-    id[12] = (uint8_t)(c >> 24), id[13] = (uint8_t)(c >> 16), id[14] = (uint8_t)(c >> 8), id[15] = (uint8_t)c;
+    id[12] = (uint8_t)(c >> 24), id[13] = (uint8_t)(c >> 16), id[14] = (uint8_t)(c >> 8),
+    id[15] = (uint8_t)c;
 }
 
 static void pool_id(uint8_t id[16], unsigned k) {
@@ -284,8 +304,10 @@ static void gen_event(qev *e) {
     case 2: e->has_id = 1, pool_id(e->id, u8()); break;
     default: { /* the id of an earlier event (a retry or a duplicate) */
         e->has_id = 1;
-        if (M.n) memcpy(e->id, M.ev[u8() % M.n].id, 16);
-        else pool_id(e->id, u8());
+        if (M.n)
+            memcpy(e->id, M.ev[u8() % M.n].id, 16);
+        else
+            pool_id(e->id, u8());
     }
     }
     switch (f >> 5) {
@@ -327,7 +349,8 @@ static int64_t gen_expected(int stream) {
     case 0: return CAIRN_ANY;
     case 1: return CAIRN_NO_STREAM;
     case 2: return CAIRN_STREAM_EXISTS;
-    case 3: case 4: return M.ver[stream] >= 0 ? M.ver[stream] : (b & 8 ? CAIRN_NO_STREAM : 0);
+    case 3:
+    case 4: return M.ver[stream] >= 0 ? M.ver[stream] : (b & 8 ? CAIRN_NO_STREAM : 0);
     default: return (int64_t)((b >> 3) % 12); /* exact, mostly wrong */
     }
 }
@@ -372,7 +395,8 @@ static void predict(const qreq *qs, int nq, pred *p, size_t *mark_n, size_t *mar
         cur = M.ver[q->stream];
         if (!(q->expected == CAIRN_ANY || (q->expected == CAIRN_NO_STREAM && cur == -1) ||
               (q->expected == CAIRN_STREAM_EXISTS && cur >= 0) || q->expected == cur)) {
-            p->rc = CAIRN_EVERSION, p->request = (size_t)r, p->expected = q->expected, p->actual = cur;
+            p->rc = CAIRN_EVERSION, p->request = (size_t)r, p->expected = q->expected,
+            p->actual = cur;
             goto undo;
         }
         first = M.n + 1;
@@ -380,7 +404,8 @@ static void predict(const qreq *qs, int nq, pred *p, size_t *mark_n, size_t *mar
             const qev *x = &q->ev[i];
             mev m;
             if (x->has_id && (at = find_id(x->id))) {
-                p->rc = CAIRN_EDUPLICATE, p->request = (size_t)r, p->position = at >= first ? 0 : at;
+                p->rc = CAIRN_EDUPLICATE, p->request = (size_t)r,
+                p->position = at >= first ? 0 : at;
                 goto undo;
             }
             memset(&m, 0, sizeof m);
@@ -425,9 +450,11 @@ static void do_batch(const qreq *qs, int nq, int single) {
             memset(e, 0, sizeof *e);
             e->type.ptr = g_types[x->type], e->type.len = strlen(g_types[x->type]);
             e->data.ptr = x->data, e->data.len = x->data_len;
-            if (g_meta[x->meta]) e->metadata.ptr = g_meta[x->meta], e->metadata.len = strlen(g_meta[x->meta]);
+            if (g_meta[x->meta])
+                e->metadata.ptr = g_meta[x->meta], e->metadata.len = strlen(g_meta[x->meta]);
             for (int t = 0; t < x->ntags; t++)
-                tags[r][i][t].ptr = g_tags[x->tags[t]], tags[r][i][t].len = strlen(g_tags[x->tags[t]]);
+                tags[r][i][t].ptr = g_tags[x->tags[t]],
+                tags[r][i][t].len = strlen(g_tags[x->tags[t]]);
             e->tags = x->ntags ? tags[r][i] : NULL;
             e->ntags = (size_t)x->ntags;
             e->schema = x->schema, e->flags = x->flags;
@@ -453,33 +480,41 @@ static void do_batch(const qreq *qs, int nq, int single) {
                 fail("append request %d: result (%lld, %llu, %llu), model (%lld, %llu, %llu)", r,
                      (long long)res[r].version, (unsigned long long)res[r].position,
                      (unsigned long long)res[r].first_position, (long long)p.res[r].version,
-                     (unsigned long long)p.res[r].position, (unsigned long long)p.res[r].first_position);
+                     (unsigned long long)p.res[r].position,
+                     (unsigned long long)p.res[r].first_position);
         /* read back what was written: every field, and learn assigned ids and timestamps */
         for (uint64_t pos = mark_n + 1; pos <= M.n; pos++) {
             cairn_event ev;
             mev *m = &M.ev[pos - 1];
-            if (cairn_get(g_store, pos, &ev) != CAIRN_OK) fail("get(%llu) after append", (unsigned long long)pos);
+            if (cairn_get(g_store, pos, &ev) != CAIRN_OK)
+                fail("get(%llu) after append", (unsigned long long)pos);
             check_event(&ev, pos, "get after append");
             if (!m->id_known) {
-                if (find_id(ev.id)) fail("position %llu: the assigned id is taken", (unsigned long long)pos);
+                if (find_id(ev.id))
+                    fail("position %llu: the assigned id is taken", (unsigned long long)pos);
                 memcpy(m->id, ev.id, 16), m->id_known = 1;
             }
-            if (pos > 1 && ev.timestamp < M.ev[pos - 2].ts) fail("position %llu: timestamp goes back", (unsigned long long)pos);
+            if (pos > 1 && ev.timestamp < M.ev[pos - 2].ts)
+                fail("position %llu: timestamp goes back", (unsigned long long)pos);
             m->ts = ev.timestamp;
         }
     } else {
         const cairn_error *e = cairn_last_error();
-        if (e->request != p.request) fail("failed append: request %zu, model %zu", e->request, p.request);
+        if (e->request != p.request)
+            fail("failed append: request %zu, model %zu", e->request, p.request);
         if (rc == CAIRN_EVERSION && (e->expected != p.expected || e->actual != p.actual))
-            fail("wrong version: expected %lld actual %lld, model %lld %lld", (long long)e->expected,
-                 (long long)e->actual, (long long)p.expected, (long long)p.actual);
+            fail("wrong version: expected %lld actual %lld, model %lld %lld",
+                 (long long)e->expected, (long long)e->actual, (long long)p.expected,
+                 (long long)p.actual);
         if (rc == CAIRN_EDUPLICATE && p.position && e->position != p.position)
-            fail("duplicate: position %llu, model %llu", (unsigned long long)e->position, (unsigned long long)p.position);
+            fail("duplicate: position %llu, model %llu", (unsigned long long)e->position,
+                 (unsigned long long)p.position);
     }
     check_head("after append");
     for (int r = 0; r < nq; r++) {
         int64_t v;
-        if (cairn_stream_version(g_store, reqs[r].stream.ptr, reqs[r].stream.len, &v) || v != M.ver[qs[r].stream])
+        if (cairn_stream_version(g_store, reqs[r].stream.ptr, reqs[r].stream.len, &v) ||
+            v != M.ver[qs[r].stream])
             fail("stream %d: version after append", qs[r].stream);
     }
 }
@@ -532,9 +567,14 @@ static void op_retry(void) {
     retry_req(&qs[0], &M.calls[k % M.ncalls]);
     qs[0].expected = gen_expected(qs[0].stream);
     switch (v % 8) {
-    case 0: case 1: break; /* exact */
-    case 2: if (qs[0].n > 1) qs[0].n--; break;
-    case 3: if (qs[0].n < MAXEV) gen_event(&qs[0].ev[qs[0].n++]); break;
+    case 0:
+    case 1: break; /* exact */
+    case 2:
+        if (qs[0].n > 1) qs[0].n--;
+        break;
+    case 3:
+        if (qs[0].n < MAXEV) gen_event(&qs[0].ev[qs[0].n++]);
+        break;
     case 4:
         for (int i = 0; i < qs[0].n / 2; i++) {
             qev t = qs[0].ev[i];
@@ -553,7 +593,11 @@ static void op_retry(void) {
             o->expected = gen_expected(o->stream);
             o->n = 1 + (int)(u8() % 3);
             for (int i = 0; i < o->n; i++) gen_event(&o->ev[i]);
-            if (v & 16) { qreq t = qs[0]; qs[0] = qs[1]; qs[1] = t; }
+            if (v & 16) {
+                qreq t = qs[0];
+                qs[0] = qs[1];
+                qs[1] = t;
+            }
         }
     }
     }
@@ -568,7 +612,8 @@ static void op_burst(void) {
         qev *x = &q.ev[0];
         unsigned h = seed * 131 + i * 17 + (i >> 3);
         q.stream = (int)((seed + i * (1 + (mode & 3))) % ((mode >> 2) % NSTREAMS + 1));
-        q.expected = mode & 0x20 ? M.ver[q.stream] >= 0 ? M.ver[q.stream] : CAIRN_NO_STREAM : CAIRN_ANY;
+        q.expected =
+            mode & 0x20 ? M.ver[q.stream] >= 0 ? M.ver[q.stream] : CAIRN_NO_STREAM : CAIRN_ANY;
         q.n = 1;
         memset(x, 0, sizeof *x);
         x->type = (int)(h % NTYPES);
@@ -637,16 +682,23 @@ static void read_stream(int s, int64_t start, int backwards, uint64_t limit) {
         static uint64_t bypos[1 << 16];
         for (size_t i = 0; i < M.n && cnt < sizeof bypos / sizeof *bypos; i++)
             if (M.ev[i].stream == s) bypos[cnt++] = i + 1;
-        int64_t v = backwards ? (start < 0 || start > last ? last : start) : (start < 0 ? 0 : start);
-        for (uint64_t i = 0; i < nwant && i < 1024; i++) want[i] = bypos[backwards ? v - (int64_t)i : v + (int64_t)i];
+        int64_t v =
+            backwards ? (start < 0 || start > last ? last : start) : (start < 0 ? 0 : start);
+        for (uint64_t i = 0; i < nwant && i < 1024; i++)
+            want[i] = bypos[backwards ? v - (int64_t)i : v + (int64_t)i];
     }
     while ((rc = cairn_iter_next(it, &ev)) == 1) {
-        if (got >= nwant) fail("read_stream(%d, %lld, %d, %llu): more than %llu events", s, (long long)start, backwards, (unsigned long long)limit, (unsigned long long)nwant);
+        if (got >= nwant)
+            fail("read_stream(%d, %lld, %d, %llu): more than %llu events", s, (long long)start,
+                 backwards, (unsigned long long)limit, (unsigned long long)nwant);
         if (got < 1024) check_event(&ev, want[got], "read_stream");
         got++;
     }
     if (rc != 0) fail("read_stream: iter_next %d", rc);
-    if (got != nwant) fail("read_stream(%d, %lld, %d, %llu): %llu events, model %llu", s, (long long)start, backwards, (unsigned long long)limit, (unsigned long long)got, (unsigned long long)nwant);
+    if (got != nwant)
+        fail("read_stream(%d, %lld, %d, %llu): %llu events, model %llu", s, (long long)start,
+             backwards, (unsigned long long)limit, (unsigned long long)got,
+             (unsigned long long)nwant);
     cairn_iter_close(it);
 }
 
@@ -700,8 +752,8 @@ static void read_all(uint64_t start, int backwards, uint64_t limit, const mfilte
         for (int i = 0; i < mf->n[k]; i++) {
             int x = mf->v[k][i];
             const char *s = k == 0 ? (x < NTYPES ? g_types[x] : "absent")
-                          : k == 1 ? g_fcats[x]
-                          : k == 2 ? (x < NSTREAMS ? g_streams[x] : "absent-1")
+                : k == 1           ? g_fcats[x]
+                : k == 2           ? (x < NSTREAMS ? g_streams[x] : "absent-1")
                                    : (x < NTAGS ? g_tags[x] : "absent");
             sl[k][i].ptr = s, sl[k][i].len = strlen(s);
             any = 1;
@@ -710,17 +762,21 @@ static void read_all(uint64_t start, int backwards, uint64_t limit, const mfilte
     f.categories = sl[1], f.ncategories = (size_t)mf->n[1];
     f.streams = sl[2], f.nstreams = (size_t)mf->n[2];
     f.tags = sl[3], f.ntags = (size_t)mf->n[3];
-    if (cairn_iter_all(g_store, start, backwards, limit, any ? &f : NULL, &it) != CAIRN_OK) fail("iter_all failed");
+    if (cairn_iter_all(g_store, start, backwards, limit, any ? &f : NULL, &it) != CAIRN_OK)
+        fail("iter_all failed");
     /* the model's next position */
     pos = backwards ? (start == 0 || start > M.n ? M.n : start) : (start ? start : 1);
     while ((rc = cairn_iter_next(it, &ev)) == 1) {
-        while (pos >= 1 && pos <= M.n && !match(mf, &M.ev[pos - 1])) pos = backwards ? pos - 1 : pos + 1;
+        while (pos >= 1 && pos <= M.n && !match(mf, &M.ev[pos - 1]))
+            pos = backwards ? pos - 1 : pos + 1;
         if (pos < 1 || pos > M.n || (limit && got >= limit))
-            fail("read_all(%llu, %d, %llu, filter %d/%d/%d/%d): extra event at %llu", (unsigned long long)start, backwards,
-                 (unsigned long long)limit, mf->n[0], mf->n[1], mf->n[2], mf->n[3], (unsigned long long)ev.position);
+            fail("read_all(%llu, %d, %llu, filter %d/%d/%d/%d): extra event at %llu",
+                 (unsigned long long)start, backwards, (unsigned long long)limit, mf->n[0],
+                 mf->n[1], mf->n[2], mf->n[3], (unsigned long long)ev.position);
         if (ev.position != pos)
-            fail("read_all(%llu, %d, %llu, filter %d/%d/%d/%d): event %llu at %llu, model %llu", (unsigned long long)start,
-                 backwards, (unsigned long long)limit, mf->n[0], mf->n[1], mf->n[2], mf->n[3], (unsigned long long)got,
+            fail("read_all(%llu, %d, %llu, filter %d/%d/%d/%d): event %llu at %llu, model %llu",
+                 (unsigned long long)start, backwards, (unsigned long long)limit, mf->n[0],
+                 mf->n[1], mf->n[2], mf->n[3], (unsigned long long)got,
                  (unsigned long long)ev.position, (unsigned long long)pos);
         check_event(&ev, pos, "read_all");
         got++;
@@ -729,11 +785,13 @@ static void read_all(uint64_t start, int backwards, uint64_t limit, const mfilte
     if (rc != 0) fail("read_all: iter_next %d", rc);
     cairn_iter_close(it);
     if (!limit || got < limit) { /* the model has nothing more */
-        while (pos >= 1 && pos <= M.n && !match(mf, &M.ev[pos - 1])) pos = backwards ? pos - 1 : pos + 1;
+        while (pos >= 1 && pos <= M.n && !match(mf, &M.ev[pos - 1]))
+            pos = backwards ? pos - 1 : pos + 1;
         if (pos >= 1 && pos <= M.n)
-            fail("read_all(%llu, %d, %llu, filter %d/%d/%d/%d): ended after %llu events, model has %llu next",
-                 (unsigned long long)start, backwards, (unsigned long long)limit, mf->n[0], mf->n[1], mf->n[2], mf->n[3],
-                 (unsigned long long)got, (unsigned long long)pos);
+            fail("read_all(%llu, %d, %llu, filter %d/%d/%d/%d): ended after %llu events, model has "
+                 "%llu next",
+                 (unsigned long long)start, backwards, (unsigned long long)limit, mf->n[0],
+                 mf->n[1], mf->n[2], mf->n[3], (unsigned long long)got, (unsigned long long)pos);
     }
 }
 
@@ -793,20 +851,24 @@ static void op_point(void) {
     check_head("op_point");
     /* the listing, in pages of `max` names (0: all at once) */
     for (int s = 0; s < NSTREAMS; s++)
-        if (M.ver[s] >= 0 && strncmp(g_streams[s], prefix, strlen(prefix)) == 0) want[nw++] = g_streams[s];
+        if (M.ver[s] >= 0 && strncmp(g_streams[s], prefix, strlen(prefix)) == 0)
+            want[nw++] = g_streams[s];
     qsort(want, nw, sizeof *want, cmp_names);
     for (;;) {
         size_t before = all.n;
         const char *after = all.n ? all.v[all.n - 1] : NULL;
-        rc = cairn_streams(g_store, prefix, strlen(prefix), after, after ? strlen(after) : 0, max, name_cb, &all);
+        rc = cairn_streams(g_store, prefix, strlen(prefix), after, after ? strlen(after) : 0, max,
+                           name_cb, &all);
         if (rc != CAIRN_OK) fail("streams: %d", rc);
-        if (max && all.n - before > max) fail("streams: page of %zu names, max %zu", all.n - before, max);
+        if (max && all.n - before > max)
+            fail("streams: page of %zu names, max %zu", all.n - before, max);
         if (!max || all.n - before < max) break;
         if (all.n > NSTREAMS) fail("streams: paging does not end");
     }
     if (all.n != nw) fail("streams(%s, max %zu): %zu names, model %zu", prefix, max, all.n, nw);
     for (size_t i = 0; i < nw; i++)
-        if (strcmp(all.v[i], want[i])) fail("streams(%s): name %zu is %.40s, model %.40s", prefix, i, all.v[i], want[i]);
+        if (strcmp(all.v[i], want[i]))
+            fail("streams(%s): name %zu is %.40s, model %.40s", prefix, i, all.v[i], want[i]);
     for (size_t i = 0; i < all.n; i++) free(all.v[i]);
 }
 
@@ -817,8 +879,9 @@ static void op_verify(void) {
     for (int s = 0; s < NSTREAMS; s++) streams += M.ver[s] >= 0;
     if (rc != CAIRN_OK) fail("verify: %d", rc);
     if (r.events != M.n || r.head != M.n || r.streams != streams)
-        fail("verify: %llu events, %llu streams, head %llu; model %zu, %llu, %zu", (unsigned long long)r.events,
-             (unsigned long long)r.streams, (unsigned long long)r.head, M.n, (unsigned long long)streams, M.n);
+        fail("verify: %llu events, %llu streams, head %llu; model %zu, %llu, %zu",
+             (unsigned long long)r.events, (unsigned long long)r.streams,
+             (unsigned long long)r.head, M.n, (unsigned long long)streams, M.n);
 }
 
 /* ------------------------------------------------------------------------------------
@@ -854,8 +917,8 @@ static void init_once(void) {
     g_long2[sizeof g_long2 - 2] = 'b'; /* shares its first 618 bytes with g_long1 */
     memset(g_type255, 'T', 255);
     memset(g_tag1024, 'g', 1024);
-    snprintf(g_dir, sizeof g_dir, "%s/cairn-fuzz-store-%d", access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp",
-             (int)getpid());
+    snprintf(g_dir, sizeof g_dir, "%s/cairn-fuzz-store-%d",
+             access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp", (int)getpid());
     atexit(cleanup);
 }
 
@@ -876,15 +939,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         g_arena_used = 0;
         g_ops++;
         switch (op % 20) {
-        case 0: case 1: case 2: case 3: case 4: op_append(1); break; /* cairn_append, one event */
+        case 0:
+        case 1:
+        case 2:
+        case 3:
+        case 4: op_append(1); break; /* cairn_append, one event */
         case 5: op_append(6); break;
         case 6: op_append(MAXEV); break;
         case 7: op_batch(); break;
-        case 8: case 9: op_retry(); break;
+        case 8:
+        case 9: op_retry(); break;
         case 10: op_burst(); break;
         case 11: op_invalid(); break;
-        case 12: case 13: op_read_stream(); break;
-        case 14: case 15: case 16: op_read_all(1); break;
+        case 12:
+        case 13: op_read_stream(); break;
+        case 14:
+        case 15:
+        case 16: op_read_all(1); break;
         case 17: op_read_all(0); break;
         case 18: op_point(); break;
         default:
