@@ -108,7 +108,7 @@ test-asan-python: build venv
 	@echo "== Python tests against the extension under ASan+UBSan+LSan"
 	@PYTHON=$(VENV_PY) CMAKE=$(CMAKE) JOBS=$(JOBS) tests/asan_python.sh
 
-test: test-c test-asan test-python test-fuzz test-asan-python
+test: format-check test-c test-asan test-python test-fuzz test-asan-python
 
 # Reliability harnesses (docs/reliability.md): `make soak` runs the multi-process concurrency
 # soak for SOAK_SECONDS (default 150); `make crash` runs CRASH_ROUNDS SIGKILL rounds.  Both on a
@@ -141,7 +141,7 @@ bench: build venv
 # The C style is .clang-format's, applied by clang-format-14 (Debian 12's, installed by deps) to
 # every C file under core/ (whichever subdirectory), lua/, bindings/python/, tests/c/ and the
 # fuzz targets.  `make format` rewrites them; `make format-check` changes nothing and fails, with
-# clang-format's report, when any of them differs.
+# clang-format's report, when any of them differs (the first step of `make test`).
 CLANG_FORMAT ?= clang-format-14
 FORMAT_FILES = $(shell find core lua bindings/python tests/c -name '*.[ch]' | sort) $(wildcard tests/fuzz/*.c)
 format: deps
