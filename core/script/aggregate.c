@@ -446,6 +446,17 @@ static int produce(agg *a, int list, const char *what, const int *meta, int own,
             goto fail;
         }
         ev->type.ptr = lua_tolstring(L, -1, &ev->type.len); /* stays on the stack */
+        /* As Event(subject=...) in the binding: until encryption exists, dropping a subject
+         * would pass unencrypted data for encrypted. */
+        lua_pushliteral(L, "subject");
+        if (lua_rawget(L, e) != LUA_TNIL) {
+            rc = cairn__script_fail(a->name, 0,
+                                    "%s: an event's subject (encryption of event data) is not "
+                                    "built yet; nothing was written",
+                                    what);
+            goto fail;
+        }
+        lua_pop(L, 1);
         ev->schema = 1;
         lua_pushliteral(L, "schema");
         if (lua_rawget(L, e) == LUA_TNUMBER && lua_isinteger(L, -1))

@@ -959,3 +959,33 @@ def test_aggregate_calls_on_a_closed_store_raise_store_closed(store_path):
     for call in calls:
         with pytest.raises(cairn.StoreClosed):
             call()
+
+
+SUBJECT = """
+return {
+  init = function() return {} end,
+  apply = { ['*'] = function(s, e) end },
+  decide = {
+    Plain = function(s, cmd) return { { type = "Happened" } } end,
+    Secret = function(s, cmd) return { { type = "Happened", data = { x = 1 }, subject = "user-42" } } end,
+  },
+  compensate = {
+    Happened = function(s, e) return { { type = "Undone", subject = "user-42" } } end,
+  },
+}
+"""
+
+
+def test_a_subject_in_a_decided_or_compensating_event_is_refused_until_encryption_exists(store):
+    # As Event(subject=...): dropping it would pass unencrypted data for encrypted.
+    store.define_aggregate("doc", SUBJECT)
+    with pytest.raises(cairn.ScriptError, match="subject.*not built yet") as ei:
+        store.execute("doc-1", "Secret")
+    assert ei.value.script == "doc"
+    assert store.head() == 0
+    store.execute("doc-1", "Plain")
+    with pytest.raises(cairn.ScriptError, match="subject.*not built yet"):
+        store.compensate("doc-1", 0)
+    assert store.head() == 1  # nothing written by either
+    store.execute("doc-1", "Plain")  # the store is usable afterwards
+    assert store.head() == 2
