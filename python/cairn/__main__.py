@@ -105,13 +105,27 @@ def _report(store: cairn.Store, names: list[str], processed: int | None, as_json
             print(f"processed {processed} events; head {store.head()}")
 
 
+def _faults(store: cairn.Store, names: list[str]) -> int:
+    """Prints one line on stderr per faulted projection (even with --quiet: they are errors,
+    and cron or CI must see them); returns how many there are."""
+    n = 0
+    for name in names:
+        p = store.projection(name)
+        if p.status == "faulted":
+            print(f"cairn: error: projection {name} is faulted at position {p.position}: {p.error}",
+                  file=sys.stderr)
+            n += 1
+    return n
+
+
 def cmd_projections_run(args: argparse.Namespace) -> int:
     with _open(args.path) as store:
         names = _async_names(store, args.name)
         processed = _catch_up(store, args.name, args.quiet)
-        _report(store, names, processed, args.json)
+        if not args.quiet:
+            _report(store, names, processed, args.json)
         if not args.follow:
-            return 0
+            return 1 if _faults(store, names) else 0
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
@@ -121,12 +135,15 @@ def cmd_projections_run(args: argparse.Namespace) -> int:
                 pass
         finally:
             store.stop_projections()
-        return 0
+        return 1 if _faults(store, names) else 0
 
 
 def cmd_projections_list(args: argparse.Namespace) -> int:
     with _open(args.path) as store:
-        _report(store, store.scripts()["projection"], None, args.json)
+        names = store.scripts()["projection"]
+        if not names and not args.json:
+            print(f"no projections in {args.path}")
+        _report(store, names, None, args.json)
     return 0
 
 
@@ -143,12 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="catch up the async projections (progress on a terminal)",
         description="Catches up every async projection (or --name), printing progress "
-        "(position/head) to stderr when it is a terminal; with --follow keeps them current until interrupted.",
+        "(position/head) to stderr when it is a terminal; with --follow keeps them current until "
+        "interrupted.  Exits 1 when any projection is faulted after the run.",
     )
     run.add_argument("path", metavar="PATH", help="the store directory")
     run.add_argument("--name", help="run only this projection")
     run.add_argument("--follow", action="store_true", help="keep running as events commit")
-    run.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    run.add_argument("--quiet", action="store_true", help="print nothing but errors")
     run.add_argument("--json", action="store_true", help="one JSON object per line")
     run.set_defaults(fn=cmd_projections_run)
 

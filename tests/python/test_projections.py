@@ -670,6 +670,47 @@ def test_cli_progress_only_on_a_terminal(store, store_path):
     assert b"projections: " in err and b"/400 events" in err
 
 
+FAULTY = """
+return {
+  init = function() return { n = 0 } end,
+  apply = { ['*'] = function(s, e) if e.data.i == 3 then error('boom') end; s.n = s.n + 1 end },
+}
+"""
+
+
+def test_cli_projections_run_exits_nonzero_when_a_projection_is_faulted(store, store_path):
+    store.define_projection("good", count())
+    store.define_projection("bad", FAULTY)
+    store.append("a-1", [ev(i=i) for i in range(6)])
+    r = cli("projections", "run", str(store_path))
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "bad\tfaulted" in r.stdout and "good\tok\t6" in r.stdout
+    assert "projection bad is faulted" in r.stderr and "boom" in r.stderr
+    assert "Traceback" not in r.stderr
+    store.delete_projection("bad")
+    r = cli("projections", "run", str(store_path))
+    assert r.returncode == 0, r.stderr
+
+
+def test_cli_projections_run_quiet_prints_nothing_but_errors(store, store_path):
+    store.define_projection("good", count())
+    store.append("a-1", [ev(i=i) for i in range(6)])
+    r = cli("projections", "run", "--quiet", str(store_path))
+    assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
+    store.define_projection("bad", FAULTY)
+    r = cli("projections", "run", "--quiet", str(store_path))
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and "projection bad is faulted" in r.stderr
+
+
+def test_cli_projections_list_says_when_there_are_none(store, store_path):
+    store.append("a-1", [ev()])
+    r = cli("projections", "list", str(store_path))
+    assert r.returncode == 0 and r.stdout == f"no projections in {store_path}\n"
+    r = cli("projections", "list", "--json", str(store_path))
+    assert r.returncode == 0 and r.stdout == ""
+
+
 def test_cli_help_and_mistakes(tmp_path, store, store_path):
     assert cli("--help").returncode == 0
     r = cli("projections", "run", "--help")
