@@ -227,9 +227,23 @@ static PyObject *store_read_stream(cpy_store *self, PyObject *args, PyObject *kw
     uint64_t start, limit;
     Py_ssize_t len;
 
+    int before_first = 0;
+
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O$OOO:read_stream", kwlist, &stream, &start_o,
                                      &back_o, &limit_o, &raw_o))
         return NULL;
+    /* start=-1 is the version before the first: the end of a backwards paging loop
+     * (start = page[-1].version - 1) reads nothing there, and forwards it is the start. */
+    if (PyLong_Check(start_o) && !PyBool_Check(start_o) && _PyLong_Sign(start_o) < 0) {
+        if (PyLong_AsLong(start_o) != -1) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_ValueError,
+                         "start must be >= -1 (-1: the version before the first), got %R", start_o);
+            return NULL;
+        }
+        before_first = 1;
+        start_o = Py_None;
+    }
     if (!cpy_stream_arg(stream, "stream", &len) ||
         cpy_opt_uint(start_o, "start", &has_start, &start) < 0 ||
         cpy_check_bool(back_o, "backwards", &backwards) < 0 ||
@@ -237,8 +251,9 @@ static PyObject *store_read_stream(cpy_store *self, PyObject *args, PyObject *kw
         cpy_check_bool(raw_o, "raw", &raw) < 0)
         return NULL;
     if (has_start && start > INT64_MAX) start = INT64_MAX;
+    if (before_first) has_start = 1, start = 0;
     return cpy_readiter_new_stream(self, stream, has_start ? (int64_t)start : -1, backwards, limit,
-                                   has_limit && limit == 0, raw);
+                                   (has_limit && limit == 0) || (before_first && backwards), raw);
 }
 
 static PyObject *store_read_all(cpy_store *self, PyObject *args, PyObject *kwargs) {
@@ -261,10 +276,11 @@ static PyObject *store_read_all(cpy_store *self, PyObject *args, PyObject *kwarg
         return NULL;
     for (i = 0; i < 4; i++)
         if (cpy_filter_arg(fo[i], fnames[i], &f[i]) < 0) goto out;
-    /* Nothing to yield: limit=0, or an empty filter list (docs/API.md "Reading": an
-     * empty list matches no event).  start=0 is start=None (there is no position 0): the
-     * first event forwards, the last backwards, as in the core. */
-    empty = has_limit && limit == 0;
+    /* Nothing to yield: limit=0, an empty filter list (docs/API.md "Reading": an empty list
+     * matches no event), or start=0 backwards: position 0 is before the first event, where a
+     * backwards paging loop (start = page[-1].position - 1) ends; forwards it is the first
+     * event.  Only start=None means "from the end" (the core's 0). */
+    empty = (has_limit && limit == 0) || (has_start && start == 0 && backwards);
     for (i = 0; i < 4; i++)
         if (f[i] && PyTuple_GET_SIZE(f[i]) == 0) empty = 1;
     r = cpy_readiter_new_all(self, has_start ? start : 0, backwards, limit, empty, f, raw);

@@ -347,12 +347,12 @@ class StoreModel(RuleBasedStateMachine):
           limit=st.none() | st.integers(0, 4), raw=st.booleans())
     def read_stream(self, data, stream, backwards, limit, raw):
         evs = self.streams.get(stream, [])
-        start = data.draw(st.none() | st.integers(0, len(evs) + 2), label="start")
+        start = data.draw(st.none() | st.integers(-1, len(evs) + 2), label="start")
         if backwards:
             top = len(evs) - 1 if start is None else min(start, len(evs) - 1)
             want = evs[:top + 1][::-1]
         else:
-            want = evs[start or 0:]
+            want = evs[max(start or 0, 0):]
         if limit is not None:
             want = want[:limit]
         note("read_stream")
@@ -388,7 +388,7 @@ class StoreModel(RuleBasedStateMachine):
             return bool(wanted) and all(t in ev.tags for t in wanted)
 
         if backwards:
-            top = head if not start else min(start, head)
+            top = head if start is None else min(start, head)  # 0: before the first event
             want = [ev for ev in reversed(self.log[:top]) if keep(ev)]
         else:
             want = [ev for ev in self.log[max(start or 1, 1) - 1:] if keep(ev)]

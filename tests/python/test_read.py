@@ -175,9 +175,11 @@ def test_read_all_limit_zero_yields_nothing(ten):
     assert list(ten.read_all(types="Tested", limit=0)) == []
 
 
-def test_read_all_start_zero_is_start_none(ten):
+def test_read_all_start_zero_is_the_first_event_forwards_and_nothing_backwards(ten):
+    # position 0 is before the first event; only start=None means "from the end"
     assert positions(ten.read_all(0)) == list(range(1, 21))
-    assert positions(ten.read_all(0, backwards=True, limit=2)) == [20, 19]
+    assert positions(ten.read_all(0, backwards=True, limit=2)) == []
+    assert positions(ten.read_all(None, backwards=True, limit=2)) == [20, 19]
 
 
 def test_read_all_on_empty_store(store):
@@ -853,3 +855,46 @@ def test_damaged_record_raises_corruption_error_naming_its_position(store_path, 
         assert [e.position for e in s.read_stream("a")] == [1, 2, 3, 5, 6]
         assert s.get(5).version == 3
         assert [e.position for e in s.read_all(5)] == [5, 6]
+
+
+def test_paging_backwards_through_read_all_ends_at_the_first_event(store):
+    store.append("a-1", [cairn.Event("T", {"i": i}) for i in range(25)])
+    seen, start = [], None
+    while True:
+        page = list(store.read_all(start, backwards=True, limit=7))
+        if not page:
+            break
+        seen += [e.position for e in page]
+        start = page[-1].position - 1  # reaches 0: before the first event, which reads nothing
+        assert len(seen) <= 25, "paging wrapped around"
+    assert seen == list(range(25, 0, -1))
+    assert list(store.read_all(0, backwards=True)) == []
+    assert [e.position for e in store.read_all(None, backwards=True, limit=1)] == [25]
+    # and forwards again to the end
+    seen, start = [], 0
+    while page := list(store.read_all(start, limit=7)):
+        seen += [e.position for e in page]
+        start = page[-1].position + 1
+    assert seen == list(range(1, 26))
+
+
+def test_paging_backwards_through_read_stream_ends_at_version_zero(store):
+    store.append("a-1", [cairn.Event("T", {"i": i}) for i in range(25)])
+    seen, start = [], None
+    while True:
+        page = list(store.read_stream("a-1", start, backwards=True, limit=7))
+        if not page:
+            break
+        seen += [e.version for e in page]
+        start = page[-1].version - 1  # reaches -1: before the first version, which reads nothing
+        assert len(seen) <= 25
+    assert seen == list(range(24, -1, -1))
+    assert list(store.read_stream("a-1", -1, backwards=True)) == []
+    assert [e.version for e in store.read_stream("a-1", -1, limit=2)] == [0, 1]
+    seen, start = [], 0
+    while page := list(store.read_stream("a-1", start, limit=7)):
+        seen += [e.version for e in page]
+        start = page[-1].version + 1
+    assert seen == list(range(25))
+    with pytest.raises(ValueError, match=">= -1"):
+        store.read_stream("a-1", -2)
