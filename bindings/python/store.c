@@ -356,9 +356,14 @@ static PyObject *store_streams(cpy_store *self, PyObject *args, PyObject *kwargs
     static char *kwlist[] = {"prefix", NULL};
     PyObject *prefix = NULL;
     Py_ssize_t len;
+    const char *p;
 
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:streams", kwlist, &prefix)) return NULL;
-    if (prefix && !cpy_stream_arg(prefix, "prefix", &len)) return NULL;
+    if (prefix && !(p = cpy_stream_arg(prefix, "prefix", &len))) return NULL;
+    if (prefix && memchr(p, 0, (size_t)len)) { /* as a stream name: no stream holds NUL */
+        PyErr_SetString(PyExc_ValueError, "prefix: a stream name must not contain NUL");
+        return NULL;
+    }
     return cpy_namesiter_new(self, prefix);
 }
 

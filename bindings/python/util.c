@@ -113,11 +113,19 @@ int cpy_filter_arg(PyObject *o, const char *name, PyObject **out) {
             Py_DECREF(t);
             return -1;
         }
-        if (!PyUnicode_AsUTF8AndSize(v, &n)) {
+        const char *u = PyUnicode_AsUTF8AndSize(v, &n);
+        if (!u) {
             if (PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
                 PyErr_Clear();
                 PyErr_Format(PyExc_ValueError, "%s: %R is not valid UTF-8", name, v);
             }
+            Py_DECREF(t);
+            return -1;
+        }
+        /* No stored name, type or tag holds NUL (appends refuse it): refused here the same
+         * way, rather than a filter that silently matches nothing. */
+        if (memchr(u, 0, (size_t)n)) {
+            PyErr_Format(PyExc_ValueError, "%s: %R must not contain NUL characters", name, v);
             Py_DECREF(t);
             return -1;
         }

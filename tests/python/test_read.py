@@ -898,3 +898,19 @@ def test_paging_backwards_through_read_stream_ends_at_version_zero(store):
     assert seen == list(range(25))
     with pytest.raises(ValueError, match=">= -1"):
         store.read_stream("a-1", -2)
+
+
+@pytest.mark.parametrize("call", [
+    lambda s: list(s.read_all(types=["A\x00"])),
+    lambda s: list(s.read_all(types="A\x00")),
+    lambda s: list(s.read_all(categories=["a\x00"])),
+    lambda s: list(s.read_all(streams=["a-1\x00"])),
+    lambda s: list(s.read_all(tags=["t\x00"])),
+    lambda s: list(s.streams("a\x00")),
+    lambda s: s.subscribe(types=["A\x00"]),
+])
+def test_a_nul_in_a_filter_or_prefix_is_refused_like_a_nul_in_a_stream_name(store, call):
+    store.append("a-1", [cairn.Event("A", tags=["t"])])
+    with pytest.raises(ValueError, match="NUL"):
+        call(store)
+    assert [e.type for e in store.read_all(types=["A"])] == ["A"]  # still usable
