@@ -85,10 +85,19 @@ static int duplicate(uint64_t pos, const uint8_t *id) {
                        (unsigned long long)pos);
 }
 
+/* An id that an earlier append of this same write holds (at or after txn_first): that
+ * position was never committed, so no message may cite it. */
+static int duplicate_here(const uint8_t *id) {
+    char s[37];
+    cairn__uuid_format(id, s);
+    return cairn__fail(CAIRN_EDUPLICATE, "event id %s appears twice in this transaction", s);
+}
+
 /* A request whose first id is already stored is a retry only if it carries exactly the
  * ids of one earlier call, in order, to the same stream; then it yields that call's
- * result.  Anything else is a duplicate. */
-static int check_retry(cairn_env *e, MDB_txn *txn, const cairn_append_req *q,
+ * result.  Anything else is a duplicate; so is an id an earlier request of this same write
+ * (positions from txn_first) holds, which nothing committed yet. */
+static int check_retry(cairn_env *e, MDB_txn *txn, const cairn_append_req *q, uint64_t txn_first,
                        cairn_append_result *res, int *retry) {
     uint64_t pos, first, count, p, f, c;
     cairn_event ev;
@@ -98,6 +107,7 @@ static int check_retry(cairn_env *e, MDB_txn *txn, const cairn_append_req *q,
     if (!q->events[0].has_id) return CAIRN_OK; /* ids assigned here cannot repeat */
     if ((rc = cairn__id_lookup(e, txn, q->events[0].id, &found, &pos, &first, &count))) return rc;
     if (!found) return CAIRN_OK;
+    if (pos >= txn_first) return duplicate_here(q->events[0].id);
     if (pos != first || count != q->nevents) return duplicate(pos, q->events[0].id);
     for (size_t i = 1; i < q->nevents; i++) {
         if (!q->events[i].has_id) return duplicate(pos, q->events[0].id);
@@ -156,6 +166,7 @@ typedef struct writer {
     uint8_t last_id[16]; /* the largest key in `ids`: larger ids can use MDB_APPEND */
     uint8_t *scratch;    /* room for 16 bytes per event of the largest request */
     int tail;            /* this write goes to the index tail: no id or posting entries */
+    uint64_t txn_first;  /* the first position of this write: later ones are not committed */
 } writer;
 
 #define TYPE_GROUPS 8 /* distinct types per request whose postings are put in one go */
@@ -304,6 +315,7 @@ static int write_request(cairn_env *e, writer *w, const cairn_append_req *q, siz
             if (at >= first) /* written a moment ago by this very call: nothing is kept */
                 return cairn__fail(CAIRN_EDUPLICATE,
                                    "event %zu has the id of an earlier event of the same call", i);
+            if (at >= w->txn_first) return duplicate_here(id); /* an earlier append of it */
             return duplicate(at, id);
         }
         MDB_TRY(prc, "write id index");
@@ -444,6 +456,7 @@ int cairn__write_requests(cairn_store *s, MDB_txn *txn, const cairn_append_req *
     MDB_TRY(mdb_cursor_open(txn, e->post, &w.type), "open cursor");
     MDB_TRY(mdb_cursor_open(txn, e->post, &w.tag), "open cursor");
     if ((rc = read_tail(e, txn, w.log, &head, &last_ts))) goto out;
+    w.txn_first = head + 1;
     if ((rc = get_u64(txn, e->meta, &K_SID, &next_sid))) goto out;
     sid0 = next_sid;
     if ((rc = cairn__tail_start(e, txn, &tail))) goto out;
@@ -467,7 +480,7 @@ int cairn__write_requests(cairn_store *s, MDB_txn *txn, const cairn_append_req *
         cairn_stream_info si;
         int retry;
 
-        if ((rc = check_retry(e, txn, q, &results[r], &retry))) {
+        if ((rc = check_retry(e, txn, q, w.txn_first, &results[r], &retry))) {
             cairn__err()->request = r;
             goto out;
         }

@@ -1066,3 +1066,19 @@ def test_transaction_type_lives_in_the_extension(store, monkeypatch):
         tx.append("s", make_events(1))
     assert type(tx) is _cairn.Transaction
     assert [fields(r) for r in tx.results] == [(0, 1, 1)]
+
+
+@pytest.mark.parametrize("second_stream", ["b-1", "a-1"])
+def test_an_id_repeated_inside_one_transaction_says_it_appears_twice(store, second_stream):
+    e = cairn.Event("T")
+    with pytest.raises(cairn.DuplicateEvent) as ei:
+        with store.transaction() as tx:
+            tx.append("a-1", [e])
+            tx.append(second_stream, [cairn.Event("T", id=e.id)])
+    # the position the first append held was never committed: no message may cite it
+    assert str(ei.value).endswith(f"event id {e.id} appears twice in this transaction")
+    assert ei.value.position is None
+    assert store.head() == 0
+    store.append("a-1", [e])  # usable; and a later repeat cites the committed position
+    with pytest.raises(cairn.DuplicateEvent, match=f"event id {e.id} was already written at position 1"):
+        store.append("b-1", [cairn.Event("T", id=e.id)])
