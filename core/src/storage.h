@@ -52,6 +52,15 @@ typedef struct cairn_env {
      * (which LMDB allows only while this process has no transaction) holds it
      * exclusively. */
     pthread_rwlock_t resize;
+    /* Writers: every write transaction of this environment holds `wlock` and an OFD lock on
+     * one byte of data.mdb through `lockfd` (-1 for a read-only environment), from before
+     * LMDB's begin to after its commit or abort, so that no two writers ever overlap, even
+     * when lock.mdb was deleted and another process made a new one.  `lk_dev`/`lk_ino`:
+     * the lock.mdb this environment opened; a write finding another refuses. */
+    pthread_mutex_t wlock;
+    int lockfd;
+    dev_t lk_dev;
+    ino_t lk_ino;
 } cairn_env;
 
 /* What a script run needs, from cairn_options.  The storage only carries it: handles hold

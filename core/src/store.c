@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -39,6 +40,10 @@ static void atfork_child(void) {
         while (t->next) t = t->next;
         t->next = g_inherited;
         g_inherited = g_registry;
+        /* the writer lock belongs to the parent's open file description: a child keeping
+         * it open would keep the parent's lock held after the parent died */
+        for (t = g_registry; t; t = t->next)
+            if (t->lockfd >= 0) close(t->lockfd), t->lockfd = -1;
     }
     g_registry = NULL;
     pthread_mutex_unlock(&g_registry_lock);
@@ -73,6 +78,8 @@ static void env_free(cairn_env *e) {
     pthread_cond_destroy(&e->ncond);
     if (e->env) mdb_env_close(e->env);
     pthread_rwlock_destroy(&e->resize);
+    pthread_mutex_destroy(&e->wlock);
+    if (e->lockfd >= 0) close(e->lockfd);
     free(e);
 }
 
@@ -125,13 +132,59 @@ void cairn__read_end(cairn_env *e, MDB_txn *txn) {
     pthread_rwlock_unlock(&e->resize);
 }
 
+/* The writer lock (see cairn_env.lockfd), beside LMDB's own in lock.mdb: an OFD lock on
+ * one byte of data.mdb far past its end, which nothing else locks.  OFD locks belong to
+ * the open file description, not the thread: `wlock` orders this process's writers. */
+#define WRITER_LOCK_AT ((off_t)1 << 62)
+
+static int writer_fcntl(cairn_env *e, short type) {
+    struct flock fl;
+    memset(&fl, 0, sizeof fl);
+    fl.l_type = type, fl.l_whence = SEEK_SET, fl.l_start = WRITER_LOCK_AT, fl.l_len = 1;
+    while (fcntl(e->lockfd, type == F_UNLCK ? F_OFD_SETLK : F_OFD_SETLKW, &fl) != 0)
+        if (errno != EINTR) return errno;
+    return 0;
+}
+
+static void writer_unlock(cairn_env *e) {
+    if (e->lockfd >= 0) writer_fcntl(e, F_UNLCK);
+    pthread_mutex_unlock(&e->wlock);
+}
+
+static int writer_lock(cairn_env *e) {
+    char lk[PATH_MAX];
+    struct stat st;
+    int err;
+    pthread_mutex_lock(&e->wlock);
+    if (e->lockfd < 0) return CAIRN_OK; /* read-only: LMDB refuses the write txn */
+    if ((err = writer_fcntl(e, F_WRLCK))) {
+        pthread_mutex_unlock(&e->wlock);
+        return cairn__fail(CAIRN_EIO, "%s/data.mdb: writer lock: %s", e->path, strerror(err));
+    }
+    /* Checked while holding the lock: a writer that opened the store after lock.mdb was
+     * replaced waits for this one, and this one refuses from its next write on. */
+    snprintf(lk, sizeof lk, "%s/lock.mdb", e->path);
+    if (stat(lk, &st) != 0 || st.st_dev != e->lk_dev || st.st_ino != e->lk_ino) {
+        writer_unlock(e);
+        return cairn__fail(CAIRN_EIO,
+                           "%s: lock.mdb was deleted or replaced while the store was open; "
+                           "writes refused: close the store and open it again",
+                           e->path);
+    }
+    return CAIRN_OK;
+}
+
 /* Durability is a per-handle choice but LMDB's sync flags are per environment: they are
  * set while this thread holds LMDB's writer lock, so no other commit can see them. */
 int cairn__write_begin(cairn_env *e, cairn_durability d, MDB_txn **txn) {
     unsigned on;
     int rc = cairn__env_check(e);
     if (rc) return rc;
-    if ((rc = txn_begin(e, 0, txn))) return rc;
+    if ((rc = writer_lock(e))) return rc;
+    if ((rc = txn_begin(e, 0, txn))) {
+        writer_unlock(e);
+        return rc;
+    }
     on = d == CAIRN_DURABLE_NONE     ? MDB_NOSYNC | MDB_NOMETASYNC
         : d == CAIRN_DURABLE_RELAXED ? MDB_NOMETASYNC
                                      : 0;
@@ -143,12 +196,14 @@ int cairn__write_begin(cairn_env *e, cairn_durability d, MDB_txn **txn) {
 int cairn__write_commit(cairn_env *e, MDB_txn *txn) {
     int rc = mdb_txn_commit(txn);
     pthread_rwlock_unlock(&e->resize);
+    writer_unlock(e);
     return rc;
 }
 
 void cairn__write_abort(cairn_env *e, MDB_txn *txn) {
     mdb_txn_abort(txn);
     pthread_rwlock_unlock(&e->resize);
+    writer_unlock(e);
 }
 
 int cairn__commit_fail(cairn_env *e, int rc) {
@@ -232,8 +287,11 @@ static int env_setup(cairn_env *e, int create) {
     int rc;
     unsigned cf = create ? MDB_CREATE : 0;
 
-    if ((rc = mdb_txn_begin(e->env, NULL, create ? 0 : MDB_RDONLY, &txn)))
+    if (create && (rc = writer_lock(e))) return rc;
+    if ((rc = mdb_txn_begin(e->env, NULL, create ? 0 : MDB_RDONLY, &txn))) {
+        if (create) writer_unlock(e);
         return cairn__mdb_fail(rc, "open store");
+    }
     if ((rc = mdb_dbi_open(txn, NULL, 0, &main))) goto mdb_fail;
     if ((rc = mdb_stat(txn, main, &st))) goto mdb_fail;
     rc = mdb_dbi_open(txn, "meta", 0, &e->meta);
@@ -265,6 +323,7 @@ static int env_setup(cairn_env *e, int create) {
     if (e->hooks && e->hooks->env_open &&
         (rc = e->hooks->env_open(e, txn, cf != 0, create, &e->upper))) {
         mdb_txn_abort(txn);
+        if (create) writer_unlock(e);
         return rc;
     }
     if (cf) {
@@ -273,14 +332,31 @@ static int env_setup(cairn_env *e, int create) {
         v.mv_size = sizeof magic, v.mv_data = magic;
         if ((rc = mdb_put(txn, e->meta, &k, &v, 0))) goto mdb_fail;
     }
-    if ((rc = mdb_txn_commit(txn))) return cairn__mdb_fail(rc, "create store");
+    rc = mdb_txn_commit(txn);
+    if (create) writer_unlock(e);
+    if (rc) return cairn__mdb_fail(rc, "create store");
     return CAIRN_OK;
 not_ours:
     mdb_txn_abort(txn);
+    if (create) writer_unlock(e);
     return cairn__fail(CAIRN_ECORRUPT, "not a cairn store (data.mdb belongs to something else)");
 mdb_fail:
     mdb_txn_abort(txn);
+    if (create) writer_unlock(e);
     return cairn__mdb_fail(rc, "open store");
+}
+
+/* The writer lock's file descriptor and the identity of the lock.mdb LMDB just opened. */
+static int writer_setup(cairn_env *e, const char *data) {
+    char lk[PATH_MAX];
+    struct stat st;
+    snprintf(lk, sizeof lk, "%s/lock.mdb", e->path);
+    if (stat(lk, &st) != 0) return cairn__fail(CAIRN_EIO, "%s: %s", lk, strerror(errno));
+    e->lk_dev = st.st_dev, e->lk_ino = st.st_ino;
+    if ((e->lockfd = open(data, O_RDWR | O_CLOEXEC)) < 0)
+        return cairn__fail(errno == EACCES ? CAIRN_EREADONLY : CAIRN_EIO, "%s: %s", data,
+                           strerror(errno));
+    return CAIRN_OK;
 }
 
 static int env_open(const char *path, const struct stat *st, const cairn_options *o,
@@ -293,7 +369,9 @@ static int env_open(const char *path, const struct stat *st, const cairn_options
     e->dev = st->st_dev, e->ino = st->st_ino, e->fork_gen = cairn__fork_gen, e->refs = 1;
     e->path = strdup(path);
     e->hooks = hooks;
+    e->lockfd = -1;
     pthread_rwlock_init(&e->resize, NULL);
+    pthread_mutex_init(&e->wlock, NULL);
     pthread_mutex_init(&e->nlock, NULL);
     {
         pthread_condattr_t ca;
@@ -321,6 +399,10 @@ static int env_open(const char *path, const struct stat *st, const cairn_options
     mdb_env_set_mapsize(e->env, o->map_size ? o->map_size : DEFAULT_MAP_SIZE);
     rc = mdb_env_open(e->env, path, MDB_NOTLS | (e->rdonly ? MDB_RDONLY : 0), 0644);
     if (rc) goto mdb_fail;
+    if (!e->rdonly && (rc = writer_setup(e, data))) {
+        env_free(e);
+        return rc;
+    }
     if ((rc = env_setup(e, !o->readonly))) {
         env_free(e);
         return rc;
