@@ -61,6 +61,7 @@ typedef struct cairn_env {
     int lockfd;
     dev_t lk_dev;
     ino_t lk_ino;
+    unsigned long commits; /* under wlock: dead readers are cleared every few commits */
 } cairn_env;
 
 /* What a script run needs, from cairn_options.  The storage only carries it: handles hold

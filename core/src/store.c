@@ -174,6 +174,11 @@ static int writer_lock(cairn_env *e) {
     return CAIRN_OK;
 }
 
+/* Readers of processes that died (SIGKILL) keep their slot in lock.mdb, and the oldest one
+ * pins its snapshot: no page freed since can be reused, and data.mdb grows with every
+ * commit.  Cleared at open and every READER_CHECK_EVERY commits of this process. */
+#define READER_CHECK_EVERY 64
+
 /* Durability is a per-handle choice but LMDB's sync flags are per environment: they are
  * set while this thread holds LMDB's writer lock, so no other commit can see them. */
 int cairn__write_begin(cairn_env *e, cairn_durability d, MDB_txn **txn) {
@@ -196,6 +201,7 @@ int cairn__write_begin(cairn_env *e, cairn_durability d, MDB_txn **txn) {
 int cairn__write_commit(cairn_env *e, MDB_txn *txn) {
     int rc = mdb_txn_commit(txn);
     pthread_rwlock_unlock(&e->resize);
+    if (rc == MDB_SUCCESS && ++e->commits % READER_CHECK_EVERY == 0) mdb_reader_check(e->env, NULL);
     writer_unlock(e);
     return rc;
 }
@@ -403,6 +409,7 @@ static int env_open(const char *path, const struct stat *st, const cairn_options
         env_free(e);
         return rc;
     }
+    mdb_reader_check(e->env, NULL); /* fails harmlessly where lock.mdb is not writable */
     if ((rc = env_setup(e, !o->readonly))) {
         env_free(e);
         return rc;
