@@ -670,7 +670,7 @@ def test_cli_progress_only_on_a_terminal(store, store_path):
     assert b"projections: " in err and b"/400 events" in err
 
 
-FAULTY = """
+CLI_FAULTY = """
 return {
   init = function() return { n = 0 } end,
   apply = { ['*'] = function(s, e) if e.data.i == 3 then error('boom') end; s.n = s.n + 1 end },
@@ -680,7 +680,7 @@ return {
 
 def test_cli_projections_run_exits_nonzero_when_a_projection_is_faulted(store, store_path):
     store.define_projection("good", count())
-    store.define_projection("bad", FAULTY)
+    store.define_projection("bad", CLI_FAULTY)
     store.append("a-1", [ev(i=i) for i in range(6)])
     r = cli("projections", "run", str(store_path))
     assert r.returncode == 1, (r.stdout, r.stderr)
@@ -697,7 +697,7 @@ def test_cli_projections_run_quiet_prints_nothing_but_errors(store, store_path):
     store.append("a-1", [ev(i=i) for i in range(6)])
     r = cli("projections", "run", "--quiet", str(store_path))
     assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
-    store.define_projection("bad", FAULTY)
+    store.define_projection("bad", CLI_FAULTY)
     r = cli("projections", "run", "--quiet", str(store_path))
     assert r.returncode == 1 and r.stdout == ""
     assert r.stderr.count("\n") == 1 and "projection bad is faulted" in r.stderr
