@@ -108,7 +108,9 @@ static int aggregate_arg(PyObject *o, const char **p, Py_ssize_t *len) {
 }
 
 /* A version: an int >= 0 (the versions a stream can have). */
-static int version_arg(PyObject *o, int64_t *out) {
+/* exact: the version must exist (compensate), so one past any int64 is refused with the
+ * number given instead of being clamped to "the last" as load(version=) does. */
+static int version_arg(PyObject *o, int exact, int64_t *out) {
     long long v;
     int overflow;
     if (!PyLong_Check(o) || PyBool_Check(o)) {
@@ -119,6 +121,11 @@ static int version_arg(PyObject *o, int64_t *out) {
     if (v == -1 && PyErr_Occurred()) return -1;
     if (overflow < 0 || (!overflow && v < 0)) {
         PyErr_Format(PyExc_ValueError, "version must be >= 0, got %R", o);
+        return -1;
+    }
+    if (overflow && exact) {
+        PyErr_Format(PyExc_ValueError, "version: no stream has a version %R (at most 2**63 - 1)",
+                     o);
         return -1;
     }
     *out = overflow ? INT64_MAX : v; /* beyond any stream: the same as "the last" */
@@ -211,7 +218,7 @@ PyObject *cpy_store_load(cpy_store *s, PyObject *args, PyObject *kwargs) {
                                      &at_o))
         return NULL;
     if (!(sp = cpy_stream_arg(stream, "stream", &slen)) || aggregate_arg(agg_o, &ap, &alen) < 0 ||
-        (ver_o != Py_None && version_arg(ver_o, &version) < 0) ||
+        (ver_o != Py_None && version_arg(ver_o, 0, &version) < 0) ||
         (at_o != Py_None && at_arg(at_o, &at) < 0))
         return NULL;
     if (ver_o != Py_None && at_o != Py_None) {
@@ -290,7 +297,7 @@ PyObject *cpy_store_compensate(cpy_store *s, PyObject *args, PyObject *kwargs) {
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|$OO:compensate", kwlist, &stream, &ver_o,
                                      &agg_o, &meta_o))
         return NULL;
-    if (!(sp = cpy_stream_arg(stream, "stream", &slen)) || version_arg(ver_o, &version) < 0 ||
+    if (!(sp = cpy_stream_arg(stream, "stream", &slen)) || version_arg(ver_o, 1, &version) < 0 ||
         aggregate_arg(agg_o, &ap, &alen) < 0)
         return NULL;
     if (metadata_arg(meta_o, &mb, &mslice) < 0) goto fail;

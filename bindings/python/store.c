@@ -520,6 +520,12 @@ PyObject *cpy_store_open(PyObject *module, PyObject *args, PyObject *kwargs) {
                 PyErr_Format(PyExc_TypeError, "%s must be an int", names[i]);
                 goto fail;
             }
+            /* one rule, one wording: -1 and 0 are both "not a positive int" */
+            if (PyLong_Check(lim[i]) && !PyBool_Check(lim[i]) && _PyLong_Sign(lim[i]) <= 0) {
+                PyErr_Format(PyExc_ValueError, "%s must be a positive int, got %R", names[i],
+                             lim[i]);
+                goto fail;
+            }
             if (cpy_opt_uint(lim[i], names[i], &has, &v) < 0) goto fail;
             if (v == 0 || v > INT64_MAX) {
                 PyErr_Format(PyExc_ValueError, "%s must be a positive int, got %R", names[i],

@@ -75,7 +75,7 @@ PyObject *cpy_store_subscribe(cpy_store *s, PyObject *args, PyObject *kwargs) {
                          Py_TYPE(name_o)->tp_name);
             return NULL;
         }
-        if (!(name = PyUnicode_AsUTF8AndSize(name_o, &name_len))) return NULL;
+        if (!(name = cpy_stream_arg(name_o, "name", &name_len))) return NULL; /* surrogates */
     }
     if (timeout_o != Py_None) {
         if (PyBool_Check(timeout_o) || !(PyLong_Check(timeout_o) || PyFloat_Check(timeout_o))) {
@@ -147,11 +147,7 @@ PyObject *cpy_store_checkpoint(cpy_store *s, PyObject *args, PyObject *kwargs) {
     int rc;
 
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:checkpoint", kwlist, &name_o)) return NULL;
-    if (!PyUnicode_Check(name_o)) {
-        PyErr_Format(PyExc_TypeError, "name must be a str, not %.100s", Py_TYPE(name_o)->tp_name);
-        return NULL;
-    }
-    if (!(name = PyUnicode_AsUTF8AndSize(name_o, &len))) return NULL;
+    if (!(name = cpy_stream_arg(name_o, "name", &len))) return NULL;
     CPY_STORE_CALL(s, h, rc, cairn_checkpoint(h, name, (size_t)len, &pos));
     if (cpy_store_call_end(s, h, rc, NULL, 0) < 0) return NULL;
     return PyLong_FromUnsignedLongLong(pos);

@@ -74,6 +74,11 @@ int cpy_expected_arg(PyObject *o, int64_t *out) {
     }
     v = PyLong_AsLongLongAndOverflow(o, &overflow);
     if (v == -1 && PyErr_Occurred()) return -1;
+    if (overflow > 0) { /* an int >= 0, but past what a version can be: say the real limit */
+        PyErr_Format(PyExc_ValueError,
+                     "expected_version must be at most 2**63 - 1 (the largest version), got %R", o);
+        return -1;
+    }
     if (overflow || (v < 0 && v != CAIRN_ANY && v != CAIRN_NO_STREAM && v != CAIRN_STREAM_EXISTS)) {
         PyErr_Format(PyExc_ValueError,
                      "expected_version must be cairn.ANY, cairn.NO_STREAM, cairn.STREAM_EXISTS "
@@ -92,6 +97,13 @@ int cpy_filter_arg(PyObject *o, const char *name, PyObject **out) {
 
     *out = NULL;
     if (o == Py_None) return 0;
+    if (PyBytes_Check(o) || PyByteArray_Check(o)) { /* iterable, but of ints */
+        PyErr_Format(PyExc_TypeError,
+                     "%s must be None, a str or an iterable of str, not %.100s (bytes is not a "
+                     "list of str)",
+                     name, Py_TYPE(o)->tp_name);
+        return -1;
+    }
     if (PyUnicode_Check(o)) {
         t = PyTuple_Pack(1, o);
     } else {

@@ -614,6 +614,8 @@ static int execute_body(cairn_store *s, MDB_txn *txn, cairn_lua *h, void *ctx) {
     if ((rc = agg_start(&a, a.si.version)) || (rc = agg_fold(&a, a.si.version))) return rc;
     lua_pushliteral(L, "decide");
     if (lua_rawget(L, a.script) != LUA_TTABLE) lua_pop(L, 1), lua_newtable(L);
+    if (memchr(x->command, 0, x->command_len)) /* printed with %.*s, it would be cut */
+        return cairn__fail(CAIRN_EINVAL, "command: a command name must not contain NUL");
     lua_pushlstring(L, x->command, x->command_len);
     if (lua_rawget(L, -2) != LUA_TFUNCTION)
         return cairn__fail(CAIRN_EINVAL, "command: aggregate %s has no decide handler for %.*s",

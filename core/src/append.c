@@ -142,6 +142,14 @@ static int check_expected(const cairn_append_req *q, const cairn_stream_info *si
     cairn__err()->request = r;
     cairn__err()->expected = q->expected;
     cairn__err()->actual = si->version;
+    /* A marker is named, not printed as its code ("expected version -4" said nothing). */
+    if (q->expected == CAIRN_NO_STREAM || q->expected == CAIRN_STREAM_EXISTS)
+        return cairn__fail(CAIRN_EVERSION, "stream %.*s: expected %s, actual version %lld",
+                           (int)(q->stream.len > 200 ? 200 : q->stream.len),
+                           (const char *)q->stream.ptr,
+                           q->expected == CAIRN_NO_STREAM ? "no stream (NO_STREAM)"
+                                                          : "an existing stream (STREAM_EXISTS)",
+                           (long long)si->version);
     return cairn__fail(CAIRN_EVERSION, "stream %.*s: expected version %lld, actual %lld",
                        (int)(q->stream.len > 200 ? 200 : q->stream.len),
                        (const char *)q->stream.ptr, (long long)q->expected, (long long)si->version);

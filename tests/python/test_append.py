@@ -1082,3 +1082,36 @@ def test_an_id_repeated_inside_one_transaction_says_it_appears_twice(store, seco
     store.append("a-1", [e])  # usable; and a later repeat cites the committed position
     with pytest.raises(cairn.DuplicateEvent, match=f"event id {e.id} was already written at position 1"):
         store.append("b-1", [cairn.Event("T", id=e.id)])
+
+
+def test_error_messages_say_what_happened(store, store_path):
+    # a failing marker is named, not printed as its code
+    with pytest.raises(cairn.WrongExpectedVersion, match=r"expected an existing stream \(STREAM_EXISTS\), actual version -1"):
+        store.append("a-1", [cairn.Event("T")], expected_version=cairn.STREAM_EXISTS)
+    store.append("a-1", [cairn.Event("T")])
+    with pytest.raises(cairn.WrongExpectedVersion, match=r"expected no stream \(NO_STREAM\), actual version 0"):
+        store.append("a-1", [cairn.Event("T")], expected_version=cairn.NO_STREAM)
+    # bounds state the real limit
+    with pytest.raises(ValueError, match=r"at most 2\*\*63 - 1.*9223372036854775808"):
+        store.append("a-1", [cairn.Event("T")], expected_version=2**63)
+    store.define_aggregate("acc", "return { init = function() return {} end, apply = {}, "
+                                  "decide = {}, compensate = {} }")
+    store.append("acc-1", [cairn.Event("T")])
+    with pytest.raises(ValueError, match=str(2**70)):
+        store.compensate("acc-1", 2**70)
+    # bytes is not a list of str
+    with pytest.raises(TypeError, match="bytes is not a list of str"):
+        list(store.read_all(types=b"T"))
+    # a NUL in a command name is refused, not cut from the message
+    with pytest.raises(ValueError, match="must not contain NUL"):
+        store.execute("acc-1", "A\x00B")
+    # one rule, one wording for the script limits
+    for bad in (-1, 0):
+        with pytest.raises(ValueError, match=f"script_instruction_limit must be a positive int, got {bad}"):
+            cairn.open(store_path, script_instruction_limit=bad)
+    # a lone surrogate in a subscription name says "not valid UTF-8" like every other argument
+    with pytest.raises(ValueError, match="not valid UTF-8"):
+        store.subscribe(name="x\udc80")
+    with pytest.raises(ValueError, match="not valid UTF-8"):
+        store.checkpoint("x\udc80")
+    assert store.head() == 2  # nothing written by any of them
