@@ -16,6 +16,7 @@
 #include "storage.h"
 
 #define DEFAULT_MAP_SIZE (16ull << 30) /* address space only: the file grows with use */
+#define MIN_MAP_SIZE ((size_t)1 << 20) /* a smaller map_size is rounded up to this */
 #define MAGIC "cairn-store"
 
 /* LMDB allows one environment per file per process: closing a second one would drop
@@ -448,7 +449,12 @@ static int env_open(const char *path, const struct stat *st, const cairn_options
     if ((rc = mdb_env_create(&e->env))) goto mdb_fail;
     mdb_env_set_maxdbs(e->env, 16);
     mdb_env_set_maxreaders(e->env, 1022);
-    mdb_env_set_mapsize(e->env, o->map_size ? o->map_size : DEFAULT_MAP_SIZE);
+    /* A map too small for a new store's databases made the open fail with MDB_MAP_FULL (and
+     * leave files behind); the map grows on demand anyway, so a small one is rounded up. */
+    mdb_env_set_mapsize(e->env,
+                        !o->map_size                     ? DEFAULT_MAP_SIZE
+                            : o->map_size < MIN_MAP_SIZE ? MIN_MAP_SIZE
+                                                         : o->map_size);
     rc = mdb_env_open(e->env, path, MDB_NOTLS | (e->rdonly ? MDB_RDONLY : 0), 0644);
     if (rc) goto mdb_fail;
     if (!e->rdonly && (rc = writer_setup(e, data))) {

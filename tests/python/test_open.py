@@ -617,3 +617,14 @@ def test_store_files_follow_the_umask_and_are_never_world_writable(tmp_path, uma
         assert not mode & 0o002, (p, oct(mode))
         want = (0o775 if p.is_dir() else 0o644) & ~umask
         assert mode == want, (p, oct(mode), oct(want))
+
+
+@pytest.mark.parametrize("map_size", [1, 4096, 8192, 16384])
+def test_a_map_size_too_small_for_a_store_is_rounded_up(tmp_path, map_size):
+    # a full map is never an error a user sees: not at open either
+    s = cairn.open(tmp_path / "s", map_size=map_size)
+    s.append("a-1", [cairn.Event("T", {"x": "y" * 1000}) for _ in range(2000)])
+    assert s.head() == 2000
+    s.verify()
+    s.close()
+    assert cairn.open(tmp_path / "s", map_size=map_size, readonly=True).head() == 2000
