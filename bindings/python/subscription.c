@@ -18,6 +18,7 @@ typedef struct cpy_sub {
     double timeout;      /* seconds without an event before the iteration ends; < 0: forever */
     int busy;            /* a next() runs (maybe waiting without the GIL) */
     int close_requested; /* close() was called while busy: the waiting next() closes */
+    int close_ack;       /* ... and acknowledges the event in hand (close(), not a failure) */
     cpy_namecache names;
 } cpy_sub;
 
@@ -31,14 +32,18 @@ static double mono_now(void) {
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* Closes the core subscription (writing the checkpoint of the event in hand), GIL
- * released.  Returns the core code. */
-static int sub_release(cpy_sub *self) {
+/* Closes the core subscription, GIL released.  ack: the event in hand is acknowledged
+ * (close(), a with block left normally); otherwise (a with block left through an exception,
+ * the object collected unclosed) it is delivered again.  Returns the core code. */
+static int sub_release(cpy_sub *self, int ack) {
     cairn_sub *sub = self->sub;
-    int rc;
+    int rc = CAIRN_OK;
     if (!sub) return CAIRN_OK;
     self->sub = NULL;
-    CPY_UNLOCKED(rc = cairn_sub_close(sub));
+    if (ack)
+        CPY_UNLOCKED(rc = cairn_sub_close(sub));
+    else
+        CPY_UNLOCKED(cairn_sub_discard(sub));
     return rc;
 }
 
@@ -179,7 +184,7 @@ static PyObject *sub_next(cpy_sub *self) {
         int slice = SLICE_MS;
         if (s->closed || !s->handle) {
             self->busy = 0;
-            sub_release(self);
+            sub_release(self, 1);
             return cpy_raise_closed(st);
         }
         if (self->timeout >= 0) {
@@ -192,7 +197,7 @@ static PyObject *sub_next(cpy_sub *self) {
         cpy_log_flush(st); /* upcasters may have printed */
         if (self->close_requested) {
             self->busy = 0;
-            rc = sub_release(self);
+            rc = sub_release(self, self->close_ack);
             return rc < 0 ? cpy_raise(st, rc, NULL, 0) : NULL;
         }
         if (rc > 0) {
@@ -214,16 +219,35 @@ static PyObject *sub_next(cpy_sub *self) {
     }
 }
 
-static PyObject *sub_close(cpy_sub *self, PyObject *unused) {
+static PyObject *sub_end(cpy_sub *self, int ack) {
     int rc;
-    (void)unused;
     if (!self->sub) Py_RETURN_NONE;
     if (self->busy) { /* another thread waits in next(): it closes after its slice */
         self->close_requested = 1;
+        self->close_ack = ack;
         Py_RETURN_NONE;
     }
-    rc = sub_release(self);
+    rc = sub_release(self, ack);
     if (rc < 0) return cpy_raise(sub_state(self), rc, NULL, 0);
+    Py_RETURN_NONE;
+}
+
+static PyObject *sub_close(cpy_sub *self, PyObject *unused) {
+    (void)unused;
+    return sub_end(self, 1);
+}
+
+static PyObject *sub_ack(cpy_sub *self, PyObject *unused) {
+    cpy_state *st = sub_state(self);
+    int rc;
+    (void)unused;
+    if (!self->sub) return cpy_raise_closed(st);
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "ack() while another thread waits in next()");
+        return NULL;
+    }
+    CPY_UNLOCKED(rc = cairn_sub_ack(self->sub));
+    if (rc < 0) return cpy_raise(st, rc, NULL, 0);
     Py_RETURN_NONE;
 }
 
@@ -234,8 +258,9 @@ static PyObject *sub_enter(cpy_sub *self, PyObject *unused) {
 
 static PyObject *sub_exit(cpy_sub *self, PyObject *args) {
     PyObject *r;
-    (void)args;
-    r = sub_close(self, NULL);
+    /* left through an exception: the event in hand was not processed */
+    int failed = PyTuple_GET_SIZE(args) > 0 && PyTuple_GET_ITEM(args, 0) != Py_None;
+    r = sub_end(self, !failed);
     if (!r) return NULL;
     Py_DECREF(r);
     Py_RETURN_FALSE;
@@ -253,7 +278,7 @@ static int sub_traverse(cpy_sub *self, visitproc visit, void *arg) {
 }
 
 static int sub_clear(cpy_sub *self) {
-    if (self->sub && !self->busy) sub_release(self); /* errors: nowhere to report them */
+    if (self->sub && !self->busy) sub_release(self, 0); /* collected unclosed: no ack */
     Py_CLEAR(self->store);
     cpy_namecache_clear(&self->names);
     return 0;
@@ -269,7 +294,11 @@ static void sub_dealloc(cpy_sub *self) {
 
 static PyMethodDef sub_methods[] = {
     {"close", (PyCFunction)sub_close, METH_NOARGS,
-     "close($self, /)\n--\n\nStore the checkpoint (named subscriptions) and end the iteration."},
+     "close($self, /)\n--\n\nAcknowledge the event in hand (named subscriptions: store the "
+     "checkpoint) and end the iteration."},
+    {"ack", (PyCFunction)sub_ack, METH_NOARGS,
+     "ack($self, /)\n--\n\nAcknowledge the event in hand now (named subscriptions: store the "
+     "checkpoint), instead of when the next one is asked for or at close()."},
     {"__enter__", (PyCFunction)sub_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)sub_exit, METH_VARARGS, NULL},
     {NULL},

@@ -408,6 +408,14 @@ size_t cairn_sub_buffered(const cairn_sub *sub);
  * NULL is a no-op.  Returns the checkpoint write's code (CAIRN_OK for unnamed). */
 int cairn_sub_close(cairn_sub *sub);
 
+/* Stores a named subscription's checkpoint at the event the last cairn_sub_next returned
+ * now, instead of at the next call or at close.  CAIRN_OK for unnamed ones. */
+int cairn_sub_ack(cairn_sub *sub);
+
+/* Frees a subscription without acknowledging the event in hand: a named subscription opened
+ * again starts at that event (the consumer failed on it).  NULL is a no-op. */
+void cairn_sub_discard(cairn_sub *sub);
+
 /* The stored checkpoint of subscription `name`: 0 when there is none. */
 int cairn_checkpoint(cairn_store *store, const char *name, size_t name_len, uint64_t *pos);
 

@@ -180,6 +180,22 @@ int cairn_sub_next(cairn_sub *sub, int timeout_ms, cairn_event *ev) {
     }
 }
 
+int cairn_sub_ack(cairn_sub *sub) {
+    int rc;
+    cairn__clear_error();
+    if (!sub) return cairn__fail(CAIRN_EINVAL, "sub_ack: NULL argument");
+    if ((rc = cairn__env_check(sub->env))) return rc;
+    if (sub->pending && sub->name && (rc = checkpoint_write(sub, sub->pending))) return rc;
+    sub->pending = 0;
+    return CAIRN_OK;
+}
+
+void cairn_sub_discard(cairn_sub *sub) {
+    if (!sub) return;
+    sub->pending = 0; /* the event in hand is not acknowledged: it is delivered again */
+    cairn_sub_close(sub);
+}
+
 int cairn_sub_close(cairn_sub *sub) {
     int rc = CAIRN_OK;
     if (!sub) return CAIRN_OK;

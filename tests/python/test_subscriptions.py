@@ -2,6 +2,7 @@
 order, filters, timeout, delivery of another process's commit, no CPU while idle, durable
 named subscriptions across a SIGKILL, many subscribers at once, bad arguments."""
 
+import gc
 import os
 import signal
 import subprocess
@@ -408,3 +409,86 @@ def test_bad_checkpoint_arguments(store):
 def test_subscription_cannot_be_constructed():
     with pytest.raises(TypeError):
         cairn.Subscription()
+
+
+# ---------------------------------------------------------------------------------------
+# At-least-once: a failing consumer acknowledges nothing more
+# ---------------------------------------------------------------------------------------
+class HandlerFailed(Exception):
+    pass
+
+
+def consume_failing_at(sub, k):
+    """A handler that raises at position k."""
+    for e in sub:
+        if e.position == k:
+            raise HandlerFailed(k)
+
+
+def first_position(store, name):
+    with store.subscribe(name=name, timeout=0.05) as sub:
+        return next(sub).position
+
+
+def test_an_exception_leaving_the_with_block_redelivers_the_event_in_hand(store):
+    store.append("a-1", make_events(6))
+    with pytest.raises(HandlerFailed):
+        with store.subscribe(name="w", timeout=0.05) as sub:
+            consume_failing_at(sub, 4)
+    assert store.checkpoint("w") == 3  # 1..3 processed: 4 was not
+    assert first_position(store, "w") == 4
+
+
+def test_an_exception_in_a_for_loop_without_with_redelivers_the_event_in_hand(store):
+    store.append("a-1", make_events(6))
+
+    def worker():
+        sub = store.subscribe(name="w", timeout=0.05)
+        consume_failing_at(sub, 4)  # the subscription is abandoned with the exception
+
+    with pytest.raises(HandlerFailed):
+        worker()
+    gc.collect()
+    assert store.checkpoint("w") == 3
+    assert first_position(store, "w") == 4
+
+
+def test_an_abandoned_subscription_collected_unclosed_redelivers_the_event_in_hand(store):
+    store.append("a-1", make_events(6))
+    sub = store.subscribe(name="w", timeout=0.05)
+    assert [next(sub).position for _ in range(3)] == [1, 2, 3]
+    del sub
+    gc.collect()
+    assert store.checkpoint("w") == 2
+    assert first_position(store, "w") == 3
+
+
+def test_close_after_taking_an_event_in_hand_resumes_after_it(store):
+    store.append("a-1", make_events(6))
+    sub = store.subscribe(name="w", timeout=0.05)
+    assert [next(sub).position for _ in range(4)] == [1, 2, 3, 4]
+    sub.close()
+    assert store.checkpoint("w") == 4
+    assert first_position(store, "w") == 5
+    # and a with block left normally acknowledges too
+    with store.subscribe(name="v", timeout=0.05) as sub:
+        assert next(sub).position == 1
+    assert first_position(store, "v") == 2
+
+
+def test_ack_acknowledges_the_event_in_hand_at_once(store):
+    store.append("a-1", make_events(6))
+    with pytest.raises(HandlerFailed):
+        with store.subscribe(name="w", timeout=0.05) as sub:
+            for e in sub:
+                if e.position == 2:
+                    sub.ack()  # processed: whatever happens next, 2 is not delivered again
+                    raise HandlerFailed(2)
+    assert store.checkpoint("w") == 2
+    assert first_position(store, "w") == 3
+    sub = store.subscribe(timeout=0.05)  # unnamed: ack has nothing to store
+    next(sub)
+    sub.ack()
+    sub.close()
+    with pytest.raises(cairn.StoreClosed):
+        sub.ack()
