@@ -8,16 +8,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <lualib.h>
 
 #include "host_impl.h"
 
 /* Registry keys (addresses of these). */
-static const char tmpl_key = 0;               /* the template every environment is copied from */
-static const char kill_key[4] = {0, 0, 0, 0}; /* the error value raised for each LH_KILL_* */
-static const char *const kill_text[4] = {"", "instruction limit exceeded", "memory limit exceeded",
-                                         "command rejected"};
+static const char tmpl_key = 0;      /* the template every environment is copied from */
+static const char kill_key[5] = {0}; /* the error value raised for each LH_KILL_* */
+static const char *const kill_text[5] = {"", "instruction limit exceeded", "memory limit exceeded",
+                                         "command rejected", "time limit exceeded"};
 
 #define LH_LINE_LEVELS 200 /* how far down the stack to look for the script's frame */
 #define LH_STEP 1000       /* count-hook period while alive */
@@ -205,10 +206,34 @@ static void kill_call(lua_State *L, cairn_lua *h, int why) {
     lua_sethook(L, lh_hook, LUA_MASKCOUNT, 1);
 }
 
-/* [-0, +0, v] the count hook: spends the budget, raises the kill */
+static uint64_t mono_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* 1 when the invocation under way is past its time limit.  A deadline of 0 (a fold's next
+ * handler, armed without reading the clock) starts now. */
+static inline int past_deadline(cairn_lua *h) {
+    if (!h->time_limit) return 0;
+    uint64_t now = mono_ns();
+    if (!h->deadline) {
+        h->deadline = now + h->time_limit;
+        return 0;
+    }
+    return now >= h->deadline;
+}
+
+/* [-0, +0, v] the count hook: spends the budget, checks the clock, raises the kill */
 static void lh_hook(lua_State *L, lua_Debug *ar) {
     cairn_lua *h = lh_host(L);
     if (h->killed) {
+        raise_kill(L, h);
+        return;
+    }
+    if (past_deadline(h)) {
+        h->err_line = find_line(h, L);
+        kill_call(L, h, LH_KILL_TIME);
         raise_kill(L, h);
         return;
     }
@@ -229,7 +254,13 @@ static void lh_hook(lua_State *L, lua_Debug *ar) {
 void lh_charge(lua_State *L, uint64_t n) {
     cairn_lua *h = lh_host(L);
     if (h->killed) raise_kill(L, h);
-    if (!h->in_call || !h->instr_limit) return;
+    if (!h->in_call) return;
+    if (past_deadline(h)) {
+        h->err_line = find_line(h, L);
+        kill_call(L, h, LH_KILL_TIME);
+        raise_kill(L, h);
+    }
+    if (!h->instr_limit) return;
     if (h->budget <= n) {
         h->err_line = find_line(h, L);
         kill_call(L, h, LH_KILL_INSTR);
@@ -458,6 +489,10 @@ static int lh_setup(lua_State *L) {
     lua_setfield(L, -2, "dump");
     lh_open_patterns(L, -1); /* matchers that count their steps */
     lua_getfield(L, G, LUA_TABLIBNAME);
+    lua_getfield(L, G, LUA_UTF8LIBNAME);
+    lh_open_budgeted(L, -3, -2, -1); /* and the other C loops */
+    lua_pop(L, 2);
+    lua_getfield(L, G, LUA_TABLIBNAME);
     lua_getfield(L, -1, "move");
     lua_pushcclosure(L, l_table_move, 1);
     lua_setfield(L, -2, "move");
@@ -493,7 +528,7 @@ static int lh_setup(lua_State *L) {
     }
     lua_pop(L, 1);
 
-    for (int k = 1; k < 4; k++) {
+    for (int k = 1; k < 5; k++) {
         lua_pushstring(L, kill_text[k]);
         lua_rawsetp(L, LUA_REGISTRYINDEX, &kill_key[k]);
     }
@@ -582,6 +617,8 @@ int cairn_lua_open(uint64_t instruction_limit, size_t memory_limit, cairn_lua_lo
     return CAIRN_OK;
 }
 
+void cairn_lua_set_time_limit(cairn_lua *h, uint64_t ns) { h->time_limit = ns; }
+
 void cairn_lua_close(cairn_lua *h) {
     if (!h) return;
     lua_close(h->L);
@@ -644,7 +681,8 @@ static void begin_call(cairn_lua *h, const char *script) {
     h->mem_line = h->err_line = 0;
     h->errmsg[0] = '\0';
     h->budget = h->instr_limit;
-    if (h->instr_limit || h->mem_limit)
+    h->deadline = h->time_limit ? mono_ns() + h->time_limit : 0;
+    if (h->instr_limit || h->mem_limit || h->time_limit)
         lua_sethook(h->L, lh_hook, LUA_MASKCOUNT, h->step); /* also restarts the count */
     else
         lua_sethook(h->L, NULL, 0, 0);
@@ -682,6 +720,9 @@ static int call_error(cairn_lua *h, const char *script, int status, uint64_t pos
             lh_fail(rc, "%smemory limit exceeded (%zu bytes)", where, h->mem_limit);
         else
             lh_fail(rc, "%snot enough memory", where);
+        break;
+    case LH_KILL_TIME:
+        lh_fail(rc, "%stime limit exceeded (%g s)", where, (double)h->time_limit / 1e9);
         break;
     case LH_KILL_REJECT: rc = lh_fail(CAIRN_EREJECTED, "command rejected: %s", h->reason); break;
     default:
@@ -824,6 +865,7 @@ typedef struct fold_args {
 static inline void fold_arm(cairn_lua *h, lua_State *L, const char *script) {
     h->script = script;
     h->mem_line = 0;
+    h->deadline = 0; /* this handler's time starts at the next check: no clock read here */
     if (h->instr_limit >= 4 * (uint64_t)h->step) {
         /* the hook (set by begin_call) keeps counting: a period already begun is added to
          * the budget, so no invocation is stopped before its limit, nor runs more than one

@@ -45,6 +45,13 @@ typedef enum cairn_lua_kind {
 int cairn_lua_open(uint64_t instruction_limit, size_t memory_limit, cairn_lua_log_fn log, void *ctx,
                    cairn_lua **out);
 
+/* Sets the time limit of every later call (and every handler of a fold): ns of wall clock
+ * (CLOCK_MONOTONIC) one invocation may run, 0: none.  A call past it ends like one past the
+ * instruction limit, with CAIRN_ESCRIPT "time limit exceeded (S s)".  The clock is read by
+ * the count hook and by the budgeted C loops (lh_charge), so an invocation can overrun the
+ * limit by what LH_STEP instructions, or one budgeted chunk of C work, take. */
+void cairn_lua_set_time_limit(cairn_lua *h, uint64_t ns);
+
 /* Closes the state.  NULL is a no-op. */
 void cairn_lua_close(cairn_lua *h);
 

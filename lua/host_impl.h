@@ -13,7 +13,7 @@
 
 /* Why a call is being torn down.  Once set, every pcall/xpcall in the script re-raises and
  * the count hook fires on every instruction, until cairn_lua_call returns. */
-enum { LH_ALIVE = 0, LH_KILL_INSTR, LH_KILL_MEM, LH_KILL_REJECT };
+enum { LH_ALIVE = 0, LH_KILL_INSTR, LH_KILL_MEM, LH_KILL_REJECT, LH_KILL_TIME };
 
 /* The allocator keeps freed blocks up to LH_SMALL_MAX bytes in free lists, one per 16-byte
  * class, up to LH_CACHE_MAX bytes in all: events are built and dropped by the hundred
@@ -27,6 +27,8 @@ struct cairn_lua {
     size_t cached;                /* bytes held in the free lists */
     size_t mem_used, mem_limit;   /* limit 0: none */
     uint64_t instr_limit, budget; /* limit 0: none; budget left in this call */
+    uint64_t time_limit;          /* ns per invocation, 0: none */
+    uint64_t deadline;            /* CLOCK_MONOTONIC ns; 0: starts at the next check */
     int step;                     /* count-hook period while alive */
     int killed;                   /* LH_* */
     int mem_refused;              /* the allocator refused growth in this call */
@@ -70,13 +72,21 @@ int lh_decode_into(lua_State *L, const char *s, size_t len, cairn_buf *scratch, 
 /* [-0, +1, m] Pushes the json library table (encode, decode, null). */
 void lh_open_json(lua_State *L);
 
-/* [-0, +0, v] Charges n units of work done in C to the running call's instruction budget;
- * raises the kill when it is spent (or when the call is already being killed).  For the C
- * loops a script can start: pattern matching (pattern.c), table.move. */
+/* [-0, +0, v] Charges n units of work done in C to the running call's instruction budget
+ * and checks the clock; raises the kill when the budget is spent or the time limit passed
+ * (or when the call is already being killed).  For the C loops a script can start: pattern
+ * matching (pattern.c), the string, table and utf8 functions that loop over their operands
+ * (lh_open_budgeted), table.move.  LH_PER_BYTE bytes of a linear scan cost one unit. */
+#define LH_PER_BYTE 64
 void lh_charge(lua_State *L, uint64_t n);
 
 /* [-0, +0, m] Replaces find/match/gmatch/gsub in the string table at idx (pattern.c). */
 void lh_open_patterns(lua_State *L, int idx);
+
+/* [-0, +0, m] Wraps the string, table and utf8 functions whose C loops grow with their
+ * operands so that they charge that work first (budget.c); the library tables are at the
+ * given indexes. */
+void lh_open_budgeted(lua_State *L, int str, int tab, int utf8);
 
 /* [-0, +(nres|1|0), -] Runs fn(L) with `ud` as its light-userdata argument under lua_pcall,
  * so that memory errors come back as a status instead of a panic.  nres results are left on

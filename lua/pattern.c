@@ -4,7 +4,7 @@
  * counts its steps and charges them to the call's instruction budget.  The stock matcher runs
  * in C, where the count hook never fires, and a backtracking pattern over a few kilobytes
  * ("a*a*a*b") runs for hours; here it ends with "instruction limit exceeded" like a loop.
- * Plain searches use memmem (linear), so they need no count.
+ * Plain searches use memmem (linear) and pay for the bytes they scan.
  */
 #include <ctype.h>
 #include <string.h>
@@ -347,6 +347,8 @@ static int find_or_match(lua_State *L, int find) {
     }
     if (find && (lua_toboolean(L, 4) || !has_specials(p, lp))) {
         const char *at = lp == 0 ? s + init - 1 : memmem(s + init - 1, ls - init + 1, p, lp);
+        /* linear, but over a long subject long enough that a loop of them must be paid for */
+        lh_charge(L, 1 + (uint64_t)((at ? (size_t)(at - s) + lp : ls) - (init - 1)) / LH_PER_BYTE);
         if (!at) {
             luaL_pushfail(L);
             return 1;

@@ -79,7 +79,8 @@ typedef struct cpy_store {
     Py_ssize_t inflight; /* calls running without the GIL; touched with the GIL held */
     long long script_instruction_limit;
     long long script_memory_limit;
-    cpy_readiter *iters; /* live read iterators (borrowed; they unlink on dealloc) */
+    double script_time_limit; /* seconds; 0: none */
+    cpy_readiter *iters;      /* live read iterators (borrowed; they unlink on dealloc) */
     PyObject *weakrefs;
 } cpy_store;
 

@@ -6,7 +6,8 @@
 
 PyDoc_STRVAR(open_doc,
              "open($module, /, path, *, durability='full', readonly=False, map_size=None,\n"
-             "     script_instruction_limit=10000000, script_memory_limit=67108864)\n"
+             "     script_instruction_limit=10000000, script_memory_limit=67108864,\n"
+             "     script_time_limit=1.0)\n"
              "--\n\n"
              "Open (creating when missing, unless readonly) the cairn store in directory "
              "`path`.");

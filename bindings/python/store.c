@@ -444,19 +444,21 @@ PyObject *cpy_store_open(PyObject *module, PyObject *args, PyObject *kwargs) {
                              "map_size",
                              "script_instruction_limit",
                              "script_memory_limit",
+                             "script_time_limit",
                              NULL};
     cpy_state *st = cpy_state_of_module(module);
     PyObject *path_o, *dur_o = NULL, *ro_o = Py_False, *map_o = Py_None, *sil_o = NULL;
-    PyObject *sml_o = NULL, *fs = NULL, *path_str = NULL, *path_bytes = NULL;
+    PyObject *sml_o = NULL, *stl_o = NULL, *fs = NULL, *path_str = NULL, *path_bytes = NULL;
     cairn_options opts;
     cairn_store *h = NULL;
     cpy_store *self = NULL;
     long long sil = 10000000, sml = 64ll << 20;
+    double stl = 1.0; /* seconds; 0: none */
     int has_map, rc;
     uint64_t map_size;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$OOOOO:open", kwlist, &path_o, &dur_o, &ro_o,
-                                     &map_o, &sil_o, &sml_o))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$OOOOOO:open", kwlist, &path_o, &dur_o, &ro_o,
+                                     &map_o, &sil_o, &sml_o, &stl_o))
         return NULL;
     cairn_options_init(&opts);
 
@@ -536,6 +538,26 @@ PyObject *cpy_store_open(PyObject *module, PyObject *args, PyObject *kwargs) {
         }
     }
 
+    if (stl_o == Py_None) {
+        stl = 0;
+    } else if (stl_o) {
+        if (PyBool_Check(stl_o) || !(PyFloat_Check(stl_o) || PyLong_Check(stl_o))) {
+            PyErr_Format(PyExc_TypeError,
+                         "script_time_limit must be a number of seconds or None, not %.100s",
+                         Py_TYPE(stl_o)->tp_name);
+            goto fail;
+        }
+        stl = PyFloat_AsDouble(stl_o);
+        if (stl == -1.0 && PyErr_Occurred()) goto fail;
+        if (!(stl > 0) || stl > 1e9) { /* NaN too */
+            PyErr_Format(PyExc_ValueError,
+                         "script_time_limit must be > 0 seconds (at most 1e9) or None, got %R",
+                         stl_o);
+            goto fail;
+        }
+    }
+    opts.script_time_limit_ns = stl > 0 ? (uint64_t)(stl * 1e9) : UINT64_MAX;
+    if (opts.script_time_limit_ns == 0) opts.script_time_limit_ns = 1;
     opts.script_instruction_limit = (uint64_t)sil;
     opts.script_memory_limit = (uint64_t)sml;
     opts.log = cpy_log_line; /* queues print() lines; flushed after each call */
@@ -560,6 +582,7 @@ PyObject *cpy_store_open(PyObject *module, PyObject *args, PyObject *kwargs) {
     self->readonly = opts.readonly != 0;
     self->script_instruction_limit = sil;
     self->script_memory_limit = sml;
+    self->script_time_limit = stl;
     Py_DECREF(fs);
     Py_DECREF(path_bytes);
     return (PyObject *)self;
@@ -613,6 +636,11 @@ static PyObject *store_get_closed(cpy_store *self, void *c) {
     (void)c;
     return PyBool_FromLong(self->closed);
 }
+static PyObject *store_get_script_time_limit(cpy_store *self, void *c) {
+    (void)c;
+    if (self->script_time_limit <= 0) Py_RETURN_NONE;
+    return PyFloat_FromDouble(self->script_time_limit);
+}
 static PyObject *store_get_durability(cpy_store *self, void *c) {
     (void)c;
     return PyUnicode_FromString(durability_name(self->durability));
@@ -623,6 +651,8 @@ static PyGetSetDef store_getset[] = {
     {"readonly", (getter)store_get_readonly, NULL, "True when opened with readonly=True.", NULL},
     {"durability", (getter)store_get_durability, NULL, "\"full\", \"relaxed\" or \"none\".", NULL},
     {"closed", (getter)store_get_closed, NULL, "True once close() was called.", NULL},
+    {"script_time_limit", (getter)store_get_script_time_limit, NULL,
+     "Seconds one script invocation may run (float), or None: no time limit.", NULL},
     {NULL},
 };
 

@@ -95,6 +95,9 @@ typedef struct cairn_options {
     uint64_t map_size;                 /* initial LMDB map size in bytes; 0 for the default */
     uint64_t script_instruction_limit; /* VM instructions per script call; 0: 10,000,000 */
     uint64_t script_memory_limit;      /* bytes a script state may hold; 0: 64 MiB */
+    /* Wall-clock ns one script invocation may run (each handler of a fold on its own);
+     * 0: 1 s; UINT64_MAX: no time limit. */
+    uint64_t script_time_limit_ns;
     /* Receives what scripts print(); NULL discards.  Called on the thread running the
      * script, possibly inside a write transaction: it must not call cairn. */
     void (*log)(void *ctx, const char *script, const char *msg, size_t len);

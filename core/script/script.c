@@ -13,6 +13,7 @@
 
 #define DEFAULT_INSTRUCTIONS 10000000ull
 #define DEFAULT_MEMORY (64ull << 20)
+#define DEFAULT_TIME_NS 1000000000ull /* 1 s */
 #define SCRIPT_NAME_MAX CAIRN__NAME_MAX
 #define CACHE_KEY "cairn.scripts" /* registry: "k:name" -> {hash, table} */
 
@@ -37,6 +38,10 @@ static uint64_t ilimit_of(const cairn_script_limits *lim) {
 static uint64_t mlimit_of(const cairn_script_limits *lim) {
     return lim->memory ? lim->memory : DEFAULT_MEMORY;
 }
+static uint64_t tlimit_of(const cairn_script_limits *lim) {
+    if (lim->time_ns == UINT64_MAX) return 0; /* none */
+    return lim->time_ns ? lim->time_ns : DEFAULT_TIME_NS;
+}
 
 int cairn__lua_acquire(cairn_env *e, const cairn_script_limits *lim, cairn_lua **out) {
     cairn_script_env *se = cairn__senv(e);
@@ -60,6 +65,7 @@ int cairn__lua_acquire(cairn_env *e, const cairn_script_limits *lim, cairn_lua *
         *out = NULL;
         return rc;
     }
+    cairn_lua_set_time_limit(*out, tlimit_of(lim));
     g_log_lim = lim;
     return CAIRN_OK;
 }

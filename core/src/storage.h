@@ -68,6 +68,7 @@ typedef struct cairn_env {
  * it, iterators and subscriptions copy it, and it goes to the read hook as it is. */
 typedef struct cairn_script_limits {
     uint64_t instructions, memory; /* 0: the defaults */
+    uint64_t time_ns;              /* 0: the default; UINT64_MAX: none */
     void (*log)(void *ctx, const char *script, const char *msg, size_t len);
     void *log_ctx;
 } cairn_script_limits;

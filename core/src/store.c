@@ -524,6 +524,7 @@ int cairn__store_open(const char *path, const cairn_options *opts, const cairn_h
     s->readonly = opts->readonly;
     s->lim.instructions = opts->script_instruction_limit;
     s->lim.memory = opts->script_memory_limit;
+    s->lim.time_ns = opts->script_time_limit_ns;
     s->lim.log = opts->log;
     s->lim.log_ctx = opts->log_ctx;
     *out = s;

@@ -368,6 +368,43 @@ static void instruction_limit_kills_an_endless_loop(void **state) {
     RUN_OK(h, "return 1");
 }
 
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The time limit holds where the instruction budget is off, over loops of the VM and of the
+ * libraries' C code alike, pcall cannot swallow it, and the next call has its own. */
+static void time_limit_kills_loops_in_the_vm_and_in_c(void **state) {
+    (void)state;
+    static const char *const bodies[] = {
+        "local n = 0\nwhile true do\n n = n + 1\nend",
+        "while true do pcall(function() while true do end end) end",
+        "local s = string.rep('a', 1 << 22)\nwhile true do utf8.len(s) end",
+        "local t = {}\nfor i = 1, 100000 do t[i] = i end\nwhile true do table.insert(t, 1, 0) "
+        "table.remove(t, 1) end",
+        "local s = string.rep('ab', 1 << 21)\nwhile true do s:find('c', 1, true) end",
+    };
+    cairn_lua *h = open_host(0, 64u << 20);
+    cairn_lua_set_time_limit(h, 100u * 1000 * 1000); /* 0.1 s */
+    for (size_t i = 0; i < sizeof bodies / sizeof *bodies; i++) {
+        double t0 = now_s();
+        CHECK_RC(run_in(h, "slow", bodies[i], 4), CAIRN_ESCRIPT);
+        ASSERT_MSG_HAS("time limit exceeded (0.1 s)");
+        assert_string_equal(cairn_last_error()->script, "slow");
+        assert_int_equal(cairn_last_error()->position, 4);
+        assert_true(now_s() - t0 < 3.0);
+        RUN_OK(h, "return 1");
+    }
+    /* string.rep of nothing is nothing, at once (the stock one looped 2^63 times) */
+    RUN_OK(h,
+           "assert(string.rep('', math.maxinteger) == '' and string.rep('', 1 << 50, '') == '')");
+    cairn_lua_set_time_limit(h, 0);
+    RUN_OK(h, "local t = os == nil; for i = 1, 100000 do t = not t end");
+    cairn_lua_close(h);
+}
+
 static void instruction_kill_is_not_swallowed_by_pcall(void **state) {
     cairn_lua *h = *state;
     CHECK_RC(run(h,
@@ -1687,6 +1724,7 @@ int main(void) {
         T(bare_api_use_outside_calls_is_never_refused),
         T(open_fails_cleanly_below_the_sandboxs_own_size),
         T(instruction_limit_kills_an_endless_loop),
+        cmocka_unit_test(time_limit_kills_loops_in_the_vm_and_in_c),
         T(instruction_kill_is_not_swallowed_by_pcall),
         T(pcall_and_xpcall_reraise_every_kill_to_their_caller),
         T(instruction_budget_resets_on_each_call),

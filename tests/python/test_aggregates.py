@@ -881,7 +881,8 @@ return {
 
 @pytest.fixture
 def worker_store(store_path):
-    s = cairn.open(store_path, durability="none", script_instruction_limit=10**10)
+    s = cairn.open(store_path, durability="none", script_instruction_limit=10**10,
+                   script_time_limit=None)
     s.define_aggregate("work", WORK)
     s.append("work-1", [cairn.Event("Work", 60_000_000)])
     yield s

@@ -525,7 +525,8 @@ def test_concurrent_runners_apply_each_event_once(store, store_path):
 
 
 def test_run_projections_releases_the_gil_while_scripts_run(store_path):
-    with cairn.open(store_path, durability="none", script_instruction_limit=10**10) as s:
+    with cairn.open(store_path, durability="none", script_instruction_limit=10**10,
+                    script_time_limit=None) as s:
         s.define_projection("work", """
             return { init = function() return { n = 0 } end,
                      apply = { Work = function(st, e)

@@ -290,7 +290,8 @@ def test_upcasters_print_to_the_cairn_logger(store, caplog):
 def test_upcasting_releases_the_gil_on_every_event(store_path):
     # Events after the first come from the iterator's buffer; upcasting them runs Lua, which
     # must not hold the GIL either.
-    with cairn.open(store_path, durability="none", script_instruction_limit=10**10) as s:
+    with cairn.open(store_path, durability="none", script_instruction_limit=10**10,
+                    script_time_limit=None) as s:
         s.append("s", [cairn.Event("Slow", i) for i in range(3)])
         s.define_upcasters("""
             return { Slow = { [1] = function(e)
