@@ -269,6 +269,32 @@ void lh_charge(lua_State *L, uint64_t n) {
     h->budget -= n;
 }
 
+void lh_kill(lua_State *L, int why) {
+    cairn_lua *h = lh_host(L);
+    if (!h->in_call || h->killed) return;
+    h->err_line = find_line(h, L);
+    if (why == LH_KILL_MEM) h->mem_refused = 1;
+    kill_call(L, h, why);
+}
+
+int lh_spend(lua_State *L, uint64_t n) {
+    cairn_lua *h = lh_host(L);
+    if (h->killed) return -1;
+    if (!h->in_call) return 0;
+    if (past_deadline(h)) {
+        lh_kill(L, LH_KILL_TIME);
+        return -1;
+    }
+    if (h->instr_limit) {
+        if (h->budget <= n) {
+            lh_kill(L, LH_KILL_INSTR);
+            return -1;
+        }
+        h->budget -= n;
+    }
+    return 0;
+}
+
 /* ---------------------------------------------------------------------------------
  * Base functions replaced in the sandbox.
  * --------------------------------------------------------------------------------- */
@@ -632,7 +658,19 @@ lua_State *cairn_lua_state(cairn_lua *h) { return h->L; }
 
 size_t cairn_lua_memory(const cairn_lua *h) { return h->mem_used; }
 
+int cairn_lua_hold(cairn_lua *h, size_t bytes) {
+    if (bytes > h->held && h->mem_limit &&
+        (h->mem_used > h->mem_limit || bytes - h->held > h->mem_limit - h->mem_used)) {
+        lh_kill(h->L, LH_KILL_MEM);
+        return lh_fail(CAIRN_ESCRIPT, "memory limit exceeded (%zu bytes)", h->mem_limit);
+    }
+    h->mem_used = h->mem_used - h->held + bytes;
+    h->held = bytes;
+    return CAIRN_OK;
+}
+
 void cairn_lua_set_emit(cairn_lua *h, lua_CFunction fn, void *ud) {
+    if (!fn) (void)cairn_lua_hold(h, 0);
     h->emit = fn;
     h->emit_ud = fn ? ud : NULL;
 }

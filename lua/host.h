@@ -167,6 +167,14 @@ size_t cairn_lua_fold_index(const cairn_lua *h);
  * free its C resources first. */
 void cairn_lua_set_emit(cairn_lua *h, lua_CFunction fn, void *ud);
 
+/* [-0, +0, -]
+ * Counts `bytes` that the host holds on the scripts' behalf (the events a projection batch
+ * has emitted so far) against the memory cap, in place of what the last call counted;
+ * cairn_lua_set_emit(h, NULL, NULL) counts 0 again.  Growing past the cap is CAIRN_ESCRIPT
+ * "memory limit exceeded (N bytes)", with the bytes not counted, and inside a call kills it
+ * for memory (the caller raises, any error: the call ends with the memory message). */
+int cairn_lua_hold(cairn_lua *h, size_t bytes);
+
 /* The ud given to cairn_lua_set_emit, for use inside fn. */
 void *cairn_lua_emit_ud(lua_State *L);
 

@@ -25,7 +25,8 @@ struct cairn_lua {
     lua_State *L;
     void *freelist[LH_CLASSES];   /* class c holds blocks of (c + 1) * 16 bytes */
     size_t cached;                /* bytes held in the free lists */
-    size_t mem_used, mem_limit;   /* limit 0: none */
+    size_t mem_used, mem_limit;   /* limit 0: none; used includes `held` */
+    size_t held;                  /* bytes the host holds for scripts (cairn_lua_hold) */
     uint64_t instr_limit, budget; /* limit 0: none; budget left in this call */
     uint64_t time_limit;          /* ns per invocation, 0: none */
     uint64_t deadline;            /* CLOCK_MONOTONIC ns; 0: starts at the next check */
@@ -79,6 +80,15 @@ void lh_open_json(lua_State *L);
  * (lh_open_budgeted), table.move.  LH_PER_BYTE bytes of a linear scan cost one unit. */
 #define LH_PER_BYTE 64
 void lh_charge(lua_State *L, uint64_t n);
+
+/* [-0, +0, -] As lh_charge, for C code that must not raise (the JSON encoder): -1 when the
+ * call is (now) being killed, with the kill set so that the caller's error, whatever it is,
+ * ends the call with the limit's message; 0 otherwise, and always 0 outside a call. */
+int lh_spend(lua_State *L, uint64_t n);
+
+/* [-0, +0, -] Kills the running call for `why` (LH_KILL_*) without raising; no-op outside
+ * a call. */
+void lh_kill(lua_State *L, int why);
 
 /* [-0, +0, m] Replaces find/match/gmatch/gsub in the string table at idx (pattern.c). */
 void lh_open_patterns(lua_State *L, int idx);

@@ -42,9 +42,13 @@ typedef struct enc_ent {
     int slot; /* stack index of the value */
 } enc_ent;
 
+#define ENC_TICK 1024 /* values encoded between charges */
+
 typedef struct enc {
     lua_State *L;
     cairn_buf *out;
+    size_t len0, cap; /* out->len at the start; the most bytes it may add (the memory cap) */
+    unsigned ticks;   /* values not yet charged */
     char *err;
     size_t errlen;
     char path[256]; /* built from the failure outwards */
@@ -110,7 +114,16 @@ static void enc_path_index(enc *e, lua_Integer i) {
     enc_path(e, c, (size_t)n);
 }
 
+/* The text counts against the memory cap and the values against the budget and the clock:
+ * a table shared many times over ({t, t} forty levels deep) is tiny in Lua and 2^40 values
+ * of JSON. */
+static int over_cap(enc *e) {
+    lh_kill(e->L, LH_KILL_MEM);
+    return enc_fail(e, "memory limit exceeded (%zu bytes) by the JSON text", e->cap);
+}
+
 static inline int put(enc *e, const char *s, size_t n) {
+    if (e->out->len - e->len0 + n > e->cap) return over_cap(e);
     if (cairn_buf_append(e->out, s, n)) return enc_fail(e, "out of memory");
     return 0;
 }
@@ -152,6 +165,7 @@ static const char hexdig[] = "0123456789abcdef";
 
 static int put_string(enc *e, const char *s, size_t len) {
     const unsigned char *u = (const unsigned char *)s;
+    if (e->out->len - e->len0 + len + 2 > e->cap) return over_cap(e);
     if (cairn_buf_reserve(e->out, len * 6 + 2)) return enc_fail(e, "out of memory");
     char *o = e->out->p + e->out->len;
     *o++ = '"';
@@ -312,6 +326,13 @@ static int enc_table(enc *e, int t, int depth) {
 
 static int enc_value(enc *e, int idx, int depth) {
     lua_State *L = e->L;
+    if (++e->ticks >= ENC_TICK) {
+        e->ticks = 0;
+        if (lh_spend(L, ENC_TICK))
+            return enc_fail(e, "%s",
+                            lh_host(L)->killed == LH_KILL_TIME ? "time limit exceeded"
+                                                               : "instruction limit exceeded");
+    }
     switch (lua_type(L, idx)) {
     case LUA_TNIL: return put(e, "null", 4);
     case LUA_TBOOLEAN: return lua_toboolean(L, idx) ? put(e, "true", 4) : put(e, "false", 5);
@@ -341,6 +362,9 @@ int lh_encode(lua_State *L, int idx, cairn_buf *out, char *err, size_t errlen) {
     e.ents = NULL;
     e.nents = e.capents = 0;
     size_t len0 = out->len;
+    e.len0 = len0;
+    e.cap = lh_host(L)->mem_limit ? lh_host(L)->mem_limit : SIZE_MAX;
+    e.ticks = 0;
     int top = lua_gettop(L);
     idx = lua_absindex(L, idx);
     int rc = enc_value(&e, idx, 0);

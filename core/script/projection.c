@@ -286,6 +286,8 @@ static int emit_fn(lua_State *L) {
         p->ebuf.len = before;
         return luaL_error(L, "%s", msg);
     }
+    /* what the batch holds until its end counts against the script memory cap */
+    if (cairn_lua_hold(p->h, p->ebuf.len + (p->nemits + 1) * sizeof m)) goto bad;
     p->emits[p->nemits++] = m;
     return 0;
 bad:
@@ -324,6 +326,7 @@ static int emits_flush(proj *p, int *wrote) {
         *wrote = 1;
     }
     p->nemits = 0, p->ebuf.len = 0;
+    (void)cairn_lua_hold(p->h, 0);
     return CAIRN_OK;
 }
 

@@ -962,6 +962,60 @@ static void unencodable_values_are_refused_with_their_place(void **state) {
     assert_int_equal(lua_gettop(L), 0);
 }
 
+/* A table shared by both halves of its parent, 40 levels deep, is 41 tables in Lua and 2^40
+ * values of JSON: the encoder stops at the memory cap (the text counts against it) or the
+ * budget (the values do), inside a call (json.encode, reject details: the kill, which pcall
+ * cannot catch) and outside (the host converting a result). */
+static void encoding_a_shared_subtree_is_bounded(void **state) {
+    (void)state;
+    static const char dag[] = "local t = {1}\nfor i = 1, 40 do t = {t, t} end\n";
+    static const struct {
+        const char *body, *want;
+        uint64_t instr;
+    } cases[] = {
+        {"return json.encode(t)", "memory limit exceeded (4194304 bytes)", 0},
+        {"return pcall(json.encode, t)", "memory limit exceeded (4194304 bytes)", 0},
+        {"return pcall(json.encode, t)", "instruction limit exceeded (100000 instructions)",
+         100000},
+        {"reject('no', {t = t})", "memory limit exceeded (4194304 bytes)", 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        cairn_lua *h = open_host(cases[i].instr, 4 * MiB);
+        char body[256];
+        snprintf(body, sizeof body, "%s%s", dag, cases[i].body);
+        double t0 = now_s();
+        CHECK_RC(run(h, body), CAIRN_ESCRIPT);
+        if (!strstr(cairn_errmsg(), cases[i].want))
+            fail_msg("%s: got \"%s\", want \"%s\"", cases[i].body, cairn_errmsg(), cases[i].want);
+        assert_true(now_s() - t0 < 5.0);
+        RUN_OK(h, "return json.encode({1, {2}})");
+        cairn_lua_close(h);
+    }
+    /* the time limit, with the budget off */
+    cairn_lua *h = open_host(0, 0);
+    cairn_lua_set_time_limit(h, 100u * 1000 * 1000);
+    double t0 = now_s();
+    CHECK_RC(run(h, "local t = {1}\nfor i = 1, 40 do t = {t, t} end\nreturn pcall(json.encode, t)"),
+             CAIRN_ESCRIPT);
+    ASSERT_MSG_HAS("time limit exceeded (0.1 s)");
+    assert_true(now_s() - t0 < 5.0);
+    /* outside a call: a failure naming the cap, nothing appended */
+    cairn_lua_close(h);
+    h = open_host(0, 4 * MiB);
+    lua_State *L = cairn_lua_state(h);
+    CHECK_OK(run(h, "local t = {1}\nfor i = 1, 40 do t = {t, t} end\nreturn t"));
+    cairn_buf b = {0};
+    cairn_buf_append(&b, "keep", 4);
+    t0 = now_s();
+    CHECK_RC(cairn_lua_to_json(h, -1, &b), CAIRN_ESCRIPT);
+    ASSERT_MSG_HAS("memory limit exceeded (4194304 bytes) by the JSON text");
+    assert_true(now_s() - t0 < 5.0);
+    assert_int_equal(b.len, 4);
+    cairn_buf_free(&b);
+    lua_pop(L, 1);
+    cairn_lua_close(h);
+}
+
 static void tables_encode_as_arrays_or_sorted_objects(void **state) {
     cairn_lua *h = *state;
     static const struct {
@@ -1743,6 +1797,7 @@ int main(void) {
         T(nesting_limit_is_1000),
         T(unencodable_values_are_refused_with_their_place),
         T(tables_encode_as_arrays_or_sorted_objects),
+        cmocka_unit_test(encoding_a_shared_subtree_is_bounded),
         T(conversion_agrees_with_jansson),
         T(host_conversion_under_the_memory_cap_fails_cleanly),
         T(event_table_has_the_spec_fields),
