@@ -353,48 +353,6 @@ mdb_fail:
     return cairn__mdb_fail(rc, "open store");
 }
 
-/* LMDB maps data.mdb and trusts it: a page past the end of a truncated file is a SIGBUS on
- * first touch (opening reads the main database's root).  Check the file against the newer
- * of its two meta pages first (LMDB 0.9, 64-bit: a 16-byte page header, then MDB_meta:
- * magic u32 at 0, page size (mm_dbs[0].md_pad) u32 at 24, mm_last_pg u64 at 120, mm_txnid
- * u64 at 128; meta page 1 starts one page in).  An empty file is a new store (LMDB's). */
-#define META_MAGIC 0xBEEFC0DEu
-static int meta_check(const char *data) {
-    uint8_t m[2][16 + 136];
-    uint32_t magic[2], psize;
-    uint64_t last[2], txnid[2], need;
-    struct stat st;
-    int fd = open(data, O_RDONLY | O_CLOEXEC), i, n;
-    if (fd < 0) return CAIRN_OK; /* LMDB reports it */
-    if (fstat(fd, &st) != 0 || st.st_size == 0) {
-        close(fd);
-        return CAIRN_OK;
-    }
-    n = pread(fd, m[0], sizeof m[0], 0) == (ssize_t)sizeof m[0];
-    memcpy(&magic[0], m[0] + 16, 4), memcpy(&psize, m[0] + 16 + 24, 4);
-    if (n && magic[0] == META_MAGIC && psize >= 512 && psize <= 65536 && !(psize & (psize - 1)))
-        n = pread(fd, m[1], sizeof m[1], psize) == (ssize_t)sizeof m[1];
-    else
-        n = 0;
-    close(fd);
-    if (!n)
-        return cairn__fail(CAIRN_ECORRUPT,
-                           "%s: not an LMDB file, or shorter than its two meta "
-                           "pages (%lld bytes)",
-                           data, (long long)st.st_size);
-    for (i = 0; i < 2; i++) {
-        memcpy(&magic[i], m[i] + 16, 4);
-        memcpy(&last[i], m[i] + 16 + 120, 8), memcpy(&txnid[i], m[i] + 16 + 128, 8);
-    }
-    i = magic[1] == META_MAGIC && txnid[1] > txnid[0];
-    need = (last[i] + 1) * (uint64_t)psize;
-    if (last[i] >= ((uint64_t)1 << 48) || (uint64_t)st.st_size < need)
-        return cairn__fail(CAIRN_ECORRUPT,
-                           "%s is shorter than its meta pages say: %lld bytes, needs %llu", data,
-                           (long long)st.st_size, (unsigned long long)need);
-    return CAIRN_OK;
-}
-
 /* The writer lock's file descriptor and the identity of the lock.mdb LMDB just opened. */
 static int writer_setup(cairn_env *e, const char *data) {
     char lk[PATH_MAX];
@@ -441,10 +399,6 @@ static int env_open(const char *path, const struct stat *st, const cairn_options
     if (e->rdonly && !o->readonly) {
         env_free(e);
         return cairn__fail(CAIRN_EREADONLY, "%s: not writable", path);
-    }
-    if (exists && (rc = meta_check(data))) {
-        env_free(e);
-        return rc;
     }
     if ((rc = mdb_env_create(&e->env))) goto mdb_fail;
     mdb_env_set_maxdbs(e->env, 16);
