@@ -142,5 +142,9 @@ int cairn__links_maybe(const void *metadata, size_t len);
  * cairn__links_free.  0 when it has none or is not JSON: nothing is held. */
 int cairn__links_parse(const void *metadata, size_t len, cairn_links *l);
 void cairn__links_free(cairn_links *l);
+/* The reserved keys have types: correlation_id and causation_id are strings, compensates a
+ * UUID string.  CAIRN_EINVAL naming the key otherwise (metadata that is no JSON object, or
+ * carries none of them, passes). */
+int cairn__links_check(const void *metadata, size_t len);
 
 #endif

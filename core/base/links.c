@@ -36,6 +36,47 @@ int cairn__links_parse(const void *metadata, size_t len, cairn_links *l) {
     return 1;
 }
 
+static const char k_caus[] = "\"causation_id\"";
+
+static const char *json_kind(const json_t *v) {
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "an object";
+    case JSON_ARRAY: return "a list";
+    case JSON_STRING: return "a str";
+    case JSON_INTEGER:
+    case JSON_REAL: return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE: return "a bool";
+    default: return "null";
+    }
+}
+
+int cairn__links_check(const void *metadata, size_t len) {
+    static const char *const str_keys[] = {"correlation_id", "causation_id"};
+    json_t *doc, *v;
+    int rc = CAIRN_OK;
+    uint8_t id[16];
+
+    if (!len ||
+        !(memmem(metadata, len, k_corr, sizeof k_corr - 1) ||
+          memmem(metadata, len, k_comp, sizeof k_comp - 1) ||
+          memmem(metadata, len, k_caus, sizeof k_caus - 1)))
+        return CAIRN_OK;
+    if (!(doc = json_loadb(metadata, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL)))
+        return CAIRN_OK; /* not JSON jansson reads: the binding's encoder wrote it */
+    for (int k = 0; k < 2 && !rc; k++)
+        if ((v = json_object_get(doc, str_keys[k])) && !json_is_string(v))
+            rc = cairn__fail(CAIRN_EINVAL, "metadata: %s must be a str, not %s", str_keys[k],
+                             json_kind(v));
+    if (!rc && (v = json_object_get(doc, "compensates")) &&
+        (!json_is_string(v) || !cairn__parse_uuid(json_string_value(v), json_string_length(v), id)))
+        rc = cairn__fail(CAIRN_EINVAL,
+                         "metadata: compensates must be the id of an event as a UUID str, not %s",
+                         json_is_string(v) ? "another str" : json_kind(v));
+    json_decref(doc);
+    return rc;
+}
+
 void cairn__links_free(cairn_links *l) {
     if (l->doc) json_decref(l->doc);
     l->doc = NULL;

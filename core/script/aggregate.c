@@ -675,6 +675,8 @@ int cairn_execute(cairn_store *s, const char *stream, size_t stream_len, const c
         expected != CAIRN_STREAM_EXISTS)
         return cairn__fail(CAIRN_EINVAL, "expected_version: %lld is not a valid expectation",
                            (long long)expected);
+    /* the caller's metadata is the caller's mistake, not the script's */
+    if (metadata.len && (rc = cairn__links_check(metadata.ptr, metadata.len))) return rc;
     return in_write_txn(s, execute_body, &x);
 }
 
@@ -773,6 +775,7 @@ int cairn_compensate(cairn_store *s, const char *stream, size_t stream_len, int6
     if ((rc = cairn__store_check(s))) return rc;
     if (!stream) return cairn__fail(CAIRN_EINVAL, "stream: NULL");
     if ((rc = cairn__check_stream(stream, stream_len, "stream"))) return rc;
+    if (metadata.len && (rc = cairn__links_check(metadata.ptr, metadata.len))) return rc;
     return in_write_txn(s, compensate_body, &c);
 }
 

@@ -12,6 +12,7 @@ static const MDB_val K_SID = {3, (void *)"sid"};
 static const MDB_val K_TAIL = {4, (void *)"tail"};
 
 static int validate_event(const cairn_event_in *ev, const cairn_slice *stream, size_t r, size_t i) {
+    int rc;
     cairn__err()->request = r;
     if (ev->type.len == 0 || ev->type.len > CAIRN_MAX_TYPE)
         return cairn__fail(CAIRN_EINVAL, "type: must be 1..%d bytes, got %zu (event %zu)",
@@ -33,6 +34,8 @@ static int validate_event(const cairn_event_in *ev, const cairn_slice *stream, s
     }
     if ((ev->data.len && !ev->data.ptr) || (ev->metadata.len && !ev->metadata.ptr))
         return cairn__fail(CAIRN_EINVAL, "data: NULL pointer with a length (event %zu)", i);
+    if (ev->metadata.len && (rc = cairn__links_check(ev->metadata.ptr, ev->metadata.len)))
+        return rc; /* the reserved keys' types (base/links.c) */
     if (cairn__record_size(stream, ev) > CAIRN_MAX_RECORD)
         return cairn__fail(CAIRN_ETOOBIG, "data: event %zu is larger than %u bytes", i,
                            CAIRN_MAX_RECORD);

@@ -378,6 +378,11 @@ static void predict(const qreq *qs, int nq, pred *p, size_t *mark_n, size_t *mar
         int64_t cur;
         if (q->ev[0].has_id && (at = find_id(q->ev[0].id))) {
             const mev *e = &M.ev[at - 1];
+            if (at >
+                *mark_n) { /* an earlier request of this call: "appears twice", never a retry */
+                p->rc = CAIRN_EDUPLICATE, p->request = (size_t)r, p->position = 0;
+                goto undo;
+            }
             uint64_t f = e->call_first, c = e->call_count;
             int retry = at == f && c == (uint64_t)q->n;
             for (int i = 1; retry && i < q->n; i++)
@@ -405,7 +410,7 @@ static void predict(const qreq *qs, int nq, pred *p, size_t *mark_n, size_t *mar
             mev m;
             if (x->has_id && (at = find_id(x->id))) {
                 p->rc = CAIRN_EDUPLICATE, p->request = (size_t)r,
-                p->position = at >= first ? 0 : at;
+                p->position = at >= first || at > *mark_n ? 0 : at; /* this call's: none cited */
                 goto undo;
             }
             memset(&m, 0, sizeof m);

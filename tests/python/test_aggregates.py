@@ -8,6 +8,7 @@ import subprocess
 import textwrap
 import threading
 import time
+import uuid
 
 import pytest
 
@@ -588,7 +589,7 @@ def test_compensate_metadata_layers(bank):
     bank.execute("account-1", "Deposit", {"amount": 10}, metadata={"correlation_id": "orig"})
     original = events_of(bank, "account-1")[0]
     r = bank.compensate("account-1", 0, metadata={"user": "u", "reason": "call",
-                                                  "compensates": "bogus",
+                                                  "compensates": str(uuid.uuid4()),
                                                   "causation_id": "bogus"})
     e = bank.get(r.position)
     # call metadata, then the script's (reason), then compensates/causation_id on top
@@ -718,19 +719,22 @@ def test_rollback_selects_plain_appends_too(bank):
     assert bank.get(r.position).type == "Withdrawn"
 
 
-def test_rollback_selects_events_whose_compensates_is_not_an_event_id(bank):
-    # an event is a compensation when metadata.compensates is an event id (a UUID string):
-    # what append indexes and verify checks; a `compensates` that is not one links nothing,
-    # so rollback compensates such an event like any other
-    bank.append("account-c", [
-        deposit(5, metadata={"correlation_id": "x", "compensates": "not-an-event-id"}),
-        deposit(6, metadata={"correlation_id": "x", "compensates": 7}),
-    ])
-    rs = bank.rollback("x")
-    assert [bank.get(r.position).data["amount"] for r in rs] == [6, 5]
-    assert bank.verify().events == 4
-    with nothing_written(bank):
-        assert bank.rollback("x") == []
+@pytest.mark.parametrize("metadata, key", [
+    ({"correlation_id": 42}, "correlation_id must be a str, not a number"),
+    ({"correlation_id": None}, "correlation_id must be a str, not null"),
+    ({"causation_id": ["c"]}, "causation_id must be a str, not a list"),
+    ({"compensates": "not-an-event-id"}, "compensates must be the id of an event"),
+    ({"compensates": 7}, "compensates must be the id of an event"),
+])
+def test_reserved_metadata_keys_have_types(bank, metadata, key):
+    # {"correlation_id": 42} was accepted and rollback could never find it; a compensates
+    # that is not an event id linked nothing: both are refused at append, naming the key
+    with nothing_written(bank), pytest.raises(ValueError, match=key):
+        bank.append("account-c", [deposit(5, metadata=metadata)])
+    with nothing_written(bank), pytest.raises(ValueError, match=key):
+        bank.execute("account-c", "Deposit", {"amount": 1}, metadata=metadata)
+    bank.append("account-c", [deposit(5, metadata={"correlation_id": "x", "causation_id": "y"})])
+    assert [bank.get(r.position).data["amount"] for r in bank.rollback("x")] == [5]
 
 
 def test_rollback_is_all_or_nothing(bank):
