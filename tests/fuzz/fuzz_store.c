@@ -56,7 +56,7 @@ static const char *g_meta[NMETA] = {NULL,
                                     "{\"k\":1}",
                                     "{\"correlation_id\":\"c1\"}",
                                     "{\"correlation_id\":\"c2\",\"x\":[1]}",
-                                    "{\"correlation_id\":7}",
+                                    "{\"correlation_id\":\"7\",\"causation_id\":\"c\"}",
                                     "{\"note\":\"correlation_id\"}"};
 /* filter values: the pools plus values nothing has */
 static const char *g_fcats[] = {"acct", "order", "x", "long", "acct-1", "nope"};
