@@ -413,11 +413,14 @@ static int apply_one(proj *p, const cairn_event *ev) {
         if ((rc = cairn_lua_call(p->h, p->name, 1, 1, ev->position))) goto out;
         if (lua_type(L, -1) == LUA_TNUMBER) lua_tostring(L, -1);
         if (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) == 0 ||
-            lua_rawlen(L, -1) + p->name_len + 1 > KEY_MAX) {
-            rc = cairn__script_fail(
-                p->name, ev->position,
-                "%s: partition must return a non-empty string (at most 510 bytes with the name)",
-                p->name);
+            lua_rawlen(L, -1) + p->name_len + 1 > KEY_MAX ||
+            !cairn__check_utf8(lua_tostring(L, -1), lua_rawlen(L, -1))) {
+            /* not UTF-8: its state could never be reached (partitions() and state() speak
+             * str), so the projection faults, as for '' */
+            rc = cairn__script_fail(p->name, ev->position,
+                                    "%s: partition must return a non-empty UTF-8 string (at "
+                                    "most 510 bytes with the name)",
+                                    p->name);
             goto out;
         }
     } else {

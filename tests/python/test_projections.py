@@ -183,6 +183,20 @@ def test_partition_must_be_a_string(store):
     assert p.status == "faulted" and "partition" in p.error
 
 
+def test_a_partition_that_is_not_utf8_faults_the_projection(store):
+    # its state could never be reached: partitions() would show U+FFFD, state() None
+    store.define_projection(
+        "p", "return { partition = function(e) return e.data.i == 1 and '\\xff\\xfe' or 'ok' end,"
+             " init = function() return { n = 0 } end,"
+             " apply = { ['*'] = function(s, e) s.n = s.n + 1 end } }")
+    store.append("a-1", [ev(i=0), ev(i=1), ev(i=2)])
+    store.run_projections()
+    p = store.projection("p")
+    assert p.status == "faulted" and "UTF-8" in p.error
+    assert p.position == 1  # stopped at the event before
+    assert list(p.partitions()) == ["ok"] and p.state("ok") == {"n": 1}
+
+
 # --- faults --------------------------------------------------------------------------
 
 FAULTY = """
