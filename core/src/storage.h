@@ -163,6 +163,19 @@ int cairn__write_txn(cairn_env *e, cairn_durability d, cairn_write_body body, vo
  * operation.  The other error helpers are the base layer's (base.h). */
 int cairn__mdb_fail(int rc, const char *what);
 
+/* Before LMDB maps data.mdb (filecheck.c): the file must hold every page its newer meta page
+ * can reach, else CAIRN_ECORRUPT naming the first missing or damaged page; a file that
+ * cannot be judged (absent, no valid meta pages) is left to LMDB's open.  `force_walk`
+ * walks the trees even when the file holds every page up to mm_last_pg (for tests). */
+typedef struct cairn_filecheck {
+    uint32_t psize;
+    uint64_t txnid, last_page, file_bytes;
+    int walked;                /* the trees were walked (the file is short, or forced) */
+    uint64_t reached, claimed; /* pages the walk reached; pages the MDB_db records count */
+    uint64_t bad_page;
+} cairn_filecheck;
+int cairn__file_check(const char *data, int force_walk, cairn_filecheck *out);
+
 /* ---------------------------------------------------------------------------------
  * Record codec (codec.c).  Layout, little-endian:
  *   0 u64 checksum (XXH3-64 of bytes 8..end)   8 u8 format (1)   9 u8 flags

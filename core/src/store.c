@@ -400,6 +400,13 @@ static int env_open(const char *path, const struct stat *st, const cairn_options
         env_free(e);
         return cairn__fail(CAIRN_EREADONLY, "%s: not writable", path);
     }
+    if (exists) { /* before LMDB maps it: a page past the end of a cut file is a SIGBUS */
+        cairn_filecheck fc;
+        if ((rc = cairn__file_check(data, 0, &fc))) {
+            env_free(e);
+            return rc;
+        }
+    }
     if ((rc = mdb_env_create(&e->env))) goto mdb_fail;
     mdb_env_set_maxdbs(e->env, 16);
     mdb_env_set_maxreaders(e->env, 1022);
