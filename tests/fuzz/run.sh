@@ -15,7 +15,7 @@ py=${PYTHON:-.venv/bin/python}
 case $py in /*) ;; */*) py=$PWD/$py ;; esac
 cc=$(command -v clang-14 || command -v clang)
 cmake=${CMAKE:-$(command -v /usr/bin/cmake || command -v cmake)}
-targets="record json_lua script store"
+targets="record json_lua script store filecheck"
 native=${PY_NATIVE:-1}
 "$cmake" -S . -B "$out" -DCMAKE_C_COMPILER="$cc" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS_DEBUG="-g -O1" \
     -DCAIRN_FUZZ=ON -DCAIRN_TESTS=OFF -DCAIRN_PYTHON="$([ "$native" = 1 ] && echo ON || echo OFF)" \
@@ -33,8 +33,10 @@ for t in $targets; do
     rm -rf "$work"; mkdir -p "$work"
     echo "== fuzz_$t for ${secs}s (corpus: $(ls "$corpus" | wc -l) files)"
     status=0
+    # fuzz_filecheck's inputs are whole data.mdb files (its seeds: real stores of 20-28 pages)
+    maxlen=; [ "$t" = filecheck ] && maxlen=-max_len=131072
     "$out/fuzz_$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=1024 -print_final_stats=1 \
-        "$work" "$corpus" > "$out/fuzz_$t.log" 2>&1 || status=$?
+        $maxlen "$work" "$corpus" > "$out/fuzz_$t.log" 2>&1 || status=$?
     grep -E "^(INFO: seed|#[0-9]+.*DONE|stat::number_of_executed_units|stat::peak_rss)|ERROR|SUMMARY|Test unit written" \
         "$out/fuzz_$t.log" || true
     [ "$status" = 0 ] || { echo "fuzz_$t found a failure (exit $status; $out/fuzz_$t.log)"; exit 1; }
