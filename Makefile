@@ -28,7 +28,7 @@ export UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
 .NOTPARALLEL:
 
 
-.PHONY: all deps build build-asan venv test test-c test-asan test-python test-fuzz fuzz valgrind test-asan-python demo bench clean \
+.PHONY: all deps build build-asan venv test test-c test-asan test-python test-fuzz fuzz valgrind test-asan-python demo bench bench-compare clean \
 	distclean format format-check soak crash
 
 all: build
@@ -137,6 +137,12 @@ demo: build
 BENCH_EVENTS ?=
 bench: build venv
 	@PYTHONPATH=python PYTHON=$(abspath $(VENV_PY)) BENCH_EVENTS=$(BENCH_EVENTS) bench/run
+
+# Before/after: the core benchmarks against the library of commit REV and of this tree,
+# interleaved in one run (bench/compare.py).  `make bench-compare REV=42cc64e^`
+bench-compare: build
+	@test -n "$(REV)" || { echo "usage: make bench-compare REV=<commit> [ROUNDS=4]"; exit 2; }
+	@$(PYTHON) bench/compare.py "$(REV)" --rounds $(or $(ROUNDS),4)
 
 # The C style is .clang-format's, applied by clang-format-14 (Debian 12's, installed by deps) to
 # every C file under core/ (whichever subdirectory), lua/, bindings/python/, tests/c/ and the

@@ -84,8 +84,9 @@ static double raw_batched(const char *path, long n) {
     return n / t0;
 }
 
-static double raw_durable(const char *path, long n) {
-    MDB_env *env = raw_open(path, 0);
+/* One put and commit per event; `flags` 0 is durable, MDB_NOSYNC | MDB_NOMETASYNC not. */
+static double raw_single(const char *path, long n, unsigned flags) {
+    MDB_env *env = raw_open(path, flags);
     MDB_txn *txn;
     MDB_dbi dbi;
     uint8_t val[RAW_VAL], key[8];
@@ -182,8 +183,8 @@ static double cairn_batched(const char *path, long n) {
     return n / t0;
 }
 
-static double cairn_durable(const char *path, long n) {
-    cairn_store *s = open_store(path, CAIRN_DURABLE_FULL, 0);
+static double cairn_single(const char *path, long n, cairn_durability d) {
+    cairn_store *s = open_store(path, d, 0);
     cairn_event_in ev[1];
     cairn_append_result r;
     double t0 = now();
@@ -255,8 +256,10 @@ typedef struct { const char *name; long n; const char *category; } job;
 
 static double j_raw_batched(void *a) { job *j = a; char p[4096]; path_of(p, sizeof p, "raw-b"); rmrf(p); return raw_batched(p, j->n); }
 static double j_cairn_batched(void *a) { job *j = a; char p[4096]; path_of(p, sizeof p, "cairn-b"); rmrf(p); return cairn_batched(p, j->n); }
-static double j_raw_durable(void *a) { job *j = a; char p[4096]; path_of(p, sizeof p, "raw-d"); rmrf(p); return raw_durable(p, j->n); }
-static double j_cairn_durable(void *a) { job *j = a; char p[4096]; path_of(p, sizeof p, "cairn-d"); rmrf(p); return cairn_durable(p, j->n); }
+static double j_raw_durable(void *a) { job *j = a; char p[4096]; path_of(p, sizeof p, "raw-d"); rmrf(p); return raw_single(p, j->n, 0); }
+static double j_cairn_durable(void *a) { job *j = a; char p[4096]; path_of(p, sizeof p, "cairn-d"); rmrf(p); return cairn_single(p, j->n, CAIRN_DURABLE_FULL); }
+static double j_raw_single(void *a) { job *j = a; char p[4096]; path_of(p, sizeof p, "raw-s"); rmrf(p); return raw_single(p, j->n, MDB_NOSYNC | MDB_NOMETASYNC); }
+static double j_cairn_single(void *a) { job *j = a; char p[4096]; path_of(p, sizeof p, "cairn-s"); rmrf(p); return cairn_single(p, j->n, CAIRN_DURABLE_NONE); }
 static double j_raw_scan(void *a) { job *j = a; char p[4096]; long n; path_of(p, sizeof p, "cairn-b"); (void)j; return raw_scan(p, &n); }
 static double j_cairn_scan(void *a) { job *j = a; char p[4096]; long n; double t; path_of(p, sizeof p, "cairn-b"); t = cairn_scan(p, &n, j->category); return n / t; }
 static double j_cairn_scan_time(void *a) { job *j = a; char p[4096]; long n; path_of(p, sizeof p, "cairn-b"); return cairn_scan(p, &n, j->category); }
@@ -285,7 +288,7 @@ int main(int argc, char **argv) {
     }
     g_dir = argv[1];
     if (argc > 2 && atol(argv[2]) > 0) g_events = atol(argv[2]);
-    only = argc > 3 ? argv[3] : NULL; /* run one benchmark: batched, durable, scan, filtered */
+    only = argc > 3 ? argv[3] : NULL; /* run one: batched, durable, single, scan, filtered */
     memset(g_payload, 'p', sizeof g_payload);
     g_payload[0] = '"', g_payload[sizeof g_payload - 1] = '"';
     if (mkdir(g_dir, 0755) != 0 && errno != EEXIST) die("mkdir", errno);
@@ -302,6 +305,12 @@ int main(int argc, char **argv) {
         job j = {"durable", 1000, NULL};
         pair("single-event durable appends, durability full", "commits/s", j_raw_durable, j_cairn_durable, &j,
              &j, ">= 0.90 of raw LMDB put+commit", 7);
+    }
+    if (!only || !strcmp(only, "single")) {
+        /* what a commit costs besides the disk: the per-commit work durable appends hide */
+        job j = {"single", 20000, NULL};
+        pair("single-event appends, durability none", "commits/s", j_raw_single, j_cairn_single, &j,
+             &j, "(no target: the CPU cost per commit)", ROUNDS);
     }
     if (!only || !strcmp(only, "scan")) {
         job j = {"scan", g_events, NULL};
