@@ -152,7 +152,8 @@ static double durable_executes(cairn_store *s, const char *stream, long n) {
     cairn_append_result r;
     double t = now();
     for (long i = 0; i < n; i++) {
-        int rc = cairn_execute(s, stream, strlen(stream), NULL, 0, "Deposit", 7, d, m, CAIRN_ANY, &r);
+        int rc = cairn_execute(s, stream, strlen(stream), NULL, 0, "Deposit", 7, d, m, CAIRN_ANY,
+                               NULL, &r);
         if (rc) die("execute", rc);
     }
     return n / (now() - t);

@@ -244,10 +244,11 @@ out:
 
 PyObject *cpy_store_execute(cpy_store *s, PyObject *args, PyObject *kwargs) {
     static char *kwlist[] = {"stream",           "command",  "data", "aggregate",
-                             "expected_version", "metadata", NULL};
+                             "expected_version", "metadata", "id",   NULL};
     cpy_state *st = agg_state(s);
     PyObject *stream, *command, *data = Py_None, *agg_o = Py_None, *exp_o = NULL;
-    PyObject *meta_o = Py_None, *r = NULL;
+    PyObject *meta_o = Py_None, *id_o = Py_None, *r = NULL;
+    uint8_t id[16];
     const char *sp, *cp, *ap;
     Py_ssize_t slen, clen, alen;
     int64_t expected = CAIRN_ANY;
@@ -257,12 +258,13 @@ PyObject *cpy_store_execute(cpy_store *s, PyObject *args, PyObject *kwargs) {
     cairn_store *h;
     int rc;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O$OOO:execute", kwlist, &stream, &command,
-                                     &data, &agg_o, &exp_o, &meta_o))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O$OOOO:execute", kwlist, &stream, &command,
+                                     &data, &agg_o, &exp_o, &meta_o, &id_o))
         return NULL;
     if (!(sp = cpy_stream_arg(stream, "stream", &slen)) ||
         !(cp = cpy_stream_arg(command, "command", &clen)) || aggregate_arg(agg_o, &ap, &alen) < 0 ||
-        (exp_o && cpy_expected_arg(exp_o, &expected) < 0))
+        (exp_o && cpy_expected_arg(exp_o, &expected) < 0) ||
+        (id_o != Py_None && cpy_uuid_arg(st, id_o, "id", id, NULL) < 0))
         return NULL;
     if (data != Py_None) {
         if (cpy_json_encode(&db, data, "data") < 0) goto fail;
@@ -272,7 +274,7 @@ PyObject *cpy_store_execute(cpy_store *s, PyObject *args, PyObject *kwargs) {
     if (metadata_arg(meta_o, &mb, &mslice) < 0) goto fail;
     CPY_STORE_CALL(s, h, rc,
                    cairn_execute(h, sp, (size_t)slen, ap, (size_t)alen, cp, (size_t)clen, dslice,
-                                 mslice, expected, &res));
+                                 mslice, expected, id_o != Py_None ? id : NULL, &res));
     if (cpy_store_call_end(s, h, rc, &stream, 1) >= 0)
         r = cpy_result_new(st, &res); /* position 0 (no events): None, None */
 fail:

@@ -136,6 +136,9 @@ int cpy_check_bool(PyObject *o, const char *name, int *out);
 int cpy_opt_uint(PyObject *o, const char *name, int *has, uint64_t *out);
 /* A str argument as UTF-8 (borrowed from o); TypeError / ValueError naming it. */
 const char *cpy_stream_arg(PyObject *o, const char *name, Py_ssize_t *len);
+/* An id: a uuid.UUID, or a str that uuid.UUID accepts, as 16 bytes; *obj (may be NULL) gets
+ * the uuid.UUID (a new reference).  TypeError / ValueError naming the argument. */
+int cpy_uuid_arg(cpy_state *st, PyObject *o, const char *name, uint8_t out[16], PyObject **obj);
 /* An expected_version: cairn.ANY / NO_STREAM / STREAM_EXISTS or an int >= 0. */
 int cpy_expected_arg(PyObject *o, int64_t *out);
 /* A read_all-style filter argument: None (*out NULL), a str or an iterable of str (*out a

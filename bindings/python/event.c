@@ -45,20 +45,6 @@ static PyObject *uuid_from_bytes(cpy_state *st, const uint8_t b[16]) {
     }
 }
 
-/* The 16 bytes of a uuid.UUID (via its .bytes).  -1 with an exception naming `id`. */
-static int uuid_to_bytes(cpy_state *st, PyObject *u, uint8_t out[16]) {
-    PyObject *b = PyObject_GetAttr(u, st->str_bytes);
-    if (!b) return -1;
-    if (!PyBytes_Check(b) || PyBytes_GET_SIZE(b) != 16) {
-        Py_DECREF(b);
-        PyErr_SetString(PyExc_ValueError, "id: UUID.bytes is not 16 bytes");
-        return -1;
-    }
-    memcpy(out, PyBytes_AS_STRING(b), 16);
-    Py_DECREF(b);
-    return 0;
-}
-
 /* ---------------------------------------------------------------------------------
  * Timestamps: ns since the epoch -> aware datetime (UTC), truncated to microseconds.
  * --------------------------------------------------------------------------------- */
@@ -271,27 +257,7 @@ static PyObject *event_new(PyTypeObject *tp, PyObject *args, PyObject *kwargs) {
         cairn_uuid7(self->id);
     } else {
         cpy_state *st = cpy_state_of_type(tp);
-        int is_uuid;
-        if (!st) goto fail;
-        is_uuid = PyObject_IsInstance(id, st->uuid_type);
-        if (is_uuid < 0) goto fail;
-        if (is_uuid) {
-            self->id_obj = Py_NewRef(id);
-        } else if (PyUnicode_Check(id)) {
-            self->id_obj = PyObject_CallOneArg(st->uuid_type, id);
-            if (!self->id_obj) {
-                if (PyErr_ExceptionMatches(PyExc_ValueError)) {
-                    PyErr_Clear();
-                    PyErr_Format(PyExc_ValueError, "id: %R is not a UUID", id);
-                }
-                goto fail;
-            }
-        } else {
-            PyErr_Format(PyExc_TypeError, "id must be a uuid.UUID, a str or None, not %.100s",
-                         Py_TYPE(id)->tp_name);
-            goto fail;
-        }
-        if (uuid_to_bytes(st, self->id_obj, self->id) < 0) goto fail;
+        if (!st || cpy_uuid_arg(st, id, "id", self->id, &self->id_obj) < 0) goto fail;
     }
     return (PyObject *)self;
 fail:

@@ -741,10 +741,13 @@ static PyMethodDef store_methods[] = {
      "aggregate defaults to the stream's category; KeyError when there is no such script."},
     {"execute", (PyCFunction)(void (*)(void))cpy_store_execute, METH_VARARGS | METH_KEYWORDS,
      "execute($self, /, stream, command, data=None, *, aggregate=None, expected_version=-2, "
-     "metadata=None)\n--\n\n"
+     "metadata=None, id=None)\n--\n\n"
      "Run the aggregate's decide[command] on the current state inside the write transaction "
      "and append the events it returns (metadata copied onto each); returns AppendResult "
-     "(position None when it decided nothing).  CommandRejected when the script rejects."},
+     "(position None when it decided nothing).  CommandRejected when the script rejects.\n\n"
+     "id: a command id (UUID or str).  A retry of the command returns the first result and "
+     "writes nothing, without running decide again; the id used for another command raises "
+     "DuplicateEvent."},
     {"compensate", (PyCFunction)(void (*)(void))cpy_store_compensate, METH_VARARGS | METH_KEYWORDS,
      "compensate($self, /, stream, version, *, aggregate=None, metadata=None)\n--\n\n"
      "Append the events the aggregate's compensate handler returns for the event at "

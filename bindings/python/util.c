@@ -64,6 +64,41 @@ const char *cpy_stream_arg(PyObject *o, const char *name, Py_ssize_t *len) {
     return p;
 }
 
+int cpy_uuid_arg(cpy_state *st, PyObject *o, const char *name, uint8_t out[16], PyObject **obj) {
+    PyObject *u, *b;
+    int is_uuid = PyObject_IsInstance(o, st->uuid_type);
+    if (is_uuid < 0) return -1;
+    if (is_uuid) {
+        u = Py_NewRef(o);
+    } else if (PyUnicode_Check(o)) {
+        if (!(u = PyObject_CallOneArg(st->uuid_type, o))) {
+            if (PyErr_ExceptionMatches(PyExc_ValueError)) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_ValueError, "%s: %R is not a UUID", name, o);
+            }
+            return -1;
+        }
+    } else {
+        PyErr_Format(PyExc_TypeError, "%s must be a uuid.UUID, a str or None, not %.100s", name,
+                     Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    if (!(b = PyObject_GetAttr(u, st->str_bytes)) || !PyBytes_Check(b) ||
+        PyBytes_GET_SIZE(b) != 16) {
+        if (b) PyErr_Format(PyExc_ValueError, "%s: UUID.bytes is not 16 bytes", name);
+        Py_XDECREF(b);
+        Py_DECREF(u);
+        return -1;
+    }
+    memcpy(out, PyBytes_AS_STRING(b), 16);
+    Py_DECREF(b);
+    if (obj)
+        *obj = u;
+    else
+        Py_DECREF(u);
+    return 0;
+}
+
 int cpy_expected_arg(PyObject *o, int64_t *out) {
     long long v;
     int overflow;

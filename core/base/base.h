@@ -119,6 +119,11 @@ int cairn__check_stream(const void *name, size_t len, const char *what);
 int64_t cairn__now_ns(void);
 /* A UUIDv8 derived from the n bytes at p (XXH3-128): the same bytes, the same id. */
 void cairn__uuid_derive(const void *p, size_t n, uint8_t out[16]);
+/* The id of the index-th event written on behalf of `src` (the id of a projection's source
+ * event, or a command id) by `name` (0..CAIRN__NAME_MAX bytes: the projection; "" for a
+ * command): cairn__uuid_derive of (name, NUL, src, index big-endian u32). */
+void cairn__uuid_derive_nth(const char *name, size_t name_len, const uint8_t src[16],
+                            uint32_t index, uint8_t out[16]);
 /* Parses 32 hex digits (either case, dashes anywhere ignored) into out: 1, else 0. */
 int cairn__parse_uuid(const char *s, size_t len, uint8_t out[16]);
 /* The canonical lowercase form, 36 characters and a NUL. */

@@ -1,7 +1,7 @@
 /*
  * uuid.c -- event ids: RFC 9562 UUIDv7 for new events, UUIDv8 derived from a hash for ids that
- * must come out the same on every run (a projection's emitted events), the canonical text form
- * and its parser; and the wall clock that both the ids and the events' timestamps read.
+ * must come out the same on every run (a projection's emitted events, a command's events), the
+ * canonical text form and its parser; and the wall clock that the ids and timestamps read.
  */
 #include <sys/random.h>
 #include <sys/types.h>
@@ -66,6 +66,17 @@ void cairn__uuid_derive(const void *p, size_t n, uint8_t out[16]) {
     XXH128_hash_t hh = XXH3_128bits(p, n);
     cairn__put_be64(out, hh.high64), cairn__put_be64(out + 8, hh.low64);
     out[6] = (uint8_t)((out[6] & 0x0f) | 0x80), out[8] = (uint8_t)((out[8] & 0x3f) | 0x80);
+}
+
+void cairn__uuid_derive_nth(const char *name, size_t name_len, const uint8_t src[16],
+                            uint32_t index, uint8_t out[16]) {
+    uint8_t hb[CAIRN__NAME_MAX + 1 + 16 + 4];
+    if (name_len > CAIRN__NAME_MAX) name_len = CAIRN__NAME_MAX; /* names are checked before */
+    memcpy(hb, name, name_len);
+    hb[name_len] = 0;
+    memcpy(hb + name_len + 1, src, 16);
+    cairn__put_be32(hb + name_len + 17, index);
+    cairn__uuid_derive(hb, name_len + 21, out);
 }
 
 static int hexval(int c) {

@@ -306,10 +306,15 @@ int cairn_load(cairn_store *store, const char *stream, size_t stream_len, const 
 /* Runs decide[command](state, {type=command, data, metadata}) on the current state inside
  * the write transaction and appends the events it returns, each with `metadata` merged in.
  * No events: result version = current version, position = first_position = 0.
- * CAIRN_EREJECTED when the script called reject(). */
+ * CAIRN_EREJECTED when the script called reject().
+ * `command_id` (16 bytes, or NULL: none) makes the call idempotent (spec 2 "Aggregates"):
+ * the events get ids derived from it, and when they are in the store already the call
+ * returns their result without running decide or checking `expected`, and writes nothing.
+ * The id used before with another stream, aggregate, command or data: CAIRN_EDUPLICATE. */
 int cairn_execute(cairn_store *store, const char *stream, size_t stream_len, const char *aggregate,
                   size_t aggregate_len, const char *command, size_t command_len, cairn_slice data,
-                  cairn_slice metadata, int64_t expected, cairn_append_result *result);
+                  cairn_slice metadata, int64_t expected, const uint8_t *command_id,
+                  cairn_append_result *result);
 
 /* Appends what compensate[type](state, event) returns for the event at `version`, with
  * metadata.compensates = metadata.causation_id = that event's id over `metadata`.

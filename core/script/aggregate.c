@@ -598,8 +598,102 @@ typedef struct exec_args {
     size_t stream_len, aggregate_len, command_len;
     cairn_slice data, metadata;
     int64_t expected;
+    const uint8_t *command_id; /* NULL: none */
     cairn_append_result *result;
+    uint8_t id0[16]; /* with a command id: its event 0's id */
 } exec_args;
+
+/* The events of a command id (spec 2 "Aggregates").  Event i's id is the first CMD_PREFIX
+ * bytes of the id that emit's derivation gives for (name "", the command id, index 0), the
+ * same for all of them, then 48 bits of a hash of what the command is (its id, stream,
+ * aggregate, command and data as canonical JSON) plus i, big-endian: a UUIDv8.  So a retry
+ * finds event 0's id exactly, and the prefix alone shows the command id used for another
+ * command.  The prefix holds 74 bits of the hash, the rest 48. */
+#define CMD_PREFIX 10
+
+static int cmd_part(cairn_buf *b, const void *p, size_t n) {
+    uint8_t len[4];
+    cairn__put_be32(len, (uint32_t)n);
+    return cairn_buf_append(b, len, 4) || cairn_buf_append(b, p, n);
+}
+
+/* Event 0's id (before the write txn: it holds no lock).  The data is hashed as canonical
+ * JSON (keys sorted), so a retry that built its dict in another order is the same command. */
+static int cmd_event0(const exec_args *x, uint8_t id[16]) {
+    cairn_slice an = {x->aggregate, x->aggregate_len};
+    cairn_buf b = {0};
+    uint8_t h[16];
+    char *canon = NULL;
+    int rc = 0;
+
+    if (!an.len) an = cairn_category(x->stream, x->stream_len);
+    if (x->data.len) { /* data jansson cannot parse (a key holding NUL) is hashed as given */
+        json_error_t err;
+        json_t *j = json_loadb(x->data.ptr, x->data.len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
+        if (j && !(canon = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY))) rc = 1;
+        json_decref(j);
+    }
+    if (!rc) rc = cairn_buf_append(&b, x->command_id, 16);
+    if (!rc) rc = cmd_part(&b, x->stream, x->stream_len);
+    if (!rc) rc = cmd_part(&b, an.ptr, an.len);
+    if (!rc) rc = cmd_part(&b, x->command, x->command_len);
+    if (!rc && x->data.len)
+        rc = canon ? cmd_part(&b, canon, strlen(canon)) : cmd_part(&b, x->data.ptr, x->data.len);
+    if (!rc) {
+        cairn__uuid_derive(b.p, b.len, h);
+        cairn__uuid_derive_nth("", 0, x->command_id, 0, id);
+        memcpy(id + CMD_PREFIX, h + CMD_PREFIX, 16 - CMD_PREFIX);
+    }
+    free(canon);
+    cairn_buf_free(&b);
+    return rc ? cairn__fail(CAIRN_ENOMEM, "out of memory") : CAIRN_OK;
+}
+
+static void cmd_event_id(const uint8_t id0[16], size_t i, uint8_t out[16]) {
+    uint64_t n = 0;
+    memcpy(out, id0, 16);
+    for (int k = CMD_PREFIX; k < 16; k++) n = n << 8 | id0[k];
+    n += i;
+    for (int k = 15; k >= CMD_PREFIX; k--) out[k] = (uint8_t)n, n >>= 8;
+}
+
+/* Before decide: is the command in the store already?  Then *retry, and x->result is its
+ * result, whatever the stream's state is now.  A command id whose prefix is there with
+ * other events was used for another command: CAIRN_EDUPLICATE, as for an event id. */
+static int cmd_retry(cairn_store *s, MDB_txn *txn, exec_args *x, int *retry) {
+    cairn_env *e = s->env;
+    const uint8_t *id0 = x->id0;
+    uint64_t pos, first, count;
+    cairn_event last;
+    uint8_t idn[16];
+    char cs[37];
+    int rc, exact, found, same;
+
+    *retry = 0;
+    if ((rc = cairn__id_lookup(e, txn, id0, &exact, &pos, &first, &count))) return rc;
+    found = exact;
+    if (!found && (rc = cairn__id_find(e, txn, id0, CMD_PREFIX, &found, &pos, &first, &count)))
+        return rc;
+    if (!found) return CAIRN_OK;
+    if ((rc = cairn__call_result(e, txn, first, count, x->result, &last))) return rc;
+    cmd_event_id(id0, (size_t)(count - 1), idn);
+    same = last.stream.len == x->stream_len && !memcmp(last.stream.ptr, x->stream, x->stream_len);
+    /* the one call that wrote the command's events, and nothing else */
+    if (exact && same && pos == first && !memcmp(last.id, idn, 16)) return *retry = 1, CAIRN_OK;
+    cairn__uuid_format(x->command_id, cs);
+    cairn__err()->position = first;
+    if (!same)
+        return cairn__fail(CAIRN_EDUPLICATE,
+                           "command id %s was already executed at position %llu, for stream "
+                           "%.*s; nothing was written",
+                           cs, (unsigned long long)first,
+                           (int)(last.stream.len > 200 ? 200 : last.stream.len),
+                           (const char *)last.stream.ptr);
+    return cairn__fail(CAIRN_EDUPLICATE,
+                       "command id %s was already executed at position %llu with another "
+                       "aggregate, command or data; nothing was written",
+                       cs, (unsigned long long)first);
+}
 
 static int execute_body(cairn_store *s, MDB_txn *txn, cairn_lua *h, void *ctx) {
     exec_args *x = ctx;
@@ -608,6 +702,10 @@ static int execute_body(cairn_store *s, MDB_txn *txn, cairn_lua *h, void *ctx) {
     int rc, handler, call_meta, cmd, meta[3] = {0, 0, 0};
     lua_State *L;
 
+    if (x->command_id) { /* a retry depends on nothing but the store's ids */
+        int retry;
+        if ((rc = cmd_retry(s, txn, x, &retry)) || retry) return rc;
+    }
     if ((rc = agg_open(&a, s, h, txn, x->stream, x->stream_len, x->aggregate, x->aggregate_len)))
         return rc;
     L = a.L;
@@ -655,6 +753,8 @@ static int execute_body(cairn_store *s, MDB_txn *txn, cairn_lua *h, void *ctx) {
         x->result->version = a.si.version, x->result->position = x->result->first_position = 0;
         return CAIRN_OK;
     }
+    if (x->command_id)
+        for (size_t i = 0; i < p.n; i++) p.evs[i].has_id = 1, cmd_event_id(x->id0, i, p.evs[i].id);
     rc = write_produced(&a, x->stream, x->stream_len, x->expected, &p, "decide", x->result);
     produced_free(&p);
     return rc;
@@ -662,9 +762,10 @@ static int execute_body(cairn_store *s, MDB_txn *txn, cairn_lua *h, void *ctx) {
 
 int cairn_execute(cairn_store *s, const char *stream, size_t stream_len, const char *aggregate,
                   size_t aggregate_len, const char *command, size_t command_len, cairn_slice data,
-                  cairn_slice metadata, int64_t expected, cairn_append_result *result) {
-    exec_args x = {stream,      aggregate, command,  stream_len, aggregate_len,
-                   command_len, data,      metadata, expected,   result};
+                  cairn_slice metadata, int64_t expected, const uint8_t *command_id,
+                  cairn_append_result *result) {
+    exec_args x = {stream, aggregate, command,  stream_len, aggregate_len, command_len,
+                   data,   metadata,  expected, command_id, result,        {0}};
     int rc;
     cairn__clear_error();
     if ((rc = cairn__store_check(s))) return rc;
@@ -677,6 +778,7 @@ int cairn_execute(cairn_store *s, const char *stream, size_t stream_len, const c
                            (long long)expected);
     /* the caller's metadata is the caller's mistake, not the script's */
     if (metadata.len && (rc = cairn__links_check(metadata.ptr, metadata.len))) return rc;
+    if (command_id && (rc = cmd_event0(&x, x.id0))) return rc;
     return in_write_txn(s, execute_body, &x);
 }
 

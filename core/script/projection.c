@@ -230,7 +230,6 @@ static int emit_fn(lua_State *L) {
     size_t before = p->ebuf.len;
     cairn_event_in ev;
     cairn_append_req q;
-    uint8_t hb[NAME_MAX_ + 1 + 16 + 4];
     char msg[300];
 
     if (!stream || !type) return luaL_error(L, "emit: stream and type must be strings");
@@ -267,11 +266,7 @@ static int emit_fn(lua_State *L) {
     }
     m.meta_len = p->ebuf.len - m.meta;
     /* the id: (projection name, source event id, emit index) -> UUIDv8 */
-    memcpy(hb, p->name, p->name_len);
-    hb[p->name_len] = 0;
-    memcpy(hb + p->name_len + 1, p->src_id, 16);
-    cairn__put_be32(hb + p->name_len + 17, p->emit_index++);
-    cairn__uuid_derive(hb, p->name_len + 21, m.id);
+    cairn__uuid_derive_nth(p->name, p->name_len, p->src_id, p->emit_index++, m.id);
     /* validate now, so the error has the handler's line */
     memset(&ev, 0, sizeof ev);
     ev.type.ptr = p->ebuf.p + m.type, ev.type.len = tl;

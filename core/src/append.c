@@ -117,19 +117,24 @@ static int check_retry(cairn_env *e, MDB_txn *txn, const cairn_append_req *q, ui
         if ((rc = cairn__id_lookup(e, txn, q->events[i].id, &found, &p, &f, &c))) return rc;
         if (!found || p != first + i) return duplicate(pos, q->events[0].id);
     }
-    {
-        uint8_t kb[8];
-        MDB_val lk = {8, kb}, lv;
-        cairn__put_be64(kb, first + count - 1);
-        if ((rc = mdb_get(txn, e->log, &lk, &lv))) return cairn__mdb_fail(rc, "read log");
-        if ((rc = cairn__record_decode(lv.mv_data, lv.mv_size, first + count - 1, &ev))) return rc;
-    }
+    if ((rc = cairn__call_result(e, txn, first, count, res, &ev))) return rc;
     if (ev.stream.len != q->stream.len || memcmp(ev.stream.ptr, q->stream.ptr, q->stream.len))
         return duplicate(pos, q->events[0].id);
-    res->version = ev.version;
+    *retry = 1;
+    return CAIRN_OK;
+}
+
+int cairn__call_result(cairn_env *e, MDB_txn *txn, uint64_t first, uint64_t count,
+                       cairn_append_result *res, cairn_event *last) {
+    uint8_t kb[8];
+    MDB_val lk = {8, kb}, lv;
+    int rc;
+    cairn__put_be64(kb, first + count - 1);
+    if ((rc = mdb_get(txn, e->log, &lk, &lv))) return cairn__mdb_fail(rc, "read log");
+    if ((rc = cairn__record_decode(lv.mv_data, lv.mv_size, first + count - 1, last))) return rc;
+    res->version = last->version;
     res->position = first + count - 1;
     res->first_position = first;
-    *retry = 1;
     return CAIRN_OK;
 }
 

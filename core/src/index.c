@@ -115,15 +115,23 @@ int cairn__tail_start(cairn_env *e, MDB_txn *txn, uint64_t *out) {
     return CAIRN_OK;
 }
 
-int cairn__id_lookup(cairn_env *e, MDB_txn *txn, const uint8_t id[16], int *found, uint64_t *pos,
-                     uint64_t *first, uint64_t *count) {
-    MDB_val k = {16, (void *)id}, v;
+int cairn__id_find(cairn_env *e, MDB_txn *txn, const uint8_t *key, size_t len, int *found,
+                   uint64_t *pos, uint64_t *first, uint64_t *count) {
+    MDB_val k = {len, (void *)key}, v;
     MDB_cursor *c;
     uint64_t t;
     uint8_t kb[8];
-    int rc = mdb_get(txn, e->ids, &k, &v);
+    int rc;
 
     *found = 0;
+    if (len == 16) {
+        rc = mdb_get(txn, e->ids, &k, &v);
+    } else { /* the smallest id with this prefix: ids sort bytewise */
+        if ((rc = mdb_cursor_open(txn, e->ids, &c))) return cairn__mdb_fail(rc, "read id index");
+        rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+        if (rc == 0 && (k.mv_size != 16 || memcmp(k.mv_data, key, len))) rc = MDB_NOTFOUND;
+        mdb_cursor_close(c);
+    }
     if (rc == 0) {
         if (v.mv_size != 20) return cairn__fail(CAIRN_ECORRUPT, "corrupt id index entry");
         *pos = cairn__get_be64(v.mv_data);
@@ -141,7 +149,7 @@ int cairn__id_lookup(cairn_env *e, MDB_txn *txn, const uint8_t id[16], int *foun
     rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
     while (rc == 0) {
         if (v.mv_size >= CAIRN_REC_HEADER && k.mv_size == 8 &&
-            memcmp((const uint8_t *)v.mv_data + 56, id, 16) == 0) {
+            memcmp((const uint8_t *)v.mv_data + 56, key, len) == 0) {
             cairn_event ev;
             uint64_t p = cairn__get_be64(k.mv_data);
             if ((rc = cairn__record_decode(v.mv_data, v.mv_size, p, &ev))) break;
@@ -153,4 +161,9 @@ int cairn__id_lookup(cairn_env *e, MDB_txn *txn, const uint8_t id[16], int *foun
     mdb_cursor_close(c);
     if (rc == MDB_NOTFOUND) rc = 0;
     return rc > 0 ? cairn__mdb_fail(rc, "read log") : rc;
+}
+
+int cairn__id_lookup(cairn_env *e, MDB_txn *txn, const uint8_t id[16], int *found, uint64_t *pos,
+                     uint64_t *first, uint64_t *count) {
+    return cairn__id_find(e, txn, id, 16, found, pos, first, count);
 }

@@ -243,6 +243,14 @@ int cairn__tail_start(cairn_env *e, MDB_txn *txn, uint64_t *out); /* 0: no tail 
  * describe the append call that wrote it. */
 int cairn__id_lookup(cairn_env *e, MDB_txn *txn, const uint8_t id[16], int *found, uint64_t *pos,
                      uint64_t *first, uint64_t *count);
+/* The same for the first `len` (1..16) bytes of an id: the smallest id in the index with
+ * them, else the first tail event's (a command's event ids share a prefix, aggregate.c). */
+int cairn__id_find(cairn_env *e, MDB_txn *txn, const uint8_t *key, size_t len, int *found,
+                   uint64_t *pos, uint64_t *first, uint64_t *count);
+/* The result of the append call (first, count) from cairn__id_lookup, as it returned it, and
+ * its last event (pointers valid until the txn writes): what a retry of the call returns. */
+int cairn__call_result(cairn_env *e, MDB_txn *txn, uint64_t first, uint64_t count,
+                       cairn_append_result *res, cairn_event *last);
 
 /* The last position ever written (0 for an empty store). */
 int cairn__head(cairn_env *e, MDB_txn *txn, uint64_t *out);

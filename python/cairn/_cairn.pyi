@@ -303,6 +303,7 @@ class Store:
         aggregate: str | None = None,
         expected_version: int = ...,
         metadata: dict[str, Any] | None = None,
+        id: uuid.UUID | str | None = None,
     ) -> AppendResult: ...
     def compensate(
         self,

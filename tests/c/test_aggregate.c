@@ -48,7 +48,8 @@ static long long balance_of(cairn_store *s, const char *stream, int64_t version,
 static int execute(cairn_store *s, const char *stream, const char *cmd, const char *data,
                    cairn_append_result *r) {
     cairn_slice d = {data, data ? strlen(data) : 0}, m = {NULL, 0};
-    return cairn_execute(s, stream, strlen(stream), NULL, 0, cmd, strlen(cmd), d, m, CAIRN_ANY, r);
+    return cairn_execute(s, stream, strlen(stream), NULL, 0, cmd, strlen(cmd), d, m, CAIRN_ANY,
+                         NULL, r);
 }
 
 static void load_folds_events(void **state) {
@@ -144,12 +145,12 @@ static void rollback_compensates_newest_first(void **state) {
     cairn_slice m = {meta, strlen(meta)}, none = {NULL, 0};
     CHECK_OK(define_bank(fx->store));
     CHECK_OK(execute(fx->store, "account-a", "Deposit", "{\"amount\":100}", &r));
-    CHECK_OK(
-        cairn_execute(fx->store, "account-a", 9, NULL, 0, "Withdraw", 8, d10, m, CAIRN_ANY, &r));
-    CHECK_OK(
-        cairn_execute(fx->store, "account-b", 9, NULL, 0, "Deposit", 7, d10, none, CAIRN_ANY, &r));
-    CHECK_OK(
-        cairn_execute(fx->store, "account-a", 9, NULL, 0, "Withdraw", 8, d25, m, CAIRN_ANY, &r));
+    CHECK_OK(cairn_execute(fx->store, "account-a", 9, NULL, 0, "Withdraw", 8, d10, m, CAIRN_ANY,
+                           NULL, &r));
+    CHECK_OK(cairn_execute(fx->store, "account-b", 9, NULL, 0, "Deposit", 7, d10, none, CAIRN_ANY,
+                           NULL, &r));
+    CHECK_OK(cairn_execute(fx->store, "account-a", 9, NULL, 0, "Withdraw", 8, d25, m, CAIRN_ANY,
+                           NULL, &r));
     CHECK_OK(cairn_rollback(fx->store, "saga-1", 6, &rs, &n));
     assert_int_equal(n, 2);
     assert_true(rs[0].position < rs[1].position); /* results in the order written */
@@ -319,6 +320,44 @@ static void long_folds_keep_event_semantics(void **state) {
     free(st.json);
 }
 
+/* A command id (spec 2 "Aggregates"): a retry returns the first result without running decide
+ * (the balance no longer pays for it) and writes nothing; the id for another command is a
+ * duplicate, also when the first event waits in the index tail. */
+static void execute_with_a_command_id_is_idempotent(void **state) {
+    fixture *fx = *state;
+    static const uint8_t cid[16] = {0x5a, 0x1e, 0x0c, 0x3d, 0x77, 0x10, 0x4b, 0x2a,
+                                    0x9c, 0x01, 0x52, 0x6e, 0x33, 0x44, 0x55, 0x66};
+    cairn_slice d100 = {"{\"amount\":100}", 14}, d99 = {"{\"amount\":99}", 13}, none = {NULL, 0};
+    cairn_append_result r1, r2;
+    cairn_event ev;
+    uint64_t head;
+    CHECK_OK(define_bank(fx->store));
+    CHECK_OK(execute(fx->store, "account-1", "Deposit", "{\"amount\":100}", &r1));
+    CHECK_OK(cairn_execute(fx->store, "account-1", 9, NULL, 0, "Withdraw", 8, d100, none, CAIRN_ANY,
+                           cid, &r1));
+    assert_int_equal(r1.version, 1);
+    assert_int_equal(r1.position, 2);
+    CHECK_OK(cairn_get(fx->store, r1.position, &ev));
+    assert_int_equal(ev.id[6] >> 4, 8); /* a UUIDv8 derived from the command id */
+    assert_memory_not_equal(ev.id, cid, 16);
+    head = head_of(fx->store);
+    CHECK_OK(
+        cairn_execute(fx->store, "account-1", 9, NULL, 0, "Withdraw", 8, d100, none, 0, cid, &r2));
+    assert_int_equal(r2.version, r1.version);
+    assert_int_equal(r2.position, r1.position);
+    assert_int_equal(r2.first_position, r1.first_position);
+    assert_int_equal(head_of(fx->store), head);
+    CHECK_RC(cairn_execute(fx->store, "account-1", 9, NULL, 0, "Withdraw", 8, d99, none, CAIRN_ANY,
+                           cid, &r2),
+             CAIRN_EDUPLICATE);
+    assert_int_equal(cairn_last_error()->position, r1.position);
+    CHECK_RC(cairn_execute(fx->store, "account-2", 9, NULL, 0, "Withdraw", 8, d100, none, CAIRN_ANY,
+                           cid, &r2),
+             CAIRN_EDUPLICATE);
+    assert_non_null(strstr(cairn_errmsg(), "for stream account-1"));
+    assert_int_equal(head_of(fx->store), head);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(load_folds_events, fx_setup, fx_teardown),
@@ -332,6 +371,8 @@ int main(void) {
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(upcasters_apply_on_reads, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(long_folds_keep_event_semantics, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(execute_with_a_command_id_is_idempotent, fx_setup,
+                                        fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

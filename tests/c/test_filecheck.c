@@ -70,7 +70,7 @@ static void fill(cairn_store *s, int round) {
         CHECK_OK(cairn_append(s, "big", 3, CAIRN_ANY, &e, 1, &r));
     }
     for (int i = 0; i < 7; i++)
-        CHECK_OK(cairn_execute(s, "acct-1", 6, "acct", 4, "Do", 2, cmd, none, CAIRN_ANY, &r));
+        CHECK_OK(cairn_execute(s, "acct-1", 6, "acct", 4, "Do", 2, cmd, none, CAIRN_ANY, NULL, &r));
     CHECK_OK(cairn_run_projections(s, NULL, 0, &n));
     CHECK_OK(cairn_subscribe(s, 0, NULL, "reader", 6, &sub));
     for (int i = 0; i < 25; i++) assert_int_equal(cairn_sub_next(sub, 0, &ev), 1);
