@@ -5,9 +5,11 @@ interleaved in one run.
     python3 bench/compare.py REV [--rounds N] [--events N]      (make bench-compare REV=...)
 
 The earlier commit's sources are exported (git archive) to build/compare/REV/, this tree's
-benchmark sources (bench/c/) copied over theirs, and its library and benchmarks built there
-(Release, as `make build`); so both sides run the same measuring code and differ only in the
-library.  Then, for N rounds in ABBA order (before, after, after, before, ...), each side runs:
+bench_core.c copied over theirs (it may have modes theirs lacks), and its library and
+benchmarks built there (Release, as `make build`); so both sides run the same measuring code
+and differ only in the library.  bench_lua.c stays each tree's own: it calls API that changes
+(cairn_execute's arguments), and its load measurement is compared only when the two agree
+(check with `git diff REV -- bench/c/bench_lua.c`).  Then, for N rounds in ABBA order (before, after, after, before, ...), each side runs:
   batched   bench_core DIR EVENTS batched   batched appends, 1000/commit, durability none
   single    bench_core DIR 0 single         single-event appends, durability none (the CPU
                                             cost of a commit, which a durable append hides)
@@ -48,7 +50,7 @@ def build_before(rev):
         archive = subprocess.Popen(["git", "-C", ROOT, "archive", sha], stdout=subprocess.PIPE)
         subprocess.check_call(["tar", "-x", "-C", src], stdin=archive.stdout)
         archive.wait()
-        for f in os.listdir(os.path.join(ROOT, "bench", "c")):
+        for f in ("bench_core.c", "bench_util.h"):
             shutil.copy(os.path.join(ROOT, "bench", "c", f), os.path.join(src, "bench", "c", f))
         subprocess.check_call([CMAKE, "-S", src, "-B", out, "-DCMAKE_BUILD_TYPE=Release",
                                "-DCAIRN_PYTHON=OFF", "-DCAIRN_TESTS=OFF", "--log-level=WARNING"],
