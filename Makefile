@@ -29,7 +29,7 @@ export UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
 
 
 .PHONY: all deps build build-asan venv test test-c test-asan test-python test-fuzz fuzz valgrind test-asan-python demo bench bench-compare clean \
-	distclean format format-check soak crash
+	distclean format format-check soak crash hostile
 
 all: build
 
@@ -111,8 +111,10 @@ test-asan-python: build venv
 test: format-check test-c test-asan test-python test-fuzz test-asan-python
 
 # Reliability harnesses (docs/reliability.md): `make soak` runs the multi-process concurrency
-# soak for SOAK_SECONDS (default 150); `make crash` runs CRASH_ROUNDS SIGKILL rounds.  Both on a
-# scratch directory in build/ (the real disk), removed afterwards when they pass.
+# soak for SOAK_SECONDS (default 150), then `make hostile` (issue 10's hostile scripts and
+# damaged files at the default limits, about a minute); `make crash` runs CRASH_ROUNDS SIGKILL
+# rounds.  Each on a scratch directory in build/ (the real disk), removed afterwards when it
+# passes.
 SOAK_SECONDS ?= 150
 CRASH_ROUNDS ?= 200
 CRASH_SEED ?= 1
@@ -121,6 +123,13 @@ soak: build venv
 	@rm -rf $(BUILD)/soak-data
 	@PYTHONPATH=python $(VENV_PY) tests/reliability/soak.py --seconds $(SOAK_SECONDS) $(BUILD)/soak-data
 	@rm -rf $(BUILD)/soak-data
+	@$(MAKE) --no-print-directory hostile
+
+hostile: build venv
+	@echo "== hostile scripts and damaged files (truncation, bombs, memory, reader, lockfile)"
+	@rm -rf $(BUILD)/hostile-data
+	@PYTHONPATH=python $(VENV_PY) tests/reliability/hostile.py $(BUILD)/hostile-data
+	@rm -rf $(BUILD)/hostile-data
 
 crash: build venv
 	@echo "== crash rounds ($(CRASH_ROUNDS), seed $(CRASH_SEED))"
