@@ -93,6 +93,7 @@ typedef struct cpy_event {
     PyObject *id_obj;   /* cached uuid.UUID or NULL */
     uint32_t schema;
     uint8_t id[16];
+    uint8_t ready; /* Event.__init__ or __setstate__ ran: the fields are fixed */
 } cpy_event;
 
 /* A small cache of str objects for names that repeat along a read (stream, type). */
@@ -125,6 +126,9 @@ int cpy_event_types_init(PyObject *module, cpy_state *st);
 /* A RecordedEvent from a decoded record (copies everything it needs). */
 PyObject *cpy_recorded_new(cpy_state *st, const cairn_event *ev, cpy_namecache *names);
 PyObject *cpy_result_new(cpy_state *st, const cairn_append_result *r);
+/* A new cairn.Event holding a RecordedEvent's id, type, data, metadata, tags and schema
+ * (what appending a RecordedEvent writes); TypeError when its metadata is not a dict. */
+PyObject *cpy_event_from_recorded(cpy_state *st, PyObject *recorded);
 void cpy_namecache_clear(cpy_namecache *c);
 
 /* ---------------------------------------------------------------------------------

@@ -202,35 +202,73 @@ static PyObject *checked_tags(PyObject *tags) {
     return out;
 }
 
+/* Event.__new__ makes a complete event with the defaults -- the class name as its type, a
+ * fresh UUIDv7 -- and ignores its arguments: Event.__init__ reads them, and a subclass's
+ * __init__ may take others.  So an event whose Event.__init__ never ran (a subclass's
+ * __init__ that does not call it, unpickling before __setstate__) still appends. */
 static PyObject *event_new(PyTypeObject *tp, PyObject *args, PyObject *kwargs) {
-    static char *kwlist[] = {"type", "data", "metadata", "id", "schema", "tags", "subject", NULL};
-    PyObject *type, *data = Py_None, *metadata = Py_None, *id = Py_None, *schema = NULL;
-    PyObject *tags = NULL, *subject = Py_None;
     cpy_event *self;
-    long long sv = 1;
+    PyObject *name;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O$OOOOO:Event", kwlist, &type, &data,
+    (void)args, (void)kwargs;
+    self = (cpy_event *)tp->tp_alloc(tp, 0);
+    if (!self) return NULL;
+    if (!(name = PyType_GetName(tp))) goto fail;
+    self->type = checked_name(name, "type (by default the class name)", CAIRN_MAX_TYPE);
+    Py_DECREF(name);
+    if (!self->type) goto fail;
+    self->data = Py_NewRef(Py_None);
+    self->metadata = Py_NewRef(Py_None);
+    if (!(self->tags = PyTuple_New(0))) goto fail;
+    self->schema = 1;
+    cairn_uuid7(self->id);
+    return (PyObject *)self;
+fail:
+    Py_DECREF(self);
+    return NULL;
+}
+
+/* Sets the fields from Event's arguments: all of them or, when one is bad, none.  Once per
+ * event (Event.__init__ or __setstate__): an Event is immutable, its id fixed. */
+static int event_fill(cpy_event *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"type", "data", "metadata", "id", "schema", "tags", "subject", NULL};
+    PyObject *type = NULL, *data = Py_None, *metadata = Py_None, *id = Py_None, *schema = NULL;
+    PyObject *tags = NULL, *subject = Py_None, *new_type = NULL, *new_tags = NULL, *new_id = NULL;
+    long long sv = 1;
+    uint8_t idb[16];
+
+    if (self->ready) {
+        PyErr_Format(PyExc_TypeError, "%.100s is immutable: its __init__ ran already",
+                     Py_TYPE(self)->tp_name);
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|OO$OOOOO:Event", kwlist, &type, &data,
                                      &metadata, &id, &schema, &tags, &subject))
-        return NULL;
+        return -1;
     if (subject != Py_None) {
         /* It was once accepted and dropped at append: whoever passed it believed the data
          * encrypted.  Refused, before anything else, until the encryption exists. */
         PyErr_SetString(PyExc_NotImplementedError,
                         "Event(subject=...): encryption of event data (crypto-shredding) is "
                         "not built yet; nothing was written");
-        return NULL;
+        return -1;
     }
-    self = (cpy_event *)tp->tp_alloc(tp, 0);
-    if (!self) return NULL;
-
-    if (!(self->type = checked_name(type, "type", CAIRN_MAX_TYPE))) goto fail;
-    self->data = Py_NewRef(data);
+    if (type) {
+        if (!(new_type = checked_name(type, "type", CAIRN_MAX_TYPE))) goto fail;
+    } else {
+        /* a subclass's type defaults to its class name; Event's own is required */
+        cpy_state *st = cpy_state_of_type(Py_TYPE(self));
+        if (!st) goto fail;
+        if (Py_IS_TYPE(self, st->Event_Type)) {
+            PyErr_SetString(PyExc_TypeError, "Event() missing required argument 'type' (pos 1)");
+            goto fail;
+        }
+    }
     if (metadata != Py_None && !PyDict_Check(metadata)) {
         PyErr_Format(PyExc_TypeError, "metadata must be a dict or None, not %.100s",
                      Py_TYPE(metadata)->tp_name);
         goto fail;
     }
-    self->metadata = Py_NewRef(metadata);
     if (schema) {
         int overflow;
         if (!PyLong_Check(schema) || PyBool_Check(schema)) {
@@ -246,23 +284,31 @@ static PyObject *event_new(PyTypeObject *tp, PyObject *args, PyObject *kwargs) {
             goto fail;
         }
     }
+    if (tags && !(new_tags = checked_tags(tags))) goto fail;
+    if (id != Py_None) {
+        cpy_state *st = cpy_state_of_type(Py_TYPE(self));
+        if (!st || cpy_uuid_arg(st, id, "id", idb, &new_id) < 0) goto fail;
+    }
+    /* all checked: set them (id None keeps the one __new__ made) */
+    if (new_type) Py_SETREF(self->type, new_type);
+    if (new_tags) Py_SETREF(self->tags, new_tags);
+    if (new_id) {
+        Py_XSETREF(self->id_obj, new_id);
+        memcpy(self->id, idb, 16);
+    }
+    Py_SETREF(self->data, Py_NewRef(data));
+    Py_SETREF(self->metadata, Py_NewRef(metadata));
     self->schema = (uint32_t)sv;
-    if (tags) {
-        if (!(self->tags = checked_tags(tags))) goto fail;
-    } else {
-        self->tags = PyTuple_New(0);
-        if (!self->tags) goto fail;
-    }
-    if (id == Py_None) {
-        cairn_uuid7(self->id);
-    } else {
-        cpy_state *st = cpy_state_of_type(tp);
-        if (!st || cpy_uuid_arg(st, id, "id", self->id, &self->id_obj) < 0) goto fail;
-    }
-    return (PyObject *)self;
+    self->ready = 1;
+    return 0;
 fail:
-    Py_DECREF(self);
-    return NULL;
+    Py_XDECREF(new_type);
+    Py_XDECREF(new_tags);
+    return -1;
+}
+
+static int event_init(cpy_event *self, PyObject *args, PyObject *kwargs) {
+    return event_fill(self, args, kwargs);
 }
 
 static int event_traverse(cpy_event *self, visitproc visit, void *arg) {
@@ -275,11 +321,11 @@ static int event_traverse(cpy_event *self, visitproc visit, void *arg) {
     return 0;
 }
 
+/* Breaks cycles through data and metadata and leaves a valid event (None for both): type
+ * and tags, an exact str and a tuple of them, cannot be part of a cycle. */
 static int event_clear(cpy_event *self) {
-    Py_CLEAR(self->type);
-    Py_CLEAR(self->data);
-    Py_CLEAR(self->metadata);
-    Py_CLEAR(self->tags);
+    Py_XSETREF(self->data, Py_NewRef(Py_None));
+    Py_XSETREF(self->metadata, Py_NewRef(Py_None));
     Py_CLEAR(self->id_obj);
     return 0;
 }
@@ -287,7 +333,11 @@ static int event_clear(cpy_event *self) {
 static void event_dealloc(cpy_event *self) {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
-    event_clear(self);
+    Py_CLEAR(self->type);
+    Py_CLEAR(self->data);
+    Py_CLEAR(self->metadata);
+    Py_CLEAR(self->tags);
+    Py_CLEAR(self->id_obj);
     tp->tp_free(self);
     Py_DECREF(tp);
 }
@@ -302,12 +352,178 @@ static PyObject *event_get_id(cpy_event *self, void *closure) {
 }
 
 static PyObject *event_repr(cpy_event *self) {
-    PyObject *id = event_get_id(self, NULL), *r;
+    PyObject *id = event_get_id(self, NULL), *name, *r = NULL;
     if (!id) return NULL;
-    r = PyUnicode_FromFormat("Event(%R, %R, id=%R)", self->type, self->data, id);
+    if ((name = PyType_GetName(Py_TYPE(self)))) {
+        r = PyUnicode_FromFormat("%U(%R, %R, id=%R)", name, self->type, self->data, id);
+        Py_DECREF(name);
+    }
     Py_DECREF(id);
     return r;
 }
+
+/* Value equality: the same class, id, type, data, metadata, schema and tags (data and
+ * metadata compare as Python values).  The hash is the id's, which equal events share. */
+static PyObject *event_richcompare(PyObject *a, PyObject *b, int op) {
+    cpy_event *x = (cpy_event *)a, *y = (cpy_event *)b;
+    int eq;
+
+    if ((op != Py_EQ && op != Py_NE) || Py_TYPE(a) != Py_TYPE(b)) Py_RETURN_NOTIMPLEMENTED;
+    eq = x == y || (x->schema == y->schema && memcmp(x->id, y->id, 16) == 0);
+    if (eq && x != y) {
+        PyObject *const fx[] = {x->type, x->tags, x->data, x->metadata};
+        PyObject *const fy[] = {y->type, y->tags, y->data, y->metadata};
+        for (int i = 0; eq > 0 && i < 4; i++) eq = PyObject_RichCompareBool(fx[i], fy[i], Py_EQ);
+        if (eq < 0) return NULL;
+    }
+    return PyBool_FromLong(op == Py_EQ ? eq : !eq);
+}
+
+static Py_hash_t id_hash(const uint8_t id[16]) {
+    uint64_t h, l;
+    memcpy(&h, id, 8);
+    memcpy(&l, id + 8, 8);
+    return (Py_hash_t)((h ^ l * 0x9E3779B97F4A7C15ull) >> 1); /* never -1 */
+}
+
+static Py_hash_t event_hash(cpy_event *self) { return id_hash(self->id); }
+
+/* Pickling and copying: copyreg.__newobj__(cls), then __setstate__((fields, state)) -- the
+ * fields as Event's keywords, and what object.__getstate__ gives for a subclass's own
+ * attributes (None for Event).  A subclass's __init__ does not run again, as for any
+ * class pickle restores. */
+static PyObject *event_reduce(cpy_event *self, PyObject *unused) {
+    PyObject *newobj, *id, *fields, *inst;
+    cpy_state *st = cpy_state_of_type(Py_TYPE(self));
+
+    (void)unused;
+    if (!st || !(id = event_get_id(self, NULL))) return NULL;
+    fields = Py_BuildValue("{sOsOsOsNsIsO}", "type", self->type, "data", self->data, "metadata",
+                           self->metadata, "id", id, "schema", (unsigned)self->schema, "tags",
+                           self->tags);
+    if (!fields) return NULL;
+    if (Py_IS_TYPE(self, st->Event_Type))
+        inst = Py_NewRef(Py_None);
+    else if (!(inst = PyObject_CallMethod((PyObject *)self, "__getstate__", NULL))) {
+        Py_DECREF(fields);
+        return NULL;
+    }
+    if ((newobj = PyImport_ImportModule("copyreg")))
+        Py_SETREF(newobj, PyObject_GetAttrString(newobj, "__newobj__"));
+    if (!newobj) {
+        Py_DECREF(fields);
+        Py_DECREF(inst);
+        return NULL;
+    }
+    return Py_BuildValue("N(O)(NN)", newobj, (PyObject *)Py_TYPE(self), fields, inst);
+}
+
+/* Object state as pickle's BUILD applies it: None, a dict for __dict__, or (dict or None,
+ * dict of slots).  -1 with TypeError when it has another shape (checked before anything
+ * is set); 0 when `apply` is 0 and the shape is right. */
+static int event_inst_state(PyObject *self, PyObject *inst, int apply) {
+    PyObject *d = inst, *slots = Py_None, *k, *v;
+    Py_ssize_t pos = 0;
+
+    if (PyTuple_Check(inst) && PyTuple_GET_SIZE(inst) == 2)
+        d = PyTuple_GET_ITEM(inst, 0), slots = PyTuple_GET_ITEM(inst, 1);
+    if ((d != Py_None && !PyDict_Check(d)) || (slots != Py_None && !PyDict_Check(slots))) {
+        PyErr_Format(PyExc_TypeError,
+                     "Event.__setstate__: the instance state must be None, a dict or (dict, "
+                     "dict of slots), not %.100s",
+                     Py_TYPE(inst)->tp_name);
+        return -1;
+    }
+    if (!apply) return 0;
+    if (d != Py_None && PyDict_GET_SIZE(d)) {
+        PyObject *dict = PyObject_GetAttrString(self, "__dict__");
+        int rc;
+        if (!dict) return -1;
+        rc = PyDict_Check(dict) ? PyDict_Update(dict, d) : -1;
+        if (rc < 0 && !PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "__dict__ is no dict");
+        Py_DECREF(dict);
+        if (rc < 0) return -1;
+    }
+    while (slots != Py_None && PyDict_Next(slots, &pos, &k, &v))
+        if (PyObject_SetAttr(self, k, v) < 0) return -1;
+    return 0;
+}
+
+static PyObject *event_setstate(cpy_event *self, PyObject *state) {
+    PyObject *fields, *inst;
+    cpy_state *st = cpy_state_of_type(Py_TYPE(self));
+
+    if (!st) return NULL;
+    if (!PyTuple_Check(state) || PyTuple_GET_SIZE(state) != 2 ||
+        !PyDict_Check(PyTuple_GET_ITEM(state, 0))) {
+        PyErr_Format(PyExc_TypeError,
+                     "Event.__setstate__: the state must be a (dict of fields, instance state) "
+                     "tuple as __reduce__ makes it, not %.100s",
+                     Py_TYPE(state)->tp_name);
+        return NULL;
+    }
+    fields = PyTuple_GET_ITEM(state, 0), inst = PyTuple_GET_ITEM(state, 1);
+    if (event_inst_state((PyObject *)self, inst, 0) < 0 ||
+        event_fill(self, st->empty_tuple, fields) < 0 ||
+        event_inst_state((PyObject *)self, inst, 1) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* A subclass may add attributes and methods, not redefine the fields: the store writes what
+ * the C fields hold, so a `type = "x"` class attribute or a `data` property would show one
+ * thing and store another. */
+static PyObject *event_init_subclass(PyObject *cls, PyObject *args, PyObject *kwargs) {
+    static const char *const fields[] = {"type",   "data", "metadata", "id",
+                                         "schema", "tags", "subject",  NULL};
+    PyTypeObject *tp = (PyTypeObject *)cls;
+    cpy_state *st = cpy_state_of_type(tp);
+    PyObject *mro, *sup, *r;
+
+    if (!st || !(mro = PyObject_GetAttrString(cls, "__mro__"))) return NULL;
+    for (Py_ssize_t i = 0; PyTuple_Check(mro) && i < PyTuple_GET_SIZE(mro); i++) {
+        PyObject *k = PyTuple_GET_ITEM(mro, i);
+        if (k == (PyObject *)st->Event_Type) break;
+        if (!PyType_Check(k)) continue;
+        for (int f = 0; fields[f]; f++) {
+            PyObject *v = PyDict_GetItemString(((PyTypeObject *)k)->tp_dict, fields[f]);
+            if (v) {
+                PyErr_Format(PyExc_TypeError,
+                             "%.100s.%s: a subclass of cairn.Event must not redefine the field "
+                             "'%s' (the store writes the event's own fields); pass %s=... to "
+                             "Event.__init__ instead",
+                             ((PyTypeObject *)k)->tp_name, fields[f], fields[f], fields[f]);
+                Py_DECREF(mro);
+                return NULL;
+            }
+        }
+    }
+    Py_DECREF(mro);
+    sup = PyObject_CallFunctionObjArgs((PyObject *)&PySuper_Type, (PyObject *)st->Event_Type, cls,
+                                       NULL);
+    if (!sup) return NULL;
+    r = PyObject_GetAttrString(sup, "__init_subclass__");
+    Py_DECREF(sup);
+    if (!r) return NULL;
+    Py_SETREF(r, PyObject_Call(r, args, kwargs));
+    return r;
+}
+
+static PyObject *event_from_recorded(PyObject *cls, PyObject *args, PyObject *kwargs);
+
+static PyMethodDef event_methods[] = {
+    {"__reduce__", (PyCFunction)event_reduce, METH_NOARGS, NULL},
+    {"__setstate__", (PyCFunction)event_setstate, METH_O, NULL},
+    {"__init_subclass__", (PyCFunction)(void (*)(void))event_init_subclass,
+     METH_VARARGS | METH_KEYWORDS | METH_CLASS, NULL},
+    {"from_recorded", (PyCFunction)(void (*)(void))event_from_recorded,
+     METH_VARARGS | METH_KEYWORDS | METH_CLASS,
+     "from_recorded(recorded, /, **changes)\n--\n\n"
+     "The event a RecordedEvent was: its type, data, metadata, id, schema and tags, with\n"
+     "any of them replaced by `changes` (Event's keywords; id=None gives a new id).\n"
+     "Calls cls(**fields), so on a subclass its __init__ must take Event's keywords."},
+    {NULL},
+};
 
 static PyMemberDef event_members[] = {
     {"type", T_OBJECT, offsetof(cpy_event, type), READONLY, "The event type (str)."},
@@ -341,18 +557,34 @@ PyDoc_STRVAR(event_doc,
              "given), so appending the same Event objects again is an idempotent retry.\n"
              "`data` is a JSON-compatible value or bytes; it is encoded when appended.\n"
              "`subject` must be None: encrypting `data` for a data subject (crypto-shredding)\n"
-             "is not built yet, and any other value raises NotImplementedError.");
+             "is not built yet, and any other value raises NotImplementedError.\n"
+             "Events compare equal by class, id and content; they pickle and copy.  A subclass's\n"
+             "type defaults to its class name.");
 
 static PyType_Slot event_slots[] = {
-    {Py_tp_new, event_new},       {Py_tp_dealloc, event_dealloc}, {Py_tp_traverse, event_traverse},
-    {Py_tp_clear, event_clear},   {Py_tp_repr, event_repr},       {Py_tp_members, event_members},
-    {Py_tp_getset, event_getset}, {Py_tp_doc, (void *)event_doc}, {0, NULL},
+    {Py_tp_new, event_new},
+    {Py_tp_init, event_init},
+    {Py_tp_dealloc, event_dealloc},
+    {Py_tp_traverse, event_traverse},
+    {Py_tp_clear, event_clear},
+    {Py_tp_repr, event_repr},
+    {Py_tp_richcompare, event_richcompare},
+    {Py_tp_hash, event_hash},
+    {Py_tp_methods, event_methods},
+    {Py_tp_members, event_members},
+    {Py_tp_getset, event_getset},
+    {Py_tp_doc, (void *)event_doc},
+    {0, NULL},
 };
 
+/* A base type: a subclass's instances are heap-type objects of this layout plus a __dict__,
+ * which subtype_dealloc/traverse/clear handle before calling ours (ours visit and release
+ * Py_TYPE(self), the subclass, as a heap base type must). */
 static PyType_Spec event_spec = {
     .name = "cairn.Event",
     .basicsize = sizeof(cpy_event),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
+    .flags =
+        Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_BASETYPE,
     .slots = event_slots,
 };
 
@@ -441,10 +673,9 @@ static int recorded_traverse(cpy_recorded *self, visitproc visit, void *arg) {
     return 0;
 }
 
+/* Breaks cycles through the decoded values; stream, type and tags (exact str and a tuple
+ * of them) cannot be part of one and stay, so the record stays valid. */
 static int recorded_clear(cpy_recorded *self) {
-    Py_CLEAR(self->stream);
-    Py_CLEAR(self->type);
-    Py_CLEAR(self->tags);
     Py_CLEAR(self->data_obj);
     Py_CLEAR(self->meta_obj);
     Py_CLEAR(self->id_obj);
@@ -455,6 +686,9 @@ static int recorded_clear(cpy_recorded *self) {
 static void recorded_dealloc(cpy_recorded *self) {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
+    Py_CLEAR(self->stream);
+    Py_CLEAR(self->type);
+    Py_CLEAR(self->tags);
     recorded_clear(self);
     tp->tp_free(self);
     Py_DECREF(tp);
@@ -515,16 +749,49 @@ static PyObject *recorded_repr(cpy_recorded *self) {
                                 (unsigned long long)self->position, self->type);
 }
 
-/* Two records are equal when they are the same stored event: same position, id,
- * stream and version. */
+/* Data (meta 0) or metadata (meta 1) of two records equal: the stored bytes when both are
+ * still undecoded and the same, else the decoded values.  1, 0 or -1 with an exception. */
+static int recorded_payload_eq(cpy_recorded *x, cpy_recorded *y, int meta) {
+    PyObject *a, *b;
+    int eq;
+
+    if (!(meta ? x->meta_obj : x->data_obj) && !(meta ? y->meta_obj : y->data_obj) &&
+        (meta || ((x->flags ^ y->flags) & CAIRN_EVENT_BYTES) == 0)) {
+        size_t xl = meta ? x->meta_len : x->data_len, yl = meta ? y->meta_len : y->data_len;
+        if (xl == yl &&
+            memcmp(x->raw + (meta ? x->data_len : 0), y->raw + (meta ? y->data_len : 0), xl) == 0)
+            return 1;
+    }
+    a = meta ? recorded_get_metadata(x, NULL) : recorded_get_data(x, NULL);
+    if (!a) return -1;
+    b = meta ? recorded_get_metadata(y, NULL) : recorded_get_data(y, NULL);
+    if (!b) {
+        Py_DECREF(a);
+        return -1;
+    }
+    eq = PyObject_RichCompareBool(a, b, Py_EQ);
+    Py_DECREF(a);
+    Py_DECREF(b);
+    return eq;
+}
+
+/* Value equality: every field the same (stream, version, position, id, timestamp, type,
+ * schema, tags, data, metadata), so one stored event read raw and upcast is two values.  The
+ * hash is of id and position, which equal records share. */
 static PyObject *recorded_richcompare(PyObject *a, PyObject *b, int op) {
     cpy_recorded *x = (cpy_recorded *)a, *y = (cpy_recorded *)b;
     int eq;
 
     if ((op != Py_EQ && op != Py_NE) || Py_TYPE(a) != Py_TYPE(b)) Py_RETURN_NOTIMPLEMENTED;
-    eq = x->position == y->position && x->version == y->version && memcmp(x->id, y->id, 16) == 0;
-    if (eq) {
-        eq = PyObject_RichCompareBool(x->stream, y->stream, Py_EQ);
+    eq = x == y ||
+        (x->position == y->position && x->version == y->version && x->timestamp == y->timestamp &&
+         x->schema == y->schema && memcmp(x->id, y->id, 16) == 0);
+    if (eq && x != y) {
+        PyObject *const fx[] = {x->stream, x->type, x->tags};
+        PyObject *const fy[] = {y->stream, y->type, y->tags};
+        for (int i = 0; eq > 0 && i < 3; i++) eq = PyObject_RichCompareBool(fx[i], fy[i], Py_EQ);
+        if (eq > 0) eq = recorded_payload_eq(x, y, 0);
+        if (eq > 0) eq = recorded_payload_eq(x, y, 1);
         if (eq < 0) return NULL;
     }
     return PyBool_FromLong(op == Py_EQ ? eq : !eq);
@@ -536,6 +803,191 @@ static Py_hash_t recorded_hash(cpy_recorded *self) {
     h ^= self->position * 0x9E3779B97F4A7C15ull;
     h >>= 1; /* never -1 */
     return (Py_hash_t)h;
+}
+
+/* Pickling and copying: cairn._cairn._restore_recorded_event(fields), the fields a dict of
+ * Python values (data decoded; bytes payloads as bytes), so a pickle does not depend on the
+ * record format. */
+static PyObject *recorded_reduce(cpy_recorded *self, PyObject *unused) {
+    PyObject *m = PyType_GetModuleByDef(Py_TYPE(self), &cpy_module_def), *fn, *data, *meta, *id;
+
+    (void)unused;
+    if (!m || !(fn = PyObject_GetAttrString(m, "_restore_recorded_event"))) return NULL;
+    data = recorded_get_data(self, NULL);
+    meta = data ? recorded_get_metadata(self, NULL) : NULL;
+    id = meta ? recorded_get_id(self, NULL) : NULL;
+    if (!id) {
+        Py_XDECREF(data);
+        Py_XDECREF(meta);
+        Py_DECREF(fn);
+        return NULL;
+    }
+    return Py_BuildValue("N({sOsLsKsOsNsNsNsIsOsL})", fn, "stream", self->stream, "version",
+                         (long long)self->version, "position", (unsigned long long)self->position,
+                         "type", self->type, "data", data, "metadata", meta, "id", id, "schema",
+                         (unsigned)self->schema, "tags", self->tags, "timestamp_ns",
+                         (long long)self->timestamp);
+}
+
+/* An int field of a pickled record in [lo, hi] (hi above LLONG_MAX: lo >= 0, read as
+ * unsigned); TypeError / ValueError naming it. */
+static int restore_int(PyObject *o, const char *name, long long lo, unsigned long long hi,
+                       unsigned long long *out) {
+    if (!PyLong_Check(o) || PyBool_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "%s must be an int, not %.100s", name, Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    if (hi > (unsigned long long)LLONG_MAX) {
+        unsigned long long u = PyLong_AsUnsignedLongLong(o);
+        if (!PyErr_Occurred() && u >= (unsigned long long)lo && u <= hi) {
+            *out = u;
+            return 0;
+        }
+    } else {
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+        if (!PyErr_Occurred() && !overflow && v >= lo && (v < 0 || (unsigned long long)v <= hi)) {
+            *out = (unsigned long long)v;
+            return 0;
+        }
+    }
+    if (PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) return -1;
+        PyErr_Clear();
+    }
+    PyErr_Format(PyExc_ValueError, "%s: %R is out of range", name, o);
+    return -1;
+}
+
+/* _restore_recorded_event(fields): a RecordedEvent from what recorded_reduce made, every
+ * field checked as where it came from would have checked it. */
+static PyObject *restore_recorded(PyObject *module, PyObject *fields) {
+    static char *kwlist[] = {"stream", "version", "position", "type",         "data", "metadata",
+                             "id",     "schema",  "tags",     "timestamp_ns", NULL};
+    cpy_state *st = cpy_state_of_module(module);
+    PyObject *stream, *version, *position, *type, *data, *meta, *id, *schema, *tags, *ts;
+    unsigned long long v, p, sv, t;
+    cpy_recorded *self;
+
+    if (!PyDict_Check(fields)) {
+        PyErr_Format(PyExc_TypeError, "a pickled RecordedEvent is a dict of fields, not %.100s",
+                     Py_TYPE(fields)->tp_name);
+        return NULL;
+    }
+    if (!PyArg_ParseTupleAndKeywords(st->empty_tuple, fields, "OOOOOOOOOO:RecordedEvent", kwlist,
+                                     &stream, &version, &position, &type, &data, &meta, &id,
+                                     &schema, &tags, &ts))
+        return NULL;
+    if (restore_int(version, "version", 0, INT64_MAX, &v) < 0 ||
+        restore_int(position, "position", 1, UINT64_MAX, &p) < 0 ||
+        restore_int(schema, "schema", 1, UINT32_MAX, &sv) < 0 ||
+        restore_int(ts, "timestamp_ns", INT64_MIN, INT64_MAX, &t) < 0)
+        return NULL;
+    if (meta != Py_None && !PyDict_Check(meta)) {
+        PyErr_Format(PyExc_TypeError, "metadata must be a dict or None, not %.100s",
+                     Py_TYPE(meta)->tp_name);
+        return NULL;
+    }
+    self = (cpy_recorded *)st->Recorded_Type->tp_alloc(st->Recorded_Type, 0);
+    if (!self) return NULL;
+    self->version = (int64_t)v;
+    self->position = p;
+    self->schema = (uint32_t)sv;
+    self->timestamp = (int64_t)t;
+    self->flags = PyBytes_Check(data) ? CAIRN_EVENT_BYTES : 0;
+    self->data_obj = Py_NewRef(data); /* decoded already: nothing inline */
+    self->meta_obj = Py_NewRef(meta);
+    if (!(self->stream = checked_name(stream, "stream", CAIRN_MAX_STREAM)) ||
+        !(self->type = checked_name(type, "type", CAIRN_MAX_TYPE)) ||
+        !(self->tags = checked_tags(tags)) ||
+        cpy_uuid_arg(st, id, "id", self->id, &self->id_obj) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static PyMethodDef recorded_module_functions[] = {
+    {"_restore_recorded_event", (PyCFunction)restore_recorded, METH_O,
+     "Rebuilds a pickled RecordedEvent (what RecordedEvent.__reduce__ names)."},
+    {NULL},
+};
+
+static PyMethodDef recorded_methods[] = {
+    {"__reduce__", (PyCFunction)recorded_reduce, METH_NOARGS, NULL},
+    {NULL},
+};
+
+/* ---------------------------------------------------------------------------------
+ * A RecordedEvent as an Event again: appending one, Event.from_recorded.
+ * --------------------------------------------------------------------------------- */
+PyObject *cpy_event_from_recorded(cpy_state *st, PyObject *o) {
+    cpy_recorded *r = (cpy_recorded *)o;
+    PyObject *data, *meta;
+    cpy_event *e;
+
+    if (!(data = recorded_get_data(r, NULL))) return NULL;
+    if (!(meta = recorded_get_metadata(r, NULL))) {
+        Py_DECREF(data);
+        return NULL;
+    }
+    if (meta != Py_None && !PyDict_Check(meta)) { /* stored by a script before they were checked */
+        PyErr_Format(PyExc_TypeError,
+                     "the RecordedEvent at position %llu: metadata must be a dict or None, not "
+                     "%.100s",
+                     (unsigned long long)r->position, Py_TYPE(meta)->tp_name);
+        Py_DECREF(data);
+        Py_DECREF(meta);
+        return NULL;
+    }
+    e = (cpy_event *)st->Event_Type->tp_alloc(st->Event_Type, 0);
+    if (!e) {
+        Py_DECREF(data);
+        Py_DECREF(meta);
+        return NULL;
+    }
+    e->data = data;
+    e->metadata = meta;
+    e->tags = Py_NewRef(r->tags); /* a tuple of exact str, checked when it was made */
+    e->id_obj = Py_XNewRef(r->id_obj);
+    memcpy(e->id, r->id, 16);
+    e->schema = r->schema;
+    e->ready = 1;
+    /* an upcaster may have set the type: check it as Event does */
+    if (!(e->type = checked_name(r->type, "type", CAIRN_MAX_TYPE))) {
+        Py_DECREF(e);
+        return NULL;
+    }
+    return (PyObject *)e;
+}
+
+static PyObject *event_from_recorded(PyObject *cls, PyObject *args, PyObject *kwargs) {
+    cpy_state *st = cpy_state_of_type((PyTypeObject *)cls);
+    PyObject *rec, *kw, *r = NULL;
+
+    if (!st || !PyArg_ParseTuple(args, "O:from_recorded", &rec)) return NULL;
+    if (!PyObject_TypeCheck(rec, st->Recorded_Type)) {
+        PyErr_Format(PyExc_TypeError, "from_recorded: expected a cairn.RecordedEvent, not %.100s",
+                     Py_TYPE(rec)->tp_name);
+        return NULL;
+    }
+    {
+        cpy_recorded *x = (cpy_recorded *)rec;
+        PyObject *data = recorded_get_data(x, NULL), *meta = NULL, *id = NULL;
+        if (data && (meta = recorded_get_metadata(x, NULL))) id = recorded_get_id(x, NULL);
+        if (id) {
+            kw = Py_BuildValue("{sOsNsNsNsIsO}", "type", x->type, "data", data, "metadata", meta,
+                               "id", id, "schema", (unsigned)x->schema, "tags", x->tags);
+        } else {
+            kw = NULL;
+            Py_XDECREF(data);
+            Py_XDECREF(meta);
+        }
+    }
+    if (kw && (!kwargs || PyDict_Update(kw, kwargs) == 0))
+        r = PyObject_Call(cls, st->empty_tuple, kw);
+    Py_XDECREF(kw);
+    return r;
 }
 
 static PyMemberDef recorded_members[] = {
@@ -575,6 +1027,7 @@ static PyType_Slot recorded_slots[] = {
     {Py_tp_repr, recorded_repr},
     {Py_tp_richcompare, recorded_richcompare},
     {Py_tp_hash, recorded_hash},
+    {Py_tp_methods, recorded_methods},
     {Py_tp_members, recorded_members},
     {Py_tp_getset, recorded_getset},
     {Py_tp_doc, (void *)"An event read from the store."},
@@ -766,7 +1219,9 @@ int cpy_event_types_init(PyObject *module, cpy_state *st) {
     st->Event_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &event_spec, NULL);
     if (!st->Event_Type || PyModule_AddType(module, st->Event_Type) < 0) return -1;
     st->Recorded_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &recorded_spec, NULL);
-    if (!st->Recorded_Type || PyModule_AddType(module, st->Recorded_Type) < 0) return -1;
+    if (!st->Recorded_Type || PyModule_AddType(module, st->Recorded_Type) < 0 ||
+        PyModule_AddFunctions(module, recorded_module_functions) < 0)
+        return -1;
     st->Result_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &result_spec, NULL);
     if (!st->Result_Type || PyModule_AddType(module, st->Result_Type) < 0) return -1;
     st->Verify_Type = PyStructSequence_NewType(&verify_desc);

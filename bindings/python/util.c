@@ -181,10 +181,12 @@ int cpy_filter_arg(PyObject *o, const char *name, PyObject **out) {
     return 0;
 }
 
-/* The arguments of one append (Store.append, Transaction.append). */
+/* The arguments of one append (Store.append, Transaction.append).  A RecordedEvent among
+ * the events is appended as the Event it was (cpy_event_from_recorded): the tuple returned
+ * is a new one then, never the caller's. */
 PyObject *cpy_append_arg(cpy_state *st, PyObject *stream, PyObject *events, PyObject *expected,
                          int64_t *exp) {
-    Py_ssize_t len, i;
+    Py_ssize_t len, i, recorded = 0;
     PyObject *t;
 
     if (!cpy_stream_arg(stream, "stream", &len)) return NULL;
@@ -192,10 +194,11 @@ PyObject *cpy_append_arg(cpy_state *st, PyObject *stream, PyObject *events, PyOb
         *exp = CAIRN_ANY;
     else if (cpy_expected_arg(expected, exp) < 0)
         return NULL;
-    if (PyObject_TypeCheck(events, st->Event_Type)) {
-        PyErr_SetString(PyExc_TypeError,
-                        "events must be an iterable of cairn.Event, not a single Event "
-                        "(wrap it in a list)");
+    if (PyObject_TypeCheck(events, st->Event_Type) || Py_IS_TYPE(events, st->Recorded_Type)) {
+        PyErr_Format(PyExc_TypeError,
+                     "events must be an iterable of cairn.Event, not a single %.100s "
+                     "(wrap it in a list)",
+                     Py_IS_TYPE(events, st->Recorded_Type) ? "RecordedEvent" : "Event");
         return NULL;
     }
     t = PySequence_Tuple(events);
@@ -214,13 +217,28 @@ PyObject *cpy_append_arg(cpy_state *st, PyObject *stream, PyObject *events, PyOb
     }
     for (i = 0; i < PyTuple_GET_SIZE(t); i++) {
         PyObject *e = PyTuple_GET_ITEM(t, i);
-        if (!PyObject_TypeCheck(e, st->Event_Type)) {
+        if (Py_IS_TYPE(e, st->Recorded_Type)) {
+            recorded++;
+        } else if (!PyObject_TypeCheck(e, st->Event_Type)) {
             PyErr_Format(PyExc_TypeError,
-                         "events must be an iterable of cairn.Event; item %zd is a %.100s", i,
-                         Py_TYPE(e)->tp_name);
+                         "events must be an iterable of cairn.Event (or cairn.RecordedEvent); "
+                         "item %zd is a %.100s",
+                         i, Py_TYPE(e)->tp_name);
             Py_DECREF(t);
             return NULL;
         }
+    }
+    if (recorded) {
+        PyObject *n = PyTuple_New(PyTuple_GET_SIZE(t));
+        for (i = 0; n && i < PyTuple_GET_SIZE(t); i++) {
+            PyObject *e = PyTuple_GET_ITEM(t, i);
+            e = Py_IS_TYPE(e, st->Recorded_Type) ? cpy_event_from_recorded(st, e) : Py_NewRef(e);
+            if (!e)
+                Py_CLEAR(n);
+            else
+                PyTuple_SET_ITEM(n, i, e);
+        }
+        Py_SETREF(t, n);
     }
     return t;
 }

@@ -5,7 +5,7 @@ import os
 import uuid
 from collections.abc import Iterable, Iterator
 from types import TracebackType
-from typing import Any, ClassVar, Final, Literal, final
+from typing import Any, ClassVar, Final, Literal, TypeVar, final
 
 ANY: Final[int]  # -2
 NO_STREAM: Final[int]  # -1
@@ -18,6 +18,7 @@ MAX_RECORD: Final[int]
 
 _Durability = Literal["full", "relaxed", "none"]
 _Filter = str | Iterable[str] | None
+_E = TypeVar("_E", bound=Event)
 _JSON = None | bool | int | float | str | list[Any] | tuple[Any, ...] | dict[str, Any]
 
 class Error(Exception): ...
@@ -55,11 +56,13 @@ class CorruptionError(Error):
 
 class StoreClosed(Error): ...
 
-@final
 class Event:
-    def __new__(
-        cls,
-        type: str,
+    """An event to append; a value (==, hash, pickle, copy).  Subclassable: a subclass's
+    ``type`` defaults to its class name and it must not redefine the fields."""
+
+    def __init__(
+        self,
+        type: str = ...,  # required for Event itself; a subclass's default is its class name
         data: _JSON | bytes | bytearray | memoryview = None,
         *,
         metadata: dict[str, Any] | None = None,
@@ -67,7 +70,9 @@ class Event:
         schema: int = 1,
         tags: Iterable[str] = (),
         subject: None = None,  # anything else: NotImplementedError (no encryption yet)
-    ) -> Event: ...
+    ) -> None: ...
+    @classmethod
+    def from_recorded(cls: type[_E], recorded: RecordedEvent, /, **changes: Any) -> _E: ...
     @property
     def type(self) -> str: ...
     @property
@@ -82,6 +87,8 @@ class Event:
     def tags(self) -> tuple[str, ...]: ...
     @property
     def subject(self) -> None: ...
+    def __eq__(self, other: object) -> bool: ...
+    def __hash__(self) -> int: ...
 
 @final
 class RecordedEvent:
@@ -111,6 +118,8 @@ class RecordedEvent:
     def subject(self) -> str | None: ...
     @property
     def forgotten(self) -> bool: ...
+    def __eq__(self, other: object) -> bool: ...
+    def __hash__(self) -> int: ...
 
 @final
 class AppendResult:
@@ -213,7 +222,7 @@ class Transaction:
 
     def __init__(self, store: Store) -> None: ...
     def __enter__(self) -> Transaction: ...
-    def append(self, stream: str, events: Iterable[Event], *, expected_version: int = ...) -> None:
+    def append(self, stream: str, events: Iterable[Event | RecordedEvent], *, expected_version: int = ...) -> None:
         """Queue ``events`` for ``stream``; arguments are checked now, as ``Store.append`` does."""
     def __exit__(
         self,
@@ -247,7 +256,7 @@ class Store:
         tb: TracebackType | None,
     ) -> Literal[False]: ...
     def append(
-        self, stream: str, events: Iterable[Event], *, expected_version: int = ...
+        self, stream: str, events: Iterable[Event | RecordedEvent], *, expected_version: int = ...
     ) -> AppendResult: ...
     def transaction(self) -> Transaction: ...
     def read_stream(
