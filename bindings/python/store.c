@@ -235,7 +235,8 @@ static PyObject *store_read_stream(cpy_store *self, PyObject *args, PyObject *kw
     /* start=-1 is the version before the first: the end of a backwards paging loop
      * (start = page[-1].version - 1) reads nothing there, and forwards it is the start. */
     if (PyLong_Check(start_o) && !PyBool_Check(start_o) && _PyLong_Sign(start_o) < 0) {
-        if (PyLong_AsLong(start_o) != -1) {
+        long v = PyLong_AsLong(start_o); /* -1 with OverflowError below LONG_MIN */
+        if (v != -1 || PyErr_Occurred()) {
             PyErr_Clear();
             PyErr_Format(PyExc_ValueError,
                          "start must be >= -1 (-1: the version before the first), got %R", start_o);

@@ -900,6 +900,14 @@ def test_paging_backwards_through_read_stream_ends_at_version_zero(store):
         store.read_stream("a-1", -2)
 
 
+def test_read_stream_start_far_below_minus_one_is_a_value_error(store):
+    # a start below C long's range was taken for -1 with an OverflowError pending: a
+    # SystemError ("returned a result with an exception set"), found by fuzz_python_args
+    for start in [-(2**63) - 1, -(2**64), -530979183517013598302321]:
+        with pytest.raises(ValueError, match=">= -1"):
+            store.read_stream("a-1", start)
+
+
 @pytest.mark.parametrize("call", [
     lambda s: list(s.read_all(types=["A\x00"])),
     lambda s: list(s.read_all(types="A\x00")),
