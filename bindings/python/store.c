@@ -368,16 +368,56 @@ static PyObject *store_streams(cpy_store *self, PyObject *args, PyObject *kwargs
     return cpy_namesiter_new(self, prefix);
 }
 
-static PyObject *store_verify(cpy_store *self, PyObject *unused) {
+/* verify(progress=None): the core calls back once per chunk of records, on this thread
+ * and without the GIL; the callback takes it to call `progress(done, total)`.  The first
+ * exception it raises is kept (the check goes on: the core cannot be stopped there) and
+ * raised when the check is done, unless the check itself failed. */
+typedef struct verify_cb {
+    PyObject *fn;
+    PyObject *exc, *val, *tb; /* the first exception the callable raised (PyErr_Fetch) */
+} verify_cb;
+
+static void verify_progress(void *ctx, uint64_t done, uint64_t total) {
+    verify_cb *cb = ctx;
+    PyGILState_STATE g = PyGILState_Ensure();
+    if (!cb->exc) {
+        PyObject *r = PyObject_CallFunction(cb->fn, "KK", (unsigned long long)done,
+                                            (unsigned long long)total);
+        if (r)
+            Py_DECREF(r);
+        else
+            PyErr_Fetch(&cb->exc, &cb->val, &cb->tb);
+    }
+    PyGILState_Release(g);
+}
+
+static PyObject *store_verify(cpy_store *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"progress", NULL};
     cpy_state *st = store_state(self);
     cairn_verify_report rep = {0, 0, 0};
+    verify_cb cb = {NULL, NULL, NULL, NULL};
     cairn_store *h;
     int rc;
-    PyObject *r = NULL;
+    PyObject *r = NULL, *fn = Py_None;
 
-    (void)unused;
-    CPY_STORE_CALL(self, h, rc, cairn_verify(h, &rep, NULL, NULL));
-    if (cpy_store_call_end(self, h, rc, NULL, 0) < 0) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$O:verify", kwlist, &fn)) return NULL;
+    if (fn != Py_None && !PyCallable_Check(fn)) {
+        PyErr_Format(PyExc_TypeError, "progress must be callable or None, not %.100s",
+                     Py_TYPE(fn)->tp_name);
+        return NULL;
+    }
+    cb.fn = fn;
+    CPY_STORE_CALL(self, h, rc, cairn_verify(h, &rep, fn == Py_None ? NULL : verify_progress, &cb));
+    if (cpy_store_call_end(self, h, rc, NULL, 0) < 0) {
+        Py_XDECREF(cb.exc);
+        Py_XDECREF(cb.val);
+        Py_XDECREF(cb.tb);
+        return NULL;
+    }
+    if (cb.exc) {
+        PyErr_Restore(cb.exc, cb.val, cb.tb);
+        return NULL;
+    }
     if ((r = PyStructSequence_New(st->Verify_Type))) {
         PyObject *a = PyLong_FromUnsignedLongLong(rep.events);
         PyObject *b = PyLong_FromUnsignedLongLong(rep.streams);
@@ -388,6 +428,129 @@ static PyObject *store_verify(cpy_store *self, PyObject *unused) {
         if (!a || !b || !c) Py_CLEAR(r);
     }
     return r;
+}
+
+/* ---------------------------------------------------------------------------------
+ * Operations: backup, the file's figures, subscriptions, events by id.
+ * --------------------------------------------------------------------------------- */
+static PyObject *store_backup(cpy_store *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"dest", NULL};
+    PyObject *dest_o, *fs = NULL;
+    cairn_store *h;
+    int rc;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:backup", kwlist, &dest_o)) return NULL;
+    if (!PyUnicode_FSConverter(dest_o, &fs)) return NULL; /* str, bytes or os.PathLike */
+    CPY_STORE_CALL(self, h, rc, cairn_backup(h, PyBytes_AS_STRING(fs)));
+    rc = cpy_store_call_end(self, h, rc, NULL, 0);
+    Py_DECREF(fs);
+    if (rc < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *store_stat(cpy_store *self, PyObject *unused) {
+    cairn_filestat fs;
+    cairn_store *h;
+    int rc;
+
+    (void)unused;
+    CPY_STORE_CALL(self, h, rc, cairn_stat(h, &fs));
+    if (cpy_store_call_end(self, h, rc, NULL, 0) < 0) return NULL;
+    return Py_BuildValue(
+        "{sKsKsIsKsKsK}", "file_bytes", (unsigned long long)fs.file_bytes, "map_bytes",
+        (unsigned long long)fs.map_bytes, "page_size", (unsigned int)fs.page_size, "pages_used",
+        (unsigned long long)fs.pages_used, "pages_free", (unsigned long long)fs.pages_free,
+        "txn_id", (unsigned long long)fs.txn_id);
+}
+
+/* Names go through cpy_names (the core's callback runs without the GIL), checkpoints into
+ * an array beside them; the dict is made once the GIL is back. */
+typedef struct subs_list {
+    cpy_names names;
+    uint64_t *cps; /* PyMem_Raw */
+    size_t cap;
+} subs_list;
+
+static int subs_collect(void *ctx, const char *name, size_t len, uint64_t cp) {
+    subs_list *l = ctx;
+    if (l->names.count == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        uint64_t *p = PyMem_RawRealloc(l->cps, cap * sizeof *p);
+        if (!p) return l->names.oom = 1;
+        l->cps = p, l->cap = cap;
+    }
+    l->cps[l->names.count] = cp;
+    return cpy_names_add(&l->names, name, len);
+}
+
+static PyObject *store_subscriptions(cpy_store *self, PyObject *unused) {
+    subs_list l;
+    cairn_store *h;
+    PyObject *d = NULL, *names = NULL;
+    int rc;
+
+    (void)unused;
+    memset(&l, 0, sizeof l);
+    CPY_STORE_CALL(self, h, rc, cairn_subscriptions(h, subs_collect, &l));
+    if (cpy_store_call_end(self, h, rc, NULL, 0) < 0) goto out;
+    if (!(names = cpy_names_list(&l.names)) || !(d = PyDict_New())) goto out;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(names); i++) {
+        PyObject *v = PyLong_FromUnsignedLongLong(l.cps[i]);
+        if (!v || PyDict_SetItem(d, PyList_GET_ITEM(names, i), v) < 0) {
+            Py_XDECREF(v);
+            Py_CLEAR(d);
+            goto out;
+        }
+        Py_DECREF(v);
+    }
+out:
+    Py_XDECREF(names);
+    cpy_names_free(&l.names);
+    PyMem_RawFree(l.cps);
+    return d;
+}
+
+static PyObject *store_position_of(cpy_store *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"id", NULL};
+    cpy_state *st = store_state(self);
+    PyObject *id, *u = NULL, *b = NULL;
+    uint8_t raw[16];
+    uint64_t pos = 0;
+    cairn_store *h;
+    int rc, is_uuid;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:position_of", kwlist, &id)) return NULL;
+    if ((is_uuid = PyObject_IsInstance(id, st->uuid_type)) < 0) return NULL;
+    if (is_uuid) {
+        u = Py_NewRef(id);
+    } else if (PyUnicode_Check(id)) {
+        if (!(u = PyObject_CallOneArg(st->uuid_type, id))) {
+            if (PyErr_ExceptionMatches(PyExc_ValueError)) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_ValueError, "id: %R is not a UUID", id);
+            }
+            return NULL;
+        }
+    } else {
+        PyErr_Format(PyExc_TypeError, "id must be a uuid.UUID or a str, not %.100s",
+                     Py_TYPE(id)->tp_name);
+        return NULL;
+    }
+    b = PyObject_GetAttrString(u, "bytes");
+    Py_DECREF(u);
+    if (!b) return NULL;
+    if (!PyBytes_Check(b) || PyBytes_GET_SIZE(b) != 16) {
+        Py_DECREF(b);
+        PyErr_SetString(PyExc_ValueError, "id: UUID.bytes is not 16 bytes");
+        return NULL;
+    }
+    memcpy(raw, PyBytes_AS_STRING(b), 16);
+    Py_DECREF(b);
+    CPY_STORE_CALL(self, h, rc, cairn_event_position(h, raw, &pos));
+    if (rc == CAIRN_ENOTFOUND) rc = CAIRN_OK, pos = 0;
+    if (cpy_store_call_end(self, h, rc, NULL, 0) < 0) return NULL;
+    if (pos == 0) Py_RETURN_NONE;
+    return PyLong_FromUnsignedLongLong(pos);
 }
 
 static PyObject *store_sync(cpy_store *self, PyObject *unused) {
@@ -697,10 +860,22 @@ static PyMethodDef store_methods[] = {
      "there is none.  Upcasters apply unless raw=True."},
     {"streams", (PyCFunction)(void (*)(void))store_streams, METH_VARARGS | METH_KEYWORDS,
      "streams($self, /, prefix='')\n--\n\nIterate over stream names starting with prefix, sorted."},
-    {"verify", (PyCFunction)store_verify, METH_NOARGS,
-     "verify($self, /)\n--\n\nCheck every record and index; returns VerifyReport(events, streams, "
-     "head) "
-     "or raises CorruptionError naming the first damage."},
+    {"verify", (PyCFunction)(void (*)(void))store_verify, METH_VARARGS | METH_KEYWORDS,
+     "verify($self, /, *, progress=None)\n--\n\nCheck every record and index; returns "
+     "VerifyReport(events, streams, head).\nRaises CorruptionError naming the first damage. "
+     "progress(done, total) is called as records are checked."},
+    {"backup", (PyCFunction)(void (*)(void))store_backup, METH_VARARGS | METH_KEYWORDS,
+     "backup($self, /, dest)\n--\n\nWrite a consistent, compacted copy of the store into "
+     "directory dest\n(missing or empty), while writers keep writing."},
+    {"stat", (PyCFunction)store_stat, METH_NOARGS,
+     "stat($self, /)\n--\n\nThe figures of data.mdb: a dict with file_bytes, map_bytes, "
+     "page_size,\npages_used, pages_free, txn_id."},
+    {"subscriptions", (PyCFunction)store_subscriptions, METH_NOARGS,
+     "subscriptions($self, /)\n--\n\nEvery named subscription with its checkpoint: "
+     "{name: position}, sorted by name."},
+    {"position_of", (PyCFunction)(void (*)(void))store_position_of, METH_VARARGS | METH_KEYWORDS,
+     "position_of($self, /, id)\n--\n\nThe position of the event with this id (uuid.UUID or "
+     "str), or None."},
     {"sync", (PyCFunction)store_sync, METH_NOARGS,
      "sync($self, /)\n--\n\nMake every commit durable."},
     {"define_projection", (PyCFunction)(void (*)(void))cpy_store_define_projection,

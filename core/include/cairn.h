@@ -253,6 +253,34 @@ typedef void (*cairn_progress_fn)(void *ctx, uint64_t done, uint64_t total);
 int cairn_verify(cairn_store *store, cairn_verify_report *report, cairn_progress_fn progress,
                  void *ctx);
 
+/* The position of the event with this id (the id index and its tail, as appends see
+ * it): CAIRN_ENOTFOUND when no event has it. */
+int cairn_event_position(cairn_store *store, const uint8_t id[16], uint64_t *position);
+
+/* ---------------------------------------------------------------------------------
+ * Operations: backups and the file's figures (backup.c).
+ * --------------------------------------------------------------------------------- */
+
+/* Writes a consistent copy of the store into directory `dest` (missing, then made, or
+ * empty; anything else is CAIRN_EINVAL): one read snapshot, so whole commits only,
+ * compacted (free pages left out, LMDB's MDB_CP_COMPACT), with everything the store holds
+ * -- events, indexes, scripts, projection state, checkpoints.  Writers of every process
+ * go on meanwhile; the copy is fsync'd before the call returns.  On failure nothing is
+ * left in `dest` (a directory made by the call is removed). */
+int cairn_backup(cairn_store *store, const char *dest);
+
+typedef struct cairn_filestat {
+    uint64_t file_bytes; /* size of data.mdb */
+    uint64_t map_bytes;  /* the current map (address space, not disk) */
+    uint32_t page_size;
+    uint64_t pages_used; /* pages up to the last one used (the rest of the file is unused) */
+    uint64_t pages_free; /* pages in LMDB's free list, reused by later commits */
+    uint64_t txn_id;     /* the last committed LMDB transaction */
+} cairn_filestat;
+
+/* The figures of the store's data.mdb as of one read snapshot. */
+int cairn_stat(cairn_store *store, cairn_filestat *out);
+
 /* ---------------------------------------------------------------------------------
  * Scripts (spec section 3).  Stored in the store: every process that opens it has them.
  * --------------------------------------------------------------------------------- */
@@ -426,6 +454,11 @@ void cairn_sub_discard(cairn_sub *sub);
 
 /* The stored checkpoint of subscription `name`: 0 when there is none. */
 int cairn_checkpoint(cairn_store *store, const char *name, size_t name_len, uint64_t *pos);
+
+/* Lists every named subscription with its stored checkpoint, sorted by name bytewise; a
+ * nonzero return from fn stops the listing. */
+typedef int (*cairn_checkpoint_fn)(void *ctx, const char *name, size_t len, uint64_t checkpoint);
+int cairn_subscriptions(cairn_store *store, cairn_checkpoint_fn fn, void *ctx);
 
 #ifdef __cplusplus
 }

@@ -167,3 +167,19 @@ int cairn__id_lookup(cairn_env *e, MDB_txn *txn, const uint8_t id[16], int *foun
                      uint64_t *first, uint64_t *count) {
     return cairn__id_find(e, txn, id, 16, found, pos, first, count);
 }
+
+int cairn_event_position(cairn_store *s, const uint8_t id[16], uint64_t *position) {
+    MDB_txn *txn;
+    uint64_t first, count;
+    int rc, found = 0;
+
+    cairn__clear_error();
+    if (!position || !id) return cairn__fail(CAIRN_EINVAL, "id/position: NULL");
+    *position = 0;
+    if ((rc = cairn__store_check(s))) return rc;
+    if ((rc = cairn__read_begin(s->env, &txn))) return rc;
+    rc = cairn__id_lookup(s->env, txn, id, &found, position, &first, &count);
+    cairn__read_end(s->env, txn);
+    if (rc) return rc;
+    return found ? CAIRN_OK : cairn__fail(CAIRN_ENOTFOUND, "no event with this id");
+}

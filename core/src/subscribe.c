@@ -209,3 +209,34 @@ int cairn_sub_close(cairn_sub *sub) {
     free(sub);
     return rc;
 }
+
+/* Every named subscription with its checkpoint, sorted by name, in one read transaction. */
+int cairn_subscriptions(cairn_store *s, cairn_checkpoint_fn fn, void *ctx) {
+    MDB_txn *txn;
+    MDB_cursor *c;
+    MDB_val k, v;
+    int rc;
+
+    cairn__clear_error();
+    if (!fn) return cairn__fail(CAIRN_EINVAL, "fn: NULL");
+    if ((rc = cairn__store_check(s))) return rc;
+    if (!s->env->subs) return CAIRN_OK; /* read-only store from before subscriptions */
+    if ((rc = cairn__read_begin(s->env, &txn))) return rc;
+    if ((rc = mdb_cursor_open(txn, s->env->subs, &c))) {
+        cairn__read_end(s->env, txn);
+        return cairn__mdb_fail(rc, "list subscriptions");
+    }
+    while ((rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) == 0) {
+        if (v.mv_size != 8) {
+            rc = cairn__fail(CAIRN_ECORRUPT, "subs: bad checkpoint");
+            break;
+        }
+        if (fn(ctx, k.mv_data, k.mv_size, cairn__get_be64(v.mv_data))) {
+            rc = MDB_NOTFOUND;
+            break;
+        }
+    }
+    mdb_cursor_close(c);
+    cairn__read_end(s->env, txn);
+    return rc == MDB_NOTFOUND ? CAIRN_OK : rc < 0 ? rc : cairn__mdb_fail(rc, "list subscriptions");
+}
