@@ -24,13 +24,14 @@ enum {
     EK_SCHEMA,
     EK_TAGS,
     EK_FORGOTTEN,
+    EK_BYTES,
     EK_N
 };
 _Static_assert(EK_N == LH_EVB_KEYS && EK_TYPE == LH_EVB_K_TYPE && EK_SCHEMA == LH_EVB_K_SCHEMA,
                "event keys");
-static const char *const ek_name[EK_N] = {"type",   "data",    "metadata", "id",
-                                          "stream", "version", "position", "timestamp",
-                                          "schema", "tags",    "forgotten"};
+static const char *const ek_name[EK_N] = {"type",   "data",    "metadata",  "id",
+                                          "stream", "version", "position",  "timestamp",
+                                          "schema", "tags",    "forgotten", "bytes"};
 
 /* [-0, +(LH_EVB_KEYS + (cache ? LH_EVB_CACHE : 0)), m] */
 void lh_evb_open(lua_State *L, lh_evb *b, cairn_buf *scratch, int cache) {
@@ -108,6 +109,10 @@ int lh_evb_event(lua_State *L, lh_evb *b, const cairn_event *ev, int type_idx) {
         lua_pushvalue(L, type_idx);
     else
         lh_evb_string(L, b, ev->type.ptr, ev->type.len);
+    lua_rawset(L, t);
+    /* a bytes payload and a JSON string are both Lua strings: e.bytes tells them apart */
+    KEY(EK_BYTES);
+    lua_pushboolean(L, (ev->flags & CAIRN_EVENT_BYTES) != 0);
     lua_rawset(L, t);
     if (ev->flags & CAIRN_EVENT_BYTES) {
         KEY(EK_DATA);
@@ -287,6 +292,9 @@ int lh_evb_event_reuse(lua_State *L, lh_evb *b, lh_reuse *r, const cairn_event *
         r->idbox[16] = 0;
     }
     memcpy(r->idbox, ev->id, 16);
+    KEY(EK_BYTES); /* set with data, for every event */
+    lua_pushboolean(L, (ev->flags & CAIRN_EVENT_BYTES) != 0);
+    lua_rawset(L, t);
     KEY(EK_DATA);
     if (ev->flags & CAIRN_EVENT_BYTES) {
         lua_pushlstring(L, ev->data.ptr, ev->data.len);

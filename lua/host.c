@@ -880,7 +880,7 @@ int cairn_lua_load(cairn_lua *h, const char *name, const char *src, size_t len) 
  * Folding a batch of events: one protected call for the batch, a fresh budget for every
  * reducer and upcaster invocation inside it.
  * --------------------------------------------------------------------------------- */
-enum { FOLD_OK = 0, FOLD_JSON, FOLD_UPCAST, FOLD_CHAIN };
+enum { FOLD_OK = 0, FOLD_JSON, FOLD_UPCAST, FOLD_CHAIN, FOLD_BYTES };
 #define FOLD_CHAIN_MAX 1000 /* upcasters applied to one event, at most */
 
 typedef struct fold_args {
@@ -891,7 +891,7 @@ typedef struct fold_args {
     const char *cur;    /* the script of the work under way, for error reports */
     uint64_t pos;       /* the position of the event under way */
     int fail;           /* FOLD_*: the fold stopped without a Lua error */
-    lua_Integer schema; /* FOLD_UPCAST: the schema whose upcaster returned no table */
+    lua_Integer schema; /* FOLD_UPCAST, FOLD_BYTES: the schema of the failing upcaster */
     int reuse;          /* refill reusable event tables instead of making fresh ones */
     int upcast;         /* cairn_lua_upcast: an upcaster ran */
     lh_evb b;
@@ -960,6 +960,14 @@ static int upcast_chain(lua_State *L, fold_args *a, int up, int ev, int ktype, i
         if (h->killed) raise_kill(L, h);
         if (!lua_istable(L, -1)) {
             a->fail = FOLD_UPCAST;
+            a->schema = schema;
+            return -1;
+        }
+        lua_pushliteral(L, "bytes"); /* nil (the event's own) or the upcaster's boolean */
+        int bytes_type = lua_rawget(L, -2);
+        lua_pop(L, 1);
+        if (bytes_type != LUA_TNIL && bytes_type != LUA_TBOOLEAN) {
+            a->fail = FOLD_BYTES;
             a->schema = schema;
             return -1;
         }
@@ -1035,6 +1043,11 @@ static int fold_error(cairn_lua *h, fold_args *a, int status) {
         case FOLD_UPCAST:
             rc = lh_fail(CAIRN_ESCRIPT, "upcaster for schema %lld did not return an event table",
                          (long long)a->schema);
+            break;
+        case FOLD_BYTES:
+            rc =
+                lh_fail(CAIRN_ESCRIPT, "upcaster for schema %lld: bytes must be true, false or nil",
+                        (long long)a->schema);
             break;
         default: rc = lh_fail(CAIRN_ESCRIPT, "upcaster chain longer than %d steps", FOLD_CHAIN_MAX);
         }

@@ -99,8 +99,9 @@ int cairn_lua_to_json(cairn_lua *h, int idx, cairn_buf *buf);
 /* [-0, +(1|0), -]
  * Pushes the event table of spec section 3: type, data, metadata (a table, empty when none),
  * id (lowercase canonical UUID), stream, version, position, timestamp (integer ns), schema,
- * tags (a sequence), forgotten = false.  data is the decoded JSON, a string for
- * CAIRN_EVENT_BYTES, absent (nil) when the event has none.  Errors as cairn_lua_push_json. */
+ * tags (a sequence), forgotten = false, bytes.  data is the decoded JSON, a string for
+ * CAIRN_EVENT_BYTES (bytes = true, else false), absent (nil) when the event has none.  Errors
+ * as cairn_lua_push_json. */
 int cairn_lua_push_event(cairn_lua *h, const cairn_event *ev);
 
 /* [-0, +0, -]

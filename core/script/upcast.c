@@ -125,6 +125,11 @@ int cairn__upcast_event(cairn_env *e, const cairn_script_limits *lim, void *stat
             if ((rc = cairn_buf_append(b, p, n))) goto out;
         }
         lua_pop(L, 1);
+        /* a string data stays opaque bytes, or becomes so, when the upcaster's e.bytes says
+         * so (nil: as the event was; the chain refused any other value) */
+        lua_pushliteral(L, "bytes");
+        if (lua_rawget(L, ev_idx) == LUA_TBOOLEAN) bytes = lua_toboolean(L, -1);
+        lua_pop(L, 1);
         str = bytes;
         if ((rc = field_json(h, ev_idx, "data", b, &doff, &dlen, bytes ? &str : NULL))) goto out;
         if ((rc = field_json(h, ev_idx, "metadata", b, &moff, &mlen, NULL))) goto out;
@@ -136,7 +141,10 @@ int cairn__upcast_event(cairn_env *e, const cairn_script_limits *lim, void *stat
     ev->type.ptr = b->p + toff, ev->type.len = tlen;
     ev->data.ptr = b->p + doff, ev->data.len = dlen;
     ev->metadata.ptr = b->p + moff, ev->metadata.len = mlen;
-    if (!(bytes && str)) ev->flags &= ~(uint32_t)CAIRN_EVENT_BYTES;
+    if (bytes && str)
+        ev->flags |= CAIRN_EVENT_BYTES;
+    else
+        ev->flags &= ~(uint32_t)CAIRN_EVENT_BYTES;
 out:
     if (rc == CAIRN_ESCRIPT && !cairn__err()->script[0])
         snprintf(cairn__err()->script, sizeof cairn__err()->script, "upcasters");
