@@ -277,10 +277,39 @@ void lh_kill(lua_State *L, int why) {
     kill_call(L, h, why);
 }
 
+void lh_solo_begin(cairn_lua *h) {
+    if (h->in_call) return;
+    h->solo = 1, h->solo_why = 0;
+    h->budget = h->instr_limit;
+    h->deadline = h->time_limit ? mono_ns() + h->time_limit : 0;
+}
+
+void lh_solo_end(cairn_lua *h) { h->solo = 0; }
+
+void cairn_lua_encode_begin(cairn_lua *h) { lh_solo_begin(h); }
+void cairn_lua_encode_end(cairn_lua *h) { lh_solo_end(h); }
+
+int lh_spent_why(lua_State *L) {
+    cairn_lua *h = lh_host(L);
+    return h->in_call ? h->killed : h->solo_why;
+}
+
+/* Outside a call: nothing to kill, the encoder fails on its own. */
+static int solo_spend(cairn_lua *h, uint64_t n) {
+    if (h->solo_why) return -1;
+    if (h->time_limit && mono_ns() >= h->deadline)
+        h->solo_why = LH_KILL_TIME;
+    else if (h->instr_limit && h->budget <= n)
+        h->solo_why = LH_KILL_INSTR;
+    else if (h->instr_limit)
+        h->budget -= n;
+    return h->solo_why ? -1 : 0;
+}
+
 int lh_spend(lua_State *L, uint64_t n) {
     cairn_lua *h = lh_host(L);
     if (h->killed) return -1;
-    if (!h->in_call) return 0;
+    if (!h->in_call) return h->solo ? solo_spend(h, n) : 0;
     if (past_deadline(h)) {
         lh_kill(L, LH_KILL_TIME);
         return -1;

@@ -96,6 +96,14 @@ int cairn_lua_push_json(cairn_lua *h, const void *json, size_t len);
  * in the script's name and position.  On failure buf->len is left as it was. */
 int cairn_lua_to_json(cairn_lua *h, int idx, cairn_buf *buf);
 
+/* Outside a call, encoding counts as one more invocation: its values against a budget of the
+ * instruction limit, the time against the time limit ("instruction limit exceeded ..." /
+ * "time limit exceeded ..." from cairn_lua_to_json).  A single cairn_lua_to_json is one such
+ * invocation; cairn_lua_encode_begin .. cairn_lua_encode_end makes every encoding in between
+ * one (the several events one decide returned).  Inside a call they change nothing. */
+void cairn_lua_encode_begin(cairn_lua *h);
+void cairn_lua_encode_end(cairn_lua *h);
+
 /* [-0, +(1|0), -]
  * Pushes the event table of spec section 3: type, data, metadata (a table, empty when none),
  * id (lowercase canonical UUID), stream, version, position, timestamp (integer ns), schema,

@@ -36,6 +36,10 @@ struct cairn_lua {
     int mem_line;                 /* script line when it last refused, 0 unknown */
     int err_line;                 /* line recorded by the message handler / at the kill */
     int in_call;
+    /* Encoding a value a call returned (cairn_lua_to_json after the call): the encoder spends
+     * a budget and a time limit of its own, one more invocation's worth; solo_why is the
+     * LH_KILL_* that stopped it. */
+    int solo, solo_why;
     int guarded;        /* > 0: the allocator enforces the cap (calls, lh_protect) */
     const char *script; /* name of the running call's script (borrowed) */
     char errmsg[512];   /* message recorded by the message handler */
@@ -55,6 +59,12 @@ static inline cairn_lua *lh_host(lua_State *L) { return *(cairn_lua **)lua_getex
 /* The json.null sentinel: a light userdata with this address. */
 extern const char lh_json_null;
 #define lh_push_null(L) lua_pushlightuserdata((L), (void *)&lh_json_null)
+
+/* Encoding outside a call (lh_solo_begin .. lh_solo_end): lh_spend charges a budget and a
+ * deadline of its own.  lh_spent_why: the LH_KILL_* that made lh_spend fail. */
+void lh_solo_begin(cairn_lua *h);
+void lh_solo_end(cairn_lua *h);
+int lh_spent_why(lua_State *L);
 
 /* [-0, +0, -] Encodes the value at idx onto out.  Never raises and never allocates from
  * Lua.  On failure writes a message into err and returns -1 (out->len restored). */

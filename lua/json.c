@@ -328,10 +328,13 @@ static int enc_value(enc *e, int idx, int depth) {
     lua_State *L = e->L;
     if (++e->ticks >= ENC_TICK) {
         e->ticks = 0;
-        if (lh_spend(L, ENC_TICK))
-            return enc_fail(e, "%s",
-                            lh_host(L)->killed == LH_KILL_TIME ? "time limit exceeded"
-                                                               : "instruction limit exceeded");
+        if (lh_spend(L, ENC_TICK)) {
+            cairn_lua *h = lh_host(L);
+            if (lh_spent_why(L) == LH_KILL_TIME)
+                return enc_fail(e, "time limit exceeded (%g s)", (double)h->time_limit / 1e9);
+            return enc_fail(e, "instruction limit exceeded (%llu instructions)",
+                            (unsigned long long)h->instr_limit);
+        }
     }
     switch (lua_type(L, idx)) {
     case LUA_TNIL: return put(e, "null", 4);
@@ -842,8 +845,13 @@ int cairn_lua_push_json(cairn_lua *h, const void *json, size_t len) {
     return CAIRN_OK;
 }
 
+/* Outside a call (a value a call returned: event data, a state) the encoding is bounded as
+ * one more invocation: a budget and a time limit of its own. */
 int cairn_lua_to_json(cairn_lua *h, int idx, cairn_buf *buf) {
     char err[400];
-    if (lh_encode(h->L, idx, buf, err, sizeof err)) return lh_fail(CAIRN_ESCRIPT, "%s", err);
-    return CAIRN_OK;
+    int solo = !h->in_call && !h->solo, rc;
+    if (solo) lh_solo_begin(h);
+    rc = lh_encode(h->L, idx, buf, err, sizeof err);
+    if (solo) lh_solo_end(h);
+    return rc ? lh_fail(CAIRN_ESCRIPT, "%s", err) : CAIRN_OK;
 }

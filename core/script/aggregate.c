@@ -411,7 +411,21 @@ static void merge_into(lua_State *L, int dst, int src) {
  * it) into cairn_event_in entries.  Metadata is built from the tables at meta[0..2] (0
  * skipped) with the event's own metadata inserted at position `own` of that order.
  * The Lua values stay on the stack (types and tags point into them) until produced_free. */
+static int produce_events(agg *a, int list, const char *what, const int *meta, int own,
+                          produced *p);
+
+/* The events one call returned are encoded as one more invocation (cairn_lua_encode_begin):
+ * a budget and a time limit for all of them, not one per event. */
 static int produce(agg *a, int list, const char *what, const int *meta, int own, produced *p) {
+    int rc;
+    cairn_lua_encode_begin(a->h);
+    rc = produce_events(a, list, what, meta, own, p);
+    cairn_lua_encode_end(a->h);
+    return rc;
+}
+
+static int produce_events(agg *a, int list, const char *what, const int *meta, int own,
+                          produced *p) {
     lua_State *L = a->L;
     size_t n;
     int rc = CAIRN_OK;

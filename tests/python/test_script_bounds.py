@@ -123,3 +123,71 @@ def test_an_emit_flood_meets_the_memory_limit(store_path):
     assert maxrss_kib < 800 * 1024, maxrss_kib
     with cairn.open(store_path, durability="none") as s:
         assert_usable(s)
+
+
+# ---------------------------------------------------------------------------------------
+# Values a call returns (event data from decide, an aggregate's state, a projection's state)
+# are encoded after the call has ended: the encoding is one more invocation, bounded by the
+# budget and the time limit, not only by the memory cap (found by `make hostile`: 3-10 s
+# with the writer lock held at the default 64 MiB cap, 28 s at 256 MiB).
+# ---------------------------------------------------------------------------------------
+
+BOUND = "instruction limit exceeded|time limit exceeded"
+BIG_CAP = 128 << 20  # far more than the budget lets the encoder write
+
+
+@pytest.fixture
+def roomy(store_path):
+    with cairn.open(store_path, durability="none", script_memory_limit=BIG_CAP) as s:
+        yield s
+
+
+def test_a_returned_shared_subtree_is_bounded_by_the_budget(roomy):
+    roomy.define_aggregate("dag", decider("return { { type = 'X' }, { type = 'X', data = t } }"))
+    with nothing_written(roomy), pytest.raises(cairn.ScriptError, match=BOUND) as e:
+        roomy.execute("dag-1", "Run")
+    assert CAP not in str(e.value)
+    assert_usable(roomy)
+
+
+def test_many_returned_events_share_one_budget(store_path):
+    # 200 events each holding a subtree of 2^14 values: under one budget together (200 budgets
+    # of their own would let 3.3 M values through)
+    src = ("return { decide = { Run = function(s, c)\n"
+           "local t = {1}; for i = 1, 14 do t = {t, t} end\n"
+           "local out = {}; for i = 1, 200 do out[i] = { type = 'X', data = t } end\n"
+           "return out end } }")
+    with cairn.open(store_path, durability="none", script_instruction_limit=1_000_000,
+                    script_memory_limit=BIG_CAP) as s:
+        s.define_aggregate("dag", src)
+        with nothing_written(s), pytest.raises(cairn.ScriptError, match="instruction limit"):
+            s.execute("dag-1", "Run")
+
+
+def test_a_returned_shared_subtree_is_bounded_by_the_time_limit(store_path):
+    with cairn.open(store_path, durability="none", script_instruction_limit=10**15,
+                    script_memory_limit=BIG_CAP, script_time_limit=0.05) as s:
+        s.define_aggregate("dag", decider("return { { type = 'X', data = t } }"))
+        with nothing_written(s), pytest.raises(cairn.ScriptError, match="time limit exceeded"):
+            s.execute("dag-1", "Run")
+
+
+def test_an_aggregate_state_of_a_shared_subtree_is_bounded_by_the_budget(roomy):
+    roomy.define_aggregate("dag", "return { init = function() return {} end, apply = { X ="
+                                  " function(s, e) " + DAG + " return { t = t } end } }")
+    roomy.append("dag-1", [cairn.Event("X")])
+    with pytest.raises(cairn.ScriptError, match=BOUND) as e:
+        roomy.load("dag-1")
+    assert CAP not in str(e.value)
+    assert_usable(roomy)
+
+
+def test_a_projection_state_of_a_shared_subtree_is_bounded_by_the_budget(roomy):
+    roomy.define_projection("p", "return { init = function() return {} end,"
+                                 " apply = { X = function(s, e) " + DAG + " s.t = t end } }")
+    roomy.append("in-1", [cairn.Event("X")])
+    roomy.run_projections()
+    p = roomy.projection("p")
+    assert p.status == "faulted" and ("instruction limit" in p.error or "time limit" in p.error), \
+        p.error
+    assert_usable(roomy)
