@@ -366,6 +366,25 @@ static int writer_setup(cairn_env *e, const char *data) {
     return CAIRN_OK;
 }
 
+/* An empty data.mdb is either a creation that never finished (LMDB makes the file, then
+ * writes its meta pages) or a store cut to nothing.  The notify side file tells them apart:
+ * it is made only after a store's first setup committed.  A read-write open completes an
+ * unfinished creation; a read-only one finds no store and writes nothing (LMDB, which opens
+ * the environment read-write where it may, would write fresh meta pages). */
+static int empty_check(const char *path, const char *data, int readonly) {
+    char nf[PATH_MAX];
+    struct stat st;
+    if (stat(data, &st) != 0 || st.st_size != 0) return CAIRN_OK;
+    snprintf(nf, sizeof nf, "%s/notify", path);
+    if (access(nf, F_OK) == 0)
+        return cairn__fail(CAIRN_ECORRUPT,
+                           "%s is empty, but this directory held a store (its notify file is "
+                           "there): the file was cut to nothing; restore it from a backup",
+                           data);
+    if (readonly) return cairn__fail(CAIRN_ENOENT, "%s: no store here (data.mdb is empty)", path);
+    return CAIRN_OK;
+}
+
 static int env_open(const char *path, const struct stat *st, const cairn_options *o,
                     const cairn_hooks *hooks, cairn_env **out) {
     cairn_env *e = calloc(1, sizeof *e);
@@ -399,6 +418,10 @@ static int env_open(const char *path, const struct stat *st, const cairn_options
     if (e->rdonly && !o->readonly) {
         env_free(e);
         return cairn__fail(CAIRN_EREADONLY, "%s: not writable", path);
+    }
+    if (exists && (rc = empty_check(path, data, o->readonly))) {
+        env_free(e);
+        return rc;
     }
     if (exists) { /* before LMDB maps it: a page past the end of a cut file is a SIGBUS */
         cairn_filecheck fc;

@@ -123,3 +123,30 @@ def test_the_uncut_store_still_opens(original):
     with cairn.open(original, readonly=True) as s:
         assert s.head() == 200 + 200 + 3 + 2 + 7
         s.verify()
+
+
+def test_a_store_cut_to_nothing_is_refused(original, tmp_path):
+    # found by `make hostile`: a read-write open made a new, empty store of it (head 0, verify
+    # clean), and a read-only one wrote 8 KiB of fresh meta pages before refusing
+    path = tmp_path / "store"
+    shutil.copytree(original, path)
+    os.truncate(path / "data.mdb", 0)
+    for readonly in (False, True):
+        with pytest.raises(cairn.CorruptionError, match="cut to nothing"):
+            cairn.open(path, readonly=readonly)
+        assert os.path.getsize(path / "data.mdb") == 0
+
+
+def test_an_unfinished_creation_is_completed_by_a_writer_only(tmp_path):
+    # LMDB makes data.mdb before it writes the meta pages: a crash in between leaves an empty
+    # file and no notify file; a read-write open makes the store, a read-only one writes nothing
+    path = tmp_path / "store"
+    os.makedirs(path)
+    open(path / "data.mdb", "wb").close()
+    with pytest.raises(FileNotFoundError, match="no store here"):
+        cairn.open(path, readonly=True)
+    assert os.path.getsize(path / "data.mdb") == 0
+    with cairn.open(path) as s:
+        s.append("a-1", [cairn.Event("T")])
+    with cairn.open(path, readonly=True) as s:
+        assert s.head() == 1
