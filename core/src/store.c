@@ -73,6 +73,7 @@ void cairn__env_retain(cairn_env *e) {
 
 static void env_free(cairn_env *e) {
     free(e->path);
+    free(e->lk_path);
     if (e->hooks && e->hooks->env_close) e->hooks->env_close(e, e->upper);
     cairn__notify_close(e);
     pthread_mutex_destroy(&e->nlock);
@@ -153,7 +154,6 @@ static void writer_unlock(cairn_env *e) {
 }
 
 static int writer_lock(cairn_env *e) {
-    char lk[PATH_MAX];
     struct stat st;
     int err;
     pthread_mutex_lock(&e->wlock);
@@ -164,8 +164,7 @@ static int writer_lock(cairn_env *e) {
     }
     /* Checked while holding the lock: a writer that opened the store after lock.mdb was
      * replaced waits for this one, and this one refuses from its next write on. */
-    snprintf(lk, sizeof lk, "%s/lock.mdb", e->path);
-    if (stat(lk, &st) != 0 || st.st_dev != e->lk_dev || st.st_ino != e->lk_ino) {
+    if (stat(e->lk_path, &st) != 0 || st.st_dev != e->lk_dev || st.st_ino != e->lk_ino) {
         writer_unlock(e);
         return cairn__fail(CAIRN_EIO,
                            "%s: lock.mdb was deleted or replaced while the store was open; "
@@ -358,6 +357,7 @@ static int writer_setup(cairn_env *e, const char *data) {
     char lk[PATH_MAX];
     struct stat st;
     snprintf(lk, sizeof lk, "%s/lock.mdb", e->path);
+    if (!(e->lk_path = strdup(lk))) return cairn__fail(CAIRN_ENOMEM, "out of memory");
     if (stat(lk, &st) != 0) return cairn__fail(CAIRN_EIO, "%s: %s", lk, strerror(errno));
     e->lk_dev = st.st_dev, e->lk_ino = st.st_ino;
     if ((e->lockfd = open(data, O_RDWR | O_CLOEXEC)) < 0)
