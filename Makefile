@@ -138,7 +138,9 @@ crash: build venv
 		--seed $(CRASH_SEED) $(BUILD)/crash-data
 	@rm -rf $(BUILD)/crash-data
 
+# The bank example on a fresh ./demo-store (demo-backup is where its closing `cairn backup` writes).
 demo: build
+	@rm -rf demo-store demo-backup
 	PYTHONPATH=python $(PYTHON) examples/bank.py --store demo-store
 
 # bench/run runs every benchmark, one after another, each on a scratch directory in build/ (the
@@ -170,7 +172,7 @@ format-check: deps
 			"of $(words $(FORMAT_FILES)) files differ from .clang-format (make format rewrites them)"; exit 1; }
 
 clean:
-	rm -rf $(BUILD) $(BUILD_ASAN) build-asan-python build-fuzz build-fuzz-py build-py demo-store \
+	rm -rf $(BUILD) $(BUILD_ASAN) build-asan-python build-fuzz build-fuzz-py build-py demo-store demo-backup \
 		python/cairn/_cairn*.so
 
 distclean: clean

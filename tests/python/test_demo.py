@@ -1,0 +1,140 @@
+"""`make demo` (examples/bank.py): the story it tells is true of the store it leaves behind.
+
+The demo runs in a subprocess on a fresh directory (about 2 s: its watcher process waits
+half a second to subscribe); every number it prints is checked against the others and
+against the store.
+"""
+
+import os
+import re
+import shlex
+import subprocess
+
+import pytest
+
+import cairn
+from conftest import PACKAGE_ROOT, PYTHON, child_env
+
+BANK = os.path.join(os.path.dirname(PACKAGE_ROOT), "examples", "bank.py")
+
+
+def run_demo(cwd, store="demo-store"):
+    p = subprocess.run([PYTHON, BANK, "--store", store], cwd=cwd, env=child_env(),
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stderr == ""
+    return p.stdout
+
+
+def ints(pattern, text):
+    m = re.search(pattern, text, re.M)
+    assert m, f"{pattern!r} not in the demo's output:\n{text}"
+    return [int(g) for g in m.groups()]
+
+
+def parts(out):
+    """[(count, first, last, emitted)] of the "What this run wrote" lines."""
+    rows = re.findall(r"^  Part \d: +(\d+) events? at positions (\d+)\.\.(\d+)"
+                      r"(?: \((\d+) emitted by the alerts projection\))?$", out, re.M)
+    return [(int(n), int(a), int(b), int(e or 0)) for n, a, b, e in rows]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("demo")
+    return cwd, run_demo(cwd)
+
+
+def test_the_demo_tells_each_part_of_the_story(demo):
+    _, out = demo
+    for line in [
+        "store 'demo-store': 0 events recorded before this run",
+        "opened account-alice for Alice with 100: version 1, positions 1..2",
+        "concurrency conflict caught on account-bob: expected version 1, actual 2",
+        "retried append returned the same result: True",
+        "overdraft rejected by the script: insufficient funds",
+        "saga transfer-1: step 2 rejected (account closed) -> rolling back",
+        "rollback appended 1 compensating event(s)",
+        "a second rollback finds 0 left to undo",
+        "account-alice v0 as stored (raw=True): schema 1 {'owner': 'Alice'}",
+        "account-alice v0 as read:              schema 2 {'currency': 'EUR', 'owner': 'Alice'}",
+    ]:
+        assert line in out, f"{line!r} not in the demo's output:\n{out}"
+    live = re.findall(r"^\[watcher\] live @(\d+) (\S+) (\w+)", out, re.M)
+    assert [(s, t) for _, s, t in live] == [
+        ("account-erin", "Opened"), ("account-erin", "Deposited"), ("account-erin", "Withdrawn"),
+        ("alerts-bank", "LargeWithdrawal")]
+    assert "did not see" not in out
+
+
+def test_the_demos_counts_agree_with_each_other_and_with_the_store(demo):
+    cwd, out = demo
+    rows = parts(out)
+    assert len(rows) == 4
+    # the parts tile the log: each starts where the one before ended
+    assert rows[0][1] == 1
+    for (n, a, b, _), nxt in zip(rows, rows[1:] + [None]):
+        assert n == b - a + 1
+        if nxt:
+            assert nxt[1] == b + 1
+    head = rows[-1][2]
+    total, first, last = ints(r"^  in all: (\d+) events, positions (\d+)\.\.(\d+)$", out)
+    assert (total, first, last) == (sum(r[0] for r in rows), 1, head)
+    events, streams, vhead, held, earlier = ints(
+        r"^verify\(\): (\d+) events in (\d+) streams, head (\d+): the store holds (\d+) "
+        r"events, (\d+) of them from earlier runs$", out)
+    assert events == vhead == held == head and earlier == 0
+
+    with cairn.open(cwd / "demo-store", readonly=True) as store:
+        assert store.head() == head
+        assert store.verify() == (events, streams, head)
+        assert sum(1 for _ in store.streams()) == streams
+        # what Part 3 says the projections applied is what their sources select in the log
+        # they caught up with: alerts ran first (emitting one event), then the other two
+        (log_holds,) = ints(r"^the log holds (\d+) events;", out)
+        assert log_holds == rows[1][2]
+        applied = dict((name, int(n)) for name, n in re.findall(r"^  (\w+) +applied +(\d+) events", out, re.M))
+        upto = log_holds + 1
+        selected = {
+            "alerts": store.read_all(types=["Withdrawn"]),
+            "balances": store.read_all(categories=["account"]),
+            "daily_totals": store.read_all(types=["Deposited", "Withdrawn"]),
+        }
+        assert applied == {k: sum(1 for e in v if e.position <= upto) for k, v in selected.items()}
+        assert sum(r[3] for r in rows) == len(list(store.read_stream("alerts-bank"))) == 2
+        (now,) = ints(r"the head is now (\d+)\)", out)
+        assert now == log_holds + 1
+        for p in store.scripts()["projection"]:
+            assert store.projection(p).status == "ok"
+            assert store.projection(p).position == rows[2][2]
+        # the balances it prints are the projection's
+        assert "balances: account-erin -> {'balance': 180, 'events': 3}; 5 accounts known" in out
+        assert store.projection("balances").state("account-erin") == {"balance": 180, "events": 3}
+
+
+def test_a_second_run_on_the_same_store_adds_a_second_story(demo, tmp_path):
+    # its own directory: the module's demo store stays as the first run left it
+    first = run_demo(tmp_path)
+    head = parts(first)[-1][2]
+    out = run_demo(tmp_path)
+    assert f"store 'demo-store': {head} events recorded before this run" in out
+    rows = parts(out)
+    assert rows[0][1] == head + 1
+    total, first_pos, last = ints(r"^  in all: (\d+) events, positions (\d+)\.\.(\d+)$", out)
+    assert (first_pos, last) == (head + 1, rows[-1][2]) and total == last - head
+    assert f"the store holds {last} events, {head} of them from earlier runs" in out
+
+
+def explore_commands(out):
+    """The `cairn ...` lines the demo prints at the end, as argument lists."""
+    tail = out[out.index("=== Explore the store ==="):]
+    return [shlex.split(line.split("   # ")[0].strip())
+            for line in tail.splitlines() if line.startswith("  cairn ")]
+
+
+def test_the_demo_prints_the_cairn_commands_to_explore_its_store(demo):
+    _, out = demo
+    cmds = explore_commands(out)
+    assert [c[1] for c in cmds] == ["info", "streams", "read", "read", "log", "load", "projections",
+                                    "projections", "execute", "verify", "export", "backup", "tail"]
+    assert all("demo-store" in c for c in cmds)
