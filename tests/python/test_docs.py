@@ -3,14 +3,19 @@
 - docs/getting-started.md shows files of examples/ whole, each followed by what it prints:
   the file shown must be the file, and running it in a fresh directory must print exactly
   the output shown.
+- docs/python-api.md (and the other pages with `>>>` examples) are doctests, run with a
+  fresh temporary directory as the working directory: a wrong example fails `make test`.
+  python-api.md must also name every public name of `cairn` and of its classes.
 """
 
+import doctest
 import os
 import re
 import subprocess
 
 import pytest
 
+import cairn
 from conftest import PACKAGE_ROOT, PYTHON, child_env
 
 ROOT = os.path.dirname(PACKAGE_ROOT)
@@ -61,3 +66,56 @@ def test_each_example_prints_what_getting_started_shows(path, tmp_path):
     again = subprocess.run([PYTHON, os.path.join(ROOT, path)], cwd=tmp_path, env=child_env(),
                            capture_output=True, text=True, timeout=60)
     assert again.returncode == 0 and again.stdout == p.stdout, again.stderr
+
+
+# ---------------------------------------------------------------------------------------
+# Doctests
+# ---------------------------------------------------------------------------------------
+
+DOCTEST_PAGES = ["docs/python-api.md"]
+
+
+@pytest.mark.parametrize("page", DOCTEST_PAGES)
+def test_the_examples_of_the_page_run_as_doctests(page, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = doctest.testfile(
+        os.path.join(ROOT, page), module_relative=False, globs={"cairn": cairn},
+        optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, report=True, verbose=False)
+    assert result.attempted > 0
+    assert result.failed == 0, f"{result.failed} of {result.attempted} examples of {page} failed (see above)"
+
+
+def public_names():
+    """Every public name of `cairn` and of the classes it exports, as `name` or `Class.attr`."""
+    names = set()
+    for name in cairn.__all__:
+        names.add(name)
+        obj = getattr(cairn, name)
+        if isinstance(obj, type) and not issubclass(obj, BaseException):
+            for attr in dir(obj):
+                if not attr.startswith("_") and attr not in ("count", "index", "n_fields",
+                                                              "n_sequence_fields", "n_unnamed_fields"):
+                    names.add(f"{name}.{attr}")
+    return names
+
+
+def test_python_api_reference_names_every_public_name():
+    page = read("docs/python-api.md")
+    # A name is documented by a heading that names it, or by a bullet that starts with it
+    # (`Store.head()`, `store.head()` or `head` under the class's heading), several names
+    # before the bullet's first ": " counting each.
+    documented = set()
+    cls = None
+    for line in page.splitlines():
+        m = re.match(r"^#+ .*?`(?:cairn\.)?(\w+)", line)
+        if m:
+            cls = m.group(1)
+            documented.add(cls)
+        if line.startswith("- `"):
+            lead = line.split(": ", 1)[0]
+            for name in re.findall(r"`(?:cairn\.|store\.|[A-Z]\w*\.)?(\w+)", lead):
+                documented.add(name)
+                if cls:
+                    documented.add(f"{cls}.{name}")
+    missing = sorted(n for n in public_names() if n not in documented)
+    assert not missing, f"docs/python-api.md does not document: {', '.join(missing)}"
