@@ -402,8 +402,9 @@ int cairn_projection_reset(cairn_store *store, const char *name, size_t name_len
 /* Removes the projection's script, state and record. */
 int cairn_delete_projection(cairn_store *store, const char *name, size_t name_len);
 
-/* A background thread running cairn_run_projections(store, NULL) whenever the head moves
- * (checked every 50 ms).  Stop it before closing the store. */
+/* A background thread running cairn_run_projections(store, NULL) whenever the head moves:
+ * it sleeps on the store's commit notification (woken by commits of any process; it looks
+ * again every 250 ms).  Stop it before closing the store. */
 typedef struct cairn_runner cairn_runner;
 int cairn_projections_start(cairn_store *store, cairn_runner **out);
 void cairn_projections_stop(cairn_runner *runner); /* joins the thread; NULL, or a runner

@@ -6,6 +6,8 @@
 - docs/python-api.md (and the other pages with `>>>` examples) are doctests, run with a
   fresh temporary directory as the working directory: a wrong example fails `make test`.
   python-api.md must also name every public name of `cairn` and of its classes.
+- docs/c-api.md shows examples/hello.c whole with what it prints (ctest builds and runs it
+  as example_hello) and names every function, type and macro of cairn.h.
 """
 
 import doctest
@@ -119,3 +121,42 @@ def test_python_api_reference_names_every_public_name():
                     documented.add(f"{cls}.{name}")
     missing = sorted(n for n in public_names() if n not in documented)
     assert not missing, f"docs/python-api.md does not document: {', '.join(missing)}"
+
+
+# ---------------------------------------------------------------------------------------
+# The C API page: the example program and every name of cairn.h
+# ---------------------------------------------------------------------------------------
+
+C_API = "docs/c-api.md"
+EXAMPLE_HELLO = os.path.join(ROOT, "build", "example_hello")
+
+
+def test_c_api_shows_examples_hello_c_as_it_is():
+    assert blocks(C_API, "example") == {"examples/hello.c": read("examples/hello.c")}
+
+
+@pytest.mark.skipif(not os.path.exists(EXAMPLE_HELLO), reason="build/example_hello not built (make build)")
+def test_examples_hello_c_prints_what_the_c_api_page_shows(tmp_path):
+    p = subprocess.run([EXAMPLE_HELLO, "hello-store"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == blocks(C_API, "output")["examples/hello.c"]
+
+
+def header_names():
+    """Every function, type and macro cairn.h declares."""
+    text = re.sub(r"/\*.*?\*/", "", read("core/include/cairn.h"), flags=re.S)
+    names = set(re.findall(r"\b(cairn_\w+)\s*\(", text))             # functions
+    names |= set(re.findall(r"\}\s*(cairn_\w+)\s*;", text))           # typedef struct {...} name;
+    names |= set(re.findall(r"typedef\s+struct\s+\w+\s+(cairn_\w+)\s*;", text))
+    names |= set(re.findall(r"\(\*(cairn_\w+)\)", text))               # function pointer types
+    names |= set(re.findall(r"#define\s+(CAIRN_\w+)", text)) - {"CAIRN_H"}
+    names |= set(re.findall(r"\b(CAIRN_(?:DURABLE|SCRIPT)_\w+)\b", text))  # enum values
+    return names
+
+
+def test_c_api_page_names_everything_cairn_h_declares():
+    page = read(C_API)
+    missing = sorted(n for n in header_names() if not re.search(r"`" + n + r"\b", page))
+    assert len(header_names()) > 80
+    assert not missing, f"docs/c-api.md does not name: {', '.join(missing)}"
