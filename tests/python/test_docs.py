@@ -74,7 +74,7 @@ def test_each_example_prints_what_getting_started_shows(path, tmp_path):
 # Doctests
 # ---------------------------------------------------------------------------------------
 
-DOCTEST_PAGES = ["docs/concepts.md", "docs/python-api.md"]
+DOCTEST_PAGES = ["docs/concepts.md", "docs/operations.md", "docs/python-api.md"]
 
 
 @pytest.mark.parametrize("page", DOCTEST_PAGES)
