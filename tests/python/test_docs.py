@@ -5,7 +5,10 @@
   the output shown.
 - docs/python-api.md (and the other pages with `>>>` examples) are doctests, run with a
   fresh temporary directory as the working directory: a wrong example fails `make test`.
+  docs/lua.md's Lua blocks are given to its doctests by name (`LUA["account"]`), so each of
+  them is defined in a store and run.
   python-api.md must also name every public name of `cairn` and of its classes.
+- Relative links between the pages and the README resolve, anchors included.
 - docs/c-api.md shows examples/hello.c whole with what it prints (ctest builds and runs it
   as example_hello) and names every function, type and macro of cairn.h.
 """
@@ -74,17 +77,28 @@ def test_each_example_prints_what_getting_started_shows(path, tmp_path):
 # Doctests
 # ---------------------------------------------------------------------------------------
 
-DOCTEST_PAGES = ["docs/concepts.md", "docs/operations.md", "docs/python-api.md"]
+DOCTEST_PAGES = ["docs/concepts.md", "docs/lua.md", "docs/operations.md", "docs/python-api.md"]
 
 
 @pytest.mark.parametrize("page", DOCTEST_PAGES)
 def test_the_examples_of_the_page_run_as_doctests(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    # the page's Lua blocks, by the name of their <!-- lua: NAME --> marker, as LUA[NAME]
     result = doctest.testfile(
-        os.path.join(ROOT, page), module_relative=False, globs={"cairn": cairn},
+        os.path.join(ROOT, page), module_relative=False,
+        globs={"cairn": cairn, "LUA": blocks(page, "lua")},
         optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, report=True, verbose=False)
     assert result.attempted > 0
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples of {page} failed (see above)"
+
+
+def test_every_lua_block_of_the_lua_guide_is_named_and_run():
+    page = read("docs/lua.md")
+    fenced = re.findall(r"^```lua$", page, re.M)
+    named = blocks("docs/lua.md", "lua")
+    assert len(named) == len(fenced) > 5, "a ```lua block without a <!-- lua: NAME --> marker"
+    for name in named:
+        assert f'LUA["{name}"]' in page, f"the Lua block {name} is not used by any example"
 
 
 def public_names():
@@ -160,3 +174,36 @@ def test_c_api_page_names_everything_cairn_h_declares():
     missing = sorted(n for n in header_names() if not re.search(r"`" + n + r"\b", page))
     assert len(header_names()) > 80
     assert not missing, f"docs/c-api.md does not name: {', '.join(missing)}"
+
+
+# ---------------------------------------------------------------------------------------
+# Links
+# ---------------------------------------------------------------------------------------
+
+PAGES = ["README.md"] + sorted(f"docs/{f}" for f in os.listdir(DOCS) if f.endswith(".md"))
+
+
+def anchors(text):
+    """GitHub's anchors of a page's headings."""
+    out = set()
+    for h in re.findall(r"^#+ (.+)$", text, re.M):
+        a = re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+        out.add(a)
+    return out
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_relative_links_resolve(page):
+    text = read(page)
+    base = os.path.dirname(os.path.join(ROOT, page))
+    bad = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target):
+            continue
+        path, _, anchor = target.partition("#")
+        full = os.path.normpath(os.path.join(base, path)) if path else os.path.join(ROOT, page)
+        if not os.path.exists(full):
+            bad.append(target)
+        elif anchor and full.endswith(".md") and anchor not in anchors(open(full, encoding="utf-8").read()):
+            bad.append(target)
+    assert not bad, f"{page}: links that lead nowhere: {bad}"
