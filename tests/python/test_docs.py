@@ -14,6 +14,7 @@
 """
 
 import doctest
+import logging
 import os
 import re
 import subprocess
@@ -83,6 +84,17 @@ DOCTEST_PAGES = ["docs/concepts.md", "docs/lua.md", "docs/operations.md", "docs/
 @pytest.mark.parametrize("page", DOCTEST_PAGES)
 def test_the_examples_of_the_page_run_as_doctests(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    # an example that configures the "cairn" logger must not leave it so for other tests
+    log = logging.getLogger("cairn")
+    handlers, level = list(log.handlers), log.level
+    try:
+        run_doctests(page)
+    finally:
+        log.handlers[:] = handlers
+        log.setLevel(level)
+
+
+def run_doctests(page):
     # the page's Lua blocks, by the name of their <!-- lua: NAME --> marker, as LUA[NAME]
     result = doctest.testfile(
         os.path.join(ROOT, page), module_relative=False,
