@@ -61,7 +61,7 @@ typedef struct cairn_env {
     int lockfd;
     dev_t lk_dev;
     ino_t lk_ino;
-    char *lk_path; /* <path>/lock.mdb, made once: each write stats it */
+    char *lk_path;         /* <path>/lock.mdb, made once: each write stats it */
     unsigned long commits; /* under wlock: dead readers are cleared every few commits */
 } cairn_env;
 
