@@ -155,6 +155,14 @@ int cairn_lua_upcast(cairn_lua *h, int up, int ev, uint64_t position, int *chang
 int cairn_lua_check_shape(cairn_lua *h, const char *name, cairn_lua_kind kind);
 
 /* [-0, +0, -]
+ * Reads the value at idx as the list of events a decide or compensate handler returned (nil
+ * is the caller's business): a table whose keys are exactly 1..n, n in *n ({} is the empty
+ * list).  Anything else -- not a table, one event table, keys besides 1..n, holes -- is
+ * CAIRN_EINVAL saying what it was ("returned one event table ..."); the caller names the
+ * handler.  Raw reads only (event_in.c). */
+int cairn_lua_check_list(cairn_lua *h, int idx, size_t *n);
+
+/* [-0, +0, -]
  * With reuse nonzero, cairn_lua_fold refills one set of event tables (event, data object,
  * empty metadata, tags) for every event instead of making fresh ones, and the event's `id`
  * is materialized on first read.  That is only sound when no handler keeps a reference to

@@ -4,6 +4,7 @@
  * saga rollback by correlation id, and snapshots kept as appends cross their interval.
  */
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -407,34 +408,76 @@ static void merge_into(lua_State *L, int dst, int src) {
     }
 }
 
-/* Converts the list of event tables at `list` (as a decide/compensate handler returned
- * it) into cairn_event_in entries.  Metadata is built from the tables at meta[0..2] (0
- * skipped) with the event's own metadata inserted at position `own` of that order.
- * The Lua values stay on the stack (types and tags point into them) until produced_free. */
-static int produce_events(agg *a, int list, const char *what, const int *meta, int own,
+/* The handler whose result produce() reads, for its messages: "<script>:<line>: what.name". */
+typedef struct handler_ref {
+    const char *what; /* "decide" or "compensate" */
+    const char *name; /* the command or the event type */
+    size_t name_len;
+    int line;          /* where the handler's function begins, 0 when unknown */
+    uint64_t position; /* compensate: the event compensated; 0 for decide */
+} handler_ref;
+
+/* [-0, +0, -] the handler is the function at fn */
+static void handler_at(handler_ref *r, lua_State *L, const char *what, int fn, const char *name,
+                       size_t name_len, uint64_t position) {
+    lua_Debug ar;
+    r->what = what, r->name = name, r->name_len = name_len > 200 ? 200 : name_len;
+    r->position = position, r->line = 0;
+    lua_pushvalue(L, fn);
+    if (lua_getinfo(L, ">S", &ar) && ar.linedefined > 0) r->line = ar.linedefined;
+}
+
+/* CAIRN_ESCRIPT "<script>:<line>: <text>" with the handler's script, line and position. */
+static int handler_fail(agg *a, const handler_ref *r, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int handler_fail(agg *a, const handler_ref *r, const char *fmt, ...) {
+    char msg[400];
+    cairn_error *err = cairn__err();
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (r->line)
+        cairn__fail(CAIRN_ESCRIPT, "%s:%d: %s", a->name, r->line, msg);
+    else
+        cairn__fail(CAIRN_ESCRIPT, "%s: %s", a->name, msg);
+    snprintf(err->script, sizeof err->script, "%s", a->name);
+    err->line = r->line, err->position = r->position;
+    return CAIRN_ESCRIPT;
+}
+
+/* Converts the list of event tables at `list` (as the handler r returned it) into
+ * cairn_event_in entries.  Metadata is built from the tables at meta[0..2] (0 skipped) with
+ * the event's own metadata inserted at position `own` of that order.  The Lua values stay on
+ * the stack (types and tags point into them) until produced_free. */
+static int produce_events(agg *a, int list, const handler_ref *r, const int *meta, int own,
                           produced *p);
 
 /* The events one call returned are encoded as one more invocation (cairn_lua_encode_begin):
  * a budget and a time limit for all of them, not one per event. */
-static int produce(agg *a, int list, const char *what, const int *meta, int own, produced *p) {
+static int produce(agg *a, int list, const handler_ref *r, const int *meta, int own, produced *p) {
     int rc;
     cairn_lua_encode_begin(a->h);
-    rc = produce_events(a, list, what, meta, own, p);
+    rc = produce_events(a, list, r, meta, own, p);
     cairn_lua_encode_end(a->h);
     return rc;
 }
 
-static int produce_events(agg *a, int list, const char *what, const int *meta, int own,
+static int produce_events(agg *a, int list, const handler_ref *r, const int *meta, int own,
                           produced *p) {
     lua_State *L = a->L;
+    const char *what = r->what;
     size_t n;
     int rc = CAIRN_OK;
 
     memset(p, 0, sizeof *p);
     if (lua_isnil(L, list)) return CAIRN_OK;
-    if (!lua_istable(L, list))
-        return cairn__script_fail(a->name, 0, "%s must return a list of events", what);
-    n = lua_rawlen(L, list);
+    if (cairn_lua_check_list(a->h, list, &n)) {
+        char why[sizeof cairn__err()->message];
+        snprintf(why, sizeof why, "%s", cairn__err()->message);
+        return handler_fail(a, r, "%s must return a list of events: %s.%.*s %.300s", what, what,
+                            (int)r->name_len, r->name, why);
+    }
     if (!n) return CAIRN_OK;
     if (!(p->evs = calloc(n, sizeof *p->evs)) || !(p->offs = calloc(n * 5, sizeof *p->offs))) {
         produced_free(p);
@@ -713,6 +756,7 @@ static int execute_body(cairn_store *s, MDB_txn *txn, cairn_lua *h, void *ctx) {
     exec_args *x = ctx;
     agg a;
     produced p;
+    handler_ref r;
     int rc, handler, call_meta, cmd, meta[3] = {0, 0, 0};
     lua_State *L;
 
@@ -733,6 +777,7 @@ static int execute_body(cairn_store *s, MDB_txn *txn, cairn_lua *h, void *ctx) {
         return cairn__fail(CAIRN_EINVAL, "command: aggregate %s has no decide handler for %.*s",
                            a.name, (int)(x->command_len > 200 ? 200 : x->command_len), x->command);
     handler = lua_gettop(L);
+    handler_at(&r, L, "decide", handler, x->command, x->command_len, 0);
     if ((rc = push_meta(&a, x->metadata))) return rc;
     call_meta = lua_gettop(L);
     /* cmd = {type = command, data = ..., metadata = ...} */
@@ -751,7 +796,7 @@ static int execute_body(cairn_store *s, MDB_txn *txn, cairn_lua *h, void *ctx) {
     lua_pushvalue(L, cmd);
     if ((rc = cairn_lua_call(h, a.name, 2, 1, 0))) return rc;
     meta[1] = call_meta; /* the event's own metadata first (own = 0), the call's on top */
-    if ((rc = produce(&a, lua_gettop(L), "decide", meta, 0, &p))) return rc;
+    if ((rc = produce(&a, lua_gettop(L), &r, meta, 0, &p))) return rc;
     if (!p.n) {
         /* nothing to write; the expectation still has to hold */
         int ok = x->expected == CAIRN_ANY ||
@@ -805,6 +850,7 @@ static int compensate_one(cairn_store *s, MDB_txn *txn, cairn_lua *h, const char
                           size_t aggregate_len, cairn_slice metadata, cairn_append_result *res) {
     agg a;
     produced p;
+    handler_ref r;
     cairn_event ev;
     char idstr[37];
     int rc, handler, call_meta, ids, meta[3] = {0, 0, 0};
@@ -838,6 +884,7 @@ static int compensate_one(cairn_store *s, MDB_txn *txn, cairn_lua *h, const char
                            a.name, (int)(ev.type.len > 200 ? 200 : ev.type.len),
                            (const char *)ev.type.ptr);
     handler = lua_gettop(L);
+    handler_at(&r, L, "compensate", handler, ev.type.ptr, ev.type.len, ev.position);
     if ((rc = push_meta(&a, metadata))) return rc;
     call_meta = lua_gettop(L);
     lua_createtable(L, 0, 2);
@@ -856,13 +903,9 @@ static int compensate_one(cairn_store *s, MDB_txn *txn, cairn_lua *h, const char
     lua_pushvalue(L, handler + 1);
     if ((rc = cairn_lua_call(h, a.name, 2, 1, ev.position))) return rc;
     meta[0] = call_meta, meta[1] = 0, meta[2] = ids; /* call's, then the script's, then the ids */
-    if ((rc = produce(&a, lua_gettop(L), "compensate", meta, 1, &p))) return rc;
-    if (!p.n) {
-        char what[300];
-        snprintf(what, sizeof what, "compensate.%.*s returned no events",
-                 (int)(ev.type.len > 200 ? 200 : ev.type.len), (const char *)ev.type.ptr);
-        return cairn__script_fail(a.name, ev.position, "%s", what);
-    }
+    if ((rc = produce(&a, lua_gettop(L), &r, meta, 1, &p))) return rc;
+    if (!p.n)
+        return handler_fail(&a, &r, "compensate.%.*s returned no events", (int)r.name_len, r.name);
     rc = write_produced(&a, stream, stream_len, CAIRN_ANY, &p, "compensate", res);
     produced_free(&p);
     return rc;
