@@ -6,6 +6,8 @@
  */
 #include "binding.h"
 
+#include "base.h" /* the event rules shared with append and the scripts (check.c) */
+
 #include <datetime.h>
 #include <structmember.h>
 
@@ -123,8 +125,8 @@ void cpy_namecache_clear(cpy_namecache *c) {
  * Event
  * --------------------------------------------------------------------------------- */
 
-/* An exact str of 1..max UTF-8 bytes without NUL, or NULL with an exception naming
- * `what`. */
+/* An exact str of 1..max UTF-8 bytes without NUL (base.h: cairn__check_text, the rule append
+ * and the scripts' events obey, in its words), or NULL with an exception naming `what`. */
 static PyObject *checked_name(PyObject *o, const char *what, Py_ssize_t max) {
     Py_ssize_t n;
     const char *u;
@@ -146,13 +148,8 @@ static PyObject *checked_name(PyObject *o, const char *what, Py_ssize_t max) {
         }
         return NULL;
     }
-    if (n < 1 || n > max) {
-        PyErr_Format(PyExc_ValueError, "%s must be 1..%zd bytes of UTF-8, got %zd", what, max, n);
-        Py_DECREF(s);
-        return NULL;
-    }
-    if (memchr(u, 0, (size_t)n)) {
-        PyErr_Format(PyExc_ValueError, "%s must not contain NUL characters", what);
+    if (cairn__check_text(u, (size_t)n, (size_t)max, what)) {
+        PyErr_SetString(PyExc_ValueError, cairn_errmsg());
         Py_DECREF(s);
         return NULL;
     }
@@ -178,9 +175,8 @@ static PyObject *checked_tags(PyObject *tags) {
         return NULL;
     }
     n = PyTuple_GET_SIZE(t);
-    if (n > CAIRN_MAX_TAGS) {
-        PyErr_Format(PyExc_ValueError, "tags: at most %d tags per event, got %zd", CAIRN_MAX_TAGS,
-                     n);
+    if (cairn__check_ntags((size_t)n)) {
+        PyErr_SetString(PyExc_ValueError, cairn_errmsg());
         Py_DECREF(t);
         return NULL;
     }
@@ -278,9 +274,12 @@ static int event_fill(cpy_event *self, PyObject *args, PyObject *kwargs) {
         }
         sv = PyLong_AsLongLongAndOverflow(schema, &overflow);
         if (sv == -1 && PyErr_Occurred()) goto fail;
-        if (overflow || sv < 1 || sv > UINT32_MAX) {
-            PyErr_Format(PyExc_ValueError, "schema must be an int from 1 to %lu, got %R",
-                         (unsigned long)UINT32_MAX, schema);
+        if (overflow) {
+            PyErr_Format(PyExc_ValueError, CAIRN__SCHEMA_RULE ", got %R", schema);
+            goto fail;
+        }
+        if (cairn__check_schema(sv)) {
+            PyErr_SetString(PyExc_ValueError, cairn_errmsg());
             goto fail;
         }
     }

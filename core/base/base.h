@@ -113,6 +113,28 @@ int cairn__check_name(const char *name, size_t len);
 int cairn__check_stream(const void *name, size_t len, const char *what);
 
 /* ---------------------------------------------------------------------------------
+ * The rules of an event as written (spec 1; check.c), one wording for every way in:
+ * cairn_append (append.c), cairn.Event (the binding) and the events scripts hand over
+ * (decide, compensate, emit, upcasters: lua/event_in.c and core/script).  Each is
+ * CAIRN_EINVAL naming the field ("type must be 1..255 bytes of UTF-8, got 0"); what a
+ * language calls its types ("must be a str", "must be a string") stays with the language.
+ * --------------------------------------------------------------------------------- */
+#define CAIRN__SCHEMA_RULE "schema must be an int from 1 to 4294967295" /* + ", got N" */
+/* A name-like field: 1..max bytes of UTF-8 without NUL, `what` leading the message ("type must
+ * be 1..255 bytes of UTF-8, got 0", "... must not contain NUL characters", "... is not valid
+ * UTF-8"); the two below are it for a type and a tag. */
+int cairn__check_text(const void *p, size_t len, size_t max, const char *what);
+int cairn__check_type(const void *p, size_t len); /* 1..CAIRN_MAX_TYPE bytes of UTF-8, no NUL */
+int cairn__check_tag(const void *p, size_t len);  /* 1..CAIRN_MAX_TAG bytes of UTF-8, no NUL */
+int cairn__check_ntags(size_t n);                 /* at most CAIRN_MAX_TAGS */
+int cairn__check_schema(int64_t schema);          /* 1..UINT32_MAX */
+/* Metadata JSON text (len 0: none) is an object, and its reserved keys have their types
+ * (cairn__links_check).  The text itself is trusted to be JSON (an encoder wrote it). */
+int cairn__check_metadata(const void *json, size_t len);
+/* All of the above for one event, and its flags (data is any JSON text, or bytes). */
+int cairn__event_check(const cairn_event_in *ev);
+
+/* ---------------------------------------------------------------------------------
  * UUIDs and the clock (uuid.c).  cairn_uuid7 (public) makes the ids of new events.
  * --------------------------------------------------------------------------------- */
 /* The wall clock, ns since the Unix epoch (event timestamps, UUIDv7 milliseconds). */
@@ -151,5 +173,9 @@ void cairn__links_free(cairn_links *l);
  * UUID string.  CAIRN_EINVAL naming the key otherwise (metadata that is no JSON object, or
  * carries none of them, passes). */
 int cairn__links_check(const void *metadata, size_t len);
+/* The same rule for one key and its value: str (len bytes) when the value is a string, else
+ * NULL and `kind` saying what it is ("a number").  CAIRN_OK for a key that is not reserved. */
+int cairn__links_check_key(const char *key, size_t klen, const char *str, size_t len,
+                           const char *kind);
 
 #endif

@@ -51,11 +51,28 @@ static const char *json_kind(const json_t *v) {
     }
 }
 
+int cairn__links_check_key(const char *key, size_t klen, const char *str, size_t len,
+                           const char *kind) {
+    uint8_t id[16];
+    if ((klen == 14 && !memcmp(key, "correlation_id", 14)) ||
+        (klen == 12 && !memcmp(key, "causation_id", 12))) {
+        if (!str)
+            return cairn__fail(CAIRN_EINVAL, "metadata: %.*s must be a str, not %s", (int)klen, key,
+                               kind);
+    } else if (klen == 11 && !memcmp(key, "compensates", 11)) {
+        if (!str || !cairn__parse_uuid(str, len, id))
+            return cairn__fail(CAIRN_EINVAL,
+                               "metadata: compensates must be the id of an event as a UUID str, "
+                               "not %s",
+                               str ? "another str" : kind);
+    }
+    return CAIRN_OK;
+}
+
 int cairn__links_check(const void *metadata, size_t len) {
-    static const char *const str_keys[] = {"correlation_id", "causation_id"};
+    static const char *const keys[] = {"correlation_id", "causation_id", "compensates"};
     json_t *doc, *v;
     int rc = CAIRN_OK;
-    uint8_t id[16];
 
     if (!len ||
         !(memmem(metadata, len, k_corr, sizeof k_corr - 1) ||
@@ -64,15 +81,12 @@ int cairn__links_check(const void *metadata, size_t len) {
         return CAIRN_OK;
     if (!(doc = json_loadb(metadata, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL)))
         return CAIRN_OK; /* not JSON jansson reads: the binding's encoder wrote it */
-    for (int k = 0; k < 2 && !rc; k++)
-        if ((v = json_object_get(doc, str_keys[k])) && !json_is_string(v))
-            rc = cairn__fail(CAIRN_EINVAL, "metadata: %s must be a str, not %s", str_keys[k],
-                             json_kind(v));
-    if (!rc && (v = json_object_get(doc, "compensates")) &&
-        (!json_is_string(v) || !cairn__parse_uuid(json_string_value(v), json_string_length(v), id)))
-        rc = cairn__fail(CAIRN_EINVAL,
-                         "metadata: compensates must be the id of an event as a UUID str, not %s",
-                         json_is_string(v) ? "another str" : json_kind(v));
+    for (int k = 0; k < 3 && !rc; k++)
+        if ((v = json_object_get(doc, keys[k])))
+            rc = json_is_string(v)
+                ? cairn__links_check_key(keys[k], strlen(keys[k]), json_string_value(v),
+                                         json_string_length(v), NULL)
+                : cairn__links_check_key(keys[k], strlen(keys[k]), NULL, 0, json_kind(v));
     json_decref(doc);
     return rc;
 }

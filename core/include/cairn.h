@@ -159,7 +159,10 @@ typedef struct cairn_append_result {
  * Requests are checked in order and see the effect of earlier ones.  A request whose
  * event ids are exactly those of one earlier request, in order, to the same stream, is
  * a retry: its result is the earlier one and nothing is written for it.  Any other reuse
- * of a written id fails with CAIRN_EDUPLICATE.  results must hold nreqs entries. */
+ * of a written id fails with CAIRN_EDUPLICATE.  results must hold nreqs entries.  An event
+ * that breaks a rule of cairn_event_in (metadata that is no JSON object included, or whose
+ * reserved keys have the wrong types) is CAIRN_EINVAL worded as cairn.Event words it, with
+ * " (event i)" added (i from 0 within its request), and nothing is written. */
 int cairn_append_batch(cairn_store *store, const cairn_append_req *reqs, size_t nreqs,
                        cairn_append_result *results);
 

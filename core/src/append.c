@@ -2,6 +2,7 @@
  * append.c -- writing events: validation, the expected-version check, idempotent
  * retries, and the one LMDB write transaction that stores records and every index.
  */
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "storage.h"
@@ -12,30 +13,12 @@ static const MDB_val K_SID = {3, (void *)"sid"};
 static const MDB_val K_TAIL = {4, (void *)"tail"};
 
 static int validate_event(const cairn_event_in *ev, const cairn_slice *stream, size_t r, size_t i) {
-    int rc;
     cairn__err()->request = r;
-    if (ev->type.len == 0 || ev->type.len > CAIRN_MAX_TYPE)
-        return cairn__fail(CAIRN_EINVAL, "type: must be 1..%d bytes, got %zu (event %zu)",
-                           CAIRN_MAX_TYPE, ev->type.len, i);
-    if (memchr(ev->type.ptr, 0, ev->type.len) || !cairn__check_utf8(ev->type.ptr, ev->type.len))
-        return cairn__fail(CAIRN_EINVAL, "type: must be UTF-8 without NUL (event %zu)", i);
-    if (ev->schema < 1) return cairn__fail(CAIRN_EINVAL, "schema: must be >= 1 (event %zu)", i);
-    if (ev->flags & ~(uint32_t)CAIRN_EVENT_BYTES)
-        return cairn__fail(CAIRN_EINVAL, "flags: unknown bits 0x%x (event %zu)", ev->flags, i);
-    if (ev->ntags > CAIRN_MAX_TAGS || (ev->ntags && !ev->tags))
-        return cairn__fail(CAIRN_EINVAL, "tags: at most %d tags (event %zu)", CAIRN_MAX_TAGS, i);
-    for (size_t t = 0; t < ev->ntags; t++) {
-        const cairn_slice *g = &ev->tags[t];
-        if (g->len == 0 || g->len > CAIRN_MAX_TAG || memchr(g->ptr, 0, g->len) ||
-            !cairn__check_utf8(g->ptr, g->len))
-            return cairn__fail(
-                CAIRN_EINVAL, "tags: each tag must be 1..%d bytes of UTF-8 without NUL (event %zu)",
-                CAIRN_MAX_TAG, i);
+    if (cairn__event_check(ev)) { /* the rules of spec 1 (base/check.c), and which event */
+        char m[sizeof cairn__err()->message];
+        snprintf(m, sizeof m, "%s", cairn__err()->message);
+        return cairn__fail(CAIRN_EINVAL, "%.480s (event %zu)", m, i);
     }
-    if ((ev->data.len && !ev->data.ptr) || (ev->metadata.len && !ev->metadata.ptr))
-        return cairn__fail(CAIRN_EINVAL, "data: NULL pointer with a length (event %zu)", i);
-    if (ev->metadata.len && (rc = cairn__links_check(ev->metadata.ptr, ev->metadata.len)))
-        return rc; /* the reserved keys' types (base/links.c) */
     if (cairn__record_size(stream, ev) > CAIRN_MAX_RECORD)
         return cairn__fail(CAIRN_ETOOBIG, "data: event %zu is larger than %u bytes", i,
                            CAIRN_MAX_RECORD);

@@ -409,6 +409,53 @@ static void bad_arguments_are_einval(void **state) {
     assert_int_equal(cairn_event_tag(&ev, &cur, &tag), 0);
 }
 
+/* Metadata is a JSON object or none (cairn.h): a list, a string, a number, a bool or null
+ * was stored, and read back as what the contract forbids. */
+static void metadata_that_is_not_an_object_is_einval(void **state) {
+    fixture *fx = *state;
+    static const char *const bad[] = {"[1,2]", "\"x\"", "42", "-1", "true", "null", " [ ]"};
+    cairn_append_result r;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cairn_event_in ev = ev_make("E", NULL);
+        ev.metadata.ptr = bad[i], ev.metadata.len = strlen(bad[i]);
+        int rc = cairn_append(fx->store, "s", 1, CAIRN_ANY, &ev, 1, &r);
+        if (rc != CAIRN_EINVAL || !strstr(cairn_errmsg(), "metadata must be an object, not "))
+            fail_msg("metadata %s: rc %d (%s)", bad[i], rc, cairn_errmsg());
+        assert_int_equal(head_of(fx->store), 0);
+    }
+    cairn_event_in ok = ev_make("E", NULL);
+    ok.metadata = S(" {\"a\":[1]}");
+    CHECK_OK(cairn_append(fx->store, "s", 1, CAIRN_ANY, &ok, 1, &r));
+    assert_int_equal(head_of(fx->store), 1);
+}
+
+/* The rules of spec 1 speak as cairn.Event does, whichever way an event comes in
+ * (base/check.c), and say which event of the call broke one. */
+static void event_rules_are_worded_as_cairn_event(void **state) {
+    fixture *fx = *state;
+    cairn_slice nul_tag = {"a\0b", 3};
+    cairn_append_result r;
+    struct {
+        cairn_event_in ev;
+        const char *want;
+    } cases[] = {
+        {{.type = S(""), .schema = 1}, "type must be 1..255 bytes of UTF-8, got 0 (event 1)"},
+        {{.type = S("\xff"), .schema = 1}, "type is not valid UTF-8 (event 1)"},
+        {{.type = {"a\0", 2}, .schema = 1}, "type must not contain NUL characters (event 1)"},
+        {{.type = S("E"), .schema = 0},
+         "schema must be an int from 1 to 4294967295, got 0 (event 1)"},
+        {{.type = S("E"), .schema = 1, .tags = &nul_tag, .ntags = 1},
+         "tags: each tag must not contain NUL characters (event 1)"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        cairn_event_in evs[2] = {ev_make("Fine", NULL), cases[i].ev};
+        CHECK_RC(cairn_append(fx->store, "s", 1, CAIRN_ANY, evs, 2, &r), CAIRN_EINVAL);
+        if (strcmp(cairn_errmsg(), cases[i].want))
+            fail_msg("got \"%s\", want \"%s\"", cairn_errmsg(), cases[i].want);
+    }
+    assert_int_equal(head_of(fx->store), 0);
+}
+
 /* ---------------------------------------------------------------------------------
  * Stored fields and timestamps
  * --------------------------------------------------------------------------------- */
@@ -500,6 +547,8 @@ int main(void) {
         T(batch_is_atomic),
         T(batch_requests_see_each_other),
         T(bad_arguments_are_einval),
+        T(metadata_that_is_not_an_object_is_einval),
+        T(event_rules_are_worded_as_cairn_event),
         T(fields_round_trip),
         T(timestamps_non_decreasing),
     };
