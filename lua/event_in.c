@@ -1,7 +1,9 @@
 /*
  * event_in.c -- what a script hands the store as events: the list a decide or compensate
- * handler returns.  Read with lua_next and raw access only: nothing allocates and no script
- * code runs, so the checks are safe outside a protected call.
+ * handler returns, and event tables (decide's, compensate's, an upcaster's result, emit's
+ * metadata), checked as cairn.Event checks its arguments.  Read with lua_next and raw access
+ * only: nothing allocates and no script code runs, so the checks are safe outside a
+ * protected call.
  */
 #include <stdio.h>
 #include <string.h>
@@ -71,4 +73,230 @@ int cairn_lua_check_list(cairn_lua *h, int idx, size_t *n) {
     }
     *n = count;
     return CAIRN_OK;
+}
+
+/* ---------------------------------------------------------------------------------
+ * Event tables: the rules of cairn.Event in Lua's terms (what a field's Lua type must be);
+ * the rules of what a field holds are the base layer's (base.h: cairn__check_type and the
+ * rest), so that a script hears what Python hears.
+ * --------------------------------------------------------------------------------- */
+/* [-0, +0, -] What the value at idx is, for "must be X, not Y". */
+static const char *what_is(lua_State *L, int idx) {
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL: return "nil";
+    case LUA_TBOOLEAN: return "a boolean";
+    case LUA_TNUMBER: return lua_isinteger(L, idx) ? "an integer" : "a float";
+    case LUA_TSTRING: return "a string";
+    case LUA_TTABLE: return "a table";
+    case LUA_TFUNCTION: return "a function";
+    case LUA_TLIGHTUSERDATA:
+        if (lua_touserdata(L, idx) == (void *)&lh_json_null) return "json.null";
+        /* fall through */
+    default: return luaL_typename(L, idx);
+    }
+}
+
+/* [-0, +0, -] The value at idx as the links rule names JSON values ("a number"). */
+static const char *json_kind(lua_State *L, int idx) {
+    switch (lua_type(L, idx)) {
+    case LUA_TBOOLEAN: return "a bool";
+    case LUA_TNUMBER: return "a number";
+    case LUA_TTABLE: return lua_rawlen(L, idx) ? "a list" : "an object";
+    case LUA_TLIGHTUSERDATA:
+        if (lua_touserdata(L, idx) == (void *)&lh_json_null) return "null";
+        /* fall through */
+    default: return what_is(L, idx);
+    }
+}
+
+static int check_metadata(lua_State *L, int m) {
+    char k[80];
+    int top = lua_gettop(L);
+    if (lua_isnil(L, m)) return CAIRN_OK;
+    if (!lua_istable(L, m))
+        return lh_fail(CAIRN_EINVAL, "metadata must be a table with string keys or nil, not %s",
+                       what_is(L, m));
+    if (!lua_checkstack(L, 3)) return lh_fail(CAIRN_ENOMEM, "out of Lua stack");
+    lua_pushnil(L);
+    while (lua_next(L, m)) {
+        size_t klen, len;
+        const char *key, *str;
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            show_key(L, -2, k, sizeof k);
+            lua_settop(L, top);
+            if (lua_rawlen(L, m))
+                return lh_fail(CAIRN_EINVAL,
+                               "metadata must be an object (a table with string "
+                               "keys), not a list");
+            return lh_fail(CAIRN_EINVAL,
+                           "metadata must be an object (a table with string keys), but it has "
+                           "the key %s",
+                           k);
+        }
+        key = lua_tolstring(L, -2, &klen);
+        str = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+        if (cairn__links_check_key(key, klen, str, str ? len : 0, json_kind(L, -1))) {
+            char msg[sizeof cairn__err()->message];
+            snprintf(msg, sizeof msg, "%s", cairn__err()->message);
+            lua_settop(L, top);
+            return lh_fail(CAIRN_EINVAL, "%s", msg);
+        }
+        lua_pop(L, 1);
+    }
+    return CAIRN_OK;
+}
+
+static int check_tags(lua_State *L, int t) {
+    char k[80];
+    size_t count = 0;
+    lua_Integer max = 0;
+    int top = lua_gettop(L), rc;
+    if (lua_isnil(L, t)) return CAIRN_OK;
+    if (!lua_istable(L, t))
+        return lh_fail(CAIRN_EINVAL, "tags must be a list of strings, not %s", what_is(L, t));
+    if (!lua_checkstack(L, 3)) return lh_fail(CAIRN_ENOMEM, "out of Lua stack");
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        size_t len;
+        const char *tag;
+        if (!lua_isinteger(L, -2) || lua_tointeger(L, -2) < 1) {
+            show_key(L, -2, k, sizeof k);
+            lua_settop(L, top);
+            return lh_fail(CAIRN_EINVAL, "tags must be a list of strings, but it has the key %s",
+                           k);
+        }
+        if (lua_type(L, -1) != LUA_TSTRING) {
+            const char *w = what_is(L, -1);
+            lua_settop(L, top);
+            return lh_fail(CAIRN_EINVAL, "tags: each tag must be a string, not %s", w);
+        }
+        tag = lua_tolstring(L, -1, &len);
+        if ((rc = cairn__check_tag(tag, len))) {
+            lua_settop(L, top);
+            return lh_fail(rc, "%s", cairn__err()->message);
+        }
+        if (lua_tointeger(L, -2) > max) max = lua_tointeger(L, -2);
+        count++;
+        lua_pop(L, 1);
+    }
+    if ((lua_Unsigned)max != count)
+        return lh_fail(CAIRN_EINVAL, "tags must be a list of strings without holes");
+    if ((rc = cairn__check_ntags(count))) return lh_fail(rc, "%s", cairn__err()->message);
+    return CAIRN_OK;
+}
+
+/* The keys an event table may have: a new event's (cairn.Event's arguments), or the fields
+ * of an event as read (what an upcaster gets, and may hand back). */
+static const char *const new_keys[] = {"type", "data", "metadata", "tags", "schema", "id", NULL};
+static const char *const read_keys[] = {"type",   "data",    "metadata",  "id",
+                                        "stream", "version", "position",  "timestamp",
+                                        "schema", "tags",    "forgotten", NULL};
+
+static int key_known(lua_State *L, int idx, const char *const *keys) {
+    size_t len;
+    const char *k = lua_tolstring(L, idx, &len);
+    for (; *keys; keys++)
+        if (strlen(*keys) == len && !memcmp(*keys, k, len)) return 1;
+    return 0;
+}
+
+int lh_check_event(lua_State *L, int e, int kind) {
+    const char *const *keys = kind == CAIRN_LUA_EVENT_NEW ? new_keys : read_keys;
+    char k[80];
+    int top = lua_gettop(L), rc = CAIRN_OK;
+    size_t len;
+    const char *s;
+    uint8_t id[16];
+
+    e = lua_absindex(L, e);
+    if (!lua_istable(L, e))
+        return lh_fail(CAIRN_EINVAL, "an event must be a table, not %s", what_is(L, e));
+    if (!lua_checkstack(L, 4)) return lh_fail(CAIRN_ENOMEM, "out of Lua stack");
+    /* the keys first: a misspelt field is the likeliest slip (dta = {...}) */
+    lua_pushnil(L);
+    while (lua_next(L, e)) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) == LUA_TSTRING && key_known(L, -1, keys)) continue;
+        if (kind == CAIRN_LUA_EVENT_NEW && lua_type(L, -1) == LUA_TSTRING &&
+            key_known(L, -1, (const char *const[]){"subject", NULL})) {
+            /* As Event(subject=...) in the binding: until encryption exists, dropping a
+             * subject would pass unencrypted data for encrypted. */
+            lua_settop(L, top);
+            return lh_fail(CAIRN_EINVAL,
+                           "an event's subject (encryption of event data) is not "
+                           "built yet; nothing was written");
+        }
+        show_key(L, -1, k, sizeof k);
+        lua_settop(L, top);
+        if (kind == CAIRN_LUA_EVENT_NEW)
+            return lh_fail(CAIRN_EINVAL,
+                           "unknown key %s in an event table (it may have type, data, metadata, "
+                           "tags, schema and id)",
+                           k);
+        return lh_fail(CAIRN_EINVAL,
+                       "unknown key %s in an event table (an event has type, data, metadata, id, "
+                       "stream, version, position, timestamp, schema, tags and forgotten)",
+                       k);
+    }
+    lua_pushliteral(L, "type");
+    if (lua_rawget(L, e) != LUA_TSTRING) {
+        rc = lh_fail(CAIRN_EINVAL, "type must be a string, not %s", what_is(L, -1));
+        goto out;
+    }
+    s = lua_tolstring(L, -1, &len);
+    if ((rc = cairn__check_type(s, len))) {
+        rc = lh_fail(rc, "%s", cairn__err()->message);
+        goto out;
+    }
+    lua_settop(L, top);
+    if (kind == CAIRN_LUA_EVENT_NEW) { /* an upcaster's schema is the chain's to set */
+        lua_pushliteral(L, "schema");
+        if (lua_rawget(L, e) != LUA_TNIL) {
+            if (!lua_isinteger(L, -1)) {
+                rc = lh_fail(CAIRN_EINVAL, "schema must be an integer, not %s", what_is(L, -1));
+                goto out;
+            }
+            if ((rc = cairn__check_schema((int64_t)lua_tointeger(L, -1)))) {
+                rc = lh_fail(rc, "%s", cairn__err()->message);
+                goto out;
+            }
+        }
+        lua_settop(L, top);
+    }
+    lua_pushliteral(L, "id");
+    if (lua_rawget(L, e) != LUA_TNIL) {
+        if (lua_type(L, -1) != LUA_TSTRING) {
+            rc = lh_fail(CAIRN_EINVAL, "id must be a UUID string, not %s", what_is(L, -1));
+            goto out;
+        }
+        s = lua_tolstring(L, -1, &len);
+        if (!cairn__parse_uuid(s, len, id)) {
+            rc = lh_fail(CAIRN_EINVAL, "id: %s is not a UUID", show_key(L, -1, k, sizeof k));
+            goto out;
+        }
+    }
+    lua_settop(L, top);
+    lua_pushliteral(L, "tags");
+    lua_rawget(L, e);
+    if ((rc = check_tags(L, lua_gettop(L)))) goto out;
+    lua_settop(L, top);
+    lua_pushliteral(L, "metadata");
+    lua_rawget(L, e);
+    rc = check_metadata(L, lua_gettop(L));
+out:
+    lua_settop(L, top);
+    return rc;
+}
+
+int cairn_lua_check_event(cairn_lua *h, int idx, int kind) {
+    return lh_check_event(h->L, idx, kind);
+}
+
+int cairn_lua_check_metadata(cairn_lua *h, int idx) {
+    lua_State *L = h->L;
+    int top = lua_gettop(L), rc;
+    lua_pushvalue(L, idx);
+    rc = check_metadata(L, lua_gettop(L));
+    lua_settop(L, top);
+    return rc;
 }

@@ -163,6 +163,21 @@ int cairn_lua_check_shape(cairn_lua *h, const char *name, cairn_lua_kind kind);
 int cairn_lua_check_list(cairn_lua *h, int idx, size_t *n);
 
 /* [-0, +0, -]
+ * Checks the event table at idx as cairn.Event checks its arguments (spec 3, "Event tables
+ * from scripts"): only known keys (CAIRN_LUA_EVENT_NEW: type, data, metadata, tags, schema,
+ * id -- `subject` refused until encryption exists; CAIRN_LUA_EVENT_UPCAST: the fields of an
+ * event as read), type a string, tags nil or a list of strings, metadata nil or a table with
+ * string keys whose reserved keys have their types, id nil or a UUID string, schema (NEW) nil
+ * or an integer; what the fields hold obeys the base rules (base.h: cairn__check_type ...),
+ * in their wording.  data is left to the JSON encoder.  CAIRN_EINVAL with the rule broken
+ * ("tags must be a list of strings, not a string"); the caller names the script and the
+ * event.  Raw reads only (event_in.c). */
+enum { CAIRN_LUA_EVENT_NEW = 1, CAIRN_LUA_EVENT_UPCAST };
+int cairn_lua_check_event(cairn_lua *h, int idx, int kind);
+/* [-0, +0, -] The metadata rule of cairn_lua_check_event alone (emit's argument). */
+int cairn_lua_check_metadata(cairn_lua *h, int idx);
+
+/* [-0, +0, -]
  * With reuse nonzero, cairn_lua_fold refills one set of event tables (event, data object,
  * empty metadata, tags) for every event instead of making fresh ones, and the event's `id`
  * is materialized on first read.  That is only sound when no handler keeps a reference to

@@ -174,6 +174,9 @@ void lh_evb_reuse_drop(lua_State *L);
  * function upvalues. */
 int lh_reuse_reachable(lua_State *L, const int *roots, int nroots);
 
+/* [-0, +0, -] cairn_lua_check_event on a bare state (event_in.c; the upcaster chain). */
+int lh_check_event(lua_State *L, int e, int kind);
+
 /* cairn__fail plus the script fields reset (script, line, position, reason, details). */
 int lh_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

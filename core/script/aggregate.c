@@ -446,6 +446,15 @@ static int handler_fail(agg *a, const handler_ref *r, const char *fmt, ...) {
     return CAIRN_ESCRIPT;
 }
 
+/* handler_fail for event i (0-based) of the handler's list, on the message just failed,
+ * prefixed with the field it concerns (NULL: none). */
+static int event_fail(agg *a, const handler_ref *r, size_t i, const char *field) {
+    char why[sizeof cairn__err()->message];
+    snprintf(why, sizeof why, "%s", cairn__err()->message);
+    return handler_fail(a, r, "%s.%.*s: event %zu: %s%s%.300s", r->what, (int)r->name_len, r->name,
+                        i + 1, field ? field : "", field ? ": " : "", why);
+}
+
 /* Converts the list of event tables at `list` (as the handler r returned it) into
  * cairn_event_in entries.  Metadata is built from the tables at meta[0..2] (0 skipped) with
  * the event's own metadata inserted at position `own` of that order.  The Lua values stay on
@@ -491,39 +500,33 @@ static int produce_events(agg *a, int list, const handler_ref *r, const int *met
     for (size_t i = 0; i < n; i++) {
         cairn_event_in *ev = &p->evs[i];
         int e, m, top = lua_gettop(L);
-        size_t before;
-        if (lua_rawgeti(L, list, (lua_Integer)i + 1) != LUA_TTABLE) {
-            rc = cairn__script_fail(a->name, 0, "%s: every returned event must be a table", what);
-            goto fail;
-        }
+        size_t before, len;
+        const char *s;
+        lua_rawgeti(L, list, (lua_Integer)i + 1);
         e = lua_gettop(L);
+        /* as cairn.Event checks its arguments (lua/event_in.c, base/check.c) */
+        if (cairn_lua_check_event(a->h, e, CAIRN_LUA_EVENT_NEW)) {
+            rc = event_fail(a, r, i, NULL);
+            goto fail;
+        }
         lua_pushliteral(L, "type");
-        if (lua_rawget(L, e) != LUA_TSTRING) {
-            rc = cairn__script_fail(a->name, 0, "%s: a returned event has no string type", what);
-            goto fail;
-        }
+        lua_rawget(L, e);
         ev->type.ptr = lua_tolstring(L, -1, &ev->type.len); /* stays on the stack */
-        /* As Event(subject=...) in the binding: until encryption exists, dropping a subject
-         * would pass unencrypted data for encrypted. */
-        lua_pushliteral(L, "subject");
-        if (lua_rawget(L, e) != LUA_TNIL) {
-            rc = cairn__script_fail(a->name, 0,
-                                    "%s: an event's subject (encryption of event data) is not "
-                                    "built yet; nothing was written",
-                                    what);
-            goto fail;
-        }
-        lua_pop(L, 1);
         ev->schema = 1;
         lua_pushliteral(L, "schema");
-        if (lua_rawget(L, e) == LUA_TNUMBER && lua_isinteger(L, -1))
-            ev->schema = (uint32_t)lua_tointeger(L, -1);
+        if (lua_rawget(L, e) == LUA_TNUMBER) ev->schema = (uint32_t)lua_tointeger(L, -1);
+        lua_pop(L, 1);
+        lua_pushliteral(L, "id");
+        if (lua_rawget(L, e) == LUA_TSTRING && (s = lua_tolstring(L, -1, &len)))
+            ev->has_id = cairn__parse_uuid(s, len, ev->id);
         lua_pop(L, 1);
         /* data */
         before = p->buf.len;
         lua_pushliteral(L, "data");
-        if (lua_rawget(L, e) != LUA_TNIL && (rc = cairn_lua_to_json(a->h, -1, &p->buf)))
-            goto fail_named;
+        if (lua_rawget(L, e) != LUA_TNIL && cairn_lua_to_json(a->h, -1, &p->buf)) {
+            rc = event_fail(a, r, i, "data");
+            goto fail;
+        }
         lua_pop(L, 1);
         p->offs[5 * i] = before, p->offs[5 * i + 1] = p->buf.len - before;
         /* metadata: the merge order given by the caller */
@@ -542,11 +545,15 @@ static int produce_events(agg *a, int list, const handler_ref *r, const int *met
         lua_pushnil(L);
         if (lua_next(L, m)) {
             lua_pop(L, 2);
-            if ((rc = cairn_lua_to_json(a->h, m, &p->buf))) goto fail_named;
+            if (cairn_lua_to_json(a->h, m, &p->buf)) {
+                rc = event_fail(a, r, i, "metadata");
+                goto fail;
+            }
         }
         lua_pop(L, 1);
         p->offs[5 * i + 2] = before, p->offs[5 * i + 3] = p->buf.len - before;
-        /* tags: slices into the Lua strings (kept alive by the event table) */
+        /* tags (a list of strings, checked): slices into the Lua strings, which the event
+         * table keeps alive */
         lua_pushliteral(L, "tags");
         if (lua_rawget(L, e) == LUA_TTABLE) {
             size_t nt = lua_rawlen(L, -1);
@@ -554,14 +561,14 @@ static int produce_events(agg *a, int list, const handler_ref *r, const int *met
                 /* the slices follow JSON text in the buffer: align them (malloc aligns the base) */
                 size_t pad = (size_t)(-p->buf.len) & (_Alignof(cairn_slice) - 1);
                 size_t off = p->buf.len + pad;
-                if ((rc = cairn_buf_reserve(&p->buf, pad + nt * sizeof(cairn_slice)))) goto fail;
+                if ((rc = cairn_buf_reserve(&p->buf, pad + nt * sizeof(cairn_slice)))) {
+                    rc = cairn__fail(CAIRN_ENOMEM, "out of memory");
+                    goto fail;
+                }
                 p->buf.len = off + nt * sizeof(cairn_slice);
                 for (size_t t = 0; t < nt; t++) {
                     cairn_slice sl;
-                    if (lua_rawgeti(L, -1, (lua_Integer)t + 1) != LUA_TSTRING) {
-                        rc = cairn__script_fail(a->name, 0, "%s: tags must be strings", what);
-                        goto fail;
-                    }
+                    lua_rawgeti(L, -1, (lua_Integer)t + 1);
                     sl.ptr = lua_tolstring(L, -1, &sl.len);
                     memcpy(p->buf.p + off + t * sizeof sl, &sl, sizeof sl);
                     lua_pop(L, 1);
@@ -577,10 +584,14 @@ static int produce_events(agg *a, int list, const handler_ref *r, const int *met
         ev->data.ptr = p->buf.p + p->offs[5 * i], ev->data.len = p->offs[5 * i + 1];
         ev->metadata.ptr = p->buf.p + p->offs[5 * i + 2], ev->metadata.len = p->offs[5 * i + 3];
         if (ev->ntags) ev->tags = (const cairn_slice *)(void *)(p->buf.p + p->offs[5 * i + 4]);
+        /* the one check of an event (base/check.c) on what will be written: the merged
+         * metadata's reserved keys included */
+        if (cairn__event_check(ev)) {
+            rc = event_fail(a, r, i, NULL);
+            goto fail;
+        }
     }
     return CAIRN_OK;
-fail_named:
-    snprintf(cairn__err()->script, sizeof cairn__err()->script, "%s", a->name);
 fail:
     produced_free(p);
     return rc;

@@ -81,3 +81,100 @@ def test_compensate_must_return_a_list_of_events(lists, command):
     assert ei.value.position == event.position
     assert ei.value.line == line_of(LISTS, f"    {event.type} = function(s, e)")
     assert lists.stream_version("lib-1") == 0
+
+
+# ---------------------------------------------------------------------------------------
+# The event tables of decide and compensate are checked as cairn.Event checks its arguments
+# (issue 11 item 4)
+# ---------------------------------------------------------------------------------------
+UUID = "0190f5a2-7c1e-7d3a-9b2c-4d5e6f708192"
+
+# name -> (the Lua list a decide handler returns, what the ScriptError says)
+BAD_EVENTS = {
+    "misspelt_key": ('{ { type = "X", dta = { a = 1 } } }', r"event 1: unknown key 'dta'"),
+    "positional_field": ('{ { type = "X", { a = 1 } } }', r"event 1: unknown key \[1\]"),
+    "no_type": ("{ { data = { a = 1 } } }", "event 1: type must be a string, not nil"),
+    "type_a_number": ("{ { type = 7 } }", "type must be a string, not an integer"),
+    "empty_type": ('{ { type = "" } }', r"type must be 1\.\.255 bytes of UTF-8, got 0"),
+    "long_type": ('{ { type = string.rep("x", 256) } }', "got 256"),
+    "type_with_nul": ('{ { type = "a\\0b" } }', "type must not contain NUL characters"),
+    "type_not_utf8": ('{ { type = "\\255" } }', "type is not valid UTF-8"),
+    "tags_a_string": ('{ { type = "X", tags = "vip" } }', "tags must be a list of strings, not a string"),
+    "tags_keyed": ('{ { type = "X", tags = { vip = true } } }', "tags must be a list of strings, but it has the key 'vip'"),
+    "tags_with_holes": ('{ { type = "X", tags = { [1] = "a", [3] = "b" } } }', "without holes"),
+    "tag_a_number": ('{ { type = "X", tags = { "a", 2 } } }', "each tag must be a string, not an integer"),
+    "empty_tag": ('{ { type = "X", tags = { "" } } }', r"each tag must be 1\.\.1024 bytes of UTF-8, got 0"),
+    "tag_with_nul": ('{ { type = "X", tags = { "a\\0" } } }', "each tag must not contain NUL"),
+    "too_many_tags": (
+        '(function() local t = {} for i = 1, 65536 do t[i] = "t" end return { { type = "X", tags = t } } end)()',
+        "at most 65535 tags per event, got 65536",
+    ),
+    "metadata_a_list": ('{ { type = "X", metadata = { 1, 2 } } }', r"metadata must be an object \(a table with string keys\), not a list"),
+    "metadata_a_string": ('{ { type = "X", metadata = "m" } }', "metadata must be a table with string keys or nil, not a string"),
+    "metadata_mixed": ('{ { type = "X", metadata = { a = 1, [2] = 1 } } }', r"but it has the key \[2\]"),
+    "metadata_reserved_key": ('{ { type = "X", metadata = { correlation_id = 42 } } }', "correlation_id must be a str, not a number"),
+    "schema_zero": ('{ { type = "X", schema = 0 } }', "schema must be an int from 1 to 4294967295, got 0"),
+    "schema_too_big": ('{ { type = "X", schema = 4294967296 } }', "got 4294967296"),
+    "schema_a_float": ('{ { type = "X", schema = 2.0 } }', "schema must be an integer, not a float"),
+    "schema_a_string": ('{ { type = "X", schema = "2" } }', "schema must be an integer, not a string"),
+    "id_not_a_uuid": ('{ { type = "X", id = "nope" } }', "id: 'nope' is not a UUID"),
+    "id_a_number": ('{ { type = "X", id = 5 } }', "id must be a UUID string, not an integer"),
+    "data_a_function": ('{ { type = "X", data = { f = print } } }', "event 1: data: cannot encode a function value at \\$\\.f"),
+    "event_a_number": ("{ 42 }", "event 1: an event must be a table, not an integer"),
+    "second_event_bad": ('{ { type = "X" }, { type = "X", tags = "t" } }', "event 2: tags must be a list"),
+}
+
+RESULTS = (
+    "return {\n  decide = {\n"
+    + "".join(f"    {name} = function(s, cmd) return {lua} end,\n" for name, (lua, _) in BAD_EVENTS.items())
+    + f"""    Good = function(s, cmd)
+      return {{ {{ type = "X", data = json.null, metadata = {{ k = "v" }}, tags = {{ "a", "b" }},
+                 schema = 3, id = "{UUID}" }},
+               {{ type = "Y", metadata = {{}}, tags = {{}} }} }}
+    end,
+    Plain = function(s, cmd) return {{ {{ type = "X" }} }} end,
+  }},
+  compensate = {{
+    X = function(s, e) return {{ {{ type = "Undone", dta = 1 }} }} end,
+  }},
+}}
+"""
+)
+
+
+@pytest.fixture
+def results(store):
+    store.define_aggregate("res", RESULTS)
+    return store
+
+
+@pytest.mark.parametrize("name", list(BAD_EVENTS))
+def test_a_decided_event_is_checked_as_cairn_event_checks_its_arguments(results, name):
+    # misspelt keys were ignored, tags = "vip" dropped, a list as metadata stored (and read
+    # back as what the contract forbids), schemas cut to 32 bits; now each is a ScriptError
+    # naming the script, the handler's line, the event and the rule
+    with nothing_written(results), pytest.raises(cairn.ScriptError, match=BAD_EVENTS[name][1]) as ei:
+        results.execute("res-1", name)
+    assert ei.value.script == "res"
+    assert ei.value.line == line_of(RESULTS, f" {name} = function")
+    assert f"decide.{name}: event " in str(ei.value)
+    assert results.stream_version("res-1") == -1
+
+
+def test_a_compensating_event_is_checked_as_cairn_event_checks_its_arguments(results):
+    results.execute("res-1", "Plain")
+    (event,) = results.read_stream("res-1")
+    with nothing_written(results), pytest.raises(cairn.ScriptError, match="unknown key 'dta'") as ei:
+        results.compensate("res-1", 0)
+    assert ei.value.script == "res" and ei.value.position == event.position
+    assert ei.value.line == line_of(RESULTS, "X = function(s, e)")
+    assert "compensate.X: event 1: " in str(ei.value)
+
+
+def test_a_decided_event_may_carry_what_cairn_event_takes(results):
+    r = results.execute("res-1", "Good", metadata={"correlation_id": "c-1"})
+    x, y = results.read_stream("res-1")
+    assert r.version == 1
+    assert (x.type, x.data, x.schema, x.tags, str(x.id)) == ("X", None, 3, ("a", "b"), UUID)
+    assert x.metadata == {"k": "v", "correlation_id": "c-1"}
+    assert (y.type, y.metadata, y.tags, y.schema) == ("Y", {"correlation_id": "c-1"}, (), 1)
