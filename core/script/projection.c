@@ -231,6 +231,7 @@ static int emit_fn(lua_State *L) {
     cairn_event_in ev;
     cairn_append_req q;
     char msg[300];
+    const char *field = "";
 
     if (!stream || !type) return luaL_error(L, "emit: stream and type must be strings");
     if (p->fold_evs) { /* a batched fold: which event is being applied */
@@ -239,6 +240,11 @@ static int emit_fn(lua_State *L) {
         p->src_id = p->fold_evs[i].id;
     }
     if (!p->src_id) return luaL_error(L, "emit is only available in projection handlers");
+    if (lua_gettop(L) > 4) /* a fifth argument (tags, say) would be dropped */
+        return luaL_error(L, "emit takes (stream, type, data, metadata), not %d arguments",
+                          lua_gettop(L));
+    /* metadata as an event table's (lua/event_in.c): a list would be stored as one */
+    if (!lua_isnoneornil(L, 4) && cairn_lua_check_metadata(p->h, 4)) goto bad;
     if (p->nemits == p->cap_emits) {
         size_t nc = p->cap_emits ? p->cap_emits * 2 : 16;
         pemit *ne = realloc(p->emits, nc * sizeof *ne);
@@ -251,18 +257,21 @@ static int emit_fn(lua_State *L) {
     m.type = p->ebuf.len, m.type_len = tl;
     if (cairn_buf_append(&p->ebuf, type, tl)) goto oom;
     m.data = p->ebuf.len;
-    if (!lua_isnoneornil(L, 3) && cairn_lua_to_json(p->h, 3, &p->ebuf)) goto bad;
+    if (!lua_isnoneornil(L, 3) && cairn_lua_to_json(p->h, 3, &p->ebuf)) {
+        field = "data: ";
+        goto bad;
+    }
     m.data_len = p->ebuf.len - m.data;
     m.meta = p->ebuf.len;
     if (lua_istable(L, 4)) {
         lua_pushnil(L);
         if (lua_next(L, 4)) {
             lua_pop(L, 2);
-            if (cairn_lua_to_json(p->h, 4, &p->ebuf)) goto bad;
+            if (cairn_lua_to_json(p->h, 4, &p->ebuf)) {
+                field = "metadata: ";
+                goto bad;
+            }
         }
-    } else if (!lua_isnoneornil(L, 4)) {
-        p->ebuf.len = before;
-        return luaL_error(L, "emit: metadata must be a table");
     }
     m.meta_len = p->ebuf.len - m.meta;
     /* the id: (projection name, source event id, emit index) -> UUIDv8 */
@@ -276,17 +285,14 @@ static int emit_fn(lua_State *L) {
     memcpy(ev.id, m.id, 16);
     q.stream.ptr = p->ebuf.p + m.stream, q.stream.len = sl, q.expected = CAIRN_ANY, q.events = &ev,
     q.nevents = 1;
-    if (cairn__validate_requests(&q, 1)) {
-        snprintf(msg, sizeof msg, "emit: %.280s", cairn__err()->message);
-        p->ebuf.len = before;
-        return luaL_error(L, "%s", msg);
-    }
+    /* the one check of an event (base/check.c), then the stream's and the size's */
+    if (cairn__event_check(&ev) || cairn__validate_requests(&q, 1)) goto bad;
     /* what the batch holds until its end counts against the script memory cap */
     if (cairn_lua_hold(p->h, p->ebuf.len + (p->nemits + 1) * sizeof m)) goto bad;
     p->emits[p->nemits++] = m;
     return 0;
 bad:
-    snprintf(msg, sizeof msg, "emit: %.280s", cairn__err()->message);
+    snprintf(msg, sizeof msg, "emit: %s%.280s", field, cairn__err()->message);
     p->ebuf.len = before;
     return luaL_error(L, "%s", msg);
 oom:

@@ -4,6 +4,8 @@ to the rules `cairn.Event` holds its arguments to. A bad one is a ScriptError na
 script, the line of the handler and (where there is one) the position; nothing is written and
 the store goes on working."""
 
+import re
+
 import pytest
 
 import cairn
@@ -178,3 +180,41 @@ def test_a_decided_event_may_carry_what_cairn_event_takes(results):
     assert (x.type, x.data, x.schema, x.tags, str(x.id)) == ("X", None, 3, ("a", "b"), UUID)
     assert x.metadata == {"k": "v", "correlation_id": "c-1"}
     assert (y.type, y.metadata, y.tags, y.schema) == ("Y", {"correlation_id": "c-1"}, (), 1)
+
+
+# ---------------------------------------------------------------------------------------
+# emit(stream, type, data, metadata) in projections (issue 11 item 4)
+# ---------------------------------------------------------------------------------------
+BAD_EMITS = {
+    "metadata_a_list": ('emit("out-1", "X", {}, { 1, 2 })', r"emit: metadata must be an object \(a table with string keys\), not a list"),
+    "metadata_a_string": ('emit("out-1", "X", {}, "m")', "emit: metadata must be a table with string keys or nil, not a string"),
+    "metadata_mixed": ('emit("out-1", "X", {}, { a = 1, [2] = 1 })', r"emit: metadata must be an object .*but it has the key \[2\]"),
+    "empty_type": ('emit("out-1", "", {})', r"emit: type must be 1\.\.255 bytes of UTF-8, got 0"),
+    "type_not_utf8": ('emit("out-1", "\\255", {})', "emit: type is not valid UTF-8"),
+    "fifth_argument": ('emit("out-1", "X", {}, {}, { "tag" })', r"emit takes \(stream, type, data, metadata\), not 5 arguments"),
+    "data_a_function": ('emit("out-1", "X", { f = print })', r"emit: data: cannot encode a function value at \$\.f"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_EMITS))
+def test_an_emitted_event_is_checked_as_cairn_event_checks_its_arguments(store, name):
+    # a list as metadata was stored (and read back as a list), a fifth argument dropped
+    src = f"return {{\n  apply = {{\n    Go = function(s, e)\n      {BAD_EMITS[name][0]}\n    end,\n  }},\n}}\n"
+    store.define_projection("em", src)
+    store.append("in-1", [cairn.Event("Other"), cairn.Event("Go")])
+    with nothing_written(store):
+        assert store.run_projections() == 1  # the event before the failing one
+    p = store.projection("em")
+    assert p.status == "faulted"
+    assert p.position == 1
+    assert p.error.startswith("em:4: ") and "(line 4, event position 2)" in p.error
+    assert re.search(BAD_EMITS[name][1], p.error), p.error
+    assert list(store.read_stream("out-1")) == []
+
+
+def test_an_inline_projections_bad_emit_fails_the_write(store):
+    src = 'return { mode = "inline", apply = { Go = function(s, e) emit("out-1", "X", {}, { 1 }) end } }'
+    store.define_projection("em", src)
+    with nothing_written(store), pytest.raises(cairn.ScriptError, match="emit: metadata must be an object") as ei:
+        store.append("in-1", [cairn.Event("Go")])
+    assert ei.value.script == "em" and ei.value.line == 1
