@@ -188,9 +188,9 @@ static int check_tags(lua_State *L, int t) {
 /* The keys an event table may have: a new event's (cairn.Event's arguments), or the fields
  * of an event as read (what an upcaster gets, and may hand back). */
 static const char *const new_keys[] = {"type", "data", "metadata", "tags", "schema", "id", NULL};
-static const char *const read_keys[] = {"type",   "data",    "metadata",  "id",
-                                        "stream", "version", "position",  "timestamp",
-                                        "schema", "tags",    "forgotten", NULL};
+static const char *const read_keys[] = {"type",      "data",     "metadata",  "id",     "stream",
+                                        "version",   "position", "timestamp", "schema", "tags",
+                                        "forgotten", "bytes",    NULL};
 
 static int key_known(lua_State *L, int idx, const char *const *keys) {
     size_t len;
@@ -235,7 +235,7 @@ int lh_check_event(lua_State *L, int e, int kind) {
                            k);
         return lh_fail(CAIRN_EINVAL,
                        "unknown key %s in an event table (an event has type, data, metadata, id, "
-                       "stream, version, position, timestamp, schema, tags and forgotten)",
+                       "stream, version, position, timestamp, schema, tags, forgotten and bytes)",
                        k);
     }
     lua_pushliteral(L, "type");
@@ -276,6 +276,15 @@ int lh_check_event(lua_State *L, int e, int kind) {
         }
     }
     lua_settop(L, top);
+    if (kind != CAIRN_LUA_EVENT_NEW) { /* nil (the event's own) or the upcaster's boolean */
+        lua_pushliteral(L, "bytes");
+        int t = lua_rawget(L, e);
+        if (t != LUA_TNIL && t != LUA_TBOOLEAN) {
+            rc = lh_fail(CAIRN_EINVAL, "bytes must be true, false or nil, not %s", what_is(L, -1));
+            goto out;
+        }
+        lua_settop(L, top);
+    }
     lua_pushliteral(L, "tags");
     lua_rawget(L, e);
     if ((rc = check_tags(L, lua_gettop(L)))) goto out;

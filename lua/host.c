@@ -909,7 +909,7 @@ int cairn_lua_load(cairn_lua *h, const char *name, const char *src, size_t len) 
  * Folding a batch of events: one protected call for the batch, a fresh budget for every
  * reducer and upcaster invocation inside it.
  * --------------------------------------------------------------------------------- */
-enum { FOLD_OK = 0, FOLD_JSON, FOLD_UPCAST, FOLD_CHAIN, FOLD_BYTES };
+enum { FOLD_OK = 0, FOLD_JSON, FOLD_UPCAST, FOLD_CHAIN, FOLD_EVENT };
 #define FOLD_CHAIN_MAX 1000 /* upcasters applied to one event, at most */
 
 typedef struct fold_args {
@@ -920,7 +920,9 @@ typedef struct fold_args {
     const char *cur;    /* the script of the work under way, for error reports */
     uint64_t pos;       /* the position of the event under way */
     int fail;           /* FOLD_*: the fold stopped without a Lua error */
-    lua_Integer schema; /* FOLD_UPCAST, FOLD_BYTES: the schema of the failing upcaster */
+    lua_Integer schema; /* FOLD_UPCAST: the schema whose upcaster returned no table */
+    int line;           /* FOLD_EVENT: where that upcaster begins */
+    char msg[400];      /* FOLD_EVENT: which upcaster, and the rule its result broke */
     int reuse;          /* refill reusable event tables instead of making fresh ones */
     int upcast;         /* cairn_lua_upcast: an upcaster ran */
     lh_evb b;
@@ -969,8 +971,9 @@ static int upcast_chain(lua_State *L, fold_args *a, int up, int ev, int ktype, i
     for (int guard = 0; guard < FOLD_CHAIN_MAX; guard++) {
         lua_pushvalue(L, ktype);
         lua_rawget(L, ev);
+        lua_pushvalue(L, -1); /* the type stays below, for a message */
         if (lua_rawget(L, up) != LUA_TTABLE) {
-            lua_pop(L, 1);
+            lua_pop(L, 2);
             return changed;
         }
         lua_pushvalue(L, kschema);
@@ -978,10 +981,11 @@ static int upcast_chain(lua_State *L, fold_args *a, int up, int ev, int ktype, i
         lua_Integer schema = lua_tointeger(L, -1);
         lua_pop(L, 1);
         if (lua_rawgeti(L, -1, schema) != LUA_TFUNCTION) {
-            lua_pop(L, 2);
+            lua_pop(L, 3);
             return changed;
         }
-        lua_remove(L, -2);
+        lua_remove(L, -2);    /* type fn */
+        lua_pushvalue(L, -1); /* the upcaster stays below too, for its line */
         lua_pushvalue(L, ev);
         a->cur = "upcasters";
         fold_arm(h, L, "upcasters");
@@ -992,17 +996,22 @@ static int upcast_chain(lua_State *L, fold_args *a, int up, int ev, int ktype, i
             a->schema = schema;
             return -1;
         }
-        lua_pushliteral(L, "bytes"); /* nil (the event's own) or the upcaster's boolean */
-        int bytes_type = lua_rawget(L, -2);
-        lua_pop(L, 1);
-        if (bytes_type != LUA_TNIL && bytes_type != LUA_TBOOLEAN) {
-            a->fail = FOLD_BYTES;
-            a->schema = schema;
+        /* what it returns is an event, as cairn.Event would have it (event_in.c) */
+        if (lh_check_event(L, -1, CAIRN_LUA_EVENT_UPCAST)) {
+            lua_Debug ar;
+            size_t tl;
+            const char *t = lua_tolstring(L, -3, &tl);
+            lua_pushvalue(L, -2);
+            a->line = lua_getinfo(L, ">S", &ar) && ar.linedefined > 0 ? ar.linedefined : 0;
+            snprintf(a->msg, sizeof a->msg, "%.*s[%lld] returned an invalid event: %.300s",
+                     (int)(tl > 60 ? 60 : tl), t, (long long)schema, cairn__err()->message);
+            a->fail = FOLD_EVENT;
             return -1;
         }
         lua_pushinteger(L, schema + 1);
         lua_setfield(L, -2, "schema");
         lua_replace(L, ev);
+        lua_pop(L, 2);
         a->cur = a->script;
         changed = 1;
     }
@@ -1073,11 +1082,15 @@ static int fold_error(cairn_lua *h, fold_args *a, int status) {
             rc = lh_fail(CAIRN_ESCRIPT, "upcaster for schema %lld did not return an event table",
                          (long long)a->schema);
             break;
-        case FOLD_BYTES:
-            rc =
-                lh_fail(CAIRN_ESCRIPT, "upcaster for schema %lld: bytes must be true, false or nil",
-                        (long long)a->schema);
-            break;
+        case FOLD_EVENT:
+            if (a->line)
+                rc = lh_fail(CAIRN_ESCRIPT, "upcasters:%d: %s (event at position %llu)", a->line,
+                             a->msg, (unsigned long long)a->pos);
+            else
+                rc = lh_fail(CAIRN_ESCRIPT, "upcasters: %s (event at position %llu)", a->msg,
+                             (unsigned long long)a->pos);
+            set_script_fields("upcasters", a->line, a->pos);
+            return rc;
         default: rc = lh_fail(CAIRN_ESCRIPT, "upcaster chain longer than %d steps", FOLD_CHAIN_MAX);
         }
         set_script_fields("upcasters", 0, a->pos);

@@ -92,7 +92,7 @@ int cairn__upcast_event(cairn_env *e, const cairn_script_limits *lim, void *stat
     cairn_buf *b = &u->buf;
     cairn_lua *h;
     lua_State *L;
-    int rc, changed = 0, up, bytes = (ev->flags & CAIRN_EVENT_BYTES) != 0, str;
+    int rc, changed = 0, up, bytes = (ev->flags & CAIRN_EVENT_BYTES) != 0, str, field_failed = 0;
     size_t toff, tlen, doff, dlen, moff, mlen;
 
     if ((rc = cairn__lua_acquire(e, lim, &h))) return rc;
@@ -110,19 +110,19 @@ int cairn__upcast_event(cairn_env *e, const cairn_script_limits *lim, void *stat
     if ((rc = cairn_lua_upcast(h, up, -1, ev->position, &changed)) || !changed) goto out;
     b->len = 0;
     {
-        int ev_idx = lua_gettop(L), t;
+        /* the chain checked the result as an event table (lua/event_in.c): type a string */
+        int ev_idx = lua_gettop(L);
+        const char *field = "data";
         lua_pushliteral(L, "type");
-        t = lua_rawget(L, ev_idx);
-        if (t != LUA_TSTRING) {
-            rc = cairn__fail(CAIRN_ESCRIPT, "an upcaster left the event without a string type");
-            snprintf(cairn__err()->script, sizeof cairn__err()->script, "upcasters");
-            goto out;
-        }
+        lua_rawget(L, ev_idx);
         {
             size_t n;
             const char *p = lua_tolstring(L, -1, &n);
             toff = b->len, tlen = n;
-            if ((rc = cairn_buf_append(b, p, n))) goto out;
+            if (cairn_buf_append(b, p, n)) {
+                rc = cairn__fail(CAIRN_ENOMEM, "out of memory");
+                goto out;
+            }
         }
         lua_pop(L, 1);
         /* a string data stays opaque bytes, or becomes so, when the upcaster's e.bytes says
@@ -131,8 +131,17 @@ int cairn__upcast_event(cairn_env *e, const cairn_script_limits *lim, void *stat
         if (lua_rawget(L, ev_idx) == LUA_TBOOLEAN) bytes = lua_toboolean(L, -1);
         lua_pop(L, 1);
         str = bytes;
-        if ((rc = field_json(h, ev_idx, "data", b, &doff, &dlen, bytes ? &str : NULL))) goto out;
-        if ((rc = field_json(h, ev_idx, "metadata", b, &moff, &mlen, NULL))) goto out;
+        if ((rc = field_json(h, ev_idx, "data", b, &doff, &dlen, bytes ? &str : NULL)) ||
+            (field = "metadata", rc = field_json(h, ev_idx, "metadata", b, &moff, &mlen, NULL))) {
+            if (rc == CAIRN_ESCRIPT) {
+                char m[sizeof cairn__err()->message];
+                snprintf(m, sizeof m, "%s", cairn__err()->message);
+                rc = cairn__fail(CAIRN_ESCRIPT, "upcasters: %s: %.400s (event at position %llu)",
+                                 field, m, (unsigned long long)ev->position);
+                field_failed = 1;
+            }
+            goto out;
+        }
         lua_pushliteral(L, "schema");
         lua_rawget(L, ev_idx);
         ev->schema = (uint32_t)lua_tointeger(L, -1);
@@ -145,7 +154,27 @@ int cairn__upcast_event(cairn_env *e, const cairn_script_limits *lim, void *stat
         ev->flags |= CAIRN_EVENT_BYTES;
     else
         ev->flags &= ~(uint32_t)CAIRN_EVENT_BYTES;
+    {
+        /* the one check of an event (base/check.c) on what the read hands back */
+        cairn_event_in in;
+        memset(&in, 0, sizeof in);
+        in.type = ev->type, in.data = ev->data, in.metadata = ev->metadata;
+        in.schema = ev->schema;
+        if (cairn__event_check(&in)) {
+            char m[sizeof cairn__err()->message];
+            snprintf(m, sizeof m, "%s", cairn__err()->message);
+            rc = cairn__fail(CAIRN_ESCRIPT,
+                             "upcasters: the upcast event: %.400s (event at position %llu)", m,
+                             (unsigned long long)ev->position);
+            field_failed = 1;
+        }
+    }
 out:
+    if (rc == CAIRN_ESCRIPT && field_failed) { /* ours: no Lua error set the fields */
+        cairn_error *err = cairn__err();
+        snprintf(err->script, sizeof err->script, "upcasters");
+        err->line = 0, err->position = ev->position;
+    }
     if (rc == CAIRN_ESCRIPT && !cairn__err()->script[0])
         snprintf(cairn__err()->script, sizeof cairn__err()->script, "upcasters");
     if (rc && !cairn__err()->position) cairn__err()->position = ev->position;

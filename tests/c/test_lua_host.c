@@ -1616,6 +1616,57 @@ static void upcast_runs_the_chain_on_one_event(void **state) {
     lua_settop(L, 0);
 }
 
+/* What an upcaster returns is an event as cairn.Event would have it (event_in.c): a bad one
+ * stops the chain with the upcaster's line and the event's position, on one event
+ * (cairn_lua_upcast) as in a fold; an upcaster could set type = '' or tags = 'vip' before. */
+static void upcast_checks_the_event_an_upcaster_returns(void **state) {
+    cairn_lua *h = *state;
+    lua_State *L = cairn_lua_state(h);
+    const char *up = "return {\n"
+                     "  X = { [1] = function(e) e.type = ''; return e end },\n" /* line 2 */
+                     "  Y = { [1] = function(e)\n"                              /* line 3 */
+                     "    e.tags = 'vip'; return e end },\n"
+                     "}";
+    const char *src = "return { apply = { Y = function(s, e) s.y = true end } }";
+    static const char *const types[] = {"Y", "Y"};
+    fold_batch fb;
+    ev_buf b;
+    int changed = -1, apply, star;
+    size_t done;
+
+    CHECK_OK(cairn_lua_load(h, "upcasters", up, strlen(up)));
+    int upi = lua_gettop(L);
+    make_event(&b, "X", "{}", 0, NULL, NULL, 0);
+    b.ev.schema = 1;
+    CHECK_OK(cairn_lua_push_event(h, &b.ev));
+    const void *before = lua_topointer(L, -1);
+    CHECK_RC(cairn_lua_upcast(h, upi, -1, b.ev.position, &changed), CAIRN_ESCRIPT);
+    assert_string_equal(cairn_errmsg(),
+                        "upcasters:2: X[1] returned an invalid event: type must "
+                        "be 1..255 bytes of UTF-8, got 0 (event at position 77)");
+    assert_string_equal(cairn_last_error()->script, "upcasters");
+    assert_int_equal(cairn_last_error()->line, 2);
+    assert_int_equal(cairn_last_error()->position, 77);
+    assert_int_equal(lua_gettop(L), upi + 1); /* the slot is left as it was */
+    assert_ptr_equal(lua_topointer(L, -1), before);
+    lua_settop(L, 0);
+
+    int st = push_agg(h, "agg", src, &apply, &star);
+    CHECK_OK(cairn_lua_load(h, "upcasters", up, strlen(up)));
+    upi = lua_gettop(L);
+    make_batch(&fb, 2, types, NULL);
+    fb.evs[1].schema = 1;
+    fb.evs[0].schema = 3; /* no upcaster for it: folded */
+    CHECK_RC(cairn_lua_fold(h, "agg", st, apply, star, upi, fb.evs, fb.n, 0, &done), CAIRN_ESCRIPT);
+    ASSERT_MSG_HAS("upcasters:3: Y[1] returned an invalid event: tags must be a list of strings, "
+                   "not a string (event at position 102)");
+    assert_string_equal(cairn_last_error()->script, "upcasters");
+    assert_int_equal(cairn_last_error()->line, 3);
+    assert_int_equal(cairn_last_error()->position, 102);
+    assert_int_equal(done, 1);
+    lua_settop(L, 0);
+}
+
 /* ---------------------------------------------------------------------------------
  * Script shapes
  * --------------------------------------------------------------------------------- */
@@ -1809,6 +1860,7 @@ int main(void) {
         T(fold_errors_report_line_and_position),
         T(fold_runs_the_upcaster_chain),
         T(upcast_runs_the_chain_on_one_event),
+        T(upcast_checks_the_event_an_upcaster_returns),
         T(script_shapes_are_checked),
         T(print_goes_to_the_log_callback),
         T(emit_forwards_to_the_projection_hook),

@@ -9,7 +9,7 @@ import re
 import pytest
 
 import cairn
-from conftest import nothing_written
+from conftest import check_usable, nothing_written
 
 
 def line_of(src, needle):
@@ -218,3 +218,71 @@ def test_an_inline_projections_bad_emit_fails_the_write(store):
     with nothing_written(store), pytest.raises(cairn.ScriptError, match="emit: metadata must be an object") as ei:
         store.append("in-1", [cairn.Event("Go")])
     assert ei.value.script == "em" and ei.value.line == 1
+
+
+# ---------------------------------------------------------------------------------------
+# What upcasters return (issue 11 item 4): an event, as cairn.Event would have it
+# ---------------------------------------------------------------------------------------
+BAD_UPCASTS = {
+    "empty_type": ('e.type = ""', r"type must be 1\.\.255 bytes of UTF-8, got 0"),
+    "no_type": ("e.type = nil", "type must be a string, not nil"),
+    "type_not_utf8": ('e.type = "\\255"', "type is not valid UTF-8"),
+    "misspelt_key": ("e.dta = e.data", "unknown key 'dta'"),
+    "metadata_a_list": ("e.metadata = { 1, 2 }", r"metadata must be an object \(a table with string keys\), not a list"),
+    "metadata_a_string": ('e.metadata = "m"', "metadata must be a table with string keys or nil, not a string"),
+    "metadata_reserved_key": ("e.metadata = { correlation_id = 42 }", "correlation_id must be a str, not a number"),
+    "tags_a_string": ('e.tags = "vip"', "tags must be a list of strings, not a string"),
+    "id_not_a_uuid": ('e.id = "x"', "id: 'x' is not a UUID"),
+}
+
+
+def upcasters_with(change):
+    return f"return {{\n  Deposited = {{\n    [1] = function(e)\n      {change}\n      return e\n    end,\n  }},\n}}\n"
+
+
+@pytest.mark.parametrize("name", list(BAD_UPCASTS))
+def test_an_upcast_event_is_checked_as_cairn_event_checks_its_arguments(store, name):
+    # an upcaster could set type = '' (read back as an event with an empty type), a list as
+    # metadata (read back as a list), tags = "vip"; now every read path refuses it, naming
+    # the upcaster, its line and the position of the event
+    change, rule = BAD_UPCASTS[name]
+    store.append("acc-1", [cairn.Event("Other"), cairn.Event("Deposited", {"amount": 1})])
+    store.define_upcasters(upcasters_with(change))
+    store.define_aggregate("acc", "return { apply = { Deposited = function(s, e) s.n = 1 end } }")
+    store.define_projection("seen", "return { apply = { Deposited = function(s, e) s.n = 1 end } }")
+    reads = {
+        "read_stream": lambda: list(store.read_stream("acc-1")),
+        "read_all": lambda: list(store.read_all()),
+        "get": lambda: store.get(2),
+        "load": lambda: store.load("acc-1"),  # a fold
+    }
+    for what, read in reads.items():
+        with pytest.raises(cairn.ScriptError, match=rule) as ei:
+            read()
+        e = ei.value
+        assert (e.script, e.line, e.position) == ("upcasters", 3, 2), what
+        assert str(e).startswith("upcasters:3: Deposited[1] returned an invalid event: "), what
+        assert "(event at position 2)" in str(e), what
+    store.run_projections()
+    p = store.projection("seen")
+    assert p.status == "faulted" and re.search(rule, p.error) and p.position == 1
+    # nothing written, the raw events intact, the store usable
+    assert store.head() == 2
+    assert [e.type for e in store.read_stream("acc-1", raw=True)] == ["Other", "Deposited"]
+    check_usable(store)
+
+
+def test_an_upcast_event_whose_data_cannot_be_json_is_refused_where_it_is_read(store):
+    store.append("acc-1", [cairn.Event("Other"), cairn.Event("Deposited", {"amount": 1})])
+    store.define_upcasters(upcasters_with("e.data = { f = print }"))
+    with pytest.raises(cairn.ScriptError, match=r"^upcasters: data: cannot encode a function value at \$\.f \(event at position 2\)") as ei:
+        store.get(2)
+    assert (ei.value.script, ei.value.position) == ("upcasters", 2)
+    check_usable(store)
+
+
+def test_an_upcaster_may_still_change_type_data_and_metadata(store):
+    store.append("acc-1", [cairn.Event("Deposited", {"amount": 1}, tags=["t"])])
+    store.define_upcasters(upcasters_with('e.type = "Credited"; e.data = { cents = 100 }; e.metadata = { why = "v2" }; e.tags = { "t" }'))
+    (e,) = store.read_stream("acc-1")
+    assert (e.type, e.data, e.metadata, e.schema, e.tags) == ("Credited", {"cents": 100}, {"why": "v2"}, 2, ("t",))
