@@ -355,7 +355,10 @@ int cairn_load(cairn_store *s, const char *stream, size_t stream_len, const char
     }
     if ((rc = agg_start(&a, target))) goto end;
     if ((rc = agg_fold(&a, target))) goto end;
-    if ((rc = cairn_lua_to_json(h, a.state, &b))) {
+    if ((rc = cairn_lua_to_json(h, a.state, &b))) { /* the encoder's text, and whose state */
+        char m[sizeof cairn__err()->message];
+        snprintf(m, sizeof m, "%s", cairn__err()->message);
+        cairn__fail(rc, "%s: state: %.400s", a.name, m);
         snprintf(cairn__err()->script, sizeof cairn__err()->script, "%s", a.name);
         goto end;
     }

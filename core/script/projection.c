@@ -467,6 +467,13 @@ static int states_write(proj *p) {
         int mrc;
         b.len = 0;
         if ((rc = cairn_lua_to_json(p->h, -1, &b))) {
+            char m[sizeof cairn__err()->message];
+            snprintf(m, sizeof m, "%s", cairn__err()->message);
+            if (len)
+                cairn__fail(rc, "%s: state of partition '%.*s': %.400s", p->name,
+                            (int)(len > 60 ? 60 : len), key, m);
+            else
+                cairn__fail(rc, "%s: state: %.400s", p->name, m);
             snprintf(cairn__err()->script, sizeof cairn__err()->script, "%s", p->name);
             lua_pop(L, 2);
             break;
@@ -811,6 +818,26 @@ static int inline_catch_up(cairn_store *s, MDB_txn *txn, cairn_lua *h, const cha
     return rc;
 }
 
+/* An inline projection that fails fails the write that fed it, and every later one it fails
+ * on: say which refused, and the way out (Python's names: store.define_projection,
+ * store.delete_projection).  A reject() there is no command's rejection: a script error. */
+static int inline_refused(int rc, const char *name) {
+    cairn_error *err = cairn__err();
+    char msg[sizeof err->message];
+    if (rc != CAIRN_ESCRIPT && rc != CAIRN_EREJECTED) return rc;
+    if (rc == CAIRN_EREJECTED)
+        snprintf(msg, sizeof msg, "reject: %s", err->reason);
+    else
+        snprintf(msg, sizeof msg, "%s", err->message);
+    cairn__fail(CAIRN_ESCRIPT,
+                "inline projection %s refused the write (nothing was written): %.300s; to write "
+                "again, fix it (define_projection) or remove it (delete_projection)",
+                name, msg);
+    snprintf(err->script, sizeof err->script, "%s", name);
+    err->reason[0] = '\0', err->details = NULL, err->details_len = 0;
+    return CAIRN_ESCRIPT;
+}
+
 int cairn__projections_after_append(cairn_store *s, MDB_txn *txn) {
     MDB_cursor *c;
     MDB_val k, v;
@@ -842,7 +869,7 @@ int cairn__projections_after_append(cairn_store *s, MDB_txn *txn) {
         return rc;
     }
     for (size_t i = 0; i < ns.n && rc == CAIRN_OK; i++)
-        rc = inline_catch_up(s, txn, h, ns.v[i], ns.len[i], 1);
+        rc = inline_refused(inline_catch_up(s, txn, h, ns.v[i], ns.len[i], 1), ns.v[i]);
     cairn__lua_release(s->env, &s->lim, h);
     names_free(&ns);
     return rc;

@@ -286,3 +286,58 @@ def test_an_upcaster_may_still_change_type_data_and_metadata(store):
     store.define_upcasters(upcasters_with('e.type = "Credited"; e.data = { cents = 100 }; e.metadata = { why = "v2" }; e.tags = { "t" }'))
     (e,) = store.read_stream("acc-1")
     assert (e.type, e.data, e.metadata, e.schema, e.tags) == ("Credited", {"cents": 100}, {"why": "v2"}, 2, ("t",))
+
+
+# ---------------------------------------------------------------------------------------
+# Errors that say whose they are (issue 11 item 11)
+# ---------------------------------------------------------------------------------------
+REFUSING = """\
+return {
+  mode = "inline",
+  apply = {
+    Boom = function(s, e) error("boom") end,
+    Nope = function(s, e) reject("nope") end,
+    Fn = function(s, e) s.f = print end,
+  },
+}
+"""
+
+
+@pytest.mark.parametrize(
+    "type, says",
+    [("Boom", r"refit:4: boom"), ("Nope", "reject: nope"), ("Fn", r"refit: state: cannot encode a function value at \$\.f")],
+)
+def test_an_inline_projection_that_fails_says_it_refused_the_write_and_the_way_out(store, type, says):
+    # every write the projection failed on raised only the Lua message ("boom"; a reject was
+    # even a CommandRejected of an append), as if the write itself were wrong
+    store.define_aggregate("acc", f'return {{ decide = {{ Go = function(s, c) return {{ {{ type = "{type}" }} }} end }} }}')
+    store.define_projection("refit", REFUSING)
+    for write in (lambda: store.append("acc-1", [cairn.Event(type)]), lambda: store.execute("acc-1", "Go")):
+        with nothing_written(store), pytest.raises(cairn.ScriptError) as ei:
+            write()
+        msg = str(ei.value)
+        assert msg.startswith("inline projection refit refused the write (nothing was written): "), msg
+        assert re.search(says, msg), msg
+        assert msg.endswith("to write again, fix it (define_projection) or remove it (delete_projection)")
+        assert ei.value.script == "refit"
+    store.delete_projection("refit")  # the way out
+    assert store.append("acc-1", [cairn.Event(type)]).version == 0
+
+
+def test_a_state_that_cannot_be_encoded_names_its_script(store):
+    # "cannot encode a function value at $.f" did not say whose state it was
+    store.define_aggregate("acc", "return { apply = { F = function(s, e) s.f = print end, C = function(s, e) s.me = s end } }")
+    store.append("acc-1", [cairn.Event("F")])
+    store.append("acc-2", [cairn.Event("C")])
+    with pytest.raises(cairn.ScriptError, match=r"^acc: state: cannot encode a function value at \$\.f$") as ei:
+        store.load("acc-1")
+    assert ei.value.script == "acc"
+    with pytest.raises(cairn.ScriptError, match="^acc: state: cannot encode a table that contains itself") as ei:
+        store.load("acc-2")
+    assert ei.value.script == "acc"
+    store.define_projection("parts", "return { partition = function(e) return e.stream end, apply = { F = function(s, e) s.f = print end } }")
+    store.run_projections()
+    p = store.projection("parts")
+    assert p.status == "faulted"
+    assert p.error.startswith("parts: state of partition 'acc-1': cannot encode a function value at $.f"), p.error
+    check_usable(store)
