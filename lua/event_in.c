@@ -185,40 +185,83 @@ static int check_tags(lua_State *L, int t) {
     return CAIRN_OK;
 }
 
-/* The keys an event table may have: a new event's (cairn.Event's arguments), or the fields
- * of an event as read (what an upcaster gets, and may hand back). */
-static const char *const new_keys[] = {"type", "data", "metadata", "tags", "schema", "id", NULL};
-static const char *const read_keys[] = {"type",      "data",     "metadata",  "id",     "stream",
-                                        "version",   "position", "timestamp", "schema", "tags",
-                                        "forgotten", "bytes",    NULL};
+/* The fields of an event table: of a new event (cairn.Event's arguments), or of an event as
+ * read, what an upcaster gets and may hand back (bytes and the F_READ ones besides). */
+enum { F_UNKNOWN, F_TYPE, F_DATA, F_METADATA, F_TAGS, F_SCHEMA, F_ID, F_SUBJECT, F_BYTES, F_READ };
 
-static int key_known(lua_State *L, int idx, const char *const *keys) {
+/* [-0, +0, -] Which field the key at idx names.  By length first: this runs for every key of
+ * every upcast event of a fold. */
+static int field_of(lua_State *L, int idx, int read) {
     size_t len;
-    const char *k = lua_tolstring(L, idx, &len);
-    for (; *keys; keys++)
-        if (strlen(*keys) == len && !memcmp(*keys, k, len)) return 1;
-    return 0;
+    const char *k;
+    if (lua_type(L, idx) != LUA_TSTRING) return F_UNKNOWN;
+    k = lua_tolstring(L, idx, &len);
+#define IS(lit) (memcmp(k, lit, sizeof lit - 1) == 0)
+    switch (len) {
+    case 2: return IS("id") ? F_ID : F_UNKNOWN;
+    case 4: return IS("type") ? F_TYPE : IS("data") ? F_DATA : IS("tags") ? F_TAGS : F_UNKNOWN;
+    case 5: return read && IS("bytes") ? F_BYTES : F_UNKNOWN;
+    case 6: return IS("schema") ? F_SCHEMA : read && IS("stream") ? F_READ : F_UNKNOWN;
+    case 7: return read && IS("version") ? F_READ : !read && IS("subject") ? F_SUBJECT : F_UNKNOWN;
+    case 8: return IS("metadata") ? F_METADATA : read && IS("position") ? F_READ : F_UNKNOWN;
+    case 9: return read && (IS("timestamp") || IS("forgotten")) ? F_READ : F_UNKNOWN;
+    default: return F_UNKNOWN;
+    }
+#undef IS
 }
 
-int lh_check_event(lua_State *L, int e, int kind) {
-    const char *const *keys = kind == CAIRN_LUA_EVENT_NEW ? new_keys : read_keys;
+/* [-0, +0, -] The rule of one field whose value is at v (a key the caller knows). */
+static int check_field(lua_State *L, int f, int v, int read) {
     char k[80];
-    int top = lua_gettop(L), rc = CAIRN_OK;
     size_t len;
     const char *s;
     uint8_t id[16];
+    int rc;
+    switch (f) {
+    case F_TYPE:
+        if (lua_type(L, v) != LUA_TSTRING)
+            return lh_fail(CAIRN_EINVAL, "type must be a string, not %s", what_is(L, v));
+        s = lua_tolstring(L, v, &len);
+        if ((rc = cairn__check_type(s, len))) return lh_fail(rc, "%s", cairn__err()->message);
+        return CAIRN_OK;
+    case F_SCHEMA:
+        if (read) return CAIRN_OK; /* an upcaster's schema is the chain's to set */
+        if (!lua_isinteger(L, v))
+            return lh_fail(CAIRN_EINVAL, "schema must be an integer, not %s", what_is(L, v));
+        if ((rc = cairn__check_schema((int64_t)lua_tointeger(L, v))))
+            return lh_fail(rc, "%s", cairn__err()->message);
+        return CAIRN_OK;
+    case F_ID:
+        if (lua_type(L, v) != LUA_TSTRING)
+            return lh_fail(CAIRN_EINVAL, "id must be a UUID string, not %s", what_is(L, v));
+        s = lua_tolstring(L, v, &len);
+        if (!cairn__parse_uuid(s, len, id))
+            return lh_fail(CAIRN_EINVAL, "id: %s is not a UUID", show_key(L, v, k, sizeof k));
+        return CAIRN_OK;
+    case F_BYTES: /* nil (the event's own) or the upcaster's boolean */
+        if (!lua_isboolean(L, v))
+            return lh_fail(CAIRN_EINVAL, "bytes must be true, false or nil, not %s", what_is(L, v));
+        return CAIRN_OK;
+    case F_TAGS: return check_tags(L, v);
+    case F_METADATA: return check_metadata(L, v);
+    default: return CAIRN_OK; /* data: the JSON encoder's; the read fields: the record's */
+    }
+}
+
+/* One pass over the table: a key that is no field wins over a field's broken rule (a
+ * misspelt field is the likeliest slip: dta = {...}), a field's over a missing type. */
+int lh_check_event(lua_State *L, int e, int kind) {
+    int read = kind != CAIRN_LUA_EVENT_NEW, top = lua_gettop(L), rc = CAIRN_OK, has_type = 0;
+    char k[80];
 
     e = lua_absindex(L, e);
     if (!lua_istable(L, e))
         return lh_fail(CAIRN_EINVAL, "an event must be a table, not %s", what_is(L, e));
-    if (!lua_checkstack(L, 4)) return lh_fail(CAIRN_ENOMEM, "out of Lua stack");
-    /* the keys first: a misspelt field is the likeliest slip (dta = {...}) */
+    if (!lua_checkstack(L, 6)) return lh_fail(CAIRN_ENOMEM, "out of Lua stack");
     lua_pushnil(L);
     while (lua_next(L, e)) {
-        lua_pop(L, 1);
-        if (lua_type(L, -1) == LUA_TSTRING && key_known(L, -1, keys)) continue;
-        if (kind == CAIRN_LUA_EVENT_NEW && lua_type(L, -1) == LUA_TSTRING &&
-            key_known(L, -1, (const char *const[]){"subject", NULL})) {
+        int f = field_of(L, -2, read);
+        if (f == F_SUBJECT) {
             /* As Event(subject=...) in the binding: until encryption exists, dropping a
              * subject would pass unencrypted data for encrypted. */
             lua_settop(L, top);
@@ -226,74 +269,25 @@ int lh_check_event(lua_State *L, int e, int kind) {
                            "an event's subject (encryption of event data) is not "
                            "built yet; nothing was written");
         }
-        show_key(L, -1, k, sizeof k);
-        lua_settop(L, top);
-        if (kind == CAIRN_LUA_EVENT_NEW)
-            return lh_fail(CAIRN_EINVAL,
-                           "unknown key %s in an event table (it may have type, data, metadata, "
-                           "tags, schema and id)",
-                           k);
-        return lh_fail(CAIRN_EINVAL,
-                       "unknown key %s in an event table (an event has type, data, metadata, id, "
-                       "stream, version, position, timestamp, schema, tags, forgotten and bytes)",
-                       k);
-    }
-    lua_pushliteral(L, "type");
-    if (lua_rawget(L, e) != LUA_TSTRING) {
-        rc = lh_fail(CAIRN_EINVAL, "type must be a string, not %s", what_is(L, -1));
-        goto out;
-    }
-    s = lua_tolstring(L, -1, &len);
-    if ((rc = cairn__check_type(s, len))) {
-        rc = lh_fail(rc, "%s", cairn__err()->message);
-        goto out;
-    }
-    lua_settop(L, top);
-    if (kind == CAIRN_LUA_EVENT_NEW) { /* an upcaster's schema is the chain's to set */
-        lua_pushliteral(L, "schema");
-        if (lua_rawget(L, e) != LUA_TNIL) {
-            if (!lua_isinteger(L, -1)) {
-                rc = lh_fail(CAIRN_EINVAL, "schema must be an integer, not %s", what_is(L, -1));
-                goto out;
-            }
-            if ((rc = cairn__check_schema((int64_t)lua_tointeger(L, -1)))) {
-                rc = lh_fail(rc, "%s", cairn__err()->message);
-                goto out;
-            }
+        if (f == F_UNKNOWN) {
+            show_key(L, -2, k, sizeof k);
+            lua_settop(L, top);
+            if (!read)
+                return lh_fail(CAIRN_EINVAL,
+                               "unknown key %s in an event table (it may have type, data, "
+                               "metadata, tags, schema and id)",
+                               k);
+            return lh_fail(
+                CAIRN_EINVAL,
+                "unknown key %s in an event table (an event has type, data, metadata, "
+                "id, stream, version, position, timestamp, schema, tags, forgotten and bytes)",
+                k);
         }
-        lua_settop(L, top);
+        has_type |= f == F_TYPE;
+        if (rc == CAIRN_OK) rc = check_field(L, f, lua_gettop(L), read);
+        lua_pop(L, 1);
     }
-    lua_pushliteral(L, "id");
-    if (lua_rawget(L, e) != LUA_TNIL) {
-        if (lua_type(L, -1) != LUA_TSTRING) {
-            rc = lh_fail(CAIRN_EINVAL, "id must be a UUID string, not %s", what_is(L, -1));
-            goto out;
-        }
-        s = lua_tolstring(L, -1, &len);
-        if (!cairn__parse_uuid(s, len, id)) {
-            rc = lh_fail(CAIRN_EINVAL, "id: %s is not a UUID", show_key(L, -1, k, sizeof k));
-            goto out;
-        }
-    }
-    lua_settop(L, top);
-    if (kind != CAIRN_LUA_EVENT_NEW) { /* nil (the event's own) or the upcaster's boolean */
-        lua_pushliteral(L, "bytes");
-        int t = lua_rawget(L, e);
-        if (t != LUA_TNIL && t != LUA_TBOOLEAN) {
-            rc = lh_fail(CAIRN_EINVAL, "bytes must be true, false or nil, not %s", what_is(L, -1));
-            goto out;
-        }
-        lua_settop(L, top);
-    }
-    lua_pushliteral(L, "tags");
-    lua_rawget(L, e);
-    if ((rc = check_tags(L, lua_gettop(L)))) goto out;
-    lua_settop(L, top);
-    lua_pushliteral(L, "metadata");
-    lua_rawget(L, e);
-    rc = check_metadata(L, lua_gettop(L));
-out:
-    lua_settop(L, top);
+    if (rc == CAIRN_OK && !has_type) rc = lh_fail(CAIRN_EINVAL, "type must be a string, not nil");
     return rc;
 }
 
