@@ -826,8 +826,17 @@ static int execute_body(cairn_store *s, MDB_txn *txn, cairn_lua *h, void *ctx) {
         x->result->version = a.si.version, x->result->position = x->result->first_position = 0;
         return CAIRN_OK;
     }
-    if (x->command_id)
-        for (size_t i = 0; i < p.n; i++) p.evs[i].has_id = 1, cmd_event_id(x->id0, i, p.evs[i].id);
+    for (size_t i = 0; x->command_id && i < p.n; i++) {
+        if (p.evs[i].has_id) { /* its own id would be dropped for the command's */
+            produced_free(&p);
+            return handler_fail(&a, &r,
+                                "decide.%.*s: event %zu: an event's own id and a command id "
+                                "exclude each other (the events of execute(..., id=...) get ids "
+                                "derived from it)",
+                                (int)r.name_len, r.name, i + 1);
+        }
+        p.evs[i].has_id = 1, cmd_event_id(x->id0, i, p.evs[i].id);
+    }
     rc = write_produced(&a, x->stream, x->stream_len, x->expected, &p, "decide", x->result);
     produced_free(&p);
     return rc;

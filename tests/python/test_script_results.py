@@ -5,6 +5,7 @@ script, the line of the handler and (where there is one) the position; nothing i
 the store goes on working."""
 
 import re
+import uuid
 
 import pytest
 
@@ -341,3 +342,12 @@ def test_a_state_that_cannot_be_encoded_names_its_script(store):
     assert p.status == "faulted"
     assert p.error.startswith("parts: state of partition 'acc-1': cannot encode a function value at $.f"), p.error
     check_usable(store)
+
+
+def test_a_decided_events_own_id_and_a_command_id_exclude_each_other(results):
+    # execute(..., id=) replaced the event's own id without a word
+    with nothing_written(results), pytest.raises(cairn.ScriptError, match="an event's own id and a command id exclude each other") as ei:
+        results.execute("res-1", "Good", id=uuid.uuid4())
+    assert ei.value.script == "res" and "decide.Good: event 1: " in str(ei.value)
+    r = results.execute("res-1", "Plain", id=uuid.uuid4())  # events without ids of their own
+    assert r.version == 0
