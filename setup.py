@@ -78,11 +78,13 @@ setup(
     long_description_content_type="text/plain",
     python_requires=">=3.11",
     package_dir={"": "python"},
-    packages=["cairn"],
+    packages=["cairn", "cairn.cli"],
     package_data={"cairn": ["py.typed", "*.pyi"]},
     ext_modules=[CMakeExtension("cairn._cairn", target="cairn_python")],
     cmdclass={"build_ext": build_ext},
-    entry_points={"console_scripts": ["cairn = cairn.__main__:main"]},
+    entry_points={"console_scripts": ["cairn = cairn.cli:entry"]},
+    # the command line draws tables, colour and progress bars with rich (README, "Dependencies")
+    install_requires=["rich==15.0.0"],
     zip_safe=False,
     # keep setuptools out of build/, which belongs to CMake
     options={"build": {"build_base": "build-py"}},

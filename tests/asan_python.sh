@@ -25,6 +25,7 @@ cmake=${CMAKE:-$(command -v /usr/bin/cmake || command -v cmake)}
 # below; ASan + UBSan, -O1 -g, asserts on), written into this directory's copy of the package.
 mkdir -p "$out/cairn"
 cp python/cairn/*.py python/cairn/*.pyi python/cairn/py.typed "$out/cairn/"
+rm -rf "$out/cairn/cli" && cp -r python/cairn/cli "$out/cairn/cli"   # the command line
 "$cmake" -S . -B "$out" -DCMAKE_C_COMPILER=gcc -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS_DEBUG="-g -O1" \
     -DCAIRN_SANITIZE=ON -DCAIRN_PYTHON=ON -DCAIRN_TESTS=OFF -DPython3_EXECUTABLE="$py" \
     -DCAIRN_PYTHON_OUTPUT_DIR="$PWD/$out/cairn" --log-level=WARNING > /dev/null
