@@ -368,46 +368,64 @@ static PyObject *store_streams(cpy_store *self, PyObject *args, PyObject *kwargs
     return cpy_namesiter_new(self, prefix);
 }
 
-/* verify(progress=None): the core calls back once per chunk of records, on this thread
- * and without the GIL; the callback takes it to call `progress(done, total)`.  The first
- * exception it raises is kept (the check goes on: the core cannot be stopped there) and
- * raised when the check is done, unless the check itself failed. */
+/* verify(progress=None, damage=None): the core calls back on this thread, without the GIL
+ * -- progress once per chunk of records, damage once per damaged record -- and the
+ * callbacks take it to call `progress(done, total)` / `damage(position, message)`.  The
+ * first exception a callable raises is kept (the check goes on: the core cannot be stopped
+ * there) and raised when the check is done, unless the check found damage. */
 typedef struct verify_cb {
-    PyObject *fn;
-    PyObject *exc, *val, *tb; /* the first exception the callable raised (PyErr_Fetch) */
+    PyObject *fn, *dfn;
+    PyObject *exc, *val, *tb; /* the first exception a callable raised (PyErr_Fetch) */
 } verify_cb;
+
+static void verify_result(verify_cb *cb, PyObject *r) {
+    if (r)
+        Py_DECREF(r);
+    else
+        PyErr_Fetch(&cb->exc, &cb->val, &cb->tb);
+}
 
 static void verify_progress(void *ctx, uint64_t done, uint64_t total) {
     verify_cb *cb = ctx;
     PyGILState_STATE g = PyGILState_Ensure();
-    if (!cb->exc) {
-        PyObject *r = PyObject_CallFunction(cb->fn, "KK", (unsigned long long)done,
-                                            (unsigned long long)total);
-        if (r)
-            Py_DECREF(r);
-        else
-            PyErr_Fetch(&cb->exc, &cb->val, &cb->tb);
+    if (!cb->exc)
+        verify_result(cb,
+                      PyObject_CallFunction(cb->fn, "KK", (unsigned long long)done,
+                                            (unsigned long long)total));
+    PyGILState_Release(g);
+}
+
+static void verify_damage(void *ctx, uint64_t position, const char *message) {
+    verify_cb *cb = ctx;
+    PyGILState_STATE g = PyGILState_Ensure();
+    if (!cb->exc) { /* a message may cut a stream name inside a UTF-8 sequence */
+        PyObject *m = PyUnicode_DecodeUTF8(message, (Py_ssize_t)strlen(message), "replace");
+        verify_result(
+            cb, m ? PyObject_CallFunction(cb->dfn, "KN", (unsigned long long)position, m) : NULL);
     }
     PyGILState_Release(g);
 }
 
 static PyObject *store_verify(cpy_store *self, PyObject *args, PyObject *kwargs) {
-    static char *kwlist[] = {"progress", NULL};
+    static char *kwlist[] = {"progress", "damage", NULL};
     cpy_state *st = store_state(self);
     cairn_verify_report rep = {0, 0, 0};
-    verify_cb cb = {NULL, NULL, NULL, NULL};
+    verify_cb cb = {NULL, NULL, NULL, NULL, NULL};
     cairn_store *h;
     int rc;
-    PyObject *r = NULL, *fn = Py_None;
+    PyObject *r = NULL, *fn = Py_None, *dfn = Py_None;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$O:verify", kwlist, &fn)) return NULL;
-    if (fn != Py_None && !PyCallable_Check(fn)) {
-        PyErr_Format(PyExc_TypeError, "progress must be callable or None, not %.100s",
-                     Py_TYPE(fn)->tp_name);
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OO:verify", kwlist, &fn, &dfn)) return NULL;
+    if ((fn != Py_None && !PyCallable_Check(fn)) || (dfn != Py_None && !PyCallable_Check(dfn))) {
+        PyObject *bad = fn != Py_None && !PyCallable_Check(fn) ? fn : dfn;
+        PyErr_Format(PyExc_TypeError, "%s must be callable or None, not %.100s",
+                     bad == fn ? "progress" : "damage", Py_TYPE(bad)->tp_name);
         return NULL;
     }
-    cb.fn = fn;
-    CPY_STORE_CALL(self, h, rc, cairn_verify(h, &rep, fn == Py_None ? NULL : verify_progress, &cb));
+    cb.fn = fn, cb.dfn = dfn;
+    CPY_STORE_CALL(self, h, rc,
+                   cairn_verify_all(h, &rep, fn == Py_None ? NULL : verify_progress, &cb,
+                                    dfn == Py_None ? NULL : verify_damage, &cb));
     if (cpy_store_call_end(self, h, rc, NULL, 0) < 0) {
         Py_XDECREF(cb.exc);
         Py_XDECREF(cb.val);
@@ -861,9 +879,10 @@ static PyMethodDef store_methods[] = {
     {"streams", (PyCFunction)(void (*)(void))store_streams, METH_VARARGS | METH_KEYWORDS,
      "streams($self, /, prefix='')\n--\n\nIterate over stream names starting with prefix, sorted."},
     {"verify", (PyCFunction)(void (*)(void))store_verify, METH_VARARGS | METH_KEYWORDS,
-     "verify($self, /, *, progress=None)\n--\n\nCheck every record and index; returns "
-     "VerifyReport(events, streams, head).\nRaises CorruptionError naming the first damage. "
-     "progress(done, total) is called as records are checked."},
+     "verify($self, /, *, progress=None, damage=None)\n--\n\nCheck every record and index; "
+     "returns VerifyReport(events, streams, head).\nRaises CorruptionError naming the first "
+     "damage. progress(done, total) is called as records are checked;\nwith damage, "
+     "damage(position, message) is called for each damaged event and the check goes on."},
     {"backup", (PyCFunction)(void (*)(void))store_backup, METH_VARARGS | METH_KEYWORDS,
      "backup($self, /, dest)\n--\n\nWrite a consistent, compacted copy of the store into "
      "directory dest\n(missing or empty), while writers keep writing."},

@@ -256,6 +256,17 @@ typedef void (*cairn_progress_fn)(void *ctx, uint64_t done, uint64_t total);
 int cairn_verify(cairn_store *store, cairn_verify_report *report, cairn_progress_fn progress,
                  void *ctx);
 
+/* cairn_verify going on past damage: each damaged event of the log pass (a record that does
+ * not decode or check, or an index entry it lacks; a run of missing positions is one) is
+ * reported to damage(damage_ctx, position, message) -- message valid during the call -- and
+ * the pass goes on with the next event.  When it found any, the passes that compare index
+ * totals and streams (which would only restate it) do not run, and the call fails with
+ * CAIRN_ECORRUPT naming the first.  report->events counts the sound events.  damage NULL:
+ * cairn_verify. */
+typedef void (*cairn_damage_fn)(void *ctx, uint64_t position, const char *message);
+int cairn_verify_all(cairn_store *store, cairn_verify_report *report, cairn_progress_fn progress,
+                     void *ctx, cairn_damage_fn damage, void *damage_ctx);
+
 /* The position of the event with this id (the id index and its tail, as appends see
  * it): CAIRN_ENOTFOUND when no event has it. */
 int cairn_event_position(cairn_store *store, const uint8_t id[16], uint64_t *position);

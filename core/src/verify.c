@@ -25,6 +25,11 @@
  * the `meta` sid counter, its versions run 0..n without gaps and its first event belongs to
  * it.
  *
+ * Going on past damage (cairn_verify_all with a damage callback): each damaged record of the
+ * forward pass is reported and the pass goes on with the next; a run of missing positions is
+ * one report.  The counts and streams passes then do not run (the skipped records make
+ * every count disagree), and the first damage is the call's error.
+ *
  * Memory stays bounded: nothing is kept per event or per stream.
  */
 #include <stdlib.h>
@@ -47,6 +52,10 @@ typedef struct vstate {
                         * counted by verify_counts */
     MDB_dbi comp_dbi;
     cairn_verify_report *r;
+    cairn_damage_fn damage; /* NULL: the first damage ends the check */
+    void *damage_ctx;
+    uint64_t damaged;  /* damages reported */
+    cairn_error first; /* the first of them, returned at the end */
 } vstate;
 
 static int has_dup(MDB_cursor *c, const void *key, size_t klen, const void *val, size_t vlen) {
@@ -149,6 +158,56 @@ static int check_indexed(vstate *vs, MDB_txn *txn, MDB_cursor *cids, MDB_cursor 
     return bad ? cairn__corrupt(pos, bad) : CAIRN_OK;
 }
 
+/* One record of the log pass, at `pos` (its key): it decodes, a lookup by position finds
+ * it, its timestamp does not go back, its stream and stream index entries hold it, and
+ * (outside the index tail) its id and posting entries. */
+static int check_record(cairn_env *e, vstate *vs, MDB_txn *txn, MDB_cursor *cids, MDB_cursor *csidx,
+                        MDB_cursor *cpost, const MDB_val *k, const MDB_val *v, uint64_t pos,
+                        uint64_t tail) {
+    cairn_event ev;
+    cairn_stream_info si;
+    uint8_t sv[16], sk[8];
+    int rc;
+
+    if ((rc = cairn__val_check(g_lo, g_hi, v, pos))) return rc;
+    if ((rc = cairn__record_decode(v->mv_data, v->mv_size, pos, &ev))) return rc;
+    { /* found by key too: a damaged branch page can hide a record from lookups (every
+         * read but a scan) while a sequential walk still reaches it */
+        MDB_val lk = {8, k->mv_data}, lv;
+        if (mdb_get(txn, e->log, &lk, &lv) != 0 || lv.mv_data != v->mv_data)
+            return cairn__corrupt(pos,
+                                  "a lookup by position does not find this event (damaged tree)");
+    }
+    if (ev.timestamp < vs->last_ts)
+        return cairn__corrupt(pos, "timestamp earlier than the previous event's");
+    vs->last_ts = ev.timestamp;
+    if ((rc = cairn__stream_lookup(e, txn, ev.stream.ptr, ev.stream.len, &si))) {
+        if ((rc == CAIRN_ECORRUPT && !cairn__err()->position) || rc == CAIRN_EINTERNAL)
+            rc = cairn__corrupt(pos, "stream entry of this event is damaged");
+        return rc;
+    }
+    if (!si.exists || si.version < ev.version || ev.version < 0)
+        return cairn__corrupt(pos, "stream entry disagrees with the log");
+    cairn__put_be64(sk, si.sid);
+    cairn__put_be64(sv, (uint64_t)ev.version);
+    cairn__put_be64(sv + 8, pos);
+    if (!has_dup(csidx, sk, 8, sv, 16)) return cairn__corrupt(pos, "stream index lacks this event");
+    if (!vs->deferred && tail && pos >= tail) vs->deferred = pos;
+    if (!vs->deferred) return check_indexed(vs, txn, cids, cpost, &ev, pos);
+    return CAIRN_OK;
+}
+
+/* A damage the log pass met (rc): without a damage callback it ends the check; with one, it
+ * is reported, the first one is kept to be returned at the end, and the pass goes on. */
+static int damage_seen(vstate *vs, int rc) {
+    const cairn_error *err = cairn__err();
+    if (rc != CAIRN_ECORRUPT || !vs->damage) return rc;
+    if (vs->damaged++ == 0) vs->first = *err;
+    vs->damage(vs->damage_ctx, err->position, err->message);
+    cairn__clear_error();
+    return CAIRN_OK;
+}
+
 /* Checks records from vs->next on, at most CHUNK of them, in one read transaction. */
 static int verify_chunk(cairn_env *e, vstate *vs) {
     MDB_txn *txn;
@@ -172,54 +231,22 @@ static int verify_chunk(cairn_env *e, vstate *vs) {
     rc = mdb_cursor_get(clog, &k, &v, MDB_SET_RANGE);
     while (rc == 0 && n < CHUNK && vs->next <= vs->head) {
         uint64_t pos;
-        cairn_event ev;
-        cairn_stream_info si;
-        uint8_t sv[16], sk[8];
 
-        if (k.mv_size != 8) {
+        if (k.mv_size != 8) { /* the walk cannot go on from a key it cannot read */
             rc = cairn__corrupt(vs->next, "log key is not 8 bytes");
             goto out;
         }
         pos = cairn__get_be64(k.mv_data);
         if (pos != vs->next) {
             rc = cairn__corrupt(vs->next, "position missing from the log");
+            if (pos < vs->next || pos > vs->head || (rc = damage_seen(vs, rc))) goto out;
+            vs->next = pos; /* one report for the run of missing positions */
+        }
+        rc = check_record(e, vs, txn, cids, csidx, cpost, &k, &v, pos, tail);
+        if (rc == CAIRN_OK)
+            vs->r->events++;
+        else if ((rc = damage_seen(vs, rc)))
             goto out;
-        }
-        if ((rc = cairn__val_check(g_lo, g_hi, &v, pos))) goto out;
-        if ((rc = cairn__record_decode(v.mv_data, v.mv_size, pos, &ev))) goto out;
-        { /* found by key too: a damaged branch page can hide a record from lookups (every
-             * read but a scan) while a sequential walk still reaches it */
-            MDB_val lk = {8, k.mv_data}, lv;
-            if (mdb_get(txn, e->log, &lk, &lv) != 0 || lv.mv_data != v.mv_data) {
-                rc = cairn__corrupt(pos,
-                                    "a lookup by position does not find this event (damaged tree)");
-                goto out;
-            }
-        }
-        if (ev.timestamp < vs->last_ts) {
-            rc = cairn__corrupt(pos, "timestamp earlier than the previous event's");
-            goto out;
-        }
-        vs->last_ts = ev.timestamp;
-        if ((rc = cairn__stream_lookup(e, txn, ev.stream.ptr, ev.stream.len, &si))) {
-            if ((rc == CAIRN_ECORRUPT && !cairn__err()->position) || rc == CAIRN_EINTERNAL)
-                rc = cairn__corrupt(pos, "stream entry of this event is damaged");
-            goto out;
-        }
-        if (!si.exists || si.version < ev.version || ev.version < 0) {
-            rc = cairn__corrupt(pos, "stream entry disagrees with the log");
-            goto out;
-        }
-        cairn__put_be64(sk, si.sid);
-        cairn__put_be64(sv, (uint64_t)ev.version);
-        cairn__put_be64(sv + 8, pos);
-        if (!has_dup(csidx, sk, 8, sv, 16)) {
-            rc = cairn__corrupt(pos, "stream index lacks this event");
-            goto out;
-        }
-        if (!vs->deferred && tail && pos >= tail) vs->deferred = pos;
-        if (!vs->deferred && (rc = check_indexed(vs, txn, cids, cpost, &ev, pos))) goto out;
-        vs->r->events++;
         vs->next++;
         n++;
         rc = mdb_cursor_get(clog, &k, &v, MDB_NEXT);
@@ -227,6 +254,7 @@ static int verify_chunk(cairn_env *e, vstate *vs) {
     if (rc == MDB_NOTFOUND) {
         rc = vs->next <= vs->head ? cairn__corrupt(vs->next, "position missing from the log")
                                   : CAIRN_OK;
+        if (rc && (rc = damage_seen(vs, rc)) == CAIRN_OK) vs->next = vs->head + 1;
     } else if (rc > 0) {
         rc = cairn__mdb_fail(rc, "verify");
     }
@@ -655,27 +683,40 @@ out:
     return rc;
 }
 
-int cairn_verify(cairn_store *s, cairn_verify_report *report, cairn_progress_fn progress,
-                 void *ctx) {
+int cairn_verify_all(cairn_store *s, cairn_verify_report *report, cairn_progress_fn progress,
+                     void *ctx, cairn_damage_fn damage, void *damage_ctx) {
     cairn_verify_report r = {0, 0, 0};
-    vstate vs;
+    vstate *vs;
     int rc;
 
     cairn__clear_error();
     if ((rc = cairn__store_check(s))) return rc;
     if ((rc = cairn_head(s, &r.head))) return rc;
-    memset(&vs, 0, sizeof vs);
-    vs.next = 1;
-    vs.head = r.head;
-    vs.r = &r;
-    vs.comp_dbi = s->env->comp;
-    while (vs.next <= vs.head) {
-        if ((rc = verify_chunk(s->env, &vs))) goto out;
-        if (progress) progress(ctx, r.events, r.head);
+    if (!(vs = calloc(1, sizeof *vs))) return cairn__fail(CAIRN_ENOMEM, "out of memory");
+    vs->next = 1;
+    vs->head = r.head;
+    vs->r = &r;
+    vs->comp_dbi = s->env->comp;
+    vs->damage = damage, vs->damage_ctx = damage_ctx;
+    while (vs->next <= vs->head) {
+        if ((rc = verify_chunk(s->env, vs))) goto out;
+        if (progress) progress(ctx, vs->next - 1, r.head);
     }
-    if ((rc = verify_counts(s->env, &vs, progress, ctx))) goto out;
-    rc = verify_streams(s->env, &r);
+    /* the counts and streams passes compare totals: after a damaged record they would only
+     * restate it */
+    if (!vs->damaged && (rc = verify_counts(s->env, vs, progress, ctx))) goto out;
+    if (!vs->damaged) rc = verify_streams(s->env, &r);
+    if (vs->damaged) {
+        *cairn__err() = vs->first;
+        rc = CAIRN_ECORRUPT;
+    }
 out:
     if (report) *report = r;
+    free(vs);
     return rc;
+}
+
+int cairn_verify(cairn_store *s, cairn_verify_report *report, cairn_progress_fn progress,
+                 void *ctx) {
+    return cairn_verify_all(s, report, progress, ctx, NULL, NULL);
 }

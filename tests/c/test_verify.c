@@ -545,6 +545,49 @@ static void verify_after_more_appends(void **state) {
     assert_int_equal(rep.streams, 4);
 }
 
+/* cairn_verify_all goes on past damage: every damaged event of the log pass is reported, the
+ * call fails with the first one, and the events counted are the sound ones. */
+typedef struct damages {
+    int n;
+    uint64_t pos[8];
+    char msg[8][160];
+} damages;
+
+static void on_damage(void *ctx, uint64_t position, const char *message) {
+    damages *d = ctx;
+    if (d->n == 8) return;
+    d->pos[d->n] = position;
+    snprintf(d->msg[d->n++], sizeof d->msg[0], "%s", message);
+}
+
+static void all_damages_reported(void **state) {
+    fixture *fx = *state;
+    uint8_t pk[9], pos4[8];
+    cairn_verify_report rep;
+    damages d;
+    raw w;
+
+    raw_open(&w, fx->path);
+    raw_del(&w, "ids", g_id1, 16, NULL, 0);
+    post_key(pk, 'c', "acct");
+    be64(pos4, 4);
+    raw_del(&w, "post", pk, 9, pos4, 8);
+    raw_close(&w);
+    CHECK_OK(open_store(fx->path, CAIRN_DURABLE_NONE, 0, 0, &fx->store));
+    memset(&d, 0, sizeof d);
+    CHECK_RC(cairn_verify_all(fx->store, &rep, NULL, NULL, on_damage, &d), CAIRN_ECORRUPT);
+    assert_int_equal(d.n, 2);
+    assert_int_equal(d.pos[0], 1);
+    assert_non_null(strstr(d.msg[0], "event id index"));
+    assert_int_equal(d.pos[1], 4);
+    assert_non_null(strstr(d.msg[1], "category index lacks this event"));
+    assert_int_equal(cairn_last_error()->position, 1); /* the first damage is the error */
+    assert_int_equal(rep.events, 5);
+    /* without a callback: the first damage ends the check, as cairn_verify */
+    CHECK_RC(cairn_verify_all(fx->store, &rep, NULL, NULL, NULL, NULL), CAIRN_ECORRUPT);
+    assert_int_equal(cairn_last_error()->position, 1);
+}
+
 int main(void) {
 #define T(f) cmocka_unit_test_setup_teardown(f, fx_setup_written, fx_teardown)
     const struct CMUnitTest tests[] = {
@@ -582,6 +625,7 @@ int main(void) {
         T(tail_start_past_head),
         T(tail_covers_linked_events),
         T(verify_after_more_appends),
+        T(all_damages_reported),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -60,6 +60,25 @@ def test_verify_names_a_record_with_a_flipped_byte(tmp_path):
     assert r.returncode == 1 and d["ok"] is False and d["damage"][0]["position"] == 18
 
 
+def test_verify_names_each_damaged_event(tmp_path):
+    path = tmp_path / "s"
+    build(path)
+    with open(path / "data.mdb", "r+b") as f:
+        data = bytearray(f.read())
+        for i in (4, 17, 41):
+            at = data.find(f"MARK{i:04d}X".encode())
+            while at >= 0:
+                data[at + 5] ^= 0x01
+                at = data.find(f"MARK{i:04d}X".encode(), at + 1)
+        f.seek(0)
+        f.write(data)
+    r = subprocess.run([sys.executable, "-m", "cairn", "verify", str(path), "--json"],
+                       capture_output=True, text=True, env=env())
+    (d,) = jsonl(r)
+    assert r.returncode == 1 and [x["position"] for x in d["damage"]] == [5, 18, 42]
+    assert "3 damaged events" in r.stderr and len(r.stderr.splitlines()) == 1
+
+
 def test_verify_names_an_event_whose_index_entry_was_deleted(tmp_path):
     path = tmp_path / "s"
     build(path)

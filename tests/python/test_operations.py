@@ -152,3 +152,30 @@ def test_verify_reports_progress(store):
         store.verify(progress=lambda d, t: 1 / 0)
     with pytest.raises(TypeError):
         store.verify(progress=3)
+
+
+def test_verify_with_damage_reports_every_damaged_event(store_path):
+    with cairn.open(store_path, durability="none") as s:
+        s.append("acct-1", [cairn.Event("Moved", {"marker": f"MARK{i:04d}X"}) for i in range(50)])
+        s.sync()
+    with open(os.path.join(store_path, "data.mdb"), "r+b") as f:
+        data = bytearray(f.read())
+        for i in (9, 30):
+            at = data.find(f"MARK{i:04d}X".encode())
+            while at >= 0:
+                data[at + 2] ^= 0x20
+                at = data.find(f"MARK{i:04d}X".encode(), at + 1)
+        f.seek(0)
+        f.write(data)
+    with cairn.open(store_path, readonly=True) as s:
+        with pytest.raises(cairn.CorruptionError) as first:
+            s.verify()
+        assert first.value.position == 10
+        found = []
+        with pytest.raises(cairn.CorruptionError) as ei:
+            s.verify(damage=lambda pos, msg: found.append((pos, msg)))
+        assert ei.value.position == 10  # the first damage is the error
+        assert [p for p, _ in found] == [10, 31]
+        assert all("corrupt record" in m for _, m in found)
+        with pytest.raises(TypeError):
+            s.verify(damage=1)

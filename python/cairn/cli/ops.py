@@ -19,10 +19,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     """Exit 0 and one summary line, or exit 1 and the damage: `position P: what` (on stdout:
     it is the report asked for), and one line on stderr saying what to do."""
     out = Out(args.json)
+    found: list[tuple[int, str]] = []
     with open_store(args.path) as store:
         with Progress("verify", store.head()) as bar:
             try:
-                rep = store.verify(progress=lambda done, total: bar.update(done, total))
+                rep = store.verify(progress=lambda done, total: bar.update(done, total),
+                                   damage=lambda pos, msg: found.append((pos, msg)))
                 damage = None
             except cairn.CorruptionError as e:
                 damage = e
@@ -34,16 +36,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
                                                f"head {rep.head}; every checksum and index "
                                                f"agrees with the log", None)])
         return 0
-    pos = damage.position or 0
-    text = _damage_text(str(damage), pos)
-    line = f"position {pos}: {text}" if pos else text
+    if not found:  # found by a pass that compares totals: one damage, maybe no position
+        found.append((damage.position or 0, str(damage)))
+    rows = [(pos, _damage_text(msg, pos)) for pos, msg in found]
     if out.json:
-        out.obj({"ok": False, "damage": [{"position": pos or None, "error": text}]})
+        out.obj({"ok": False, "damage": [{"position": pos or None, "error": text}
+                                         for pos, text in rows]})
     else:
-        out.line(line, "bold red")
+        for pos, text in rows:
+            out.line(f"position {pos}: {text}" if pos else text, "bold red")
     out.stream.flush()
-    sys.stderr.write(f"cairn: error: {args.path} is damaged (restore it from a backup, or "
-                     f"export what still reads: cairn export {args.path})\n")
+    n = len(rows)
+    sys.stderr.write(f"cairn: error: {args.path} is damaged ({n} damaged "
+                     f"{'event' if n == 1 else 'events'}: restore it from a backup, or export "
+                     f"what still reads: cairn export {args.path})\n")
     return 1
 
 
