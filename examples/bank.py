@@ -259,8 +259,8 @@ def explore(path, names):
     p = shlex.quote(path)
     if shutil.which("cairn") is None:
         here = os.path.dirname(HERE)
-        say("(`pip install .` installs the `cairn` command; until then:")
-        say(f"   alias cairn='PYTHONPATH={shlex.quote(os.path.join(here, 'python'))} {sys.executable} -m cairn')")
+        say("`pip install .` installs the `cairn` command; until then, define it in your shell:")
+        say(f"  alias cairn='PYTHONPATH={shlex.quote(os.path.join(here, 'python'))} {sys.executable} -m cairn'")
     commands = [
         (f"cairn info {p}", "head, events, streams, file size, scripts, projections"),
         (f"cairn streams {p}", "every stream with its version"),

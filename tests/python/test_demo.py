@@ -2,13 +2,16 @@
 
 The demo runs in a subprocess on a fresh directory (about 2 s: its watcher process waits
 half a second to subscribe); every number it prints is checked against the others and
-against the store.
+against the store, and every `cairn` command it prints to explore the store is run on it.
 """
 
 import os
 import re
+import select
 import shlex
+import signal
 import subprocess
+import time
 
 import pytest
 
@@ -138,3 +141,43 @@ def test_the_demo_prints_the_cairn_commands_to_explore_its_store(demo):
     assert [c[1] for c in cmds] == ["info", "streams", "read", "read", "log", "load", "projections",
                                     "projections", "execute", "verify", "export", "backup", "tail"]
     assert all("demo-store" in c for c in cmds)
+
+
+def test_the_cairn_commands_the_demo_prints_work_on_its_store(demo):
+    cwd, out = demo
+    env = child_env()
+    # the alias line it prints (when `cairn` is not installed) defines the command as printed
+    aliases = [line.strip() for line in out.splitlines() if line.strip().startswith("alias cairn=")]
+    prelude = "shopt -s expand_aliases\n" + (aliases[0] if aliases else "") + "\n"
+    lines = [line.split("   # ")[0].strip() for line in out.splitlines() if line.startswith("  cairn ")]
+    assert len(lines) == 13
+    for line in lines:
+        if line.startswith("cairn tail "):
+            p = subprocess.Popen(["bash", "-c", prelude + line], cwd=cwd, env=env, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+            # it prints an event committed after it started (appended until one shows up, as
+            # it may still be starting), then ends quietly on Ctrl-C (the shell and the command)
+            with cairn.open(cwd / "demo-store") as store:
+                deadline = time.monotonic() + 60
+                while not select.select([p.stdout], [], [], 0.5)[0]:
+                    assert time.monotonic() < deadline and p.poll() is None, p.stderr.read()
+                    store.append("tail-check", [cairn.Event("Pinged")])
+                assert "tail-check" in p.stdout.readline()
+            os.killpg(p.pid, signal.SIGINT)
+            stdout, stderr = p.communicate(timeout=30)
+            assert p.returncode in (0, 130), stderr
+            assert "Traceback" not in stderr
+            continue
+        p = subprocess.run(["bash", "-c", prelude + line], cwd=cwd, env=env, capture_output=True,
+                           text=True, timeout=120)
+        if " execute " in line:   # the overdraft: refused, one line on stderr, nothing written
+            assert p.returncode != 0 and p.stdout == ""
+            assert len(p.stderr.splitlines()) == 1 and "insufficient funds" in p.stderr, p.stderr
+            continue
+        assert p.returncode == 0, f"{line}: exit {p.returncode}\n{p.stderr}"
+        assert "Traceback" not in p.stderr
+        if " > " not in line:
+            assert p.stdout.strip(), f"{line} printed nothing"
+    assert (cwd / "demo.jsonl").read_text().count("\n") == parts(out)[-1][2]
+    with cairn.open(cwd / "demo-backup", readonly=True) as copy:
+        assert copy.verify().head == parts(out)[-1][2]
