@@ -74,6 +74,20 @@ def test_each_example_prints_what_getting_started_shows(path, tmp_path):
     assert again.returncode == 0 and again.stdout == p.stdout, again.stderr
 
 
+def test_the_cairn_commands_of_getting_started_work_on_the_stores_its_examples_leave(tmp_path):
+    for path in EXAMPLES:
+        subprocess.run([PYTHON, os.path.join(ROOT, path)], cwd=tmp_path, env=child_env(),
+                       check=True, capture_output=True, timeout=60)
+    (commands,) = re.findall(r"^<!-- commands -->\n```sh\n(.*?)^```$", read(GETTING_STARTED), re.M | re.S)
+    lines = [line.split("#")[0].strip() for line in commands.splitlines() if line.strip()]
+    assert len(lines) == 6 and all(line.startswith("cairn ") for line in lines)
+    for line in lines:
+        p = subprocess.run([PYTHON, "-m", "cairn"] + line.split()[1:], cwd=tmp_path,
+                           env=child_env(), capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, f"{line}: exit {p.returncode}: {p.stderr}"
+        assert p.stdout.strip(), f"{line} printed nothing"
+
+
 # ---------------------------------------------------------------------------------------
 # Doctests
 # ---------------------------------------------------------------------------------------
