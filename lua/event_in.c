@@ -10,31 +10,6 @@
 
 #include "host_impl.h"
 
-/* [-0, +0, -] A key for a message: a string as 'text' (printable ASCII kept, the rest as
- * '?', cut at 60 bytes), a number as [n], anything else as its type. */
-static const char *show_key(lua_State *L, int idx, char *buf, size_t cap) {
-    if (lua_type(L, idx) == LUA_TNUMBER) {
-        if (lua_isinteger(L, idx))
-            snprintf(buf, cap, "[%lld]", (long long)lua_tointeger(L, idx));
-        else
-            snprintf(buf, cap, "[%g]", lua_tonumber(L, idx));
-    } else if (lua_type(L, idx) == LUA_TSTRING) {
-        size_t len, n = 0;
-        const char *k = lua_tolstring(L, idx, &len);
-        buf[n++] = '\'';
-        for (size_t i = 0; i < len && i < 60 && n + 5 < cap; i++) {
-            unsigned char c = (unsigned char)k[i];
-            buf[n++] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
-        }
-        if (len > 60 && n + 5 < cap) buf[n++] = '.', buf[n++] = '.', buf[n++] = '.';
-        buf[n++] = '\'';
-        buf[n] = '\0';
-    } else {
-        snprintf(buf, cap, "[a %s key]", luaL_typename(L, idx));
-    }
-    return buf;
-}
-
 /* [-0, +0, -] */
 int cairn_lua_check_list(cairn_lua *h, int idx, size_t *n) {
     lua_State *L = h->L;
@@ -56,7 +31,7 @@ int cairn_lua_check_list(cairn_lua *h, int idx, size_t *n) {
             continue;
         }
         if (lua_type(L, -1) == LUA_TSTRING) strkey = 1;
-        show_key(L, -1, k, sizeof k);
+        lh_show_key(L, -1, k, sizeof k, 1);
         lua_settop(L, top);
         if (strkey && lua_rawlen(L, idx) == 0)
             return lh_fail(CAIRN_EINVAL,
@@ -122,7 +97,7 @@ static int check_metadata(lua_State *L, int m) {
         size_t klen, len;
         const char *key, *str;
         if (lua_type(L, -2) != LUA_TSTRING) {
-            show_key(L, -2, k, sizeof k);
+            lh_show_key(L, -2, k, sizeof k, 1);
             lua_settop(L, top);
             if (lua_rawlen(L, m))
                 return lh_fail(CAIRN_EINVAL,
@@ -160,7 +135,7 @@ static int check_tags(lua_State *L, int t) {
         size_t len;
         const char *tag;
         if (!lua_isinteger(L, -2) || lua_tointeger(L, -2) < 1) {
-            show_key(L, -2, k, sizeof k);
+            lh_show_key(L, -2, k, sizeof k, 1);
             lua_settop(L, top);
             return lh_fail(CAIRN_EINVAL, "tags must be a list of strings, but it has the key %s",
                            k);
@@ -236,7 +211,7 @@ static int check_field(lua_State *L, int f, int v, int read) {
             return lh_fail(CAIRN_EINVAL, "id must be a UUID string, not %s", what_is(L, v));
         s = lua_tolstring(L, v, &len);
         if (!cairn__parse_uuid(s, len, id))
-            return lh_fail(CAIRN_EINVAL, "id: %s is not a UUID", show_key(L, v, k, sizeof k));
+            return lh_fail(CAIRN_EINVAL, "id: %s is not a UUID", lh_show_key(L, v, k, sizeof k, 1));
         return CAIRN_OK;
     case F_BYTES: /* nil (the event's own) or the upcaster's boolean */
         if (!lua_isboolean(L, v))
@@ -270,7 +245,7 @@ int lh_check_event(lua_State *L, int e, int kind) {
                            "built yet; nothing was written");
         }
         if (f == F_UNKNOWN) {
-            show_key(L, -2, k, sizeof k);
+            lh_show_key(L, -2, k, sizeof k, 1);
             lua_settop(L, top);
             if (!read)
                 return lh_fail(CAIRN_EINVAL,

@@ -60,6 +60,11 @@ static inline cairn_lua *lh_host(lua_State *L) { return *(cairn_lua **)lua_getex
 extern const char lh_json_null;
 #define lh_push_null(L) lua_pushlightuserdata((L), (void *)&lh_json_null)
 
+/* [-0, +0, -] A table key for a message into buf: a number as [n]; a string with printable
+ * ASCII kept, the rest as '?', cut at 60 bytes, as 'text' (quoted) or .text; any other key
+ * as [a T key] (quoted) or [T key]. */
+const char *lh_show_key(lua_State *L, int idx, char *buf, size_t cap, int quoted);
+
 /* Encoding outside a call (lh_solo_begin .. lh_solo_end): lh_spend charges a budget and a
  * deadline of its own.  lh_spent_why: the LH_KILL_* that made lh_spend fail. */
 void lh_solo_begin(cairn_lua *h);

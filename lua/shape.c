@@ -25,8 +25,9 @@ static int bad(shape *s, const char *fmt, ...) {
     return -1;
 }
 
-/* [-0, +0, -] A key for a message: printable ASCII kept, the rest as '?', cut at 60 bytes. */
-static const char *show_key(lua_State *L, int idx, char *buf, size_t cap) {
+const char *lh_show_key(lua_State *L, int idx, char *buf, size_t cap, int quoted) {
+    size_t len, n = 0;
+    const char *k;
     if (lua_type(L, idx) == LUA_TNUMBER) {
         if (lua_isinteger(L, idx))
             snprintf(buf, cap, "[%lld]", (long long)lua_tointeger(L, idx));
@@ -35,17 +36,17 @@ static const char *show_key(lua_State *L, int idx, char *buf, size_t cap) {
         return buf;
     }
     if (lua_type(L, idx) != LUA_TSTRING) {
-        snprintf(buf, cap, "[%s key]", luaL_typename(L, idx));
+        snprintf(buf, cap, quoted ? "[a %s key]" : "[%s key]", luaL_typename(L, idx));
         return buf;
     }
-    size_t len, n = 0;
-    const char *k = lua_tolstring(L, idx, &len);
-    buf[n++] = '.';
-    for (size_t i = 0; i < len && n + 4 < cap && i < 60; i++) {
+    k = lua_tolstring(L, idx, &len);
+    buf[n++] = quoted ? '\'' : '.';
+    for (size_t i = 0; i < len && i < 60 && n + 4 + (size_t)quoted < cap; i++) {
         unsigned char c = (unsigned char)k[i];
         buf[n++] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
     }
-    if (len > 60 && n + 4 < cap) buf[n++] = '.', buf[n++] = '.', buf[n++] = '.';
+    if (len > 60 && n + 4 + (size_t)quoted < cap) buf[n++] = '.', buf[n++] = '.', buf[n++] = '.';
+    if (quoted) buf[n++] = '\'';
     buf[n] = '\0';
     return buf;
 }
@@ -73,12 +74,13 @@ static int want_handlers(shape *s, const char *field) {
     lua_pushnil(L);
     while (lua_next(L, t)) {
         if (lua_type(L, -2) != LUA_TSTRING) {
-            bad(s, "%s%s: keys must be event type names", field, show_key(L, -2, k, sizeof k));
+            bad(s, "%s%s: keys must be event type names", field,
+                lh_show_key(L, -2, k, sizeof k, 0));
             lua_settop(L, t);
             return -1;
         }
         if (!lua_isfunction(L, -1)) {
-            bad(s, "%s%s must be a function (got %s)", field, show_key(L, -2, k, sizeof k),
+            bad(s, "%s%s must be a function (got %s)", field, lh_show_key(L, -2, k, sizeof k, 0),
                 luaL_typename(L, -1));
             lua_settop(L, t);
             return -1;
@@ -123,7 +125,7 @@ static int check_source(shape *s) {
             rc = want_strings(s, lua_tostring(L, -2));
         else
             rc = bad(s, "source%s: unknown filter (use categories, streams, types or tags)",
-                     show_key(L, -2, k, sizeof k));
+                     lh_show_key(L, -2, k, sizeof k, 0));
         if (rc) {
             lua_settop(L, t);
             return -1;
@@ -141,7 +143,8 @@ static int check_aggregate(shape *s, int t) {
     while (lua_next(L, t)) {
         int rc = 0;
         if (lua_type(L, -2) != LUA_TSTRING) {
-            rc = bad(s, "unexpected key %s in an aggregate script", show_key(L, -2, k, sizeof k));
+            rc = bad(s, "unexpected key %s in an aggregate script",
+                     lh_show_key(L, -2, k, sizeof k, 0));
         } else if (key_is(L, -2, "init")) {
             rc = want_function(s, "init", 1);
         } else if (key_is(L, -2, "boundary")) {
@@ -157,7 +160,7 @@ static int check_aggregate(shape *s, int t) {
             rc = bad(s,
                      "unknown field %s in an aggregate script (expected init, apply, decide, "
                      "compensate, snapshot_every, boundary)",
-                     show_key(L, -2, k, sizeof k) + 1);
+                     lh_show_key(L, -2, k, sizeof k, 0) + 1);
         }
         if (rc) return -1;
         lua_pop(L, 1);
@@ -173,7 +176,8 @@ static int check_projection(shape *s, int t) {
     while (lua_next(L, t)) {
         int rc = 0;
         if (lua_type(L, -2) != LUA_TSTRING) {
-            rc = bad(s, "unexpected key %s in a projection script", show_key(L, -2, k, sizeof k));
+            rc = bad(s, "unexpected key %s in a projection script",
+                     lh_show_key(L, -2, k, sizeof k, 0));
         } else if (key_is(L, -2, "init")) {
             rc = want_function(s, "init", 1);
         } else if (key_is(L, -2, "partition")) {
@@ -191,7 +195,7 @@ static int check_projection(shape *s, int t) {
             rc = bad(s,
                      "unknown field %s in a projection script (expected source, mode, "
                      "partition, init, apply)",
-                     show_key(L, -2, k, sizeof k) + 1);
+                     lh_show_key(L, -2, k, sizeof k, 0) + 1);
         }
         if (rc) return -1;
         lua_pop(L, 1);
@@ -207,8 +211,8 @@ static int check_upcasters(shape *s, int t) {
     while (lua_next(L, t)) {
         if (lua_type(L, -2) != LUA_TSTRING)
             return bad(s, "upcasters%s: keys must be event type names",
-                       show_key(L, -2, k, sizeof k));
-        show_key(L, -2, k, sizeof k);
+                       lh_show_key(L, -2, k, sizeof k, 0));
+        lh_show_key(L, -2, k, sizeof k, 0);
         if (!lua_istable(L, -1))
             return bad(s, "upcasters%s must be a table of [schema] = function (got %s)", k,
                        luaL_typename(L, -1));
@@ -217,10 +221,10 @@ static int check_upcasters(shape *s, int t) {
         while (lua_next(L, u)) {
             if (!lua_isinteger(L, -2) || lua_tointeger(L, -2) < 1)
                 return bad(s, "upcasters%s%s: keys must be schema numbers (integers >= 1)", k,
-                           show_key(L, -2, k2, sizeof k2));
+                           lh_show_key(L, -2, k2, sizeof k2, 0));
             if (!lua_isfunction(L, -1))
                 return bad(s, "upcasters%s%s must be a function (got %s)", k,
-                           show_key(L, -2, k2, sizeof k2), luaL_typename(L, -1));
+                           lh_show_key(L, -2, k2, sizeof k2, 0), luaL_typename(L, -1));
             lua_pop(L, 1);
         }
         lua_pop(L, 1);
