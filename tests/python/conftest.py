@@ -102,3 +102,31 @@ def child_env():
 
 
 PYTHON = sys.executable
+
+
+def run_together(script, argvs, timeout=120):
+    """Runs one `python -c script` child per argument list in `argvs`, each printing "ready"
+    and then waiting for a line on stdin, which they all get at once; returns their stdouts
+    (each child must exit 0).  For races between processes."""
+    import subprocess
+    procs = [subprocess.Popen([PYTHON, "-c", script, *map(str, argv)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(),
+                              text=True)
+             for argv in argvs]
+    try:
+        for p in procs:
+            assert p.stdout.readline().strip() == "ready", p.stderr.read()
+        for p in procs:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        outs = []
+        for p in procs:
+            out, err = p.communicate(timeout=timeout)
+            assert p.returncode == 0, err
+            outs.append(out)
+        return outs
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()

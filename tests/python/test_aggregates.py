@@ -4,7 +4,6 @@ events), compensate, rollback, snapshots, and execute racing across processes.""
 
 import datetime
 import hashlib
-import subprocess
 import textwrap
 import threading
 import time
@@ -13,7 +12,7 @@ import uuid
 import pytest
 
 import cairn
-from conftest import PYTHON, check_usable, child_env, nothing_written
+from conftest import check_usable, nothing_written, run_together
 
 UTC = datetime.timezone.utc
 
@@ -525,26 +524,8 @@ def test_processes_executing_withdrawals_never_overdraw(store_path):
     with cairn.open(store_path, durability="none") as s:
         s.define_aggregate("account", ACCOUNT)
         s.execute("account-1", "Deposit", {"amount": 300})  # 100 withdrawals of 3
-    procs = [subprocess.Popen([PYTHON, "-c", WITHDRAWER, str(store_path), "60"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, env=child_env(), text=True)
-             for _ in range(4)]
-    try:
-        for p in procs:
-            assert p.stdout.readline().strip() == "ready", p.stderr.read()
-        for p in procs:
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        results = []
-        for p in procs:
-            out, err = p.communicate(timeout=120)
-            assert p.returncode == 0, err
-            results.append(tuple(map(int, out.split())))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    results = [tuple(map(int, out.split()))
+               for out in run_together(WITHDRAWER, [(store_path, 60)] * 4)]
     assert sum(ok for ok, _ in results) == 100
     assert sum(r for _, r in results) == 140
     with cairn.open(store_path, durability="none") as s:

@@ -4,14 +4,13 @@ other commits, after reopening, from another process at the same moment -- retur
 result and writes nothing; the same command id for another command is a DuplicateEvent."""
 
 import json
-import subprocess
 import textwrap
 import uuid
 
 import pytest
 
 import cairn
-from conftest import PYTHON, child_env, dump, nothing_written
+from conftest import dump, nothing_written, run_together
 
 ACCOUNT = """\
 return {
@@ -329,25 +328,7 @@ def test_two_processes_executing_the_same_command_ids_write_each_once(store_path
     n = 100
     with cairn.open(store_path, durability="none") as s:
         s.define_aggregate("account", ACCOUNT)
-    procs = [subprocess.Popen([PYTHON, "-c", EXECUTOR, str(store_path), str(n)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, env=child_env(), text=True)
-             for _ in range(2)]
-    try:
-        for p in procs:
-            assert p.stdout.readline().strip() == "ready", p.stderr.read()
-        for p in procs:
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        results = []
-        for p in procs:
-            out, err = p.communicate(timeout=120)
-            assert p.returncode == 0, err
-            results.append(json.loads(out))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+    results = [json.loads(out) for out in run_together(EXECUTOR, [(store_path, n)] * 2)]
     assert results[0] == results[1]  # both got the one result of each command
     with cairn.open(store_path) as s:
         assert s.stream_version("account-1") == n - 1 and s.head() == n

@@ -11,9 +11,9 @@ import pytest
 
 import cairn
 from conftest import nothing_written
+from redteam import DAG
 from test_sandbox import assert_usable
 
-DAG = "local t = {1}; for i = 1, 40 do t = {t, t} end"
 CAP = "memory limit exceeded"
 
 

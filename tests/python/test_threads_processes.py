@@ -10,7 +10,7 @@ import time
 import pytest
 
 import cairn
-from conftest import PYTHON, child_env, make_events
+from conftest import PYTHON, child_env, make_events, run_together
 
 THREADS = 4
 PER_THREAD = 40
@@ -236,30 +236,8 @@ CHILD = textwrap.dedent("""
 
 
 def run_processes(store_path, durability, n=PROCESSES, per=PER_PROCESS):
-    procs = [
-        subprocess.Popen([PYTHON, "-c", CHILD, str(store_path), f"p{k}", str(per), durability],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         env=child_env(), text=True)
-        for k in range(n)
-    ]
-    try:
-        for p in procs:
-            assert p.stdout.readline().strip() == "ready", p.stderr.read()
-        for p in procs:
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        results = []
-        for p in procs:
-            out, err = p.communicate(timeout=120)
-            assert p.returncode == 0, err
-            ok, conflicts = map(int, out.split())
-            results.append(ok)
-        return results
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    outs = run_together(CHILD, [(store_path, f"p{k}", per, durability) for k in range(n)])
+    return [int(out.split()[0]) for out in outs]  # each prints: ok conflicts
 
 
 @pytest.mark.parametrize("durability", ["none", "relaxed"])

@@ -62,6 +62,9 @@ sys.path.insert(0, os.path.join(ROOT, "python"))
 
 import cairn  # noqa: E402
 
+sys.path.insert(0, os.path.join(ROOT, "tests", "python"))
+from redteam import DAG, LIBRARY_BOMBS  # noqa: E402
+
 ME = os.path.abspath(__file__)
 PAGE = resource.getpagesize()   # LMDB's page size: the OS page size
 MiB = 1 << 20
@@ -300,41 +303,13 @@ def check_truncation(a, work):
 # --------------------------------------------------------------------------------------------
 # 2. time bombs inside execute
 
+# the library bombs of tests/python/redteam.py but upper, and two of its own
 BOMBS = {
     "rep_nothing_2^63": "while true do local _ = string.rep('', math.maxinteger) end",
     "rep_nothing_sep_2^50": "while true do local _ = string.rep('', 1 << 50, '') end",
-    "eq_16mib": """
-        local a, b = string.rep('x', 16 << 20), string.rep('x', 16 << 20)
-        local n = 0
-        for i = 1, 20000 do if a == b then n = n + 1 end end
-        return n""",
-    "lt_16mib": """
-        local a, b = string.rep('x', 16 << 20), string.rep('x', 16 << 20)
-        local n = 0
-        for i = 1, 20000 do if a < b then n = n + 1 end end
-        return n""",
-    "plain_find_30mib": """
-        local s = string.rep('a', 30 << 20)
-        local n = 0
-        for i = 1, 20000 do if s:find('b', 1, true) then n = n + 1 end end
-        return n""",
-    "utf8_len_30mib": """
-        local s = string.rep('a', 30 << 20)
-        local n = 0
-        for i = 1, 20000 do n = n + utf8.len(s) end
-        return n""",
-    "table_insert_front_1m": """
-        local t = {}
-        for i = 1, 1000000 do t[i] = i end
-        for i = 1, 20000 do table.insert(t, 1, i) end
-        return #t""",
-    "table_sort_1mib_strings": """
-        local t, base = {}, string.rep('x', 1 << 20)
-        for i = 1, 30 do t[i] = base .. string.char(65 + i % 26) end
-        for r = 1, 10000 do table.sort(t); table.sort(t, function(a, b) return a > b end) end
-        return #t""",
+    **{name: src for name, src in LIBRARY_BOMBS.items() if name != "upper_30mib"},
     # the decider's event data is encoded after the handler has returned
-    "dag_event_data": "local t = {1}; for i = 1, 40 do t = {t, t} end; return t",
+    "dag_event_data": DAG + "; return t",
 }
 
 
@@ -447,7 +422,6 @@ def check_bombs(a, work):
 # --------------------------------------------------------------------------------------------
 # 3. memory: the shared-subtree DAG and the emit flood, each in a child of its own
 
-DAG = "local t = {1}; for i = 1, 40 do t = {t, t} end"
 
 
 def _decider(body):
