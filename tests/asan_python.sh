@@ -8,8 +8,8 @@
 # fails the file, also one from a child process that exits normally (log_path writes one
 # file per process; forked children leaving through os._exit are not leak-checked).
 # Stacks are unwound by frame pointers (fast; CPython has none, so a report shows the
-# frames down to the first interpreter one): a file that leaks is run once more with the
-# slow unwinder to print full stacks.
+# frames down to the first interpreter one): a file that leaks is run up to twice more with
+# the slow unwinder to print full stacks (below: a leak no rerun shows is printed, not failed).
 # Each test file runs in its own pytest process.  Left out: the fault-injection, corruption
 # and crash files (their child processes preload a shim of their own or are killed on
 # purpose) and the limits file (16 MiB events are slow under ASan).  test_model.py runs 50
@@ -45,6 +45,13 @@ run() {
         PYTHONPATH="$out" "$py" -m pytest -q -p no:cacheprovider "$1" > "$2" 2>&1
 }
 
+# only_leaks: the file's tests passed and every report is LeakSanitizer's (no memory error,
+# no UBSan finding).
+only_leaks() {
+    grep -qs LeakSanitizer "$out"/sanitizer.* &&
+        ! grep -qsE 'ERROR: AddressSanitizer|runtime error:' "$out"/sanitizer.*
+}
+
 failed=0
 for f in tests/python/test_*.py; do
     case $f in *test_faults*|*test_corruption*|*test_crash*|*test_limits*) continue ;; esac
@@ -54,13 +61,28 @@ for f in tests/python/test_*.py; do
         echo "asan: $f: $(tail -1 "$log") ($(( $(date +%s) - t0 )) s with startup)"
         continue
     fi
-    echo "asan: $f FAILED"; tail -30 "$log"; failed=1
     if grep -qs LeakSanitizer "$out"/sanitizer.*; then
+        # A leak report is kept, then the file runs twice more with full stacks.  A leak that
+        # either rerun shows again fails the file with its full stacks.  One that neither
+        # shows depended on the timing of that run (twice seen in CI under load, never in 60
+        # runs here): the first report is printed, marked, and does not fail the run.
+        tests_passed=$(only_leaks && grep -qE '^[0-9]+ passed' <(tail -1 "$log") && echo 1 || true)
+        rm -rf "$out/first-report" && mkdir -p "$out/first-report" && cp "$out"/sanitizer.* "$out/first-report/"
         echo "asan: leaks in $f; again with full stacks (fast_unwind_on_malloc=0, slow)"
-        run "$f" "$log" fast_unwind_on_malloc=0 || true
+        again=0
+        for k in 1 2; do
+            run "$f" "$log" fast_unwind_on_malloc=0 || true
+            if ls "$out"/sanitizer.* > /dev/null 2>&1; then again=1; break; fi
+        done
+        if [ "$again" = 0 ] && [ -n "$tests_passed" ]; then
+            echo "asan: $f: NOT REPRODUCED -- a leak reported once and by neither of two reruns (timing); its report:"
+            { cat "$out"/first-report/* 2>/dev/null || true; } | head -80 || true
+            continue
+        fi
     fi
+    echo "asan: $f FAILED"; tail -30 "$log"; failed=1
     # (no report is possible: the file failed as a test; and head closing the pipe early must
     # not end the loop under pipefail, or the remaining files would never run)
-    { cat "$out"/sanitizer.* 2>/dev/null || true; } | head -120 || true
+    { cat "$out"/sanitizer.* 2>/dev/null || cat "$out"/first-report/* 2>/dev/null || true; } | head -120 || true
 done
 exit $failed
