@@ -4,9 +4,9 @@ The extension `cairn._cairn` (the C core, the Lua host and the CPython binding) 
 CMake, from CMakeLists.txt, the one description of the build: build_ext configures a CMake
 tree in setuptools' build_temp for the interpreter running this file and builds its target
 `cairn_python` straight into the directory setuptools installs from.  It needs cmake (3.20 or
-later), pkg-config, a C compiler and the system's LMDB, jansson, xxHash and Lua 5.4:
+later), pkg-config, a C compiler and the system's LMDB, jansson, xxHash, libsodium and Lua 5.4:
 
-    apt-get install cmake pkg-config gcc liblmdb-dev libjansson-dev libxxhash-dev liblua5.4-dev
+    apt-get install cmake pkg-config gcc liblmdb-dev libjansson-dev libxxhash-dev liblua5.4-dev libsodium-dev
     pip install .                              # or, for development:
     python3 setup.py build_ext --inplace       # -> python/cairn/_cairn.*.so
 

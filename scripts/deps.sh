@@ -6,7 +6,7 @@ set -euo pipefail
 
 PACKAGES=(
     gcc make cmake pkg-config
-    liblmdb-dev libjansson-dev libxxhash-dev liblua5.4-dev libcmocka-dev
+    liblmdb-dev libjansson-dev libxxhash-dev liblua5.4-dev libcmocka-dev libsodium-dev
     clang-14 libclang-rt-14-dev   # libFuzzer targets (tests/fuzz)
     clang-format-14               # make format, make format-check (.clang-format)
 )
