@@ -128,6 +128,9 @@ int cairn__check_type(const void *p, size_t len); /* 1..CAIRN_MAX_TYPE bytes of 
 int cairn__check_tag(const void *p, size_t len);  /* 1..CAIRN_MAX_TAG bytes of UTF-8, no NUL */
 int cairn__check_ntags(size_t n);                 /* at most CAIRN_MAX_TAGS */
 int cairn__check_schema(int64_t schema);          /* 1..UINT32_MAX */
+/* A data subject (spec 6): 1..CAIRN__SUBJECT_MAX bytes of UTF-8 without NUL. */
+#define CAIRN__SUBJECT_MAX 1024
+int cairn__check_subject(const void *p, size_t len);
 /* Metadata JSON text (len 0: none) is an object, and its reserved keys have their types
  * (cairn__links_check).  The text itself is trusted to be JSON (an encoder wrote it). */
 int cairn__check_metadata(const void *json, size_t len);

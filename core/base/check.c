@@ -59,6 +59,10 @@ int cairn__check_type(const void *p, size_t len) {
     return cairn__check_text(p, len, CAIRN_MAX_TYPE, "type");
 }
 
+int cairn__check_subject(const void *p, size_t len) {
+    return cairn__check_text(p, len, CAIRN__SUBJECT_MAX, "subject");
+}
+
 int cairn__check_tag(const void *p, size_t len) {
     return cairn__check_text(p, len, CAIRN_MAX_TAG, "tags: each tag");
 }

@@ -63,6 +63,14 @@ typedef struct cairn_env {
     ino_t lk_ino;
     char *lk_path;         /* <path>/lock.mdb, made once: each write stats it */
     unsigned long commits; /* under wlock: dead readers are cleared every few commits */
+    /* Crypto-shredding (keys.c): subject -> key id, and key ids forgotten but maybe not yet
+     * zeroed (0 when absent in a read-only store); the `keys` file (-1 / NULL when there is
+     * none) mapped read-only over KEYS_MAP bytes of address space, and the file size last
+     * seen (slots past it are looked for with fstat). */
+    MDB_dbi subjects, kpend;
+    int keyfd;
+    uint8_t *kmap;
+    size_t ksize;
 } cairn_env;
 
 /* What a script run needs, from cairn_options.  The storage only carries it: handles hold
@@ -276,6 +284,52 @@ int cairn__iter_all(cairn_env *e, const cairn_script_limits *lim, uint64_t start
 /* A deep copy of a caller's filter (iterators and subscriptions keep one): `out`'s lists point
  * into *mem, one allocation the caller frees (NULL when the filter is empty or NULL). */
 int cairn__filter_dup(const cairn_filter *in, cairn_filter *out, void **mem);
+
+/* ---------------------------------------------------------------------------------
+ * Keys of data subjects and their AEAD (keys.c; docs/FORMAT.md "The keys file").  Key bytes
+ * live only in the `keys` file and on the stack of the call using them (wiped after use);
+ * LMDB holds subject -> key id, the key id counter and the key ids being forgotten.
+ * --------------------------------------------------------------------------------- */
+#define CAIRN_KEY_BYTES 32     /* crypto_aead_xchacha20poly1305_ietf_KEYBYTES */
+#define CAIRN_AEAD_NONCE 24    /* stored before the ciphertext */
+#define CAIRN_AEAD_OVERHEAD 40 /* nonce + the 16-byte tag after it */
+/* Opens (a writable env: creates) <path>/keys and maps it; a read-only env without the
+ * file has no keys (its encrypted events cannot be read: CAIRN_ECORRUPT). */
+int cairn__keys_open(cairn_env *e, const char *path);
+void cairn__keys_close(cairn_env *e);
+int cairn__keys_sync(cairn_env *e); /* fdatasync of the keys file (writable envs) */
+/* Inside a write txn: the subject's current key into key[] and its id; with `create`, a
+ * subject without one gets a fresh key (written to its slot now, *fresh set: the caller
+ * syncs the file before the commit when the commit is to be durable).  *id 0: none. */
+int cairn__subject_key(cairn_env *e, MDB_txn *txn, const void *subj, size_t len, int create,
+                       uint32_t *id, uint8_t key[CAIRN_KEY_BYTES], int *fresh);
+/* Inside a write txn: the subject's key id (0: it has none) is marked forgotten (kpend) and
+ * the subject has no key any more.  After the commit, cairn__keys_zero_pending zeroes it. */
+int cairn__subject_forget(cairn_env *e, MDB_txn *txn, const void *subj, size_t len, uint32_t *id);
+/* Zeroes and flushes every slot in kpend, then empties kpend (its own write txn; a writable
+ * open calls it to finish a forget a crash interrupted). */
+int cairn__keys_zero_pending(cairn_env *e);
+/* The subject's current key (for cairn__subject_key_bytes): *found 0 when it has none. */
+int cairn__key_current(cairn_env *e, MDB_txn *txn, const void *subj, size_t len,
+                       uint8_t key[CAIRN_KEY_BYTES], int *found);
+/* In a read txn: key id in kpend (forgotten, the slot maybe not zeroed yet). */
+int cairn__key_forgotten(cairn_env *e, MDB_txn *txn, uint32_t id, int *forgotten);
+/* Seals len bytes into out (len + CAIRN_AEAD_OVERHEAD bytes), a random nonce first; the
+ * associated data binds it to (event id, position, key id). */
+void cairn__aead_seal(uint8_t *out, const void *plain, size_t len,
+                      const uint8_t key[CAIRN_KEY_BYTES], const uint8_t id[16], uint64_t position,
+                      uint32_t key_id);
+/* 0 when it opens (len - CAIRN_AEAD_OVERHEAD bytes into out), -1 otherwise. */
+int cairn__aead_open(uint8_t *out, const uint8_t *sealed, size_t len,
+                     const uint8_t key[CAIRN_KEY_BYTES], const uint8_t id[16], uint64_t position,
+                     uint32_t key_id);
+/* Opens an encrypted event's data with key `key_id` from the keys file into `out` (may be
+ * sealed + CAIRN_AEAD_NONCE: in place).  pending: a txn found the id in kpend.  *forgotten:
+ * the key is gone, nothing written; data that does not open under a live key is
+ * CAIRN_ECORRUPT naming the position. */
+int cairn__key_open_data(cairn_env *e, uint32_t key_id, int pending, const uint8_t *sealed,
+                         size_t len, const uint8_t id[16], uint64_t position, uint8_t *out,
+                         int *forgotten);
 
 /* ---------------------------------------------------------------------------------
  * Live delivery (notify.c).  cairn__notify_commit goes after every successful commit

@@ -76,6 +76,7 @@ static void env_free(cairn_env *e) {
     free(e->lk_path);
     if (e->hooks && e->hooks->env_close) e->hooks->env_close(e, e->upper);
     cairn__notify_close(e);
+    cairn__keys_close(e);
     pthread_mutex_destroy(&e->nlock);
     pthread_cond_destroy(&e->ncond);
     if (e->env) mdb_env_close(e->env);
@@ -325,6 +326,15 @@ static int env_setup(cairn_env *e, int create) {
         e->subs = 0;
     else if (rc)
         goto mdb_fail;
+    /* crypto-shredding's (keys.c), likewise */
+    if ((rc = mdb_dbi_open(txn, "subjects", create ? MDB_CREATE : 0, &e->subjects)) == MDB_NOTFOUND)
+        e->subjects = 0;
+    else if (rc)
+        goto mdb_fail;
+    if ((rc = mdb_dbi_open(txn, "kpend", create ? MDB_CREATE : 0, &e->kpend)) == MDB_NOTFOUND)
+        e->kpend = 0;
+    else if (rc)
+        goto mdb_fail;
     /* the layer above's databases */
     if (e->hooks && e->hooks->env_open &&
         (rc = e->hooks->env_open(e, txn, cf != 0, create, &e->upper))) {
@@ -396,6 +406,7 @@ static int env_open(const char *path, const struct stat *st, const cairn_options
     e->path = strdup(path);
     e->hooks = hooks;
     e->lockfd = -1;
+    e->keyfd = -1;
     pthread_rwlock_init(&e->resize, NULL);
     pthread_mutex_init(&e->wlock, NULL);
     pthread_mutex_init(&e->nlock, NULL);
@@ -431,7 +442,7 @@ static int env_open(const char *path, const struct stat *st, const cairn_options
         }
     }
     if ((rc = mdb_env_create(&e->env))) goto mdb_fail;
-    mdb_env_set_maxdbs(e->env, 16);
+    mdb_env_set_maxdbs(e->env, 24);
     mdb_env_set_maxreaders(e->env, 1022);
     /* A map too small for a new store's databases made the open fail with MDB_MAP_FULL (and
      * leave files behind); the map grows on demand anyway, so a small one is rounded up. */
@@ -447,6 +458,12 @@ static int env_open(const char *path, const struct stat *st, const cairn_options
     }
     mdb_reader_check(e->env, NULL); /* fails harmlessly where lock.mdb is not writable */
     if ((rc = env_setup(e, !o->readonly))) {
+        env_free(e);
+        return rc;
+    }
+    /* the keys file; a forget that a crash interrupted between its commit and the zeroing
+     * of its key is finished here, before anything else reads */
+    if ((rc = cairn__keys_open(e, path)) || (!o->readonly && (rc = cairn__keys_zero_pending(e)))) {
         env_free(e);
         return rc;
     }
@@ -526,6 +543,7 @@ int cairn_sync(cairn_store *s) {
     cairn__clear_error();
     if ((rc = cairn__store_check(s))) return rc;
     if (s->env->rdonly) return CAIRN_OK;
+    if ((rc = cairn__keys_sync(s->env))) return rc; /* keys a durability "none" commit wrote */
     rc = mdb_env_sync(s->env->env, 1);
     return rc ? cairn__mdb_fail(rc, "sync") : CAIRN_OK;
 }

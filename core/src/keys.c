@@ -1,0 +1,359 @@
+/*
+ * keys.c -- the per-subject keys of crypto-shredding (spec 6) and the AEAD around them.
+ *
+ * Keys never enter LMDB: its copy-on-write leaves freed pages holding old bytes for as long
+ * as nothing reuses them, so a key written there could outlive its forgetting.  They live in
+ * the side file `keys` beside data.mdb, in fixed 32-byte slots addressed by key id (slot 0
+ * is the file's header), written with pwrite and, when forgotten, overwritten in place with
+ * zeros and flushed.  LMDB holds only what points at them:
+ *   meta "keys"  u32 BE: the last key id allocated (a counter; an aborted txn does not move
+ *                it, so the next allocation reuses the slot it wrote)
+ *   subjects     subject key (as a stream name's: <= 480 B inline, else 480 B + XXH3-128)
+ *                -> u32 BE current key id, full subject (absent: no key, or forgotten)
+ *   kpend        u32 BE key id -> empty: forgotten in LMDB, slot maybe not zeroed yet
+ * Forgetting commits the LMDB side first (the subject's entry deleted, its key id put in
+ * kpend, the $lifecycle event), then zeroes the slot, flushes it and deletes the kpend
+ * entry; a crash in between leaves the kpend entry, which the next writable open finishes.
+ * A read treats a key id in kpend, or an all-zero slot, as forgotten.
+ *
+ * Every process maps the file MAP_SHARED read-only over a fixed reservation of address
+ * space (KEYS_MAP), so a key another process wrote is seen at once: a slot past the size
+ * last seen only costs an fstat.  Writes to the file happen under the store's writer lock.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "storage.h"
+
+#define SLOT CAIRN_KEY_BYTES
+#define KEYS_MAP ((size_t)1 << 30) /* address space: key ids below 2^25 */
+#define KEYS_MAX ((uint32_t)(KEYS_MAP / SLOT) - 1)
+#define KEYS_MAGIC "cairn-keys\0\0" /* 12 bytes, then u32 LE version 1, u32 LE slot size */
+
+static const MDB_val K_KEYS = {4, (void *)"keys"};
+
+/* ---------------------------------------------------------------------------------
+ * The file
+ * --------------------------------------------------------------------------------- */
+static int keys_header_ok(const uint8_t *h) {
+    return memcmp(h, KEYS_MAGIC, 12) == 0 && cairn__get_le32(h + 12) == 1 &&
+        cairn__get_le32(h + 16) == SLOT;
+}
+
+int cairn__keys_open(cairn_env *e, const char *path) {
+    char file[PATH_MAX];
+    struct stat st;
+    uint8_t h[SLOT];
+    void *p;
+    int fd;
+
+    e->keyfd = -1, e->kmap = NULL, e->ksize = 0;
+    if (sodium_init() < 0) return cairn__fail(CAIRN_EINTERNAL, "libsodium failed to initialise");
+    snprintf(file, sizeof file, "%s/keys", path);
+    fd = open(file, e->rdonly ? O_RDONLY | O_CLOEXEC : O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        if (errno == ENOENT && e->rdonly) return CAIRN_OK; /* no key was ever made */
+        return cairn__fail(errno == EACCES ? CAIRN_EREADONLY : CAIRN_EIO, "%s: %s", file,
+                           strerror(errno));
+    }
+    if (fstat(fd, &st) != 0) goto io;
+    if (st.st_size < SLOT) {
+        /* new, or a creation cut short before its header: (re)write the header; two
+         * processes racing here write the same bytes */
+        if (e->rdonly) {
+            close(fd);
+            return CAIRN_OK;
+        }
+        memset(h, 0, sizeof h);
+        memcpy(h, KEYS_MAGIC, 12);
+        cairn__put_le32(h + 12, 1);
+        cairn__put_le32(h + 16, SLOT);
+        if (pwrite(fd, h, SLOT, 0) != SLOT || fdatasync(fd) != 0) goto io;
+    } else if (pread(fd, h, SLOT, 0) != SLOT) {
+        goto io;
+    } else if (!keys_header_ok(h)) {
+        close(fd);
+        return cairn__fail(CAIRN_ECORRUPT, "%s: not a cairn keys file", file);
+    }
+    p = mmap(NULL, KEYS_MAP, PROT_READ, MAP_SHARED | MAP_NORESERVE, fd, 0);
+    if (p == MAP_FAILED) goto io;
+    e->kmap = p;
+    e->keyfd = fd;
+    if (fstat(fd, &st) == 0) e->ksize = (size_t)st.st_size;
+    return CAIRN_OK;
+io : {
+    int err = errno;
+    close(fd);
+    return cairn__fail(CAIRN_EIO, "%s: %s", file, strerror(err));
+}
+}
+
+void cairn__keys_close(cairn_env *e) {
+    if (e->kmap) munmap(e->kmap, KEYS_MAP);
+    if (e->keyfd >= 0) close(e->keyfd);
+    e->kmap = NULL, e->keyfd = -1;
+}
+
+/* Copies slot `id` out of the mapping; *zero: it holds only zeros (forgotten).  A slot past
+ * the end of the file (as fstat sees it now) is damage: the id was committed, so its key
+ * was written before. */
+static int slot_read(cairn_env *e, uint32_t id, uint8_t key[SLOT], int *zero) {
+    size_t end = ((size_t)id + 1) * SLOT;
+    uint8_t acc = 0;
+    if (!e->kmap || id == 0 || id > KEYS_MAX)
+        return cairn__fail(CAIRN_ECORRUPT, "key %u: no such key in the keys file", id);
+    if (end > __atomic_load_n(&e->ksize, __ATOMIC_ACQUIRE)) {
+        struct stat st;
+        if (fstat(e->keyfd, &st) != 0)
+            return cairn__fail(CAIRN_EIO, "%s/keys: %s", e->path, strerror(errno));
+        __atomic_store_n(&e->ksize, (size_t)st.st_size, __ATOMIC_RELEASE);
+        if (end > (size_t)st.st_size)
+            return cairn__fail(CAIRN_ECORRUPT,
+                               "key %u is past the end of %s/keys (the file was cut short)", id,
+                               e->path);
+    }
+    memcpy(key, e->kmap + (size_t)id * SLOT, SLOT);
+    for (size_t i = 0; i < SLOT; i++) acc |= key[i];
+    *zero = acc == 0;
+    return CAIRN_OK;
+}
+
+static int slot_write(cairn_env *e, uint32_t id, const uint8_t key[SLOT]) {
+    size_t end = ((size_t)id + 1) * SLOT;
+    if (e->keyfd < 0 || e->rdonly) return cairn__fail(CAIRN_EREADONLY, "keys file not writable");
+    if (pwrite(e->keyfd, key, SLOT, (off_t)id * SLOT) != SLOT)
+        return cairn__fail(CAIRN_EIO, "%s/keys: write: %s", e->path, strerror(errno));
+    if (end > __atomic_load_n(&e->ksize, __ATOMIC_ACQUIRE))
+        __atomic_store_n(&e->ksize, end, __ATOMIC_RELEASE);
+    return CAIRN_OK;
+}
+
+int cairn__keys_sync(cairn_env *e) {
+    if (e->keyfd >= 0 && !e->rdonly && fdatasync(e->keyfd) != 0)
+        return cairn__fail(CAIRN_EIO, "%s/keys: sync: %s", e->path, strerror(errno));
+    return CAIRN_OK;
+}
+
+/* ---------------------------------------------------------------------------------
+ * Subjects (inside a write txn)
+ * --------------------------------------------------------------------------------- */
+/* The subject's current key id (0: none). */
+static int subject_get(cairn_env *e, MDB_txn *txn, const void *subj, size_t len, uint32_t *id) {
+    uint8_t kb[CAIRN_STREAM_KEY_MAX];
+    MDB_val k, v;
+    int rc;
+    *id = 0;
+    if (!e->subjects) return CAIRN_OK; /* an older store opened read-only: no subject yet */
+    k.mv_size = cairn__stream_key(subj, len, kb), k.mv_data = kb;
+    rc = mdb_get(txn, e->subjects, &k, &v);
+    if (rc == MDB_NOTFOUND) return CAIRN_OK;
+    if (rc) return cairn__mdb_fail(rc, "read subjects");
+    if (v.mv_size != 4 + len || memcmp((uint8_t *)v.mv_data + 4, subj, len))
+        return cairn__fail(CAIRN_ECORRUPT, "subjects: an entry holds another subject");
+    *id = cairn__get_be32(v.mv_data);
+    return CAIRN_OK;
+}
+
+int cairn__subject_key(cairn_env *e, MDB_txn *txn, const void *subj, size_t len, int create,
+                       uint32_t *id, uint8_t key[CAIRN_KEY_BYTES], int *fresh) {
+    uint8_t kb[CAIRN_STREAM_KEY_MAX], cb[4];
+    MDB_val k, v, ck = K_KEYS, cv = {4, cb};
+    uint32_t last = 0;
+    int rc, zero;
+
+    *fresh = 0;
+    if ((rc = subject_get(e, txn, subj, len, id))) return rc;
+    if (*id) {
+        if ((rc = slot_read(e, *id, key, &zero))) return rc;
+        if (!zero) return CAIRN_OK;
+        /* an entry whose slot is zero cannot be: forget deletes the entry first */
+        return cairn__fail(CAIRN_ECORRUPT, "key %u of a live subject is zeroed", *id);
+    }
+    if (!create) return CAIRN_OK;
+    if (!e->subjects || !e->kpend || e->keyfd < 0)
+        return cairn__fail(CAIRN_EBUSY,
+                           "subject: this process opened the store read-only "
+                           "first; open it read-write in a new process to "
+                           "encrypt");
+    rc = mdb_get(txn, e->meta, &ck, &cv);
+    if (rc == 0 && cv.mv_size == 4)
+        last = cairn__get_be32(cv.mv_data);
+    else if (rc == 0)
+        return cairn__fail(CAIRN_ECORRUPT, "corrupt meta entry (keys)");
+    else if (rc != MDB_NOTFOUND)
+        return cairn__mdb_fail(rc, "read meta");
+    if (last >= KEYS_MAX)
+        return cairn__fail(CAIRN_EINVAL, "subject: the store holds %u keys, the most it can",
+                           KEYS_MAX);
+    *id = last + 1;
+    randombytes_buf(key, CAIRN_KEY_BYTES);
+    if ((rc = slot_write(e, *id, key))) return rc;
+    cairn__put_be32(cb, *id);
+    cv.mv_size = 4, cv.mv_data = cb;
+    if ((rc = mdb_put(txn, e->meta, &ck, &cv, 0))) goto mdb;
+    k.mv_size = cairn__stream_key(subj, len, kb), k.mv_data = kb;
+    v.mv_size = 4 + len, v.mv_data = NULL;
+    if ((rc = mdb_put(txn, e->subjects, &k, &v, MDB_RESERVE))) goto mdb;
+    cairn__put_be32(v.mv_data, *id);
+    memcpy((uint8_t *)v.mv_data + 4, subj, len);
+    *fresh = 1;
+    return CAIRN_OK;
+mdb:
+    return rc == MDB_MAP_FULL ? CAIRN__EMAPFULL : cairn__mdb_fail(rc, "write subjects");
+}
+
+int cairn__subject_forget(cairn_env *e, MDB_txn *txn, const void *subj, size_t len, uint32_t *id) {
+    uint8_t kb[CAIRN_STREAM_KEY_MAX], ib[4];
+    MDB_val k, v = {0, (void *)""}, ik = {4, ib};
+    int rc;
+    if ((rc = subject_get(e, txn, subj, len, id)) || !*id) return rc;
+    k.mv_size = cairn__stream_key(subj, len, kb), k.mv_data = kb;
+    if ((rc = mdb_del(txn, e->subjects, &k, NULL))) goto mdb;
+    cairn__put_be32(ib, *id);
+    if ((rc = mdb_put(txn, e->kpend, &ik, &v, 0))) goto mdb;
+    return CAIRN_OK;
+mdb:
+    return rc == MDB_MAP_FULL ? CAIRN__EMAPFULL : cairn__mdb_fail(rc, "forget");
+}
+
+/* After the commit that forgot them: zero the slots, flush, then drop the kpend entries
+ * (with no sync of their own: one lost comes back at an open, which zeroes it again). */
+static int zero_body(cairn_wtxn *w, void *ctx) {
+    cairn_env *e = ctx;
+    MDB_cursor *c;
+    MDB_val k, v;
+    static const uint8_t zeros[SLOT];
+    int rc, any = 0;
+    if ((rc = mdb_cursor_open(w->txn, e->kpend, &c))) return cairn__mdb_fail(rc, "read kpend");
+    while ((rc = mdb_cursor_get(c, &k, &v, MDB_FIRST)) == 0) {
+        uint32_t id = k.mv_size == 4 ? cairn__get_be32(k.mv_data) : 0;
+        if (id && id <= KEYS_MAX && e->keyfd >= 0) {
+            if ((rc = slot_write(e, id, zeros))) break;
+            any = 1;
+        }
+        if ((rc = mdb_cursor_del(c, 0))) break;
+    }
+    mdb_cursor_close(c);
+    if (rc == MDB_NOTFOUND) rc = CAIRN_OK;
+    if (rc > 0) return rc == MDB_MAP_FULL ? CAIRN__EMAPFULL : cairn__mdb_fail(rc, "zero keys");
+    if (rc) return rc;
+    return any ? cairn__keys_sync(e) : CAIRN_OK; /* before kpend forgets them */
+}
+
+int cairn__keys_zero_pending(cairn_env *e) {
+    MDB_txn *txn;
+    MDB_stat st;
+    int rc;
+    if (e->rdonly || !e->kpend) return CAIRN_OK;
+    /* most opens find nothing: look without the writer lock first */
+    if ((rc = cairn__read_begin(e, &txn))) return rc;
+    rc = mdb_stat(txn, e->kpend, &st);
+    cairn__read_end(e, txn);
+    if (rc) return cairn__mdb_fail(rc, "read kpend");
+    if (!st.ms_entries) return CAIRN_OK;
+    return cairn__write_txn(e, CAIRN_DURABLE_NONE, zero_body, e);
+}
+
+/* ---------------------------------------------------------------------------------
+ * Reading
+ * --------------------------------------------------------------------------------- */
+int cairn__key_forgotten(cairn_env *e, MDB_txn *txn, uint32_t id, int *forgotten) {
+    uint8_t ib[4];
+    MDB_val k = {4, ib}, v;
+    int rc;
+    *forgotten = 0;
+    if (!e->kpend) return CAIRN_OK;
+    cairn__put_be32(ib, id);
+    rc = mdb_get(txn, e->kpend, &k, &v);
+    if (rc == 0) *forgotten = 1;
+    return rc == 0 || rc == MDB_NOTFOUND ? CAIRN_OK : cairn__mdb_fail(rc, "read kpend");
+}
+
+int cairn__key_current(cairn_env *e, MDB_txn *txn, const void *subj, size_t len,
+                       uint8_t key[CAIRN_KEY_BYTES], int *found) {
+    uint32_t id;
+    int rc, zero = 0, gone;
+    *found = 0;
+    if ((rc = subject_get(e, txn, subj, len, &id)) || !id) return rc;
+    if ((rc = cairn__key_forgotten(e, txn, id, &gone)) || gone) return rc;
+    if ((rc = slot_read(e, id, key, &zero))) return rc;
+    if (zero) {
+        sodium_memzero(key, CAIRN_KEY_BYTES);
+        return CAIRN_OK;
+    }
+    *found = 1;
+    return CAIRN_OK;
+}
+
+/* ---------------------------------------------------------------------------------
+ * AEAD: XChaCha20-Poly1305 (IETF).  Stored data = nonce (24) || ciphertext || tag (16);
+ * associated data = event id (16) || position u64 LE || key id u32 LE, so a ciphertext
+ * moved to another record does not open.
+ * --------------------------------------------------------------------------------- */
+static void aead_ad(uint8_t ad[28], const uint8_t id[16], uint64_t position, uint32_t key_id) {
+    memcpy(ad, id, 16);
+    cairn__put_le64(ad + 16, position);
+    cairn__put_le32(ad + 24, key_id);
+}
+
+void cairn__aead_seal(uint8_t *out, const void *plain, size_t len,
+                      const uint8_t key[CAIRN_KEY_BYTES], const uint8_t id[16], uint64_t position,
+                      uint32_t key_id) {
+    uint8_t ad[28];
+    unsigned long long clen;
+    aead_ad(ad, id, position, key_id);
+    randombytes_buf(out, CAIRN_AEAD_NONCE);
+    crypto_aead_xchacha20poly1305_ietf_encrypt(out + CAIRN_AEAD_NONCE, &clen, plain, len, ad,
+                                               sizeof ad, NULL, out, key);
+}
+
+int cairn__aead_open(uint8_t *out, const uint8_t *sealed, size_t len,
+                     const uint8_t key[CAIRN_KEY_BYTES], const uint8_t id[16], uint64_t position,
+                     uint32_t key_id) {
+    uint8_t ad[28];
+    unsigned long long mlen;
+    if (len < CAIRN_AEAD_OVERHEAD) return -1;
+    aead_ad(ad, id, position, key_id);
+    return crypto_aead_xchacha20poly1305_ietf_decrypt(out, &mlen, NULL, sealed + CAIRN_AEAD_NONCE,
+                                                      len - CAIRN_AEAD_NONCE, ad, sizeof ad, sealed,
+                                                      key);
+}
+
+/* Opens an encrypted event's data into `out` (len - CAIRN_AEAD_OVERHEAD bytes; `out` may be
+ * sealed + CAIRN_AEAD_NONCE, opening in place).  pending: the txn found key_id in kpend.
+ * *forgotten: the key is gone (nothing written to out). */
+int cairn__key_open_data(cairn_env *e, uint32_t key_id, int pending, const uint8_t *sealed,
+                         size_t len, const uint8_t id[16], uint64_t position, uint8_t *out,
+                         int *forgotten) {
+    uint8_t key[SLOT];
+    int rc, zero;
+    *forgotten = 0;
+    if (pending) {
+        *forgotten = 1;
+        return CAIRN_OK;
+    }
+    if ((rc = slot_read(e, key_id, key, &zero))) return rc;
+    if (!zero && cairn__aead_open(out, sealed, len, key, id, position, key_id) == 0) {
+        sodium_memzero(key, sizeof key);
+        return CAIRN_OK;
+    }
+    /* a slot being zeroed while it was read fails to open: look again */
+    if (!zero && (rc = slot_read(e, key_id, key, &zero)) == CAIRN_OK && !zero) {
+        sodium_memzero(key, sizeof key);
+        cairn__err()->position = position;
+        return cairn__fail(CAIRN_ECORRUPT,
+                           "corrupt record at position %llu: its data does not decrypt",
+                           (unsigned long long)position);
+    }
+    sodium_memzero(key, sizeof key);
+    if (rc) return rc;
+    *forgotten = 1;
+    return CAIRN_OK;
+}
