@@ -91,6 +91,7 @@ int cairn_backup(cairn_store *s, const char *dest) {
         goto undo;
     }
     rc = copy_snapshot(s->env, fd);
+    if (rc == CAIRN_OK) rc = cairn__keys_backup(s->env, dest); /* after the snapshot: see there */
     /* durable before it is announced: a backup that a crash can lose is not one */
     if (rc == CAIRN_OK && fsync(fd) != 0)
         rc = cairn__fail(CAIRN_EIO, "backup: fsync %s: %s", file, strerror(errno));
@@ -99,6 +100,8 @@ int cairn_backup(cairn_store *s, const char *dest) {
     if (rc == CAIRN_OK && (errno = fsync_dir(dest)) != 0)
         rc = cairn__fail(CAIRN_EIO, "backup: fsync %s: %s", dest, strerror(errno));
     if (rc == CAIRN_OK) return CAIRN_OK;
+    unlink(file);
+    snprintf(file, sizeof file, "%s/keys", dest);
     unlink(file);
 undo:
     if (made) rmdir(dest);

@@ -298,6 +298,8 @@ int cairn__filter_dup(const cairn_filter *in, cairn_filter *out, void **mem);
 int cairn__keys_open(cairn_env *e, const char *path);
 void cairn__keys_close(cairn_env *e);
 int cairn__keys_sync(cairn_env *e); /* fdatasync of the keys file (writable envs) */
+/* Copies the keys file into directory dest (fsync'd; nothing left behind on failure). */
+int cairn__keys_backup(cairn_env *e, const char *dest);
 /* Inside a write txn: the subject's current key into key[] and its id; with `create`, a
  * subject without one gets a fresh key (written to its slot now, *fresh set: the caller
  * syncs the file before the commit when the commit is to be durable).  *id 0: none. */

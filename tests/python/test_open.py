@@ -601,8 +601,9 @@ def test_forked_child_can_open_the_store_afresh(store_path):
 
 @pytest.mark.parametrize("umask", [0o000, 0o022, 0o077])
 def test_store_files_follow_the_umask_and_are_never_world_writable(tmp_path, umask):
-    """The directory (0775), data.mdb, lock.mdb and notify (0644) are created through the
-    process umask; even with umask 0 nothing is writable by others."""
+    """The directory (0775), data.mdb, lock.mdb and notify (0644) and keys (0600: it holds the
+    subjects' keys, spec 6) are created through the process umask; even with umask 0 nothing
+    is writable by others, and keys is readable by its owner only."""
     path = tmp_path / "s"
     old = os.umask(umask)
     try:
@@ -611,11 +612,11 @@ def test_store_files_follow_the_umask_and_are_never_world_writable(tmp_path, uma
     finally:
         os.umask(old)
     made = [path] + sorted(path.iterdir())
-    assert {p.name for p in made[1:]} == {"data.mdb", "lock.mdb", "notify"}
+    assert {p.name for p in made[1:]} == {"data.mdb", "lock.mdb", "notify", "keys"}
     for p in made:
         mode = p.stat().st_mode & 0o777
         assert not mode & 0o002, (p, oct(mode))
-        want = (0o775 if p.is_dir() else 0o644) & ~umask
+        want = (0o775 if p.is_dir() else 0o600 if p.name == "keys" else 0o644) & ~umask
         assert mode == want, (p, oct(mode), oct(want))
 
 

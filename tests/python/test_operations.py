@@ -29,7 +29,7 @@ def test_backup_holds_events_scripts_projection_state_and_checkpoints(store, tmp
             pass
     dest = tmp_path / "copy"
     store.backup(dest)
-    assert sorted(os.listdir(dest)) == ["data.mdb"]
+    assert sorted(os.listdir(dest)) == ["data.mdb", "keys"]
     with cairn.open(dest, readonly=True) as b:
         assert b.verify() == store.verify()
         assert [e.id for e in b.read_all()] == [e.id for e in store.read_all()]
