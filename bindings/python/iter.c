@@ -17,6 +17,7 @@ struct cpy_readiter {
     int raw;       /* upcasters do not apply */
     int upcasting; /* upcasters were defined at the last refill: next() runs Lua, GIL released */
     cpy_namecache names;
+    int is_stream; /* read_stream: names.e[0].s is the stream (for StreamDeleted.stream) */
 };
 
 static inline cpy_state *iter_state(cpy_store *s) { return cpy_state_of_module(s->module); }
@@ -152,6 +153,7 @@ PyObject *cpy_readiter_new_stream(cpy_store *s, PyObject *stream, int64_t start,
         self->names.e[0].u = p;
         self->names.e[0].n = len;
         self->names.next = 1;
+        self->is_stream = 1;
     }
     return (PyObject *)self;
 fail:
@@ -180,7 +182,7 @@ static PyObject *readiter_next(cpy_readiter *self) {
     }
     if (cairn_iter_buffered(it) > 0 && !self->upcasting) {
         rc = cairn_iter_next(it, &ev); /* copies from the buffer only: the GIL is kept */
-        if (rc < 0) return cpy_raise(st, rc, NULL, 0);
+        if (rc < 0) return cpy_raise(st, rc, self->is_stream ? &self->names.e[0].s : NULL, 1);
     } else {
         /* A refill reads LMDB; with upcasters every next() runs Lua, buffered or not. */
         self->busy = 1;
@@ -196,7 +198,8 @@ static PyObject *readiter_next(cpy_readiter *self) {
         self->done = 1;
         readiter_release(self);
     }
-    cpy_store_call_end(s, h, rc, NULL, 0); /* upcasters may have printed */
+    /* upcasters may have printed */
+    cpy_store_call_end(s, h, rc, self->is_stream ? &self->names.e[0].s : NULL, 1);
     return r;
 }
 

@@ -307,6 +307,100 @@ static PyObject *store_stream_version(cpy_store *self, PyObject *args, PyObject 
     return PyLong_FromLongLong(v);
 }
 
+/* ---------------------------------------------------------------------------------
+ * Stream lifecycle (spec 6)
+ * --------------------------------------------------------------------------------- */
+static PyObject *store_delete_stream(cpy_store *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"stream", "expected_version", "hard", NULL};
+    PyObject *stream, *expected = NULL, *hard_o = Py_False;
+    int64_t exp = CAIRN_ANY;
+    uint64_t pos = 0;
+    Py_ssize_t len;
+    const char *p;
+    cairn_store *h;
+    int rc, hard;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$OO:delete_stream", kwlist, &stream,
+                                     &expected, &hard_o))
+        return NULL;
+    if (!(p = cpy_stream_arg(stream, "stream", &len))) return NULL;
+    if ((expected && cpy_expected_arg(expected, &exp) < 0) ||
+        cpy_check_bool(hard_o, "hard", &hard) < 0)
+        return NULL;
+    CPY_STORE_CALL(self, h, rc, cairn_delete_stream(h, p, (size_t)len, exp, hard, &pos));
+    if (cpy_store_call_end(self, h, rc, &stream, 1) < 0) return NULL;
+    return PyLong_FromUnsignedLongLong(pos);
+}
+
+/* A limit: None (no limit) or an int >= min. */
+static int limit_arg(PyObject *o, const char *name, int64_t min, int64_t *out) {
+    long long v;
+    int overflow;
+    *out = CAIRN_NO_LIMIT;
+    if (o == Py_None) return 0;
+    if (!PyLong_Check(o) || PyBool_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "%s must be an int or None, not %.100s", name,
+                     Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    if (overflow > 0) v = INT64_MAX; /* beyond any version, count or age: as good as none */
+    if (overflow < 0 || v < min) {
+        PyErr_Format(PyExc_ValueError, "%s must be an int >= %lld or None, got %R", name,
+                     (long long)min, o);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static PyObject *store_set_stream_metadata(cpy_store *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"stream", "max_count", "max_age", "truncate_before", NULL};
+    PyObject *stream, *mc = Py_None, *ma = Py_None, *tb = Py_None;
+    cairn_stream_meta m;
+    uint64_t pos = 0;
+    Py_ssize_t len;
+    const char *p;
+    cairn_store *h;
+    int rc;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$OOO:set_stream_metadata", kwlist, &stream,
+                                     &mc, &ma, &tb))
+        return NULL;
+    if (!(p = cpy_stream_arg(stream, "stream", &len))) return NULL;
+    if (limit_arg(mc, "max_count", 1, &m.max_count) < 0 ||
+        limit_arg(ma, "max_age", 0, &m.max_age) < 0 ||
+        limit_arg(tb, "truncate_before", 0, &m.truncate_before) < 0)
+        return NULL;
+    CPY_STORE_CALL(self, h, rc, cairn_set_stream_metadata(h, p, (size_t)len, &m, &pos));
+    if (cpy_store_call_end(self, h, rc, &stream, 1) < 0) return NULL;
+    return PyLong_FromUnsignedLongLong(pos);
+}
+
+static PyObject *limit_obj(int64_t v) {
+    if (v < 0) Py_RETURN_NONE;
+    return PyLong_FromLongLong(v);
+}
+
+static PyObject *store_stream_metadata(cpy_store *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"stream", NULL};
+    PyObject *stream;
+    cairn_stream_meta m;
+    Py_ssize_t len;
+    const char *p;
+    cairn_store *h;
+    int rc;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:stream_metadata", kwlist, &stream))
+        return NULL;
+    if (!(p = cpy_stream_arg(stream, "stream", &len))) return NULL;
+    CPY_STORE_CALL(self, h, rc, cairn_stream_metadata(h, p, (size_t)len, &m));
+    if (cpy_store_call_end(self, h, rc, &stream, 1) < 0) return NULL;
+    return Py_BuildValue("{sNsNsN}", "max_count", limit_obj(m.max_count), "max_age",
+                         limit_obj(m.max_age), "truncate_before", limit_obj(m.truncate_before));
+}
+
 static PyObject *store_head(cpy_store *self, PyObject *unused) {
     cairn_store *h;
     uint64_t v = 0;
@@ -871,6 +965,22 @@ static PyMethodDef store_methods[] = {
      METH_VARARGS | METH_KEYWORDS,
      "stream_version($self, /, stream)\n--\n\nThe stream's current version, -1 when it has no "
      "events."},
+    {"delete_stream", (PyCFunction)(void (*)(void))store_delete_stream,
+     METH_VARARGS | METH_KEYWORDS,
+     "delete_stream($self, /, stream, *, expected_version=ANY, hard=False)\n--\n\nDelete a "
+     "stream: soft (its events removed, numbering goes on) or hard (a tombstone: reads and "
+     "appends raise StreamDeleted forever).  Writes a $StreamDeleted event to $lifecycle in "
+     "the same commit and returns its position."},
+    {"set_stream_metadata", (PyCFunction)(void (*)(void))store_set_stream_metadata,
+     METH_VARARGS | METH_KEYWORDS,
+     "set_stream_metadata($self, /, stream, *, max_count=None, max_age=None, "
+     "truncate_before=None)\n--\n\nSet all three retention limits of a stream (None: no "
+     "limit), enforced by every read at once.  Writes a $StreamMetadataSet event to "
+     "$lifecycle in the same commit and returns its position."},
+    {"stream_metadata", (PyCFunction)(void (*)(void))store_stream_metadata,
+     METH_VARARGS | METH_KEYWORDS,
+     "stream_metadata($self, /, stream)\n--\n\nThe stream's limits: a dict of max_count, "
+     "max_age and truncate_before, None where unset."},
     {"head", (PyCFunction)store_head, METH_NOARGS,
      "head($self, /)\n--\n\nThe last global position, 0 when the store is empty."},
     {"get", (PyCFunction)(void (*)(void))store_get, METH_VARARGS | METH_KEYWORDS,

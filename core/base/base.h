@@ -111,6 +111,9 @@ int cairn__check_name(const char *name, size_t len);
 /* Stream names (spec 1): 1..CAIRN_MAX_STREAM bytes of UTF-8 without NUL, not starting with
  * '$' (reserved); CAIRN_EINVAL naming `what` otherwise. */
 int cairn__check_stream(const void *name, size_t len, const char *what);
+/* The same rules without the reservation of '$' names: for reads, which may name the
+ * store's own streams ($lifecycle, spec 6). */
+int cairn__check_stream_name(const void *name, size_t len, const char *what);
 
 /* ---------------------------------------------------------------------------------
  * The rules of an event as written (spec 1; check.c), one wording for every way in:

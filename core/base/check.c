@@ -30,11 +30,16 @@ int cairn__check_name(const char *name, size_t len) {
 }
 
 int cairn__check_stream(const void *name, size_t len, const char *what) {
+    int rc = cairn__check_stream_name(name, len, what);
+    if (rc == CAIRN_OK && ((const char *)name)[0] == '$')
+        return cairn__fail(CAIRN_EINVAL, "%s: stream names starting with '$' are reserved", what);
+    return rc;
+}
+
+int cairn__check_stream_name(const void *name, size_t len, const char *what) {
     if (len == 0 || len > CAIRN_MAX_STREAM)
         return cairn__fail(CAIRN_EINVAL, "%s: a stream name must be 1..%d bytes, got %zu", what,
                            CAIRN_MAX_STREAM, len);
-    if (((const char *)name)[0] == '$')
-        return cairn__fail(CAIRN_EINVAL, "%s: stream names starting with '$' are reserved", what);
     if (memchr(name, 0, len))
         return cairn__fail(CAIRN_EINVAL, "%s: a stream name must not contain NUL", what);
     if (!cairn__check_utf8(name, len))

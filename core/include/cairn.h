@@ -143,7 +143,7 @@ typedef struct cairn_event_in {
 
 /* One stream's share of an atomic write. */
 typedef struct cairn_append_req {
-    cairn_slice stream;           /* 1..1024 bytes, no NUL, not starting with '$' */
+    cairn_slice stream;           /* 1..1024 bytes, no NUL, not starting with '$' (reserved) */
     int64_t expected;             /* CAIRN_ANY, CAIRN_NO_STREAM, CAIRN_STREAM_EXISTS or >= 0 */
     const cairn_event_in *events; /* at least one */
     size_t nevents;
@@ -270,6 +270,41 @@ int cairn_verify_all(cairn_store *store, cairn_verify_report *report, cairn_prog
 /* The position of the event with this id (the id index and its tail, as appends see
  * it): CAIRN_ENOTFOUND when no event has it. */
 int cairn_event_position(cairn_store *store, const uint8_t id[16], uint64_t *position);
+
+/* ---------------------------------------------------------------------------------
+ * Stream lifecycle (spec section 6).  Every call that changes something appends, in the
+ * same commit as its effect, one event to the reserved stream "$lifecycle" (read it with
+ * cairn_iter_stream); a call that fails writes nothing.  Removed events are hidden from
+ * every read at once and their space is reclaimed later; positions never come back.
+ * --------------------------------------------------------------------------------- */
+#define CAIRN_NO_LIMIT (-1) /* a cairn_stream_meta field without a limit */
+
+typedef struct cairn_stream_meta {
+    int64_t max_count;       /* keep the newest n >= 1 events, or CAIRN_NO_LIMIT */
+    int64_t max_age;         /* remove events at least this many seconds (>= 0) old, or none */
+    int64_t truncate_before; /* remove the versions below this one (>= 0), or none */
+} cairn_stream_meta;
+
+/* Deletes a stream: soft (hard 0) removes its events as truncate_before = last version + 1
+ * would, and a later append continues numbering after the last version; hard (nonzero)
+ * makes it a tombstone: every read and append of it fails with CAIRN_EDELETED, forever.
+ * `expected` as for appends, checked against the last version (CAIRN_EVERSION).  Writes a
+ * "$StreamDeleted" event {"stream","hard","version"}; *position (may be NULL) gets its
+ * position.  A hard-deleted stream: CAIRN_EDELETED; a '$' name: CAIRN_EINVAL. */
+int cairn_delete_stream(cairn_store *store, const char *stream, size_t stream_len, int64_t expected,
+                        int hard, uint64_t *position);
+
+/* Sets all three limits of a stream (also one without events yet), enforced by every read
+ * from now on; a lowered limit never brings a removed event back.  Writes a
+ * "$StreamMetadataSet" event {"stream","version","max_count","max_age","truncate_before"}
+ * (version: the stream's last version; null for no limit); *position (may be NULL) gets its
+ * position.  A bad value is CAIRN_EINVAL naming it; a hard-deleted stream CAIRN_EDELETED. */
+int cairn_set_stream_metadata(cairn_store *store, const char *stream, size_t stream_len,
+                              const cairn_stream_meta *meta, uint64_t *position);
+
+/* The limits of a stream, CAIRN_NO_LIMIT where none (also for a stream never named). */
+int cairn_stream_metadata(cairn_store *store, const char *stream, size_t stream_len,
+                          cairn_stream_meta *out);
 
 /* ---------------------------------------------------------------------------------
  * Operations: backups and the file's figures (backup.c).

@@ -47,6 +47,9 @@ static int agg_open(agg *a, cairn_store *s, cairn_lua *h, MDB_txn *txn, const ch
     memcpy(a->name, name, name_len);
     a->name[name_len] = 0;
     if ((rc = cairn__stream_lookup(s->env, txn, stream, stream_len, &a->si))) return rc;
+    if (a->si.has_life && (a->si.life.flags & CAIRN__LF_DELETED))
+        return cairn__fail(CAIRN_EDELETED, "stream %.*s was deleted (hard delete)",
+                           (int)(stream_len > 200 ? 200 : stream_len), stream);
     if ((rc = cairn__script_open(h, s->env, txn, CAIRN_SCRIPT_AGGREGATE, name, name_len, &run)))
         return rc;
     a->hash = run.hash, a->up_hash = run.up_hash, a->script = run.script, a->up = run.up;
@@ -100,7 +103,10 @@ static int agg_start(agg *a, int64_t target) {
     MDB_val k = {16, kb}, v;
     int rc, tries = 0;
 
-    if (a->si.exists && target >= 0 && a->snapshot_every > 0) {
+    /* a snapshot folds every event up to its version: none is used once the lifecycle
+     * rules removed any (spec 6), the fold then sees only the events that remain */
+    if (a->si.exists && target >= 0 && a->snapshot_every > 0 &&
+        !(a->si.has_life && (a->si.life.first > 0 || a->si.life.max_age >= 0))) {
         if ((rc = mdb_cursor_open(a->txn, cairn__senv(a->s->env)->snaps, &c)))
             return cairn__mdb_fail(rc, "snapshot");
         snap_key(kb, a->si.sid, target + 1);
@@ -191,6 +197,7 @@ static int fold_range(agg *a, int64_t target) {
     size_t n = 0, cap;
     int64_t last = a->version; /* version of the newest record gathered */
     uint64_t prev = 0;         /* log position the log cursor was last sent to (0: none) */
+    int64_t now = a->si.has_life ? cairn__now_ns() : 0;
 
     if (!a->si.exists || target <= a->version) return CAIRN_OK;
     cap = (uint64_t)(target - a->version) < FOLD_BATCH ? (size_t)(target - a->version) : FOLD_BATCH;
@@ -223,6 +230,12 @@ static int fold_range(agg *a, int64_t target) {
             /* removed by retention: skipped */
         } else {
             if ((rc = cairn__record_decode(lv.mv_data, lv.mv_size, pos, &evs[n]))) goto out;
+            if (a->si.has_life &&
+                cairn__life_hides(&a->si.life, ver, evs[n].timestamp, now)) { /* spec 6 */
+                last = ver;
+                mrc = mdb_cursor_get(cs, &k, &v, MDB_NEXT_DUP);
+                continue;
+            }
             if (++n == cap) {
                 if ((rc = reduce(a, evs, n))) goto out;
                 n = 0;

@@ -121,7 +121,7 @@ int cairn__call_result(cairn_env *e, MDB_txn *txn, uint64_t first, uint64_t coun
     return CAIRN_OK;
 }
 
-static int check_expected(const cairn_append_req *q, const cairn_stream_info *si, size_t r) {
+int cairn__check_expected(const cairn_append_req *q, const cairn_stream_info *si, size_t r) {
     int ok;
     switch (q->expected) {
     case CAIRN_ANY: ok = 1; break;
@@ -352,7 +352,7 @@ out:
     return rc;
 }
 
-static int put_stream(cairn_env *e, MDB_txn *txn, const cairn_slice *name,
+int cairn__stream_put(cairn_env *e, MDB_txn *txn, const cairn_slice *name,
                       const cairn_stream_info *si) {
     uint8_t skey[CAIRN_STREAM_KEY_MAX], *sval;
     MDB_val k, v;
@@ -479,16 +479,29 @@ int cairn__write_requests(cairn_store *s, MDB_txn *txn, const cairn_append_req *
         cairn_stream_info si;
         int retry;
 
+        if (!(flags & CAIRN__W_SYSTEM) && q->stream.len && *(const char *)q->stream.ptr == '$') {
+            cairn__err()->request = r; /* the store's own streams (spec 6) */
+            rc = cairn__fail(CAIRN_EINVAL, "stream: stream names starting with '$' are reserved");
+            goto out;
+        }
         if ((rc = check_retry(e, txn, q, w.txn_first, &results[r], &retry))) {
             cairn__err()->request = r;
             goto out;
         }
         if (retry) continue;
         if ((rc = cairn__stream_lookup(e, txn, q->stream.ptr, q->stream.len, &si))) goto out;
-        if ((rc = check_expected(q, &si, r))) goto out;
+        if (si.has_life && (si.life.flags & CAIRN__LF_DELETED)) { /* a tombstone: forever */
+            cairn__err()->request = r;
+            rc = cairn__fail(
+                CAIRN_EDELETED, "stream %.*s was deleted (hard delete): it cannot be written again",
+                (int)(q->stream.len > 200 ? 200 : q->stream.len), (const char *)q->stream.ptr);
+            goto out;
+        }
+        if ((rc = cairn__check_expected(q, &si, r))) goto out;
         if (!si.exists) {
             si.sid = ++next_sid;
-            MDB_TRY(put_stream(e, txn, &q->stream, &si), "write stream");
+            if (si.has_life) si.flags |= CAIRN__SF_LIFE; /* limits set before its first event */
+            MDB_TRY(cairn__stream_put(e, txn, &q->stream, &si), "write stream");
         }
         if (w.tail && !tail) {
             uint8_t b[8];
@@ -497,6 +510,7 @@ int cairn__write_requests(cairn_store *s, MDB_txn *txn, const cairn_append_req *
             MDB_TRY(mdb_put(txn, e->meta, (MDB_val *)&K_TAIL, &tv, 0), "write meta");
         }
         if ((rc = write_request(e, &w, q, r, &si, &head, ts, &results[r]))) goto out;
+        if (si.has_life && (rc = cairn__life_after_write(s, txn, &q->stream, &si))) goto out;
     }
     if (next_sid != sid0) MDB_TRY(put_u64(txn, e->meta, &K_SID, next_sid), "write meta");
 out:

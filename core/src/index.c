@@ -43,7 +43,12 @@ int cairn__stream_lookup(cairn_env *e, MDB_txn *txn, const void *name, size_t le
     memset(info, 0, sizeof *info);
     info->version = -1;
     rc = mdb_get(txn, e->streams, &k, &v);
-    if (rc == MDB_NOTFOUND) return CAIRN_OK;
+    if (rc == MDB_NOTFOUND) { /* no event yet; a lifecycle entry may be waiting for it */
+        int found;
+        if ((rc = cairn__life_get(e, txn, key, k.mv_size, &info->life, &found))) return rc;
+        if (found) info->has_life = 1, info->version = info->life.kept;
+        return CAIRN_OK;
+    }
     if (rc) return cairn__mdb_fail(rc, "stream lookup");
     if (v.mv_size != CAIRN_STREAM_VAL_HEADER + len ||
         memcmp((uint8_t *)v.mv_data + CAIRN_STREAM_VAL_HEADER, name, len) != 0) {
@@ -78,6 +83,16 @@ int cairn__stream_lookup(cairn_env *e, MDB_txn *txn, const void *name, size_t le
             cairn__err()->position = info->last_pos;
             return cairn__fail(CAIRN_ECORRUPT, "position %llu: damaged stream index entry",
                                (unsigned long long)info->last_pos);
+        }
+        if (info->flags & CAIRN__SF_LIFE) { /* deleted or limited (lifecycle.c) */
+            int found, lrc = cairn__life_get(e, txn, key, k.mv_size, &info->life, &found);
+            if (lrc) return lrc;
+            if (!found)
+                return cairn__fail(CAIRN_ECORRUPT, "stream %.*s: its lifecycle entry is missing",
+                                   (int)(len > 200 ? 200 : len), (const char *)name);
+            info->has_life = 1;
+            /* every event removed: the entry keeps the version (numbering goes on) */
+            if (rc == MDB_NOTFOUND && info->version < 0) info->version = info->life.kept;
         }
     }
     return CAIRN_OK;

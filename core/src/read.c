@@ -62,7 +62,10 @@ struct cairn_iter {
     cairn_script_limits lim;
     void *xform;
     int xform_on;
-    MDB_txn *ext; /* cairn__iter_bind_txn: refills read through this txn (projections) */
+    MDB_txn *ext;       /* cairn__iter_bind_txn: refills read through this txn (projections) */
+    cairn_life_view lv; /* log reads: what the lifecycle rules hide, per refill */
+    cairn_life life;    /* IT_STREAM: the stream's lifecycle entry (has_life) */
+    int has_life;
     uintptr_t map_lo, map_hi; /* used part of the map during a refill (cairn__map_bounds) */
 };
 
@@ -146,6 +149,15 @@ static int matches(const filter_copy *f, const cairn_event *ev) {
     for (size_t i = 0; i < f->n[F_TAGS]; i++)
         if (!has_tag(ev, &f->v[F_TAGS][i])) return 0;
     return 1;
+}
+
+/* An event of a '$' stream is read over the log only when the filter names its stream or
+ * its category (spec 6). */
+static int dollar_named(const filter_copy *f, const cairn_event *ev) {
+    cairn_slice c;
+    if (slice_in(f->v[F_STREAMS], f->n[F_STREAMS], ev->stream.ptr, ev->stream.len)) return 1;
+    c = cairn_category(ev->stream.ptr, ev->stream.len);
+    return slice_in(f->v[F_CATEGORIES], f->n[F_CATEGORIES], c.ptr, c.len);
 }
 
 /* One allocation holding every slice of `in` and their bytes (storage.h). */
@@ -395,7 +407,8 @@ static int source_step(source *s, int backwards) {
 /* LMDB does not checksum its tree: what it hands back is checked before it is trusted --
  * the value lies in the file (own read txns only), the record decodes at its key, and a
  * stream read's record is the stream's event of version `ver` (-1: not a stream read). */
-static int take(cairn_iter *it, const MDB_val *v, uint64_t pos, int check, int64_t ver) {
+static int take(cairn_iter *it, MDB_txn *txn, const MDB_val *v, uint64_t pos, int check,
+                int64_t ver) {
     cairn_event ev;
     int rc = cairn__val_check(it->map_lo, it->map_hi, v, pos);
     if (rc == CAIRN_OK) rc = cairn__record_decode(v->mv_data, v->mv_size, pos, &ev);
@@ -404,6 +417,16 @@ static int take(cairn_iter *it, const MDB_val *v, uint64_t pos, int check, int64
          memcmp(ev.stream.ptr, it->stream, it->stream_len) != 0))
         rc =
             cairn__corrupt(pos, "the stream index points at an event of another stream or version");
+    if (rc == CAIRN_OK && ver < 0) {
+        /* reads over the log skip the store's own streams unless the filter names them
+         * (spec 6), and every event the lifecycle rules removed */
+        if (ev.stream.len && *(const char *)ev.stream.ptr == '$' && !dollar_named(&it->f, &ev))
+            return CAIRN_OK;
+        if ((rc = cairn__life_view_hides(it->env, txn, &it->lv, &ev)) == 1) return CAIRN_OK;
+    } else if (rc == CAIRN_OK && it->has_life &&
+               cairn__life_hides(&it->life, ev.version, ev.timestamp, it->lv.now)) {
+        return CAIRN_OK;
+    }
     if (rc) return it->count ? STOP : rc;
     if (check && !matches(&it->f, &ev)) return CAIRN_OK;
     return buf_add(it, v->mv_data, v->mv_size, pos);
@@ -431,15 +454,25 @@ static int refill_log(cairn_iter *it, MDB_txn *txn, int check, uint64_t lo) {
     }
     while (rc == 0) {
         uint64_t pos = k.mv_size == 8 ? cairn__get_be64(k.mv_data) : 0;
-        /* Positions are contiguous (no event is ever removed in format 1): a key that is
-         * not the next one means a damaged tree skipped or invented records.  Format 2's
-         * removals must leave something here to tell a hole from damage. */
+        /* Positions are contiguous but for the holes removed events leave (lifecycle.c
+         * records them): a key that is not the next one, over a gap that is no hole, means
+         * a damaged tree skipped or invented records. */
         if (pos != it->next) {
-            rc = it->count ? 0
-                           : cairn__corrupt(it->next, "the log skips this position (damaged tree)");
-            goto out;
+            int hole = 0;
+            if (it->backwards ? pos < it->next : pos > it->next)
+                rc = it->backwards ? cairn__holes_cover(it->env, txn, pos + 1, it->next, &hole)
+                                   : cairn__holes_cover(it->env, txn, it->next, pos - 1, &hole);
+            if (rc) goto out;
+            if (!hole) {
+                rc = it->count
+                    ? 0
+                    : cairn__corrupt(it->next, "the log skips this position (damaged tree)");
+                goto out;
+            }
+            it->next = pos;
+            if (it->backwards && pos < lo) break; /* the tail's walk ends at its start */
         }
-        if ((rc = take(it, &v, pos, check, -1))) {
+        if ((rc = take(it, txn, &v, pos, check, -1))) {
             if (rc == STOP) rc = 0;
             goto out;
         }
@@ -505,7 +538,7 @@ static int refill_postings(cairn_iter *it, MDB_txn *txn) {
         cairn__put_be64(kb, best);
         rc = mdb_cursor_get(clog, &k, &v, MDB_SET_KEY);
         if (rc == 0) {
-            if ((rc = take(it, &v, best, 1, -1))) {
+            if ((rc = take(it, txn, &v, best, 1, -1))) {
                 if (rc == STOP) rc = 0;
                 goto out;
             }
@@ -541,20 +574,33 @@ static int refill_stream(cairn_iter *it, MDB_txn *txn) {
     MDB_cursor *cs = NULL, *clog = NULL;
     uint8_t sk[8], vb[16];
     MDB_val k = {8, sk}, v;
-    int rc;
+    int rc, first_entry = 1;
 
     if ((rc = cairn__stream_lookup(it->env, txn, it->stream, it->stream_len, &si))) return rc;
+    if (si.has_life && (si.life.flags & CAIRN__LF_DELETED))
+        return cairn__fail(CAIRN_EDELETED, "stream %.*s was deleted (hard delete)",
+                           (int)(it->stream_len > 200 ? 200 : it->stream_len),
+                           (const char *)it->stream);
     if (!si.exists) {
         it->done = 1;
         return CAIRN_OK;
     }
-    if (si.version < 0) /* entries are written with the stream's first event */
+    if (si.version < 0 && !si.has_life) /* entries are written with the stream's first event */
         return cairn__fail(
             CAIRN_ECORRUPT, "stream %.*s: its entry has no events indexed (damaged index)",
             (int)(it->stream_len > 200 ? 200 : it->stream_len), (const char *)it->stream);
+    if ((it->has_life = si.has_life)) { /* removed versions are skipped (spec 6) */
+        it->life = si.life;
+        it->lv.now = cairn__now_ns();
+        if (!it->backwards && it->next_ver < si.life.first) it->next_ver = si.life.first;
+    }
     if (it->next_ver < 0 || (it->backwards && it->next_ver > si.version)) {
         it->next_ver = si.version; /* start at the end, backwards */
     } else if (it->next_ver > si.version) {
+        it->done = 1;
+        return CAIRN_OK;
+    }
+    if (si.has_life && it->next_ver < si.life.first) { /* backwards, into the removed ones */
         it->done = 1;
         return CAIRN_OK;
     }
@@ -579,14 +625,22 @@ static int refill_stream(cairn_iter *it, MDB_txn *txn) {
         uint64_t pos = cairn__get_be64((uint8_t *)v.mv_data + 8);
         uint8_t pk[8];
         MDB_val lk = {8, pk}, lv;
-        if (ver != it->next_ver) { /* versions are gapless */
+        /* versions are gapless, but for the oldest ones reclaimed (lifecycle.c) */
+        if (ver != it->next_ver &&
+            !(si.has_life && !it->backwards && ver > it->next_ver && first_entry)) {
             rc = cairn__corrupt(pos, "the stream index skips a version (damaged tree)");
             goto out;
         }
+        if (si.has_life && it->backwards && ver < si.life.first) {
+            it->done = 1;
+            break;
+        }
+        first_entry = 0;
+        it->next_ver = ver;
         cairn__put_be64(pk, pos);
         rc = mdb_cursor_get(clog, &lk, &lv, MDB_SET_KEY);
         if (rc == 0) {
-            if ((rc = take(it, &lv, pos, 0, ver))) {
+            if ((rc = take(it, txn, &lv, pos, 0, ver))) {
                 if (rc == STOP) rc = 0;
                 goto out;
             }
@@ -637,6 +691,7 @@ static int refill(cairn_iter *it) {
     }
     if (!it->raw && (rc = xform_prepare(it->env, txn, &it->xform, &it->xform_on))) goto out;
     if (it->done) goto out;
+    if (it->kind != IT_STREAM && (rc = cairn__life_view_begin(it->env, txn, &it->lv))) goto out;
     if (it->ext)
         it->map_lo = 0, it->map_hi = UINTPTR_MAX; /* a write txn: no bounds */
     else
@@ -722,7 +777,7 @@ int cairn_iter_stream(cairn_store *s, const char *stream, size_t stream_len, int
     int rc;
     cairn__clear_error();
     if (!stream) return cairn__fail(CAIRN_EINVAL, "stream: NULL");
-    if ((rc = cairn__check_stream(stream, stream_len, "stream"))) return rc;
+    if ((rc = cairn__check_stream_name(stream, stream_len, "stream"))) return rc; /* $ too */
     if (start < -1) return cairn__fail(CAIRN_EINVAL, "start: must be >= 0");
     if ((rc = cairn__store_check(s))) return rc;
     if ((rc = iter_new(s->env, &s->lim, IT_STREAM, backwards, limit, &it))) return rc;
@@ -801,7 +856,7 @@ int cairn_get_ex(cairn_store *s, uint64_t position, int raw, cairn_event *ev) {
     MDB_val k = {8, kb}, v;
     cairn_buf *b;
     get_xform *g = NULL;
-    int rc, on = 0;
+    int rc, on = 0, hidden = 0;
 
     cairn__clear_error();
     if ((rc = cairn__store_check(s))) return rc;
@@ -815,10 +870,26 @@ int cairn_get_ex(cairn_store *s, uint64_t position, int raw, cairn_event *ev) {
         cairn__map_bounds(s->env, txn, &lo, &hi);
         rc = cairn__val_check(lo, hi, &v, position);
     }
+    if (rc == 0) { /* an event the lifecycle rules removed is not there any more */
+        cairn_life_view lv;
+        cairn_event e0;
+        int lrc = cairn__life_view_begin(s->env, txn, &lv);
+        if (lrc == CAIRN_OK && lv.on &&
+            (lrc = cairn__record_decode(v.mv_data, v.mv_size, position, &e0)) == CAIRN_OK &&
+            (lrc = cairn__life_view_hides(s->env, txn, &lv, &e0)) == 1)
+            rc = MDB_NOTFOUND, hidden = 1;
+        else if (lrc < 0) {
+            cairn__read_end(s->env, txn);
+            return lrc;
+        }
+    }
     if (rc) {
         uint64_t head = 0;
-        /* positions 1..head all exist (format 1): one the tree cannot find is damage */
-        if (rc == MDB_NOTFOUND && cairn__head(s->env, txn, &head) == CAIRN_OK && position <= head)
+        int hole = 0;
+        /* positions 1..head all exist but for holes: one the tree cannot find is damage */
+        if (rc == MDB_NOTFOUND && !hidden && cairn__head(s->env, txn, &head) == CAIRN_OK &&
+            position <= head &&
+            cairn__holes_cover(s->env, txn, position, position, &hole) == CAIRN_OK && !hole)
             rc = cairn__corrupt(position, "missing from the log (damaged tree)");
         cairn__read_end(s->env, txn);
         if (rc == MDB_NOTFOUND)
@@ -862,10 +933,12 @@ int cairn_stream_version(cairn_store *s, const char *stream, size_t stream_len, 
     cairn__clear_error();
     if ((rc = cairn__store_check(s))) return rc;
     if (!stream) return cairn__fail(CAIRN_EINVAL, "stream: NULL");
-    if ((rc = cairn__check_stream(stream, stream_len, "stream"))) return rc;
+    if ((rc = cairn__check_stream_name(stream, stream_len, "stream"))) return rc;
     if ((rc = cairn__read_begin(s->env, &txn))) return rc;
     rc = cairn__stream_lookup(s->env, txn, stream, stream_len, &si);
-    if (rc == CAIRN_OK && si.exists && si.version < 0) {
+    if (rc == CAIRN_OK && si.has_life && !si.last_pos) {
+        /* every event removed (or none yet): the lifecycle entry keeps the version */
+    } else if (rc == CAIRN_OK && si.exists && si.version < 0) {
         rc = cairn__fail(CAIRN_ECORRUPT,
                          "stream %.*s: its entry has no events indexed (damaged index)",
                          (int)(stream_len > 200 ? 200 : stream_len), stream);
@@ -925,6 +998,8 @@ static void emit_name(lister *l, const uint8_t *p, size_t len) {
     name_ref a = {p, len}, b = {l->after, l->after_len};
     if (l->stop) return;
     if (len < l->prefix_len || memcmp(p, l->prefix, l->prefix_len) != 0) return;
+    /* the store's own streams are listed only for a '$' prefix (spec 6) */
+    if (len && p[0] == '$' && !(l->prefix_len && l->prefix[0] == '$')) return;
     if (l->after && name_cmp(&a, &b) <= 0) return;
     if (l->fn(l->ctx, (const char *)p, len) != 0 || ++l->emitted >= l->max) l->stop = 1;
 }

@@ -37,6 +37,8 @@ typedef struct cairn_env {
     MDB_dbi meta, log, streams, sidx, ids, post;
     MDB_dbi comp;  /* compensated event id (16 bytes) -> u64 position of its compensation */
     MDB_dbi subs;  /* subscription name -> u64 checkpoint BE; 0 when the db is absent */
+    MDB_dbi smeta; /* stream key -> lifecycle entry (lifecycle.c); 0 when the db is absent */
+    MDB_dbi holes; /* first removed position -> last of its run (lifecycle.c); 0: absent */
     void *notify;  /* the mapped `notify` file (notify.c), NULL when unavailable */
     int notify_rw; /* mapped writable: this process can register as a waiter */
     /* One thread per process sleeps on the shared futex (the leader); the others wait on
@@ -227,12 +229,28 @@ int cairn__val_check(uintptr_t lo, uintptr_t hi, const MDB_val *v, uint64_t posi
 size_t cairn__stream_key(const void *name, size_t len, uint8_t out[CAIRN_STREAM_KEY_MAX]);
 void cairn__post_key(int kind, const void *name, size_t len, uint8_t out[CAIRN_POST_KEY]);
 
+/* A stream's lifecycle entry (`smeta`, keyed like `streams`; lifecycle.c), present once
+ * a delete or set_stream_metadata named the stream: its `streams` entry then carries
+ * CAIRN__SF_LIFE.  The one read-time rule is cairn__life_hides. */
+#define CAIRN__SF_LIFE 1u    /* streams entry flag: the stream has an `smeta` entry */
+#define CAIRN__LF_DELETED 1u /* smeta flag: hard-deleted (tombstone), forever */
+#define CAIRN__SMETA_VAL 48  /* u32 flags, u32 0, i64 max_count, max_age, tb, first, kept (BE) */
+typedef struct cairn_life {
+    uint32_t flags;
+    int64_t max_count, max_age, truncate_before; /* -1: no limit (max_age in seconds) */
+    int64_t first; /* versions below are removed: hidden now, reclaimed later; never falls */
+    int64_t kept;  /* the stream's last version when the entry was written (the version
+                    * of a stream all of whose events were reclaimed) */
+} cairn_life;
+
 typedef struct cairn_stream_info {
     uint64_t sid;
     int64_t version;
     uint32_t flags;
     int exists;
-    uint64_t last_pos; /* position of the event of `version` (0 when none) */
+    uint64_t last_pos; /* position of the event of `version` (0 when none, or removed) */
+    int has_life;      /* flags has CAIRN__SF_LIFE: `life` holds the stream's entry */
+    cairn_life life;
 } cairn_stream_info;
 
 /* Looks a stream up in `txn`; info->exists is 0 when it has no entry. */
@@ -265,13 +283,72 @@ int cairn__call_result(cairn_env *e, MDB_txn *txn, uint64_t first, uint64_t coun
 int cairn__head(cairn_env *e, MDB_txn *txn, uint64_t *out);
 
 /* ---------------------------------------------------------------------------------
+ * Stream lifecycle (lifecycle.c, spec 6): the reserved `$lifecycle` stream, deletes,
+ * retention limits enforced at read time, reclamation, holes in the log.
+ * --------------------------------------------------------------------------------- */
+#define CAIRN__LIFECYCLE "$lifecycle"
+
+/* Appends one event of `type` (a `$` type, e.g. "$StreamDeleted") with JSON data to
+ * `$lifecycle` inside the caller's open write txn: a normal record (position, id,
+ * timestamp, indexes) committed with the caller's effect.  *position (may be NULL): its
+ * position.  For the layers that write lifecycle events (deletes, metadata, forget). */
+int cairn__lifecycle_append(cairn_store *s, MDB_txn *txn, const char *type, const char *json_data,
+                            size_t json_len, uint64_t *position);
+
+/* After events were written to a stream with an entry (si: as looked up, version
+ * advanced): its max_count moves `first` on (cairn__write_requests, same txn). */
+int cairn__life_after_write(cairn_store *s, MDB_txn *txn, const cairn_slice *stream,
+                            const cairn_stream_info *si);
+
+/* Reads the stream's entry (key: its `streams` key); *found 0 when absent. */
+int cairn__life_get(cairn_env *e, MDB_txn *txn, const uint8_t *key, size_t klen, cairn_life *out,
+                    int *found);
+
+/* The read-time rule: is an event of a stream with entry `l`, at `version` with timestamp
+ * `ts`, removed at time `now` (ns)?  Removed events are hidden by every read until
+ * reclaimed. */
+static inline int cairn__life_hides(const cairn_life *l, int64_t version, int64_t ts, int64_t now) {
+    if ((l->flags & CAIRN__LF_DELETED) || version < l->first) return 1;
+    if (l->max_age < 0) return 0;
+    /* older than max_age: now - ts >= max_age s (saturating: 292 years and up is "never") */
+    return l->max_age < INT64_MAX / 1000000000 && ts <= now - l->max_age * 1000000000;
+}
+
+/* Per read txn: which events the lifecycle rules hide, for the reads over the log
+ * (read_all, filtered reads, subscriptions, projections, get).  `on` is 0 when no stream
+ * has an entry: then nothing but the '$' rule costs anything.  The last stream looked up
+ * is remembered. */
+typedef struct cairn_life_view {
+    int on;
+    int64_t now;
+    int has; /* the last stream looked up had an entry */
+    cairn_life life;
+    size_t name_len; /* the last stream looked up (SIZE_MAX: none) */
+    uint8_t name[CAIRN_MAX_STREAM];
+} cairn_life_view;
+int cairn__life_view_begin(cairn_env *e, MDB_txn *txn, cairn_life_view *v);
+/* 1: `ev` is removed (hidden), 0: visible, or a negative code. */
+int cairn__life_view_hides(cairn_env *e, MDB_txn *txn, cairn_life_view *v, const cairn_event *ev);
+
+/* Is every position of lo..hi (lo <= hi) a hole: an event removed by the lifecycle rules?
+ * Else the log lost records (damage).  *yes 1 or 0. */
+int cairn__holes_cover(cairn_env *e, MDB_txn *txn, uint64_t lo, uint64_t hi, int *yes);
+
+/* ---------------------------------------------------------------------------------
  * Writing events (append.c)
  * --------------------------------------------------------------------------------- */
 /* Writes append requests inside an open write transaction. */
-#define CAIRN__W_TAIL 1 /* the write may go to the index tail (see cairn__tail_start) */
+#define CAIRN__W_TAIL 1   /* the write may go to the index tail (see cairn__tail_start) */
+#define CAIRN__W_SYSTEM 2 /* the store's own write: '$' streams allowed (lifecycle.c) */
 int cairn__write_requests(cairn_store *s, MDB_txn *txn, const cairn_append_req *reqs, size_t nreqs,
                           cairn_append_result *results, int flags);
 int cairn__validate_requests(const cairn_append_req *reqs, size_t nreqs);
+/* The expected-version check of request r against the stream as looked up (CAIRN_EVERSION
+ * with .expected, .actual, .request set). */
+int cairn__check_expected(const cairn_append_req *q, const cairn_stream_info *si, size_t r);
+/* Writes the `streams` entry of `name` (sid, flags): an MDB code. */
+int cairn__stream_put(cairn_env *e, MDB_txn *txn, const cairn_slice *name,
+                      const cairn_stream_info *si);
 
 /* ---------------------------------------------------------------------------------
  * Reading (read.c)

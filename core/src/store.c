@@ -335,6 +335,15 @@ static int env_setup(cairn_env *e, int create) {
         e->kpend = 0;
     else if (rc)
         goto mdb_fail;
+    /* the lifecycle's (spec 6), alike */
+    if ((rc = mdb_dbi_open(txn, "smeta", create ? MDB_CREATE : 0, &e->smeta)) == MDB_NOTFOUND)
+        e->smeta = 0;
+    else if (rc)
+        goto mdb_fail;
+    if ((rc = mdb_dbi_open(txn, "holes", create ? MDB_CREATE : 0, &e->holes)) == MDB_NOTFOUND)
+        e->holes = 0;
+    else if (rc)
+        goto mdb_fail;
     /* the layer above's databases */
     if (e->hooks && e->hooks->env_open &&
         (rc = e->hooks->env_open(e, txn, cf != 0, create, &e->upper))) {

@@ -129,6 +129,9 @@ def _commit(store: cairn.Store, batch: list[_Line]) -> tuple[int, int]:
                     store.stream_version(ln.stream)
                 except (ValueError, TypeError) as e:
                     raise UserError(f"{ln.where}: {e}") from None
+                if ln.stream.startswith("$"):  # readable, but the store's own (spec 6)
+                    raise UserError(f"{ln.where}: stream: stream names starting with '$' "
+                                    "are reserved")
                 checked.add(ln.stream)
         try:
             with store.transaction() as tx:
