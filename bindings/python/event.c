@@ -1202,12 +1202,14 @@ static PyStructSequence_Field verify_fields[] = {
     {"events", "number of events checked"},
     {"streams", "number of streams"},
     {"head", "last global position"},
+    {"chain", "the chain hash at head (hex), recomputed from genesis"},
     {NULL, NULL},
 };
 
+/* chain is an attribute only: (events, streams, head) = report keeps working */
 static PyStructSequence_Desc verify_desc = {
     "cairn.VerifyReport",
-    "What store.verify() checked: events, streams, head.",
+    "What store.verify() checked: events, streams, head, and the chain hash at head.",
     verify_fields,
     3,
 };

@@ -412,6 +412,26 @@ static PyObject *store_head(cpy_store *self, PyObject *unused) {
     return PyLong_FromUnsignedLongLong(v);
 }
 
+/* A chain hash as 64 lowercase hex digits. */
+static PyObject *hex32(const uint8_t *h) {
+    static const char digits[] = "0123456789abcdef";
+    char s[64];
+    for (int i = 0; i < 32; i++) s[2 * i] = digits[h[i] >> 4], s[2 * i + 1] = digits[h[i] & 15];
+    return PyUnicode_FromStringAndSize(s, 64);
+}
+
+static PyObject *store_chain_head(cpy_store *self, PyObject *unused) {
+    cairn_store *h;
+    uint64_t pos = 0;
+    uint8_t hash[32];
+    int rc;
+
+    (void)unused;
+    CPY_STORE_CALL(self, h, rc, cairn_chain_head(h, &pos, hash));
+    if (cpy_store_call_end(self, h, rc, NULL, 0) < 0) return NULL;
+    return Py_BuildValue("(KN)", (unsigned long long)pos, hex32(hash));
+}
+
 static PyObject *store_get(cpy_store *self, PyObject *args, PyObject *kwargs) {
     static char *kwlist[] = {"position", "raw", NULL};
     cpy_state *st = store_state(self);
@@ -503,7 +523,7 @@ static void verify_damage(void *ctx, uint64_t position, const char *message) {
 static PyObject *store_verify(cpy_store *self, PyObject *args, PyObject *kwargs) {
     static char *kwlist[] = {"progress", "damage", NULL};
     cpy_state *st = store_state(self);
-    cairn_verify_report rep = {0, 0, 0};
+    cairn_verify_report rep;
     verify_cb cb = {NULL, NULL, NULL, NULL, NULL};
     cairn_store *h;
     int rc;
@@ -517,6 +537,7 @@ static PyObject *store_verify(cpy_store *self, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     cb.fn = fn, cb.dfn = dfn;
+    memset(&rep, 0, sizeof rep);
     CPY_STORE_CALL(self, h, rc,
                    cairn_verify_all(h, &rep, fn == Py_None ? NULL : verify_progress, &cb,
                                     dfn == Py_None ? NULL : verify_damage, &cb));
@@ -534,10 +555,12 @@ static PyObject *store_verify(cpy_store *self, PyObject *args, PyObject *kwargs)
         PyObject *a = PyLong_FromUnsignedLongLong(rep.events);
         PyObject *b = PyLong_FromUnsignedLongLong(rep.streams);
         PyObject *c = PyLong_FromUnsignedLongLong(rep.head);
+        PyObject *d = hex32(rep.chain);
         PyStructSequence_SetItem(r, 0, a);
         PyStructSequence_SetItem(r, 1, b);
         PyStructSequence_SetItem(r, 2, c);
-        if (!a || !b || !c) Py_CLEAR(r);
+        PyStructSequence_SetItem(r, 3, d);
+        if (!a || !b || !c || !d) Py_CLEAR(r);
     }
     return r;
 }
@@ -983,6 +1006,10 @@ static PyMethodDef store_methods[] = {
      "max_age and truncate_before, None where unset."},
     {"head", (PyCFunction)store_head, METH_NOARGS,
      "head($self, /)\n--\n\nThe last global position, 0 when the store is empty."},
+    {"chain_head", (PyCFunction)store_chain_head, METH_NOARGS,
+     "chain_head($self, /)\n--\n\n(position, hex): the last position ever assigned and its chain "
+     "hash (BLAKE2b-256);\n(0, the genesis hash) for an empty store.  Record it outside the "
+     "store: verify()\nthen proves that nothing up to it was changed."},
     {"get", (PyCFunction)(void (*)(void))store_get, METH_VARARGS | METH_KEYWORDS,
      "get($self, /, position, *, raw=False)\n--\n\nThe event at a global position; KeyError when "
      "there is none.  Upcasters apply unless raw=True."},
@@ -990,7 +1017,7 @@ static PyMethodDef store_methods[] = {
      "streams($self, /, prefix='')\n--\n\nIterate over stream names starting with prefix, sorted."},
     {"verify", (PyCFunction)(void (*)(void))store_verify, METH_VARARGS | METH_KEYWORDS,
      "verify($self, /, *, progress=None, damage=None)\n--\n\nCheck every record and index; "
-     "returns VerifyReport(events, streams, head).\nRaises CorruptionError naming the first "
+     "returns VerifyReport(events, streams, head; chain).\nRaises CorruptionError naming the first "
      "damage. progress(done, total) is called as records are checked;\nwith damage, "
      "damage(position, message) is called for each damaged event and the check goes on."},
     {"backup", (PyCFunction)(void (*)(void))store_backup, METH_VARARGS | METH_KEYWORDS,

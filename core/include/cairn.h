@@ -236,6 +236,11 @@ void cairn_iter_close(cairn_iter *it);
 int cairn_get(cairn_store *store, uint64_t position, cairn_event *ev);
 
 int cairn_head(cairn_store *store, uint64_t *out);
+/* The hash chain's head as of one snapshot (docs/API.md section 6): *pos the last position
+ * ever assigned (0 for an empty store) and hash its chain hash (BLAKE2b-256; the genesis
+ * constant for an empty store).  Recorded outside the store, it lets cairn_verify prove
+ * that no event up to *pos was changed since. */
+int cairn_chain_head(cairn_store *store, uint64_t *pos, uint8_t hash[32]);
 int cairn_stream_version(cairn_store *store, const char *stream, size_t stream_len, int64_t *out);
 
 /* Lists stream names starting with `prefix`, sorted bytewise, up to `max` names after
@@ -245,12 +250,13 @@ typedef int (*cairn_name_fn)(void *ctx, const char *name, size_t len);
 int cairn_streams(cairn_store *store, const char *prefix, size_t prefix_len, const char *after,
                   size_t after_len, size_t max, cairn_name_fn fn, void *ctx);
 
-/* Checks every record's checksum, that positions count up and that every index agrees
- * with the log.  Fills the counts; the first damage is CAIRN_ECORRUPT naming it. */
+/* Checks every record's checksum and chain hash (recomputed from genesis over every
+ * position), that positions count up and that every index agrees with the log.  Fills the counts; the first damage is CAIRN_ECORRUPT naming it. */
 typedef struct cairn_verify_report {
     uint64_t events;
     uint64_t streams;
     uint64_t head;
+    uint8_t chain[32]; /* the chain hash at `head`, recomputed from genesis */
 } cairn_verify_report;
 typedef void (*cairn_progress_fn)(void *ctx, uint64_t done, uint64_t total);
 int cairn_verify(cairn_store *store, cairn_verify_report *report, cairn_progress_fn progress,

@@ -19,7 +19,7 @@ static int validate_event(const cairn_event_in *ev, const cairn_slice *stream, s
         snprintf(m, sizeof m, "%s", cairn__err()->message);
         return cairn__fail(CAIRN_EINVAL, "%.480s (event %zu)", m, i);
     }
-    if (cairn__record_size(stream, ev) > CAIRN_MAX_RECORD)
+    if (cairn__record_size(stream, ev, NULL) > CAIRN_MAX_RECORD)
         return cairn__fail(CAIRN_ETOOBIG, "data: event %zu is larger than %u bytes", i,
                            CAIRN_MAX_RECORD);
     return CAIRN_OK;
@@ -162,10 +162,11 @@ int cairn__check_expected(const cairn_append_req *q, const cairn_stream_info *si
 /* Cursors of one write, one per index so that each stays on its own leaf page. */
 typedef struct writer {
     MDB_cursor *log, *sidx, *ids, *cat, *type, *tag;
-    uint8_t last_id[16]; /* the largest key in `ids`: larger ids can use MDB_APPEND */
-    uint8_t *scratch;    /* room for 16 bytes per event of the largest request */
-    int tail;            /* this write goes to the index tail: no id or posting entries */
-    uint64_t txn_first;  /* the first position of this write: later ones are not committed */
+    uint8_t last_id[16];        /* the largest key in `ids`: larger ids can use MDB_APPEND */
+    uint8_t *scratch;           /* room for 16 bytes per event of the largest request */
+    int tail;                   /* this write goes to the index tail: no id or posting entries */
+    uint8_t chain[CAIRN_CHAIN]; /* the chain hash of the last position written */
+    uint64_t txn_first;         /* the first position of this write: later ones are not committed */
 } writer;
 
 #define TYPE_GROUPS 8 /* distinct types per request whose postings are put in one go */
@@ -321,9 +322,10 @@ static int write_request(cairn_env *e, writer *w, const cairn_append_req *q, siz
 
         /* the record, written in place into the page LMDB reserves for it */
         k.mv_size = 8, k.mv_data = posb;
-        v.mv_size = cairn__record_size(&q->stream, ev), v.mv_data = NULL;
+        v.mv_size = cairn__record_size(&q->stream, ev, NULL), v.mv_data = NULL;
         MDB_TRY(mdb_cursor_put(w->log, &k, &v, MDB_APPEND | MDB_RESERVE), "write log");
-        cairn__record_write(v.mv_data, &q->stream, ev, id, pos, si->version + 1 + (int64_t)i, ts);
+        cairn__record_write(v.mv_data, &q->stream, ev, NULL, id, pos, si->version + 1 + (int64_t)i,
+                            ts, w->chain, w->chain);
 
         if (w->tail) continue;
         for (size_t t = 0; t < ev->ntags; t++)
@@ -416,22 +418,36 @@ out:
     return rc > 0 ? cairn__mdb_fail(rc, "index the tail") : rc;
 }
 
-/* The head and the last timestamp come from the log's last record, so that a commit
- * touches `meta` only when it creates a stream. */
-static int read_tail(cairn_env *e, MDB_txn *txn, MDB_cursor *clog, uint64_t *head,
-                     int64_t *last_ts) {
+/* The head, the last timestamp and the chain hash of the head come from the log's last
+ * record, so that a commit touches `meta` only when it creates a stream.  Otherwise (the
+ * newest records were removed, the head is a format-1 record) cairn__chain_at finds the
+ * hash; a format-1 store that was not upgraded yet (opened read-only first in this
+ * process) is upgraded by this write. */
+static int read_tail(cairn_env *e, MDB_txn *txn, MDB_cursor *clog, uint64_t *head, int64_t *last_ts,
+                     uint8_t chain[CAIRN_CHAIN]) {
     MDB_val k, v;
-    int rc = mdb_cursor_get(clog, &k, &v, MDB_LAST);
+    uint64_t pos = 0;
+    int rc = mdb_cursor_get(clog, &k, &v, MDB_LAST), format;
+    const uint8_t *stored = NULL;
     *last_ts = 0;
     if (rc == 0) {
         cairn_event ev;
-        uint64_t pos = k.mv_size == 8 ? cairn__get_be64(k.mv_data) : 0;
-        if ((rc = cairn__record_decode(v.mv_data, v.mv_size, pos, &ev))) return rc;
+        cairn_rec_info info;
+        pos = k.mv_size == 8 ? cairn__get_be64(k.mv_data) : 0;
+        if ((rc = cairn__record_decode_ex(v.mv_data, v.mv_size, pos, &ev, &info))) return rc;
         *last_ts = ev.timestamp;
+        stored = info.chain;
     } else if (rc != MDB_NOTFOUND) {
         return cairn__mdb_fail(rc, "read log");
     }
-    return cairn__head(e, txn, head);
+    if ((rc = cairn__head(e, txn, head))) return rc;
+    if (stored && pos == *head) {
+        memcpy(chain, stored, CAIRN_CHAIN);
+        return CAIRN_OK;
+    }
+    if ((rc = cairn__store_format(e, txn, &format))) return rc;
+    if (format == 1 && (rc = cairn__chain_upgrade(e, txn))) return rc;
+    return cairn__chain_at(e, txn, *head, chain);
 }
 
 int cairn__write_requests(cairn_store *s, MDB_txn *txn, const cairn_append_req *reqs, size_t nreqs,
@@ -454,7 +470,7 @@ int cairn__write_requests(cairn_store *s, MDB_txn *txn, const cairn_append_req *
     MDB_TRY(mdb_cursor_open(txn, e->post, &w.cat), "open cursor");
     MDB_TRY(mdb_cursor_open(txn, e->post, &w.type), "open cursor");
     MDB_TRY(mdb_cursor_open(txn, e->post, &w.tag), "open cursor");
-    if ((rc = read_tail(e, txn, w.log, &head, &last_ts))) goto out;
+    if ((rc = read_tail(e, txn, w.log, &head, &last_ts, w.chain))) goto out;
     w.txn_first = head + 1;
     if ((rc = get_u64(txn, e->meta, &K_SID, &next_sid))) goto out;
     sid0 = next_sid;

@@ -14,14 +14,17 @@ static size_t tags_size(const cairn_event_in *ev) {
     return n;
 }
 
-size_t cairn__record_size(const cairn_slice *stream, const cairn_event_in *ev) {
+size_t cairn__record_size(const cairn_slice *stream, const cairn_event_in *ev,
+                          const cairn_rec_extra *x) {
     return CAIRN_REC_HEADER + stream->len + ev->type.len + tags_size(ev) + ev->metadata.len +
-        ev->data.len;
+        (x ? x->subject.len : 0) + ev->data.len;
 }
 
 void cairn__record_write(uint8_t *out, const cairn_slice *stream, const cairn_event_in *ev,
-                         const uint8_t *id, uint64_t position, int64_t version, int64_t timestamp) {
-    size_t tl = tags_size(ev);
+                         const cairn_rec_extra *x, const uint8_t *id, uint64_t position,
+                         int64_t version, int64_t timestamp, const uint8_t prev[CAIRN_CHAIN],
+                         uint8_t chain[CAIRN_CHAIN]) {
+    size_t tl = tags_size(ev), sl = x ? x->subject.len : 0;
     uint8_t *p = out + CAIRN_REC_HEADER;
 
     out[8] = CAIRN_REC_FORMAT;
@@ -37,6 +40,9 @@ void cairn__record_write(uint8_t *out, const cairn_slice *stream, const cairn_ev
     cairn__put_le32(out + 48, (uint32_t)ev->data.len);
     cairn__put_le32(out + 52, (uint32_t)tl);
     memcpy(out + 56, id, 16);
+    cairn__put_le32(out + 104, x ? x->key_id : 0);
+    cairn__put_le16(out + 108, (uint16_t)sl);
+    cairn__put_le16(out + 110, 0);
     memcpy(p, stream->ptr, stream->len), p += stream->len;
     memcpy(p, ev->type.ptr, ev->type.len), p += ev->type.len;
     for (size_t i = 0; i < ev->ntags; i++) {
@@ -45,21 +51,39 @@ void cairn__record_write(uint8_t *out, const cairn_slice *stream, const cairn_ev
         p += 2 + ev->tags[i].len;
     }
     if (ev->metadata.len) memcpy(p, ev->metadata.ptr, ev->metadata.len), p += ev->metadata.len;
+    if (sl) memcpy(p, x->subject.ptr, sl), p += sl;
     if (ev->data.len) memcpy(p, ev->data.ptr, ev->data.len), p += ev->data.len;
+    /* the chain hash covers every byte but the checksum and itself; the checksum then
+     * covers the hash too */
+    cairn__chain_hash(prev, out, (size_t)(p - out), out + 72);
+    if (chain != out + 72) memcpy(chain, out + 72, CAIRN_CHAIN);
     cairn__put_le64(out, XXH3_64bits(out + 8, (size_t)(p - out) - 8));
+}
+
+int cairn__record_decode(const void *rec, size_t len, uint64_t position, cairn_event *ev) {
+    return cairn__record_decode_ex(rec, len, position, ev, NULL);
 }
 
 /* Never trusts a length before checking it against the record's size: a damaged record
  * must end in CAIRN_ECORRUPT, not in a read past the buffer. */
-int cairn__record_decode(const void *rec, size_t len, uint64_t position, cairn_event *ev) {
+int cairn__record_decode_ex(const void *rec, size_t len, uint64_t position, cairn_event *ev,
+                            cairn_rec_info *info) {
     const uint8_t *r = rec;
-    uint64_t want;
-    size_t body;
+    uint64_t want, body, sl = 0;
+    size_t header;
 
-    if (len < CAIRN_REC_HEADER) goto bad;
+    if (len < CAIRN_REC_HEADER1) goto bad;
     want = cairn__get_le64(r);
     if (XXH3_64bits(r + 8, len - 8) != want) goto bad;
-    if (r[8] != CAIRN_REC_FORMAT) goto bad;
+    if (r[8] == CAIRN_REC_FORMAT) {
+        header = CAIRN_REC_HEADER;
+        if (len < header || cairn__get_le16(r + 110) != 0) goto bad;
+        sl = cairn__get_le16(r + 108);
+    } else if (r[8] == 1) {
+        header = CAIRN_REC_HEADER1;
+    } else {
+        goto bad;
+    }
     ev->flags = r[9];
     ev->type.len = cairn__get_le16(r + 10);
     ev->ntags = cairn__get_le16(r + 12);
@@ -73,14 +97,21 @@ int cairn__record_decode(const void *rec, size_t len, uint64_t position, cairn_e
     body = cairn__get_le32(r + 52);
     memcpy(ev->id, r + 56, 16);
     if (ev->position != position && position != 0) goto bad;
-    if ((uint64_t)ev->stream.len + ev->type.len + body + ev->metadata.len + ev->data.len !=
-        len - CAIRN_REC_HEADER)
+    if ((uint64_t)ev->stream.len + ev->type.len + body + ev->metadata.len + sl + ev->data.len !=
+        len - header)
         goto bad;
-    r += CAIRN_REC_HEADER;
+    if (info) {
+        info->format = r[8];
+        info->key_id = header == CAIRN_REC_HEADER ? cairn__get_le32(r + 104) : 0;
+        info->chain = header == CAIRN_REC_HEADER ? r + 72 : NULL;
+    }
+    r += header;
     ev->stream.ptr = r, r += ev->stream.len;
     ev->type.ptr = r, r += ev->type.len;
     ev->tags_raw = r, ev->tags_len = body, r += body;
     ev->metadata.ptr = r, r += ev->metadata.len;
+    if (info) info->subject.ptr = r, info->subject.len = sl;
+    r += sl;
     ev->data.ptr = r;
     return CAIRN_OK;
 bad:

@@ -163,7 +163,7 @@ int cairn__id_find(cairn_env *e, MDB_txn *txn, const uint8_t *key, size_t len, i
     k.mv_size = 8, k.mv_data = kb;
     rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
     while (rc == 0) {
-        if (v.mv_size >= CAIRN_REC_HEADER && k.mv_size == 8 &&
+        if (v.mv_size >= CAIRN_REC_HEADER1 && k.mv_size == 8 &&
             memcmp((const uint8_t *)v.mv_data + 56, key, len) == 0) {
             cairn_event ev;
             uint64_t p = cairn__get_be64(k.mv_data);

@@ -122,32 +122,6 @@ int cairn__life_view_hides(cairn_env *e, MDB_txn *txn, cairn_life_view *v, const
 }
 
 /* ---------------------------------------------------------------------------------
- * Holes: runs of removed positions, `holes`: first u64 -> last u64 (big-endian), merged so
- * that the positions between two records that remain are one run.
- * --------------------------------------------------------------------------------- */
-int cairn__holes_cover(cairn_env *e, MDB_txn *txn, uint64_t lo, uint64_t hi, int *yes) {
-    MDB_cursor *c;
-    uint8_t kb[8];
-    MDB_val k = {8, kb}, v;
-    int rc;
-
-    *yes = 0;
-    if (!e->holes) return CAIRN_OK;
-    if ((rc = mdb_cursor_open(txn, e->holes, &c))) return cairn__mdb_fail(rc, "read holes");
-    cairn__put_be64(kb, lo);
-    rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
-    if (rc == 0 && (k.mv_size != 8 || cairn__get_be64(k.mv_data) != lo))
-        rc = mdb_cursor_get(c, &k, &v, MDB_PREV);
-    else if (rc == MDB_NOTFOUND)
-        rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
-    if (rc == 0 && k.mv_size == 8 && v.mv_size == 8 && cairn__get_be64(k.mv_data) <= lo &&
-        cairn__get_be64(v.mv_data) >= hi)
-        *yes = 1;
-    mdb_cursor_close(c);
-    return rc == 0 || rc == MDB_NOTFOUND ? CAIRN_OK : cairn__mdb_fail(rc, "read holes");
-}
-
-/* ---------------------------------------------------------------------------------
  * The `$lifecycle` stream
  * --------------------------------------------------------------------------------- */
 int cairn__lifecycle_append(cairn_store *s, MDB_txn *txn, const char *type, const char *json_data,

@@ -38,7 +38,8 @@ typedef struct cairn_env {
     MDB_dbi comp;  /* compensated event id (16 bytes) -> u64 position of its compensation */
     MDB_dbi subs;  /* subscription name -> u64 checkpoint BE; 0 when the db is absent */
     MDB_dbi smeta; /* stream key -> lifecycle entry (lifecycle.c); 0 when the db is absent */
-    MDB_dbi holes; /* first removed position -> last of its run (lifecycle.c); 0: absent */
+    MDB_dbi holes; /* last position of a run of removed positions -> (first position of the
+                    * run, chain hash at its end) (chain.c); 0 when the db is absent */
     void *notify;  /* the mapped `notify` file (notify.c), NULL when unavailable */
     int notify_rw; /* mapped writable: this process can register as a waiter */
     /* One thread per process sleeps on the shared futex (the leader); the others wait on
@@ -188,22 +189,86 @@ typedef struct cairn_filecheck {
 int cairn__file_check(const char *data, int force_walk, cairn_filecheck *out);
 
 /* ---------------------------------------------------------------------------------
- * Record codec (codec.c).  Layout, little-endian:
- *   0 u64 checksum (XXH3-64 of bytes 8..end)   8 u8 format (1)   9 u8 flags
+ * Record codec (codec.c).  Format 2, little-endian (docs/FORMAT.md):
+ *   0 u64 checksum (XXH3-64 of bytes 8..end)   8 u8 format (2)   9 u8 flags
  *  10 u16 type_len  12 u16 ntags  14 u16 stream_len  16 u64 position  24 i64 version
  *  32 i64 timestamp 40 u32 schema 44 u32 metadata_len 48 u32 data_len 52 u32 tags_len
- *  56 u8[16] event id  72: stream, type, tags (u16 len + bytes each), metadata, data
+ *  56 u8[16] event id  72 u8[32] chain hash  104 u32 key id  108 u16 subject_len  110 u16 0
+ * 112: stream, type, tags (u16 len + bytes each), metadata, subject, data
+ * Format 1 (written before issue 13, still read): bytes 0..72 alike, then the body without
+ * a subject; its chain hash is computed, not stored.
  * --------------------------------------------------------------------------------- */
-#define CAIRN_REC_HEADER 72
-#define CAIRN_REC_FORMAT 1
+#define CAIRN_REC_HEADER 112
+#define CAIRN_REC_HEADER1 72 /* a format-1 record's header */
+#define CAIRN_REC_FORMAT 2
+#define CAIRN_STORE_FORMAT 2 /* the format number in meta `magic` */
+#define CAIRN_CHAIN 32       /* bytes of a chain hash (BLAKE2b-256) */
 
-size_t cairn__record_size(const cairn_slice *stream, const cairn_event_in *ev);
-/* Writes a record into `out` (cairn__record_size bytes) and seals its checksum. */
+/* What a record carries besides the event (NULL where taken: none): the key id of its
+ * encrypted data (0: not encrypted) and its subject. */
+typedef struct cairn_rec_extra {
+    uint32_t key_id;
+    cairn_slice subject;
+} cairn_rec_extra;
+
+/* What cairn__record_decode_ex tells besides the event. */
+typedef struct cairn_rec_info {
+    int format;           /* 1 or 2 */
+    uint32_t key_id;      /* 0 for format 1 */
+    cairn_slice subject;  /* empty for format 1 */
+    const uint8_t *chain; /* the stored chain hash (format 2), NULL for format 1 */
+} cairn_rec_info;
+
+size_t cairn__record_size(const cairn_slice *stream, const cairn_event_in *ev,
+                          const cairn_rec_extra *x);
+/* Writes a record into `out` (cairn__record_size bytes): its chain hash follows from
+ * `prev` (the chain hash of position-1) and is also copied to `chain` (may be `prev`),
+ * then the checksum is sealed. */
 void cairn__record_write(uint8_t *out, const cairn_slice *stream, const cairn_event_in *ev,
-                         const uint8_t *id, uint64_t position, int64_t version, int64_t timestamp);
-/* Checks and decodes a record; `position` is the key it was stored under.
- * Pointers in *ev point into `rec`. */
+                         const cairn_rec_extra *x, const uint8_t *id, uint64_t position,
+                         int64_t version, int64_t timestamp, const uint8_t prev[CAIRN_CHAIN],
+                         uint8_t chain[CAIRN_CHAIN]);
+/* Checks and decodes a record (format 1 or 2); `position` is the key it was stored under
+ * (0: not checked).  Pointers in *ev and *info point into `rec`; info may be NULL. */
 int cairn__record_decode(const void *rec, size_t len, uint64_t position, cairn_event *ev);
+int cairn__record_decode_ex(const void *rec, size_t len, uint64_t position, cairn_event *ev,
+                            cairn_rec_info *info);
+
+/* ---------------------------------------------------------------------------------
+ * The hash chain (chain.c, docs/FORMAT.md "The hash chain").  The chain hash of position
+ * p is BLAKE2b-256(chain(p-1) || the record's bytes 8..72 || bytes 104..end) for format 2
+ * (stored at 72), BLAKE2b-256(chain(p-1) || bytes 8..end) for format 1 (computed);
+ * chain(0) is the genesis constant.  `holes` holds one entry per run of removed positions:
+ * its last position u64 BE -> its first position u64 BE and the chain hash of the last (what
+ * the next record's link needs; cairn__holes_cover tells holes from damage with it); meta
+ * `chain1` holds (last format-1 position u64 BE, its chain hash) from the upgrade of a
+ * format-1 store on.
+ * --------------------------------------------------------------------------------- */
+/* sodium_init, once per process; CAIRN_EINTERNAL when libsodium cannot start. */
+int cairn__chain_init(void);
+const uint8_t *cairn__chain_genesis(void);
+/* chain = the chain hash of the record `rec` (format 1 or 2, already checked) after `prev`
+ * (may alias chain). */
+void cairn__chain_hash(const uint8_t prev[CAIRN_CHAIN], const void *rec, size_t len,
+                       uint8_t chain[CAIRN_CHAIN]);
+/* The chain hash of position `pos` as of txn (0: genesis): a format-2 record's stored one,
+ * a hole entry's, meta chain1's, or computed over format-1 records from the nearest
+ * position below whose hash is known.  CAIRN_ECORRUPT naming pos when it cannot be known. */
+int cairn__chain_at(cairn_env *e, MDB_txn *txn, uint64_t pos, uint8_t out[CAIRN_CHAIN]);
+/* For the writer that removes the record `rec` (len bytes, as stored at `pos`) from `log`:
+ * call it in the same write txn, before the record is deleted, for each record removed (in
+ * any order).  Keeps the run holding pos as one entry: at pos with rec's chain hash unless
+ * pos+1 is a removed position below the head (then that run's entry, at its end, now starts
+ * where pos's run does), and the entry at pos-1 (now inside the run) deleted; when pos is
+ * the head, meta `head` is written so that the head stays.  CAIRN__EMAPFULL: grow, run
+ * again; CAIRN_ECORRUPT when pos+1 is missing from the log without a hole entry. */
+int cairn__chain_remove(cairn_env *e, MDB_txn *txn, uint64_t pos, const void *rec, size_t len);
+/* A format-1 store's upgrade, in a write txn: computes the chain over its format-1 records
+ * (one pass), writes meta chain1 (when there are any) and the store format 2 in `magic`. */
+int cairn__chain_upgrade(cairn_env *e, MDB_txn *txn);
+/* The store format of meta `magic` as of txn (1 or 2). */
+int cairn__store_format(cairn_env *e, MDB_txn *txn, int *format);
+
 /* LMDB does not checksum its tree: a damaged page can point anywhere.  map_bounds finds the
  * used part of the map for a read-only txn (cheap, once per txn); val_check fails with
  * CAIRN_ECORRUPT naming `position` when a value does not lie inside it. */
@@ -331,7 +396,7 @@ int cairn__life_view_begin(cairn_env *e, MDB_txn *txn, cairn_life_view *v);
 int cairn__life_view_hides(cairn_env *e, MDB_txn *txn, cairn_life_view *v, const cairn_event *ev);
 
 /* Is every position of lo..hi (lo <= hi) a hole: an event removed by the lifecycle rules?
- * Else the log lost records (damage).  *yes 1 or 0. */
+ * Else the log lost records (damage).  *yes 1 or 0.  (chain.c: `holes` is the chain's.) */
 int cairn__holes_cover(cairn_env *e, MDB_txn *txn, uint64_t lo, uint64_t hi, int *yes);
 
 /* ---------------------------------------------------------------------------------

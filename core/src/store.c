@@ -291,6 +291,7 @@ static int env_setup(cairn_env *e, int create) {
     MDB_dbi main;
     MDB_val k = {5, (void *)"magic"}, v;
     MDB_stat st;
+    const uint8_t *format;
     int rc;
     unsigned cf = create ? MDB_CREATE : 0;
 
@@ -310,6 +311,16 @@ static int env_setup(cairn_env *e, int create) {
         rc = mdb_get(txn, e->meta, &k, &v);
         if (rc || v.mv_size != sizeof MAGIC + 3 || memcmp(v.mv_data, MAGIC, sizeof MAGIC))
             goto not_ours;
+        format = (const uint8_t *)v.mv_data + sizeof MAGIC;
+        if (format[0] || format[1] || format[2] < 1 || format[2] > CAIRN_STORE_FORMAT) {
+            unsigned f = ((unsigned)format[0] << 16) | ((unsigned)format[1] << 8) | format[2];
+            mdb_txn_abort(txn);
+            if (create) writer_unlock(e);
+            return cairn__fail(CAIRN_ECORRUPT,
+                               "%s: store format %u%s: this cairn reads store formats 1 to %d%s",
+                               e->path, f, f ? " is newer than this cairn knows" : " is unknown",
+                               CAIRN_STORE_FORMAT, f ? "; open it with a newer cairn" : "");
+        }
         cf = 0; /* an existing store: its databases exist */
     }
     if ((rc = mdb_dbi_open(txn, "meta", cf, &e->meta)) ||
@@ -344,6 +355,12 @@ static int env_setup(cairn_env *e, int create) {
         e->holes = 0;
     else if (rc)
         goto mdb_fail;
+    /* a format-1 store opened writable is upgraded now (chain.c; nothing rewritten) */
+    if (create && !cf && (rc = cairn__chain_upgrade(e, txn))) {
+        mdb_txn_abort(txn);
+        writer_unlock(e);
+        return rc == CAIRN__EMAPFULL ? cairn__fail(CAIRN_EIO, "upgrade: the map is full") : rc;
+    }
     /* the layer above's databases */
     if (e->hooks && e->hooks->env_open &&
         (rc = e->hooks->env_open(e, txn, cf != 0, create, &e->upper))) {
@@ -353,7 +370,7 @@ static int env_setup(cairn_env *e, int create) {
     }
     if (cf) {
         uint8_t magic[sizeof MAGIC + 3] = MAGIC;
-        magic[sizeof MAGIC + 2] = CAIRN_REC_FORMAT; /* store format, big-endian u24 */
+        magic[sizeof MAGIC + 2] = CAIRN_STORE_FORMAT; /* store format, big-endian u24 */
         v.mv_size = sizeof magic, v.mv_data = magic;
         if ((rc = mdb_put(txn, e->meta, &k, &v, 0))) goto mdb_fail;
     }
@@ -451,7 +468,7 @@ static int env_open(const char *path, const struct stat *st, const cairn_options
         }
     }
     if ((rc = mdb_env_create(&e->env))) goto mdb_fail;
-    mdb_env_set_maxdbs(e->env, 24);
+    mdb_env_set_maxdbs(e->env, 32);
     mdb_env_set_maxreaders(e->env, 1022);
     /* A map too small for a new store's databases made the open fail with MDB_MAP_FULL (and
      * leave files behind); the map grows on demand anyway, so a small one is rounded up. */
@@ -496,6 +513,7 @@ int cairn__store_open(const char *path, const cairn_options *opts, const cairn_h
     pthread_once(&g_once, init_once);
     if (!opts) cairn_options_init(&defaults), opts = &defaults;
     if (!path || !*path) return cairn__fail(CAIRN_EINVAL, "path: must not be empty");
+    if ((rc = cairn__chain_init())) return rc; /* sodium_init: once, thread-safe */
     if ((unsigned)opts->durability > CAIRN_DURABLE_NONE)
         return cairn__fail(CAIRN_EINVAL, "durability: unknown value %d", (int)opts->durability);
     if (stat(path, &st) != 0) {

@@ -32,6 +32,7 @@
  *
  * Memory stays bounded: nothing is kept per event or per stream.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #define XXH_INLINE_ALL
 #include <xxhash.h>
@@ -56,6 +57,13 @@ typedef struct vstate {
     void *damage_ctx;
     uint64_t damaged;  /* damages reported */
     cairn_error first; /* the first of them, returned at the end */
+    /* the hash chain: the chain hash of position next-1 (known: 0 after a record that does
+     * not decode), meta chain1, the store format, a format-2 record seen, runs of removed
+     * positions met (each must have its hole entry) */
+    uint8_t chain[CAIRN_CHAIN];
+    int known, format, seen2;
+    uint64_t c1pos, runs;
+    uint8_t c1hash[CAIRN_CHAIN];
 } vstate;
 
 static int has_dup(MDB_cursor *c, const void *key, size_t klen, const void *val, size_t vlen) {
@@ -158,19 +166,73 @@ static int check_indexed(vstate *vs, MDB_txn *txn, MDB_cursor *cids, MDB_cursor 
     return bad ? cairn__corrupt(pos, bad) : CAIRN_OK;
 }
 
+/* The chain link of the record at pos (decoded: info): recomputed from the chain hash of
+ * pos-1 and compared with the stored one (format 2), or computed (format 1) and compared
+ * with meta chain1 at the last format-1 position.  After a mismatch the chain goes on from
+ * the stored hash, so that one damaged link is one report. */
+static int check_chain(vstate *vs, const MDB_val *v, uint64_t pos, const cairn_rec_info *info,
+                       uint64_t after_hole) {
+    uint8_t h[CAIRN_CHAIN];
+    if (info->format == 1) {
+        if (vs->seen2) return cairn__corrupt(pos, "a format-1 record after format-2 records");
+        if (vs->format > 1 && (!vs->c1pos || pos > vs->c1pos))
+            return cairn__corrupt(pos, "a format-1 record past the upgrade's chain1 in meta");
+        if (!vs->known) return CAIRN_OK; /* after a damaged record: nothing to go on */
+        cairn__chain_hash(vs->chain, v->mv_data, v->mv_size, vs->chain);
+        if (pos == vs->c1pos && memcmp(vs->chain, vs->c1hash, CAIRN_CHAIN)) {
+            memcpy(vs->chain, vs->c1hash, CAIRN_CHAIN);
+            return cairn__corrupt(pos,
+                                  "the format-1 records up to here do not hash to the chain "
+                                  "recorded when the store was upgraded (meta chain1): one of "
+                                  "them was changed");
+        }
+        return CAIRN_OK;
+    }
+    if (!vs->seen2) {
+        vs->seen2 = 1;
+        if (vs->c1pos >= pos)
+            return cairn__corrupt(pos, "meta chain1 names a position after this format-2 record");
+    }
+    if (vs->known) {
+        cairn__chain_hash(vs->chain, v->mv_data, v->mv_size, h);
+        memcpy(vs->chain, info->chain, CAIRN_CHAIN);
+        if (memcmp(h, info->chain, CAIRN_CHAIN)) {
+            if (after_hole) {
+                char m[160];
+                snprintf(m, sizeof m,
+                         "chain hash does not match this record after the removed positions "
+                         "ending at %llu (the record or their hole entry was changed)",
+                         (unsigned long long)after_hole);
+                return cairn__corrupt(pos, m);
+            }
+            return cairn__corrupt(pos,
+                                  "chain hash does not match this record and the chain "
+                                  "before it (the record or its chain hash was changed)");
+        }
+    }
+    memcpy(vs->chain, info->chain, CAIRN_CHAIN);
+    vs->known = 1;
+    return CAIRN_OK;
+}
+
 /* One record of the log pass, at `pos` (its key): it decodes, a lookup by position finds
  * it, its timestamp does not go back, its stream and stream index entries hold it, and
  * (outside the index tail) its id and posting entries. */
 static int check_record(cairn_env *e, vstate *vs, MDB_txn *txn, MDB_cursor *cids, MDB_cursor *csidx,
                         MDB_cursor *cpost, const MDB_val *k, const MDB_val *v, uint64_t pos,
-                        uint64_t tail) {
+                        uint64_t tail, uint64_t after_hole) {
     cairn_event ev;
     cairn_stream_info si;
+    cairn_rec_info info;
     uint8_t sv[16], sk[8];
     int rc;
 
-    if ((rc = cairn__val_check(g_lo, g_hi, v, pos))) return rc;
-    if ((rc = cairn__record_decode(v->mv_data, v->mv_size, pos, &ev))) return rc;
+    if ((rc = cairn__val_check(g_lo, g_hi, v, pos)) ||
+        (rc = cairn__record_decode_ex(v->mv_data, v->mv_size, pos, &ev, &info))) {
+        vs->known = 0;
+        return rc;
+    }
+    if ((rc = check_chain(vs, v, pos, &info, after_hole))) return rc;
     { /* found by key too: a damaged branch page can hide a record from lookups (every
          * read but a scan) while a sequential walk still reaches it */
         MDB_val lk = {8, k->mv_data}, lv;
@@ -208,6 +270,30 @@ static int damage_seen(vstate *vs, int rc) {
     return CAIRN_OK;
 }
 
+/* A run of removed positions first..end: 1 when its hole entry is there (the chain goes on
+ * from it), 0 when not (the positions are missing), or a negative code. */
+static int hole_end(cairn_env *e, vstate *vs, MDB_txn *txn, uint64_t first, uint64_t end) {
+    uint8_t kb[8];
+    MDB_val k = {8, kb}, v;
+    int rc;
+    if (!e->holes) return 0;
+    cairn__put_be64(kb, end);
+    rc = mdb_get(txn, e->holes, &k, &v);
+    if (rc == MDB_NOTFOUND) return 0;
+    if (rc) return cairn__mdb_fail(rc, "verify");
+    if (v.mv_size != 8 + CAIRN_CHAIN) return cairn__corrupt(end, "damaged hole entry");
+    if (cairn__get_be64(v.mv_data) != first)
+        return cairn__corrupt(end, "the hole entry of this run names another first position");
+    memcpy(vs->chain, (uint8_t *)v.mv_data + 8, CAIRN_CHAIN);
+    vs->known = 1;
+    vs->runs++;
+    if (end == vs->c1pos && memcmp(vs->chain, vs->c1hash, CAIRN_CHAIN))
+        return cairn__corrupt(end,
+                              "the hole entry at the last format-1 position does not match "
+                              "meta chain1");
+    return 1;
+}
+
 /* Checks records from vs->next on, at most CHUNK of them, in one read transaction. */
 static int verify_chunk(cairn_env *e, vstate *vs) {
     MDB_txn *txn;
@@ -230,19 +316,26 @@ static int verify_chunk(cairn_env *e, vstate *vs) {
     cairn__put_be64(kb, vs->next);
     rc = mdb_cursor_get(clog, &k, &v, MDB_SET_RANGE);
     while (rc == 0 && n < CHUNK && vs->next <= vs->head) {
-        uint64_t pos;
+        uint64_t pos, after_hole = 0;
 
         if (k.mv_size != 8) { /* the walk cannot go on from a key it cannot read */
             rc = cairn__corrupt(vs->next, "log key is not 8 bytes");
             goto out;
         }
         pos = cairn__get_be64(k.mv_data);
-        if (pos != vs->next) {
-            rc = cairn__corrupt(vs->next, "position missing from the log");
-            if (pos < vs->next || pos > vs->head || (rc = damage_seen(vs, rc))) goto out;
+        if (pos != vs->next) { /* removed positions, whose last keeps its chain hash */
+            if (pos > vs->next && pos <= vs->head &&
+                (rc = hole_end(e, vs, txn, vs->next, pos - 1)) != 0) {
+                if (rc < 0) goto out;
+                after_hole = pos - 1;
+            } else {
+                rc = cairn__corrupt(vs->next, "position missing from the log");
+                if (pos < vs->next || pos > vs->head || (rc = damage_seen(vs, rc))) goto out;
+                vs->known = 0;
+            }
             vs->next = pos; /* one report for the run of missing positions */
         }
-        rc = check_record(e, vs, txn, cids, csidx, cpost, &k, &v, pos, tail);
+        rc = check_record(e, vs, txn, cids, csidx, cpost, &k, &v, pos, tail, after_hole);
         if (rc == CAIRN_OK)
             vs->r->events++;
         else if ((rc = damage_seen(vs, rc)))
@@ -252,9 +345,19 @@ static int verify_chunk(cairn_env *e, vstate *vs) {
         rc = mdb_cursor_get(clog, &k, &v, MDB_NEXT);
     }
     if (rc == MDB_NOTFOUND) {
-        rc = vs->next <= vs->head ? cairn__corrupt(vs->next, "position missing from the log")
-                                  : CAIRN_OK;
-        if (rc && (rc = damage_seen(vs, rc)) == CAIRN_OK) vs->next = vs->head + 1;
+        rc = CAIRN_OK;
+        if (vs->next <= vs->head) { /* removed up to the head, or missing */
+            int h = hole_end(e, vs, txn, vs->next, vs->head);
+            if (h < 0) {
+                rc = h;
+            } else if (h) {
+                vs->next = vs->head + 1;
+            } else if ((rc = damage_seen(
+                            vs, cairn__corrupt(vs->next, "position missing from the log"))) ==
+                       CAIRN_OK) {
+                vs->next = vs->head + 1, vs->known = 0;
+            }
+        }
     } else if (rc > 0) {
         rc = cairn__mdb_fail(rc, "verify");
     }
@@ -478,6 +581,48 @@ out:
     return rc;
 }
 
+/* Every hole entry ends a run of removed positions at or below the head (each run the log
+ * pass met had its entry: here is the one that ends none). */
+static int locate_holes(cairn_env *e, MDB_txn *txn, MDB_cursor *clog, uint64_t head) {
+    MDB_cursor *c;
+    MDB_val k, v;
+    int rc;
+    if ((rc = mdb_cursor_open(txn, e->holes, &c))) return cairn__mdb_fail(rc, "verify");
+    rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+    while (rc == 0) {
+        uint8_t kb[8];
+        MDB_val lk = {8, kb}, lv;
+        uint64_t pos;
+        if (k.mv_size != 8 || v.mv_size != 8 + CAIRN_CHAIN) {
+            rc = cairn__corrupt(0, "holes: malformed entry");
+            goto out;
+        }
+        pos = cairn__get_be64(k.mv_data);
+        if (pos == 0 || pos > head) {
+            rc = cairn__corrupt(pos, "hole entry past the head");
+            goto out;
+        }
+        cairn__put_be64(kb, pos);
+        if (mdb_cursor_get(clog, &lk, &lv, MDB_SET) == 0) {
+            rc = cairn__corrupt(pos, "hole entry for a position the log holds");
+            goto out;
+        }
+        cairn__put_be64(kb, pos + 1);
+        if (pos < head && mdb_cursor_get(clog, &lk, &lv, MDB_SET) != 0) {
+            rc = cairn__corrupt(pos, "hole entry inside a run of removed positions");
+            goto out;
+        }
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    rc = rc == MDB_NOTFOUND ? cairn__corrupt(0,
+                                             "holes holds more entries than the log has runs "
+                                             "of removed positions")
+                            : cairn__mdb_fail(rc, "verify");
+out:
+    mdb_cursor_close(c);
+    return rc;
+}
+
 /* The index tail as of `txn`: its start lies within CAIRN_TAIL_MAX events of the head, its
  * events carry no rollback or compensation links (those are never deferred), and the
  * records verify_chunk met in a tail that has been indexed since are checked now. */
@@ -575,6 +720,12 @@ static int verify_counts(cairn_env *e, vstate *vs, cairn_progress_fn progress, v
             goto out;
         }
         if (st.ms_entries != vs->comps && (rc = locate_comp(e, txn, clog, head))) goto out;
+        if (e->holes && (rc = mdb_stat(txn, e->holes, &st))) {
+            rc = cairn__mdb_fail(rc, "verify");
+            goto out;
+        }
+        if (e->holes && st.ms_entries != vs->runs && (rc = locate_holes(e, txn, clog, head)))
+            goto out;
     out:
         if (clog) mdb_cursor_close(clog);
         cairn__read_end(e, txn);
@@ -683,13 +834,41 @@ out:
     return rc;
 }
 
+/* The chain from genesis, the store format and meta chain1 as the pass starts. */
+static int chain_start(cairn_env *e, vstate *vs) {
+    MDB_txn *txn;
+    MDB_val k = {6, (void *)"chain1"}, v;
+    int rc;
+    memcpy(vs->chain, cairn__chain_genesis(), CAIRN_CHAIN);
+    vs->known = 1;
+    if ((rc = cairn__read_begin(e, &txn))) return rc;
+    if ((rc = cairn__store_format(e, txn, &vs->format))) goto out;
+    rc = mdb_get(txn, e->meta, &k, &v);
+    if (rc == 0 && v.mv_size == 8 + CAIRN_CHAIN && cairn__get_be64(v.mv_data)) {
+        vs->c1pos = cairn__get_be64(v.mv_data);
+        memcpy(vs->c1hash, (uint8_t *)v.mv_data + 8, CAIRN_CHAIN);
+        rc = vs->c1pos > vs->head ? cairn__corrupt(vs->c1pos,
+                                                   "meta chain1 names a position "
+                                                   "past the head")
+                                  : CAIRN_OK;
+    } else if (rc == 0) {
+        rc = cairn__corrupt(0, "meta: damaged chain1 entry");
+    } else {
+        rc = rc == MDB_NOTFOUND ? CAIRN_OK : cairn__mdb_fail(rc, "verify");
+    }
+out:
+    cairn__read_end(e, txn);
+    return rc;
+}
+
 int cairn_verify_all(cairn_store *s, cairn_verify_report *report, cairn_progress_fn progress,
                      void *ctx, cairn_damage_fn damage, void *damage_ctx) {
-    cairn_verify_report r = {0, 0, 0};
+    cairn_verify_report r;
     vstate *vs;
     int rc;
 
     cairn__clear_error();
+    memset(&r, 0, sizeof r);
     if ((rc = cairn__store_check(s))) return rc;
     if ((rc = cairn_head(s, &r.head))) return rc;
     if (!(vs = calloc(1, sizeof *vs))) return cairn__fail(CAIRN_ENOMEM, "out of memory");
@@ -698,6 +877,7 @@ int cairn_verify_all(cairn_store *s, cairn_verify_report *report, cairn_progress
     vs->r = &r;
     vs->comp_dbi = s->env->comp;
     vs->damage = damage, vs->damage_ctx = damage_ctx;
+    if ((rc = chain_start(s->env, vs))) goto out;
     while (vs->next <= vs->head) {
         if ((rc = verify_chunk(s->env, vs))) goto out;
         if (progress) progress(ctx, vs->next - 1, r.head);
@@ -706,6 +886,7 @@ int cairn_verify_all(cairn_store *s, cairn_verify_report *report, cairn_progress
      * restate it */
     if (!vs->damaged && (rc = verify_counts(s->env, vs, progress, ctx))) goto out;
     if (!vs->damaged) rc = verify_streams(s->env, &r);
+    memcpy(r.chain, vs->chain, CAIRN_CHAIN);
     if (vs->damaged) {
         *cairn__err() = vs->first;
         rc = CAIRN_ECORRUPT;

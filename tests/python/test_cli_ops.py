@@ -30,11 +30,14 @@ def build(path, n=60):
 def test_verify_a_sound_store(tmp_path):
     path = tmp_path / "s"
     bank(path)
+    with cairn.open(path, readonly=True) as s:
+        chain = s.chain_head()[1]
     r = ok("verify", path)
-    assert r.stdout.startswith("ok: 8 events, 4 streams, head 8") and r.stdout.count("\n") == 1
+    assert r.stdout.startswith(f"ok: 8 events, 4 streams, head 8, chain {chain}; ")
+    assert r.stdout.count("\n") == 1
     assert r.stderr == ""
     assert jsonl(ok("verify", path, "--json")) == [
-        {"ok": True, "events": 8, "streams": 4, "head": 8}]
+        {"ok": True, "events": 8, "streams": 4, "head": 8, "chain": chain}]
 
 
 def test_verify_names_a_record_with_a_flipped_byte(tmp_path):

@@ -24,11 +24,11 @@ FULL = os.environ.get("CAIRN_LIMITS_FULL") == "1"
 N_STREAMS = int(os.environ.get("CAIRN_LIMITS_STREAMS", "1000000"))
 
 MAX_RECORD = _cairn.MAX_RECORD
-HEADER = 72  # docs/API.md section 1: the fixed part of a stored record
+HEADER = 112  # docs/API.md section 1: the fixed part of a stored record (format 2)
 
 
 def record_size(stream, type, data=b"", tags=(), metadata_json=b""):
-    """Section 1: stream name + type + tags (2-byte length each) + metadata + data + 72 bytes."""
+    """Section 1: stream name + type + tags (2-byte length each) + metadata + data + 112 bytes."""
     return (HEADER + len(stream.encode()) + len(type.encode())
             + sum(2 + len(t.encode()) for t in tags) + len(metadata_json) + len(data))
 

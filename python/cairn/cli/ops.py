@@ -30,11 +30,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 damage = e
     if damage is None:
         if out.json:
-            out.obj({"ok": True, "events": rep.events, "streams": rep.streams, "head": rep.head})
+            out.obj({"ok": True, "events": rep.events, "streams": rep.streams, "head": rep.head,
+                     "chain": rep.chain})
         else:
             out.styled([("ok", "bold green"), (f": {rep.events} events, {rep.streams} streams, "
-                                               f"head {rep.head}; every checksum and index "
-                                               f"agrees with the log", None)])
+                                               f"head {rep.head}, chain {rep.chain}; every "
+                                               f"checksum, chain link and index agrees with the "
+                                               f"log", None)])
         return 0
     if not found:  # found by a pass that compares totals: one damage, maybe no position
         found.append((damage.position or 0, str(damage)))
