@@ -24,7 +24,8 @@
 
 static const char *g_dir;
 static long g_events = 1000000;
-static char g_payload[200];
+static char g_payload[4096];
+static size_t g_payload_len = 200; /* CAIRN_BENCH_PAYLOAD=N: 2..4096 bytes of data */
 
 static double now(void) {
     struct timespec ts;
@@ -160,7 +161,7 @@ static void fill_events(cairn_event_in *ev, int n) {
         ev[i].type.ptr = (i & 1) ? "Deposited" : "Withdrawn";
         ev[i].type.len = 9;
         ev[i].data.ptr = g_payload;
-        ev[i].data.len = sizeof g_payload;
+        ev[i].data.len = g_payload_len;
         ev[i].schema = 1;
     }
 }
@@ -289,12 +290,20 @@ int main(int argc, char **argv) {
     g_dir = argv[1];
     if (argc > 2 && atol(argv[2]) > 0) g_events = atol(argv[2]);
     only = argc > 3 ? argv[3] : NULL; /* run one: batched, durable, single, scan, filtered */
-    memset(g_payload, 'p', sizeof g_payload);
-    g_payload[0] = '"', g_payload[sizeof g_payload - 1] = '"';
+    if (getenv("CAIRN_BENCH_PAYLOAD")) {
+        long n = atol(getenv("CAIRN_BENCH_PAYLOAD"));
+        if (n < 2 || n > (long)sizeof g_payload) {
+            fprintf(stderr, "CAIRN_BENCH_PAYLOAD: 2..%zu\n", sizeof g_payload);
+            return 2;
+        }
+        g_payload_len = (size_t)n;
+    }
+    memset(g_payload, 'p', g_payload_len);
+    g_payload[0] = '"', g_payload[g_payload_len - 1] = '"';
     if (mkdir(g_dir, 0755) != 0 && errno != EEXIST) die("mkdir", errno);
 
     printf("C core vs raw LMDB, %ld events of %zu-byte data, median of %d alternating rounds (7 for durable)\n\n",
-           g_events, sizeof g_payload, ROUNDS);
+           g_events, g_payload_len, ROUNDS);
     printf("| benchmark | cairn (peak RSS) | baseline (peak RSS) | ratio | target |\n|---|---|---|---|---|\n");
     if (!only || !strcmp(only, "batched")) {
         job j = {"batched", g_events, NULL};
