@@ -25,13 +25,14 @@ enum {
     EK_TAGS,
     EK_FORGOTTEN,
     EK_BYTES,
+    EK_SUBJECT,
     EK_N
 };
 _Static_assert(EK_N == LH_EVB_KEYS && EK_TYPE == LH_EVB_K_TYPE && EK_SCHEMA == LH_EVB_K_SCHEMA,
                "event keys");
-static const char *const ek_name[EK_N] = {"type",   "data",    "metadata",  "id",
-                                          "stream", "version", "position",  "timestamp",
-                                          "schema", "tags",    "forgotten", "bytes"};
+static const char *const ek_name[EK_N] = {"type",      "data",     "metadata",  "id",     "stream",
+                                          "version",   "position", "timestamp", "schema", "tags",
+                                          "forgotten", "bytes",    "subject"};
 
 /* [-0, +(LH_EVB_KEYS + (cache ? LH_EVB_CACHE : 0)), m] */
 void lh_evb_open(lua_State *L, lh_evb *b, cairn_buf *scratch, int cache) {
@@ -112,9 +113,11 @@ int lh_evb_event(lua_State *L, lh_evb *b, const cairn_event *ev, int type_idx) {
     lua_rawset(L, t);
     /* a bytes payload and a JSON string are both Lua strings: e.bytes tells them apart */
     KEY(EK_BYTES);
-    lua_pushboolean(L, (ev->flags & CAIRN_EVENT_BYTES) != 0);
+    lua_pushboolean(L, !ev->forgotten && (ev->flags & CAIRN_EVENT_BYTES) != 0);
     lua_rawset(L, t);
-    if (ev->flags & CAIRN_EVENT_BYTES) {
+    if (ev->forgotten) {
+        /* no data: the subject's key is gone (spec 6) */
+    } else if (ev->flags & CAIRN_EVENT_BYTES) {
         KEY(EK_DATA);
         lua_pushlstring(L, ev->data.ptr, ev->data.len);
         lua_rawset(L, t);
@@ -158,8 +161,13 @@ int lh_evb_event(lua_State *L, lh_evb *b, const cairn_event *ev, int type_idx) {
     }
     lua_rawset(L, t);
     KEY(EK_FORGOTTEN);
-    lua_pushboolean(L, 0);
+    lua_pushboolean(L, ev->forgotten != 0);
     lua_rawset(L, t);
+    if (ev->subject.len) {
+        KEY(EK_SUBJECT);
+        lh_evb_string(L, b, ev->subject.ptr, ev->subject.len);
+        lua_rawset(L, t);
+    }
     return 0;
 }
 #undef KEY
@@ -278,7 +286,7 @@ static void clear_table(lua_State *L, int t) {
 
 int lh_evb_event_reuse(lua_State *L, lh_evb *b, lh_reuse *r, const cairn_event *ev, int type_idx) {
     int t = r->e;
-    int plain = !ev->metadata.len && !ev->ntags;
+    int plain = !ev->metadata.len && !ev->ntags && !ev->subject.len; /* see r->plain */
     KEY(EK_TYPE);
     if (type_idx)
         lua_pushvalue(L, type_idx);
@@ -293,10 +301,12 @@ int lh_evb_event_reuse(lua_State *L, lh_evb *b, lh_reuse *r, const cairn_event *
     }
     memcpy(r->idbox, ev->id, 16);
     KEY(EK_BYTES); /* set with data, for every event */
-    lua_pushboolean(L, (ev->flags & CAIRN_EVENT_BYTES) != 0);
+    lua_pushboolean(L, !ev->forgotten && (ev->flags & CAIRN_EVENT_BYTES) != 0);
     lua_rawset(L, t);
     KEY(EK_DATA);
-    if (ev->flags & CAIRN_EVENT_BYTES) {
+    if (ev->forgotten) {
+        lua_pushnil(L);
+    } else if (ev->flags & CAIRN_EVENT_BYTES) {
         lua_pushlstring(L, ev->data.ptr, ev->data.len);
     } else if (ev->data.len) {
         if (lh_decode_into(L, ev->data.ptr, ev->data.len, b->scratch, b->err, sizeof b->err,
@@ -362,7 +372,13 @@ int lh_evb_event_reuse(lua_State *L, lh_evb *b, lh_reuse *r, const cairn_event *
     lua_pushvalue(L, r->tags);
     lua_rawset(L, t);
     KEY(EK_FORGOTTEN);
-    lua_pushboolean(L, 0);
+    lua_pushboolean(L, ev->forgotten != 0);
+    lua_rawset(L, t);
+    KEY(EK_SUBJECT);
+    if (ev->subject.len)
+        lh_evb_string(L, b, ev->subject.ptr, ev->subject.len);
+    else
+        lua_pushnil(L);
     lua_rawset(L, t);
     r->plain = plain;
 done:

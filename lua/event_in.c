@@ -177,7 +177,10 @@ static int field_of(lua_State *L, int idx, int read) {
     case 4: return IS("type") ? F_TYPE : IS("data") ? F_DATA : IS("tags") ? F_TAGS : F_UNKNOWN;
     case 5: return read && IS("bytes") ? F_BYTES : F_UNKNOWN;
     case 6: return IS("schema") ? F_SCHEMA : read && IS("stream") ? F_READ : F_UNKNOWN;
-    case 7: return read && IS("version") ? F_READ : !read && IS("subject") ? F_SUBJECT : F_UNKNOWN;
+    case 7:
+        return read && IS("version") ? F_READ
+            : IS("subject")          ? (read ? F_READ : F_SUBJECT)
+                                     : F_UNKNOWN;
     case 8: return IS("metadata") ? F_METADATA : read && IS("position") ? F_READ : F_UNKNOWN;
     case 9: return read && (IS("timestamp") || IS("forgotten")) ? F_READ : F_UNKNOWN;
     default: return F_UNKNOWN;
@@ -237,12 +240,13 @@ int lh_check_event(lua_State *L, int e, int kind) {
     while (lua_next(L, e)) {
         int f = field_of(L, -2, read);
         if (f == F_SUBJECT) {
-            /* As Event(subject=...) in the binding: until encryption exists, dropping a
+            /* Scripts cannot encrypt yet (only cairn.Event(subject=...) does): dropping a
              * subject would pass unencrypted data for encrypted. */
             lua_settop(L, top);
             return lh_fail(CAIRN_EINVAL,
-                           "an event's subject (encryption of event data) is not "
-                           "built yet; nothing was written");
+                           "an event's subject (encryption of its data) cannot be given by a "
+                           "script yet, only by cairn.Event(subject=...); nothing was "
+                           "written");
         }
         if (f == F_UNKNOWN) {
             lh_show_key(L, -2, k, sizeof k, 1);
@@ -255,7 +259,8 @@ int lh_check_event(lua_State *L, int e, int kind) {
             return lh_fail(
                 CAIRN_EINVAL,
                 "unknown key %s in an event table (an event has type, data, metadata, "
-                "id, stream, version, position, timestamp, schema, tags, forgotten and bytes)",
+                "id, stream, version, position, timestamp, schema, tags, subject, forgotten and "
+                "bytes)",
                 k);
         }
         has_type |= f == F_TYPE;

@@ -1045,7 +1045,7 @@ static int fold_inner(lua_State *L) {
                 a->fail = FOLD_JSON;
                 return 0;
             }
-            if (has_up) {
+            if (has_up && !e->forgotten) { /* spec 6: not applied to forgotten events */
                 int up = upcast_chain(L, a, 5, ev, a->b.keys + LH_EVB_K_TYPE,
                                       a->b.keys + LH_EVB_K_SCHEMA);
                 if (up < 0) return 0;

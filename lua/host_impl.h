@@ -127,7 +127,7 @@ int lh_fail_protected(cairn_lua *h, int status, const char *what);
  * of recent strings (types, streams) onto the stack of the frame that builds events; the
  * builder is valid while those slots stay.  Each event table is fresh, as are its data,
  * metadata and tags tables. */
-#define LH_EVB_KEYS 12
+#define LH_EVB_KEYS 13
 #define LH_EVB_CACHE 8    /* slot 0: the stream; 1..7: types and tags */
 #define LH_EVB_ROOM 8     /* free slots lh_evb_event needs above the builder */
 #define LH_EVB_K_TYPE 0   /* keys + LH_EVB_K_TYPE holds "type" */

@@ -34,7 +34,8 @@ static double now(void) {
 }
 
 static void die(const char *what, int rc) {
-    fprintf(stderr, "%s failed: %d %s\n", what, rc, rc < -30000 && rc > -30100 ? cairn_errmsg() : mdb_strerror(rc));
+    fprintf(stderr, "%s failed: %d %s\n", what, rc,
+            rc < -30000 && rc > -30100 ? cairn_errmsg() : mdb_strerror(rc));
     exit(2);
 }
 
@@ -44,7 +45,9 @@ static void rmrf(const char *path) {
     if (system(cmd) != 0) exit(2);
 }
 
-static void path_of(char *out, size_t n, const char *name) { snprintf(out, n, "%s/%s", g_dir, name); }
+static void path_of(char *out, size_t n, const char *name) {
+    snprintf(out, n, "%s/%s", g_dir, name);
+}
 
 /* ---------------------------------------------------------------- raw LMDB ------ */
 static MDB_env *raw_open(const char *path, unsigned flags) {
@@ -166,8 +169,14 @@ static void fill_events(cairn_event_in *ev, int n) {
     }
 }
 
+/* With `subject`, every event's data is encrypted for a subject (spec 6): the stream's name
+ * (one subject per stream, so 1,000 subjects, each with its own key). */
+static void set_subject(cairn_event_in *ev, int n, const char *subject, size_t len) {
+    for (int i = 0; i < n; i++) ev[i].subject.ptr = subject, ev[i].subject.len = len;
+}
+
 /* Streams of category "acct" hold 99% of events, category "rare" 1%. */
-static double cairn_batched(const char *path, long n) {
+static double cairn_batched(const char *path, long n, int subject) {
     cairn_store *s = open_store(path, CAIRN_DURABLE_NONE, 0);
     static cairn_event_in ev[BATCH];
     cairn_append_result r;
@@ -176,7 +185,9 @@ static double cairn_batched(const char *path, long n) {
     fill_events(ev, BATCH);
     for (long b = 0; b < n / BATCH; b++) {
         int len = snprintf(name, sizeof name, "%s-%ld", b % 100 == 7 ? "rare" : "acct", b % 1000);
-        int rc = cairn_append(s, name, (size_t)len, CAIRN_ANY, ev, BATCH, &r);
+        int rc;
+        if (subject) set_subject(ev, BATCH, name, (size_t)len);
+        rc = cairn_append(s, name, (size_t)len, CAIRN_ANY, ev, BATCH, &r);
         if (rc) die("append", rc);
     }
     t0 = now() - t0;
@@ -184,12 +195,13 @@ static double cairn_batched(const char *path, long n) {
     return n / t0;
 }
 
-static double cairn_single(const char *path, long n, cairn_durability d) {
+static double cairn_single(const char *path, long n, cairn_durability d, int subject) {
     cairn_store *s = open_store(path, d, 0);
     cairn_event_in ev[1];
     cairn_append_result r;
     double t0 = now();
     fill_events(ev, 1);
+    if (subject) set_subject(ev, 1, "acct-1", 6);
     for (long i = 0; i < n; i++) {
         int rc = cairn_append(s, "acct-1", 6, CAIRN_ANY, ev, 1, &r);
         if (rc) die("append", rc);
@@ -223,7 +235,10 @@ static double cairn_scan(const char *path, long *count, const char *category) {
 }
 
 /* ---------------------------------------------------------------- harness -------- */
-typedef struct { double value; long rss_kb; } sample;
+typedef struct {
+    double value;
+    long rss_kb;
+} sample;
 
 /* Runs fn in a child; the child writes its result to a pipe. */
 static sample in_child(double (*fn)(void *), void *arg) {
@@ -251,22 +266,116 @@ static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
 }
-static double median(double *v, int n) { qsort(v, (size_t)n, sizeof *v, cmp_d); return v[n / 2]; }
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_d);
+    return v[n / 2];
+}
 
-typedef struct { const char *name; long n; const char *category; } job;
+typedef struct {
+    const char *name;
+    long n;
+    const char *category;
+} job;
 
-static double j_raw_batched(void *a) { job *j = a; char p[4096]; path_of(p, sizeof p, "raw-b"); rmrf(p); return raw_batched(p, j->n); }
-static double j_cairn_batched(void *a) { job *j = a; char p[4096]; path_of(p, sizeof p, "cairn-b"); rmrf(p); return cairn_batched(p, j->n); }
-static double j_raw_durable(void *a) { job *j = a; char p[4096]; path_of(p, sizeof p, "raw-d"); rmrf(p); return raw_single(p, j->n, 0); }
-static double j_cairn_durable(void *a) { job *j = a; char p[4096]; path_of(p, sizeof p, "cairn-d"); rmrf(p); return cairn_single(p, j->n, CAIRN_DURABLE_FULL); }
-static double j_raw_single(void *a) { job *j = a; char p[4096]; path_of(p, sizeof p, "raw-s"); rmrf(p); return raw_single(p, j->n, MDB_NOSYNC | MDB_NOMETASYNC); }
-static double j_cairn_single(void *a) { job *j = a; char p[4096]; path_of(p, sizeof p, "cairn-s"); rmrf(p); return cairn_single(p, j->n, CAIRN_DURABLE_NONE); }
-static double j_raw_scan(void *a) { job *j = a; char p[4096]; long n; path_of(p, sizeof p, "cairn-b"); (void)j; return raw_scan(p, &n); }
-static double j_cairn_scan(void *a) { job *j = a; char p[4096]; long n; double t; path_of(p, sizeof p, "cairn-b"); t = cairn_scan(p, &n, j->category); return n / t; }
-static double j_cairn_scan_time(void *a) { job *j = a; char p[4096]; long n; path_of(p, sizeof p, "cairn-b"); return cairn_scan(p, &n, j->category); }
+static double j_raw_batched(void *a) {
+    job *j = a;
+    char p[4096];
+    path_of(p, sizeof p, "raw-b");
+    rmrf(p);
+    return raw_batched(p, j->n);
+}
+static double j_cairn_batched(void *a) {
+    job *j = a;
+    char p[4096];
+    path_of(p, sizeof p, "cairn-b");
+    rmrf(p);
+    return cairn_batched(p, j->n, 0);
+}
+static double j_cairn_batched_subject(void *a) {
+    job *j = a;
+    char p[4096];
+    path_of(p, sizeof p, "cairn-bs");
+    rmrf(p);
+    return cairn_batched(p, j->n, 1);
+}
+static double j_raw_durable(void *a) {
+    job *j = a;
+    char p[4096];
+    path_of(p, sizeof p, "raw-d");
+    rmrf(p);
+    return raw_single(p, j->n, 0);
+}
+static double j_cairn_durable(void *a) {
+    job *j = a;
+    char p[4096];
+    path_of(p, sizeof p, "cairn-d");
+    rmrf(p);
+    return cairn_single(p, j->n, CAIRN_DURABLE_FULL, 0);
+}
+static double j_cairn_durable_subject(void *a) {
+    job *j = a;
+    char p[4096];
+    path_of(p, sizeof p, "cairn-ds");
+    rmrf(p);
+    return cairn_single(p, j->n, CAIRN_DURABLE_FULL, 1);
+}
+static double j_cairn_single_subject(void *a) {
+    job *j = a;
+    char p[4096];
+    path_of(p, sizeof p, "cairn-ss");
+    rmrf(p);
+    return cairn_single(p, j->n, CAIRN_DURABLE_NONE, 1);
+}
+static double j_raw_single(void *a) {
+    job *j = a;
+    char p[4096];
+    path_of(p, sizeof p, "raw-s");
+    rmrf(p);
+    return raw_single(p, j->n, MDB_NOSYNC | MDB_NOMETASYNC);
+}
+static double j_cairn_single(void *a) {
+    job *j = a;
+    char p[4096];
+    path_of(p, sizeof p, "cairn-s");
+    rmrf(p);
+    return cairn_single(p, j->n, CAIRN_DURABLE_NONE, 0);
+}
+static double j_raw_scan(void *a) {
+    job *j = a;
+    char p[4096];
+    long n;
+    path_of(p, sizeof p, "cairn-b");
+    (void)j;
+    return raw_scan(p, &n);
+}
+static double j_cairn_scan(void *a) {
+    job *j = a;
+    char p[4096];
+    long n;
+    double t;
+    path_of(p, sizeof p, "cairn-b");
+    t = cairn_scan(p, &n, j->category);
+    return n / t;
+}
+static double j_cairn_scan_subject(void *a) {
+    job *j = a;
+    char p[4096];
+    long n;
+    double t;
+    path_of(p, sizeof p, "cairn-bs");
+    t = cairn_scan(p, &n, j->category);
+    return n / t;
+}
+static double j_cairn_scan_time(void *a) {
+    job *j = a;
+    char p[4096];
+    long n;
+    path_of(p, sizeof p, "cairn-b");
+    return cairn_scan(p, &n, j->category);
+}
 
-static void pair(const char *title, const char *unit, double (*base)(void *), double (*mine)(void *),
-                 job *jb, job *jm, const char *target, int rounds) {
+static void pair(const char *title, const char *unit, double (*base)(void *),
+                 double (*mine)(void *), job *jb, job *jm, const char *target, int rounds) {
     double b[16], m[16];
     long rb = 0, rm = 0;
     for (int i = 0; i < rounds; i++) {
@@ -289,7 +398,9 @@ int main(int argc, char **argv) {
     }
     g_dir = argv[1];
     if (argc > 2 && atol(argv[2]) > 0) g_events = atol(argv[2]);
-    only = argc > 3 ? argv[3] : NULL; /* run one: batched, durable, single, scan, filtered */
+    /* run one: batched, durable, single, scan, filtered; or crypto (not in the full run):
+     * the same with and without a subject, spec 6 */
+    only = argc > 3 ? argv[3] : NULL;
     if (getenv("CAIRN_BENCH_PAYLOAD")) {
         long n = atol(getenv("CAIRN_BENCH_PAYLOAD"));
         if (n < 2 || n > (long)sizeof g_payload) {
@@ -302,18 +413,20 @@ int main(int argc, char **argv) {
     g_payload[0] = '"', g_payload[g_payload_len - 1] = '"';
     if (mkdir(g_dir, 0755) != 0 && errno != EEXIST) die("mkdir", errno);
 
-    printf("C core vs raw LMDB, %ld events of %zu-byte data, median of %d alternating rounds (7 for durable)\n\n",
+    printf("C core vs raw LMDB, %ld events of %zu-byte data, median of %d alternating rounds (7 "
+           "for durable)\n\n",
            g_events, g_payload_len, ROUNDS);
-    printf("| benchmark | cairn (peak RSS) | baseline (peak RSS) | ratio | target |\n|---|---|---|---|---|\n");
+    printf("| benchmark | cairn (peak RSS) | baseline (peak RSS) | ratio | target "
+           "|\n|---|---|---|---|---|\n");
     if (!only || !strcmp(only, "batched")) {
         job j = {"batched", g_events, NULL};
-        pair("batched append, 1000/commit, durability none", "ev/s", j_raw_batched, j_cairn_batched, &j, &j,
-             ">= 0.30 of raw LMDB MDB_APPEND", ROUNDS);
+        pair("batched append, 1000/commit, durability none", "ev/s", j_raw_batched, j_cairn_batched,
+             &j, &j, ">= 0.30 of raw LMDB MDB_APPEND", ROUNDS);
     }
     if (!only || !strcmp(only, "durable")) {
         job j = {"durable", 1000, NULL};
-        pair("single-event durable appends, durability full", "commits/s", j_raw_durable, j_cairn_durable, &j,
-             &j, ">= 0.90 of raw LMDB put+commit", 7);
+        pair("single-event durable appends, durability full", "commits/s", j_raw_durable,
+             j_cairn_durable, &j, &j, ">= 0.90 of raw LMDB put+commit", 7);
     }
     if (!only || !strcmp(only, "single")) {
         /* what a commit costs besides the disk: the per-commit work durable appends hide */
@@ -326,6 +439,20 @@ int main(int argc, char **argv) {
         pair("full read with checksum verification", "ev/s", j_raw_scan, j_cairn_scan, &j, &j,
              ">= 0.50 of raw cursor scan", ROUNDS);
     }
+    if (only && !strcmp(only, "crypto")) {
+        /* cairn with `subject` (mine) against cairn without (the baseline), issue 13 */
+        job j = {"batched", g_events, NULL}, d = {"durable", 1000, NULL};
+        job s1 = {"single", 20000, NULL}, sc = {"scan", g_events, NULL};
+        pair("batched append with subject / without, 1000/commit, durability none", "ev/s",
+             j_cairn_batched, j_cairn_batched_subject, &j, &j, ">= 0.8", ROUNDS);
+        pair("single-event durable append with subject / without", "commits/s", j_cairn_durable,
+             j_cairn_durable_subject, &d, &d, ">= 0.8", 7);
+        pair("single-event append with subject / without, durability none", "commits/s",
+             j_cairn_single, j_cairn_single_subject, &s1, &s1, "(the CPU of a commit)", ROUNDS);
+        pair("full read, decrypting / plain", "ev/s", j_cairn_scan, j_cairn_scan_subject, &sc, &sc,
+             ">= 0.8", ROUNDS);
+        return 0;
+    }
     if (!only || !strcmp(only, "filtered")) {
         job full = {"full", g_events, NULL}, rare = {"rare", g_events, "rare"};
         double f[ROUNDS], r[ROUNDS];
@@ -334,7 +461,8 @@ int main(int argc, char **argv) {
             r[i] = in_child(j_cairn_scan_time, &rare).value;
         }
         double mf = median(f, ROUNDS), mr = median(r, ROUNDS);
-        printf("| filtered read of a 1%% category | %.4f s | full read %.4f s | **%.2f%%** of full | <= 3%% |\n",
+        printf("| filtered read of a 1%% category | %.4f s | full read %.4f s | **%.2f%%** of full "
+               "| <= 3%% |\n",
                mr, mf, 100 * mr / mf);
     }
     return 0;

@@ -91,6 +91,7 @@ typedef struct cpy_event {
     PyObject *metadata; /* dict or None */
     PyObject *tags;     /* tuple of exact str */
     PyObject *id_obj;   /* cached uuid.UUID or NULL */
+    PyObject *subject;  /* exact str, validated, or None (spec 6) */
     uint32_t schema;
     uint8_t id[16];
     uint8_t ready; /* Event.__init__ or __setstate__ ran: the fields are fixed */

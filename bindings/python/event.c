@@ -156,6 +156,11 @@ static PyObject *checked_name(PyObject *o, const char *what, Py_ssize_t max) {
     return s;
 }
 
+/* A data subject (spec 6): None, or a str as checked_name checks it. */
+static PyObject *checked_subject(PyObject *o) {
+    return o == Py_None ? Py_NewRef(o) : checked_name(o, "subject", CAIRN__SUBJECT_MAX);
+}
+
 static PyObject *checked_tags(PyObject *tags) {
     PyObject *t, *out;
     Py_ssize_t i, n;
@@ -215,6 +220,7 @@ static PyObject *event_new(PyTypeObject *tp, PyObject *args, PyObject *kwargs) {
     if (!self->type) goto fail;
     self->data = Py_NewRef(Py_None);
     self->metadata = Py_NewRef(Py_None);
+    self->subject = Py_NewRef(Py_None);
     if (!(self->tags = PyTuple_New(0))) goto fail;
     self->schema = 1;
     cairn_uuid7(self->id);
@@ -230,6 +236,7 @@ static int event_fill(cpy_event *self, PyObject *args, PyObject *kwargs) {
     static char *kwlist[] = {"type", "data", "metadata", "id", "schema", "tags", "subject", NULL};
     PyObject *type = NULL, *data = Py_None, *metadata = Py_None, *id = Py_None, *schema = NULL;
     PyObject *tags = NULL, *subject = Py_None, *new_type = NULL, *new_tags = NULL, *new_id = NULL;
+    PyObject *new_subject;
     long long sv = 1;
     uint8_t idb[16];
 
@@ -241,14 +248,7 @@ static int event_fill(cpy_event *self, PyObject *args, PyObject *kwargs) {
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|OO$OOOOO:Event", kwlist, &type, &data,
                                      &metadata, &id, &schema, &tags, &subject))
         return -1;
-    if (subject != Py_None) {
-        /* It was once accepted and dropped at append: whoever passed it believed the data
-         * encrypted.  Refused, before anything else, until the encryption exists. */
-        PyErr_SetString(PyExc_NotImplementedError,
-                        "Event(subject=...): encryption of event data (crypto-shredding) is "
-                        "not built yet; nothing was written");
-        return -1;
-    }
+    if (!(new_subject = checked_subject(subject))) return -1;
     if (type) {
         if (!(new_type = checked_name(type, "type", CAIRN_MAX_TYPE))) goto fail;
     } else {
@@ -297,12 +297,14 @@ static int event_fill(cpy_event *self, PyObject *args, PyObject *kwargs) {
     }
     Py_SETREF(self->data, Py_NewRef(data));
     Py_SETREF(self->metadata, Py_NewRef(metadata));
+    Py_SETREF(self->subject, new_subject);
     self->schema = (uint32_t)sv;
     self->ready = 1;
     return 0;
 fail:
     Py_XDECREF(new_type);
     Py_XDECREF(new_tags);
+    Py_DECREF(new_subject);
     return -1;
 }
 
@@ -317,6 +319,7 @@ static int event_traverse(cpy_event *self, visitproc visit, void *arg) {
     Py_VISIT(self->metadata);
     Py_VISIT(self->tags);
     Py_VISIT(self->id_obj);
+    Py_VISIT(self->subject);
     return 0;
 }
 
@@ -337,6 +340,7 @@ static void event_dealloc(cpy_event *self) {
     Py_CLEAR(self->metadata);
     Py_CLEAR(self->tags);
     Py_CLEAR(self->id_obj);
+    Py_CLEAR(self->subject);
     tp->tp_free(self);
     Py_DECREF(tp);
 }
@@ -370,9 +374,9 @@ static PyObject *event_richcompare(PyObject *a, PyObject *b, int op) {
     if ((op != Py_EQ && op != Py_NE) || Py_TYPE(a) != Py_TYPE(b)) Py_RETURN_NOTIMPLEMENTED;
     eq = x == y || (x->schema == y->schema && memcmp(x->id, y->id, 16) == 0);
     if (eq && x != y) {
-        PyObject *const fx[] = {x->type, x->tags, x->data, x->metadata};
-        PyObject *const fy[] = {y->type, y->tags, y->data, y->metadata};
-        for (int i = 0; eq > 0 && i < 4; i++) eq = PyObject_RichCompareBool(fx[i], fy[i], Py_EQ);
+        PyObject *const fx[] = {x->type, x->tags, x->subject, x->data, x->metadata};
+        PyObject *const fy[] = {y->type, y->tags, y->subject, y->data, y->metadata};
+        for (int i = 0; eq > 0 && i < 5; i++) eq = PyObject_RichCompareBool(fx[i], fy[i], Py_EQ);
         if (eq < 0) return NULL;
     }
     return PyBool_FromLong(op == Py_EQ ? eq : !eq);
@@ -397,9 +401,9 @@ static PyObject *event_reduce(cpy_event *self, PyObject *unused) {
 
     (void)unused;
     if (!st || !(id = event_get_id(self, NULL))) return NULL;
-    fields = Py_BuildValue("{sOsOsOsNsIsO}", "type", self->type, "data", self->data, "metadata",
+    fields = Py_BuildValue("{sOsOsOsNsIsOsO}", "type", self->type, "data", self->data, "metadata",
                            self->metadata, "id", id, "schema", (unsigned)self->schema, "tags",
-                           self->tags);
+                           self->tags, "subject", self->subject);
     if (!fields) return NULL;
     if (Py_IS_TYPE(self, st->Event_Type))
         inst = Py_NewRef(Py_None);
@@ -531,21 +535,13 @@ static PyMemberDef event_members[] = {
     {"metadata", T_OBJECT, offsetof(cpy_event, metadata), READONLY, "A dict or None."},
     {"schema", T_UINT, offsetof(cpy_event, schema), READONLY, "The schema version (int >= 1)."},
     {"tags", T_OBJECT, offsetof(cpy_event, tags), READONLY, "Tags (tuple of str)."},
+    {"subject", T_OBJECT, offsetof(cpy_event, subject), READONLY,
+     "The data subject whose key encrypts `data` (str), or None."},
     {NULL},
 };
 
-/* Event.subject and RecordedEvent.subject until there is encryption for a subject. */
-static PyObject *get_none(PyObject *self, void *closure) {
-    (void)self, (void)closure;
-    Py_RETURN_NONE;
-}
-
 static PyGetSetDef event_getset[] = {
     {"id", (getter)event_get_id, NULL, "The event id (uuid.UUID), fixed at construction.", NULL},
-    {"subject", get_none, NULL,
-     "None: encryption for a data subject is not built yet, so Event(subject=...) raises "
-     "NotImplementedError.",
-     NULL},
     {NULL},
 };
 
@@ -555,8 +551,8 @@ PyDoc_STRVAR(event_doc,
              "An event to append.  It gets its id when constructed (a UUIDv7 unless `id` is\n"
              "given), so appending the same Event objects again is an idempotent retry.\n"
              "`data` is a JSON-compatible value or bytes; it is encoded when appended.\n"
-             "`subject` must be None: encrypting `data` for a data subject (crypto-shredding)\n"
-             "is not built yet, and any other value raises NotImplementedError.\n"
+             "`subject` (a str, or None) names the data subject whose key encrypts `data`:\n"
+             "store.forget(subject) makes it unreadable for good (crypto-shredding).\n"
              "Events compare equal by class, id and content; they pickle and copy.  A subclass's\n"
              "type defaults to its class name.");
 
@@ -599,11 +595,13 @@ typedef struct cpy_recorded {
     PyObject *meta_obj;
     PyObject *id_obj;
     PyObject *ts_obj;
+    PyObject *subject; /* str or None */
     uint64_t position;
     int64_t version;
     int64_t timestamp;
     uint32_t schema;
     uint32_t flags;
+    int forgotten;
     size_t data_len;
     size_t meta_len;
     uint8_t id[16];
@@ -623,6 +621,7 @@ PyObject *cpy_recorded_new(cpy_state *st, const cairn_event *ev, cpy_namecache *
     self->timestamp = ev->timestamp;
     self->schema = ev->schema;
     self->flags = ev->flags;
+    self->forgotten = ev->forgotten != 0;
     memcpy(self->id, ev->id, 16);
     self->data_len = ev->data.len;
     self->meta_len = ev->metadata.len;
@@ -639,6 +638,10 @@ PyObject *cpy_recorded_new(cpy_state *st, const cairn_event *ev, cpy_namecache *
             : NULL;
     }
     if (!self->type) goto fail;
+    self->subject = ev->subject.len
+        ? PyUnicode_DecodeUTF8(ev->subject.ptr, (Py_ssize_t)ev->subject.len, "replace")
+        : Py_NewRef(Py_None);
+    if (!self->subject) goto fail;
     if (ev->ntags == 0) {
         self->tags = Py_NewRef(st->empty_tuple);
     } else {
@@ -669,6 +672,7 @@ static int recorded_traverse(cpy_recorded *self, visitproc visit, void *arg) {
     Py_VISIT(self->meta_obj);
     Py_VISIT(self->id_obj);
     Py_VISIT(self->ts_obj);
+    Py_VISIT(self->subject);
     return 0;
 }
 
@@ -688,6 +692,7 @@ static void recorded_dealloc(cpy_recorded *self) {
     Py_CLEAR(self->stream);
     Py_CLEAR(self->type);
     Py_CLEAR(self->tags);
+    Py_CLEAR(self->subject);
     recorded_clear(self);
     tp->tp_free(self);
     Py_DECREF(tp);
@@ -696,7 +701,9 @@ static void recorded_dealloc(cpy_recorded *self) {
 static PyObject *recorded_get_data(cpy_recorded *self, void *closure) {
     (void)closure;
     if (!self->data_obj) {
-        if (self->flags & CAIRN_EVENT_BYTES)
+        if (self->forgotten)
+            self->data_obj = Py_NewRef(Py_None);
+        else if (self->flags & CAIRN_EVENT_BYTES)
             self->data_obj = PyBytes_FromStringAndSize(self->raw, (Py_ssize_t)self->data_len);
         else if (self->data_len == 0)
             self->data_obj = Py_NewRef(Py_None);
@@ -738,8 +745,13 @@ static PyObject *recorded_get_timestamp(cpy_recorded *self, void *closure) {
 }
 
 static PyObject *recorded_get_forgotten(cpy_recorded *self, void *closure) {
-    (void)self, (void)closure;
-    Py_RETURN_FALSE;
+    (void)closure;
+    return PyBool_FromLong(self->forgotten);
+}
+
+static PyObject *recorded_get_subject(cpy_recorded *self, void *closure) {
+    (void)closure;
+    return Py_NewRef(self->subject ? self->subject : Py_None);
 }
 
 static PyObject *recorded_repr(cpy_recorded *self) {
@@ -786,9 +798,10 @@ static PyObject *recorded_richcompare(PyObject *a, PyObject *b, int op) {
         (x->position == y->position && x->version == y->version && x->timestamp == y->timestamp &&
          x->schema == y->schema && memcmp(x->id, y->id, 16) == 0);
     if (eq && x != y) {
-        PyObject *const fx[] = {x->stream, x->type, x->tags};
-        PyObject *const fy[] = {y->stream, y->type, y->tags};
-        for (int i = 0; eq > 0 && i < 3; i++) eq = PyObject_RichCompareBool(fx[i], fy[i], Py_EQ);
+        PyObject *const fx[] = {x->stream, x->type, x->tags, x->subject ? x->subject : Py_None};
+        PyObject *const fy[] = {y->stream, y->type, y->tags, y->subject ? y->subject : Py_None};
+        for (int i = 0; eq > 0 && i < 4; i++) eq = PyObject_RichCompareBool(fx[i], fy[i], Py_EQ);
+        if (eq > 0) eq = x->forgotten == y->forgotten;
         if (eq > 0) eq = recorded_payload_eq(x, y, 0);
         if (eq > 0) eq = recorded_payload_eq(x, y, 1);
         if (eq < 0) return NULL;
@@ -821,11 +834,12 @@ static PyObject *recorded_reduce(cpy_recorded *self, PyObject *unused) {
         Py_DECREF(fn);
         return NULL;
     }
-    return Py_BuildValue("N({sOsLsKsOsNsNsNsIsOsL})", fn, "stream", self->stream, "version",
-                         (long long)self->version, "position", (unsigned long long)self->position,
-                         "type", self->type, "data", data, "metadata", meta, "id", id, "schema",
-                         (unsigned)self->schema, "tags", self->tags, "timestamp_ns",
-                         (long long)self->timestamp);
+    return Py_BuildValue(
+        "N({sOsLsKsOsNsNsNsIsOsLsOsO})", fn, "stream", self->stream, "version",
+        (long long)self->version, "position", (unsigned long long)self->position, "type",
+        self->type, "data", data, "metadata", meta, "id", id, "schema", (unsigned)self->schema,
+        "tags", self->tags, "timestamp_ns", (long long)self->timestamp, "subject",
+        self->subject ? self->subject : Py_None, "forgotten", self->forgotten ? Py_True : Py_False);
 }
 
 /* An int field of a pickled record in [lo, hi] (hi above LLONG_MAX: lo >= 0, read as
@@ -861,10 +875,12 @@ static int restore_int(PyObject *o, const char *name, long long lo, unsigned lon
 /* _restore_recorded_event(fields): a RecordedEvent from what recorded_reduce made, every
  * field checked as where it came from would have checked it. */
 static PyObject *restore_recorded(PyObject *module, PyObject *fields) {
-    static char *kwlist[] = {"stream", "version", "position", "type",         "data", "metadata",
-                             "id",     "schema",  "tags",     "timestamp_ns", NULL};
+    static char *kwlist[] = {"stream",   "version",   "position", "type", "data",
+                             "metadata", "id",        "schema",   "tags", "timestamp_ns",
+                             "subject",  "forgotten", NULL};
     cpy_state *st = cpy_state_of_module(module);
     PyObject *stream, *version, *position, *type, *data, *meta, *id, *schema, *tags, *ts;
+    PyObject *subject = Py_None, *forgotten = Py_False;
     unsigned long long v, p, sv, t;
     cpy_recorded *self;
 
@@ -873,10 +889,19 @@ static PyObject *restore_recorded(PyObject *module, PyObject *fields) {
                      Py_TYPE(fields)->tp_name);
         return NULL;
     }
-    if (!PyArg_ParseTupleAndKeywords(st->empty_tuple, fields, "OOOOOOOOOO:RecordedEvent", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(st->empty_tuple, fields, "OOOOOOOOOO|OO:RecordedEvent", kwlist,
                                      &stream, &version, &position, &type, &data, &meta, &id,
-                                     &schema, &tags, &ts))
+                                     &schema, &tags, &ts, &subject, &forgotten))
         return NULL;
+    if (!PyBool_Check(forgotten)) {
+        PyErr_Format(PyExc_TypeError, "forgotten must be a bool, not %.100s",
+                     Py_TYPE(forgotten)->tp_name);
+        return NULL;
+    }
+    if (forgotten == Py_True && data != Py_None) {
+        PyErr_SetString(PyExc_ValueError, "a forgotten event has data None");
+        return NULL;
+    }
     if (restore_int(version, "version", 0, INT64_MAX, &v) < 0 ||
         restore_int(position, "position", 1, UINT64_MAX, &p) < 0 ||
         restore_int(schema, "schema", 1, UINT32_MAX, &sv) < 0 ||
@@ -896,7 +921,9 @@ static PyObject *restore_recorded(PyObject *module, PyObject *fields) {
     self->flags = PyBytes_Check(data) ? CAIRN_EVENT_BYTES : 0;
     self->data_obj = Py_NewRef(data); /* decoded already: nothing inline */
     self->meta_obj = Py_NewRef(meta);
-    if (!(self->stream = checked_name(stream, "stream", CAIRN_MAX_STREAM)) ||
+    self->forgotten = forgotten == Py_True;
+    if (!(self->subject = checked_subject(subject)) ||
+        !(self->stream = checked_name(stream, "stream", CAIRN_MAX_STREAM)) ||
         !(self->type = checked_name(type, "type", CAIRN_MAX_TYPE)) ||
         !(self->tags = checked_tags(tags)) ||
         cpy_uuid_arg(st, id, "id", self->id, &self->id_obj) < 0) {
@@ -925,6 +952,13 @@ PyObject *cpy_event_from_recorded(cpy_state *st, PyObject *o) {
     PyObject *data, *meta;
     cpy_event *e;
 
+    if (r->forgotten) { /* its data is gone: a copy would be an event with no data */
+        PyErr_Format(PyExc_ValueError,
+                     "the RecordedEvent at position %llu is forgotten (its subject's key was "
+                     "forgotten): its data cannot be written again",
+                     (unsigned long long)r->position);
+        return NULL;
+    }
     if (!(data = recorded_get_data(r, NULL))) return NULL;
     if (!(meta = recorded_get_metadata(r, NULL))) {
         Py_DECREF(data);
@@ -949,6 +983,7 @@ PyObject *cpy_event_from_recorded(cpy_state *st, PyObject *o) {
     e->metadata = meta;
     e->tags = Py_NewRef(r->tags); /* a tuple of exact str, checked when it was made */
     e->id_obj = Py_XNewRef(r->id_obj);
+    e->subject = Py_NewRef(r->subject ? r->subject : Py_None);
     memcpy(e->id, r->id, 16);
     e->schema = r->schema;
     e->ready = 1;
@@ -970,13 +1005,21 @@ static PyObject *event_from_recorded(PyObject *cls, PyObject *args, PyObject *kw
                      Py_TYPE(rec)->tp_name);
         return NULL;
     }
+    if (((cpy_recorded *)rec)->forgotten) {
+        PyErr_Format(PyExc_ValueError,
+                     "from_recorded: the RecordedEvent at position %llu is forgotten (its "
+                     "subject's key was forgotten): its data cannot be written again",
+                     (unsigned long long)((cpy_recorded *)rec)->position);
+        return NULL;
+    }
     {
         cpy_recorded *x = (cpy_recorded *)rec;
         PyObject *data = recorded_get_data(x, NULL), *meta = NULL, *id = NULL;
         if (data && (meta = recorded_get_metadata(x, NULL))) id = recorded_get_id(x, NULL);
         if (id) {
-            kw = Py_BuildValue("{sOsNsNsNsIsO}", "type", x->type, "data", data, "metadata", meta,
-                               "id", id, "schema", (unsigned)x->schema, "tags", x->tags);
+            kw = Py_BuildValue("{sOsNsNsNsIsOsO}", "type", x->type, "data", data, "metadata", meta,
+                               "id", id, "schema", (unsigned)x->schema, "tags", x->tags, "subject",
+                               x->subject ? x->subject : Py_None);
         } else {
             kw = NULL;
             Py_XDECREF(data);
@@ -1010,12 +1053,10 @@ static PyGetSetDef recorded_getset[] = {
     {"id", (getter)recorded_get_id, NULL, "The event id (uuid.UUID).", NULL},
     {"timestamp", (getter)recorded_get_timestamp, NULL,
      "Commit time as an aware datetime (UTC, microsecond precision).", NULL},
-    {"subject", get_none, NULL,
-     "The data subject, or None (always None: encryption is not built yet).", NULL},
+    {"subject", (getter)recorded_get_subject, NULL,
+     "The data subject whose key encrypted `data` (str), or None.", NULL},
     {"forgotten", (getter)recorded_get_forgotten, NULL,
-     "True when the subject's key was forgotten (data is then None); always False until "
-     "encryption is built.",
-     NULL},
+     "True when the subject's key was forgotten (store.forget): `data` is then None.", NULL},
     {NULL},
 };
 

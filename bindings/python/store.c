@@ -4,6 +4,8 @@
  */
 #include "binding.h"
 
+#include "base.h" /* the subject rule of cairn.Event (check.c), for forget's argument */
+
 #include <structmember.h>
 
 static inline cpy_state *store_state(cpy_store *s) { return cpy_state_of_module(s->module); }
@@ -74,6 +76,11 @@ static int encode_event(cpy_buf *arena, cpy_event *e, cairn_event_in *in, cairn_
     in->has_id = 1;
     in->ntags = (size_t)PyTuple_GET_SIZE(e->tags);
     in->tags = tags;
+    in->subject.ptr = NULL, in->subject.len = 0;
+    if (e->subject != Py_None) { /* an exact str, checked by Event */
+        if (!(p = PyUnicode_AsUTF8AndSize(e->subject, &n))) return -1;
+        in->subject.ptr = p, in->subject.len = (size_t)n;
+    }
     for (i = 0; i < PyTuple_GET_SIZE(e->tags); i++) {
         p = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(e->tags, i), &n);
         if (!p) return -1;
@@ -688,6 +695,66 @@ static PyObject *store_position_of(cpy_store *self, PyObject *args, PyObject *kw
     return PyLong_FromUnsignedLongLong(pos);
 }
 
+/* ---------------------------------------------------------------------------------
+ * Crypto-shredding (spec 6).
+ * --------------------------------------------------------------------------------- */
+/* The UTF-8 of a subject argument (borrowed from the str), or NULL with TypeError /
+ * ValueError naming `subject`. */
+static const char *subject_arg(PyObject *o, Py_ssize_t *n) {
+    const char *p;
+    if (!PyUnicode_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "subject must be a str, not %.100s", Py_TYPE(o)->tp_name);
+        return NULL;
+    }
+    if (!(p = PyUnicode_AsUTF8AndSize(o, n))) {
+        if (PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_ValueError,
+                            "subject is not valid UTF-8 (it contains a lone surrogate)");
+        }
+        return NULL;
+    }
+    if (cairn__check_subject(p, (size_t)*n)) {
+        PyErr_SetString(PyExc_ValueError, cairn_errmsg());
+        return NULL;
+    }
+    return p;
+}
+
+static PyObject *store_forget(cpy_store *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"subject", NULL};
+    PyObject *subject;
+    const char *p;
+    Py_ssize_t n;
+    cairn_store *h;
+    int rc;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:forget", kwlist, &subject)) return NULL;
+    if (!(p = subject_arg(subject, &n))) return NULL;
+    CPY_STORE_CALL(self, h, rc, cairn_forget(h, p, (size_t)n, NULL));
+    if (cpy_store_call_end(self, h, rc, NULL, 0) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *store_subject_key(cpy_store *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"subject", NULL};
+    PyObject *subject, *r;
+    const char *p;
+    Py_ssize_t n;
+    uint8_t key[32];
+    cairn_store *h;
+    int rc, found = 0;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:_subject_key", kwlist, &subject)) return NULL;
+    if (!(p = subject_arg(subject, &n))) return NULL;
+    CPY_STORE_CALL(self, h, rc, cairn__subject_key(h, p, (size_t)n, key, &found));
+    if (cpy_store_call_end(self, h, rc, NULL, 0) < 0) return NULL;
+    if (!found) Py_RETURN_NONE;
+    r = PyBytes_FromStringAndSize((const char *)key, sizeof key);
+    memset(key, 0, sizeof key); /* the bytes object is the caller's copy */
+    return r;
+}
+
 static PyObject *store_sync(cpy_store *self, PyObject *unused) {
     cairn_store *h;
     int rc;
@@ -1034,6 +1101,14 @@ static PyMethodDef store_methods[] = {
      "str), or None."},
     {"sync", (PyCFunction)store_sync, METH_NOARGS,
      "sync($self, /)\n--\n\nMake every commit durable."},
+    {"forget", (PyCFunction)(void (*)(void))store_forget, METH_VARARGS | METH_KEYWORDS,
+     "forget($self, /, subject)\n--\n\nCrypto-shredding: the subject's key is made "
+     "unrecoverable from every file of\nthe store and a $SubjectForgotten event is appended "
+     "to $lifecycle in the same\ncommit; the subject's events then read with data None and "
+     "forgotten True."},
+    {"_subject_key", (PyCFunction)(void (*)(void))store_subject_key, METH_VARARGS | METH_KEYWORDS,
+     "_subject_key($self, /, subject)\n--\n\nFor tests and audits: the subject's current key "
+     "(bytes), or None once\nforgotten (or before its first event)."},
     {"define_projection", (PyCFunction)(void (*)(void))cpy_store_define_projection,
      METH_VARARGS | METH_KEYWORDS,
      "define_projection($self, /, name, source)\n--\n\nStores a projection script (ScriptError on "

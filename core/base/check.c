@@ -106,7 +106,8 @@ int cairn__check_metadata(const void *json, size_t len) {
 int cairn__event_check(const cairn_event_in *ev) {
     int rc;
     if ((ev->type.len && !ev->type.ptr) || (ev->data.len && !ev->data.ptr) ||
-        (ev->metadata.len && !ev->metadata.ptr) || (ev->ntags && !ev->tags))
+        (ev->metadata.len && !ev->metadata.ptr) || (ev->ntags && !ev->tags) ||
+        (ev->subject.len && !ev->subject.ptr))
         return cairn__fail(CAIRN_EINVAL, "event: NULL pointer with a length");
     if ((rc = cairn__check_type(ev->type.ptr, ev->type.len))) return rc;
     if ((rc = cairn__check_schema(ev->schema))) return rc;
@@ -115,5 +116,6 @@ int cairn__event_check(const cairn_event_in *ev) {
     if ((rc = cairn__check_ntags(ev->ntags))) return rc;
     for (size_t t = 0; t < ev->ntags; t++)
         if ((rc = cairn__check_tag(ev->tags[t].ptr, ev->tags[t].len))) return rc;
+    if (ev->subject.ptr && (rc = cairn__check_subject(ev->subject.ptr, ev->subject.len))) return rc;
     return cairn__check_metadata(ev->metadata.ptr, ev->metadata.len);
 }

@@ -51,6 +51,7 @@ extern "C" {
 #define CAIRN_MAX_TAG 1024           /* bytes of one tag */
 #define CAIRN_MAX_TAGS 65535         /* tags on one event */
 #define CAIRN_MAX_RECORD (16u << 20) /* bytes of one stored record, all fields together */
+#define CAIRN_MAX_SUBJECT 1024       /* bytes of a data subject (spec section 6) */
 
 /* Durability of commits made through one handle. */
 typedef enum cairn_durability {
@@ -61,6 +62,9 @@ typedef enum cairn_durability {
 
 /* Event flags, stored in the record header. */
 #define CAIRN_EVENT_BYTES 0x01u /* data is an opaque byte string, not JSON text */
+/* Read only: data was stored encrypted with its subject's key (spec section 6).  A read
+ * hands over the plaintext, or, once the subject was forgotten, no data and `forgotten`. */
+#define CAIRN_EVENT_ENCRYPTED 0x04u
 
 /* ---------------------------------------------------------------------------------
  * Errors.  Thread-local: valid until the next cairn call on the same thread.
@@ -139,6 +143,11 @@ typedef struct cairn_event_in {
     uint32_t flags;  /* CAIRN_EVENT_* */
     uint8_t id[16];  /* the event id (UUID bytes); see has_id */
     int has_id;      /* zero: the store assigns a UUIDv7 */
+    /* The data subject (spec section 6), ptr NULL for none: 1..CAIRN_MAX_SUBJECT bytes of
+     * UTF-8 without NUL.  `data` is then stored encrypted with the subject's key (the store
+     * makes one at the subject's first event, and a fresh one after cairn_forget); no data
+     * is encrypted too (it reads back as none, or as forgotten). */
+    cairn_slice subject;
 } cairn_event_in;
 
 /* One stream's share of an atomic write. */
@@ -193,6 +202,9 @@ typedef struct cairn_event {
     size_t ntags;
     const uint8_t *tags_raw; /* ntags entries of (u16 little-endian length, bytes) */
     size_t tags_len;         /* bytes at tags_raw */
+    cairn_slice subject;     /* the data subject (len 0: none) */
+    uint32_t key_id;         /* CAIRN_EVENT_ENCRYPTED: the id of the subject's key it used */
+    int forgotten; /* nonzero: the subject's key was forgotten; data is then len 0, NULL */
 } cairn_event;
 
 /* Iterates over the tags of an event: *cursor starts at 0; returns 0 when done. */
@@ -311,6 +323,25 @@ int cairn_set_stream_metadata(cairn_store *store, const char *stream, size_t str
 /* The limits of a stream, CAIRN_NO_LIMIT where none (also for a stream never named). */
 int cairn_stream_metadata(cairn_store *store, const char *stream, size_t stream_len,
                           cairn_stream_meta *out);
+
+/* ---------------------------------------------------------------------------------
+ * Crypto-shredding (spec section 6; keys.c).
+ * --------------------------------------------------------------------------------- */
+
+/* Forgets a data subject: its key becomes unrecoverable from every file of the store
+ * directory (it never was in LMDB; its slot in the `keys` file is overwritten with zeros
+ * and flushed), and a `$SubjectForgotten` {"subject"} event is appended to `$lifecycle` in
+ * the same commit (always made durable, whatever the handle's durability).  Its events then
+ * read with `forgotten` set and no data; aggregate snapshots are dropped (they may hold what
+ * a reducer took from the data).  One event per call, also for an unknown or forgotten
+ * subject.  A bad subject is CAIRN_EINVAL, and nothing is written.  *position (may be
+ * NULL): the position of the $SubjectForgotten event. */
+int cairn_forget(cairn_store *store, const char *subject, size_t len, uint64_t *position);
+
+/* For tests and audits only: the subject's current key (the one new events get) into key;
+ * *found 0 when the subject has none (never had one, or forgotten). */
+int cairn__subject_key(cairn_store *store, const char *subject, size_t len, uint8_t key[32],
+                       int *found);
 
 /* ---------------------------------------------------------------------------------
  * Operations: backups and the file's figures (backup.c).

@@ -167,7 +167,8 @@ static int agg_snapshot(agg *a) {
 static int push_event(agg *a, const cairn_event *ev) {
     int rc, changed;
     if ((rc = cairn_lua_push_event(a->h, ev))) return rc;
-    if (a->up && (rc = cairn_lua_upcast(a->h, a->up, -1, ev->position, &changed))) {
+    if (a->up && !ev->forgotten &&
+        (rc = cairn_lua_upcast(a->h, a->up, -1, ev->position, &changed))) {
         lua_pop(a->L, 1);
         return rc;
     }
@@ -175,6 +176,14 @@ static int push_event(agg *a, const cairn_event *ev) {
 }
 
 #define FOLD_BATCH 256 /* records decoded per cairn_lua_fold call */
+
+/* Opens an event's sealed data (spec 6) into plain + plain->len, which must have room for
+ * ev->data.len bytes; or marks it forgotten.  The record itself is in the read-only map. */
+static int reveal_at(agg *a, cairn_event *ev, cairn_buf *plain) {
+    int pend, rc;
+    if ((rc = cairn__event_pending(a->s->env, a->txn, ev, &pend))) return rc;
+    return cairn__event_reveal(a->s->env, ev, pend, (uint8_t *)plain->p + plain->len);
+}
 
 /* Folds the gathered batch through the reducers. */
 static int reduce(agg *a, const cairn_event *evs, size_t n) {
@@ -195,8 +204,9 @@ static int fold_range(agg *a, int64_t target) {
     int rc = CAIRN_OK, mrc;
     cairn_event *evs = NULL;
     size_t n = 0, cap;
-    int64_t last = a->version; /* version of the newest record gathered */
-    uint64_t prev = 0;         /* log position the log cursor was last sent to (0: none) */
+    int64_t last = a->version;      /* version of the newest record gathered */
+    uint64_t prev = 0;              /* log position the log cursor was last sent to (0: none) */
+    cairn_buf plain = {NULL, 0, 0}; /* the batch's opened sealed data */
     int64_t now = a->si.has_life ? cairn__now_ns() : 0;
 
     if (!a->si.exists || target <= a->version) return CAIRN_OK;
@@ -236,9 +246,27 @@ static int fold_range(agg *a, int64_t target) {
                 mrc = mdb_cursor_get(cs, &k, &v, MDB_NEXT_DUP);
                 continue;
             }
+            if (evs[n].flags & CAIRN_EVENT_ENCRYPTED) {
+                /* plaintext goes to `plain`; the batch's events point into it, so when it
+                 * must grow the batch is folded first */
+                size_t need = evs[n].data.len;
+                if (plain.cap - plain.len < need) {
+                    if (plain.len && n) {
+                        if ((rc = reduce(a, evs, n))) goto out;
+                        evs[0] = evs[n], n = 0;
+                    }
+                    plain.len = 0;
+                    if (cairn_buf_reserve(&plain, need < 65536 ? 65536 : need)) {
+                        rc = cairn__fail(CAIRN_ENOMEM, "out of memory");
+                        goto out;
+                    }
+                }
+                if ((rc = reveal_at(a, &evs[n], &plain))) goto out;
+                plain.len += need;
+            }
             if (++n == cap) {
                 if ((rc = reduce(a, evs, n))) goto out;
-                n = 0;
+                n = 0, plain.len = 0;
             }
         }
         last = ver;
@@ -254,6 +282,7 @@ out:
     if (clog) mdb_cursor_close(clog);
     if (cs) mdb_cursor_close(cs);
     free(evs);
+    cairn_buf_free(&plain);
     return rc;
 }
 
@@ -929,7 +958,17 @@ static int compensate_one(cairn_store *s, MDB_txn *txn, cairn_lua *h, const char
     lua_setfield(L, ids, "compensates");
     lua_pushstring(L, idstr);
     lua_setfield(L, ids, "causation_id");
-    if ((rc = push_event(&a, &ev))) return rc; /* ev is still valid: nothing written yet */
+    {
+        cairn_buf plain = {NULL, 0, 0};
+        if (ev.flags & CAIRN_EVENT_ENCRYPTED) {
+            if (cairn_buf_reserve(&plain, ev.data.len))
+                return cairn__fail(CAIRN_ENOMEM, "out of memory");
+            rc = reveal_at(&a, &ev, &plain);
+        }
+        if (rc == CAIRN_OK) rc = push_event(&a, &ev); /* ev is still valid: nothing written */
+        cairn_buf_free(&plain);
+        if (rc) return rc;
+    }
     /* the handler sees the stream's current state */
     lua_insert(L, handler + 1); /* handler, event, call_meta, ids */
     call_meta++, ids++;

@@ -135,9 +135,19 @@ static int after_append(cairn_store *s, MDB_txn *txn, const cairn_append_req *re
     return rc ? rc : cairn__projections_after_append(s, txn);
 }
 
-const cairn_hooks cairn__script_hooks = {senv_open,           senv_close,
-                                         after_append,        cairn__upcast_prepare,
-                                         cairn__upcast_event, cairn__upcast_free};
+/* Forgetting a subject (spec 6): every aggregate snapshot goes, since a reducer may have
+ * copied the subject's data into one; the next load folds from the events, where the data
+ * now reads as forgotten.  All of them, because the snapshots do not record whose data they
+ * hold; they are a cache.  Projection states are the user's to rebuild (docs/API.md 6). */
+static int after_forget(cairn_store *s, MDB_txn *txn) {
+    int rc = mdb_drop(txn, cairn__senv(s->env)->snaps, 0);
+    if (rc == MDB_MAP_FULL) return CAIRN__EMAPFULL;
+    return rc ? cairn__mdb_fail(rc, "drop snapshots") : CAIRN_OK;
+}
+
+const cairn_hooks cairn__script_hooks = {
+    senv_open,           senv_close,         after_append, cairn__upcast_prepare,
+    cairn__upcast_event, cairn__upcast_free, after_forget};
 
 int cairn_open(const char *path, const cairn_options *opts, cairn_store **out) {
     return cairn__store_open(path, opts, &cairn__script_hooks, out);

@@ -19,7 +19,9 @@ static int validate_event(const cairn_event_in *ev, const cairn_slice *stream, s
         snprintf(m, sizeof m, "%s", cairn__err()->message);
         return cairn__fail(CAIRN_EINVAL, "%.480s (event %zu)", m, i);
     }
-    if (cairn__record_size(stream, ev, NULL) > CAIRN_MAX_RECORD)
+    cairn_rec_extra x = {ev->subject.ptr ? 1 : 0, ev->subject};
+    size_t sealed = ev->subject.ptr ? CAIRN_AEAD_OVERHEAD : 0; /* the sealed data's growth */
+    if (cairn__record_size(stream, ev, &x) + sealed > CAIRN_MAX_RECORD)
         return cairn__fail(CAIRN_ETOOBIG, "data: event %zu is larger than %u bytes", i,
                            CAIRN_MAX_RECORD);
     return CAIRN_OK;
@@ -166,6 +168,7 @@ typedef struct writer {
     uint8_t *scratch;           /* room for 16 bytes per event of the largest request */
     int tail;                   /* this write goes to the index tail: no id or posting entries */
     uint8_t chain[CAIRN_CHAIN]; /* the chain hash of the last position written */
+    cairn_sealer seal;          /* keys and buffer for events with a subject (keys.c) */
     uint64_t txn_first;         /* the first position of this write: later ones are not committed */
 } writer;
 
@@ -298,7 +301,9 @@ static int write_request(cairn_env *e, writer *w, const cairn_append_req *q, siz
     (void)e;
     res->first_position = first;
     for (size_t i = 0; i < q->nevents; i++) {
-        const cairn_event_in *ev = &q->events[i];
+        const cairn_event_in *ev = &q->events[i], *rec;
+        cairn_event_in sealed;
+        cairn_rec_extra x, *xp;
         uint8_t posb[8], idb[16];
         const uint8_t *id = ev->id;
         uint64_t pos = first + i, at;
@@ -320,11 +325,21 @@ static int write_request(cairn_env *e, writer *w, const cairn_append_req *q, siz
         }
         MDB_TRY(prc, "write id index");
 
+        /* data with a subject is sealed with the subject's key first (keys.c; spec 6) */
+        if (ev->subject.ptr) {
+            if ((rc = cairn__seal_event(e, mdb_cursor_txn(w->log), &w->seal, ev, id, pos, &sealed,
+                                        &x.key_id)))
+                goto out;
+            x.subject = ev->subject;
+            rec = &sealed, xp = &x;
+        } else {
+            rec = ev, xp = NULL;
+        }
         /* the record, written in place into the page LMDB reserves for it */
         k.mv_size = 8, k.mv_data = posb;
-        v.mv_size = cairn__record_size(&q->stream, ev, NULL), v.mv_data = NULL;
+        v.mv_size = cairn__record_size(&q->stream, rec, xp), v.mv_data = NULL;
         MDB_TRY(mdb_cursor_put(w->log, &k, &v, MDB_APPEND | MDB_RESERVE), "write log");
-        cairn__record_write(v.mv_data, &q->stream, ev, NULL, id, pos, si->version + 1 + (int64_t)i,
+        cairn__record_write(v.mv_data, &q->stream, rec, xp, id, pos, si->version + 1 + (int64_t)i,
                             ts, w->chain, w->chain);
 
         if (w->tail) continue;
@@ -461,6 +476,7 @@ int cairn__write_requests(cairn_store *s, MDB_txn *txn, const cairn_append_req *
     MDB_val k, v;
 
     memset(&w, 0, sizeof w);
+    cairn__sealer_init(&w.seal);
     for (size_t r = 0; r < nreqs; r++)
         if (reqs[r].nevents > most) most = reqs[r].nevents;
     if (!(w.scratch = malloc(16 * most))) return cairn__fail(CAIRN_ENOMEM, "out of memory");
@@ -529,6 +545,8 @@ int cairn__write_requests(cairn_store *s, MDB_txn *txn, const cairn_append_req *
         if (si.has_life && (rc = cairn__life_after_write(s, txn, &q->stream, &si))) goto out;
     }
     if (next_sid != sid0) MDB_TRY(put_u64(txn, e->meta, &K_SID, next_sid), "write meta");
+    /* a key made by this write reaches the disk before the commit that uses it */
+    if ((rc = cairn__sealer_finish(e, &w.seal, s->durability))) goto out;
 out:
     if (w.tag) mdb_cursor_close(w.tag);
     if (w.type) mdb_cursor_close(w.type);
@@ -536,6 +554,7 @@ out:
     if (w.ids) mdb_cursor_close(w.ids);
     if (w.sidx) mdb_cursor_close(w.sidx);
     if (w.log) mdb_cursor_close(w.log);
+    cairn__sealer_free(&w.seal);
     free(w.scratch);
     return rc;
 }

@@ -100,9 +100,11 @@ int cairn__record_decode_ex(const void *rec, size_t len, uint64_t position, cair
     if ((uint64_t)ev->stream.len + ev->type.len + body + ev->metadata.len + sl + ev->data.len !=
         len - header)
         goto bad;
+    ev->key_id = header == CAIRN_REC_HEADER ? cairn__get_le32(r + 104) : 0;
+    ev->forgotten = 0; /* cairn__event_reveal's to say (keys.c) */
     if (info) {
         info->format = r[8];
-        info->key_id = header == CAIRN_REC_HEADER ? cairn__get_le32(r + 104) : 0;
+        info->key_id = ev->key_id;
         info->chain = header == CAIRN_REC_HEADER ? r + 72 : NULL;
     }
     r += header;
@@ -110,7 +112,8 @@ int cairn__record_decode_ex(const void *rec, size_t len, uint64_t position, cair
     ev->type.ptr = r, r += ev->type.len;
     ev->tags_raw = r, ev->tags_len = body, r += body;
     ev->metadata.ptr = r, r += ev->metadata.len;
-    if (info) info->subject.ptr = r, info->subject.len = sl;
+    ev->subject.ptr = r, ev->subject.len = sl;
+    if (info) info->subject = ev->subject;
     r += sl;
     ev->data.ptr = r;
     return CAIRN_OK;

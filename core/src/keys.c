@@ -22,6 +22,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <limits.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -189,8 +190,8 @@ static int subject_get(cairn_env *e, MDB_txn *txn, const void *subj, size_t len,
     return CAIRN_OK;
 }
 
-int cairn__subject_key(cairn_env *e, MDB_txn *txn, const void *subj, size_t len, int create,
-                       uint32_t *id, uint8_t key[CAIRN_KEY_BYTES], int *fresh) {
+int cairn__key_for_subject(cairn_env *e, MDB_txn *txn, const void *subj, size_t len, int create,
+                           uint32_t *id, uint8_t key[CAIRN_KEY_BYTES], int *fresh) {
     uint8_t kb[CAIRN_STREAM_KEY_MAX], cb[4];
     MDB_val k, v, ck = K_KEYS, cv = {4, cb};
     uint32_t last = 0;
@@ -357,6 +358,33 @@ int cairn__aead_open(uint8_t *out, const uint8_t *sealed, size_t len,
 /* Opens an encrypted event's data into `out` (len - CAIRN_AEAD_OVERHEAD bytes; `out` may be
  * sealed + CAIRN_AEAD_NONCE, opening in place).  pending: the txn found key_id in kpend.
  * *forgotten: the key is gone (nothing written to out). */
+/* The subkey of the last (key, nonce prefix) this thread opened with: a write's events share
+ * both (see cairn__sealer_init), so a read derives it once per write and subject.  It is
+ * used only after the key itself was read from its slot and found equal, so a forgotten
+ * (zeroed) key is never opened with it. */
+static __thread struct {
+    uint8_t key[SLOT], prefix[16], subkey[SLOT];
+    int valid;
+} t_sub;
+
+static int open_cached(uint8_t *out, const uint8_t *sealed, size_t len, const uint8_t key[SLOT],
+                       const uint8_t id[16], uint64_t position, uint32_t key_id) {
+    uint8_t ad[28], n12[12] = {0};
+    unsigned long long mlen;
+    if (len < CAIRN_AEAD_OVERHEAD) return -1;
+    if (!t_sub.valid || sodium_memcmp(t_sub.key, key, SLOT) || memcmp(t_sub.prefix, sealed, 16)) {
+        memcpy(t_sub.key, key, SLOT);
+        memcpy(t_sub.prefix, sealed, 16);
+        crypto_core_hchacha20(t_sub.subkey, sealed, key, NULL);
+        t_sub.valid = 1;
+    }
+    memcpy(n12 + 4, sealed + 16, 8);
+    aead_ad(ad, id, position, key_id);
+    return crypto_aead_chacha20poly1305_ietf_decrypt(out, &mlen, NULL, sealed + CAIRN_AEAD_NONCE,
+                                                     len - CAIRN_AEAD_NONCE, ad, sizeof ad, n12,
+                                                     t_sub.subkey);
+}
+
 int cairn__key_open_data(cairn_env *e, uint32_t key_id, int pending, const uint8_t *sealed,
                          size_t len, const uint8_t id[16], uint64_t position, uint8_t *out,
                          int *forgotten) {
@@ -368,7 +396,7 @@ int cairn__key_open_data(cairn_env *e, uint32_t key_id, int pending, const uint8
         return CAIRN_OK;
     }
     if ((rc = slot_read(e, key_id, key, &zero))) return rc;
-    if (!zero && cairn__aead_open(out, sealed, len, key, id, position, key_id) == 0) {
+    if (!zero && open_cached(out, sealed, len, key, id, position, key_id) == 0) {
         sodium_memzero(key, sizeof key);
         return CAIRN_OK;
     }
@@ -383,5 +411,193 @@ int cairn__key_open_data(cairn_env *e, uint32_t key_id, int pending, const uint8
     sodium_memzero(key, sizeof key);
     if (rc) return rc;
     *forgotten = 1;
+    return CAIRN_OK;
+}
+
+/* ---------------------------------------------------------------------------------
+ * Events: what the read paths call on a decoded event
+ * --------------------------------------------------------------------------------- */
+int cairn__keys_pending_any(cairn_env *e, MDB_txn *txn, int *any) {
+    MDB_stat st;
+    int rc;
+    *any = 0;
+    if (!e->kpend) return CAIRN_OK;
+    if ((rc = mdb_stat(txn, e->kpend, &st))) return cairn__mdb_fail(rc, "read kpend");
+    *any = st.ms_entries != 0;
+    return CAIRN_OK;
+}
+
+int cairn__event_pending(cairn_env *e, MDB_txn *txn, const cairn_event *ev, int *pending) {
+    *pending = 0;
+    if (!(ev->flags & CAIRN_EVENT_ENCRYPTED)) return CAIRN_OK;
+    return cairn__key_forgotten(e, txn, ev->key_id, pending);
+}
+
+int cairn__event_reveal(cairn_env *e, cairn_event *ev, int pending, uint8_t *out) {
+    const uint8_t *sealed = ev->data.ptr;
+    int rc, forgotten;
+    if (!(ev->flags & CAIRN_EVENT_ENCRYPTED)) return CAIRN_OK;
+    if (ev->data.len < CAIRN_AEAD_OVERHEAD) {
+        cairn__err()->position = ev->position;
+        return cairn__fail(CAIRN_ECORRUPT, "corrupt record at position %llu: sealed data too short",
+                           (unsigned long long)ev->position);
+    }
+    if (!out) out = (uint8_t *)(uintptr_t)sealed + CAIRN_AEAD_NONCE; /* in place */
+    if ((rc = cairn__key_open_data(e, ev->key_id, pending, sealed, ev->data.len, ev->id,
+                                   ev->position, out, &forgotten)))
+        return rc;
+    if (forgotten) {
+        ev->forgotten = 1;
+        ev->data.ptr = NULL, ev->data.len = 0;
+    } else {
+        ev->data.ptr = out, ev->data.len -= CAIRN_AEAD_OVERHEAD;
+    }
+    return CAIRN_OK;
+}
+
+/* ---------------------------------------------------------------------------------
+ * The public calls
+ * --------------------------------------------------------------------------------- */
+typedef struct forget_args {
+    cairn_store *s;
+    const char *subj;
+    size_t len;
+    const char *json; /* the $SubjectForgotten event's data */
+    size_t json_len;
+    uint64_t position;
+} forget_args;
+
+/* One commit: the key id to kpend, the subject without a key, snapshots dropped (the
+ * hook), the $lifecycle event. */
+static int forget_body(cairn_wtxn *w, void *ctx) {
+    forget_args *a = ctx;
+    cairn_env *e = a->s->env;
+    const cairn_hooks *hk = e->hooks;
+    uint32_t id;
+    int rc;
+    if ((rc = cairn__subject_forget(e, w->txn, a->subj, a->len, &id))) return rc;
+    if (hk && hk->after_forget && (rc = hk->after_forget(a->s, w->txn))) return rc;
+    if ((rc = cairn__lifecycle_append(a->s, w->txn, "$SubjectForgotten", a->json, a->json_len,
+                                      &a->position)))
+        return rc;
+    w->notify = 1, w->head = a->position;
+    return CAIRN_OK;
+}
+
+int cairn_forget(cairn_store *s, const char *subject, size_t len, uint64_t *position) {
+    forget_args a;
+    json_t *o;
+    char *json;
+    int rc;
+    cairn__clear_error();
+    if ((rc = cairn__store_check(s))) return rc;
+    if (!subject) return cairn__fail(CAIRN_EINVAL, "subject: NULL");
+    if ((rc = cairn__check_subject(subject, len))) return rc;
+    if (s->readonly) return cairn__fail(CAIRN_EREADONLY, "store is opened read-only");
+    if (!s->env->subjects || !s->env->kpend || s->env->keyfd < 0)
+        return cairn__fail(CAIRN_EBUSY,
+                           "forget: this process opened the store read-only "
+                           "first; open it read-write in a new process");
+    if (!(o = json_pack("{s:s%}", "subject", subject, len)) ||
+        !(json = json_dumps(o, JSON_COMPACT))) {
+        json_decref(o);
+        return cairn__fail(CAIRN_ENOMEM, "out of memory");
+    }
+    json_decref(o);
+    a.s = s, a.subj = subject, a.len = len, a.json = json, a.json_len = strlen(json);
+    a.position = 0;
+    /* always durable: the zeroing that follows is, and an OS crash must not leave a zeroed
+     * key whose forgetting LMDB lost */
+    rc = cairn__write_txn(s->env, CAIRN_DURABLE_FULL, forget_body, &a);
+    free(json);
+    if (rc) return rc;
+    if (position) *position = a.position;
+    sodium_memzero(&t_sub, sizeof t_sub); /* this thread's copy may be of that key */
+    /* committed: now the slot (a failure here is finished by the next writable open, and
+     * reads already treat the key as forgotten) */
+    return cairn__keys_zero_pending(s->env);
+}
+
+int cairn__subject_key(cairn_store *s, const char *subject, size_t len, uint8_t key[32],
+                       int *found) {
+    MDB_txn *txn;
+    int rc;
+    cairn__clear_error();
+    *found = 0;
+    if ((rc = cairn__store_check(s))) return rc;
+    if (!subject) return cairn__fail(CAIRN_EINVAL, "subject: NULL");
+    if ((rc = cairn__check_subject(subject, len))) return rc;
+    if ((rc = cairn__read_begin(s->env, &txn))) return rc;
+    rc = cairn__key_current(s->env, txn, subject, len, key, found);
+    cairn__read_end(s->env, txn);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------
+ * Sealing events as they are written (append.c)
+ * --------------------------------------------------------------------------------- */
+/* XChaCha20-Poly1305 is HChaCha20(key, nonce[0..16]) as a subkey, then ChaCha20-Poly1305
+ * (IETF) with nonce 0^4 || nonce[16..24].  A write's nonces share a random 16-byte prefix
+ * (drawn once per write: a write run again after a full map draws another) and end with
+ * the event's position, unique in the write: so the subkey is computed once per write and
+ * subject, and no random bytes are drawn per event.  What is stored is the standard
+ * construction (cairn__aead_open, libsodium's own xchacha20poly1305_ietf, opens it). */
+void cairn__sealer_init(cairn_sealer *sl) {
+    memset(sl, 0, sizeof *sl);
+    randombytes_buf(sl->prefix, sizeof sl->prefix);
+}
+
+void cairn__sealer_free(cairn_sealer *sl) {
+    sodium_memzero(sl->key, sizeof sl->key);
+    sodium_memzero(sl->subkey, sizeof sl->subkey);
+    cairn_buf_free(&sl->buf);
+    free(sl->subj);
+    memset(sl, 0, sizeof *sl);
+}
+
+int cairn__seal_event(cairn_env *e, MDB_txn *txn, cairn_sealer *sl, const cairn_event_in *ev,
+                      const uint8_t id[16], uint64_t position, cairn_event_in *out,
+                      uint32_t *key_id) {
+    const cairn_slice *sj = &ev->subject;
+    int rc, fresh;
+    /* one subject's events often come together: its key is looked up once per write */
+    if (!sl->id || sl->subj_len != sj->len || memcmp(sl->subj, sj->ptr, sj->len)) {
+        char *copy = realloc(sl->subj, sj->len ? sj->len : 1);
+        if (!copy) return cairn__fail(CAIRN_ENOMEM, "out of memory");
+        sl->subj = copy, sl->id = 0;
+        if ((rc = cairn__key_for_subject(e, txn, sj->ptr, sj->len, 1, &sl->id, sl->key, &fresh))) {
+            sl->id = 0;
+            return rc;
+        }
+        memcpy(sl->subj, sj->ptr, sj->len);
+        sl->subj_len = sj->len;
+        sl->fresh |= fresh;
+        crypto_core_hchacha20(sl->subkey, sl->prefix, sl->key, NULL);
+    }
+    sl->buf.len = 0;
+    if (cairn_buf_reserve(&sl->buf, ev->data.len + CAIRN_AEAD_OVERHEAD))
+        return cairn__fail(CAIRN_ENOMEM, "out of memory");
+    {
+        uint8_t *dst = (uint8_t *)sl->buf.p, n12[12] = {0}, ad[28];
+        unsigned long long clen;
+        memcpy(dst, sl->prefix, 16);
+        cairn__put_le64(dst + 16, position);
+        memcpy(n12 + 4, dst + 16, 8);
+        aead_ad(ad, id, position, sl->id);
+        crypto_aead_chacha20poly1305_ietf_encrypt(dst + CAIRN_AEAD_NONCE, &clen, ev->data.ptr,
+                                                  ev->data.len, ad, sizeof ad, NULL, n12,
+                                                  sl->subkey);
+    }
+    *out = *ev;
+    out->data.ptr = sl->buf.p;
+    out->data.len = ev->data.len + CAIRN_AEAD_OVERHEAD;
+    out->flags |= CAIRN_EVENT_ENCRYPTED;
+    *key_id = sl->id;
+    return CAIRN_OK;
+}
+
+int cairn__sealer_finish(cairn_env *e, cairn_sealer *sl, cairn_durability d) {
+    /* a key new in this write is on disk before the commit that refers to it is */
+    if (sl->fresh && d != CAIRN_DURABLE_NONE) return cairn__keys_sync(e);
     return CAIRN_OK;
 }

@@ -55,6 +55,7 @@ struct cairn_iter {
     cairn_buf page; /* the records, back to back */
     size_t *offs;   /* record i spans offs[i]..offs[i+1] of page */
     uint64_t *poss;
+    uint8_t *pend; /* record i's key id was in kpend at the refill (forgotten; keys.c) */
     size_t count, at, cap;
     /* the transform on read (cairn_hooks.read_*): the opening handle's script limits, the
      * hooks' state, and whether it had work at the last refill */
@@ -66,6 +67,8 @@ struct cairn_iter {
     cairn_life_view lv; /* log reads: what the lifecycle rules hide, per refill */
     cairn_life life;    /* IT_STREAM: the stream's lifecycle entry (has_life) */
     int has_life;
+    MDB_txn *rtxn;            /* the txn of the refill under way */
+    int kpend;                /* during a refill: some key id is in kpend (keys.c) */
     uintptr_t map_lo, map_hi; /* used part of the map during a refill (cairn__map_bounds) */
 };
 
@@ -91,18 +94,22 @@ static void xform_free(const cairn_hooks *hk, void *state) {
 
 size_t cairn_iter_buffered(const cairn_iter *it) { return it->count - it->at; }
 
-static int buf_add(cairn_iter *it, const void *rec, size_t len, uint64_t pos) {
+static int buf_add(cairn_iter *it, const void *rec, size_t len, uint64_t pos, int pending) {
     if (it->count + 1 >= it->cap) {
         size_t cap = it->cap ? it->cap * 2 : 64;
         size_t *o = realloc(it->offs, (cap + 1) * sizeof *o);
         uint64_t *p;
+        uint8_t *pd;
         if (!o) return cairn__fail(CAIRN_ENOMEM, "out of memory");
         it->offs = o;
         if (!(p = realloc(it->poss, cap * sizeof *p)))
             return cairn__fail(CAIRN_ENOMEM, "out of memory");
         it->poss = p;
+        if (!(pd = realloc(it->pend, cap))) return cairn__fail(CAIRN_ENOMEM, "out of memory");
+        it->pend = pd;
         it->cap = cap;
     }
+    it->pend[it->count] = (uint8_t)pending;
     /* the first page is given 64 KiB at once: one allocation for a usual page */
     if ((!it->page.cap && cairn_buf_reserve(&it->page, 65536)) ||
         cairn_buf_append(&it->page, rec, len))
@@ -410,6 +417,7 @@ static int source_step(source *s, int backwards) {
 static int take(cairn_iter *it, MDB_txn *txn, const MDB_val *v, uint64_t pos, int check,
                 int64_t ver) {
     cairn_event ev;
+    int pending;
     int rc = cairn__val_check(it->map_lo, it->map_hi, v, pos);
     if (rc == CAIRN_OK) rc = cairn__record_decode(v->mv_data, v->mv_size, pos, &ev);
     if (rc == CAIRN_OK && ver >= 0 &&
@@ -429,7 +437,11 @@ static int take(cairn_iter *it, MDB_txn *txn, const MDB_val *v, uint64_t pos, in
     }
     if (rc) return it->count ? STOP : rc;
     if (check && !matches(&it->f, &ev)) return CAIRN_OK;
-    return buf_add(it, v->mv_data, v->mv_size, pos);
+    /* a forgotten key is known from LMDB now, while the refill's txn is open */
+    pending = 0;
+    if (it->kpend && (rc = cairn__event_pending(it->env, it->rtxn, &ev, &pending)))
+        return it->count ? STOP : rc;
+    return buf_add(it, v->mv_data, v->mv_size, pos, pending);
 }
 
 /* Walks the log from it->next; `check`: only records matching the filter are kept.
@@ -696,6 +708,8 @@ static int refill(cairn_iter *it) {
         it->map_lo = 0, it->map_hi = UINTPTR_MAX; /* a write txn: no bounds */
     else
         cairn__map_bounds(it->env, txn, &it->map_lo, &it->map_hi);
+    it->rtxn = txn;
+    if ((rc = cairn__keys_pending_any(it->env, txn, &it->kpend))) goto out;
     switch (it->kind) {
     case IT_LOG: rc = refill_log(it, txn, 0, 0); break;
     case IT_STREAM: rc = refill_stream(it, txn); break;
@@ -719,9 +733,11 @@ int cairn_iter_next(cairn_iter *it, cairn_event *ev) {
     }
     rc = cairn__record_decode(it->page.p + it->offs[it->at],
                               it->offs[it->at + 1] - it->offs[it->at], it->poss[it->at], ev);
+    /* sealed data opens in place: the page is this iterator's copy, decoded this once */
+    if (rc == CAIRN_OK) rc = cairn__event_reveal(it->env, ev, it->pend[it->at], NULL);
     it->at++;
     if (rc) return rc;
-    if (!it->raw && it->xform_on &&
+    if (!it->raw && it->xform_on && !ev->forgotten &&
         (rc = it->env->hooks->read_transform(it->env, &it->lim, it->xform, ev)))
         return rc;
     it->remaining--;
@@ -801,6 +817,7 @@ void cairn_iter_close(cairn_iter *it) {
     cairn_buf_free(&it->page);
     free(it->offs);
     free(it->poss);
+    free(it->pend);
     xform_free(it->env->hooks, it->xform);
     free(it);
 }
@@ -856,7 +873,7 @@ int cairn_get_ex(cairn_store *s, uint64_t position, int raw, cairn_event *ev) {
     MDB_val k = {8, kb}, v;
     cairn_buf *b;
     get_xform *g = NULL;
-    int rc, on = 0, hidden = 0;
+    int rc, on = 0, hidden = 0, pending = 0;
 
     cairn__clear_error();
     if ((rc = cairn__store_check(s))) return rc;
@@ -908,9 +925,13 @@ int cairn_get_ex(cairn_store *s, uint64_t position, int raw, cairn_event *ev) {
     if (!raw && s->env->hooks && s->env->hooks->read_prepare)
         rc = (g = get_xform_of(s->env->hooks)) ? xform_prepare(s->env, txn, &g->state, &on)
                                                : cairn__fail(CAIRN_ENOMEM, "out of memory");
-    cairn__read_end(s->env, txn);
+    /* decoded here so that the txn tells whether its key is being forgotten */
     if (rc == CAIRN_OK) rc = cairn__record_decode(b->p, b->len, position, ev);
-    if (rc == CAIRN_OK && on) rc = s->env->hooks->read_transform(s->env, &s->lim, g->state, ev);
+    if (rc == CAIRN_OK) rc = cairn__event_pending(s->env, txn, ev, &pending);
+    cairn__read_end(s->env, txn);
+    if (rc == CAIRN_OK) rc = cairn__event_reveal(s->env, ev, pending, NULL); /* b: our copy */
+    if (rc == CAIRN_OK && on && !ev->forgotten)
+        rc = s->env->hooks->read_transform(s->env, &s->lim, g->state, ev);
     return rc;
 }
 

@@ -128,6 +128,10 @@ typedef struct cairn_hooks {
     int (*read_transform)(cairn_env *e, const cairn_script_limits *lim, void *state,
                           cairn_event *ev);
     void (*read_free)(void *state);
+    /* Inside cairn_forget's write txn (keys.c), once the subject's key is marked forgotten:
+     * drops what the layer above keeps that may hold plaintext derived from the subject's
+     * events (aggregate snapshots). */
+    int (*after_forget)(cairn_store *s, MDB_txn *txn);
 } cairn_hooks;
 
 /* Opens (or joins) the environment of `path` with these hooks (used only when this open
@@ -445,15 +449,15 @@ int cairn__keys_backup(cairn_env *e, const char *dest);
 /* Inside a write txn: the subject's current key into key[] and its id; with `create`, a
  * subject without one gets a fresh key (written to its slot now, *fresh set: the caller
  * syncs the file before the commit when the commit is to be durable).  *id 0: none. */
-int cairn__subject_key(cairn_env *e, MDB_txn *txn, const void *subj, size_t len, int create,
-                       uint32_t *id, uint8_t key[CAIRN_KEY_BYTES], int *fresh);
+int cairn__key_for_subject(cairn_env *e, MDB_txn *txn, const void *subj, size_t len, int create,
+                           uint32_t *id, uint8_t key[CAIRN_KEY_BYTES], int *fresh);
 /* Inside a write txn: the subject's key id (0: it has none) is marked forgotten (kpend) and
  * the subject has no key any more.  After the commit, cairn__keys_zero_pending zeroes it. */
 int cairn__subject_forget(cairn_env *e, MDB_txn *txn, const void *subj, size_t len, uint32_t *id);
 /* Zeroes and flushes every slot in kpend, then empties kpend (its own write txn; a writable
  * open calls it to finish a forget a crash interrupted). */
 int cairn__keys_zero_pending(cairn_env *e);
-/* The subject's current key (for cairn__subject_key_bytes): *found 0 when it has none. */
+/* The subject's current key (for cairn__subject_key): *found 0 when it has none. */
 int cairn__key_current(cairn_env *e, MDB_txn *txn, const void *subj, size_t len,
                        uint8_t key[CAIRN_KEY_BYTES], int *found);
 /* In a read txn: key id in kpend (forgotten, the slot maybe not zeroed yet). */
@@ -474,6 +478,39 @@ int cairn__aead_open(uint8_t *out, const uint8_t *sealed, size_t len,
 int cairn__key_open_data(cairn_env *e, uint32_t key_id, int pending, const uint8_t *sealed,
                          size_t len, const uint8_t id[16], uint64_t position, uint8_t *out,
                          int *forgotten);
+
+/* Sealing events as a write stores them (append.c): one sealer per write caches the last
+ * subject's key.  seal_event: *out is ev with its data sealed (pointing into the sealer,
+ * valid until its next seal) and CAIRN_EVENT_ENCRYPTED, *key_id the key used (made when the
+ * subject has none: a fresh key).  sealer_finish, before the commit: flushes the keys file
+ * when a fresh key was made and the commit is to be durable. */
+typedef struct cairn_sealer {
+    cairn_buf buf;
+    char *subj; /* the cached subject */
+    size_t subj_len;
+    uint32_t id; /* its key id, 0: nothing cached */
+    uint8_t key[CAIRN_KEY_BYTES];
+    uint8_t prefix[16];              /* this write's nonce prefix (random) */
+    uint8_t subkey[CAIRN_KEY_BYTES]; /* HChaCha20(key, prefix): XChaCha20's subkey */
+    int fresh;                       /* a key was made in this write */
+} cairn_sealer;
+void cairn__sealer_init(cairn_sealer *sl);
+void cairn__sealer_free(cairn_sealer *sl); /* wipes the cached key */
+int cairn__seal_event(cairn_env *e, MDB_txn *txn, cairn_sealer *sl, const cairn_event_in *ev,
+                      const uint8_t id[16], uint64_t position, cairn_event_in *out,
+                      uint32_t *key_id);
+int cairn__sealer_finish(cairn_env *e, cairn_sealer *sl, cairn_durability d);
+
+/* For the read paths, on a decoded event.  event_pending (in a read txn): its data is
+ * sealed and its key id is in kpend.  event_reveal: opens sealed data into `out` (len -
+ * CAIRN_AEAD_OVERHEAD bytes; NULL: in place, the record's bytes must be a writable copy),
+ * or sets ev->forgotten with no data; ev->data then describes the plaintext.  Events
+ * without CAIRN_EVENT_ENCRYPTED pass through both unchanged. */
+int cairn__event_pending(cairn_env *e, MDB_txn *txn, const cairn_event *ev, int *pending);
+/* In a txn: is any key id in kpend (almost never: only between a forget's two steps)?  A
+ * reader that knows there is none skips cairn__event_pending's look-ups. */
+int cairn__keys_pending_any(cairn_env *e, MDB_txn *txn, int *any);
+int cairn__event_reveal(cairn_env *e, cairn_event *ev, int pending, uint8_t *out);
 
 /* ---------------------------------------------------------------------------------
  * Live delivery (notify.c).  cairn__notify_commit goes after every successful commit

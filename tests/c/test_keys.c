@@ -35,8 +35,8 @@ static int key_body(cairn_wtxn *w, void *ctx) {
     if (k->forget)
         rc = cairn__subject_forget(e, w->txn, k->subject, strlen(k->subject), &k->id);
     else
-        rc = cairn__subject_key(e, w->txn, k->subject, strlen(k->subject), k->create, &k->id,
-                                k->key, &k->fresh);
+        rc = cairn__key_for_subject(e, w->txn, k->subject, strlen(k->subject), k->create, &k->id,
+                                    k->key, &k->fresh);
     if (rc == CAIRN_OK && k->fail) rc = cairn__fail(CAIRN_EINVAL, "made to fail");
     return rc;
 }
@@ -307,6 +307,59 @@ static void a_damaged_keys_file_is_refused(void **state) {
     assert_non_null(strstr(cairn_errmsg(), "not a cairn keys file"));
 }
 
+/* Through the public API: data with a subject is stored sealed, read back as plaintext by
+ * iterators and cairn_get, and as forgotten (no data) once cairn_forget committed. */
+static void append_read_and_forget_through_the_api(void **state) {
+    fixture *fx = *state;
+    const char *secret = "\"p3rs0nal-d4ta\"";
+    cairn_event_in e[2];
+    cairn_append_result r;
+    cairn_iter *it;
+    cairn_event ev;
+    uint8_t key[32];
+    uint64_t pos = 0;
+    int found, n = 0;
+    e[0] = ev_make("Registered", secret);
+    e[0].subject.ptr = "user-9", e[0].subject.len = 6;
+    e[1] = ev_make("Plain", "{\"x\":1}");
+    CHECK_OK(cairn_append(fx->store, "user-9", 6, CAIRN_ANY, e, 2, &r));
+    CHECK_OK(cairn__subject_key(fx->store, "user-9", 6, key, &found));
+    assert_true(found);
+    CHECK_OK(cairn_sync(fx->store));
+    assert_false(in_any_file(fx->path, secret, strlen(secret)));
+    CHECK_OK(cairn_get(fx->store, 1, &ev));
+    assert_true(ev.flags & CAIRN_EVENT_ENCRYPTED);
+    assert_int_equal(ev.data.len, strlen(secret));
+    assert_memory_equal(ev.data.ptr, secret, strlen(secret));
+    assert_int_equal(ev.subject.len, 6);
+    assert_false(ev.forgotten);
+    /* a flag the store sets is refused from a caller */
+    e[1].flags = CAIRN_EVENT_ENCRYPTED;
+    CHECK_RC(cairn_append(fx->store, "user-9", 6, CAIRN_ANY, &e[1], 1, &r), CAIRN_EINVAL);
+    e[1].flags = 0;
+    /* a bad subject: nothing written */
+    e[1].subject.ptr = "", e[1].subject.len = 0;
+    CHECK_RC(cairn_append(fx->store, "user-9", 6, CAIRN_ANY, &e[1], 1, &r), CAIRN_EINVAL);
+    assert_non_null(strstr(cairn_errmsg(), "subject must be 1..1024 bytes"));
+    CHECK_RC(cairn_forget(fx->store, "a\0b", 3, &pos), CAIRN_EINVAL);
+    assert_int_equal(head_of(fx->store), 2);
+    CHECK_OK(cairn_forget(fx->store, "user-9", 6, &pos));
+    assert_int_equal(pos, 3);
+    CHECK_OK(cairn__subject_key(fx->store, "user-9", 6, key, &found));
+    assert_false(found);
+    CHECK_OK(cairn_iter_stream(fx->store, "user-9", 6, -1, 0, 0, &it));
+    while (cairn_iter_next(it, &ev) == 1) {
+        assert_int_equal(ev.forgotten, n == 0);
+        assert_int_equal(ev.data.len, n == 0 ? 0 : 7);
+        n++;
+    }
+    cairn_iter_close(it);
+    assert_int_equal(n, 2);
+    CHECK_OK(cairn_get(fx->store, 1, &ev));
+    assert_true(ev.forgotten);
+    assert_null(ev.data.ptr);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(a_subject_keeps_its_key_and_others_get_their_own, fx_setup,
@@ -322,6 +375,8 @@ int main(void) {
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(another_process_sees_new_keys, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(a_damaged_keys_file_is_refused, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(append_read_and_forget_through_the_api, fx_setup,
+                                        fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -962,15 +962,16 @@ return {
 """
 
 
-def test_a_subject_in_a_decided_or_compensating_event_is_refused_until_encryption_exists(store):
-    # As Event(subject=...): dropping it would pass unencrypted data for encrypted.
+def test_a_subject_in_a_decided_or_compensating_event_is_refused(store):
+    # Scripts cannot encrypt for a subject (only cairn.Event does): dropping it would pass
+    # unencrypted data for encrypted.
     store.define_aggregate("doc", SUBJECT)
-    with pytest.raises(cairn.ScriptError, match="subject.*not built yet") as ei:
+    with pytest.raises(cairn.ScriptError, match="subject.*cannot be given by a script") as ei:
         store.execute("doc-1", "Secret")
     assert ei.value.script == "doc"
     assert store.head() == 0
     store.execute("doc-1", "Plain")
-    with pytest.raises(cairn.ScriptError, match="subject.*not built yet"):
+    with pytest.raises(cairn.ScriptError, match="subject.*cannot be given by a script"):
         store.compensate("doc-1", 0)
     assert store.head() == 1  # nothing written by either
     store.execute("doc-1", "Plain")  # the store is usable afterwards

@@ -166,6 +166,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a tag (repeat for more)")
     p.add_argument("--id", metavar="UUID", help="the event id (default: a new one)")
 
+    p = command("forget", write.cmd_forget, "forget a data subject (crypto-shredding)",
+                "cairn forget ./shop-store user-42",
+                "Makes the key of SUBJECT unrecoverable from every file of the store and appends "
+                "a $SubjectForgotten event to $lifecycle: its events then read with no data, "
+                "marked forgotten (docs/API.md section 6).  Rebuild projections that held its "
+                "data (cairn projections reset).")
+    path(p)
+    p.add_argument("subject", metavar="SUBJECT")
+
     p = command("import", write.cmd_import, "append the events of a JSON-lines file",
                 "cairn import ./copy-store events.jsonl --batch 1000",
                 "Appends each line of FILE (JSON lines, the shape `cairn export` writes; - "

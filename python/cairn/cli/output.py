@@ -75,7 +75,16 @@ def event_json(e: cairn.RecordedEvent) -> dict[str, Any]:
     if isinstance(e.data, bytes):
         d["data"] = None
         d["data_base64"] = base64.b64encode(e.data).decode("ascii")
+    if e.subject is not None:  # spec 6: only on events that have one
+        d["subject"] = e.subject
+    if e.forgotten:
+        d["forgotten"] = True
     return d
+
+
+def event_text(e: cairn.RecordedEvent) -> str:
+    """The data column of a human line; a forgotten event's data is gone (spec 6)."""
+    return "<forgotten>" if e.forgotten else data_text(e.data)
 
 
 def data_text(data: Any) -> str:
@@ -167,7 +176,7 @@ class Out:
             return
         if not self.tty:
             self.stream.write("\t".join((str(e.position), timestamp(e), e.stream, str(e.version),
-                                         e.type, data_text(e.data))) + "\n")
+                                         e.type, event_text(e))) + "\n")
             if flush:
                 self.stream.flush()
             return
@@ -176,7 +185,7 @@ class Out:
                  (f"{e.stream}@{e.version}", "cyan"), ("  ", None), (e.type, "bold green")]
         for t in e.tags:
             parts += [(" ", None), ("#" + t, "magenta")]
-        parts += [("  ", None), (data_text(e.data), None)]
+        parts += [("  ", None), (event_text(e), "dim" if e.forgotten else None)]
         self.styled(parts, flush)
 
 

@@ -48,6 +48,18 @@ def cmd_append(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- forget -----------------------------------------------------------------------------------
+def cmd_forget(args: argparse.Namespace) -> int:
+    out = Out(args.json)
+    with open_store(args.path, write=True) as store:
+        store.forget(args.subject)
+    if out.json:
+        out.obj({"forgotten": args.subject})
+    else:
+        out.line(f"forgotten: {args.subject}")
+    return 0
+
+
 # -- import -----------------------------------------------------------------------------------
 class _Line:
     __slots__ = ("stream", "event", "where")
@@ -83,9 +95,12 @@ def _parse_line(text: str, where: str) -> _Line:
     metadata = d.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise UserError(f"{where}: 'metadata' must be an object or null")
+    if d.get("forgotten"):
+        raise UserError(f"{where}: the event is forgotten (its subject's key was forgotten and "
+                        "its data is gone): it cannot be imported")
     try:
         event = cairn.Event(d["type"], data, metadata=metadata, id=d.get("id"), schema=schema,
-                            tags=tags)
+                            tags=tags, subject=d.get("subject"))
     except (ValueError, TypeError) as e:
         raise UserError(f"{where}: {e}") from None
     return _Line(d["stream"], event, where)
