@@ -220,6 +220,12 @@ static int check_field(lua_State *L, int f, int v, int read) {
         if (!lua_isboolean(L, v))
             return lh_fail(CAIRN_EINVAL, "bytes must be true, false or nil, not %s", what_is(L, v));
         return CAIRN_OK;
+    case F_SUBJECT: /* the data subject whose key encrypts data (spec 6) */
+        if (lua_type(L, v) != LUA_TSTRING)
+            return lh_fail(CAIRN_EINVAL, "subject must be a string, not %s", what_is(L, v));
+        s = lua_tolstring(L, v, &len);
+        if ((rc = cairn__check_subject(s, len))) return lh_fail(rc, "%s", cairn__err()->message);
+        return CAIRN_OK;
     case F_TAGS: return check_tags(L, v);
     case F_METADATA: return check_metadata(L, v);
     default: return CAIRN_OK; /* data: the JSON encoder's; the read fields: the record's */
@@ -239,22 +245,13 @@ int lh_check_event(lua_State *L, int e, int kind) {
     lua_pushnil(L);
     while (lua_next(L, e)) {
         int f = field_of(L, -2, read);
-        if (f == F_SUBJECT) {
-            /* Scripts cannot encrypt yet (only cairn.Event(subject=...) does): dropping a
-             * subject would pass unencrypted data for encrypted. */
-            lua_settop(L, top);
-            return lh_fail(CAIRN_EINVAL,
-                           "an event's subject (encryption of its data) cannot be given by a "
-                           "script yet, only by cairn.Event(subject=...); nothing was "
-                           "written");
-        }
         if (f == F_UNKNOWN) {
             lh_show_key(L, -2, k, sizeof k, 1);
             lua_settop(L, top);
             if (!read)
                 return lh_fail(CAIRN_EINVAL,
                                "unknown key %s in an event table (it may have type, data, "
-                               "metadata, tags, schema and id)",
+                               "metadata, tags, schema, id and subject)",
                                k);
             return lh_fail(
                 CAIRN_EINVAL,

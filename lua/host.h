@@ -165,7 +165,7 @@ int cairn_lua_check_list(cairn_lua *h, int idx, size_t *n);
 /* [-0, +0, -]
  * Checks the event table at idx as cairn.Event checks its arguments (spec 3, "Event tables
  * from scripts"): only known keys (CAIRN_LUA_EVENT_NEW: type, data, metadata, tags, schema,
- * id -- `subject` refused until encryption exists; CAIRN_LUA_EVENT_UPCAST: the fields of an
+ * id, subject; CAIRN_LUA_EVENT_UPCAST: the fields of an
  * event as read), type a string, tags nil or a list of strings, metadata nil or a table with
  * string keys whose reserved keys have their types, id nil or a UUID string, schema (NEW) nil
  * or an integer; what the fields hold obeys the base rules (base.h: cairn__check_type ...),

@@ -565,6 +565,10 @@ static int produce_events(agg *a, int list, const handler_ref *r, const int *met
         if (lua_rawget(L, e) == LUA_TSTRING && (s = lua_tolstring(L, -1, &len)))
             ev->has_id = cairn__parse_uuid(s, len, ev->id);
         lua_pop(L, 1);
+        lua_pushliteral(L, "subject"); /* checked; the event table keeps the string alive */
+        if (lua_rawget(L, e) == LUA_TSTRING)
+            ev->subject.ptr = lua_tolstring(L, -1, &ev->subject.len);
+        lua_pop(L, 1);
         /* data */
         before = p->buf.len;
         lua_pushliteral(L, "data");

@@ -388,3 +388,35 @@ def test_cli_forget_and_read_show_forgotten_events(store_path):
     assert [json.loads(x)["type"] for x in r.stdout.splitlines()] == ["$SubjectForgotten"]
     r = cli("forget", store_path, "")
     assert r.returncode != 0 and "subject" in r.stderr
+
+
+def test_the_hash_chain_and_verify_hold_across_encryption_and_forget(store):
+    """The chain is over the stored bytes, ciphertext included (spec 6): forgetting changes
+    no record, so verify() still passes and the head's hash only moves by the new event."""
+    store.append("u", [cairn.Event("A", {"v": SECRET}, subject="p"), cairn.Event("B", 2)])
+    pos, _ = store.chain_head()
+    assert store.verify().events == 2
+    store.forget("p")
+    assert store.verify().events == 3
+    assert store.chain_head()[0] == pos + 1
+    chained = [e for e in store.read_all()]
+    assert [e.forgotten for e in chained] == [True, False]
+
+
+def test_export_and_import_carry_the_subject(store_path, tmp_path):
+    with cairn.open(store_path) as s:
+        s.append("u", [cairn.Event("A", {"v": 1}, subject="p"), cairn.Event("B", {"v": 2})])
+    r = cli("export", store_path)
+    assert r.returncode == 0, r.stderr
+    dump_file = tmp_path / "events.jsonl"
+    dump_file.write_text(r.stdout)
+    r = cli("import", tmp_path / "copy", dump_file)
+    assert r.returncode == 0, r.stderr
+    with cairn.open(tmp_path / "copy") as c:
+        assert [(e.data, e.subject) for e in c.read_all()] == [({"v": 1}, "p"), ({"v": 2}, None)]
+        assert c._subject_key("p") is not None
+    cli("forget", store_path, "p")
+    r = cli("export", store_path)
+    dump_file.write_text(r.stdout)
+    r = cli("import", tmp_path / "copy2", dump_file)
+    assert r.returncode != 0 and "forgotten" in r.stderr
