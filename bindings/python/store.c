@@ -572,6 +572,39 @@ static PyObject *store_verify(cpy_store *self, PyObject *args, PyObject *kwargs)
     return r;
 }
 
+/* maintain(progress=None): reclaims what the lifecycle rules removed (spec 6); progress as
+ * verify's, once per commit: (streams done, streams with limits). */
+static PyObject *store_maintain(cpy_store *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"progress", NULL};
+    cairn_maintain_report rep = {0, 0};
+    verify_cb cb = {NULL, NULL, NULL, NULL, NULL};
+    cairn_store *h;
+    int rc;
+    PyObject *fn = Py_None;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$O:maintain", kwlist, &fn)) return NULL;
+    if (fn != Py_None && !PyCallable_Check(fn)) {
+        PyErr_Format(PyExc_TypeError, "progress must be callable or None, not %.100s",
+                     Py_TYPE(fn)->tp_name);
+        return NULL;
+    }
+    cb.fn = fn;
+    CPY_STORE_CALL(self, h, rc,
+                   cairn_maintain(h, &rep, fn == Py_None ? NULL : verify_progress, &cb));
+    if (cpy_store_call_end(self, h, rc, NULL, 0) < 0) {
+        Py_XDECREF(cb.exc);
+        Py_XDECREF(cb.val);
+        Py_XDECREF(cb.tb);
+        return NULL;
+    }
+    if (cb.exc) {
+        PyErr_Restore(cb.exc, cb.val, cb.tb);
+        return NULL;
+    }
+    return Py_BuildValue("{sKsK}", "streams", (unsigned long long)rep.streams, "removed",
+                         (unsigned long long)rep.removed);
+}
+
 /* ---------------------------------------------------------------------------------
  * Operations: backup, the file's figures, subscriptions, events by id.
  * --------------------------------------------------------------------------------- */
@@ -1071,6 +1104,10 @@ static PyMethodDef store_methods[] = {
      METH_VARARGS | METH_KEYWORDS,
      "stream_metadata($self, /, stream)\n--\n\nThe stream's limits: a dict of max_count, "
      "max_age and truncate_before, None where unset."},
+    {"maintain", (PyCFunction)(void (*)(void))store_maintain, METH_VARARGS | METH_KEYWORDS,
+     "maintain($self, /, *, progress=None)\n--\n\nReclaim the space of every event the "
+     "lifecycle rules removed (deletes, max_count, max_age, truncate_before): records and "
+     "index entries leave the file.  Returns {'streams': n, 'removed': n}."},
     {"head", (PyCFunction)store_head, METH_NOARGS,
      "head($self, /)\n--\n\nThe last global position, 0 when the store is empty."},
     {"chain_head", (PyCFunction)store_chain_head, METH_NOARGS,

@@ -324,6 +324,18 @@ int cairn_set_stream_metadata(cairn_store *store, const char *stream, size_t str
 int cairn_stream_metadata(cairn_store *store, const char *stream, size_t stream_len,
                           cairn_stream_meta *out);
 
+/* Reclaims the space of every removed event of every stream with limits or a delete: its
+ * record and every index entry leave the file (its position stays a hole), in commits of
+ * at most 4,096 events; writers of other processes go on between them.  Removed events
+ * are reclaimed without it too, at the next write to their stream.  progress (may be
+ * NULL) is called after each commit with (streams done, streams with limits). */
+typedef struct cairn_maintain_report {
+    uint64_t streams; /* streams with limits or a delete gone through */
+    uint64_t removed; /* events reclaimed */
+} cairn_maintain_report;
+int cairn_maintain(cairn_store *store, cairn_maintain_report *report, cairn_progress_fn progress,
+                   void *ctx);
+
 /* ---------------------------------------------------------------------------------
  * Crypto-shredding (spec section 6; keys.c).
  * --------------------------------------------------------------------------------- */

@@ -274,6 +274,8 @@ static int fold_range(agg *a, int64_t target) {
     }
     if (mrc != 0 && mrc != MDB_NOTFOUND) goto mdb_fail;
     if (n && (rc = reduce(a, evs, n))) goto out;
+    /* the versions up to target that the lifecycle rules removed are gone from sidx too */
+    if (a->si.has_life && last < target && target <= a->si.version) last = target;
     a->version = last;
     goto out;
 mdb_fail:
@@ -1134,6 +1136,27 @@ int cairn_rollback(cairn_store *s, const char *correlation_id, size_t len,
 /* ---------------------------------------------------------------------------------
  * Snapshots after appends
  * --------------------------------------------------------------------------------- */
+int cairn__snapshots_drop(cairn_env *e, MDB_txn *txn, uint64_t sid) {
+    MDB_cursor *c;
+    uint8_t kb[16];
+    MDB_val k = {16, kb}, v;
+    int rc;
+    if (!cairn__senv(e)->snaps) return CAIRN_OK;
+    if ((rc = mdb_cursor_open(txn, cairn__senv(e)->snaps, &c)))
+        return cairn__mdb_fail(rc, "snapshot");
+    snap_key(kb, sid, 0);
+    rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    while (rc == 0 && k.mv_size == 16 && cairn__get_be64(k.mv_data) == sid) {
+        if ((rc = mdb_cursor_del(c, 0))) break;
+        snap_key(kb, sid, 0);
+        k.mv_size = 16, k.mv_data = kb;
+        rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    }
+    mdb_cursor_close(c);
+    if (rc == MDB_MAP_FULL) return CAIRN__EMAPFULL;
+    return rc == 0 || rc == MDB_NOTFOUND ? CAIRN_OK : cairn__mdb_fail(rc, "snapshot");
+}
+
 int cairn__snapshot_after_append(cairn_store *s, MDB_txn *txn, const cairn_append_req *reqs,
                                  size_t nreqs, const cairn_append_result *results) {
     cairn_lua *h = NULL;

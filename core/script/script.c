@@ -147,7 +147,7 @@ static int after_forget(cairn_store *s, MDB_txn *txn) {
 
 const cairn_hooks cairn__script_hooks = {
     senv_open,           senv_close,         after_append, cairn__upcast_prepare,
-    cairn__upcast_event, cairn__upcast_free, after_forget};
+    cairn__upcast_event, cairn__upcast_free, after_forget, cairn__snapshots_drop};
 
 int cairn_open(const char *path, const cairn_options *opts, cairn_store **out) {
     return cairn__store_open(path, opts, &cairn__script_hooks, out);

@@ -80,6 +80,8 @@ int cairn__script_retains(lua_State *L, int kind, const char *name, uint64_t has
  * --------------------------------------------------------------------------------- */
 /* Keeps aggregate snapshots current (aggregate.c); script failures there are not the
  * append's: they only skip the snapshot. */
+/* Events of stream `sid` were removed (spec 6): its snapshots, which fold them, go. */
+int cairn__snapshots_drop(cairn_env *e, MDB_txn *txn, uint64_t sid);
 int cairn__snapshot_after_append(cairn_store *s, MDB_txn *txn, const cairn_append_req *reqs,
                                  size_t nreqs, const cairn_append_result *results);
 /* Projections (projection.c).  Inline projections follow an append inside its txn (a

@@ -455,7 +455,11 @@ static int read_tail(cairn_env *e, MDB_txn *txn, MDB_cursor *clog, uint64_t *hea
     } else if (rc != MDB_NOTFOUND) {
         return cairn__mdb_fail(rc, "read log");
     }
-    if ((rc = cairn__head(e, txn, head))) return rc;
+    { /* the newest events may have been removed: their head and time are in meta */
+        int64_t kept_ts = 0;
+        if ((rc = cairn__head_ts(e, txn, head, &kept_ts))) return rc;
+        if (kept_ts > *last_ts) *last_ts = kept_ts;
+    }
     if (stored && pos == *head) {
         memcpy(chain, stored, CAIRN_CHAIN);
         return CAIRN_OK;

@@ -99,21 +99,39 @@ int cairn__stream_lookup(cairn_env *e, MDB_txn *txn, const void *name, size_t le
 }
 
 /* The last position ever written: the log's last key, or the `meta` head kept when the
- * newest events are removed (positions are never reused). */
-int cairn__head(cairn_env *e, MDB_txn *txn, uint64_t *out) {
+ * newest events are removed (positions are never reused): u64 head, i64 its timestamp. */
+int cairn__head_ts(cairn_env *e, MDB_txn *txn, uint64_t *out, int64_t *ts) {
     MDB_cursor *c;
     MDB_val k, v, mk = {4, (void *)"head"};
     int rc;
     *out = 0;
+    if (ts) *ts = 0;
     if ((rc = mdb_cursor_open(txn, e->log, &c))) return cairn__mdb_fail(rc, "head");
     rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
     if (rc == 0 && k.mv_size == 8) *out = cairn__get_be64(k.mv_data);
     mdb_cursor_close(c);
     if (rc && rc != MDB_NOTFOUND) return cairn__mdb_fail(rc, "head");
     rc = mdb_get(txn, e->meta, &mk, &v);
-    if (rc == 0 && v.mv_size == 8 && cairn__get_be64(v.mv_data) > *out)
-        *out = cairn__get_be64(v.mv_data);
+    if (rc == 0 && (v.mv_size == 8 || v.mv_size == 16)) {
+        if (cairn__get_be64(v.mv_data) > *out) *out = cairn__get_be64(v.mv_data);
+        if (ts && v.mv_size == 16) *ts = (int64_t)cairn__get_be64((uint8_t *)v.mv_data + 8);
+    }
     return rc == 0 || rc == MDB_NOTFOUND ? CAIRN_OK : cairn__mdb_fail(rc, "head");
+}
+
+int cairn__head(cairn_env *e, MDB_txn *txn, uint64_t *out) {
+    return cairn__head_ts(e, txn, out, NULL);
+}
+
+int cairn__head_keep(cairn_env *e, MDB_txn *txn, uint64_t head, int64_t ts) {
+    uint8_t b[16];
+    MDB_val k = {4, (void *)"head"}, v = {16, b};
+    int rc;
+    cairn__put_be64(b, head);
+    cairn__put_be64(b + 8, (uint64_t)ts);
+    rc = mdb_put(txn, e->meta, &k, &v, 0);
+    if (rc == MDB_MAP_FULL) return CAIRN__EMAPFULL;
+    return rc ? cairn__mdb_fail(rc, "write meta") : CAIRN_OK;
 }
 
 /* The index tail (see cairn__tail_start in storage.h): meta "tail" holds the first

@@ -15,8 +15,12 @@
  */
 #include <jansson.h>
 #include <stdlib.h>
+#define XXH_INLINE_ALL
+#include <xxhash.h>
 
 #include "storage.h"
+
+#define RECLAIM_BATCH 4096 /* events removed per commit (LMDB caps the pages a txn dirties) */
 
 /* ---------------------------------------------------------------------------------
  * Entries
@@ -84,41 +88,113 @@ static int life_store(cairn_env *e, MDB_txn *txn, const cairn_slice *stream,
 }
 
 int cairn__life_after_write(cairn_store *s, MDB_txn *txn, const cairn_slice *stream,
-                            const cairn_stream_info *si) {
-    cairn_life l = si->life;
-    if (l.max_count < 0) return CAIRN_OK; /* nothing moves with the version */
-    if (si->version + 1 - l.max_count > l.first) l.first = si->version + 1 - l.max_count;
-    l.kept = si->version;
-    return life_put(s->env, txn, stream, &l);
+                            cairn_stream_info *si) {
+    cairn_life *l = &si->life;
+    uint64_t n = 0;
+    int more, rc;
+    if (l->max_count >= 0 && si->version + 1 - l->max_count > l->first) {
+        l->first = si->version + 1 - l->max_count;
+        l->kept = si->version;
+        if ((rc = life_put(s->env, txn, stream, l))) return rc;
+    }
+    /* reclaimed at the next write to the stream (spec 6), a batch at most */
+    return cairn__life_reclaim(s, txn, stream, si, RECLAIM_BATCH, &n, &more);
 }
 
 /* ---------------------------------------------------------------------------------
  * The read-time view over the log
  * --------------------------------------------------------------------------------- */
-int cairn__life_view_begin(cairn_env *e, MDB_txn *txn, cairn_life_view *v) {
+int cairn__life_on(cairn_env *e, MDB_txn *txn, int rdonly, int *on) {
     MDB_stat st;
+    uint64_t id = mdb_txn_id(txn), seen;
     int rc;
-    v->on = 0;
-    v->name_len = SIZE_MAX;
+    *on = 0;
     if (!e->smeta) return CAIRN_OK;
+    /* a snapshot is immutable: the answer for its txn id holds for every reader of it (a
+     * write txn's id is the one its commit will have, and it changes what it reads) */
+    seen = __atomic_load_n(&e->life_seen, __ATOMIC_RELAXED);
+    if (rdonly && id && seen >> 1 == id) {
+        *on = (int)(seen & 1);
+        return CAIRN_OK;
+    }
     if ((rc = mdb_stat(txn, e->smeta, &st))) return cairn__mdb_fail(rc, "read stream lifecycle");
-    v->on = st.ms_entries != 0;
-    if (v->on) v->now = cairn__now_ns();
+    *on = st.ms_entries != 0;
+    if (rdonly)
+        __atomic_store_n(&e->life_seen, ((uint64_t)id << 1) | (uint64_t)*on, __ATOMIC_RELAXED);
+    return CAIRN_OK;
+}
+
+int cairn__life_event_hidden(cairn_env *e, MDB_txn *txn, const cairn_event *ev) {
+    uint8_t key[CAIRN_STREAM_KEY_MAX];
+    size_t klen = cairn__stream_key(ev->stream.ptr, ev->stream.len, key);
+    cairn_life l;
+    int found, rc = cairn__life_get(e, txn, key, klen, &l, &found);
+    if (rc) return rc;
+    return found && cairn__life_hides(&l, ev->version, ev->timestamp, cairn__now_ns());
+}
+
+int cairn__life_view_begin(cairn_env *e, MDB_txn *txn, int rdonly, cairn_life_view *v) {
+    int rc;
+    if (++v->gen == 0) { /* wrapped: no entry may look current */
+        memset(v->seen, 0, sizeof v->seen);
+        v->gen = 1;
+    }
+    v->nfew = 0;
+    if ((rc = cairn__life_on(e, txn, rdonly, &v->on)) || !v->on) return rc;
+    v->now = cairn__now_ns();
+    { /* a few entries (the usual case: a few streams with limits) are read at once, and an
+       * event's stream is found among them without a look-up */
+        MDB_stat st;
+        MDB_cursor *c;
+        MDB_val k, d;
+        size_t n = 0;
+        if ((rc = mdb_stat(txn, e->smeta, &st)))
+            return cairn__mdb_fail(rc, "read stream lifecycle");
+        if (st.ms_entries > CAIRN__LIFE_FEW) return CAIRN_OK;
+        if ((rc = mdb_cursor_open(txn, e->smeta, &c)))
+            return cairn__mdb_fail(rc, "read stream lifecycle");
+        rc = mdb_cursor_get(c, &k, &d, MDB_FIRST);
+        while (rc == 0 && n < CAIRN__LIFE_FEW) {
+            int found;
+            if (k.mv_size > CAIRN_STREAM_KEY_INLINE) break; /* a long name: look-ups */
+            if ((rc = cairn__life_get(e, txn, k.mv_data, k.mv_size, &v->few[n].life, &found)) ||
+                !found)
+                break;
+            v->few[n].key = k.mv_data, v->few[n].klen = k.mv_size, n++;
+            rc = mdb_cursor_get(c, &k, &d, MDB_NEXT);
+        }
+        mdb_cursor_close(c);
+        if (rc == MDB_NOTFOUND)
+            v->nfew = n; /* all of them: else the cache below serves */
+        else if (rc < 0 && rc >= CAIRN_EINTERNAL && rc <= CAIRN_EINVAL)
+            return rc;
+    }
     return CAIRN_OK;
 }
 
 int cairn__life_view_hides(cairn_env *e, MDB_txn *txn, cairn_life_view *v, const cairn_event *ev) {
+    cairn_life_seen *c;
     if (!v->on) return 0;
-    if (ev->stream.len != v->name_len || memcmp(ev->stream.ptr, v->name, ev->stream.len) != 0) {
+    if (v->nfew && ev->stream.len <= CAIRN_STREAM_KEY_INLINE) { /* a name is its own key */
+        for (size_t i = 0; i < v->nfew; i++)
+            if (v->few[i].klen == ev->stream.len &&
+                memcmp(v->few[i].key, ev->stream.ptr, ev->stream.len) == 0)
+                return cairn__life_hides(&v->few[i].life, ev->version, ev->timestamp, v->now);
+        return 0;
+    }
+    c = &v->seen[XXH3_64bits(ev->stream.ptr, ev->stream.len) % CAIRN__LIFE_CACHE];
+    if (c->gen != v->gen || c->len != ev->stream.len ||
+        (c->name != ev->stream.ptr && memcmp(c->name, ev->stream.ptr, c->len) != 0)) {
         uint8_t key[CAIRN_STREAM_KEY_MAX];
         size_t klen = cairn__stream_key(ev->stream.ptr, ev->stream.len, key);
-        int rc = cairn__life_get(e, txn, key, klen, &v->life, &v->has);
-        if (rc) return rc;
-        if (ev->stream.len > sizeof v->name) return v->has; /* cannot be: names are <= 1 KiB */
-        memcpy(v->name, ev->stream.ptr, ev->stream.len);
-        v->name_len = ev->stream.len;
+        int rc = cairn__life_get(e, txn, key, klen, &c->life, &c->has);
+        if (rc) {
+            c->gen = v->gen - 1;
+            return rc;
+        }
+        c->name = ev->stream.ptr, c->len = ev->stream.len, c->gen = v->gen;
     }
-    return v->has && cairn__life_hides(&v->life, ev->version, ev->timestamp, v->now);
+    return c->has && cairn__life_hides(&c->life, ev->version, ev->timestamp, v->now);
 }
 
 /* ---------------------------------------------------------------------------------
@@ -216,7 +292,8 @@ static int delete_body(cairn_wtxn *w, void *ctx) {
     cairn_stream_info si;
     cairn_append_req q;
     char *json = NULL;
-    int rc;
+    uint64_t n = 0;
+    int rc, more;
 
     memset(&q, 0, sizeof q);
     q.stream = a->stream, q.expected = a->expected;
@@ -232,7 +309,8 @@ static int delete_body(cairn_wtxn *w, void *ctx) {
     if (si.version + 1 > si.life.first) si.life.first = si.version + 1;
     /* a soft delete of a stream without events changes nothing: no entry for it */
     if ((a->hard || si.version >= 0 || si.has_life) &&
-        (rc = life_store(e, w->txn, &a->stream, &si)))
+        ((rc = life_store(e, w->txn, &a->stream, &si)) ||
+         (rc = cairn__life_reclaim(a->s, w->txn, &a->stream, &si, RECLAIM_BATCH, &n, &more))))
         return rc;
     if ((rc =
              json_text(json_pack("{s:s%,s:b,s:I}", "stream", (const char *)a->stream.ptr,
@@ -296,7 +374,8 @@ static int meta_body(cairn_wtxn *w, void *ctx) {
     cairn_stream_info si;
     int64_t first;
     char *json = NULL;
-    int rc;
+    uint64_t n = 0;
+    int rc, more;
 
     if ((rc = cairn__stream_lookup(e, w->txn, a->stream.ptr, a->stream.len, &si))) return rc;
     if (si.has_life && (si.life.flags & CAIRN__LF_DELETED))
@@ -312,7 +391,9 @@ static int meta_body(cairn_wtxn *w, void *ctx) {
     if (a->m.truncate_before > si.life.first) si.life.first = a->m.truncate_before;
     if (a->m.max_count > 0 && si.version + 1 - a->m.max_count > si.life.first)
         si.life.first = si.version + 1 - a->m.max_count;
-    if ((rc = life_store(e, w->txn, &a->stream, &si))) return rc;
+    if ((rc = life_store(e, w->txn, &a->stream, &si)) ||
+        (rc = cairn__life_reclaim(a->s, w->txn, &a->stream, &si, RECLAIM_BATCH, &n, &more)))
+        return rc;
     if ((rc = json_text(json_pack("{s:s%,s:I,s:o,s:o,s:o}", "stream", (const char *)a->stream.ptr,
                                   a->stream.len, "version", (json_int_t)si.version, "max_count",
                                   limit_json(a->m.max_count), "max_age", limit_json(a->m.max_age),
@@ -362,5 +443,281 @@ int cairn_stream_metadata(cairn_store *s, const char *stream, size_t stream_len,
         out->max_age = si.life.max_age;
         out->truncate_before = si.life.truncate_before;
     }
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------
+ * Reclamation: removed events leave the file.  Each goes with every index entry naming it
+ * (sidx, ids, the category/type/tag/correlation postings, comp), its position joins a run
+ * of `holes`, and when it was the newest record the head is kept in `meta`.  Bounded per
+ * transaction (LMDB caps the pages one txn may dirty); the rest is left for the next write
+ * to the stream or cairn_maintain.
+ * --------------------------------------------------------------------------------- */
+#define MDB_OK(call)                                                                        \
+    do {                                                                                    \
+        int mrc_ = (call);                                                                  \
+        if (mrc_ && mrc_ != MDB_NOTFOUND) {                                                 \
+            rc = mrc_ == MDB_MAP_FULL ? CAIRN__EMAPFULL : cairn__mdb_fail(mrc_, "reclaim"); \
+            goto out;                                                                       \
+        }                                                                                   \
+    } while (0)
+
+/* One posting dup; a tag repeated on the event (one posting) is gone the second time. */
+static int del_posting(cairn_env *e, MDB_txn *txn, int kind, const void *name, size_t len,
+                       uint8_t posb[8]) {
+    uint8_t kb[CAIRN_POST_KEY];
+    MDB_val k = {sizeof kb, kb}, v = {8, posb};
+    cairn__post_key(kind, name, len, kb);
+    return mdb_del(txn, e->post, &k, &v);
+}
+
+/* Every id, posting and compensation entry of `ev` at `pos`; events of the index tail
+ * (pos >= tail) have no id or posting entries yet (and never links). */
+static int unindex(cairn_env *e, MDB_txn *txn, const cairn_event *ev, uint64_t pos, uint64_t tail) {
+    uint8_t posb[8];
+    cairn_slice cat, tag;
+    size_t cur = 0;
+    cairn_links l;
+    int rc = CAIRN_OK;
+
+    cairn__put_be64(posb, pos);
+    if (!tail || pos < tail) {
+        MDB_val ik = {16, (void *)ev->id}, iv;
+        if (mdb_get(txn, e->ids, &ik, &iv) == 0 && iv.mv_size == 20 &&
+            cairn__get_be64(iv.mv_data) == pos)
+            MDB_OK(mdb_del(txn, e->ids, &ik, NULL));
+        cat = cairn_category(ev->stream.ptr, ev->stream.len);
+        MDB_OK(del_posting(e, txn, CAIRN_POST_CATEGORY, cat.ptr, cat.len, posb));
+        MDB_OK(del_posting(e, txn, CAIRN_POST_TYPE, ev->type.ptr, ev->type.len, posb));
+        while (cairn_event_tag(ev, &cur, &tag))
+            MDB_OK(del_posting(e, txn, CAIRN_POST_TAG, tag.ptr, tag.len, posb));
+    }
+    if (ev->metadata.len && cairn__links_parse(ev->metadata.ptr, ev->metadata.len, &l)) {
+        if (l.corr) rc = del_posting(e, txn, CAIRN_POST_CORRELATION, l.corr, l.corr_len, posb);
+        if ((rc == 0 || rc == MDB_NOTFOUND) && l.has_comp) {
+            MDB_val ck = {16, l.comp}, cv;
+            rc = mdb_get(txn, e->comp, &ck, &cv);
+            if (rc == 0 && cv.mv_size == 8 && cairn__get_be64(cv.mv_data) == pos)
+                rc = mdb_del(txn, e->comp, &ck, NULL);
+        }
+        cairn__links_free(&l);
+        MDB_OK(rc);
+        rc = CAIRN_OK;
+    }
+out:
+    return rc;
+}
+
+int cairn__life_reclaim(cairn_store *s, MDB_txn *txn, const cairn_slice *stream,
+                        cairn_stream_info *si, uint64_t budget, uint64_t *removed, int *more) {
+    cairn_env *e = s->env;
+    MDB_cursor *cs = NULL, *clog = NULL;
+    uint8_t sk[8];
+    MDB_val k = {8, sk}, v, lk, lv;
+    uint64_t tail, head, last_key = 0, n = 0;
+    int64_t now = cairn__now_ns(), last_ts = 0, top = -1;
+    int rc = CAIRN_OK, mrc, newest = 0;
+
+    *more = 0;
+    if (!si->exists || !si->has_life) goto done;
+    if ((rc = cairn__tail_start(e, txn, &tail)) || (rc = cairn__head(e, txn, &head))) goto done;
+    if ((mrc = mdb_cursor_open(txn, e->sidx, &cs)) || (mrc = mdb_cursor_open(txn, e->log, &clog))) {
+        rc = cairn__mdb_fail(mrc, "reclaim");
+        goto out;
+    }
+    if ((mrc = mdb_cursor_get(clog, &lk, &lv, MDB_LAST)) == 0 && lk.mv_size == 8)
+        last_key = cairn__get_be64(lk.mv_data);
+    cairn__put_be64(sk, si->sid);
+    for (;;) {
+        cairn_event ev;
+        uint8_t pk[8];
+        uint64_t pos;
+        int64_t ver;
+        k.mv_size = 8, k.mv_data = sk;
+        mrc = mdb_cursor_get(cs, &k, &v, MDB_SET); /* the oldest version left */
+        if (mrc == 0) mrc = mdb_cursor_get(cs, &k, &v, MDB_FIRST_DUP);
+        if (mrc == MDB_NOTFOUND) break;
+        MDB_OK(mrc);
+        if (v.mv_size != 16) {
+            rc = cairn__fail(CAIRN_ECORRUPT, "stream index: malformed entry");
+            goto out;
+        }
+        ver = (int64_t)cairn__get_be64(v.mv_data);
+        pos = cairn__get_be64((uint8_t *)v.mv_data + 8);
+        memcpy(pk, (uint8_t *)v.mv_data + 8, 8);
+        lk.mv_size = 8, lk.mv_data = pk;
+        if ((mrc = mdb_cursor_get(clog, &lk, &lv, MDB_SET_KEY)) == MDB_NOTFOUND) {
+            rc = cairn__corrupt(pos, "the stream index points at a missing event");
+            goto out;
+        }
+        MDB_OK(mrc);
+        if ((rc = cairn__record_decode(lv.mv_data, lv.mv_size, pos, &ev))) goto out;
+        if (!cairn__life_hides(&si->life, ver, ev.timestamp, now)) break; /* the rest stays */
+        if (n == budget) {
+            *more = 1;
+            break;
+        }
+        /* indexes first, the record last: until the log is written, ev points into it */
+        if ((rc = unindex(e, txn, &ev, pos, tail))) goto out;
+        /* the chain keeps the removed record's hash, in its run of `holes` (chain.c) */
+        if ((rc = cairn__chain_remove(e, txn, pos, lv.mv_data, lv.mv_size))) goto out;
+        if (pos == last_key) newest = 1, last_ts = ev.timestamp;
+        MDB_OK(mdb_cursor_del(cs, 0));
+        MDB_OK(mdb_cursor_del(clog, 0));
+        top = ver;
+        n++;
+    }
+    if (n) {
+        if (top + 1 > si->life.first) si->life.first = top + 1; /* what max_age took too */
+        si->life.kept = si->version;
+        if ((rc = life_put(e, txn, stream, &si->life))) goto out;
+        if (newest && (rc = cairn__head_keep(e, txn, head, last_ts))) goto out;
+        if (e->hooks && e->hooks->stream_removed &&
+            (rc = e->hooks->stream_removed(e, txn, si->sid)))
+            goto out;
+    }
+out:
+    if (clog) mdb_cursor_close(clog);
+    if (cs) mdb_cursor_close(cs);
+done:
+    if (removed) *removed += n;
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------
+ * Maintenance: every stream with an entry, reclaimed in commits of at most
+ * RECLAIM_BATCH events.
+ * --------------------------------------------------------------------------------- */
+typedef struct maint_pos {
+    uint8_t after[CAIRN_STREAM_KEY_MAX]; /* go on after this smeta key (len 0: at the start) */
+    size_t after_len;
+    int resume_same; /* ... or at it: its stream has more to reclaim */
+    uint64_t streams, removed;
+    int done;
+} maint_pos;
+
+/* `at` is where the committed work stands; a body computes `next`, taken once it commits
+ * (a map-full rerun of the body starts from `at` again). */
+typedef struct maint_args {
+    cairn_store *s;
+    maint_pos at, next;
+} maint_args;
+
+static int maint_body(cairn_wtxn *w, void *ctx) {
+    maint_args *a = ctx;
+    cairn_env *e = a->s->env;
+    MDB_cursor *c = NULL;
+    MDB_val k, v;
+    uint64_t budget = RECLAIM_BATCH, removed = 0, streams = 0;
+    int rc = CAIRN_OK, mrc, more = 0;
+    uint8_t last[CAIRN_STREAM_KEY_MAX];
+    size_t last_len = a->at.after_len;
+
+    memcpy(last, a->at.after, last_len);
+    a->next = a->at;
+    w->skip = 1; /* nothing to write unless something is reclaimed */
+    if (!e->smeta) {
+        a->next.done = 1;
+        return CAIRN_OK;
+    }
+    if ((mrc = mdb_cursor_open(w->txn, e->smeta, &c))) return cairn__mdb_fail(mrc, "maintain");
+    if (last_len) {
+        k.mv_size = last_len, k.mv_data = last;
+        mrc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+        if (mrc == 0 && !a->at.resume_same && k.mv_size == last_len &&
+            memcmp(k.mv_data, last, last_len) == 0)
+            mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    } else {
+        mrc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+    }
+    while (mrc == 0 && budget) {
+        uint8_t key[CAIRN_STREAM_KEY_MAX];
+        size_t klen = k.mv_size;
+        MDB_val sk, sv;
+        uint64_t n = 0;
+        if (klen > sizeof key) {
+            rc = cairn__fail(CAIRN_ECORRUPT, "corrupt lifecycle entry key");
+            goto out;
+        }
+        memcpy(key, k.mv_data, klen);
+        sk.mv_size = klen, sk.mv_data = key;
+        mrc = mdb_get(w->txn, e->streams, &sk, &sv); /* the name, if it has events */
+        if (mrc == 0 && sv.mv_size > CAIRN_STREAM_VAL_HEADER) {
+            char name[CAIRN_MAX_STREAM];
+            cairn_slice nm = {name, sv.mv_size - CAIRN_STREAM_VAL_HEADER};
+            cairn_stream_info si;
+            if (nm.len > sizeof name) {
+                rc = cairn__fail(CAIRN_ECORRUPT, "corrupt stream entry");
+                goto out;
+            }
+            memcpy(name, (uint8_t *)sv.mv_data + CAIRN_STREAM_VAL_HEADER, nm.len);
+            mdb_cursor_close(c), c = NULL; /* the reclaim writes smeta */
+            if ((rc = cairn__stream_lookup(e, w->txn, name, nm.len, &si)) ||
+                (rc = cairn__life_reclaim(a->s, w->txn, &nm, &si, budget, &n, &more)))
+                goto out;
+        } else if (mrc != MDB_NOTFOUND && mrc) {
+            rc = cairn__mdb_fail(mrc, "maintain");
+            goto out;
+        }
+        removed += n, budget -= n;
+        memcpy(last, key, klen), last_len = klen;
+        if (more) break;
+        streams++;
+        if (!c && (mrc = mdb_cursor_open(w->txn, e->smeta, &c))) {
+            rc = cairn__mdb_fail(mrc, "maintain");
+            goto out;
+        }
+        k.mv_size = klen, k.mv_data = key;
+        mrc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+        if (mrc == 0 && k.mv_size == klen && memcmp(k.mv_data, key, klen) == 0)
+            mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    if (mrc && mrc != MDB_NOTFOUND) {
+        rc = cairn__mdb_fail(mrc, "maintain");
+        goto out;
+    }
+out:
+    if (c) mdb_cursor_close(c);
+    if (rc) return rc;
+    w->skip = removed == 0;
+    memcpy(a->next.after, last, last_len), a->next.after_len = last_len;
+    a->next.resume_same = more;
+    a->next.streams += streams, a->next.removed += removed;
+    a->next.done = !more && mrc == MDB_NOTFOUND;
+    return CAIRN_OK;
+}
+
+int cairn_maintain(cairn_store *s, cairn_maintain_report *report, cairn_progress_fn progress,
+                   void *ctx) {
+    maint_args *a;
+    MDB_txn *txn;
+    MDB_stat st;
+    uint64_t total = 0;
+    int rc;
+
+    cairn__clear_error();
+    if (report) memset(report, 0, sizeof *report);
+    if ((rc = cairn__store_check(s))) return rc;
+    if (s->readonly) return cairn__fail(CAIRN_EREADONLY, "store is opened read-only");
+    if (!(a = calloc(1, sizeof *a))) return cairn__fail(CAIRN_ENOMEM, "out of memory");
+    a->s = s;
+    if (s->env->smeta) {
+        if ((rc = cairn__read_begin(s->env, &txn))) goto out;
+        rc = mdb_stat(txn, s->env->smeta, &st);
+        cairn__read_end(s->env, txn);
+        if (rc) {
+            rc = cairn__mdb_fail(rc, "maintain");
+            goto out;
+        }
+        total = st.ms_entries;
+    }
+    while (!a->at.done) {
+        if ((rc = cairn__write_txn(s->env, s->durability, maint_body, a))) goto out;
+        a->at = a->next;
+        if (progress) progress(ctx, a->at.streams, total);
+    }
+out:
+    if (report) report->streams = a->at.streams, report->removed = a->at.removed;
+    free(a);
     return rc;
 }

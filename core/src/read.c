@@ -63,9 +63,11 @@ struct cairn_iter {
     cairn_script_limits lim;
     void *xform;
     int xform_on;
-    MDB_txn *ext;       /* cairn__iter_bind_txn: refills read through this txn (projections) */
-    cairn_life_view lv; /* log reads: what the lifecycle rules hide, per refill */
-    cairn_life life;    /* IT_STREAM: the stream's lifecycle entry (has_life) */
+    MDB_txn *ext;        /* cairn__iter_bind_txn: refills read through this txn (projections) */
+    cairn_life_view *lv; /* log reads: what the lifecycle rules hide (made when any does) */
+    int life_on;         /* ... this refill: some stream has a lifecycle entry */
+    int64_t now;         /* IT_STREAM with has_life: the clock of this refill */
+    cairn_life life;     /* IT_STREAM: the stream's lifecycle entry (has_life) */
     int has_life;
     MDB_txn *rtxn;            /* the txn of the refill under way */
     int kpend;                /* during a refill: some key id is in kpend (keys.c) */
@@ -430,9 +432,10 @@ static int take(cairn_iter *it, MDB_txn *txn, const MDB_val *v, uint64_t pos, in
          * (spec 6), and every event the lifecycle rules removed */
         if (ev.stream.len && *(const char *)ev.stream.ptr == '$' && !dollar_named(&it->f, &ev))
             return CAIRN_OK;
-        if ((rc = cairn__life_view_hides(it->env, txn, &it->lv, &ev)) == 1) return CAIRN_OK;
+        if (it->life_on && (rc = cairn__life_view_hides(it->env, txn, it->lv, &ev)) == 1)
+            return CAIRN_OK;
     } else if (rc == CAIRN_OK && it->has_life &&
-               cairn__life_hides(&it->life, ev.version, ev.timestamp, it->lv.now)) {
+               cairn__life_hides(&it->life, ev.version, ev.timestamp, it->now)) {
         return CAIRN_OK;
     }
     if (rc) return it->count ? STOP : rc;
@@ -603,7 +606,7 @@ static int refill_stream(cairn_iter *it, MDB_txn *txn) {
             (int)(it->stream_len > 200 ? 200 : it->stream_len), (const char *)it->stream);
     if ((it->has_life = si.has_life)) { /* removed versions are skipped (spec 6) */
         it->life = si.life;
-        it->lv.now = cairn__now_ns();
+        it->now = cairn__now_ns();
         if (!it->backwards && it->next_ver < si.life.first) it->next_ver = si.life.first;
     }
     if (it->next_ver < 0 || (it->backwards && it->next_ver > si.version)) {
@@ -703,7 +706,14 @@ static int refill(cairn_iter *it) {
     }
     if (!it->raw && (rc = xform_prepare(it->env, txn, &it->xform, &it->xform_on))) goto out;
     if (it->done) goto out;
-    if (it->kind != IT_STREAM && (rc = cairn__life_view_begin(it->env, txn, &it->lv))) goto out;
+    if (it->kind != IT_STREAM) {
+        if ((rc = cairn__life_on(it->env, txn, !it->ext, &it->life_on))) goto out;
+        if (it->life_on && !it->lv && !(it->lv = calloc(1, sizeof *it->lv))) {
+            rc = cairn__fail(CAIRN_ENOMEM, "out of memory");
+            goto out;
+        }
+        if (it->life_on && (rc = cairn__life_view_begin(it->env, txn, !it->ext, it->lv))) goto out;
+    }
     if (it->ext)
         it->map_lo = 0, it->map_hi = UINTPTR_MAX; /* a write txn: no bounds */
     else
@@ -813,6 +823,7 @@ void cairn_iter_close(cairn_iter *it) {
     cairn__env_release(it->env);
     free(it->f.mem);
     free(it->src);
+    free(it->lv);
     free(it->stream);
     cairn_buf_free(&it->page);
     free(it->offs);
@@ -888,12 +899,11 @@ int cairn_get_ex(cairn_store *s, uint64_t position, int raw, cairn_event *ev) {
         rc = cairn__val_check(lo, hi, &v, position);
     }
     if (rc == 0) { /* an event the lifecycle rules removed is not there any more */
-        cairn_life_view lv;
         cairn_event e0;
-        int lrc = cairn__life_view_begin(s->env, txn, &lv);
-        if (lrc == CAIRN_OK && lv.on &&
+        int lon, lrc = cairn__life_on(s->env, txn, 1, &lon);
+        if (lrc == CAIRN_OK && lon &&
             (lrc = cairn__record_decode(v.mv_data, v.mv_size, position, &e0)) == CAIRN_OK &&
-            (lrc = cairn__life_view_hides(s->env, txn, &lv, &e0)) == 1)
+            (lrc = cairn__life_event_hidden(s->env, txn, &e0)) == 1)
             rc = MDB_NOTFOUND, hidden = 1;
         else if (lrc < 0) {
             cairn__read_end(s->env, txn);

@@ -40,6 +40,9 @@ typedef struct cairn_env {
     MDB_dbi smeta; /* stream key -> lifecycle entry (lifecycle.c); 0 when the db is absent */
     MDB_dbi holes; /* last position of a run of removed positions -> (first position of the
                     * run, chain hash at its end) (chain.c); 0 when the db is absent */
+    /* (snapshot txn id << 1) | smeta holds entries, as last seen by a read txn: readers of
+     * one snapshot look at smeta once (cairn__life_view_begin) */
+    uint64_t life_seen;
     void *notify;  /* the mapped `notify` file (notify.c), NULL when unavailable */
     int notify_rw; /* mapped writable: this process can register as a waiter */
     /* One thread per process sleeps on the shared futex (the leader); the others wait on
@@ -132,6 +135,9 @@ typedef struct cairn_hooks {
      * drops what the layer above keeps that may hold plaintext derived from the subject's
      * events (aggregate snapshots). */
     int (*after_forget)(cairn_store *s, MDB_txn *txn);
+    /* Events of stream `sid` were removed (lifecycle.c, in its write txn): whatever the
+     * layer keeps derived from them goes (aggregate snapshots). */
+    int (*stream_removed)(cairn_env *e, MDB_txn *txn, uint64_t sid);
 } cairn_hooks;
 
 /* Opens (or joins) the environment of `path` with these hooks (used only when this open
@@ -350,6 +356,11 @@ int cairn__call_result(cairn_env *e, MDB_txn *txn, uint64_t first, uint64_t coun
 
 /* The last position ever written (0 for an empty store). */
 int cairn__head(cairn_env *e, MDB_txn *txn, uint64_t *out);
+/* The same, and the timestamp of that event (*ts, may be NULL; 0 when unknown): from the
+ * log's last record, or from meta "head" when the newest events were removed. */
+int cairn__head_ts(cairn_env *e, MDB_txn *txn, uint64_t *out, int64_t *ts);
+/* The newest events are being removed: keeps their head and timestamp in meta "head". */
+int cairn__head_keep(cairn_env *e, MDB_txn *txn, uint64_t head, int64_t ts);
 
 /* ---------------------------------------------------------------------------------
  * Stream lifecycle (lifecycle.c, spec 6): the reserved `$lifecycle` stream, deletes,
@@ -367,7 +378,12 @@ int cairn__lifecycle_append(cairn_store *s, MDB_txn *txn, const char *type, cons
 /* After events were written to a stream with an entry (si: as looked up, version
  * advanced): its max_count moves `first` on (cairn__write_requests, same txn). */
 int cairn__life_after_write(cairn_store *s, MDB_txn *txn, const cairn_slice *stream,
-                            const cairn_stream_info *si);
+                            cairn_stream_info *si);
+/* Reclaims what the rules remove from the stream (si: as looked up; its entry is kept
+ * current), at most `budget` events: records, every index entry, holes, the head kept.
+ * *removed grows by the count; *more: the budget ran out first. */
+int cairn__life_reclaim(cairn_store *s, MDB_txn *txn, const cairn_slice *stream,
+                        cairn_stream_info *si, uint64_t budget, uint64_t *removed, int *more);
 
 /* Reads the stream's entry (key: its `streams` key); *found 0 when absent. */
 int cairn__life_get(cairn_env *e, MDB_txn *txn, const uint8_t *key, size_t klen, cairn_life *out,
@@ -385,17 +401,37 @@ static inline int cairn__life_hides(const cairn_life *l, int64_t version, int64_
 
 /* Per read txn: which events the lifecycle rules hide, for the reads over the log
  * (read_all, filtered reads, subscriptions, projections, get).  `on` is 0 when no stream
- * has an entry: then nothing but the '$' rule costs anything.  The last stream looked up
- * is remembered. */
+ * has an entry: then nothing but the '$' rule costs anything.  Otherwise the streams looked
+ * up are remembered, by a hash of the name, during the txn (their names point into the
+ * map, valid while the txn reads). */
+#define CAIRN__LIFE_CACHE 256
+typedef struct cairn_life_seen {
+    const void *name;
+    size_t len;
+    uint32_t gen; /* the view's gen when filled (else empty) */
+    int has;
+    cairn_life life;
+} cairn_life_seen;
+#define CAIRN__LIFE_FEW 16 /* up to this many entries are all read at the view's start */
 typedef struct cairn_life_view {
     int on;
+    uint32_t gen;
     int64_t now;
-    int has; /* the last stream looked up had an entry */
-    cairn_life life;
-    size_t name_len; /* the last stream looked up (SIZE_MAX: none) */
-    uint8_t name[CAIRN_MAX_STREAM];
+    size_t nfew; /* > 0: every entry is in few[] (keys point into the map) */
+    struct {
+        const void *key;
+        size_t klen;
+        cairn_life life;
+    } few[CAIRN__LIFE_FEW];
+    cairn_life_seen seen[CAIRN__LIFE_CACHE];
 } cairn_life_view;
-int cairn__life_view_begin(cairn_env *e, MDB_txn *txn, cairn_life_view *v);
+/* Does any stream have an entry (*on)?  rdonly: txn is a read txn (its snapshot never
+ * changes: the answer is remembered for its txn id). */
+int cairn__life_on(cairn_env *e, MDB_txn *txn, int rdonly, int *on);
+/* 1: `ev` is removed (hidden), 0: visible, or a negative code (one look-up, no view). */
+int cairn__life_event_hidden(cairn_env *e, MDB_txn *txn, const cairn_event *ev);
+/* Starts a view (zeroed before its first use) for the reads of one txn. */
+int cairn__life_view_begin(cairn_env *e, MDB_txn *txn, int rdonly, cairn_life_view *v);
 /* 1: `ev` is removed (hidden), 0: visible, or a negative code. */
 int cairn__life_view_hides(cairn_env *e, MDB_txn *txn, cairn_life_view *v, const cairn_event *ev);
 

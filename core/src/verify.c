@@ -581,6 +581,18 @@ out:
     return rc;
 }
 
+/* The record at pos, or 1 when pos is a hole. */
+static int record_or_hole(cairn_env *e, MDB_txn *txn, MDB_cursor *clog, uint64_t pos,
+                          cairn_event *ev) {
+    int rc = record_at(clog, pos, ev, "position missing from the log"), hole = 0;
+    if (rc == CAIRN_ECORRUPT && cairn__err()->position == pos &&
+        cairn__holes_cover(e, txn, pos, pos, &hole) == CAIRN_OK && hole) {
+        cairn__clear_error();
+        return 1;
+    }
+    return rc;
+}
+
 /* Every hole entry ends a run of removed positions at or below the head (each run the log
  * pass met had its entry: here is the one that ends none). */
 static int locate_holes(cairn_env *e, MDB_txn *txn, MDB_cursor *clog, uint64_t head) {
@@ -627,7 +639,7 @@ out:
  * events carry no rollback or compensation links (those are never deferred), and the
  * records verify_chunk met in a tail that has been indexed since are checked now. */
 static int verify_tail(cairn_env *e, vstate *vs, MDB_txn *txn, MDB_cursor *clog, uint64_t head,
-                       uint64_t *tail) {
+                       uint64_t *tail, uint64_t *in_tail) {
     MDB_cursor *cids = NULL, *cpost = NULL;
     uint64_t end;
     int rc;
@@ -644,16 +656,20 @@ static int verify_tail(cairn_env *e, vstate *vs, MDB_txn *txn, MDB_cursor *clog,
         }
         for (uint64_t pos = vs->deferred; pos < end; pos++) {
             cairn_event ev;
-            if ((rc = record_at(clog, pos, &ev, "position missing from the log"))) goto out;
+            if ((rc = record_or_hole(e, txn, clog, pos, &ev)) == 1) continue;
+            if (rc) goto out;
             if ((rc = check_indexed(vs, txn, cids, cpost, &ev, pos))) goto out;
         }
         vs->deferred = end;
     }
+    *in_tail = 0;
     for (uint64_t pos = *tail ? *tail : end; pos <= head; pos++) {
         cairn_event ev;
         cairn_links l;
         int linked;
-        if ((rc = record_at(clog, pos, &ev, "position missing from the log"))) goto out;
+        if ((rc = record_or_hole(e, txn, clog, pos, &ev)) == 1) continue;
+        if (rc) goto out;
+        if (*tail) ++*in_tail;
         linked = cairn__links_parse(ev.metadata.ptr, ev.metadata.len, &l);
         cairn__links_free(&l);
         if (linked) {
@@ -676,7 +692,7 @@ static int verify_counts(cairn_env *e, vstate *vs, cairn_progress_fn progress, v
         MDB_txn *txn;
         MDB_cursor *clog = NULL;
         MDB_stat st;
-        uint64_t head, tail, events;
+        uint64_t head, tail, events, in_tail = 0;
         int rc;
 
         if ((rc = cairn__read_begin(e, &txn))) return rc;
@@ -695,9 +711,8 @@ static int verify_counts(cairn_env *e, vstate *vs, cairn_progress_fn progress, v
             rc = cairn__mdb_fail(rc, "verify");
             goto out;
         }
-        if ((rc = verify_tail(e, vs, txn, clog, head, &tail))) goto out;
-        events =
-            vs->r->events - (tail ? head + 1 - tail : 0); /* those with id and posting entries */
+        if ((rc = verify_tail(e, vs, txn, clog, head, &tail, &in_tail))) goto out;
+        events = vs->r->events - in_tail; /* those with id and posting entries */
         if ((rc = mdb_stat(txn, e->ids, &st))) {
             rc = cairn__mdb_fail(rc, "verify");
             goto out;
@@ -734,7 +749,9 @@ static int verify_counts(cairn_env *e, vstate *vs, cairn_progress_fn progress, v
 }
 
 /* Every stream's entry matches its key and the sid counter, its versions run 0..version
- * without gaps, and its first event is its own. */
+ * without gaps (from its oldest version left, for a stream the lifecycle rules removed
+ * events of: its entry says so and its lifecycle entry exists), and its first event is its
+ * own. */
 static int verify_streams(cairn_env *e, cairn_verify_report *r) {
     MDB_txn *txn;
     MDB_cursor *cs = NULL, *cx = NULL, *clog = NULL;
@@ -765,10 +782,10 @@ static int verify_streams(cairn_env *e, cairn_verify_report *r) {
         const char *name = (const char *)sv + CAIRN_STREAM_VAL_HEADER;
         size_t name_len = v.mv_size - CAIRN_STREAM_VAL_HEADER, klen;
         int show = (int)(v.mv_size < CAIRN_STREAM_VAL_HEADER ? 0 : name_len > 200 ? 200 : name_len);
-        int64_t expect = 0;
+        int64_t expect = 0, first_ver = 0;
         uint64_t first_pos = 0, sid;
         MDB_val xk = {8, NULL}, xv;
-        int xrc;
+        int xrc, life;
         if (v.mv_size < CAIRN_STREAM_VAL_HEADER || name_len == 0 || name_len > CAIRN_MAX_STREAM) {
             rc = cairn__corrupt(0, "corrupt stream entry");
             goto out;
@@ -786,9 +803,21 @@ static int verify_streams(cairn_env *e, cairn_verify_report *r) {
                              name, (unsigned long long)sid, (unsigned long long)max_sid);
             goto out;
         }
+        if ((life = (cairn__get_be32(sv + 8) & CAIRN__SF_LIFE) != 0)) {
+            cairn_life l;
+            int found;
+            if ((rc = cairn__life_get(e, txn, key, klen, &l, &found))) goto out;
+            if (!found) {
+                rc = cairn__fail(CAIRN_ECORRUPT, "stream %.*s: its lifecycle entry is missing",
+                                 show, name);
+                goto out;
+            }
+        }
         xk.mv_data = sv;
         xrc = mdb_cursor_get(cx, &xk, &xv, MDB_SET);
         if (xrc == 0) xrc = mdb_cursor_get(cx, &xk, &xv, MDB_FIRST_DUP);
+        if (xrc == 0 && life && xv.mv_size == 16) /* its oldest events may be gone */
+            expect = first_ver = (int64_t)cairn__get_be64(xv.mv_data);
         while (xrc == 0) {
             if (xv.mv_size != 16) {
                 rc = cairn__corrupt(0, "stream index: malformed entry");
@@ -799,7 +828,7 @@ static int verify_streams(cairn_env *e, cairn_verify_report *r) {
                                     "stream versions have a gap");
                 goto out;
             }
-            if (expect == 0) first_pos = cairn__get_be64((uint8_t *)xv.mv_data + 8);
+            if (expect == first_ver) first_pos = cairn__get_be64((uint8_t *)xv.mv_data + 8);
             expect++;
             xrc = mdb_cursor_get(cx, &xk, &xv, MDB_NEXT_DUP);
         }
@@ -807,16 +836,17 @@ static int verify_streams(cairn_env *e, cairn_verify_report *r) {
             rc = cairn__mdb_fail(xrc, "verify");
             goto out;
         }
-        if (expect == 0) {
+        if (expect == 0 && !life) {
             rc = cairn__fail(CAIRN_ECORRUPT, "stream %.*s has no events indexed", show, name);
             goto out;
         }
-        {
+        if (expect > first_ver) {
             cairn_event ev;
             if ((rc = record_at(clog, first_pos, &ev,
                                 "stream index entry points at a missing event")))
                 goto out;
-            if (!same_bytes(ev.stream.ptr, ev.stream.len, name, name_len) || ev.version != 0) {
+            if (!same_bytes(ev.stream.ptr, ev.stream.len, name, name_len) ||
+                ev.version != first_ver) {
                 rc = cairn__corrupt(
                     first_pos, "stream index: the stream's first event belongs to another stream");
                 goto out;

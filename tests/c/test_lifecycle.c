@@ -148,6 +148,83 @@ static void limits_through_the_c_api(void **state) {
     assert_int_equal(got.max_age, CAIRN_NO_LIMIT);
 }
 
+/* Positions 1..3 of s-1 removed and reclaimed (4: the $StreamDeleted event, 5: keep-1). */
+static void reclaimed_store(fixture *fx) {
+    cairn_verify_report vr;
+    CHECK_OK(append_n(fx->store, "s-1", CAIRN_NO_STREAM, "T", 3, NULL));
+    CHECK_OK(cairn_delete_stream(fx->store, "s-1", 3, CAIRN_ANY, 0, NULL));
+    CHECK_OK(append_one(fx->store, "keep-1", CAIRN_ANY, "T", NULL, NULL));
+    CHECK_OK(cairn_verify(fx->store, &vr, NULL, NULL));
+    assert_int_equal(vr.events, 2);
+    assert_int_equal(vr.head, 5);
+}
+
+static void put_raw(fixture *fx, MDB_dbi dbi, const void *k, size_t klen, const void *v,
+                    size_t vlen, int del) {
+    cairn_env *e = fx->store->env;
+    MDB_txn *txn;
+    MDB_val mk = {klen, (void *)k}, mv = {vlen, (void *)v};
+    CHECK_OK(cairn__write_begin(e, CAIRN_DURABLE_NONE, &txn));
+    assert_int_equal(
+        del ? mdb_del(txn, dbi, &mk, vlen ? &mv : NULL) : mdb_put(txn, dbi, &mk, &mv, 0), 0);
+    assert_int_equal(cairn__write_commit(e, txn), 0);
+}
+
+static void verify_fails_at(fixture *fx, uint64_t pos, const char *what) {
+    cairn_verify_report vr;
+    CHECK_RC(cairn_verify(fx->store, &vr, NULL, NULL), CAIRN_ECORRUPT);
+    assert_int_equal(cairn_last_error()->position, pos);
+    if (!strstr(cairn_errmsg(), what)) fail_msg("message: %s (want %s)", cairn_errmsg(), what);
+}
+
+/* a hole is no damage; an index entry pointing at a removed position is */
+static void posting_into_a_hole_is_damage(void **state) {
+    fixture *fx = *state;
+    uint8_t key[CAIRN_POST_KEY], pos[8];
+    reclaimed_store(fx);
+    cairn__post_key(CAIRN_POST_TYPE, "T", 1, key);
+    cairn__put_be64(pos, 2);
+    put_raw(fx, fx->store->env->post, key, sizeof key, pos, 8, 0);
+    verify_fails_at(fx, 2, "missing event");
+}
+
+static void a_gap_without_its_hole_is_damage(void **state) {
+    fixture *fx = *state;
+    uint8_t k[8];
+    rec *rs;
+    size_t n;
+    cairn_event ev;
+    reclaimed_store(fx);
+    cairn__put_be64(k, 3); /* the run 1..3's entry, at its last position (chain.c) */
+    put_raw(fx, fx->store->env->holes, k, 8, NULL, 0, 1);
+    verify_fails_at(fx, 1, "missing");
+    CHECK_RC(read_all(fx->store, 0, 0, 0, NULL, &rs, &n), CAIRN_ECORRUPT);
+    free(rs);
+    CHECK_RC(cairn_get(fx->store, 2, &ev), CAIRN_ECORRUPT);
+}
+
+static void a_hole_over_an_event_is_damage(void **state) {
+    fixture *fx = *state;
+    uint8_t k[8], v[8 + CAIRN_CHAIN];
+    reclaimed_store(fx);
+    memset(v, 0, sizeof v);
+    cairn__put_be64(k, 5), cairn__put_be64(v, 5);
+    put_raw(fx, fx->store->env->holes, k, 8, v, sizeof v, 0);
+    verify_fails_at(fx, 5, "the log holds");
+}
+
+static void a_removed_record_is_damage_unless_reclaimed(void **state) {
+    fixture *fx = *state;
+    uint8_t k[8];
+    reclaimed_store(fx);
+    cairn__put_be64(k, 5); /* keep-1's record vanishes without its indexes or a hole */
+    put_raw(fx, fx->store->env->log, k, 8, NULL, 0, 1);
+    {
+        cairn_verify_report vr;
+        CHECK_RC(cairn_verify(fx->store, &vr, NULL, NULL), CAIRN_ECORRUPT);
+    }
+}
+
 int main(void) {
 #define T(f) cmocka_unit_test_setup_teardown(f, fx_setup, fx_teardown)
     const struct CMUnitTest tests[] = {
@@ -155,6 +232,10 @@ int main(void) {
         T(dollar_streams_are_refused_to_appends),
         T(soft_and_hard_delete),
         T(limits_through_the_c_api),
+        T(posting_into_a_hole_is_damage),
+        T(a_gap_without_its_hole_is_damage),
+        T(a_hole_over_an_event_is_damage),
+        T(a_removed_record_is_damage_unless_reclaimed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

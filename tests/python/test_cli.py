@@ -17,7 +17,7 @@ from conftest import PACKAGE_ROOT
 
 COMMANDS = [
     ("info",), ("streams",), ("read",), ("log",), ("tail",), ("append",), ("import",),
-    ("export",), ("define",), ("load",), ("execute",), ("compensate",), ("rollback",),
+    ("export",), ("define",), ("load",), ("execute",), ("compensate",), ("rollback",), ("delete",), ("retention",),
     ("projections",), ("projections", "list"), ("projections", "run"),
     ("projections", "state"), ("projections", "reset"), ("verify",), ("backup",), ("bench",),
 ]

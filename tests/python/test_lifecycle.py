@@ -403,3 +403,29 @@ def test_max_age_hides_old_events_at_read_time(store):
     assert visible(store, "s-1") == []
     store.append("s-1", make_events(1))
     assert visible(store, "s-1") == [3]
+
+
+@pytest.mark.parametrize("n", [1, 16, 17, 300])
+def test_reads_over_the_log_apply_every_streams_limits(store, n):
+    """Events hidden at read time (max_age, nothing reclaimed yet) in reads over the log: a
+    few streams with limits are all read at the start of a read; more are looked up (and
+    remembered) stream by stream; names past 480 bytes are keyed by a digest."""
+    names = [f"s-{k}" for k in range(n)] + ["L" * 600 + "-1"]
+    for name in names:
+        store.append(name, make_events(3))
+    store.append("free-1", make_events(2))
+    for name in names:
+        store.set_stream_metadata(name, max_age=1)
+    time.sleep(1.1)
+    for name in names[: n // 2]:                        # their old events are reclaimed
+        store.append(name, make_events(1))
+    got = {}
+    for e in store.read_all():
+        got.setdefault(e.stream, []).append(e.version)
+    for i, name in enumerate(names):
+        assert got.get(name) == ([3] if i < n // 2 else None)
+    assert got["free-1"] == [0, 1]
+    assert list(store.read_all(streams=names[-1])) == []
+    assert [e.stream for e in store.read_all(backwards=True, limit=1)] == \
+        [names[n // 2 - 1] if n > 1 else "free-1"]
+    store.verify()

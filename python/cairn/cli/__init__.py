@@ -8,7 +8,8 @@ main() parses the arguments (argparse), runs one command and maps every user mis
 argparse's own errors, a store that is not there, a domain error such as
 WrongExpectedVersion or CommandRejected -- to exactly one line on stderr and a non-zero exit
 status, without a traceback.  The commands live in inspect.py (reading), write.py
-(writing), projections.py and ops.py (verify, backup, bench); output.py prints.
+(writing), lifecycle.py (delete, retention), projections.py and ops.py (verify, backup,
+bench); output.py prints.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Callable, NoReturn, Sequence
 
 import cairn
 
-from . import inspect, ops, projections, write
+from . import inspect, lifecycle, ops, projections, write
 from . import common
 from .common import Stop, UserError
 
@@ -227,6 +228,39 @@ def build_parser() -> argparse.ArgumentParser:
     path(p)
     p.add_argument("correlation_id", metavar="CORRELATION_ID")
 
+    # -- stream lifecycle (spec 6) ---------------------------------------------------------
+    p = command("delete", lifecycle.cmd_delete, "delete a stream (soft, or --hard: a tombstone)",
+                "cairn delete ./shop-store cart-7 --expected-version 3",
+                "Deletes STREAM.  Soft (the default): its events are removed from every read "
+                "and their space reclaimed; stream_version keeps the last version and a later "
+                "append continues after it.  --hard: a tombstone; reading or writing the stream "
+                "fails from then on, forever.  Either way a $StreamDeleted event is written to "
+                "$lifecycle in the same commit (cairn read PATH '$lifecycle' shows them).")
+    path(p)
+    p.add_argument("stream", metavar="STREAM")
+    p.add_argument("--hard", action="store_true", help="a tombstone: the name is never usable again")
+    p.add_argument("--expected-version", metavar="V", type=common.expected_version,
+                   default=cairn.ANY,
+                   help="an integer >= -1, or any (default), no_stream, stream_exists")
+
+    p = command("retention", lifecycle.cmd_retention,
+                "reclaim removed events, or show / set a stream's retention limits",
+                "cairn retention ./shop-store",
+                "Without STREAM: reclaims the space of every event that deletes and retention "
+                "limits removed (records and index entries leave data.mdb; LMDB reuses the "
+                "pages), with progress on stderr when it is a terminal.  With STREAM: shows "
+                "its limits; with any of --max-count, --max-age, --truncate-before, sets all "
+                "three (an omitted one: no limit) and writes a $StreamMetadataSet event.\n"
+                "  cairn retention ./shop-store log-1 --max-count 100 --max-age 86400")
+    path(p)
+    p.add_argument("stream", metavar="STREAM", nargs="?")
+    p.add_argument("--max-count", type=common.int_at_least(1), metavar="N",
+                   help="keep the newest N events")
+    p.add_argument("--max-age", type=common.int_at_least(0), metavar="S",
+                   help="remove events S seconds old or older")
+    p.add_argument("--truncate-before", type=common.int_at_least(0), metavar="V",
+                   help="remove the versions below V")
+
     # -- projections ----------------------------------------------------------------------
     proj = sub.add_parser("projections", help="list, run, inspect and reset projections",
                           formatter_class=Formatter,
@@ -303,6 +337,8 @@ def _domain_error(e: BaseException) -> str:
         return f"the store is damaged: {e} (cairn verify PATH names each damage)"
     if isinstance(e, cairn.ScriptError):
         return f"script error: {e}"
+    if isinstance(e, cairn.StreamDeleted):
+        return f"{e} (cairn read PATH '$lifecycle' shows when)"
     if isinstance(e, (cairn.AlreadyCompensated, cairn.NotCompensable, cairn.DuplicateEvent)):
         return str(e)
     if isinstance(e, PermissionError):
