@@ -11,6 +11,8 @@ Every contender does the same work in the same run, each measurement in a forked
 * eventsourcing (PyPI) with its SQLite application recorder: `StoredEvent`s with JSON
   state, `insert_events` per batch; reads page through `select_notifications`.
 * py-lmdb: raw LMDB from Python, JSON values under big-endian position keys.
+* cairn with `subject`: the same as cairn, every event's data encrypted for the stream's
+  subject (spec 6, issue 13: the cost of encryption, reported as with/without).
 
 Durability is off everywhere (cairn "none", sqlite synchronous=OFF), as for bulk loads.
 Usage: python bench/bench_python.py DIR [--events N] [--rounds R]
@@ -41,14 +43,16 @@ def fresh(path):
 
 
 # ---------------------------------------------------------------- cairn
-def cairn_append(path, n):
+def cairn_append(path, n, subject=False):
     import cairn
 
     with cairn.open(fresh(path), durability="none") as store:
         t = time.perf_counter()
         for b in range(n // BATCH):
             base = b * BATCH
-            events = [cairn.Event("Deposited", payload(base + i)) for i in range(BATCH)]
+            subj = f"user-{b % STREAMS}" if subject else None
+            events = [cairn.Event("Deposited", payload(base + i), subject=subj)
+                      for i in range(BATCH)]
             store.append(f"account-{b % STREAMS}", events)
         return n / (time.perf_counter() - t)
 
@@ -64,6 +68,10 @@ def cairn_read(path, n):
         dt = time.perf_counter() - t
     assert total == n * (n - 1) // 2, total
     return n / dt
+
+
+def cairn_subject_append(path, n):
+    return cairn_append(path, n, subject=True)
 
 
 # ---------------------------------------------------------------- sqlite3
@@ -225,6 +233,7 @@ CONTENDERS = [
     ("sqlite3 table", sqlite_append, sqlite_read),
     ("eventsourcing (SQLite)", es_append, es_read),
     ("py-lmdb (raw)", lmdb_append, lmdb_read),
+    ("cairn-subject (encrypted)", cairn_subject_append, cairn_read),
 ]
 
 
@@ -259,6 +268,9 @@ def main():
         print(f"| {name} | {a:,.0f} ({res['rss_a']:.0f} MiB) | {r:,.0f} ({res['rss_r']:.0f} MiB) "
               f"| **{ca / a:.2f}x** | **{cr / r:.2f}x** |")
     print("\ntargets: append >= 3x sqlite3 table, read >= 2x sqlite3 table")
+    s = results["cairn-subject (encrypted)"]
+    print(f"encryption (issue 13): with subject / without: append "
+          f"{med(s['append']) / ca:.2f}, read {med(s['read']) / cr:.2f} (target >= 0.8)")
     shutil.rmtree(args.dir, ignore_errors=True)
 
 
