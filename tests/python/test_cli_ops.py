@@ -63,6 +63,30 @@ def test_verify_names_a_record_with_a_flipped_byte(tmp_path):
     assert r.returncode == 1 and d["ok"] is False and d["damage"][0]["position"] == 18
 
 
+def test_verify_names_a_record_changed_with_its_checksum_recomputed(tmp_path):
+    """The checksum cannot tell: the hash chain does, naming the position (issue 13)."""
+    import lmdb
+    from test_format1 import reseal
+    path = tmp_path / "s"
+    build(path)
+    lenv = lmdb.open(str(path), max_dbs=32, subdir=True)
+    with lenv.begin(write=True) as t:
+        db = lenv.open_db(b"log", txn=t, create=False)
+        key = (18).to_bytes(8, "big")
+        rec = bytearray(t.get(key, db=db))
+        at = rec.find(b"MARK0017X")
+        rec[at + 4] = ord("9")
+        t.put(key, reseal(rec), db=db)
+    lenv.close()
+    with cairn.open(path, readonly=True) as s:
+        assert s.get(18).data["marker"] == "MARK9017X"  # reads fine: only the chain tells
+    r = subprocess.run([sys.executable, "-m", "cairn", "verify", str(path)], capture_output=True,
+                       text=True, env=env())
+    assert r.returncode == 1
+    assert r.stdout.startswith("position 18: chain hash does not match this record")
+    assert "is damaged" in r.stderr and len(r.stderr.splitlines()) == 1
+
+
 def test_verify_names_each_damaged_event(tmp_path):
     path = tmp_path / "s"
     build(path)
