@@ -136,16 +136,28 @@ static void chain_of_a_new_store(void **state) {
 
 /* ---------------------------------------------------------------------------------
  * Removing events as the lifecycle code does: cairn__chain_remove, then the record and
- * every index entry of the event (each event is its stream's only one).
+ * every index entry of the event.  The stream's entry goes with its last event (removed
+ * here only as whole streams, so that the stream checks of verify still hold).
  * --------------------------------------------------------------------------------- */
+static void del_posting(MDB_txn *txn, MDB_dbi post, int kind, const void *name, size_t len,
+                        uint8_t *posb) {
+    uint8_t pk[CAIRN_POST_KEY];
+    MDB_val x = {sizeof pk, pk}, v = {8, posb};
+    cairn__post_key(kind, name, len, pk);
+    int rc = mdb_del(txn, post, &x, &v);
+    assert_true(rc == 0 || rc == MDB_NOTFOUND); /* a repeated tag has one posting */
+}
+
 static void remove_event(cairn_store *s, uint64_t pos) {
     cairn_env *e = s->env;
     MDB_txn *txn;
-    uint8_t kb[8], pk[CAIRN_POST_KEY], sk[CAIRN_STREAM_KEY_MAX], sv[16];
+    uint8_t kb[8], sk[CAIRN_STREAM_KEY_MAX], sv[16];
     MDB_val k = {8, kb}, v, x;
     cairn_event ev;
     cairn_stream_info si;
-    cairn_slice cat;
+    cairn_slice cat, tag;
+    cairn_links l;
+    size_t cur = 0;
 
     CHECK_OK(cairn__write_begin(e, CAIRN_DURABLE_NONE, &txn));
     cairn__put_be64(kb, pos);
@@ -157,20 +169,24 @@ static void remove_event(cairn_store *s, uint64_t pos) {
     x.mv_size = 16, x.mv_data = ev.id;
     assert_int_equal(mdb_del(txn, e->ids, &x, NULL), 0);
     cairn__put_be64(sk, si.sid);
-    cairn__put_be64(sv, 0);
+    cairn__put_be64(sv, (uint64_t)ev.version);
     cairn__put_be64(sv + 8, pos);
     x.mv_size = 8, x.mv_data = sk;
     v.mv_size = 16, v.mv_data = sv;
     assert_int_equal(mdb_del(txn, e->sidx, &x, &v), 0);
     cat = cairn_category(ev.stream.ptr, ev.stream.len);
-    cairn__post_key(CAIRN_POST_CATEGORY, cat.ptr, cat.len, pk);
-    x.mv_size = sizeof pk, x.mv_data = pk;
-    v.mv_size = 8, v.mv_data = kb;
-    assert_int_equal(mdb_del(txn, e->post, &x, &v), 0);
-    cairn__post_key(CAIRN_POST_TYPE, ev.type.ptr, ev.type.len, pk);
-    assert_int_equal(mdb_del(txn, e->post, &x, &v), 0);
-    x.mv_size = cairn__stream_key(ev.stream.ptr, ev.stream.len, sk), x.mv_data = sk;
-    assert_int_equal(mdb_del(txn, e->streams, &x, NULL), 0);
+    del_posting(txn, e->post, CAIRN_POST_CATEGORY, cat.ptr, cat.len, kb);
+    del_posting(txn, e->post, CAIRN_POST_TYPE, ev.type.ptr, ev.type.len, kb);
+    while (cairn_event_tag(&ev, &cur, &tag))
+        del_posting(txn, e->post, CAIRN_POST_TAG, tag.ptr, tag.len, kb);
+    if (cairn__links_parse(ev.metadata.ptr, ev.metadata.len, &l) && l.corr)
+        del_posting(txn, e->post, CAIRN_POST_CORRELATION, l.corr, l.corr_len, kb);
+    cairn__links_free(&l);
+    x.mv_size = 8, x.mv_data = sk;
+    if (mdb_get(txn, e->sidx, &x, &v) == MDB_NOTFOUND) { /* its stream's last event */
+        x.mv_size = cairn__stream_key(ev.stream.ptr, ev.stream.len, sk), x.mv_data = sk;
+        assert_int_equal(mdb_del(txn, e->streams, &x, NULL), 0);
+    }
     k.mv_size = 8, k.mv_data = kb;
     assert_int_equal(mdb_del(txn, e->log, &k, NULL), 0);
     assert_int_equal(cairn__write_commit(e, txn), 0);
@@ -297,6 +313,46 @@ static void removing_everything(void **state) {
     reads_skip(fx->store, 0x7feu);
     CHECK_OK(append_n(fx->store, "z-1", CAIRN_ANY, "T", 2, NULL));
     verify_ok(fx->store, 2);
+}
+
+/* A format-1 store (tests/fixtures, upgraded by this open) whose format-1 records are removed:
+ * their hashes are computed, not stored (cairn__chain_remove finds them from the hole below,
+ * or from the genesis), and the chain still verifies up to meta chain1 and past it.
+ * order-2 (positions 136..145) goes newest first, order-3 (146..155) oldest first: one run. */
+static void removing_format1_records(void **state) {
+    fixture *fx = *state;
+    char cmd[700], path[320];
+    cairn_store *s;
+    uint64_t pos;
+    uint8_t head[32], h[32];
+    cairn_event ev;
+    snprintf(path, sizeof path, "%s/format1-store", fx->dir);
+    snprintf(cmd, sizeof cmd, "tar -xzf %s/tests/fixtures/format1-store.tar.gz -C %s",
+             CAIRN_SOURCE_DIR, fx->dir);
+    assert_int_equal(system(cmd), 0);
+    CHECK_OK(open_store(path, CAIRN_DURABLE_NONE, 0, 0, &s));
+    CHECK_OK(cairn_chain_head(s, &pos, head));
+    assert_int_equal(pos, 200);
+    verify_ok(s, 200);
+    for (uint64_t p = 145; p >= 136; p--) remove_event(s, p);
+    verify_ok(s, 190);
+    for (uint64_t p = 146; p <= 155; p++) remove_event(s, p);
+    verify_ok(s, 180);
+    check_head(s, 200, head);
+    CHECK_RC(cairn_get(s, 140, &ev), CAIRN_ENOTFOUND);
+    CHECK_OK(cairn_get(s, 156, &ev));
+    remove_event(s, 200); /* the last format-1 record: meta chain1's position */
+    check_head(s, 200, head);
+    verify_ok(s, 179);
+    CHECK_OK(append_n(s, "new-1", CAIRN_ANY, "T", 2, NULL));
+    verify_ok(s, 181);
+    CHECK_OK(cairn_chain_head(s, &pos, h));
+    assert_int_equal(pos, 202);
+    cairn_close(s);
+    CHECK_OK(open_store(path, CAIRN_DURABLE_NONE, 0, 1, &s));
+    verify_ok(s, 181);
+    check_head(s, 202, h);
+    cairn_close(s);
 }
 
 /* ---------------------------------------------------------------------------------
@@ -498,6 +554,7 @@ int main(void) {
         T(removing_keeps_the_chain),
         T(removing_the_newest_keeps_the_head),
         T(removing_everything),
+        T(removing_format1_records),
         T(every_byte_flipped_is_found),
         T(a_resealed_record_breaks_the_chain),
         T(damaged_hole_entries_are_found),
