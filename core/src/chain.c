@@ -10,7 +10,6 @@
 
 static const MDB_val K_MAGIC = {5, (void *)"magic"};
 static const MDB_val K_CHAIN1 = {6, (void *)"chain1"};
-static const MDB_val K_HEAD = {4, (void *)"head"};
 
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static int g_ok;
@@ -223,7 +222,7 @@ static int present(cairn_env *e, MDB_txn *txn, uint64_t pos, int *yes) {
     } while (0)
 
 int cairn__chain_remove(cairn_env *e, MDB_txn *txn, uint64_t pos, const void *rec, size_t len) {
-    uint8_t kb[8], val[HOLE_VAL], hb[8];
+    uint8_t kb[8], val[HOLE_VAL];
     MDB_val k = {8, kb}, v = {HOLE_VAL, val};
     cairn_event ev;
     cairn_rec_info info;
@@ -274,11 +273,9 @@ int cairn__chain_remove(cairn_env *e, MDB_txn *txn, uint64_t pos, const void *re
         k.mv_size = 8, k.mv_data = kb;
         PUT(mdb_del(txn, e->holes, &k, NULL), "write holes");
     }
-    if (pos == head) { /* the head stays when its record goes (positions are never reused) */
-        MDB_val hv = {8, hb};
-        cairn__put_be64(hb, head);
-        PUT(mdb_put(txn, e->meta, (MDB_val *)&K_HEAD, &hv, 0), "write meta");
-    }
+    /* the head (and its timestamp) stays when its record goes: positions are never reused
+     * and timestamps never go back */
+    if (pos == head) return cairn__head_keep(e, txn, head, ev.timestamp);
     return CAIRN_OK;
 }
 
