@@ -568,6 +568,18 @@ int cairn__life_reclaim(cairn_store *s, MDB_txn *txn, const cairn_slice *stream,
         n++;
     }
     if (n) {
+        uint8_t rb[8];
+        MDB_val rk = {7, (void *)"removed"}, rv = {8, rb};
+        uint64_t total = 0;
+        /* meta removed: events reclaimed ever, so that a verify running meanwhile knows its
+         * counts went stale (verify.c) */
+        if ((mrc = mdb_get(txn, e->meta, &rk, &rv)) == 0 && rv.mv_size == 8)
+            total = cairn__get_be64(rv.mv_data);
+        else if (mrc != MDB_NOTFOUND)
+            MDB_OK(mrc ? mrc : MDB_CORRUPTED);
+        cairn__put_be64(rb, total + n);
+        rv.mv_size = 8, rv.mv_data = rb;
+        MDB_OK(mdb_put(txn, e->meta, &rk, &rv, 0));
         if (top + 1 > si->life.first) si->life.first = top + 1; /* what max_age took too */
         si->life.kept = si->version;
         if ((rc = life_put(e, txn, stream, &si->life))) goto out;
