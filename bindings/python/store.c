@@ -516,6 +516,22 @@ static void verify_progress(void *ctx, uint64_t done, uint64_t total) {
     PyGILState_Release(g);
 }
 
+/* After the core call: its failure (damage wins over a callable's exception, which is
+ * dropped), else the callable's kept exception; -1 with an exception set, 0 when neither. */
+static int verify_end(cpy_store *self, cairn_store *h, int rc, verify_cb *cb) {
+    if (cpy_store_call_end(self, h, rc, NULL, 0) < 0) {
+        Py_XDECREF(cb->exc);
+        Py_XDECREF(cb->val);
+        Py_XDECREF(cb->tb);
+        return -1;
+    }
+    if (cb->exc) {
+        PyErr_Restore(cb->exc, cb->val, cb->tb);
+        return -1;
+    }
+    return 0;
+}
+
 static void verify_damage(void *ctx, uint64_t position, const char *message) {
     verify_cb *cb = ctx;
     PyGILState_STATE g = PyGILState_Ensure();
@@ -548,16 +564,7 @@ static PyObject *store_verify(cpy_store *self, PyObject *args, PyObject *kwargs)
     CPY_STORE_CALL(self, h, rc,
                    cairn_verify_all(h, &rep, fn == Py_None ? NULL : verify_progress, &cb,
                                     dfn == Py_None ? NULL : verify_damage, &cb));
-    if (cpy_store_call_end(self, h, rc, NULL, 0) < 0) {
-        Py_XDECREF(cb.exc);
-        Py_XDECREF(cb.val);
-        Py_XDECREF(cb.tb);
-        return NULL;
-    }
-    if (cb.exc) {
-        PyErr_Restore(cb.exc, cb.val, cb.tb);
-        return NULL;
-    }
+    if (verify_end(self, h, rc, &cb) < 0) return NULL;
     if ((r = PyStructSequence_New(st->Verify_Type))) {
         PyObject *a = PyLong_FromUnsignedLongLong(rep.events);
         PyObject *b = PyLong_FromUnsignedLongLong(rep.streams);
@@ -591,16 +598,7 @@ static PyObject *store_maintain(cpy_store *self, PyObject *args, PyObject *kwarg
     cb.fn = fn;
     CPY_STORE_CALL(self, h, rc,
                    cairn_maintain(h, &rep, fn == Py_None ? NULL : verify_progress, &cb));
-    if (cpy_store_call_end(self, h, rc, NULL, 0) < 0) {
-        Py_XDECREF(cb.exc);
-        Py_XDECREF(cb.val);
-        Py_XDECREF(cb.tb);
-        return NULL;
-    }
-    if (cb.exc) {
-        PyErr_Restore(cb.exc, cb.val, cb.tb);
-        return NULL;
-    }
+    if (verify_end(self, h, rc, &cb) < 0) return NULL;
     return Py_BuildValue("{sKsK}", "streams", (unsigned long long)rep.streams, "removed",
                          (unsigned long long)rep.removed);
 }
