@@ -444,7 +444,7 @@ static int read_tail(cairn_env *e, MDB_txn *txn, MDB_cursor *clog, uint64_t *hea
     uint64_t pos = 0;
     int rc = mdb_cursor_get(clog, &k, &v, MDB_LAST), format;
     const uint8_t *stored = NULL;
-    *last_ts = 0;
+    *head = 0, *last_ts = 0;
     if (rc == 0) {
         cairn_event ev;
         cairn_rec_info info;
@@ -456,8 +456,10 @@ static int read_tail(cairn_env *e, MDB_txn *txn, MDB_cursor *clog, uint64_t *hea
         return cairn__mdb_fail(rc, "read log");
     }
     { /* the newest events may have been removed: their head and time are in meta */
-        int64_t kept_ts = 0;
-        if ((rc = cairn__head_ts(e, txn, head, &kept_ts))) return rc;
+        uint64_t kept;
+        int64_t kept_ts;
+        if ((rc = cairn__head_kept(e, txn, &kept, &kept_ts))) return rc;
+        *head = kept > pos ? kept : pos;
         if (kept_ts > *last_ts) *last_ts = kept_ts;
     }
     if (stored && pos == *head) {
@@ -515,11 +517,6 @@ int cairn__write_requests(cairn_store *s, MDB_txn *txn, const cairn_append_req *
         cairn_stream_info si;
         int retry;
 
-        if (!(flags & CAIRN__W_SYSTEM) && q->stream.len && *(const char *)q->stream.ptr == '$') {
-            cairn__err()->request = r; /* the store's own streams (spec 6) */
-            rc = cairn__fail(CAIRN_EINVAL, "stream: stream names starting with '$' are reserved");
-            goto out;
-        }
         if ((rc = check_retry(e, txn, q, w.txn_first, &results[r], &retry))) {
             cairn__err()->request = r;
             goto out;

@@ -100,9 +100,22 @@ int cairn__stream_lookup(cairn_env *e, MDB_txn *txn, const void *name, size_t le
 
 /* The last position ever written: the log's last key, or the `meta` head kept when the
  * newest events are removed (positions are never reused): u64 head, i64 its timestamp. */
+int cairn__head_kept(cairn_env *e, MDB_txn *txn, uint64_t *head, int64_t *ts) {
+    MDB_val v, mk = {4, (void *)"head"};
+    int rc = mdb_get(txn, e->meta, &mk, &v);
+    *head = 0, *ts = 0;
+    if (rc == 0 && (v.mv_size == 8 || v.mv_size == 16)) {
+        *head = cairn__get_be64(v.mv_data);
+        if (v.mv_size == 16) *ts = (int64_t)cairn__get_be64((uint8_t *)v.mv_data + 8);
+    }
+    return rc == 0 || rc == MDB_NOTFOUND ? CAIRN_OK : cairn__mdb_fail(rc, "head");
+}
+
 int cairn__head_ts(cairn_env *e, MDB_txn *txn, uint64_t *out, int64_t *ts) {
     MDB_cursor *c;
-    MDB_val k, v, mk = {4, (void *)"head"};
+    MDB_val k, v;
+    uint64_t kept;
+    int64_t kept_ts;
     int rc;
     *out = 0;
     if (ts) *ts = 0;
@@ -111,12 +124,10 @@ int cairn__head_ts(cairn_env *e, MDB_txn *txn, uint64_t *out, int64_t *ts) {
     if (rc == 0 && k.mv_size == 8) *out = cairn__get_be64(k.mv_data);
     mdb_cursor_close(c);
     if (rc && rc != MDB_NOTFOUND) return cairn__mdb_fail(rc, "head");
-    rc = mdb_get(txn, e->meta, &mk, &v);
-    if (rc == 0 && (v.mv_size == 8 || v.mv_size == 16)) {
-        if (cairn__get_be64(v.mv_data) > *out) *out = cairn__get_be64(v.mv_data);
-        if (ts && v.mv_size == 16) *ts = (int64_t)cairn__get_be64((uint8_t *)v.mv_data + 8);
-    }
-    return rc == 0 || rc == MDB_NOTFOUND ? CAIRN_OK : cairn__mdb_fail(rc, "head");
+    if ((rc = cairn__head_kept(e, txn, &kept, &kept_ts))) return rc;
+    if (kept > *out) *out = kept;
+    if (ts) *ts = kept_ts;
+    return CAIRN_OK;
 }
 
 int cairn__head(cairn_env *e, MDB_txn *txn, uint64_t *out) {

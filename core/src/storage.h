@@ -359,6 +359,9 @@ int cairn__head(cairn_env *e, MDB_txn *txn, uint64_t *out);
 /* The same, and the timestamp of that event (*ts, may be NULL; 0 when unknown): from the
  * log's last record, or from meta "head" when the newest events were removed. */
 int cairn__head_ts(cairn_env *e, MDB_txn *txn, uint64_t *out, int64_t *ts);
+/* Only meta "head": the head and timestamp kept when the newest events were removed (0, 0
+ * when none), for a caller that has read the log's last record itself (append.c). */
+int cairn__head_kept(cairn_env *e, MDB_txn *txn, uint64_t *head, int64_t *ts);
 /* The newest events are being removed: keeps their head and timestamp in meta "head". */
 int cairn__head_keep(cairn_env *e, MDB_txn *txn, uint64_t head, int64_t ts);
 
@@ -442,9 +445,11 @@ int cairn__holes_cover(cairn_env *e, MDB_txn *txn, uint64_t lo, uint64_t hi, int
 /* ---------------------------------------------------------------------------------
  * Writing events (append.c)
  * --------------------------------------------------------------------------------- */
-/* Writes append requests inside an open write transaction. */
-#define CAIRN__W_TAIL 1   /* the write may go to the index tail (see cairn__tail_start) */
-#define CAIRN__W_SYSTEM 2 /* the store's own write: '$' streams allowed (lifecycle.c) */
+/* Writes append requests inside an open write transaction.  The rules of an event and of a
+ * stream name (base/check.c, '$' reserved included) are the caller's to check first, with
+ * cairn__validate_requests, as every user path does; the store's own write to `$lifecycle`
+ * (lifecycle.c) skips that check, which is how it reaches a '$' stream. */
+#define CAIRN__W_TAIL 1 /* the write may go to the index tail (see cairn__tail_start) */
 int cairn__write_requests(cairn_store *s, MDB_txn *txn, const cairn_append_req *reqs, size_t nreqs,
                           cairn_append_result *results, int flags);
 int cairn__validate_requests(const cairn_append_req *reqs, size_t nreqs);

@@ -284,6 +284,14 @@ void cairn_options_init(cairn_options *opts) {
     opts->durability = CAIRN_DURABLE_FULL;
 }
 
+/* A database added after format 1 shipped: created when `create`, else *dbi 0 (read as
+ * empty) when the store predates it.  Returns the MDB code. */
+static int open_later_db(MDB_txn *txn, const char *name, int create, MDB_dbi *dbi) {
+    int rc = mdb_dbi_open(txn, name, create ? MDB_CREATE : 0, dbi);
+    if (rc == MDB_NOTFOUND) *dbi = 0, rc = 0;
+    return rc;
+}
+
 /* A store is recognised by the "meta" database holding MAGIC.  An environment whose main
  * database holds anything else is somebody else's: refuse it without writing. */
 static int env_setup(cairn_env *e, int create) {
@@ -332,28 +340,13 @@ static int env_setup(cairn_env *e, int create) {
         (rc = mdb_dbi_open(txn, "comp", cf, &e->comp)))
         goto mdb_fail;
     /* added after format 1 shipped: created in older stores when writable, absent (dbi 0,
-     * read as empty) in a read-only one */
-    if ((rc = mdb_dbi_open(txn, "subs", create ? MDB_CREATE : 0, &e->subs)) == MDB_NOTFOUND)
-        e->subs = 0;
-    else if (rc)
-        goto mdb_fail;
-    /* crypto-shredding's (keys.c), likewise */
-    if ((rc = mdb_dbi_open(txn, "subjects", create ? MDB_CREATE : 0, &e->subjects)) == MDB_NOTFOUND)
-        e->subjects = 0;
-    else if (rc)
-        goto mdb_fail;
-    if ((rc = mdb_dbi_open(txn, "kpend", create ? MDB_CREATE : 0, &e->kpend)) == MDB_NOTFOUND)
-        e->kpend = 0;
-    else if (rc)
-        goto mdb_fail;
-    /* the lifecycle's (spec 6), alike */
-    if ((rc = mdb_dbi_open(txn, "smeta", create ? MDB_CREATE : 0, &e->smeta)) == MDB_NOTFOUND)
-        e->smeta = 0;
-    else if (rc)
-        goto mdb_fail;
-    if ((rc = mdb_dbi_open(txn, "holes", create ? MDB_CREATE : 0, &e->holes)) == MDB_NOTFOUND)
-        e->holes = 0;
-    else if (rc)
+     * read as empty) in a read-only one -- subscriptions, crypto-shredding's (keys.c), the
+     * lifecycle's (spec 6) */
+    if ((rc = open_later_db(txn, "subs", create, &e->subs)) ||
+        (rc = open_later_db(txn, "subjects", create, &e->subjects)) ||
+        (rc = open_later_db(txn, "kpend", create, &e->kpend)) ||
+        (rc = open_later_db(txn, "smeta", create, &e->smeta)) ||
+        (rc = open_later_db(txn, "holes", create, &e->holes)))
         goto mdb_fail;
     /* a format-1 store opened writable is upgraded now (chain.c; nothing rewritten) */
     if (create && !cf && (rc = cairn__chain_upgrade(e, txn))) {
