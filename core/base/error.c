@@ -24,6 +24,7 @@ void cairn__clear_error(void) {
     g_error.line = 0;
     g_error.details = NULL;
     g_error.details_len = 0;
+    g_error.npositions = 0;
 }
 
 int cairn__fail(int code, const char *fmt, ...) {

@@ -82,7 +82,12 @@ typedef struct cairn_error {
     char reason[256];    /* CAIRN_EREJECTED: the reason given to reject() */
     const char *details; /* CAIRN_EREJECTED: details as JSON text (NULL if none) */
     size_t details_len;
+    /* CAIRN_ECONDITION: the lowest positions after the condition's `after` holding events
+     * its query matches, ascending (at least 1, at most CAIRN_CONDITION_POSITIONS) */
+    uint64_t positions[5];
+    size_t npositions;
 } cairn_error;
+#define CAIRN_CONDITION_POSITIONS 5
 
 const cairn_error *cairn_last_error(void);
 const char *cairn_errmsg(void);       /* cairn_last_error()->message */
@@ -175,6 +180,42 @@ typedef struct cairn_append_result {
 int cairn_append_batch(cairn_store *store, const cairn_append_req *reqs, size_t nreqs,
                        cairn_append_result *results);
 
+/* ---------------------------------------------------------------------------------
+ * Dynamic consistency boundaries (docs/API.md section 5).
+ * --------------------------------------------------------------------------------- */
+/* Matches an event whose type is one of `types` and whose tags include every one of
+ * `tags`; ntypes 0 means any type, ntags 0 any tags (so an item of neither matches every
+ * event).  Matching reads the stored type and tags. */
+typedef struct cairn_query_item {
+    const cairn_slice *types;
+    size_t ntypes;
+    const cairn_slice *tags;
+    size_t ntags;
+} cairn_query_item;
+
+/* Matches an event that any item matches; nitems 0 matches every event.  Events of '$'
+ * streams (the store's own, section 6) never match, nor do removed ones. */
+typedef struct cairn_query {
+    const cairn_query_item *items;
+    size_t nitems;
+} cairn_query;
+
+/* Holds when no event the query matches has a position greater than `after` (0: the
+ * whole log). */
+typedef struct cairn_condition {
+    const cairn_query *query;
+    uint64_t after;
+} cairn_condition;
+
+/* cairn_append_batch where request i also requires conditions[i] (NULL: none; conditions
+ * NULL: none at all).  Each condition is checked inside the write transaction, after its
+ * request's expected version, and sees the events of the earlier requests; a failing one
+ * is CAIRN_ECONDITION with .request and .positions set, and nothing is written.  A retry
+ * (see cairn_append_batch) checks neither. */
+int cairn_append_conditional(cairn_store *store, const cairn_append_req *reqs,
+                             const cairn_condition *const *conditions, size_t nreqs,
+                             cairn_append_result *results);
+
 /* cairn_append_batch with one request. */
 int cairn_append(cairn_store *store, const char *stream, size_t stream_len, int64_t expected,
                  const cairn_event_in *events, size_t nevents, cairn_append_result *result);
@@ -230,6 +271,15 @@ typedef struct cairn_iter cairn_iter;
  * The filter is copied; an iterator holds no LMDB snapshot between refills. */
 int cairn_iter_all(cairn_store *store, uint64_t start, int backwards, uint64_t limit,
                    const cairn_filter *filter, cairn_iter **out);
+
+/* Iterates over the events `query` matches (the query is copied), in position order from
+ * `start` (as cairn_iter_all), at most `limit`, answered from the tag and type indexes: an
+ * item is read from the rarest of its tags, or from the union of its types.  *head (may be
+ * NULL) receives the store's head when the call began; the iterator yields no event after
+ * it (a decision read with it, then a condition with after = *head, sees exactly what the
+ * decision saw). */
+int cairn_iter_query(cairn_store *store, const cairn_query *query, uint64_t start, int backwards,
+                     uint64_t limit, cairn_iter **out, uint64_t *head);
 
 /* Iterates over one stream from version `start` (inclusive; -1 means the first forwards
  * and the last backwards).  A stream that does not exist reads as empty. */

@@ -661,7 +661,7 @@ static int write_produced(agg *a, const char *stream, size_t stream_len, int64_t
         snprintf(msg, sizeof msg, "%s", cairn__err()->message);
         return cairn__script_fail(a->name, 0, "%s", msg[0] ? msg : what);
     }
-    if ((rc = cairn__write_requests(a->s, a->txn, &q, 1, res, CAIRN__W_TAIL))) return rc;
+    if ((rc = cairn__write_requests(a->s, a->txn, &q, NULL, 1, res, CAIRN__W_TAIL))) return rc;
     if ((rc = cairn__snapshot_after_append(a->s, a->txn, &q, 1, res))) return rc;
     return cairn__projections_after_append(a->s, a->txn);
 }

@@ -322,7 +322,7 @@ static int emits_flush(proj *p, int *wrote) {
         memcpy(ev.id, m->id, 16);
         q.stream.ptr = p->ebuf.p + m->stream, q.stream.len = m->stream_len;
         q.expected = CAIRN_ANY, q.events = &ev, q.nevents = 1;
-        if ((rc = cairn__write_requests(p->s, p->txn, &q, 1, &res, 0))) return rc;
+        if ((rc = cairn__write_requests(p->s, p->txn, &q, NULL, 1, &res, 0))) return rc;
         if ((rc = cairn__snapshot_after_append(p->s, p->txn, &q, 1, &res))) return rc;
         *wrote = 1;
     }

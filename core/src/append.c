@@ -471,7 +471,8 @@ static int read_tail(cairn_env *e, MDB_txn *txn, MDB_cursor *clog, uint64_t *hea
     return cairn__chain_at(e, txn, *head, chain);
 }
 
-int cairn__write_requests(cairn_store *s, MDB_txn *txn, const cairn_append_req *reqs, size_t nreqs,
+int cairn__write_requests(cairn_store *s, MDB_txn *txn, const cairn_append_req *reqs,
+                          const cairn_condition *const *conds, size_t nreqs,
                           cairn_append_result *results, int flags) {
     cairn_env *e = s->env;
     writer w;
@@ -531,6 +532,8 @@ int cairn__write_requests(cairn_store *s, MDB_txn *txn, const cairn_append_req *
             goto out;
         }
         if ((rc = cairn__check_expected(q, &si, r))) goto out;
+        /* the DCB condition, after the expected version (spec 5), sees earlier requests */
+        if (conds && conds[r] && (rc = cairn__condition_check(e, txn, conds[r], r))) goto out;
         if (!si.exists) {
             si.sid = ++next_sid;
             if (si.has_life) si.flags |= CAIRN__SF_LIFE; /* limits set before its first event */
@@ -563,6 +566,7 @@ out:
 typedef struct append_args {
     cairn_store *s;
     const cairn_append_req *reqs;
+    const cairn_condition *const *conds;
     size_t nreqs;
     cairn_append_result *results;
 } append_args;
@@ -570,24 +574,43 @@ typedef struct append_args {
 static int append_body(cairn_wtxn *w, void *ctx) {
     append_args *a = ctx;
     const cairn_hooks *hk = a->s->env->hooks;
-    int rc = cairn__write_requests(a->s, w->txn, a->reqs, a->nreqs, a->results, CAIRN__W_TAIL);
+    int rc =
+        cairn__write_requests(a->s, w->txn, a->reqs, a->conds, a->nreqs, a->results, CAIRN__W_TAIL);
     if (rc == CAIRN_OK && hk && hk->after_append)
         rc = hk->after_append(a->s, w->txn, a->reqs, a->nreqs, a->results);
     w->notify = 1, w->head = a->results[a->nreqs - 1].position;
     return rc;
 }
 
-int cairn_append_batch(cairn_store *s, const cairn_append_req *reqs, size_t nreqs,
-                       cairn_append_result *results) {
-    append_args a = {s, reqs, nreqs, results};
+static int check_condition(const cairn_condition *c, size_t r) {
+    const cairn_query *q = c->query;
+    if (!q) return cairn__fail(CAIRN_EINVAL, "condition %zu: query: NULL", r);
+    if (q->nitems && !q->items) return cairn__fail(CAIRN_EINVAL, "condition %zu: items: NULL", r);
+    for (size_t i = 0; i < q->nitems; i++)
+        if ((q->items[i].ntypes && !q->items[i].types) || (q->items[i].ntags && !q->items[i].tags))
+            return cairn__fail(CAIRN_EINVAL, "condition %zu: item %zu: NULL list", r, i);
+    return CAIRN_OK;
+}
+
+int cairn_append_conditional(cairn_store *s, const cairn_append_req *reqs,
+                             const cairn_condition *const *conds, size_t nreqs,
+                             cairn_append_result *results) {
+    append_args a = {s, reqs, conds, nreqs, results};
     int rc;
     cairn__clear_error();
     if ((rc = cairn__store_check(s))) return rc;
     if (s->readonly) return cairn__fail(CAIRN_EREADONLY, "store is opened read-only");
     if (!results) return cairn__fail(CAIRN_EINVAL, "results: NULL");
     if ((rc = cairn__validate_requests(reqs, nreqs))) return rc;
+    for (size_t r = 0; conds && r < nreqs; r++)
+        if (conds[r] && (rc = check_condition(conds[r], r))) return rc;
     cairn__clear_error();
     return cairn__write_txn(s->env, s->durability, append_body, &a);
+}
+
+int cairn_append_batch(cairn_store *s, const cairn_append_req *reqs, size_t nreqs,
+                       cairn_append_result *results) {
+    return cairn_append_conditional(s, reqs, NULL, nreqs, results);
 }
 
 int cairn_append(cairn_store *s, const char *stream, size_t stream_len, int64_t expected,

@@ -215,7 +215,7 @@ int cairn__lifecycle_append(cairn_store *s, MDB_txn *txn, const char *type, cons
     q.stream.ptr = CAIRN__LIFECYCLE, q.stream.len = sizeof CAIRN__LIFECYCLE - 1;
     q.expected = CAIRN_ANY;
     q.events = &ev, q.nevents = 1;
-    if ((rc = cairn__write_requests(s, txn, &q, 1, &res, 0))) return rc;
+    if ((rc = cairn__write_requests(s, txn, &q, NULL, 1, &res, 0))) return rc;
     /* a normal event: inline projections whose source names `$lifecycle` see it */
     if (hk && hk->after_append && (rc = hk->after_append(s, txn, &q, 1, &res))) return rc;
     if (position) *position = res.position;

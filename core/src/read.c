@@ -48,6 +48,10 @@ struct cairn_iter {
     uint8_t *stream;    /* IT_STREAM: the name */
     size_t stream_len;
     filter_copy f;
+    filter_copy *items; /* a query's items (cairn_iter_query): an event matching any is kept */
+    size_t nitems;
+    int query;   /* a query: its items, not `f`, decide */
+    uint64_t hi; /* no event after this position is yielded (0: no bound) */
     source *src;
     size_t nsrc;
     int complete; /* IT_POSTINGS over stream indexes, which the index tail never lacks */
@@ -160,6 +164,15 @@ static int matches(const filter_copy *f, const cairn_event *ev) {
     return 1;
 }
 
+/* The iterator's test of a candidate: its filter, or any item of its query. */
+static int it_matches(const cairn_iter *it, const cairn_event *ev) {
+    if (!it->query) return matches(&it->f, ev);
+    if (!it->nitems) return 1; /* a query of no items: every event */
+    for (size_t i = 0; i < it->nitems; i++)
+        if (matches(&it->items[i], ev)) return 1;
+    return 0;
+}
+
 /* An event of a '$' stream is read over the log only when the filter names its stream or
  * its category (spec 6). */
 static int dollar_named(const filter_copy *f, const cairn_event *ev) {
@@ -223,17 +236,13 @@ static int filter_copy_init(filter_copy *f, const cairn_filter *in) {
     return CAIRN_OK;
 }
 
-/* Picks the index that yields the fewest candidates: all categories, all types, all
- * streams (their union is needed), or the single rarest tag (tags combine with AND).
- * A filter naming only absent values matches nothing. */
-static int plan(cairn_iter *it, MDB_txn *txn) {
-    filter_copy *f = &it->f;
-    size_t best_k = 4, best_cost = (size_t)-1;
-    size_t best_tag = 0;
+/* Picks the index of one filter that yields the fewest candidates: all categories, all
+ * types, all streams (their union is needed), or the single rarest tag (tags combine with
+ * AND).  *best_k 4: none (the filter has no list). */
+static int plan_pick(cairn_iter *it, MDB_txn *txn, MDB_cursor *c, const filter_copy *f,
+                     size_t *best_k, size_t *best_tag, size_t *best_cost) {
     int rc;
-    MDB_cursor *c;
-
-    if ((rc = mdb_cursor_open(txn, it->env->post, &c))) return cairn__mdb_fail(rc, "plan");
+    *best_k = 4, *best_cost = (size_t)-1, *best_tag = 0;
     for (int k = 0; k < 4; k++) {
         size_t cost = 0, tag_min = (size_t)-1, tag_at = 0;
         if (!f->n[k]) continue;
@@ -242,7 +251,7 @@ static int plan(cairn_iter *it, MDB_txn *txn) {
             if (k == F_STREAMS) {
                 cairn_stream_info si;
                 if ((rc = cairn__stream_lookup(it->env, txn, f->v[k][i].ptr, f->v[k][i].len, &si)))
-                    goto out;
+                    return rc;
                 cnt = si.exists ? (size_t)(si.version + 1) : 0;
             } else {
                 uint8_t kb[CAIRN_POST_KEY];
@@ -256,10 +265,7 @@ static int plan(cairn_iter *it, MDB_txn *txn) {
                     rc = mdb_cursor_count(c, &cnt);
                 else if (rc == MDB_NOTFOUND)
                     rc = 0;
-                if (rc) {
-                    rc = cairn__mdb_fail(rc, "plan");
-                    goto out;
-                }
+                if (rc) return cairn__mdb_fail(rc, "plan");
             }
             if (k == F_TAGS) {
                 if (cnt < tag_min) tag_min = cnt, tag_at = i;
@@ -268,49 +274,69 @@ static int plan(cairn_iter *it, MDB_txn *txn) {
             }
         }
         if (k == F_TAGS) cost = tag_min;
-        if (cost < best_cost) best_cost = cost, best_k = (size_t)k, best_tag = tag_at;
+        if (cost < *best_cost) *best_cost = cost, *best_k = (size_t)k, *best_tag = tag_at;
     }
-    rc = CAIRN_OK;
-    if (best_k == 4) {
-        it->kind = IT_LOG;
-        goto out;
+    return CAIRN_OK;
+}
+
+/* Adds the sources of filter f's chosen index (plan_pick) to the iterator's. */
+static int plan_add(cairn_iter *it, MDB_txn *txn, const filter_copy *f, size_t best_k,
+                    size_t best_tag) {
+    size_t n = best_k == F_TAGS ? 1 : f->n[best_k];
+    source *more = realloc(it->src, (it->nsrc + n) * sizeof *more);
+    int rc;
+    if (!more) return cairn__fail(CAIRN_ENOMEM, "out of memory");
+    it->src = more;
+    for (size_t i = 0; i < n; i++) {
+        const cairn_slice *name = &f->v[best_k][best_k == F_TAGS ? best_tag : i];
+        source *s = &it->src[it->nsrc];
+        memset(s, 0, sizeof *s);
+        if (best_k == F_STREAMS) {
+            cairn_stream_info si;
+            if ((rc = cairn__stream_lookup(it->env, txn, name->ptr, name->len, &si))) return rc;
+            if (!si.exists) continue;
+            s->dbi = it->env->sidx, s->is_stream = 1, s->keylen = 8;
+            cairn__put_be64(s->key, si.sid);
+        } else {
+            int kind = best_k == F_TYPES ? CAIRN_POST_TYPE
+                : best_k == F_TAGS       ? CAIRN_POST_TAG
+                                         : CAIRN_POST_CATEGORY;
+            s->dbi = it->env->post, s->keylen = CAIRN_POST_KEY;
+            cairn__post_key(kind, name->ptr, name->len, s->key);
+        }
+        it->nsrc++;
     }
-    it->complete = best_k == F_STREAMS;
-    if (best_cost == 0) {
+    return CAIRN_OK;
+}
+
+/* Chooses the sources of a filtered read, or of a query: each item's cheapest index, their
+ * candidates merged (an item without lists reads the whole log).  A plan whose indexes
+ * hold nothing reads only the index tail, or nothing. */
+static int plan(cairn_iter *it, MDB_txn *txn) {
+    size_t k, tag, cost, total = 0;
+    size_t nf = it->query ? it->nitems : 1;
+    int rc;
+    MDB_cursor *c;
+
+    if ((rc = mdb_cursor_open(txn, it->env->post, &c))) return cairn__mdb_fail(rc, "plan");
+    it->complete = 1;
+    for (size_t i = 0; i < nf; i++) {
+        const filter_copy *f = it->query ? &it->items[i] : &it->f;
+        if ((rc = plan_pick(it, txn, c, f, &k, &tag, &cost))) goto out;
+        if (k == 4) { /* matches every event: the log it is */
+            it->kind = IT_LOG;
+            goto out;
+        }
+        it->complete &= k == F_STREAMS;
+        total += cost;
+        if (cost && (rc = plan_add(it, txn, f, k, tag))) goto out;
+    }
+    it->kind = IT_POSTINGS;
+    if (total == 0) {
         uint64_t t = 0;
         /* nothing indexed yet; the index tail may still hold matches */
         if (!it->complete && (rc = cairn__tail_start(it->env, txn, &t))) goto out;
-        if (t)
-            it->kind = IT_POSTINGS;
-        else
-            it->done = 1;
-        goto out;
-    }
-    {
-        size_t n = best_k == F_TAGS ? 1 : f->n[best_k];
-        if (!(it->src = calloc(n, sizeof *it->src))) {
-            rc = cairn__fail(CAIRN_ENOMEM, "oom");
-            goto out;
-        }
-        for (size_t i = 0; i < n; i++) {
-            const cairn_slice *name = &f->v[best_k][best_k == F_TAGS ? best_tag : i];
-            source *s = &it->src[it->nsrc];
-            if (best_k == F_STREAMS) {
-                cairn_stream_info si;
-                if ((rc = cairn__stream_lookup(it->env, txn, name->ptr, name->len, &si))) goto out;
-                if (!si.exists) continue;
-                s->dbi = it->env->sidx, s->is_stream = 1, s->keylen = 8;
-                cairn__put_be64(s->key, si.sid);
-            } else {
-                int kind = best_k == F_TYPES ? CAIRN_POST_TYPE
-                    : best_k == F_TAGS       ? CAIRN_POST_TAG
-                                             : CAIRN_POST_CATEGORY;
-                s->dbi = it->env->post, s->keylen = CAIRN_POST_KEY;
-                cairn__post_key(kind, name->ptr, name->len, s->key);
-            }
-            it->nsrc++;
-        }
-        it->kind = IT_POSTINGS;
+        if (!t) it->done = 1;
     }
 out:
     mdb_cursor_close(c);
@@ -420,7 +446,12 @@ static int take(cairn_iter *it, MDB_txn *txn, const MDB_val *v, uint64_t pos, in
                 int64_t ver) {
     cairn_event ev;
     int pending;
-    int rc = cairn__val_check(it->map_lo, it->map_hi, v, pos);
+    int rc;
+    if (it->hi && !it->backwards && pos > it->hi) { /* a query's bound: its head */
+        it->done = 1;
+        return STOP;
+    }
+    rc = cairn__val_check(it->map_lo, it->map_hi, v, pos);
     if (rc == CAIRN_OK) rc = cairn__record_decode(v->mv_data, v->mv_size, pos, &ev);
     if (rc == CAIRN_OK && ver >= 0 &&
         (ev.version != ver || ev.stream.len != it->stream_len ||
@@ -439,7 +470,7 @@ static int take(cairn_iter *it, MDB_txn *txn, const MDB_val *v, uint64_t pos, in
         return CAIRN_OK;
     }
     if (rc) return it->count ? STOP : rc;
-    if (check && !matches(&it->f, &ev)) return CAIRN_OK;
+    if (check && !it_matches(it, &ev)) return CAIRN_OK;
     /* a forgotten key is known from LMDB now, while the refill's txn is open */
     pending = 0;
     if (it->kpend && (rc = cairn__event_pending(it->env, it->rtxn, &ev, &pending)))
@@ -721,7 +752,7 @@ static int refill(cairn_iter *it) {
     it->rtxn = txn;
     if ((rc = cairn__keys_pending_any(it->env, txn, &it->kpend))) goto out;
     switch (it->kind) {
-    case IT_LOG: rc = refill_log(it, txn, 0, 0); break;
+    case IT_LOG: rc = refill_log(it, txn, it->query, 0); break;
     case IT_STREAM: rc = refill_stream(it, txn); break;
     default: rc = refill_postings(it, txn); break;
     }
@@ -797,6 +828,89 @@ int cairn_iter_all(cairn_store *s, uint64_t start, int backwards, uint64_t limit
     return cairn__iter_all(s->env, &s->lim, start, backwards, limit, filter, out);
 }
 
+int cairn__iter_query(cairn_env *e, const cairn_script_limits *lim, const cairn_query *q,
+                      uint64_t start, int backwards, uint64_t limit, uint64_t hi,
+                      cairn_iter **out) {
+    cairn_iter *it = NULL;
+    int rc;
+    if (!q) return cairn__fail(CAIRN_EINVAL, "query: NULL");
+    if (q->nitems && !q->items) return cairn__fail(CAIRN_EINVAL, "query: items: NULL");
+    if ((rc = cairn__env_check(e))) return rc;
+    if ((rc = iter_new(e, lim, IT_POSTINGS, backwards, limit, &it))) return rc;
+    it->query = 1, it->hi = hi;
+    if (q->nitems && !(it->items = calloc(q->nitems, sizeof *it->items))) {
+        cairn_iter_close(it);
+        return cairn__fail(CAIRN_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < q->nitems; i++) {
+        cairn_filter f;
+        memset(&f, 0, sizeof f);
+        f.types = q->items[i].types, f.ntypes = q->items[i].ntypes;
+        f.tags = q->items[i].tags, f.ntags = q->items[i].ntags;
+        it->nitems = i + 1;
+        if ((rc = filter_copy_init(&it->items[i], &f))) {
+            cairn_iter_close(it);
+            return rc;
+        }
+    }
+    if (!q->nitems) it->kind = IT_LOG; /* no item: every event */
+    it->next = start ? start : (backwards ? 0 : 1);
+    if (backwards && hi && (it->next == 0 || it->next > hi)) it->next = hi;
+    *out = it;
+    return CAIRN_OK;
+}
+
+int cairn_iter_query(cairn_store *s, const cairn_query *q, uint64_t start, int backwards,
+                     uint64_t limit, cairn_iter **out, uint64_t *head) {
+    MDB_txn *txn;
+    uint64_t h = 0;
+    int rc;
+    cairn__clear_error();
+    if ((rc = cairn__store_check(s))) return rc;
+    if (!out) return cairn__fail(CAIRN_EINVAL, "out: NULL");
+    if ((rc = cairn__read_begin(s->env, &txn))) return rc;
+    rc = cairn__head(s->env, txn, &h);
+    cairn__read_end(s->env, txn);
+    if (rc) return rc;
+    if ((rc = cairn__iter_query(s->env, &s->lim, q, start, backwards, limit, h, out))) return rc;
+    if (h == 0) (*out)->done = 1; /* an empty store: nothing up to its head */
+    if (head) *head = h;
+    return CAIRN_OK;
+}
+
+int cairn__condition_check(cairn_env *e, MDB_txn *txn, const cairn_condition *c, size_t r) {
+    static const cairn_script_limits no_limits;
+    cairn_error *err;
+    cairn_iter *it;
+    uint64_t found[CAIRN_CONDITION_POSITIONS];
+    size_t n = 0;
+    int rc;
+    if (c->after == UINT64_MAX) return CAIRN_OK; /* no position comes after it */
+    if ((rc = cairn__iter_query(e, &no_limits, c->query, c->after + 1, 0, CAIRN_CONDITION_POSITIONS,
+                                0, &it)))
+        return rc;
+    cairn__iter_bind_txn(it, txn);
+    it->raw = 1; /* matching reads the stored events; nothing is decoded past them */
+    while (n < CAIRN_CONDITION_POSITIONS && !it->done) {
+        if ((rc = refill(it))) break;
+        for (size_t i = 0; i < it->count && n < CAIRN_CONDITION_POSITIONS; i++)
+            found[n++] = it->poss[i];
+        it->remaining = CAIRN_CONDITION_POSITIONS - n;
+    }
+    cairn_iter_close(it);
+    if (rc) return rc;
+    if (!n) return CAIRN_OK;
+    rc = cairn__fail(CAIRN_ECONDITION,
+                     "append condition failed: an event the query matches was appended after "
+                     "position %llu (at position %llu)",
+                     (unsigned long long)c->after, (unsigned long long)found[0]);
+    err = cairn__err();
+    err->request = r;
+    memcpy(err->positions, found, n * sizeof *found);
+    err->npositions = n;
+    return rc;
+}
+
 int cairn_iter_stream(cairn_store *s, const char *stream, size_t stream_len, int64_t start,
                       int backwards, uint64_t limit, cairn_iter **out) {
     cairn_iter *it = NULL;
@@ -822,6 +936,8 @@ void cairn_iter_close(cairn_iter *it) {
     if (!it) return;
     cairn__env_release(it->env);
     free(it->f.mem);
+    for (size_t i = 0; i < it->nitems; i++) free(it->items[i].mem);
+    free(it->items);
     free(it->src);
     free(it->lv);
     free(it->stream);

@@ -450,7 +450,10 @@ int cairn__holes_cover(cairn_env *e, MDB_txn *txn, uint64_t lo, uint64_t hi, int
  * cairn__validate_requests, as every user path does; the store's own write to `$lifecycle`
  * (lifecycle.c) skips that check, which is how it reaches a '$' stream. */
 #define CAIRN__W_TAIL 1 /* the write may go to the index tail (see cairn__tail_start) */
-int cairn__write_requests(cairn_store *s, MDB_txn *txn, const cairn_append_req *reqs, size_t nreqs,
+/* conds: NULL, or one condition (or NULL) per request, checked after its expected version
+ * (cairn_append_conditional). */
+int cairn__write_requests(cairn_store *s, MDB_txn *txn, const cairn_append_req *reqs,
+                          const cairn_condition *const *conds, size_t nreqs,
                           cairn_append_result *results, int flags);
 int cairn__validate_requests(const cairn_append_req *reqs, size_t nreqs);
 /* The expected-version check of request r against the stream as looked up (CAIRN_EVERSION
@@ -468,6 +471,13 @@ void cairn__iter_bind_txn(struct cairn_iter *it, MDB_txn *txn);
 /* cairn_iter_all on an environment (retained by the iterator) with these limits. */
 int cairn__iter_all(cairn_env *e, const cairn_script_limits *lim, uint64_t start, int backwards,
                     uint64_t limit, const cairn_filter *filter, struct cairn_iter **out);
+/* cairn_iter_query on an environment; no event after `hi` is yielded (0: no bound). */
+int cairn__iter_query(cairn_env *e, const cairn_script_limits *lim, const cairn_query *q,
+                      uint64_t start, int backwards, uint64_t limit, uint64_t hi,
+                      struct cairn_iter **out);
+/* Checks condition `c` of request r in `txn` (a write txn: the events it wrote already
+ * count): CAIRN_OK, or CAIRN_ECONDITION with .request and .positions set. */
+int cairn__condition_check(cairn_env *e, MDB_txn *txn, const cairn_condition *c, size_t r);
 /* A deep copy of a caller's filter (iterators and subscriptions keep one): `out`'s lists point
  * into *mem, one allocation the caller frees (NULL when the filter is empty or NULL). */
 int cairn__filter_dup(const cairn_filter *in, cairn_filter *out, void **mem);

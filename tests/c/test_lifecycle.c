@@ -23,7 +23,7 @@ static int both_body(cairn_wtxn *w, void *ctx) {
     cairn_append_req q = {{"acct-1", 6}, CAIRN_ANY, &ev, 1};
     cairn_append_result r;
     int rc;
-    if ((rc = cairn__write_requests(b->s, w->txn, &q, 1, &r, 0))) return rc;
+    if ((rc = cairn__write_requests(b->s, w->txn, &q, NULL, 1, &r, 0))) return rc;
     if ((rc = cairn__lifecycle_append(b->s, w->txn, "$SubjectForgotten", "{\"subject\":\"u-1\"}",
                                       18, &b->pos)))
         return rc;
