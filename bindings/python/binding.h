@@ -41,9 +41,12 @@ typedef struct cpy_state {
     PyTypeObject *NamesIter_Type;
     PyTypeObject *Verify_Type;
     PyTypeObject *Aggregate_Type;
-    PyTypeObject *Sub_Type;  /* cairn.Subscription (subscription.c) */
-    PyTypeObject *Tx_Type;   /* cairn.Transaction (transaction.c) */
-    PyTypeObject *Proj_Type; /* cairn.Projection (projection.c) */
+    PyTypeObject *Sub_Type;       /* cairn.Subscription (subscription.c) */
+    PyTypeObject *Tx_Type;        /* cairn.Transaction (transaction.c) */
+    PyTypeObject *Proj_Type;      /* cairn.Projection (projection.c) */
+    PyTypeObject *QueryItem_Type; /* cairn.QueryItem, cairn.Query, cairn.Condition (query.c) */
+    PyTypeObject *Query_Type;
+    PyTypeObject *Condition_Type;
     PyObject *exc[CPY_EXC_COUNT];
     PyObject *logger;       /* logging.getLogger("cairn"), fetched at the first print */
     PyObject *uuid_type;    /* uuid.UUID */
@@ -195,7 +198,25 @@ PyObject *cpy_store_open(PyObject *module, PyObject *args, PyObject *kwargs);
 /* Appends nreq requests (streams[i] a checked str, evs[i] a tuple of Event, exp[i]) in one
  * commit: one AppendResult (single) or a list of them, in request order. */
 PyObject *cpy_store_append(cpy_store *s, PyObject *const *streams, PyObject *const *evs,
-                           const int64_t *exp, size_t nreq, int single);
+                           const int64_t *exp, PyObject *const *conds, size_t nreq, int single);
+
+/* None or a cairn.Condition (TypeError naming `condition` otherwise). */
+int cpy_check_condition(cpy_state *st, PyObject *cond);
+/* ---------------------------------------------------------------------------------
+ * query.c: cairn.QueryItem, Query, Condition, and the core's view of one for a call (its
+ * slices borrow the value's str objects, which are immutable and outlive the call).
+ * --------------------------------------------------------------------------------- */
+typedef struct cpy_core_query {
+    cairn_query q;
+    cairn_condition cond; /* cpy_condition_core: .query = &q */
+    cairn_query_item *items;
+    cairn_slice *slices;
+} cpy_core_query;
+int cpy_query_types_init(PyObject *module, cpy_state *st);
+/* TypeError unless `query` is a cairn.Query (resp. cond a cairn.Condition). */
+int cpy_query_core(cpy_state *st, PyObject *query, cpy_core_query *out);
+int cpy_condition_core(cpy_state *st, PyObject *cond, cpy_core_query *out);
+void cpy_query_core_free(cpy_core_query *q);
 
 /* Marks a call as in flight and returns the handle, or NULL + StoreClosed; with the GIL
  * held.  Every successful enter is matched by one cpy_store_call_end (below), which
@@ -249,6 +270,9 @@ int cpy_store_call_end(cpy_store *s, cairn_store *h, int rc, PyObject *const *st
 int cpy_iter_types_init(PyObject *module, cpy_state *st);
 PyObject *cpy_readiter_new_all(cpy_store *s, uint64_t start, int backwards, uint64_t limit,
                                int empty, PyObject *filters[4], int raw);
+/* store.query(): a ReadIterator over cairn_iter_query whose .head is the head at the call. */
+PyObject *cpy_readiter_new_query(cpy_store *s, PyObject *query, uint64_t start, int backwards,
+                                 uint64_t limit, int empty);
 PyObject *cpy_readiter_new_stream(cpy_store *s, PyObject *stream, int64_t start, int backwards,
                                   uint64_t limit, int empty, int raw);
 PyObject *cpy_namesiter_new(cpy_store *s, PyObject *prefix);

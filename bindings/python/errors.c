@@ -98,6 +98,21 @@ static int set_attr(PyObject *exc, const char *name, PyObject *value) {
     return rc;
 }
 
+/* ConditionFailed.positions: the lowest conflicting positions, ascending (spec 5). */
+static PyObject *condition_positions(const cairn_error *e) {
+    size_t n = e ? e->npositions : 0;
+    PyObject *l = PyList_New((Py_ssize_t)n);
+    for (size_t i = 0; l && i < n; i++) {
+        PyObject *v = PyLong_FromUnsignedLongLong(e->positions[i]);
+        if (!v) {
+            Py_CLEAR(l);
+            break;
+        }
+        PyList_SET_ITEM(l, (Py_ssize_t)i, v);
+    }
+    return l;
+}
+
 static PyObject *position_or_none(uint64_t pos) {
     if (pos == 0) Py_RETURN_NONE;
     return PyLong_FromUnsignedLongLong(pos);
@@ -164,11 +179,7 @@ PyObject *cpy_raise(cpy_state *st, int rc, PyObject *const *streams, size_t nstr
     case CAIRN_ECORRUPT:
         fail = set_attr(exc, "position", position_or_none(e ? e->position : 0)) < 0;
         break;
-    case CAIRN_ECONDITION:
-        fail = set_attr(exc, "positions",
-                        e && e->position ? Py_BuildValue("[K]", (unsigned long long)e->position)
-                                         : PyList_New(0)) < 0;
-        break;
+    case CAIRN_ECONDITION: fail = set_attr(exc, "positions", condition_positions(e)) < 0; break;
     case CAIRN_EDELETED: fail = PyObject_SetAttrString(exc, "stream", stream) < 0; break;
     case CAIRN_ESCRIPT:
         fail = (e && e->script[0] &&

@@ -17,7 +17,8 @@ struct cpy_readiter {
     int raw;       /* upcasters do not apply */
     int upcasting; /* upcasters were defined at the last refill: next() runs Lua, GIL released */
     cpy_namecache names;
-    int is_stream; /* read_stream: names.e[0].s is the stream (for StreamDeleted.stream) */
+    int is_stream;  /* read_stream: names.e[0].s is the stream (for StreamDeleted.stream) */
+    PyObject *head; /* store.query(): the head at the call (int); NULL for other reads */
 };
 
 static inline cpy_state *iter_state(cpy_store *s) { return cpy_state_of_module(s->module); }
@@ -124,6 +125,34 @@ fail:
     return NULL;
 }
 
+PyObject *cpy_readiter_new_query(cpy_store *s, PyObject *query, uint64_t start, int backwards,
+                                 uint64_t limit, int empty) {
+    cpy_state *st = iter_state(s);
+    cpy_readiter *self = readiter_alloc(s, 0);
+    cpy_core_query q;
+    cairn_store *h;
+    cairn_iter *it = NULL;
+    uint64_t head = 0;
+    int rc;
+
+    if (!self) return NULL;
+    if (cpy_query_core(st, query, &q) < 0) goto fail;
+    /* the head is read even when nothing is to be yielded: it is the decision's `after` */
+    CPY_STORE_CALL(s, h, rc, cairn_iter_query(h, &q.q, start, backwards, limit, &it, &head));
+    cpy_query_core_free(&q);
+    if (rc >= 0) self->it = it;
+    if (cpy_store_call_end(s, h, rc, NULL, 0) < 0) goto fail;
+    if (!(self->head = PyLong_FromUnsignedLongLong(head))) goto fail;
+    if (empty) {
+        self->done = 1;
+        readiter_release(self);
+    }
+    return (PyObject *)self;
+fail:
+    Py_DECREF(self);
+    return NULL;
+}
+
 PyObject *cpy_readiter_new_stream(cpy_store *s, PyObject *stream, int64_t start, int backwards,
                                   uint64_t limit, int empty, int raw) {
     cpy_readiter *self = readiter_alloc(s, raw);
@@ -213,9 +242,27 @@ static int readiter_clear(cpy_readiter *self) {
     /* the core iterator and the link go before the store reference */
     if (self->store) readiter_release(self);
     Py_CLEAR(self->store);
+    Py_CLEAR(self->head);
     cpy_namecache_clear(&self->names);
     return 0;
 }
+
+static PyObject *readiter_get_head(cpy_readiter *self, void *closure) {
+    (void)closure;
+    if (!self->head) {
+        PyErr_SetString(PyExc_AttributeError,
+                        "head: only an iterator from store.query() has one (store.head() is "
+                        "the store's)");
+        return NULL;
+    }
+    return Py_NewRef(self->head);
+}
+
+static PyGetSetDef readiter_getset[] = {
+    {"head", (getter)readiter_get_head, NULL,
+     "store.query(): store.head() when the query was made; nothing after it is yielded.", NULL},
+    {NULL},
+};
 
 static void readiter_dealloc(cpy_readiter *self) {
     PyTypeObject *tp = Py_TYPE(self);
@@ -231,7 +278,8 @@ static PyType_Slot readiter_slots[] = {
     {Py_tp_clear, readiter_clear},
     {Py_tp_iter, PyObject_SelfIter},
     {Py_tp_iternext, readiter_next},
-    {Py_tp_doc, (void *)"Iterator over recorded events (from read_all or read_stream)."},
+    {Py_tp_getset, readiter_getset},
+    {Py_tp_doc, (void *)"Iterator over recorded events (from read_all, read_stream or query)."},
     {0, NULL},
 };
 

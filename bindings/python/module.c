@@ -86,6 +86,7 @@ static int module_exec(PyObject *module) {
     if (cpy_aggregate_type_init(module, st) < 0) return -1;
     if (cpy_sub_type_init(module, st) < 0) return -1;
     if (cpy_projection_type_init(module, st) < 0) return -1;
+    if (cpy_query_types_init(module, st) < 0) return -1;
 
     if (PyModule_AddIntConstant(module, "ANY", CAIRN_ANY) < 0 ||
         PyModule_AddIntConstant(module, "NO_STREAM", CAIRN_NO_STREAM) < 0 ||
@@ -112,6 +113,9 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg) {
     Py_VISIT(st->Sub_Type);
     Py_VISIT(st->Tx_Type);
     Py_VISIT(st->Proj_Type);
+    Py_VISIT(st->QueryItem_Type);
+    Py_VISIT(st->Query_Type);
+    Py_VISIT(st->Condition_Type);
     Py_VISIT(st->logger);
     for (int i = 0; i < CPY_EXC_COUNT; i++) Py_VISIT(st->exc[i]);
     Py_VISIT(st->uuid_type);
@@ -132,6 +136,9 @@ static int module_clear(PyObject *module) {
     Py_CLEAR(st->Sub_Type);
     Py_CLEAR(st->Tx_Type);
     Py_CLEAR(st->Proj_Type);
+    Py_CLEAR(st->QueryItem_Type);
+    Py_CLEAR(st->Query_Type);
+    Py_CLEAR(st->Condition_Type);
     Py_CLEAR(st->logger);
     for (int i = 0; i < CPY_EXC_COUNT; i++) Py_CLEAR(st->exc[i]);
     Py_CLEAR(st->uuid_type);

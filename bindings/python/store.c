@@ -132,9 +132,11 @@ static int encode_event(cpy_buf *arena, cpy_event *e, cairn_event_in *in, cairn_
 }
 
 PyObject *cpy_store_append(cpy_store *s, PyObject *const *streams, PyObject *const *evs,
-                           const int64_t *exp, size_t nreq, int single) {
+                           const int64_t *exp, PyObject *const *conds, size_t nreq, int single) {
     cpy_state *st = store_state(s);
     cpy_buf arena = {NULL, 0, 0};
+    cpy_core_query *cq = NULL; /* one per request with a condition */
+    const cairn_condition **cps = NULL;
     cairn_append_req *reqs = NULL;
     cairn_append_result *results = NULL;
     cairn_event_in *ins = NULL;
@@ -160,6 +162,17 @@ PyObject *cpy_store_append(cpy_store *s, PyObject *const *streams, PyObject *con
         PyErr_NoMemory();
         goto out;
     }
+    for (i = 0; conds && i < nreq; i++) {
+        if (conds[i] == Py_None) continue;
+        if ((!cq &&
+             (!(cq = PyMem_Calloc(nreq, sizeof *cq)) ||
+              !(cps = PyMem_Calloc(nreq, sizeof *cps))))) {
+            PyErr_NoMemory();
+            goto out;
+        }
+        if (cpy_condition_core(st, conds[i], &cq[i]) < 0) goto out;
+        cps[i] = &cq[i].cond;
+    }
 
     for (i = 0, ev_i = 0, tag_i = 0; i < nreq; i++) {
         Py_ssize_t len, j;
@@ -184,7 +197,7 @@ PyObject *cpy_store_append(cpy_store *s, PyObject *const *streams, PyObject *con
     }
 
     /* reducers run for snapshots may print */
-    CPY_STORE_CALL(s, h, rc, cairn_append_batch(h, reqs, nreq, results));
+    CPY_STORE_CALL(s, h, rc, cairn_append_conditional(h, reqs, cps, nreq, results));
     if (cpy_store_call_end(s, h, rc, streams, nreq) < 0) goto out;
     if (single) {
         out = cpy_result_new(st, &results[0]);
@@ -199,6 +212,9 @@ PyObject *cpy_store_append(cpy_store *s, PyObject *const *streams, PyObject *con
         }
     }
 out:
+    for (i = 0; cq && i < nreq; i++) cpy_query_core_free(&cq[i]);
+    PyMem_Free(cq);
+    PyMem_Free(cps);
     cpy_buf_free(&arena);
     PyMem_Free(reqs);
     PyMem_Free(results);
@@ -209,16 +225,17 @@ out:
 }
 
 static PyObject *store_append(cpy_store *self, PyObject *args, PyObject *kwargs) {
-    static char *kwlist[] = {"stream", "events", "expected_version", NULL};
-    PyObject *stream, *events, *expected = NULL, *t, *r;
+    static char *kwlist[] = {"stream", "events", "expected_version", "condition", NULL};
+    PyObject *stream, *events, *expected = NULL, *cond = Py_None, *t, *r;
     int64_t exp;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|$O:append", kwlist, &stream, &events,
-                                     &expected))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|$OO:append", kwlist, &stream, &events,
+                                     &expected, &cond))
         return NULL;
     if (self->closed) return cpy_raise_closed(store_state(self));
+    if (cpy_check_condition(store_state(self), cond) < 0) return NULL;
     if (!(t = cpy_append_arg(store_state(self), stream, events, expected, &exp))) return NULL;
-    r = cpy_store_append(self, &stream, &t, &exp, 1, 1);
+    r = cpy_store_append(self, &stream, &t, &exp, &cond, 1, 1);
     Py_DECREF(t);
     return r;
 }
@@ -295,6 +312,30 @@ static PyObject *store_read_all(cpy_store *self, PyObject *args, PyObject *kwarg
 out:
     for (i = 0; i < 4; i++) Py_XDECREF(f[i]);
     return r;
+}
+
+static PyObject *store_query(cpy_store *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"query", "start", "backwards", "limit", NULL};
+    PyObject *query, *start_o = Py_None, *back_o = Py_False, *limit_o = Py_None;
+    int has_start, has_limit, backwards;
+    uint64_t start, limit;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O$OO:query", kwlist, &query, &start_o,
+                                     &back_o, &limit_o))
+        return NULL;
+    if (!PyObject_TypeCheck(query, store_state(self)->Query_Type)) {
+        PyErr_Format(PyExc_TypeError, "query must be a cairn.Query, not %.100s",
+                     Py_TYPE(query)->tp_name);
+        return NULL;
+    }
+    if (cpy_opt_uint(start_o, "start", &has_start, &start) < 0 ||
+        cpy_check_bool(back_o, "backwards", &backwards) < 0 ||
+        cpy_opt_uint(limit_o, "limit", &has_limit, &limit) < 0)
+        return NULL;
+    /* as read_all: limit=0 yields nothing, and so does start=0 backwards (before the first) */
+    return cpy_readiter_new_query(self, query, has_start ? start : 0, backwards, limit,
+                                  (has_limit && limit == 0) ||
+                                      (has_start && start == 0 && backwards));
 }
 
 static PyObject *store_stream_version(cpy_store *self, PyObject *args, PyObject *kwargs) {
@@ -1070,14 +1111,19 @@ static PyMethodDef store_methods[] = {
     {"__enter__", (PyCFunction)store_enter_ctx, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)store_exit_ctx, METH_VARARGS, NULL},
     {"append", (PyCFunction)(void (*)(void))store_append, METH_VARARGS | METH_KEYWORDS,
-     "append($self, /, stream, events, *, expected_version=-2)\n--\n\n"
-     "Append events (an iterable of Event) to a stream atomically; returns AppendResult."},
+     "append($self, /, stream, events, *, expected_version=-2, condition=None)\n--\n\n"
+     "Append events (an iterable of Event) to a stream atomically; returns AppendResult. "
+     "A cairn.Condition is checked inside the write transaction."},
     {"transaction", (PyCFunction)store_transaction, METH_NOARGS,
      "transaction($self, /)\n--\n\nA Transaction: `with store.transaction() as tx: "
      "tx.append(...)`."},
     {"read_stream", (PyCFunction)(void (*)(void))store_read_stream, METH_VARARGS | METH_KEYWORDS,
      "read_stream($self, /, stream, start=None, *, backwards=False, limit=None, raw=False)\n--\n\n"
      "Iterate over a stream's events from version `start` (inclusive)."},
+    {"query", (PyCFunction)(void (*)(void))store_query, METH_VARARGS | METH_KEYWORDS,
+     "query($self, /, query, start=None, *, backwards=False, limit=None)\n--\n\n"
+     "Iterate over the events a cairn.Query matches, up to the head at the call "
+     "(``.head``), in position order from `start` (inclusive)."},
     {"read_all", (PyCFunction)(void (*)(void))store_read_all, METH_VARARGS | METH_KEYWORDS,
      "read_all($self, /, start=None, *, backwards=False, limit=None, types=None, categories=None, "
      "streams=None, tags=None, raw=False)\n--\n\n"

@@ -13,7 +13,7 @@ enum { TX_NEW, TX_OPEN, TX_DONE }; /* new -> open in the with block -> done */
 typedef struct cpy_tx {
     PyObject_HEAD
     cpy_store *store;   /* strong */
-    PyObject *requests; /* list of (stream, tuple of Event, int expected_version) */
+    PyObject *requests; /* list of (stream, tuple of Event, int expected_version, condition) */
     PyObject *results;  /* None until a successful commit, then a list of AppendResult */
     int state;
 } cpy_tx;
@@ -55,23 +55,24 @@ static PyObject *tx_enter(cpy_tx *self, PyObject *unused) {
 }
 
 static PyObject *tx_append(cpy_tx *self, PyObject *args, PyObject *kwargs) {
-    static char *kwlist[] = {"stream", "events", "expected_version", NULL};
-    PyObject *stream, *events, *expected = NULL, *t, *x, *item;
+    static char *kwlist[] = {"stream", "events", "expected_version", "condition", NULL};
+    PyObject *stream, *events, *expected = NULL, *cond = Py_None, *t, *x, *item;
     int64_t exp;
     int rc;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|$O:append", kwlist, &stream, &events,
-                                     &expected))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|$OO:append", kwlist, &stream, &events,
+                                     &expected, &cond))
         return NULL;
     if (self->state != TX_OPEN) {
         PyErr_SetString(PyExc_RuntimeError,
                         "Transaction.append() is only allowed inside its with block");
         return NULL;
     }
+    if (cpy_check_condition(cpy_state_of_module(self->store->module), cond) < 0) return NULL;
     t = cpy_append_arg(cpy_state_of_module(self->store->module), stream, events, expected, &exp);
     if (!t) return NULL;
     x = PyLong_FromLongLong(exp);
-    item = x ? PyTuple_Pack(3, stream, t, x) : NULL;
+    item = x ? PyTuple_Pack(4, stream, t, x, cond) : NULL;
     rc = item ? PyList_Append(self->requests, item) : -1;
     Py_DECREF(t);
     Py_XDECREF(x);
@@ -83,14 +84,15 @@ static PyObject *tx_append(cpy_tx *self, PyObject *args, PyObject *kwargs) {
 /* The commit: every queued request in one cpy_store_append. */
 static PyObject *tx_commit(cpy_tx *self, PyObject *requests) {
     Py_ssize_t n = PyList_GET_SIZE(requests), i;
-    PyObject **streams, **evs, *out = NULL;
+    PyObject **streams, **evs, **conds, *out = NULL;
     int64_t *exp;
 
     if (self->store->closed) return cpy_raise_closed(cpy_state_of_module(self->store->module));
     streams = PyMem_Calloc((size_t)n, sizeof *streams);
     evs = PyMem_Calloc((size_t)n, sizeof *evs);
     exp = PyMem_Calloc((size_t)n, sizeof *exp);
-    if (!streams || !evs || !exp) {
+    conds = PyMem_Calloc((size_t)n, sizeof *conds);
+    if (!streams || !evs || !exp || !conds) {
         PyErr_NoMemory();
         goto out;
     }
@@ -99,9 +101,11 @@ static PyObject *tx_commit(cpy_tx *self, PyObject *requests) {
         streams[i] = PyTuple_GET_ITEM(item, 0);
         evs[i] = PyTuple_GET_ITEM(item, 1);
         exp[i] = PyLong_AsLongLong(PyTuple_GET_ITEM(item, 2));
+        conds[i] = PyTuple_GET_ITEM(item, 3);
     }
-    out = cpy_store_append(self->store, streams, evs, exp, (size_t)n, 0);
+    out = cpy_store_append(self->store, streams, evs, exp, conds, (size_t)n, 0);
 out:
+    PyMem_Free(conds);
     PyMem_Free(streams);
     PyMem_Free(evs);
     PyMem_Free(exp);
@@ -164,7 +168,7 @@ static PyMethodDef tx_methods[] = {
     {"__enter__", (PyCFunction)tx_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)tx_exit, METH_VARARGS, NULL},
     {"append", (PyCFunction)(void (*)(void))tx_append, METH_VARARGS | METH_KEYWORDS,
-     "append($self, /, stream, events, *, expected_version=-2)\n--\n\n"
+     "append($self, /, stream, events, *, expected_version=-2, condition=None)\n--\n\n"
      "Queue ``events`` for ``stream``; arguments are checked now, as ``Store.append`` does."},
     {NULL},
 };

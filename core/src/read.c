@@ -900,10 +900,16 @@ int cairn__condition_check(cairn_env *e, MDB_txn *txn, const cairn_condition *c,
     cairn_iter_close(it);
     if (rc) return rc;
     if (!n) return CAIRN_OK;
-    rc = cairn__fail(CAIRN_ECONDITION,
-                     "append condition failed: an event the query matches was appended after "
-                     "position %llu (at position %llu)",
-                     (unsigned long long)c->after, (unsigned long long)found[0]);
+    if (c->after)
+        rc = cairn__fail(CAIRN_ECONDITION,
+                         "append condition failed: an event the query matches was appended "
+                         "after position %llu (at position %llu)",
+                         (unsigned long long)c->after, (unsigned long long)found[0]);
+    else
+        rc = cairn__fail(CAIRN_ECONDITION,
+                         "append condition failed: an event the query matches exists (at "
+                         "position %llu)",
+                         (unsigned long long)found[0]);
     err = cairn__err();
     err->request = r;
     memcpy(err->positions, found, n * sizeof *found);

@@ -33,7 +33,7 @@ class DuplicateEvent(Error):
     position: int | None
 
 class ConditionFailed(Error):
-    positions: list[int] | None
+    positions: list[int]
 
 class StreamDeleted(Error):
     stream: str | None
@@ -179,8 +179,31 @@ class Projection:
 
 @final
 class ReadIterator(Iterator[RecordedEvent]):
+    @property
+    def head(self) -> int:
+        """store.query() only: the head when the query was made (nothing after it is yielded)."""
     def __iter__(self) -> ReadIterator: ...
     def __next__(self) -> RecordedEvent: ...
+
+@final
+class QueryItem:
+    """Matches an event whose type is one of ``types`` and whose tags include all of ``tags``."""
+    types: tuple[str, ...] | None
+    tags: tuple[str, ...] | None
+    def __init__(self, types: _Filter = None, tags: _Filter = None) -> None: ...
+
+@final
+class Query:
+    """Matches an event that any item matches; ``Query()`` matches every event."""
+    items: tuple[QueryItem, ...]
+    def __init__(self, *items: QueryItem) -> None: ...
+
+@final
+class Condition:
+    """An append condition: no event matching ``query`` after position ``after`` (None: at all)."""
+    query: Query
+    after: int | None
+    def __init__(self, query: Query, after: int | None = None) -> None: ...
 
 @final
 class StreamNameIterator(Iterator[str]):
@@ -224,7 +247,14 @@ class Transaction:
 
     def __init__(self, store: Store) -> None: ...
     def __enter__(self) -> Transaction: ...
-    def append(self, stream: str, events: Iterable[Event | RecordedEvent], *, expected_version: int = ...) -> None:
+    def append(
+        self,
+        stream: str,
+        events: Iterable[Event | RecordedEvent],
+        *,
+        expected_version: int = ...,
+        condition: Condition | None = None,
+    ) -> None:
         """Queue ``events`` for ``stream``; arguments are checked now, as ``Store.append`` does."""
     def __exit__(
         self,
@@ -258,8 +288,16 @@ class Store:
         tb: TracebackType | None,
     ) -> Literal[False]: ...
     def append(
-        self, stream: str, events: Iterable[Event | RecordedEvent], *, expected_version: int = ...
+        self,
+        stream: str,
+        events: Iterable[Event | RecordedEvent],
+        *,
+        expected_version: int = ...,
+        condition: Condition | None = None,
     ) -> AppendResult: ...
+    def query(
+        self, query: Query, start: int | None = None, *, backwards: bool = False, limit: int | None = None
+    ) -> ReadIterator: ...
     def transaction(self) -> Transaction: ...
     def read_stream(
         self,

@@ -3,9 +3,14 @@
  * cairn_iter_query over the tag and type indexes (and the index tail), and conditions
  * checked inside the write transaction by cairn_append_conditional.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
 
+#include "storage.h"
 #include "support.h"
 
 #define S(x) \
@@ -374,6 +379,104 @@ static void queries_agree_with_a_brute_force_filter(void **state) {
     }
 }
 
+/* The condition is checked under the writer lock: writer A holds its write transaction
+ * (it has appended an event the query matches, not committed yet) while B's conditional
+ * append, made with the head before A's event, waits for the lock; once B is seen blocked,
+ * A commits.  A check made before taking the lock would find nothing and let B commit. */
+typedef struct hold {
+    cairn_store *s;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int holding, release, b_rc;
+    pid_t b_tid;
+    uint64_t b_pos;
+} hold;
+
+static int hold_body(cairn_wtxn *w, void *ctx) {
+    hold *h = ctx;
+    cairn_slice tg[] = {S("seat:last")};
+    cairn_event_in ev = ev_make("Taken", "{}");
+    cairn_append_req q = {S("a"), CAIRN_ANY, &ev, 1};
+    cairn_append_result r;
+    int rc;
+    ev.tags = tg, ev.ntags = 1;
+    if ((rc = cairn__write_requests(h->s, w->txn, &q, NULL, 1, &r, 0))) return rc;
+    pthread_mutex_lock(&h->mu);
+    h->holding = 1;
+    pthread_cond_broadcast(&h->cv);
+    while (!h->release) pthread_cond_wait(&h->cv, &h->mu);
+    pthread_mutex_unlock(&h->mu);
+    w->notify = 1, w->head = r.position;
+    return CAIRN_OK;
+}
+
+static void *writer_a(void *arg) {
+    hold *h = arg;
+    CHECK_OK(cairn__write_txn(h->s->env, CAIRN_DURABLE_NONE, hold_body, h));
+    return NULL;
+}
+
+static void *writer_b(void *arg) {
+    hold *h = arg;
+    cairn_slice tg[] = {S("seat:last")};
+    cairn_query_item item = {NULL, 0, tg, 1};
+    cairn_query q = {&item, 1};
+    cairn_condition c = {&q, 0}; /* the head B's decision saw: nothing */
+    const cairn_condition *cs[] = {&c};
+    cairn_event_in ev = ev_make("Taken", "{}");
+    cairn_append_req r = {S("b"), CAIRN_ANY, &ev, 1};
+    cairn_append_result res;
+    ev.tags = tg, ev.ntags = 1;
+    h->b_tid = (pid_t)syscall(SYS_gettid);
+    h->b_rc = cairn_append_conditional(h->s, &r, cs, 1, &res);
+    h->b_pos = h->b_rc == CAIRN_ECONDITION ? cairn_last_error()->positions[0] : 0;
+    return NULL;
+}
+
+/* Is the thread asleep (blocked: on the writer lock, here)? */
+static int asleep(pid_t tid) {
+    char path[64], buf[256], *p;
+    FILE *f;
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
+    if (!(f = fopen(path, "r"))) return 0;
+    p = fgets(buf, sizeof buf, f);
+    fclose(f);
+    if (!p || !(p = strrchr(buf, ')'))) return 0;
+    return p[2] == 'S';
+}
+
+static void a_condition_is_checked_under_the_writer_lock(void **state) {
+    fixture *fx = *state;
+    hold h;
+    pthread_t a, b;
+    memset(&h, 0, sizeof h);
+    h.s = fx->store;
+    pthread_mutex_init(&h.mu, NULL);
+    pthread_cond_init(&h.cv, NULL);
+    assert_int_equal(pthread_create(&a, NULL, writer_a, &h), 0);
+    pthread_mutex_lock(&h.mu);
+    while (!h.holding) pthread_cond_wait(&h.cv, &h.mu);
+    pthread_mutex_unlock(&h.mu);
+    assert_int_equal(pthread_create(&b, NULL, writer_b, &h), 0);
+    for (int i = 0; i < 5000 && !(h.b_tid && asleep(h.b_tid)); i++) {
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+    assert_true(h.b_tid && asleep(h.b_tid)); /* B waits for A's transaction */
+    assert_int_equal(head_of(fx->store), 0); /* A has not committed */
+    pthread_mutex_lock(&h.mu);
+    h.release = 1;
+    pthread_cond_broadcast(&h.cv);
+    pthread_mutex_unlock(&h.mu);
+    pthread_join(a, NULL);
+    pthread_join(b, NULL);
+    assert_int_equal(h.b_rc, CAIRN_ECONDITION); /* B saw A's commit */
+    assert_int_equal(h.b_pos, 1);
+    assert_int_equal(head_of(fx->store), 1);
+    pthread_cond_destroy(&h.cv);
+    pthread_mutex_destroy(&h.mu);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(items_and_queries_match_as_specified, fx_setup,
@@ -391,6 +494,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(bad_conditions_are_refused_before_writing, fx_setup,
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(queries_agree_with_a_brute_force_filter, fx_setup,
+                                        fx_teardown),
+        cmocka_unit_test_setup_teardown(a_condition_is_checked_under_the_writer_lock, fx_setup,
                                         fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
