@@ -130,6 +130,25 @@ def test_query_returns_recorded_events_with_the_head_at_the_call(courses):
         courses.read_all().head
 
 
+def test_a_forward_read_cut_by_its_limit_is_complete_up_to_its_last_event(courses):
+    res = courses.query(course("c1"), limit=1)
+    assert res.head == 6  # before the limit is reached: the head at the call
+    assert positions(res) == [2] and res.head == 2  # cut: the events after 2 were not read
+    # a condition made from it still covers the match the read did not reach (4)
+    with pytest.raises(cairn.ConditionFailed) as info:
+        courses.append("s-9", [ev("StudentSubscribed", "course:c1")],
+                       condition=C(course("c1"), after=res.head))
+    assert info.value.positions == [4]
+    res = courses.query(course("c1"), limit=5)  # not cut: complete up to the head
+    assert positions(res) == [2, 4] and res.head == 6
+    res = courses.query(course("c1"), 3, limit=1)
+    assert positions(res) == [4] and res.head == 4
+    assert courses.query(course("c1"), limit=0).head == 0  # nothing seen
+    assert courses.query(course("c1"), 4, limit=0).head == 3
+    res = courses.query(course("c1"), backwards=True, limit=1)  # the newest: nothing newer skipped
+    assert positions(res) == [4] and res.head == 6
+
+
 def test_an_empty_store_has_head_zero(store):
     res = store.query(Q())
     assert res.head == 0 and list(res) == []
