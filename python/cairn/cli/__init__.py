@@ -122,6 +122,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--raw", action="store_true", help="as stored: no upcasters")
     _add_filters(p)
 
+    p = command("query", inspect.cmd_query, "a DCB read: events a query matches, then the head",
+                "cairn query ./course-store --type StudentSubscribed --tag course:c1",
+                "Reads the events a query matches (docs/API.md section 5) up to the head at the "
+                "call, then prints that head (`head N`; --json: {\"head\": N} last): the "
+                "--after of `cairn append ... --condition` made on what was read.  --type and "
+                "--tag make one item (any of the types, all of the tags); --query adds items "
+                "as JSON, a list of {\"types\": [...], \"tags\": [...]}; no item matches "
+                "every event.")
+    path(p)
+    p.add_argument("--type", dest="types", action="append", metavar="T",
+                   help="an event type of the item (repeat: any of them)")
+    p.add_argument("--tag", dest="tags", action="append", metavar="T",
+                   help="a tag of the item (repeat: all of them)")
+    p.add_argument("--query", metavar="JSON", help="more items, as JSON (- reads stdin)")
+    p.add_argument("--from", dest="start", type=common.int_at_least(0), metavar="POS",
+                   help="first position (inclusive; default: the first, or the head backwards)")
+    p.add_argument("--backwards", action="store_true", help="newest first")
+    p.add_argument("--limit", type=common.int_at_least(0), metavar="N",
+                   help="at most N events (the head is then the last one's position)")
+
     p = command("tail", inspect.cmd_tail, "follow the log live, one line per event as it commits",
                 "cairn tail ./shop-store --category order --json | jq .data",
                 "Follows the log live: each event that commits (in any process) is printed and "
@@ -166,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tag", dest="tags", action="append", default=[], metavar="T",
                    help="a tag (repeat for more)")
     p.add_argument("--id", metavar="UUID", help="the event id (default: a new one)")
+    p.add_argument("--condition", metavar="QUERY_JSON",
+                   help="append only if no event this query matches (JSON, as cairn query's "
+                        "--query) comes after --after (docs/API.md section 5)")
+    p.add_argument("--after", type=common.int_at_least(0), metavar="POS",
+                   help="with --condition: the head the decision read (default: the whole log)")
 
     p = command("forget", write.cmd_forget, "forget a data subject (crypto-shredding)",
                 "cairn forget ./shop-store user-42",
@@ -330,6 +355,9 @@ def _domain_error(e: BaseException) -> str:
     if isinstance(e, cairn.WrongExpectedVersion):
         return (f"wrong expected version: {e} (read the stream and retry, or give "
                 f"--expected-version any)")
+    if isinstance(e, cairn.ConditionFailed):
+        at = ", ".join(str(p) for p in e.positions)
+        return (f"{e} (matching events at {at}; read again with cairn query and decide again)")
     if isinstance(e, cairn.CommandRejected):
         detail = "" if e.details is None else " " + json.dumps(e.details, ensure_ascii=False)
         return f"command rejected: {e.reason}{detail}"

@@ -113,6 +113,27 @@ def json_arg(text: str | None, what: str, *, obj: bool = False) -> Any:
     return v
 
 
+def query_arg(text: str | None, what: str, items: tuple = ()) -> cairn.Query:
+    """A DCB query as JSON (docs/API.md section 4): a list of items, or one item, each an
+    object with optional "types" and "tags" (lists of str, or one str); `items` come first."""
+    v = json_arg(text, what) if text is not None else []
+    if isinstance(v, dict):
+        v = [v]
+    if not isinstance(v, list):
+        raise UserError(f"{what}: must be a JSON list of items (objects with \"types\" and "
+                        f"\"tags\"), or one item")
+    out = list(items)
+    for i, it in enumerate(v):
+        if not isinstance(it, dict) or set(it) - {"types", "tags"}:
+            raise UserError(f"{what}: item {i}: must be an object with only \"types\" and "
+                            f"\"tags\"")
+        try:
+            out.append(cairn.QueryItem(types=it.get("types"), tags=it.get("tags")))
+        except (TypeError, ValueError) as e:
+            raise UserError(f"{what}: item {i}: {e}") from None
+    return cairn.Query(*out)
+
+
 def read_text(path: str, what: str) -> str:
     """A whole input file as text (`-`: stdin); an unreadable one is a UserError."""
     if path == "-":

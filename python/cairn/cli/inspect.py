@@ -9,7 +9,7 @@ from typing import Any
 
 import cairn
 
-from .common import UserError, open_store, stop_on_sigterm
+from .common import UserError, open_store, query_arg, stop_on_sigterm
 from .output import Out, Progress, event_json, pretty, size
 
 
@@ -131,6 +131,27 @@ def cmd_log(args: argparse.Namespace) -> int:
     with open_store(args.path) as store:
         _events(out, store.read_all(args.start, backwards=args.backwards, limit=args.limit,
                                     raw=args.raw, **_filters(args)), store.head())
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    """A DCB read: the events the query matches up to the head at the call, then that head
+    (the `--after` of a conditional append made on what was read)."""
+    out = Out(args.json)
+    one = ()
+    if args.types or args.tags:
+        try:
+            one = (cairn.QueryItem(types=args.types, tags=args.tags),)
+        except (TypeError, ValueError) as e:
+            raise UserError(str(e)) from None
+    query = query_arg(args.query, "--query", one)
+    with open_store(args.path) as store:
+        res = store.query(query, args.start, backwards=args.backwards, limit=args.limit)
+        _events(out, res, res.head)
+    if out.json:
+        out.obj({"head": res.head})
+    else:
+        out.line(f"head {res.head}")
     return 0
 
 

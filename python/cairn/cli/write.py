@@ -14,7 +14,7 @@ from typing import Iterator
 
 import cairn
 
-from .common import UserError, json_arg, open_store, read_text
+from .common import UserError, json_arg, open_store, query_arg, read_text
 from .output import Out, Progress
 
 
@@ -42,8 +42,14 @@ def cmd_append(args: argparse.Namespace) -> int:
         event = cairn.Event(args.type, data, metadata=metadata, tags=args.tags, id=args.id)
     except ValueError as e:
         raise UserError(str(e)) from None
+    if args.after is not None and args.condition is None:
+        raise UserError("--after: only with --condition")
+    condition = None
+    if args.condition is not None:
+        condition = cairn.Condition(query_arg(args.condition, "--condition"), after=args.after)
     with open_store(args.path, create=True) as store:
-        r = store.append(args.stream, [event], expected_version=args.expected_version)
+        r = store.append(args.stream, [event], expected_version=args.expected_version,
+                         condition=condition)
     _result(out, args.stream, r, "appended")
     return 0
 
