@@ -243,6 +243,13 @@ int __real_mdb_cursor_put(MDB_cursor *c, MDB_val *key, MDB_val *data, unsigned f
 int __wrap_mdb_cursor_put(MDB_cursor *c, MDB_val *key, MDB_val *data, unsigned flags);
 int __real_mdb_txn_begin(MDB_env *env, MDB_txn *parent, unsigned flags, MDB_txn **txn);
 int __wrap_mdb_txn_begin(MDB_env *env, MDB_txn *parent, unsigned flags, MDB_txn **txn);
+int __real_mdb_cursor_get(MDB_cursor *c, MDB_val *key, MDB_val *data, MDB_cursor_op op);
+int __wrap_mdb_cursor_get(MDB_cursor *c, MDB_val *key, MDB_val *data, MDB_cursor_op op);
+
+int __wrap_mdb_cursor_get(MDB_cursor *c, MDB_val *key, MDB_val *data, MDB_cursor_op op) {
+    int err = fault_hit(FAULT_GET);
+    return err ? err : __real_mdb_cursor_get(c, key, data, op);
+}
 
 int __wrap_mdb_txn_commit(MDB_txn *txn) {
     int err = fault_hit(FAULT_COMMIT);

@@ -98,7 +98,8 @@ int read_all(cairn_store *s, uint64_t start, int backwards, uint64_t limit, cons
  * aborts the txn first, as the real one does on error.  mdb_put and mdb_cursor_put share
  * one counter (FAULT_PUT): the core may use either to write.
  * --------------------------------------------------------------------------------- */
-typedef enum fault_fn { FAULT_COMMIT, FAULT_PUT, FAULT_BEGIN, FAULT_NFN } fault_fn;
+/* FAULT_GET (mdb_cursor_get) is there to count what a read touches (test_query.c). */
+typedef enum fault_fn { FAULT_COMMIT, FAULT_PUT, FAULT_BEGIN, FAULT_GET, FAULT_NFN } fault_fn;
 
 void fault_arm(fault_fn fn, long nth, int err);
 void fault_disarm(void);

@@ -477,6 +477,50 @@ static void a_condition_is_checked_under_the_writer_lock(void **state) {
     pthread_mutex_destroy(&h.mu);
 }
 
+/* A query reads the index of its rarest tag: cursor steps (counted by the test's wrapper
+ * of mdb_cursor_get) follow the matches, not the store. */
+static void a_query_touches_only_its_rarest_tags_entries(void **state) {
+    fixture *fx = *state;
+    enum { N = 2000, B = 100 };
+    static char names[N][16];
+    cairn_slice tags[N][3];
+    cairn_event_in ev[B];
+    cairn_append_result r;
+    uint64_t got[N];
+    long common_gets, rare_gets, unique_gets;
+    for (int b = 0; b < N / B; b++) {
+        for (int i = 0; i < B; i++) {
+            int k = b * B + i, n = 0;
+            snprintf(names[k], sizeof names[k], "u-%d", k);
+            tags[k][n].ptr = names[k], tags[k][n++].len = strlen(names[k]);
+            tags[k][n].ptr = "common", tags[k][n++].len = 6;
+            if (k % 200 == 7) tags[k][n].ptr = "rare", tags[k][n++].len = 4;
+            ev[i] = ev_make("T", "{}");
+            ev[i].tags = tags[k], ev[i].ntags = (size_t)n;
+        }
+        CHECK_OK(cairn_append(fx->store, "t", 1, CAIRN_ANY, ev, B, &r));
+    }
+    {
+        cairn_slice both[] = {S("common"), S("rare")}, one[] = {S("common")}, u[] = {S("u-1234")};
+        cairn_query_item ib = {NULL, 0, both, 2}, io = {NULL, 0, one, 1}, iu = {NULL, 0, u, 1};
+        cairn_query qb = {&ib, 1}, qo = {&io, 1}, qu = {&iu, 1};
+        fault_disarm();
+        assert_int_equal(positions(fx->store, &qb, 0, 0, 0, got, N, NULL), 10);
+        rare_gets = fault_calls(FAULT_GET);
+        fault_disarm();
+        assert_int_equal(positions(fx->store, &qu, 0, 0, 0, got, N, NULL), 1);
+        unique_gets = fault_calls(FAULT_GET);
+        assert_int_equal(got[0], 1235);
+        fault_disarm();
+        assert_int_equal(positions(fx->store, &qo, 0, 0, 0, got, N, NULL), N);
+        common_gets = fault_calls(FAULT_GET);
+    }
+    /* a handful of steps per match, not per event of the store */
+    if (rare_gets > 10 * 8 || unique_gets > 20 || common_gets < N)
+        fail_msg("cursor steps: common,rare %ld, one unique tag %ld, common %ld", rare_gets,
+                 unique_gets, common_gets);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(items_and_queries_match_as_specified, fx_setup,
@@ -496,6 +540,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(queries_agree_with_a_brute_force_filter, fx_setup,
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(a_condition_is_checked_under_the_writer_lock, fx_setup,
+                                        fx_teardown),
+        cmocka_unit_test_setup_teardown(a_query_touches_only_its_rarest_tags_entries, fx_setup,
                                         fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
