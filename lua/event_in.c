@@ -1,11 +1,12 @@
 /*
- * event_in.c -- what a script hands the store as events: the list a decide or compensate
- * handler returns, and event tables (decide's, compensate's, an upcaster's result, emit's
- * metadata), checked as cairn.Event checks its arguments.  Read with lua_next and raw access
- * only: nothing allocates and no script code runs, so the checks are safe outside a
- * protected call.
+ * event_in.c -- what a script hands the store: the list a decide or compensate handler
+ * returns, event tables (decide's, compensate's, an upcaster's result, emit's metadata),
+ * checked as cairn.Event checks its arguments, and the query a boundary returns.  Read with
+ * lua_next and raw access only: no Lua value is allocated and no script code runs, so the
+ * checks are safe outside a protected call.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "host_impl.h"
@@ -279,4 +280,155 @@ int cairn_lua_check_metadata(cairn_lua *h, int idx) {
     rc = check_metadata(L, lua_gettop(L));
     lua_settop(L, top);
     return rc;
+}
+
+/* ---------------------------------------------------------------------------------
+ * A boundary's query (API.md section 5): a list of items {types = {...}, tags = {...}}.
+ * --------------------------------------------------------------------------------- */
+/* [-0, +0, -] The list of strings at v (field "types" or "tags" of item i), each held to
+ * `check`; with out non-NULL its slices go there.  *n: how many. */
+static int query_strings(lua_State *L, int v, size_t i, const char *field, const char *one,
+                         int (*check)(const void *, size_t), cairn_slice *out, size_t *n) {
+    char k[80];
+    size_t count = 0;
+    lua_Integer max = 0;
+    int top = lua_gettop(L), rc;
+    if (!lua_istable(L, v))
+        return lh_fail(CAIRN_EINVAL, "item %zu: %s must be a list of strings, not %s", i, field,
+                       what_is(L, v));
+    lua_pushnil(L);
+    while (lua_next(L, v)) {
+        size_t len;
+        const char *s;
+        if (!lua_isinteger(L, -2) || lua_tointeger(L, -2) < 1) {
+            lh_show_key(L, -2, k, sizeof k, 1);
+            lua_settop(L, top);
+            return lh_fail(CAIRN_EINVAL,
+                           "item %zu: %s must be a list of strings, but it has the key %s", i,
+                           field, k);
+        }
+        if (lua_type(L, -1) != LUA_TSTRING) {
+            const char *w = what_is(L, -1);
+            lua_settop(L, top);
+            return lh_fail(CAIRN_EINVAL, "item %zu: %s: each %s must be a string, not %s", i, field,
+                           one, w);
+        }
+        s = lua_tolstring(L, -1, &len);
+        if ((rc = check(s, len))) {
+            lua_settop(L, top);
+            return lh_fail(rc, "item %zu: %s", i, cairn__err()->message); /* names the field */
+        }
+        if (lua_tointeger(L, -2) > max) max = lua_tointeger(L, -2);
+        count++;
+        lua_pop(L, 1);
+    }
+    if ((lua_Unsigned)max != count)
+        return lh_fail(CAIRN_EINVAL, "item %zu: %s must be a list of strings without holes", i,
+                       field);
+    if (!count)
+        return lh_fail(CAIRN_EINVAL, "item %zu: %s must not be empty (leave it out for any %s)", i,
+                       field, one);
+    /* in list order: a given list reads back as it was written */
+    for (size_t j = 0; out && j < count; j++) {
+        lua_rawgeti(L, v, (lua_Integer)j + 1);
+        out[j].ptr = lua_tolstring(L, -1, &out[j].len); /* the list keeps the string alive */
+        lua_pop(L, 1);
+    }
+    *n = count;
+    return CAIRN_OK;
+}
+
+static int check_tag_text(const void *p, size_t len) { return cairn__check_tag(p, len); }
+static int check_type_text(const void *p, size_t len) { return cairn__check_type(p, len); }
+
+/* [-0, +0, -] One pass over the items: checked and counted, and with `items` non-NULL
+ * filled (types first, then tags, into `slices`). */
+static int query_items(lua_State *L, int list, size_t n, cairn_query_item *items,
+                       cairn_slice *slices, size_t *nslices) {
+    char k[80];
+    size_t used = 0;
+    int top = lua_gettop(L), rc = CAIRN_OK;
+    for (size_t i = 0; i < n && rc == CAIRN_OK; i++) {
+        int it;
+        size_t nt = 0, ng = 0;
+        lua_rawgeti(L, list, (lua_Integer)i + 1);
+        it = lua_gettop(L);
+        if (!lua_istable(L, it)) {
+            rc = lh_fail(CAIRN_EINVAL, "item %zu must be a table {types = ..., tags = ...}, not %s",
+                         i + 1, what_is(L, it));
+            break;
+        }
+        /* a key that is no field first (a misspelt field is the likeliest slip: tag = ...) */
+        lua_pushnil(L);
+        while (lua_next(L, it)) {
+            size_t len;
+            const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &len) : NULL;
+            lua_pop(L, 1);
+            if (key &&
+                ((len == 5 && !memcmp(key, "types", 5)) || (len == 4 && !memcmp(key, "tags", 4))))
+                continue;
+            lh_show_key(L, -1, k, sizeof k, 1);
+            rc = lh_fail(CAIRN_EINVAL,
+                         "item %zu: unknown key %s in a query item (it may have types and tags)",
+                         i + 1, k);
+            break;
+        }
+        lua_settop(L, it);
+        if (rc) break;
+        lua_pushliteral(L, "types");
+        if (lua_rawget(L, it) != LUA_TNIL)
+            rc = query_strings(L, lua_gettop(L), i + 1, "types", "type", check_type_text,
+                               items ? slices + used : NULL, &nt);
+        lua_settop(L, it);
+        lua_pushliteral(L, "tags");
+        if (rc == CAIRN_OK && lua_rawget(L, it) != LUA_TNIL) {
+            rc = query_strings(L, lua_gettop(L), i + 1, "tags", "tag", check_tag_text,
+                               items ? slices + used + nt : NULL, &ng);
+            if (rc == CAIRN_OK && (rc = cairn__check_ntags(ng)))
+                rc = lh_fail(rc, "item %zu: tags: %s", i + 1, cairn__err()->message);
+        }
+        if (rc == CAIRN_OK && items) {
+            items[i].types = nt ? slices + used : NULL, items[i].ntypes = nt;
+            items[i].tags = ng ? slices + used + nt : NULL, items[i].ntags = ng;
+        }
+        used += nt + ng;
+        lua_settop(L, top);
+    }
+    lua_settop(L, top);
+    *nslices = used;
+    return rc;
+}
+
+int cairn_lua_to_query(cairn_lua *h, int idx, cairn_query *q, void **mem) {
+    lua_State *L = h->L;
+    size_t n = 0, nslices = 0;
+    int top = lua_gettop(L), rc;
+    cairn_query_item *items;
+
+    q->items = NULL, q->nitems = 0, *mem = NULL;
+    idx = lua_absindex(L, idx);
+    if (!lua_checkstack(L, 8)) return lh_fail(CAIRN_ENOMEM, "out of Lua stack");
+    if (lua_isnil(L, idx)) return lh_fail(CAIRN_EINVAL, "returned nil");
+    if (lua_istable(L, idx) && lua_rawlen(L, idx) == 0) { /* one item, not a list of them? */
+        lua_pushnil(L);
+        if (lua_next(L, idx) && lua_type(L, -2) == LUA_TSTRING) {
+            lua_settop(L, top);
+            return lh_fail(CAIRN_EINVAL,
+                           "returned one query item, not a list of them: return { item } for one "
+                           "item");
+        }
+        lua_settop(L, top);
+    }
+    if ((rc = cairn_lua_check_list(h, idx, &n))) return rc;
+    if (!n) return CAIRN_OK; /* no items: every event, as cairn.Query() */
+    if ((rc = query_items(L, idx, n, NULL, NULL, &nslices))) return rc;
+    if (!(items = malloc(n * sizeof *items + nslices * sizeof(cairn_slice))))
+        return lh_fail(CAIRN_ENOMEM, "out of memory");
+    /* the second pass cannot fail: the same table, read the same way */
+    if ((rc = query_items(L, idx, n, items, (cairn_slice *)(void *)(items + n), &nslices))) {
+        free(items);
+        return rc;
+    }
+    q->items = items, q->nitems = n, *mem = items;
+    return CAIRN_OK;
 }

@@ -178,6 +178,17 @@ int cairn_lua_check_event(cairn_lua *h, int idx, int kind);
 int cairn_lua_check_metadata(cairn_lua *h, int idx);
 
 /* [-0, +0, -]
+ * Reads the value at idx as the query a boundary returned (API.md section 5): a list (keys
+ * 1..n) of item tables with no keys but `types` and `tags`, each nil or a non-empty list of
+ * strings held to the type / tag rules (base.h: cairn__check_type, cairn__check_tag).  `{}` is
+ * the query of no items, which matches every event (cairn.Query()).  *q's items and their
+ * slices live in one malloc'd block, *mem (the caller frees it; NULL when there are no
+ * items); the slices point into the Lua strings, valid while the value at idx stays on the
+ * stack.  Anything else is CAIRN_EINVAL saying what ("item 2: tags must be a list of
+ * strings, not a string"); the caller names the script.  Raw reads only (event_in.c). */
+int cairn_lua_to_query(cairn_lua *h, int idx, cairn_query *q, void **mem);
+
+/* [-0, +0, -]
  * With reuse nonzero, cairn_lua_fold refills one set of event tables (event, data object,
  * empty metadata, tags) for every event instead of making fresh ones, and the event's `id`
  * is materialized on first read.  That is only sound when no handler keeps a reference to

@@ -1,6 +1,6 @@
 /*
  * aggregate.c -- aggregates from Python: the Aggregate type (a loaded state) and
- * Store.load / execute / compensate / rollback.  Arguments are checked and encoded with
+ * Store.load / execute / decide / compensate / rollback.  Arguments are checked and encoded with
  * the GIL held; the core call (Lua and the write transaction) runs without it.
  */
 #include "binding.h"
@@ -275,6 +275,56 @@ PyObject *cpy_store_execute(cpy_store *s, PyObject *args, PyObject *kwargs) {
     CPY_STORE_CALL(s, h, rc,
                    cairn_execute(h, sp, (size_t)slen, ap, (size_t)alen, cp, (size_t)clen, dslice,
                                  mslice, expected, id_o != Py_None ? id : NULL, &res));
+    if (cpy_store_call_end(s, h, rc, &stream, 1) >= 0)
+        r = cpy_result_new(st, &res); /* position 0 (no events): None, None */
+fail:
+    cpy_buf_free(&db);
+    cpy_buf_free(&mb);
+    return r;
+}
+
+const char cpy_store_decide_doc[] =
+    "decide($self, /, aggregate, command, data=None, *, stream, metadata=None)\n--\n\n"
+    "A decision model over a consistency boundary, in one write transaction: fold the events "
+    "the aggregate's boundary(cmd) selects through its reducers, run decide[command] on the "
+    "result and append the events it returns to `stream` (metadata copied onto each); "
+    "returns AppendResult (position None when it decided nothing).  KeyError: no such "
+    "aggregate; ValueError: no such command, or no boundary; CommandRejected when the "
+    "script rejects.";
+
+PyObject *cpy_store_decide(cpy_store *s, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"aggregate", "command", "data", "stream", "metadata", NULL};
+    cpy_state *st = agg_state(s);
+    PyObject *agg_o, *command, *data = Py_None, *stream = NULL, *meta_o = Py_None, *r = NULL;
+    const char *sp, *cp, *ap;
+    Py_ssize_t slen, clen, alen;
+    cpy_buf db = {NULL, 0, 0}, mb = {NULL, 0, 0};
+    cairn_slice dslice = {NULL, 0}, mslice = {NULL, 0};
+    cairn_append_result res = {-1, 0, 0};
+    cairn_store *h;
+    int rc;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O$OO:decide", kwlist, &agg_o, &command,
+                                     &data, &stream, &meta_o))
+        return NULL;
+    if (!stream) {
+        PyErr_SetString(PyExc_TypeError,
+                        "decide() missing required keyword-only argument: 'stream'");
+        return NULL;
+    }
+    if (!(ap = cpy_stream_arg(agg_o, "aggregate", &alen)) ||
+        !(cp = cpy_stream_arg(command, "command", &clen)) ||
+        !(sp = cpy_stream_arg(stream, "stream", &slen)))
+        return NULL;
+    if (data != Py_None) {
+        if (cpy_json_encode(&db, data, "data") < 0) goto fail;
+        dslice.ptr = db.ptr;
+        dslice.len = db.len;
+    }
+    if (metadata_arg(meta_o, &mb, &mslice) < 0) goto fail;
+    CPY_STORE_CALL(s, h, rc,
+                   cairn_decide(h, ap, (size_t)alen, cp, (size_t)clen, dslice, mslice, sp,
+                                (size_t)slen, &res));
     if (cpy_store_call_end(s, h, rc, &stream, 1) >= 0)
         r = cpy_result_new(st, &res); /* position 0 (no events): None, None */
 fail:

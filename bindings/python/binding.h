@@ -299,11 +299,13 @@ PyObject *cpy_store_define_upcasters(cpy_store *s, PyObject *args, PyObject *kwa
 PyObject *cpy_store_scripts(cpy_store *s, PyObject *unused);
 
 /* ---------------------------------------------------------------------------------
- * aggregate.c: the Aggregate type and load / execute / compensate / rollback.
+ * aggregate.c: the Aggregate type and load / execute / decide / compensate / rollback.
  * --------------------------------------------------------------------------------- */
 int cpy_aggregate_type_init(PyObject *module, cpy_state *st);
 PyObject *cpy_store_load(cpy_store *s, PyObject *args, PyObject *kwargs);
 PyObject *cpy_store_execute(cpy_store *s, PyObject *args, PyObject *kwargs);
+PyObject *cpy_store_decide(cpy_store *s, PyObject *args, PyObject *kwargs);
+extern const char cpy_store_decide_doc[];
 PyObject *cpy_store_compensate(cpy_store *s, PyObject *args, PyObject *kwargs);
 PyObject *cpy_store_rollback(cpy_store *s, PyObject *args, PyObject *kwargs);
 

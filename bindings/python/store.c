@@ -1236,6 +1236,8 @@ static PyMethodDef store_methods[] = {
      "id: a command id (UUID or str).  A retry of the command returns the first result and "
      "writes nothing, without running decide again; the id used for another command raises "
      "DuplicateEvent."},
+    {"decide", (PyCFunction)(void (*)(void))cpy_store_decide, METH_VARARGS | METH_KEYWORDS,
+     cpy_store_decide_doc},
     {"compensate", (PyCFunction)(void (*)(void))cpy_store_compensate, METH_VARARGS | METH_KEYWORDS,
      "compensate($self, /, stream, version, *, aggregate=None, metadata=None)\n--\n\n"
      "Append the events the aggregate's compensate handler returns for the event at "

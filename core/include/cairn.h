@@ -492,6 +492,20 @@ int cairn_execute(cairn_store *store, const char *stream, size_t stream_len, con
                   cairn_slice metadata, int64_t expected, const uint8_t *command_id,
                   cairn_append_result *result);
 
+/* A decision model over a consistency boundary (docs/API.md section 5), in one write
+ * transaction: the aggregate script's boundary(cmd) gives a query (a list of query items);
+ * every event it matches is folded, in position order, through init/apply (upcasters
+ * applied; from a boundary snapshot where one is sound, see API.md); decide[command](state,
+ * cmd) runs on the result, cmd = {type = command, data, metadata}; the events it returns are
+ * appended to `stream`, each with `metadata` merged in.  Nothing can be appended between the
+ * fold and the write.  No events: result version = the stream's current version, position =
+ * first_position = 0.  No such script: CAIRN_ENOTFOUND; a script without boundary, or a
+ * command its decide table lacks: CAIRN_EINVAL; reject(): CAIRN_EREJECTED; a boundary that
+ * fails or returns no list of query items: CAIRN_ESCRIPT.  Nothing is written on failure. */
+int cairn_decide(cairn_store *store, const char *aggregate, size_t aggregate_len,
+                 const char *command, size_t command_len, cairn_slice data, cairn_slice metadata,
+                 const char *stream, size_t stream_len, cairn_append_result *result);
+
 /* Appends what compensate[type](state, event) returns for the event at `version`, with
  * metadata.compensates = metadata.causation_id = that event's id over `metadata`.
  * CAIRN_EALREADY / CAIRN_ENOTCOMPENSABLE / CAIRN_ESCRIPT (no events) / CAIRN_EINVAL (no

@@ -1,12 +1,16 @@
 /*
  * aggregate.c -- Lua aggregates: folding a stream through its reducers (from the newest
- * usable snapshot), commands decided inside the write transaction, compensating actions,
- * saga rollback by correlation id, and snapshots kept as appends cross their interval.
+ * usable snapshot), commands decided inside the write transaction, decision models over a
+ * boundary's query (decide), compensating actions, saga rollback by correlation id, and
+ * snapshots kept as appends cross their interval.
  */
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
 
 #include "script.h"
 
@@ -814,6 +818,39 @@ static int cmd_retry(cairn_store *s, MDB_txn *txn, exec_args *x, int *retry) {
                        cs, (unsigned long long)first);
 }
 
+/* [-0, +4, -] Pushes what a command is decided with: the decide table, decide[command]
+ * (*handler; r describes it), the call's metadata as a table (*call_meta) and cmd = {type =
+ * command, data, metadata} (*cmd), as execute and decide hand them to the handler. */
+static int push_command(agg *a, const char *command, size_t command_len, cairn_slice data,
+                        cairn_slice metadata, handler_ref *r, int *handler, int *call_meta,
+                        int *cmd) {
+    lua_State *L = a->L;
+    int rc;
+    lua_pushliteral(L, "decide");
+    if (lua_rawget(L, a->script) != LUA_TTABLE) lua_pop(L, 1), lua_newtable(L);
+    if (memchr(command, 0, command_len)) /* printed with %.*s, it would be cut */
+        return cairn__fail(CAIRN_EINVAL, "command: a command name must not contain NUL");
+    lua_pushlstring(L, command, command_len);
+    if (lua_rawget(L, -2) != LUA_TFUNCTION)
+        return cairn__fail(CAIRN_EINVAL, "command: aggregate %s has no decide handler for %.*s",
+                           a->name, (int)(command_len > 200 ? 200 : command_len), command);
+    *handler = lua_gettop(L);
+    handler_at(r, L, "decide", *handler, command, command_len, 0);
+    if ((rc = push_meta(a, metadata))) return rc;
+    *call_meta = lua_gettop(L);
+    lua_createtable(L, 0, 3);
+    *cmd = lua_gettop(L);
+    lua_pushlstring(L, command, command_len);
+    lua_setfield(L, *cmd, "type");
+    if (data.len) {
+        if ((rc = cairn_lua_push_json(a->h, data.ptr, data.len))) return rc;
+        lua_setfield(L, *cmd, "data");
+    }
+    lua_pushvalue(L, *call_meta);
+    lua_setfield(L, *cmd, "metadata");
+    return CAIRN_OK;
+}
+
 static int execute_body(cairn_store *s, MDB_txn *txn, cairn_lua *h, void *ctx) {
     exec_args *x = ctx;
     agg a;
@@ -830,29 +867,9 @@ static int execute_body(cairn_store *s, MDB_txn *txn, cairn_lua *h, void *ctx) {
         return rc;
     L = a.L;
     if ((rc = agg_start(&a, a.si.version)) || (rc = agg_fold(&a, a.si.version))) return rc;
-    lua_pushliteral(L, "decide");
-    if (lua_rawget(L, a.script) != LUA_TTABLE) lua_pop(L, 1), lua_newtable(L);
-    if (memchr(x->command, 0, x->command_len)) /* printed with %.*s, it would be cut */
-        return cairn__fail(CAIRN_EINVAL, "command: a command name must not contain NUL");
-    lua_pushlstring(L, x->command, x->command_len);
-    if (lua_rawget(L, -2) != LUA_TFUNCTION)
-        return cairn__fail(CAIRN_EINVAL, "command: aggregate %s has no decide handler for %.*s",
-                           a.name, (int)(x->command_len > 200 ? 200 : x->command_len), x->command);
-    handler = lua_gettop(L);
-    handler_at(&r, L, "decide", handler, x->command, x->command_len, 0);
-    if ((rc = push_meta(&a, x->metadata))) return rc;
-    call_meta = lua_gettop(L);
-    /* cmd = {type = command, data = ..., metadata = ...} */
-    lua_createtable(L, 0, 3);
-    cmd = lua_gettop(L);
-    lua_pushlstring(L, x->command, x->command_len);
-    lua_setfield(L, cmd, "type");
-    if (x->data.len) {
-        if ((rc = cairn_lua_push_json(h, x->data.ptr, x->data.len))) return rc;
-        lua_setfield(L, cmd, "data");
-    }
-    lua_pushvalue(L, call_meta);
-    lua_setfield(L, cmd, "metadata");
+    if ((rc = push_command(&a, x->command, x->command_len, x->data, x->metadata, &r, &handler,
+                           &call_meta, &cmd)))
+        return rc;
     lua_pushvalue(L, handler);
     lua_pushvalue(L, a.state);
     lua_pushvalue(L, cmd);
@@ -907,9 +924,251 @@ int cairn_execute(cairn_store *s, const char *stream, size_t stream_len, const c
         return cairn__fail(CAIRN_EINVAL, "expected_version: %lld is not a valid expectation",
                            (long long)expected);
     /* the caller's metadata is the caller's mistake, not the script's */
-    if (metadata.len && (rc = cairn__links_check(metadata.ptr, metadata.len))) return rc;
+    if (metadata.len && (rc = cairn__check_metadata(metadata.ptr, metadata.len))) return rc;
     if (command_id && (rc = cmd_event0(&x, x.id0))) return rc;
     return in_write_txn(s, execute_body, &x);
+}
+
+/* ---------------------------------------------------------------------------------
+ * decide: a decision model over a consistency boundary (API.md section 5)
+ * --------------------------------------------------------------------------------- */
+/* Boundary snapshots.  The fold of a query's events up to position P is the same at every
+ * later time as long as no event at or below P leaves the query's result, and events leave
+ * it only by removal (spec 6; a stream gets an `smeta` entry before any of its events can be
+ * removed, and entries are never deleted) or change only by forgetting (after_forget drops
+ * every snapshot) and by upcasters (their hash is in the key).  So a snapshot is made and
+ * used only while `smeta` is empty, and keyed by what the fold depends on: the aggregate's
+ * name and the query (item for item, in order), checked against the script's and the
+ * upcasters' hashes.  Key: u64 0 (no stream has sid 0) + u64 XXH3 of that canonical text;
+ * value: u64 script hash, u64 upcasters hash, u64 P, u32 length of the canonical text, the
+ * text (a hash collision is a miss), the state JSON. */
+#define BSNAP_HEADER 28
+
+static int canon_count(cairn_buf *b, size_t n) {
+    uint8_t len[4];
+    cairn__put_be32(len, (uint32_t)n);
+    return cairn_buf_append(b, len, 4);
+}
+
+static int canon_part(cairn_buf *b, const void *p, size_t n) {
+    return canon_count(b, n) || cairn_buf_append(b, p, n);
+}
+
+/* The aggregate's name and the query as one text (a count or a length before each part). */
+static int boundary_canon(const agg *a, const cairn_query *q, cairn_buf *b) {
+    int rc = canon_part(b, a->name, strlen(a->name)) || canon_count(b, q->nitems);
+    for (size_t i = 0; !rc && i < q->nitems; i++) {
+        const cairn_query_item *it = &q->items[i];
+        rc = canon_count(b, it->ntypes);
+        for (size_t j = 0; !rc && j < it->ntypes; j++)
+            rc = canon_part(b, it->types[j].ptr, it->types[j].len);
+        if (!rc) rc = canon_count(b, it->ntags);
+        for (size_t j = 0; !rc && j < it->ntags; j++)
+            rc = canon_part(b, it->tags[j].ptr, it->tags[j].len);
+    }
+    return rc ? cairn__fail(CAIRN_ENOMEM, "out of memory") : CAIRN_OK;
+}
+
+static void bsnap_key(uint8_t out[16], const cairn_buf *canon) {
+    cairn__put_be64(out, 0);
+    cairn__put_be64(out + 8, XXH3_64bits(canon->p, canon->len));
+}
+
+/* Pushes the state of the boundary's snapshot as a->state and sets *after to its position,
+ * when there is a usable one; otherwise leaves both. */
+static int bsnap_start(agg *a, const cairn_buf *canon, uint64_t head, uint64_t *after) {
+    uint8_t kb[16];
+    MDB_val k = {16, kb}, v;
+    const uint8_t *p;
+    uint64_t pos;
+    int rc;
+    bsnap_key(kb, canon);
+    if ((rc = mdb_get(a->txn, cairn__senv(a->s->env)->snaps, &k, &v)) == MDB_NOTFOUND)
+        return CAIRN_OK;
+    if (rc) return cairn__mdb_fail(rc, "snapshot");
+    p = v.mv_data;
+    if (v.mv_size < BSNAP_HEADER || cairn__get_be64(p) != a->hash ||
+        cairn__get_be64(p + 8) != a->up_hash || cairn__get_be32(p + 24) != canon->len ||
+        v.mv_size - BSNAP_HEADER <= canon->len ||
+        memcmp(p + BSNAP_HEADER, canon->p, canon->len) != 0)
+        return CAIRN_OK;
+    if ((pos = cairn__get_be64(p + 16)) > head) return CAIRN_OK; /* not this store's */
+    if (cairn_lua_push_json(a->h, p + BSNAP_HEADER + canon->len,
+                            v.mv_size - BSNAP_HEADER - canon->len) != CAIRN_OK) {
+        cairn__clear_error();
+        return CAIRN_OK;
+    }
+    if (!lua_istable(a->L, -1)) {
+        lua_pop(a->L, 1);
+        return CAIRN_OK;
+    }
+    a->state = lua_gettop(a->L), *after = pos;
+    return CAIRN_OK;
+}
+
+/* Stores the state folded up to `head` (best effort: a state JSON cannot hold is not
+ * decide's failure; only a full map is, to be grown and run again). */
+static int bsnap_put(agg *a, const cairn_buf *canon, uint64_t head) {
+    cairn_buf b = {0};
+    uint8_t kb[16];
+    MDB_val k = {16, kb}, v;
+    int rc = CAIRN_OK, mrc;
+    cairn_error saved = *cairn__err();
+    if (cairn_lua_to_json(a->h, a->state, &b) == CAIRN_OK) {
+        bsnap_key(kb, canon);
+        v.mv_size = BSNAP_HEADER + canon->len + b.len, v.mv_data = NULL;
+        mrc = mdb_put(a->txn, cairn__senv(a->s->env)->snaps, &k, &v, MDB_RESERVE);
+        if (mrc == 0) {
+            uint8_t *p = v.mv_data;
+            cairn__put_be64(p, a->hash);
+            cairn__put_be64(p + 8, a->up_hash);
+            cairn__put_be64(p + 16, head);
+            cairn__put_be32(p + 24, (uint32_t)canon->len);
+            memcpy(p + BSNAP_HEADER, canon->p, canon->len);
+            memcpy(p + BSNAP_HEADER + canon->len, b.p, b.len);
+        } else {
+            rc = mrc == MDB_MAP_FULL ? CAIRN__EMAPFULL : cairn__mdb_fail(mrc, "write snapshot");
+        }
+    }
+    cairn_buf_free(&b);
+    if (rc == CAIRN_OK) *cairn__err() = saved;
+    return rc;
+}
+
+/* Folds every event `q` matches after position `after`, in position order, through the
+ * reducers (the state is at a->state), reading through the write txn with the upcasters
+ * applied by the fold. */
+static int fold_query(agg *a, const cairn_query *q, uint64_t after) {
+    cairn_iter *it = NULL;
+    cairn_event *evs;
+    int rc, end = 0;
+    if (!(evs = malloc(FOLD_BATCH * sizeof *evs)))
+        return cairn__fail(CAIRN_ENOMEM, "out of memory");
+    if ((rc = cairn__iter_query(a->s->env, &a->s->lim, q, after + 1, 0, 0, 0, &it))) goto out;
+    cairn__iter_bind_txn(it, a->txn);
+    cairn_iter_set_raw(it, 1); /* the fold upcasts, in this Lua state */
+    while (!end) {
+        size_t k = 0, done = 0;
+        /* a batch stops where the page does: its events point into it */
+        while (k < FOLD_BATCH && (k == 0 || cairn_iter_buffered(it) > 0)) {
+            if ((rc = cairn_iter_next(it, &evs[k])) < 0) goto out;
+            if (rc == 0) {
+                end = 1;
+                break;
+            }
+            k++;
+        }
+        rc = CAIRN_OK;
+        if (!k) break;
+        rc = cairn_lua_fold(a->h, a->name, a->state, a->apply, a->star, a->up, evs, k, 0, &done);
+        a->applied += done;
+        if (rc) goto out;
+    }
+out:
+    if (it) cairn_iter_close(it);
+    free(evs);
+    return rc;
+}
+
+/* The boundary's query folded (a->state pushed): from its snapshot when there is a usable
+ * one, storing a new one once snapshot_every events or more were folded. */
+static int fold_boundary(agg *a, const cairn_query *q) {
+    cairn_buf canon = {0};
+    uint64_t head = 0, after = 0;
+    int rc = CAIRN_OK, life = 1;
+
+    if (a->snapshot_every > 0) {
+        if ((rc = cairn__life_on(a->s->env, a->txn, 0, &life))) goto out;
+        if (!life &&
+            ((rc = cairn__head(a->s->env, a->txn, &head)) || (rc = boundary_canon(a, q, &canon)) ||
+             (rc = bsnap_start(a, &canon, head, &after))))
+            goto out;
+    }
+    if (!a->state && (rc = agg_init_state(a))) goto out;
+    if ((rc = fold_query(a, q, after))) goto out;
+    if (a->snapshot_every > 0 && !life && a->applied >= (uint64_t)a->snapshot_every)
+        rc = bsnap_put(a, &canon, head);
+out:
+    cairn_buf_free(&canon);
+    return rc;
+}
+
+typedef struct decide_args {
+    const char *aggregate, *command, *stream;
+    size_t aggregate_len, command_len, stream_len;
+    cairn_slice data, metadata;
+    cairn_append_result *result;
+} decide_args;
+
+static int decide_body(cairn_store *s, MDB_txn *txn, cairn_lua *h, void *ctx) {
+    decide_args *x = ctx;
+    agg a;
+    produced p;
+    handler_ref r, br;
+    cairn_query q;
+    void *qmem = NULL;
+    int rc, boundary, handler, call_meta, cmd, meta[3] = {0, 0, 0};
+    lua_State *L;
+
+    if ((rc = agg_open(&a, s, h, txn, x->stream, x->stream_len, x->aggregate, x->aggregate_len)))
+        return rc;
+    L = a.L;
+    lua_pushliteral(L, "boundary");
+    if (lua_rawget(L, a.script) != LUA_TFUNCTION)
+        return cairn__fail(CAIRN_EINVAL,
+                           "aggregate %s has no boundary: decide folds the events a boundary "
+                           "selects (execute decides over one stream)",
+                           a.name);
+    boundary = lua_gettop(L);
+    handler_at(&br, L, "boundary", boundary, "", 0, 0);
+    if ((rc = push_command(&a, x->command, x->command_len, x->data, x->metadata, &r, &handler,
+                           &call_meta, &cmd)))
+        return rc;
+    lua_pushvalue(L, boundary);
+    lua_pushvalue(L, cmd);
+    if ((rc = cairn_lua_call(h, a.name, 1, 1, 0))) return rc;
+    /* the query's strings live in the returned table, which stays on the stack */
+    if (cairn_lua_to_query(h, -1, &q, &qmem)) {
+        char why[sizeof cairn__err()->message];
+        snprintf(why, sizeof why, "%s", cairn__err()->message);
+        if (!strncmp(why, "returned", 8))
+            return handler_fail(&a, &br,
+                                "boundary must return a list of query items: boundary %.300s", why);
+        return handler_fail(&a, &br, "boundary: %.300s", why);
+    }
+    rc = fold_boundary(&a, &q);
+    free(qmem);
+    if (rc) return rc;
+    lua_pushvalue(L, handler);
+    lua_pushvalue(L, a.state);
+    lua_pushvalue(L, cmd);
+    if ((rc = cairn_lua_call(h, a.name, 2, 1, 0))) return rc;
+    meta[1] = call_meta; /* the event's own metadata first (own = 0), the call's on top */
+    if ((rc = produce(&a, lua_gettop(L), &r, meta, 0, &p))) return rc;
+    if (!p.n) {
+        x->result->version = a.si.version, x->result->position = x->result->first_position = 0;
+        return CAIRN_OK;
+    }
+    rc = write_produced(&a, x->stream, x->stream_len, CAIRN_ANY, &p, "decide", x->result);
+    produced_free(&p);
+    return rc;
+}
+
+int cairn_decide(cairn_store *s, const char *aggregate, size_t aggregate_len, const char *command,
+                 size_t command_len, cairn_slice data, cairn_slice metadata, const char *stream,
+                 size_t stream_len, cairn_append_result *result) {
+    decide_args x = {aggregate,  command, stream,   aggregate_len, command_len,
+                     stream_len, data,    metadata, result};
+    int rc;
+    cairn__clear_error();
+    if ((rc = cairn__store_check(s))) return rc;
+    if (!aggregate || !aggregate_len)
+        return cairn__fail(CAIRN_EINVAL, "aggregate: must not be empty");
+    if (!stream) return cairn__fail(CAIRN_EINVAL, "stream: NULL");
+    if ((rc = cairn__check_stream(stream, stream_len, "stream"))) return rc;
+    if (!command || !command_len) return cairn__fail(CAIRN_EINVAL, "command: must not be empty");
+    if (metadata.len && (rc = cairn__check_metadata(metadata.ptr, metadata.len))) return rc;
+    return in_write_txn(s, decide_body, &x);
 }
 
 /* ---------------------------------------------------------------------------------
@@ -1015,7 +1274,7 @@ int cairn_compensate(cairn_store *s, const char *stream, size_t stream_len, int6
     if ((rc = cairn__store_check(s))) return rc;
     if (!stream) return cairn__fail(CAIRN_EINVAL, "stream: NULL");
     if ((rc = cairn__check_stream(stream, stream_len, "stream"))) return rc;
-    if (metadata.len && (rc = cairn__links_check(metadata.ptr, metadata.len))) return rc;
+    if (metadata.len && (rc = cairn__check_metadata(metadata.ptr, metadata.len))) return rc;
     return in_write_txn(s, compensate_body, &c);
 }
 
@@ -1136,12 +1395,11 @@ int cairn_rollback(cairn_store *s, const char *correlation_id, size_t len,
 /* ---------------------------------------------------------------------------------
  * Snapshots after appends
  * --------------------------------------------------------------------------------- */
-int cairn__snapshots_drop(cairn_env *e, MDB_txn *txn, uint64_t sid) {
+static int snapshots_drop_sid(cairn_env *e, MDB_txn *txn, uint64_t sid) {
     MDB_cursor *c;
     uint8_t kb[16];
     MDB_val k = {16, kb}, v;
     int rc;
-    if (!cairn__senv(e)->snaps) return CAIRN_OK;
     if ((rc = mdb_cursor_open(txn, cairn__senv(e)->snaps, &c)))
         return cairn__mdb_fail(rc, "snapshot");
     snap_key(kb, sid, 0);
@@ -1155,6 +1413,15 @@ int cairn__snapshots_drop(cairn_env *e, MDB_txn *txn, uint64_t sid) {
     mdb_cursor_close(c);
     if (rc == MDB_MAP_FULL) return CAIRN__EMAPFULL;
     return rc == 0 || rc == MDB_NOTFOUND ? CAIRN_OK : cairn__mdb_fail(rc, "snapshot");
+}
+
+/* The stream's snapshots go, and the boundary snapshots (sid 0), which may fold its events
+ * too: none is used once a stream has a lifecycle entry, which it has before any removal. */
+int cairn__snapshots_drop(cairn_env *e, MDB_txn *txn, uint64_t sid) {
+    int rc;
+    if (!cairn__senv(e)->snaps) return CAIRN_OK;
+    if ((rc = snapshots_drop_sid(e, txn, sid))) return rc;
+    return snapshots_drop_sid(e, txn, 0);
 }
 
 int cairn__snapshot_after_append(cairn_store *s, MDB_txn *txn, const cairn_append_req *reqs,

@@ -381,6 +381,15 @@ class Store:
         metadata: dict[str, Any] | None = None,
         id: uuid.UUID | str | None = None,
     ) -> AppendResult: ...
+    def decide(
+        self,
+        aggregate: str,
+        command: str,
+        data: _JSON = None,
+        *,
+        stream: str,
+        metadata: dict[str, Any] | None = None,
+    ) -> AppendResult: ...
     def compensate(
         self,
         stream: str,
