@@ -20,6 +20,16 @@
 cairn_error *cairn__err(void);
 int cairn__fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void cairn__clear_error(void);
+/* The calling thread's error, copied so that another thread can make it its own: a writer
+ * that ran another thread's write (group commit, store.c) hands its failure over.  save
+ * copies the details too (NULL + nothing when out of memory); restore sets the calling
+ * thread's error to the copy (details live until its next restore) and frees the copy. */
+typedef struct cairn__err_copy {
+    cairn_error e;
+    char *details;
+} cairn__err_copy;
+void cairn__err_save(cairn__err_copy *c);
+void cairn__err_restore(cairn__err_copy *c);
 /* CAIRN_ECORRUPT "position N: what", with .position = pos: damage found at a position. */
 int cairn__corrupt(uint64_t pos, const char *what);
 

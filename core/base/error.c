@@ -1,12 +1,20 @@
 /*
  * error.c -- return codes, their texts, and the per-thread detail of the last failure.
  */
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "base.h"
 
 static _Thread_local cairn_error g_error;
+/* the details of an error restored from another thread (cairn__err_restore): freed by the
+ * next restore, or at the thread's exit (the key's destructor) */
+static _Thread_local char *g_details;
+static pthread_key_t g_details_key;
+static pthread_once_t g_details_once = PTHREAD_ONCE_INIT;
+static void details_key_make(void) { (void)pthread_key_create(&g_details_key, free); }
 
 cairn_error *cairn__err(void) { return &g_error; }
 
@@ -25,6 +33,24 @@ void cairn__clear_error(void) {
     g_error.details = NULL;
     g_error.details_len = 0;
     g_error.npositions = 0;
+}
+
+void cairn__err_save(cairn__err_copy *c) {
+    c->e = g_error;
+    c->details = NULL;
+    if (g_error.details && g_error.details_len && (c->details = malloc(g_error.details_len)))
+        memcpy(c->details, g_error.details, g_error.details_len);
+    if (!c->details) c->e.details = NULL, c->e.details_len = 0;
+}
+
+void cairn__err_restore(cairn__err_copy *c) {
+    pthread_once(&g_details_once, details_key_make);
+    free(g_details);
+    g_details = c->details;
+    (void)pthread_setspecific(g_details_key, g_details);
+    c->details = NULL;
+    g_error = c->e;
+    g_error.details = g_details;
 }
 
 int cairn__fail(int code, const char *fmt, ...) {

@@ -69,6 +69,16 @@ typedef struct cairn_env {
     ino_t lk_ino;
     char *lk_path;         /* <path>/lock.mdb, made once: each write stats it */
     unsigned long commits; /* under wlock: dead readers are cleared every few commits */
+    /* Group commit (store.c: cairn__write_txn): durable writes that arrive while another
+     * runs wait in `gq`; the next leader runs them all in one commit. */
+    pthread_mutex_t gmu;
+    pthread_cond_t gcv;  /* a group is done: its members return, a waiter may lead */
+    pthread_cond_t garr; /* a writer queued (for a leader gathering its group) */
+    struct cairn__gwait *gq, **gq_tail;
+    int g_leading, g_gathering;
+    size_t gq_len, g_last; /* writers queued; members of the last group */
+    uint64_t g_write_ns;   /* how long the last group's write took */
+    unsigned long grouped; /* writes that shared a commit with an earlier one (tests, bench) */
     /* Crypto-shredding (keys.c): subject -> key id, and key ids forgotten but maybe not yet
      * zeroed (0 when absent in a read-only store); the `keys` file (-1 / NULL when there is
      * none) mapped read-only over KEYS_MAP bytes of address space, and the file size last
@@ -179,6 +189,12 @@ typedef struct cairn_wtxn {
     uint64_t head; /* with notify: the new last position (0: unknown) */
 } cairn_wtxn;
 typedef int (*cairn_write_body)(cairn_wtxn *w, void *ctx);
+/* With CAIRN_DURABLE_FULL the write may share its commit (and its flush) with writes of other
+ * threads of this process that arrived while another commit ran (group commit): each body
+ * then runs, on the leading writer's thread, in a nested transaction of its own, so that a
+ * body's failure undoes only its own writes and is only its caller's; each caller gets its
+ * own return code and error, and returns once the shared commit is durable.  A body must
+ * not rely on running on its caller's thread. */
 int cairn__write_txn(cairn_env *e, cairn_durability d, cairn_write_body body, void *ctx);
 
 /* Maps an LMDB or errno code to a CAIRN_E* failure (mdb_error.c); `what` names the

@@ -82,6 +82,9 @@ static void env_free(cairn_env *e) {
     if (e->env) mdb_env_close(e->env);
     pthread_rwlock_destroy(&e->resize);
     pthread_mutex_destroy(&e->wlock);
+    pthread_mutex_destroy(&e->gmu);
+    pthread_cond_destroy(&e->gcv);
+    pthread_cond_destroy(&e->garr);
     if (e->lockfd >= 0) close(e->lockfd);
     free(e);
 }
@@ -250,7 +253,8 @@ int cairn__env_grow(cairn_env *e) {
     return rc ? cairn__mdb_fail(rc, "grow map") : CAIRN_OK;
 }
 
-int cairn__write_txn(cairn_env *e, cairn_durability d, cairn_write_body body, void *ctx) {
+/* One write alone in its transaction. */
+static int write_alone(cairn_env *e, cairn_durability d, cairn_write_body body, void *ctx) {
     for (;;) {
         cairn_wtxn w = {NULL, 0, 0, 0};
         int rc = cairn__write_begin(e, d, &w.txn);
@@ -274,6 +278,165 @@ int cairn__write_txn(cairn_env *e, cairn_durability d, cairn_write_body body, vo
         if ((rc = cairn__env_grow(e))) return rc;
         cairn__clear_error();
     }
+}
+
+/* ---------------------------------------------------------------------------------
+ * Group commit.  A durable commit waits for two device flushes; writers of this process
+ * that arrive meanwhile queue up, and the first of them to find no leader leads the next
+ * group: it takes the whole queue and runs every body, in arrival order, in a nested
+ * transaction of one parent transaction, then commits the parent once.  A body that fails
+ * aborts its nested transaction only, and the failure (its cairn_error, copied) is its
+ * caller's alone; a full map grows and runs the whole group again (bodies are rerunnable).
+ * Writers of other processes take the writer lock between groups, as before.
+ * --------------------------------------------------------------------------------- */
+typedef struct cairn__gwait {
+    struct cairn__gwait *next;
+    cairn_write_body body;
+    void *ctx;
+    int done, rc;
+    cairn__err_copy err; /* rc != 0: its error, made on the leader's thread */
+} gwait;
+
+static void group_fail(gwait *w, int rc) {
+    w->rc = rc;
+    cairn__err_save(&w->err);
+}
+
+/* Runs one member's body in a nested transaction of `parent`.  Returns 1 when the map is
+ * full (the group must grow and run again), else 0 with w->rc set. */
+static int group_run_one(cairn_env *e, MDB_txn *parent, gwait *w, int *notify, uint64_t *head) {
+    for (;;) {
+        cairn_wtxn wt = {NULL, 0, 0, 0};
+        int rc, mrc = mdb_txn_begin(e->env, parent, 0, &wt.txn);
+        if (mrc) {
+            group_fail(w, cairn__mdb_fail(mrc, "begin a nested transaction"));
+            return mrc == MDB_MAP_FULL;
+        }
+        cairn__clear_error();
+        rc = w->body(&wt, w->ctx);
+        if (rc == CAIRN_OK && !wt.skip) {
+            if ((mrc = mdb_txn_commit(wt.txn)) == MDB_MAP_FULL) return 1;
+            if (mrc) {
+                group_fail(w, cairn__mdb_fail(mrc, "commit a nested transaction"));
+                return 0;
+            }
+            if (wt.notify) {
+                *notify = 1;
+                if (wt.head > *head) *head = wt.head;
+            }
+            w->rc = CAIRN_OK;
+            return 0;
+        }
+        mdb_txn_abort(wt.txn);
+        if (rc == CAIRN__ERETRY) continue;
+        if (rc == CAIRN__EMAPFULL) return 1;
+        if (rc)
+            group_fail(w, rc);
+        else
+            w->rc = CAIRN_OK; /* skipped: nothing to write */
+        return 0;
+    }
+}
+
+static void group_run(cairn_env *e, cairn_durability d, gwait *group) {
+    gwait *w;
+    for (;;) {
+        MDB_txn *parent;
+        uint64_t head = 0;
+        int notify = 0, grow = 0, rc, mrc;
+        if ((rc = cairn__write_begin(e, d, &parent))) {
+            for (w = group; w; w = w->next) group_fail(w, rc);
+            return;
+        }
+        for (w = group; w && !grow; w = w->next) grow = group_run_one(e, parent, w, &notify, &head);
+        if (!grow) {
+            if ((mrc = cairn__write_commit(e, parent)) == MDB_SUCCESS) {
+                if (notify) cairn__notify_commit(e, head);
+                return;
+            }
+            if (mrc != MDB_MAP_FULL) {
+                rc = cairn__commit_fail(e, mrc);
+                for (w = group; w; w = w->next)
+                    if (w->rc == CAIRN_OK) group_fail(w, rc);
+                return;
+            }
+        } else {
+            cairn__write_abort(e, parent);
+        }
+        for (w = group; w; w = w->next) /* a failure made before the map grew is undone */
+            if (w->rc) free(w->err.details), w->err.details = NULL, w->rc = CAIRN_OK;
+        if ((rc = cairn__env_grow(e))) {
+            for (w = group; w; w = w->next) group_fail(w, rc);
+            return;
+        }
+    }
+}
+
+/* A new leader whose last group had several members waits a little for them: they were
+ * released a moment ago and most write again at once (a loop, a busy server), while the
+ * writers queued meanwhile are only those that came during that group's flush.  Without the
+ * wait, groups would alternate between the two halves.  The wait ends when as many writers
+ * queue as the last group had, and lasts at most half of that group's write; a wait that
+ * gathers fewer makes the next one expect fewer, so a writer left alone stops waiting after
+ * one short wait.  Called with gmu held. */
+static void group_gather(cairn_env *e) {
+    struct timespec until;
+    uint64_t wait_ns = e->g_write_ns;
+    if (e->g_last < 2 || e->gq_len >= e->g_last) return;
+    if (wait_ns > 1000000) wait_ns = 1000000;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_nsec += (long)wait_ns;
+    if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
+    e->g_gathering = 1;
+    while (e->gq_len < e->g_last)
+        if (pthread_cond_timedwait(&e->garr, &e->gmu, &until) == ETIMEDOUT) break;
+    e->g_gathering = 0;
+}
+
+int cairn__write_txn(cairn_env *e, cairn_durability d, cairn_write_body body, void *ctx) {
+    gwait me, *group, *w;
+    struct timespec t0, t1;
+    size_t n = 0;
+    int alone;
+    if (d != CAIRN_DURABLE_FULL) return write_alone(e, d, body, ctx);
+    memset(&me, 0, sizeof me);
+    me.body = body, me.ctx = ctx;
+    pthread_mutex_lock(&e->gmu);
+    *e->gq_tail = &me;
+    e->gq_tail = &me.next;
+    e->gq_len++;
+    if (e->g_gathering) pthread_cond_signal(&e->garr);
+    while (!me.done && e->g_leading) pthread_cond_wait(&e->gcv, &e->gmu);
+    if (me.done) { /* a leader ran it */
+        pthread_mutex_unlock(&e->gmu);
+        if (me.rc) cairn__err_restore(&me.err);
+        return me.rc;
+    }
+    e->g_leading = 1;
+    group_gather(e);
+    group = e->gq;
+    e->gq = NULL, e->gq_tail = &e->gq, e->gq_len = 0;
+    pthread_mutex_unlock(&e->gmu);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    alone = group == &me && !me.next;
+    if (alone)
+        me.rc = write_alone(e, d, body, ctx); /* its error is this thread's already */
+    else
+        group_run(e, d, group);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    pthread_mutex_lock(&e->gmu); /* held while the members are touched: none leaves before */
+    for (w = group; w; w = w->next, n++) {
+        if (w != &me) w->done = 1;
+        if (w != group) e->grouped++;
+    }
+    e->g_last = n;
+    e->g_write_ns = (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000000u + (uint64_t)t1.tv_nsec -
+        (uint64_t)t0.tv_nsec;
+    e->g_leading = 0;
+    pthread_cond_broadcast(&e->gcv);
+    pthread_mutex_unlock(&e->gmu);
+    if (!alone && me.rc) cairn__err_restore(&me.err);
+    return me.rc;
 }
 
 /* ---------------------------------------------------------------------------------
@@ -428,6 +591,16 @@ static int env_open(const char *path, const struct stat *st, const cairn_options
     e->keyfd = -1;
     pthread_rwlock_init(&e->resize, NULL);
     pthread_mutex_init(&e->wlock, NULL);
+    pthread_mutex_init(&e->gmu, NULL);
+    pthread_cond_init(&e->gcv, NULL);
+    {
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&e->garr, &ca);
+        pthread_condattr_destroy(&ca);
+    }
+    e->gq_tail = &e->gq;
     pthread_mutex_init(&e->nlock, NULL);
     {
         pthread_condattr_t ca;

@@ -2,6 +2,7 @@
  * support.c -- fixtures, read/write helpers and the LMDB fault-injection wrappers shared by
  * every cmocka test (compiled into each test executable).
  */
+#include <pthread.h>
 #include "support.h"
 
 #include <errno.h>
@@ -251,8 +252,43 @@ int __wrap_mdb_cursor_get(MDB_cursor *c, MDB_val *key, MDB_val *data, MDB_cursor
     return err ? err : __real_mdb_cursor_get(c, key, data, op);
 }
 
+static pthread_mutex_t g_gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_gate_cv = PTHREAD_COND_INITIALIZER;
+static int g_gate_armed, g_gate_held, g_gate_open;
+
+void commit_gate_arm(void) {
+    pthread_mutex_lock(&g_gate_mu);
+    g_gate_armed = 1, g_gate_held = 0, g_gate_open = 0;
+    pthread_mutex_unlock(&g_gate_mu);
+}
+
+void commit_gate_wait(void) {
+    pthread_mutex_lock(&g_gate_mu);
+    while (!g_gate_held) pthread_cond_wait(&g_gate_cv, &g_gate_mu);
+    pthread_mutex_unlock(&g_gate_mu);
+}
+
+void commit_gate_release(void) {
+    pthread_mutex_lock(&g_gate_mu);
+    g_gate_open = 1;
+    pthread_cond_broadcast(&g_gate_cv);
+    pthread_mutex_unlock(&g_gate_mu);
+}
+
+static void gate_pass(void) {
+    pthread_mutex_lock(&g_gate_mu);
+    if (g_gate_armed) {
+        g_gate_armed = 0, g_gate_held = 1;
+        pthread_cond_broadcast(&g_gate_cv);
+        while (!g_gate_open) pthread_cond_wait(&g_gate_cv, &g_gate_mu);
+    }
+    pthread_mutex_unlock(&g_gate_mu);
+}
+
 int __wrap_mdb_txn_commit(MDB_txn *txn) {
-    int err = fault_hit(FAULT_COMMIT);
+    int err;
+    gate_pass();
+    err = fault_hit(FAULT_COMMIT);
     if (err) {
         mdb_txn_abort(txn); /* a failed commit frees the txn */
         return err;

@@ -104,6 +104,11 @@ typedef enum fault_fn { FAULT_COMMIT, FAULT_PUT, FAULT_BEGIN, FAULT_GET, FAULT_N
 void fault_arm(fault_fn fn, long nth, int err);
 void fault_disarm(void);
 long fault_calls(fault_fn fn); /* calls since the last fault_disarm */
-int fault_fired(fault_fn fn);  /* nonzero once the armed failure was returned */
+/* The next mdb_txn_commit (of any thread) waits, holding its transaction, until
+ * commit_gate_release(); commit_gate_wait() returns once a commit is held there. */
+void commit_gate_arm(void);
+void commit_gate_wait(void);
+void commit_gate_release(void);
+int fault_fired(fault_fn fn); /* nonzero once the armed failure was returned */
 
 #endif
