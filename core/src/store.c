@@ -435,7 +435,10 @@ int cairn__write_txn(cairn_env *e, cairn_durability d, cairn_write_body body, vo
     e->g_leading = 0;
     pthread_cond_broadcast(&e->gcv);
     pthread_mutex_unlock(&e->gmu);
-    if (!alone && me.rc) cairn__err_restore(&me.err);
+    if (!alone && me.rc)
+        cairn__err_restore(&me.err);
+    else if (!alone)
+        cairn__clear_error(); /* the others' failures were theirs */
     return me.rc;
 }
 
