@@ -1,6 +1,7 @@
 """The command line's dynamic consistency boundaries (docs/API.md sections 4 and 5): cairn
-query (items from --type/--tag and --query JSON, the head last) and cairn append's
---condition/--after, with the one error line of a failed condition."""
+query (items from --type/--tag and --query JSON, the head last), cairn append's
+--condition/--after, with the one error line of a failed condition, and cairn decide (a
+decision model over its boundary)."""
 
 import pytest
 
@@ -58,3 +59,40 @@ def test_bad_queries_are_one_line_and_write_nothing(courses, args, words):
     assert words in line
     with cairn.open(courses, readonly=True) as s:
         assert s.head() == 3
+
+
+COURSES_LUA = """
+return {
+  boundary = function(cmd)
+    return { { types = { "CourseDefined", "StudentSubscribed" }, tags = { "course:" .. cmd.data.course } } }
+  end,
+  init = function() return { capacity = 0, taken = 0 } end,
+  apply = {
+    CourseDefined = function(s, e) s.capacity = e.data.capacity end,
+    StudentSubscribed = function(s, e) s.taken = s.taken + 1 end,
+  },
+  decide = {
+    Subscribe = function(s, cmd)
+      if s.taken >= s.capacity then reject("course full", { capacity = s.capacity }) end
+      return { { type = "StudentSubscribed", data = cmd.data, tags = { "course:" .. cmd.data.course } } }
+    end,
+  },
+}
+"""
+
+
+def test_decide_runs_a_decision_model_over_its_boundary(courses, tmp_path):
+    lua = tmp_path / "courses.lua"
+    lua.write_text(COURSES_LUA)
+    ok("define", courses, "aggregate", "course", lua)
+    (r,) = jsonl(ok("decide", courses, "course", "Subscribe", '{"course": "c1", "student": "s9"}',
+                    "--stream", "student-s9", "--json"))
+    assert r == {"stream": "student-s9", "version": 0, "position": 4, "first_position": 4}
+    line = mistake("decide", courses, "course", "Subscribe", '{"course": "c1", "student": "s8"}',
+                   "--stream", "student-s8")
+    assert line == 'cairn: error: command rejected: course full {"capacity": 2}'
+    line = mistake("decide", courses, "nope", "Subscribe", "{}", "--stream", "x")
+    assert "no aggregate script named 'nope'" in line
+    mistake("decide", courses, "course", "Subscribe", code=2)  # --stream is required
+    with cairn.open(courses, readonly=True) as s:
+        assert s.head() == 4

@@ -239,6 +239,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_write_opts(p)
     p.add_argument("--aggregate", metavar="NAME", help="the script (default: the category)")
 
+    p = command("decide", write.cmd_decide, "run a command of a decision model over its boundary",
+                "cairn decide ./course-store course Subscribe '{\"course\": \"c1\", "
+                "\"student\": \"s1\"}' --stream student-s1",
+                "Runs COMMAND of the aggregate script AGGREGATE, whose boundary(cmd) names the "
+                "events its decision reads (docs/API.md section 5): they are folded, the "
+                "command decided and its events appended to --stream, in one write "
+                "transaction.")
+    path(p)
+    p.add_argument("aggregate", metavar="AGGREGATE")
+    p.add_argument("cmd", metavar="COMMAND")
+    p.add_argument("data", metavar="DATA_JSON", nargs="?", help="the command's data as JSON")
+    p.add_argument("--stream", required=True, metavar="S", help="where the new events go")
+    p.add_argument("--metadata", metavar="JSON", help="a JSON object, copied onto the events")
+
     p = command("compensate", write.cmd_compensate, "append the events that undo one event",
                 "cairn compensate ./bank-store account-1 3")
     path(p)

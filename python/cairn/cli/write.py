@@ -250,6 +250,22 @@ def cmd_execute(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_decide(args: argparse.Namespace) -> int:
+    out = Out(args.json)
+    data = json_arg(args.data, "DATA_JSON")
+    metadata = json_arg(args.metadata, "--metadata", obj=True)
+    with open_store(args.path, write=True) as store:
+        try:
+            r = store.decide(args.aggregate, args.cmd, data, stream=args.stream,
+                             metadata=metadata)
+        except KeyError:
+            raise UserError(f"no aggregate script named {args.aggregate!r} in {args.path} "
+                            f"(define one: cairn define {args.path} aggregate "
+                            f"{args.aggregate} FILE.lua)") from None
+    _result(out, args.stream, r, f"{args.cmd}: appended")
+    return 0
+
+
 def cmd_compensate(args: argparse.Namespace) -> int:
     out = Out(args.json)
     metadata = json_arg(args.metadata, "--metadata", obj=True)
