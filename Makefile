@@ -138,10 +138,13 @@ crash: build venv
 		--seed $(CRASH_SEED) $(BUILD)/crash-data
 	@rm -rf $(BUILD)/crash-data
 
-# The bank example on a fresh ./demo-store (demo-backup is where its closing `cairn backup` writes).
+# The bank example on a fresh ./demo-store (demo-backup is where its closing `cairn backup` writes),
+# then the course-subscription kata (consistency boundaries, spec section 5) on ./demo-courses.
 demo: build
-	@rm -rf demo-store demo-backup
+	@rm -rf demo-store demo-backup demo-courses
 	PYTHONPATH=python $(PYTHON) examples/bank.py --store demo-store
+	@echo
+	PYTHONPATH=python $(PYTHON) examples/courses.py --store demo-courses
 
 # bench/run runs every benchmark, one after another, each on a scratch directory in build/ (the
 # real disk).  BENCH_EVENTS=N makes a quick run (the benchmarks' own default is large).
@@ -172,7 +175,7 @@ format-check: deps
 			"of $(words $(FORMAT_FILES)) files differ from .clang-format (make format rewrites them)"; exit 1; }
 
 clean:
-	rm -rf $(BUILD) $(BUILD_ASAN) build-asan-python build-fuzz build-fuzz-py build-py demo-store demo-backup \
+	rm -rf $(BUILD) $(BUILD_ASAN) build-asan-python build-fuzz build-fuzz-py build-py demo-store demo-backup demo-courses \
 		python/cairn/_cairn*.so
 
 distclean: clean

@@ -1,8 +1,11 @@
-"""`make demo` (examples/bank.py): the story it tells is true of the store it leaves behind.
+"""`make demo` (examples/bank.py, examples/courses.py): the story each tells is true of the
+store it leaves behind.
 
 The demo runs in a subprocess on a fresh directory (about 2 s: its watcher process waits
 half a second to subscribe); every number it prints is checked against the others and
 against the store, and every `cairn` command it prints to explore the store is run on it.
+The course-subscription kata (spec section 5) is checked against the invariants it claims
+to keep: no course over its capacity, no student over the limit, one student per username.
 """
 
 import os
@@ -19,6 +22,7 @@ import cairn
 from conftest import PACKAGE_ROOT, PYTHON, child_env
 
 BANK = os.path.join(os.path.dirname(PACKAGE_ROOT), "examples", "bank.py")
+COURSES = os.path.join(os.path.dirname(PACKAGE_ROOT), "examples", "courses.py")
 
 
 def run_demo(cwd, store="demo-store"):
@@ -181,3 +185,84 @@ def test_the_cairn_commands_the_demo_prints_work_on_its_store(demo):
     assert (cwd / "demo.jsonl").read_text().count("\n") == parts(out)[-1][2]
     with cairn.open(cwd / "demo-backup", readonly=True) as copy:
         assert copy.verify().head == parts(out)[-1][2]
+
+
+# ------------------------------------------------------------------ examples/courses.py
+def run_courses(cwd, store="demo-courses"):
+    p = subprocess.run([PYTHON, COURSES, "--store", store], cwd=cwd, env=child_env(),
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stderr == ""
+    return p.stdout
+
+
+@pytest.fixture(scope="module")
+def courses(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("courses")
+    return cwd, run_courses(cwd)
+
+
+def subscriptions(store):
+    """{course: [student, ...]} as the log holds them, in position order."""
+    held = {}
+    for e in store.read_all(types=["StudentSubscribed"]):
+        held.setdefault(e.data["course"], []).append(e.data["student"])
+    return held
+
+
+def test_the_course_kata_tells_each_rule_at_work(courses):
+    _, out = courses
+    for line in [
+        "store 'demo-courses': 0 events recorded before this run",
+        "c1 defined again: refused by its stream's version (expected -1, actual 0)",
+        "s4 not registered: username 'ada' is taken (by the event at position 6)",
+        "  s1 -> c1: subscribed",
+        "  s3 -> c1: rejected, course c1 is full (2 of 2 seats taken)",
+        "  s1 -> c1: rejected, s1 already takes c1",
+        "  s4 -> c1: rejected, student s4 is not registered",
+        "  s3 -> c1: subscribed",
+        "  s1 -> c4: rejected, s1 already takes 3 courses, the most a student may",
+        "clerk A appended: s5 takes the last seat",
+        "  s6 -> c1: rejected, course c1 is full (4 of 4 seats taken)",
+    ]:
+        assert line in out, f"{line!r} not in the example's output:\n{out}"
+    (won, lost) = ints(r"^(\d+) subscribed, (\d+) rejected \(course full\); \d+ appends were retried", out)
+    assert (won, lost) == (5, 7)
+
+
+def test_the_course_kata_keeps_its_invariants_in_the_store(courses):
+    cwd, out = courses
+    with cairn.open(cwd / "demo-courses", readonly=True) as store:
+        held = subscriptions(store)
+        capacity = {}
+        for e in store.read_all(types=["CourseDefined", "CourseCapacityChanged"]):
+            capacity[e.data["course"]] = e.data["capacity"]
+        assert {c: len(s) for c, s in held.items()} == {"c1": 4, "c2": 1, "c3": 1, "c5": 5}
+        assert all(len(held[c]) <= capacity[c] for c in held)
+        per_student = {}
+        for c, students in held.items():
+            assert len(set(students)) == len(students)
+            for s in students:
+                per_student[s] = per_student.get(s, 0) + 1
+        assert max(per_student.values()) == per_student["s1"] == 3
+        usernames = [e.data["username"] for e in store.read_all(types=["StudentRegistered"])]
+        assert len(usernames) == len(set(usernames)) == 17        # s1-s3, s5, s6, 12 racers
+        # what it prints as the log's answer is the log's
+        for course, students in held.items():
+            assert f"  {course}: {len(students)} student{'s' if len(students) != 1 else ''} {students}" in out
+        assert f"head {store.head()}; this run wrote positions 1..{store.head()}" in out
+        # clerk B's conflict names clerk A's event
+        (pos,) = ints(r"^clerk B's append failed its condition: ConditionFailed, positions \[(\d+)\]$", out)
+        a = store.get(pos)
+        assert (a.type, a.data) == ("StudentSubscribed", {"student": "s5", "course": "c1"})
+
+
+def test_a_second_run_of_the_course_kata_adds_a_second_term(tmp_path):
+    head = ints(r"^head (\d+);", run_courses(tmp_path))[0]
+    out = run_courses(tmp_path)
+    assert f"store 'demo-courses': {head} events recorded before this run" in out
+    (first, last) = ints(r"this run wrote positions (\d+)\.\.(\d+)$", out)
+    assert (first, last) == (head + 1, 2 * head)
+    with cairn.open(tmp_path / "demo-courses", readonly=True) as store:
+        held = subscriptions(store)
+        assert sorted(len(s) for s in held.values()) == [1, 1, 1, 1, 4, 4, 5, 5]
