@@ -21,6 +21,10 @@ suffix).
 """
 
 import argparse
+import json
+import os
+import shlex
+import shutil
 import sys
 import threading
 import uuid
@@ -216,7 +220,28 @@ def main(argv=None):
             res = store.query(cairn.Query(cairn.QueryItem(types=["StudentSubscribed"], tags=[student_tag(student)])))
             say(f"  {student}: {[e.data['course'] for e in res]}")
         say(f"head {store.head()}; this run wrote positions {before + 1}..{store.head()}")
+    explore(args.store, c1, run)
     return 0
+
+
+def explore(path, course, run):
+    say("\n=== Explore the store ===")
+    p = shlex.quote(path)
+    if shutil.which("cairn") is None:
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        say("`pip install .` installs the `cairn` command; until then, define it in your shell:")
+        say(f"  alias cairn='PYTHONPATH={shlex.quote(os.path.join(here, 'python'))} {sys.executable} -m cairn'")
+    taken = json.dumps([{"types": ["StudentRegistered"], "tags": [f"username:ada{run}"]}])
+    commands = [
+        (f"cairn query {p} --type StudentSubscribed --tag {course_tag(course)}",
+         f"{course}'s students, then the head the read is complete up to"),
+        (f"cairn append {p} student-s7{run} StudentRegistered "
+         f"'{{\"student\": \"s7{run}\", \"username\": \"ada{run}\"}}' "
+         f"--tag student:s7{run} --tag username:ada{run} --condition {shlex.quote(taken)}",
+         "refused: the username is taken"),
+    ]
+    for command, what in commands:
+        say(f"  {command}   # {what}")
 
 
 if __name__ == "__main__":

@@ -12,13 +12,17 @@ libraries disagree. Where they do, and which is right:
 
 - **head of a read with a limit.** eventsourcing (and UmaDB): with `limit`, `head` is the
   position of the last event returned (None when none is), so `read(after=1, limit=1)` of
-  three events has head 2 and `read(limit=0)` head None. eventsourcing is right: `head` is
-  what a caller passes on as the condition's `after`, and after a forward read that the
-  limit cut short at position p, any later head lets an append through although events
-  matching the query in (p, head] were never seen by the decision -- the lost update DCB
-  exists to prevent. The adapter computes eventsourcing's head from the events it yields
-  whenever a limit is given (cairn's `res.head` is used without a limit, where both agree:
-  the store's head when the read began, whatever the query matched).
+  three events has head 2. eventsourcing is right, and cairn's first draft of section 5
+  (head = the store's head always) was wrong: `head` is what a caller passes on as the
+  condition's `after`, and after a forward read that the limit cut short at position p, any
+  later head lets an append through although events matching the query in (p, head] were
+  never seen by the decision -- the lost update DCB exists to prevent. This test case found
+  it; section 5 now makes `res.head` the last event's position once the limit is reached,
+  and the adapter passes cairn's head on as it is (read after the iteration, as
+  eventsourcing's own users do). What still differs, both sound: a limit the result did not
+  reach leaves cairn's head at the store's head (eventsourcing: the last event returned,
+  which only narrows the condition); and `limit=0` gives cairn `start - 1` (0 without a
+  start), eventsourcing None, which the test case asserts and the adapter maps.
 - **empty lists in a query item.** eventsourcing's `DCBQueryItem` defaults `types` and
   `tags` to `[]`, meaning "any"; `cairn.QueryItem(types=[])` raises `ValueError`. cairn is
   right for cairn: in `read_all(types=[])` an empty list matches nothing, and one call
@@ -70,17 +74,13 @@ def dcb_event(e):
 
 class CairnReadResponse(DCBReadResponse):
     def __init__(self, res, limit):
-        if limit is None:
-            self._events = map(dcb_event, res)
-            self._head = res.head
-        else:  # eventsourcing's rule: the last event returned (see the module's docstring)
-            events = [dcb_event(e) for e in res]
-            self._events = iter(events)
-            self._head = events[-1].position if events else None
+        self._res = res
+        self._events = map(dcb_event, res)
+        self._limit = limit
 
     @property
-    def head(self):
-        return self._head
+    def head(self):  # cairn's own (section 5); only limit=0 differs (see the module's docstring)
+        return None if self._limit == 0 else self._res.head
 
     def __next__(self):
         return next(self._events)

@@ -266,3 +266,27 @@ def test_a_second_run_of_the_course_kata_adds_a_second_term(tmp_path):
     with cairn.open(tmp_path / "demo-courses", readonly=True) as store:
         held = subscriptions(store)
         assert sorted(len(s) for s in held.values()) == [1, 1, 1, 1, 4, 4, 5, 5]
+
+
+def test_the_cairn_commands_the_course_kata_prints_work_on_its_store(courses):
+    cwd, out = courses
+    aliases = [line.strip() for line in out.splitlines() if line.strip().startswith("alias cairn=")]
+    prelude = "shopt -s expand_aliases\n" + (aliases[0] if aliases else "") + "\n"
+    tail = out[out.index("=== Explore the store ==="):]
+    lines = [line.split("   # ")[0].strip() for line in tail.splitlines() if line.startswith("  cairn ")]
+    assert [shlex.split(line)[1] for line in lines] == ["query", "append"]
+    run = lambda line: subprocess.run(["bash", "-c", prelude + line], cwd=cwd, env=child_env(),  # noqa: E731
+                                      capture_output=True, text=True, timeout=120)
+    with cairn.open(cwd / "demo-courses", readonly=True) as store:
+        head = store.head()
+        c1 = [e.position for e in store.read_all(types=["StudentSubscribed"], tags=["course:c1"])]
+    q = run(lines[0])
+    assert q.returncode == 0, q.stderr
+    assert [int(row.split("\t")[0]) for row in q.stdout.splitlines()[:-1]] == c1
+    assert q.stdout.splitlines()[-1] == f"head {head}"
+    # the second registration of a username: refused by its condition, one line, nothing written
+    a = run(lines[1])
+    assert a.returncode == 1 and a.stdout == "" and len(a.stderr.splitlines()) == 1, a.stderr
+    assert "condition failed" in a.stderr and "at position 6" in a.stderr
+    with cairn.open(cwd / "demo-courses", readonly=True) as store:
+        assert store.head() == head
