@@ -17,8 +17,10 @@ order reversed every other round) and medians of the per-round ratios are report
 (c) `store.query` of one tag among 100,000 tags with 10 events each (1,000,000 events,
     each tag's events spread over the whole log): events/s over many queries (each a fresh
     Query, 10 RecordedEvents) beside a full `read_all` of the same store (1,000,000
-    RecordedEvents). Both materialize every event they yield as a RecordedEvent and touch
-    `.position`. A query that scanned the log would score about 1e-5 of the full read.
+    RecordedEvents), and beside `read_all(tags=[tag])` for the same tags (the filtered read
+    through the same tag index). All materialize every event they yield as a RecordedEvent
+    and touch `.position`. A query that scanned the log would score about 1e-5 of the full
+    read.
 
 Usage: python bench/bench_dcb.py DIR [--appends N] [--rounds R] [--tags T] [--queries Q]
 """
@@ -156,7 +158,7 @@ def bench_query(dirpath, tags, per_tag, queries, rounds):
                          [cairn.Event("Subscribed", payload, tags=[f"t:{i % tags}"]) for i in range(b, min(n, b + 1000))])
         store.sync()
     rng = random.Random(14)
-    full, query, per_query_us = [], [], []
+    full, query, per_query_us, tagged, per_filter_us = [], [], [], [], []
     with cairn.open(path, readonly=True) as store:
         def read_all():
             t0 = time.perf_counter()
@@ -167,23 +169,29 @@ def bench_query(dirpath, tags, per_tag, queries, rounds):
             assert got == n
             return n / dt
 
-        def by_tag():
-            picks = [f"t:{rng.randrange(tags)}" for _ in range(queries)]
+        def by_tag(read, times):
             t0 = time.perf_counter()
             got = 0
             for t in picks:
-                for e in store.query(cairn.Query(cairn.QueryItem(tags=[t]))):
+                for e in read(t):
                     got += e.position > 0
             dt = time.perf_counter() - t0
             assert got == queries * per_tag, got
-            per_query_us.append(dt / queries * 1e6)
+            times.append(dt / queries * 1e6)
             return got / dt
 
+        def by_query():
+            return by_tag(lambda t: store.query(cairn.Query(cairn.QueryItem(tags=[t]))), per_query_us)
+
+        def by_filter():
+            return by_tag(lambda t: store.read_all(tags=[t]), per_filter_us)
+
         for r in range(rounds):
-            pair = [(full, read_all), (query, by_tag)]
-            for out, fn in (pair if r % 2 == 0 else pair[::-1]):
+            picks = [f"t:{rng.randrange(tags)}" for _ in range(queries)]   # the same for both
+            order = [(full, read_all), (query, by_query), (tagged, by_filter)]
+            for out, fn in (order if r % 2 == 0 else order[::-1]):
                 out.append(fn())
-    return n, full, query, per_query_us
+    return n, full, query, per_query_us, tagged, per_filter_us
 
 
 def main():
@@ -216,13 +224,17 @@ def main():
     shutil.rmtree(dirpath, ignore_errors=True)
     os.makedirs(dirpath)
 
-    n, full, query, per_query = bench_query(dirpath, args.tags, args.per_tag, args.queries, args.rounds)
+    n, full, query, per_query, tagged, per_filter = bench_query(dirpath, args.tags, args.per_tag,
+                                                                args.queries, args.rounds)
     q_ratio = med([q / f for q, f in zip(query, full)])
+    t_ratio = med([t / f for t, f in zip(tagged, full)])
     print(f"\n(c) store.query of one tag among {args.tags:,} ({args.per_tag} events each, {n:,} events), "
           f"{args.queries} random tags per round, median of {args.rounds} rounds\n")
     print("| read | ev/s | ratio | like for like |\n|---|---|---|---|")
     print(f"| store.query, one tag | {med(query):,.0f} ({med(per_query):.1f} us per query) | "
           f"**{q_ratio:.2f}** of a full read | a fresh Query per call, 10 RecordedEvents each |")
+    print(f"| read_all(tags=[tag]), the same tags | {med(tagged):,.0f} ({med(per_filter):.1f} us per read) | "
+          f"{t_ratio:.2f} of a full read | the filtered read's tag index, 10 RecordedEvents each |")
     print(f"| read_all, whole log | {med(full):,.0f} ({n / med(full):.2f} s) | 1.00 | {n:,} RecordedEvents |")
     print(f"\n(a query that scanned the log would score about {args.per_tag / n:.0e} of the full read)")
     shutil.rmtree(dirpath, ignore_errors=True)
