@@ -275,6 +275,17 @@ void commit_gate_release(void) {
     pthread_mutex_unlock(&g_gate_mu);
 }
 
+int thread_asleep(pid_t tid) {
+    char path[64], buf[256], *p;
+    FILE *f;
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
+    if (!(f = fopen(path, "r"))) return 0;
+    p = fgets(buf, sizeof buf, f);
+    fclose(f);
+    if (!p || !(p = strrchr(buf, ')'))) return 0;
+    return p[2] == 'S';
+}
+
 static void gate_pass(void) {
     pthread_mutex_lock(&g_gate_mu);
     if (g_gate_armed) {

@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -109,6 +110,8 @@ long fault_calls(fault_fn fn); /* calls since the last fault_disarm */
 void commit_gate_arm(void);
 void commit_gate_wait(void);
 void commit_gate_release(void);
+/* Is thread `tid` of this process asleep ('S' in /proc: blocked on a lock or a condition)? */
+int thread_asleep(pid_t tid);
 int fault_fired(fault_fn fn); /* nonzero once the armed failure was returned */
 
 #endif

@@ -45,23 +45,12 @@ static void *run_writer(void *arg) {
     return NULL;
 }
 
-static int asleep(pid_t tid) {
-    char path[64], buf[256], *p;
-    FILE *f;
-    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
-    if (!(f = fopen(path, "r"))) return 0;
-    p = fgets(buf, sizeof buf, f);
-    fclose(f);
-    if (!p || !(p = strrchr(buf, ')'))) return 0;
-    return p[2] == 'S';
-}
-
 static void wait_asleep(writer *w) {
-    for (int i = 0; i < 5000 && !(w->tid && asleep(w->tid)); i++) {
+    for (int i = 0; i < 5000 && !(w->tid && thread_asleep(w->tid)); i++) {
         struct timespec ms = {0, 1000000};
         nanosleep(&ms, NULL);
     }
-    assert_true(w->tid && asleep(w->tid));
+    assert_true(w->tid && thread_asleep(w->tid));
 }
 
 /* A held in its commit; then `n` more writers queued behind it; then A let go. */

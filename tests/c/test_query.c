@@ -433,18 +433,6 @@ static void *writer_b(void *arg) {
     return NULL;
 }
 
-/* Is the thread asleep (blocked: on the writer lock, here)? */
-static int asleep(pid_t tid) {
-    char path[64], buf[256], *p;
-    FILE *f;
-    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
-    if (!(f = fopen(path, "r"))) return 0;
-    p = fgets(buf, sizeof buf, f);
-    fclose(f);
-    if (!p || !(p = strrchr(buf, ')'))) return 0;
-    return p[2] == 'S';
-}
-
 static void a_condition_is_checked_under_the_writer_lock(void **state) {
     fixture *fx = *state;
     hold h;
@@ -458,12 +446,12 @@ static void a_condition_is_checked_under_the_writer_lock(void **state) {
     while (!h.holding) pthread_cond_wait(&h.cv, &h.mu);
     pthread_mutex_unlock(&h.mu);
     assert_int_equal(pthread_create(&b, NULL, writer_b, &h), 0);
-    for (int i = 0; i < 5000 && !(h.b_tid && asleep(h.b_tid)); i++) {
+    for (int i = 0; i < 5000 && !(h.b_tid && thread_asleep(h.b_tid)); i++) {
         struct timespec ms = {0, 1000000};
         nanosleep(&ms, NULL);
     }
-    assert_true(h.b_tid && asleep(h.b_tid)); /* B waits for A's transaction */
-    assert_int_equal(head_of(fx->store), 0); /* A has not committed */
+    assert_true(h.b_tid && thread_asleep(h.b_tid)); /* B waits for A's transaction */
+    assert_int_equal(head_of(fx->store), 0);        /* A has not committed */
     pthread_mutex_lock(&h.mu);
     h.release = 1;
     pthread_cond_broadcast(&h.cv);

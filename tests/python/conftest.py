@@ -8,6 +8,7 @@ import contextlib
 import math
 import os
 import sys
+import threading
 
 import pytest
 
@@ -130,3 +131,23 @@ def run_together(script, argvs, timeout=120):
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+def run_threads(target, n):
+    """Runs target(k) for k in range(n) in n threads; re-raises the first exception."""
+    errors = []
+
+    def wrap(k):
+        try:
+            target(k)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=wrap, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads), "a thread hung"
+    if errors:
+        raise errors[0]

@@ -5,11 +5,10 @@ that caller alone, with its own exception and fields, and never the others of it
 Which calls share a commit depends on timing; what every caller gets does not, and that is
 what these tests check (the C test tests/c/test_group.c forces the grouping)."""
 
-import threading
-
 import pytest
 
 import cairn
+from conftest import run_threads
 
 ACCOUNT = """
 return {
@@ -41,25 +40,6 @@ def store(tmp_path):
     s.close()
 
 
-def run_threads(target, n=THREADS):
-    errors = []
-
-    def wrap(k):
-        try:
-            target(k)
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=wrap, args=(k,)) for k in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not any(t.is_alive() for t in threads), "a thread hung"
-    if errors:
-        raise errors[0]
-
-
 def test_each_caller_gets_its_own_result_or_its_own_error(store):
     """Every round, every thread appends: even threads correctly, odd ones with a version
     their stream does not have, or a condition that fails."""
@@ -85,7 +65,7 @@ def test_each_caller_gets_its_own_result_or_its_own_error(store):
                 mine.append(("condition", info.value.positions))
         got[k] = mine
 
-    run_threads(work)
+    run_threads(work, THREADS)
     for k, mine in got.items():
         if k % 3 == 0:
             assert mine == [("ok", r) for r in range(ROUNDS)]
@@ -112,7 +92,7 @@ def test_a_rejected_command_fails_its_caller_alone_with_its_details(store):
             else:
                 assert store.execute(f"account-{k}", "Deposit", {"amount": 1}).version == r + 1
 
-    run_threads(work)
+    run_threads(work, THREADS)
     for k in range(THREADS):
         state = store.load(f"account-{k}").state
         assert state == {"balance": 10 if k % 2 else 10 + ROUNDS}
@@ -131,7 +111,7 @@ def test_transactions_stay_all_or_nothing_when_grouped(store):
             except cairn.WrongExpectedVersion:
                 assert bad
 
-    run_threads(work)
+    run_threads(work, THREADS)
     for k in range(THREADS):
         sent = [e.data["r"] for e in store.read_stream(f"from-{k}")]
         got = [e.data["r"] for e in store.read_stream(f"to-{k}")]

@@ -10,7 +10,7 @@ import time
 import pytest
 
 import cairn
-from conftest import PYTHON, child_env, make_events, run_together
+from conftest import PYTHON, child_env, make_events, run_threads, run_together
 
 THREADS = 4
 PER_THREAD = 40
@@ -45,25 +45,6 @@ def check_counter(store, stream, total, writers):
     ps = [e.position for e in store.read_all()]
     assert ps == list(range(1, len(ps) + 1))
     assert store.verify().events == len(ps)
-
-
-def run_threads(target, n):
-    errors = []
-
-    def wrap(k):
-        try:
-            target(k)
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=wrap, args=(k,)) for k in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not any(t.is_alive() for t in threads), "a thread hung"
-    if errors:
-        raise errors[0]
 
 
 def test_threads_with_expected_versions_lose_no_update(store):
