@@ -191,6 +191,17 @@ static int metadata_arg(PyObject *o, cpy_buf *b, cairn_slice *out) {
     return 0;
 }
 
+/* A command's data (None: len 0; else JSON into db) and metadata= (metadata_arg). */
+static int command_args(PyObject *data, PyObject *meta_o, cpy_buf *db, cpy_buf *mb,
+                        cairn_slice *dslice, cairn_slice *mslice) {
+    if (data != Py_None) {
+        if (cpy_json_encode(db, data, "data") < 0) return -1;
+        dslice->ptr = db->ptr;
+        dslice->len = db->len;
+    }
+    return metadata_arg(meta_o, mb, mslice);
+}
+
 /* The name load() reports: the one given, or the stream's category. */
 static PyObject *aggregate_name(PyObject *given, const char *stream, Py_ssize_t len) {
     cairn_slice c;
@@ -266,12 +277,7 @@ PyObject *cpy_store_execute(cpy_store *s, PyObject *args, PyObject *kwargs) {
         (exp_o && cpy_expected_arg(exp_o, &expected) < 0) ||
         (id_o != Py_None && cpy_uuid_arg(st, id_o, "id", id, NULL) < 0))
         return NULL;
-    if (data != Py_None) {
-        if (cpy_json_encode(&db, data, "data") < 0) goto fail;
-        dslice.ptr = db.ptr;
-        dslice.len = db.len;
-    }
-    if (metadata_arg(meta_o, &mb, &mslice) < 0) goto fail;
+    if (command_args(data, meta_o, &db, &mb, &dslice, &mslice) < 0) goto fail;
     CPY_STORE_CALL(s, h, rc,
                    cairn_execute(h, sp, (size_t)slen, ap, (size_t)alen, cp, (size_t)clen, dslice,
                                  mslice, expected, id_o != Py_None ? id : NULL, &res));
@@ -316,12 +322,7 @@ PyObject *cpy_store_decide(cpy_store *s, PyObject *args, PyObject *kwargs) {
         !(cp = cpy_stream_arg(command, "command", &clen)) ||
         !(sp = cpy_stream_arg(stream, "stream", &slen)))
         return NULL;
-    if (data != Py_None) {
-        if (cpy_json_encode(&db, data, "data") < 0) goto fail;
-        dslice.ptr = db.ptr;
-        dslice.len = db.len;
-    }
-    if (metadata_arg(meta_o, &mb, &mslice) < 0) goto fail;
+    if (command_args(data, meta_o, &db, &mb, &dslice, &mslice) < 0) goto fail;
     CPY_STORE_CALL(s, h, rc,
                    cairn_decide(h, ap, (size_t)alen, cp, (size_t)clen, dslice, mslice, sp,
                                 (size_t)slen, &res));

@@ -851,13 +851,26 @@ static int push_command(agg *a, const char *command, size_t command_len, cairn_s
     return CAIRN_OK;
 }
 
+/* decide[command](state, cmd), the handler and cmd on the stack (push_command), and the
+ * events it returns produced with the call's metadata on top of each event's own. */
+static int run_decide(agg *a, cairn_lua *h, int handler, int cmd, int call_meta, int meta[3],
+                      handler_ref *r, produced *p) {
+    lua_State *L = a->L;
+    int rc;
+    lua_pushvalue(L, handler);
+    lua_pushvalue(L, a->state);
+    lua_pushvalue(L, cmd);
+    if ((rc = cairn_lua_call(h, a->name, 2, 1, 0))) return rc;
+    meta[1] = call_meta; /* the event's own metadata first (own = 0), the call's on top */
+    return produce(a, lua_gettop(L), r, meta, 0, p);
+}
+
 static int execute_body(cairn_store *s, MDB_txn *txn, cairn_lua *h, void *ctx) {
     exec_args *x = ctx;
     agg a;
     produced p;
     handler_ref r;
     int rc, handler, call_meta, cmd, meta[3] = {0, 0, 0};
-    lua_State *L;
 
     if (x->command_id) { /* a retry depends on nothing but the store's ids */
         int retry;
@@ -865,17 +878,11 @@ static int execute_body(cairn_store *s, MDB_txn *txn, cairn_lua *h, void *ctx) {
     }
     if ((rc = agg_open(&a, s, h, txn, x->stream, x->stream_len, x->aggregate, x->aggregate_len)))
         return rc;
-    L = a.L;
     if ((rc = agg_start(&a, a.si.version)) || (rc = agg_fold(&a, a.si.version))) return rc;
     if ((rc = push_command(&a, x->command, x->command_len, x->data, x->metadata, &r, &handler,
                            &call_meta, &cmd)))
         return rc;
-    lua_pushvalue(L, handler);
-    lua_pushvalue(L, a.state);
-    lua_pushvalue(L, cmd);
-    if ((rc = cairn_lua_call(h, a.name, 2, 1, 0))) return rc;
-    meta[1] = call_meta; /* the event's own metadata first (own = 0), the call's on top */
-    if ((rc = produce(&a, lua_gettop(L), &r, meta, 0, &p))) return rc;
+    if ((rc = run_decide(&a, h, handler, cmd, call_meta, meta, &r, &p))) return rc;
     if (!p.n) {
         /* nothing to write; the expectation still has to hold */
         int ok = x->expected == CAIRN_ANY ||
@@ -1139,12 +1146,7 @@ static int decide_body(cairn_store *s, MDB_txn *txn, cairn_lua *h, void *ctx) {
     rc = fold_boundary(&a, &q);
     free(qmem);
     if (rc) return rc;
-    lua_pushvalue(L, handler);
-    lua_pushvalue(L, a.state);
-    lua_pushvalue(L, cmd);
-    if ((rc = cairn_lua_call(h, a.name, 2, 1, 0))) return rc;
-    meta[1] = call_meta; /* the event's own metadata first (own = 0), the call's on top */
-    if ((rc = produce(&a, lua_gettop(L), &r, meta, 0, &p))) return rc;
+    if ((rc = run_decide(&a, h, handler, cmd, call_meta, meta, &r, &p))) return rc;
     if (!p.n) {
         x->result->version = a.si.version, x->result->position = x->result->first_position = 0;
         return CAIRN_OK;
