@@ -29,7 +29,7 @@ export UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
 
 
 .PHONY: all deps build build-asan venv test test-c test-asan test-python test-fuzz fuzz valgrind test-asan-python demo bench bench-compare clean \
-	distclean format format-check soak crash hostile
+	distclean format format-check soak crash hostile powerloss
 
 all: build
 
@@ -137,6 +137,25 @@ crash: build venv
 	@PYTHONPATH=python $(VENV_PY) tests/reliability/crash.py --quiet --rounds $(CRASH_ROUNDS) \
 		--seed $(CRASH_SEED) $(BUILD)/crash-data
 	@rm -rf $(BUILD)/crash-data
+
+# `make powerloss` runs POWERLOSS_ROUNDS power losses (default 300, a few minutes): a writer
+# with durability full under the LD_PRELOAD shim $(BUILD)/libcairn_power.so, which journals the
+# bytes every unflushed write overwrites; after the kill the journal is played backwards, as if
+# the power had gone, and a fresh process checks the store (docs/reliability.md, "Power loss").
+# `make test` runs 20 rounds and the harness's self-tests (tests/python/test_powerloss.py,
+# which builds the shim with the same command, tests/reliability/powerloss.py: SHIM_CMD).
+POWERLOSS_ROUNDS ?= 300
+POWERLOSS_SEED ?= 1
+$(BUILD)/libcairn_power.so: tests/reliability/power_shim.c
+	@mkdir -p $(BUILD)
+	@gcc -shared -fPIC -O2 -Wall -Wextra -o $@ $< -ldl -lpthread
+
+powerloss: build venv $(BUILD)/libcairn_power.so
+	@echo "== power-loss rounds ($(POWERLOSS_ROUNDS), seed $(POWERLOSS_SEED))"
+	@rm -rf $(BUILD)/powerloss-data
+	@PYTHONPATH=python $(VENV_PY) tests/reliability/powerloss.py --quiet --rounds $(POWERLOSS_ROUNDS) \
+		--seed $(POWERLOSS_SEED) --shim $(BUILD)/libcairn_power.so $(BUILD)/powerloss-data
+	@rm -rf $(BUILD)/powerloss-data
 
 # The bank example on a fresh ./demo-store (demo-backup is where its closing `cairn backup` writes),
 # then the course-subscription kata (consistency boundaries, spec section 5) on ./demo-courses.
