@@ -11,7 +11,7 @@
 # frames down to the first interpreter one): a file that leaks is run up to twice more with
 # the slow unwinder to print full stacks (below: a leak no rerun shows is printed, not failed).
 # Each test file runs in its own pytest process.  Left out: the fault-injection, corruption
-# and crash files (their child processes preload a shim of their own or are killed on
+# crash and power-loss files (their child processes preload a shim of their own or are killed on
 # purpose) and the limits file (16 MiB events are slow under ASan).  test_model.py runs 50
 # examples instead of 200 (CAIRN_MODEL_EXAMPLES; every rule still runs many times).
 # `make test-asan-python` calls it (part of `make test`).
@@ -54,7 +54,7 @@ only_leaks() {
 
 failed=0
 for f in tests/python/test_*.py; do
-    case $f in *test_faults*|*test_corruption*|*test_crash*|*test_limits*) continue ;; esac
+    case $f in *test_faults*|*test_corruption*|*test_crash*|*test_powerloss*|*test_limits*) continue ;; esac
     log="$out/$(basename "$f").log"
     t0=$(date +%s)
     if run "$f" "$log" && ! ls "$out"/sanitizer.* > /dev/null 2>&1; then
