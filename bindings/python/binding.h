@@ -202,6 +202,8 @@ PyObject *cpy_store_append(cpy_store *s, PyObject *const *streams, PyObject *con
 
 /* None or a cairn.Condition (TypeError naming `condition` otherwise). */
 int cpy_check_condition(cpy_state *st, PyObject *cond);
+/* A cairn.Query (TypeError naming `query` otherwise). */
+int cpy_check_query(cpy_state *st, PyObject *query);
 /* ---------------------------------------------------------------------------------
  * query.c: cairn.QueryItem, Query, Condition, and the core's view of one for a call (its
  * slices borrow the value's str objects, which are immutable and outlive the call).

@@ -17,10 +17,9 @@ struct cpy_readiter {
     int raw;       /* upcasters do not apply */
     int upcasting; /* upcasters were defined at the last refill: next() runs Lua, GIL released */
     cpy_namecache names;
-    int is_stream;  /* read_stream: names.e[0].s is the stream (for StreamDeleted.stream) */
-    PyObject *head; /* store.query(): the head at the call (int); NULL for other reads */
-    uint64_t q_limit, q_count; /* a forward query with a limit: cut once q_count reaches it */
-    int q_cut;
+    int is_stream;     /* read_stream: names.e[0].s is the stream (for StreamDeleted.stream) */
+    PyObject *head;    /* store.query(): cairn_iter_head as an int; NULL for other reads */
+    uint64_t head_pos; /* its value */
 };
 
 static inline cpy_state *iter_state(cpy_store *s) { return cpy_state_of_module(s->module); }
@@ -144,10 +143,8 @@ PyObject *cpy_readiter_new_query(cpy_store *s, PyObject *query, uint64_t start, 
     cpy_query_core_free(&q);
     if (rc >= 0) self->it = it;
     if (cpy_store_call_end(s, h, rc, NULL, 0) < 0) goto fail;
-    /* a forward read that `limit` cuts is complete only up to its last event (spec 5) */
-    self->q_cut = !backwards && limit > 0;
-    self->q_limit = limit;
     if (!backwards && empty) head = start > 1 ? start - 1 : 0; /* limit=0: nothing seen */
+    self->head_pos = head;
     if (!(self->head = PyLong_FromUnsignedLongLong(head))) goto fail;
     if (empty) {
         self->done = 1;
@@ -229,12 +226,13 @@ static PyObject *readiter_next(cpy_readiter *self) {
     }
     if (rc > 0) {
         r = cpy_recorded_new(st, &ev, &self->names); /* ev lives in it: before leaving */
-        if (r && self->q_cut && ++self->q_count == self->q_limit) {
-            PyObject *last = PyLong_FromUnsignedLongLong(ev.position);
-            if (!last)
+        /* a forward query its limit cut is complete only up to its last event (spec 5) */
+        if (r && self->head && self->head_pos != cairn_iter_head(it)) {
+            PyObject *head = PyLong_FromUnsignedLongLong(self->head_pos = cairn_iter_head(it));
+            if (!head)
                 Py_CLEAR(r);
             else
-                Py_SETREF(self->head, last);
+                Py_SETREF(self->head, head);
         }
     } else if (rc == 0) {
         self->done = 1;

@@ -143,12 +143,7 @@ static PyObject *cond_new(PyTypeObject *tp, PyObject *args, PyObject *kwargs) {
     if (!st) return NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O:Condition", kwlist, &query, &after))
         return NULL;
-    if (!PyObject_TypeCheck(query, st->Query_Type)) {
-        PyErr_Format(PyExc_TypeError, "query must be a cairn.Query, not %.100s",
-                     Py_TYPE(query)->tp_name);
-        return NULL;
-    }
-    if (cpy_opt_uint(after, "after", &has, &v) < 0) return NULL;
+    if (cpy_check_query(st, query) < 0 || cpy_opt_uint(after, "after", &has, &v) < 0) return NULL;
     if (!(self = (cpy_cond *)tp->tp_alloc(tp, 0))) return NULL;
     self->query = Py_NewRef(query);
     self->after = has ? PyLong_FromUnsignedLongLong(v) : Py_NewRef(Py_None);
@@ -336,11 +331,7 @@ int cpy_query_core(cpy_state *st, PyObject *query, cpy_core_query *out) {
     size_t nslices = 0;
     cairn_slice *next;
     memset(out, 0, sizeof *out);
-    if (!PyObject_TypeCheck(query, st->Query_Type)) {
-        PyErr_Format(PyExc_TypeError, "query must be a cairn.Query, not %.100s",
-                     Py_TYPE(query)->tp_name);
-        return -1;
-    }
+    if (cpy_check_query(st, query) < 0) return -1;
     items = ((cpy_query *)query)->items;
     n = PyTuple_GET_SIZE(items);
     for (i = 0; i < n; i++) {
@@ -367,15 +358,21 @@ int cpy_query_core(cpy_state *st, PyObject *query, cpy_core_query *out) {
 
 int cpy_condition_core(cpy_state *st, PyObject *cond, cpy_core_query *out) {
     cpy_cond *c = (cpy_cond *)cond;
-    if (!PyObject_TypeCheck(cond, st->Condition_Type)) {
-        PyErr_Format(PyExc_TypeError, "condition must be a cairn.Condition or None, not %.100s",
-                     Py_TYPE(cond)->tp_name);
+    if (cond == Py_None || cpy_check_condition(st, cond) < 0) { /* callers pass a Condition */
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_SystemError, "condition: None");
         return -1;
     }
     if (cpy_query_core(st, c->query, out) < 0) return -1;
     out->cond.query = &out->q;
     out->cond.after = c->after == Py_None ? 0 : PyLong_AsUnsignedLongLong(c->after);
     return 0;
+}
+
+int cpy_check_query(cpy_state *st, PyObject *query) {
+    if (PyObject_TypeCheck(query, st->Query_Type)) return 0;
+    PyErr_Format(PyExc_TypeError, "query must be a cairn.Query, not %.100s",
+                 Py_TYPE(query)->tp_name);
+    return -1;
 }
 
 int cpy_check_condition(cpy_state *st, PyObject *cond) {

@@ -323,12 +323,8 @@ static PyObject *store_query(cpy_store *self, PyObject *args, PyObject *kwargs) 
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O$OO:query", kwlist, &query, &start_o,
                                      &back_o, &limit_o))
         return NULL;
-    if (!PyObject_TypeCheck(query, store_state(self)->Query_Type)) {
-        PyErr_Format(PyExc_TypeError, "query must be a cairn.Query, not %.100s",
-                     Py_TYPE(query)->tp_name);
-        return NULL;
-    }
-    if (cpy_opt_uint(start_o, "start", &has_start, &start) < 0 ||
+    if (cpy_check_query(store_state(self), query) < 0 ||
+        cpy_opt_uint(start_o, "start", &has_start, &start) < 0 ||
         cpy_check_bool(back_o, "backwards", &backwards) < 0 ||
         cpy_opt_uint(limit_o, "limit", &has_limit, &limit) < 0)
         return NULL;

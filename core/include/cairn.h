@@ -280,6 +280,10 @@ int cairn_iter_all(cairn_store *store, uint64_t start, int backwards, uint64_t l
  * decision saw). */
 int cairn_iter_query(cairn_store *store, const cairn_query *query, uint64_t start, int backwards,
                      uint64_t limit, cairn_iter **out, uint64_t *head);
+/* The head a query iterator's events are complete up to, for a condition's `after`: *head of
+ * cairn_iter_query, or, once a forward read's limit is reached, the position of its last
+ * event (the matches after it were not read).  0 for other iterators. */
+uint64_t cairn_iter_head(const cairn_iter *it);
 
 /* Iterates over one stream from version `start` (inclusive; -1 means the first forwards
  * and the last backwards).  A stream that does not exist reads as empty. */

@@ -50,8 +50,10 @@ struct cairn_iter {
     filter_copy f;
     filter_copy *items; /* a query's items (cairn_iter_query): an event matching any is kept */
     size_t nitems;
-    int query;   /* a query: its items, not `f`, decide */
-    uint64_t hi; /* no event after this position is yielded (0: no bound) */
+    int query;     /* a query: its items, not `f`, decide */
+    uint64_t hi;   /* no event after this position is yielded (0: no bound) */
+    uint64_t last; /* the position of the last event yielded (cairn_iter_head) */
+    int limited;   /* a limit was given */
     source *src;
     size_t nsrc;
     int complete; /* IT_POSTINGS over stream indexes, which the index tail never lacks */
@@ -782,6 +784,7 @@ int cairn_iter_next(cairn_iter *it, cairn_event *ev) {
         (rc = it->env->hooks->read_transform(it->env, &it->lim, it->xform, ev)))
         return rc;
     it->remaining--;
+    it->last = ev->position;
     return 1;
 }
 
@@ -798,6 +801,7 @@ static int iter_new(cairn_env *e, const cairn_script_limits *lim, int kind, int 
     it->kind = kind;
     it->backwards = backwards != 0;
     it->remaining = limit ? limit : UINT64_MAX;
+    it->limited = limit != 0;
     *out = it;
     return CAIRN_OK;
 }
@@ -876,6 +880,13 @@ int cairn_iter_query(cairn_store *s, const cairn_query *q, uint64_t start, int b
     if (h == 0) (*out)->done = 1; /* an empty store: nothing up to its head */
     if (head) *head = h;
     return CAIRN_OK;
+}
+
+uint64_t cairn_iter_head(const cairn_iter *it) {
+    if (!it->query) return 0;
+    /* a forward read its limit cut is complete only up to its last event (spec 5) */
+    if (!it->backwards && it->limited && it->remaining == 0) return it->last;
+    return it->hi;
 }
 
 int cairn__condition_check(cairn_env *e, MDB_txn *txn, const cairn_condition *c, size_t r) {

@@ -376,7 +376,8 @@ static void group_run(cairn_env *e, cairn_durability d, gwait *group) {
  * released a moment ago and most write again at once (a loop, a busy server), while the
  * writers queued meanwhile are only those that came during that group's flush.  Without the
  * wait, groups would alternate between the two halves.  The wait ends when as many writers
- * queue as the last group had, and lasts at most half of that group's write; a wait that
+ * queue as the last group had, and lasts at most as long as that group's write (1 ms at
+ * most); a wait that
  * gathers fewer makes the next one expect fewer, so a writer left alone stops waiting after
  * one short wait.  Called with gmu held. */
 static void group_gather(cairn_env *e) {
@@ -445,6 +446,14 @@ int cairn__write_txn(cairn_env *e, cairn_durability d, cairn_write_body body, vo
 /* ---------------------------------------------------------------------------------
  * Opening
  * --------------------------------------------------------------------------------- */
+/* A condition variable whose timed waits count on CLOCK_MONOTONIC. */
+static void cond_init_monotonic(pthread_cond_t *c) {
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(c, &ca);
+    pthread_condattr_destroy(&ca);
+}
 void cairn_options_init(cairn_options *opts) {
     memset(opts, 0, sizeof *opts);
     opts->durability = CAIRN_DURABLE_FULL;
@@ -596,22 +605,10 @@ static int env_open(const char *path, const struct stat *st, const cairn_options
     pthread_mutex_init(&e->wlock, NULL);
     pthread_mutex_init(&e->gmu, NULL);
     pthread_cond_init(&e->gcv, NULL);
-    {
-        pthread_condattr_t ca;
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&e->garr, &ca);
-        pthread_condattr_destroy(&ca);
-    }
+    cond_init_monotonic(&e->garr);
     e->gq_tail = &e->gq;
     pthread_mutex_init(&e->nlock, NULL);
-    {
-        pthread_condattr_t ca;
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&e->ncond, &ca);
-        pthread_condattr_destroy(&ca);
-    }
+    cond_init_monotonic(&e->ncond);
     snprintf(data, sizeof data, "%s/data.mdb", path);
     exists = access(data, F_OK) == 0;
     if (!exists && o->readonly) {

@@ -143,6 +143,37 @@ static void a_query_yields_nothing_after_its_head(void **state) {
     cairn_iter_close(it);
 }
 
+static void a_forward_read_cut_by_its_limit_is_complete_up_to_its_last_event(void **state) {
+    fixture *fx = *state;
+    cairn_slice c1[] = {S("course:c1")};
+    cairn_query_item item = {NULL, 0, c1, 1};
+    cairn_query q = {&item, 1};
+    cairn_iter *it;
+    cairn_event ev;
+    uint64_t head;
+    add(fx->store, "a", "T", "course:c1", NULL, NULL); /* 1 */
+    add(fx->store, "b", "T", "other", NULL, NULL);     /* 2 */
+    add(fx->store, "a", "T", "course:c1", NULL, NULL); /* 3 */
+    CHECK_OK(cairn_iter_query(fx->store, &q, 0, 0, 1, &it, &head));
+    assert_int_equal(cairn_iter_head(it), 3); /* nothing read yet: the head at the call */
+    assert_int_equal(cairn_iter_next(it, &ev), 1);
+    assert_int_equal(cairn_iter_head(it), 1); /* cut: 3 was not read */
+    cairn_iter_close(it);
+    CHECK_OK(cairn_iter_query(fx->store, &q, 0, 0, 5, &it, &head)); /* not cut */
+    while (cairn_iter_next(it, &ev) == 1) {}
+    assert_int_equal(cairn_iter_head(it), 3);
+    cairn_iter_close(it);
+    CHECK_OK(cairn_iter_query(fx->store, &q, 0, 1, 1, &it, &head)); /* backwards: the newest */
+    assert_int_equal(cairn_iter_next(it, &ev), 1);
+    assert_int_equal(ev.position, 3);
+    assert_int_equal(cairn_iter_head(it), 3);
+    cairn_iter_close(it);
+    CHECK_OK(cairn_iter_all(fx->store, 0, 0, 1, NULL, &it)); /* no query */
+    assert_int_equal(cairn_iter_next(it, &ev), 1);
+    assert_int_equal(cairn_iter_head(it), 0);
+    cairn_iter_close(it);
+}
+
 static void the_empty_store_has_head_zero_and_no_events(void **state) {
     fixture *fx = *state;
     cairn_query q = {NULL, 0};
@@ -515,6 +546,9 @@ int main(void) {
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(a_query_yields_nothing_after_its_head, fx_setup,
                                         fx_teardown),
+        cmocka_unit_test_setup_teardown(
+            a_forward_read_cut_by_its_limit_is_complete_up_to_its_last_event, fx_setup,
+            fx_teardown),
         cmocka_unit_test_setup_teardown(the_empty_store_has_head_zero_and_no_events, fx_setup,
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(lifecycle_and_removed_events_never_match, fx_setup,

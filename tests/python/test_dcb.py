@@ -174,6 +174,21 @@ def test_lifecycle_events_and_removed_events_never_match(store):
     assert r.position == 4
 
 
+def test_a_closed_store_refuses_queries_and_conditional_appends(tmp_path):
+    s = cairn.open(str(tmp_path / "c"), durability="none")
+    s.append("a", [ev("T", "k")])
+    live = s.query(Q(I(tags="k")))
+    s.close()
+    with pytest.raises(cairn.StoreClosed):
+        s.query(Q())
+    with pytest.raises(cairn.StoreClosed):
+        s.append("a", [ev("T")], condition=C(Q()))
+    with pytest.raises(cairn.StoreClosed):  # an iterator made before the close
+        next(live)
+    with cairn.open(str(tmp_path / "c"), readonly=True) as r:
+        assert r.head() == 1
+
+
 def test_query_refuses_what_is_no_query(store):
     with pytest.raises(TypeError, match="cairn.Query"):
         store.query(I())
