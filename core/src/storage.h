@@ -23,6 +23,8 @@
  * --------------------------------------------------------------------------------- */
 struct cairn_hooks;
 struct cairn_iter;
+struct cairn__wal_rec;
+#define CAIRN__MAXDBS 34 /* mdb_env_set_maxdbs(32) + LMDB's two */
 
 typedef struct cairn_env {
     struct cairn_env *next; /* registry list */
@@ -87,6 +89,20 @@ typedef struct cairn_env {
     int keyfd;
     uint8_t *kmap;
     size_t ksize;
+    /* The write-ahead journal (wal.c): its file (-1: none, a read-only store without one),
+     * held with a shared OFD lock for the environment's life; the snapshot this process
+     * pins (NULL: none) and its txn id; what the last checkpoint of this process wrote
+     * (generation, base), and the recording of the write in progress (under wlock). */
+    int walfd;
+    MDB_txn *wal_pin;
+    uint64_t wal_pin_id;
+    unsigned wal_psize;
+    int wal_dirty;               /* this process journaled since its last checkpoint */
+    int wal_err;                 /* a flush failed (errno / MDB code): writes refused */
+    unsigned long wal_ckpts;     /* checkpoints made by this process (tests, bench) */
+    struct cairn__wal_rec *wrec; /* NULL until the first journaled write */
+    char *dbname[CAIRN__MAXDBS]; /* dbi -> its name ("" for the main db), for the journal */
+    unsigned dbflags[CAIRN__MAXDBS];
 } cairn_env;
 
 /* What a script run needs, from cairn_options.  The storage only carries it: handles hold
@@ -578,6 +594,58 @@ int cairn__event_pending(cairn_env *e, MDB_txn *txn, const cairn_event *ev, int 
  * reader that knows there is none skips cairn__event_pending's look-ups. */
 int cairn__keys_pending_any(cairn_env *e, MDB_txn *txn, int *any);
 int cairn__event_reveal(cairn_env *e, cairn_event *ev, int pending, uint8_t *out);
+
+/* ---------------------------------------------------------------------------------
+ * The write-ahead journal (wal.c; docs/ARCHITECTURE.md "One flush per commit", FORMAT.md).
+ * A commit with durability full is written to the `wal` file as the list of its LMDB
+ * writes and flushed there once; LMDB then commits without a flush, and a checkpoint
+ * (mdb_env_sync, then a new generation of the journal) makes data.mdb durable every
+ * CAIRN__WAL_CKPT_COMMITS commits.  Until then the snapshot of the last checkpoint (the
+ * base) is pinned by a read txn, so none of its pages is reused: after a power loss the
+ * base's meta page, kept in the journal's header, is written back and the journal replayed.
+ * Every LMDB write of the storage and the layer above goes through the wrappers below
+ * (the macros make mdb_put & co. these), which record it while a journaled write runs.
+ * --------------------------------------------------------------------------------- */
+#define CAIRN__WAL_CKPT_COMMITS 32
+int cairn__wal_put(MDB_txn *txn, MDB_dbi dbi, MDB_val *key, MDB_val *data, unsigned flags);
+int cairn__wal_cursor_put(MDB_cursor *c, MDB_val *key, MDB_val *data, unsigned flags);
+int cairn__wal_del(MDB_txn *txn, MDB_dbi dbi, MDB_val *key, MDB_val *data);
+int cairn__wal_cursor_del(MDB_cursor *c, unsigned flags);
+int cairn__wal_drop(MDB_txn *txn, MDB_dbi dbi, int del);
+int cairn__wal_dbi_open(MDB_txn *txn, const char *name, unsigned flags, MDB_dbi *dbi);
+#ifndef CAIRN__WAL_SELF
+#define mdb_put cairn__wal_put
+#define mdb_cursor_put cairn__wal_cursor_put
+#define mdb_del cairn__wal_del
+#define mdb_cursor_del cairn__wal_cursor_del
+#define mdb_drop cairn__wal_drop
+#define mdb_dbi_open cairn__wal_dbi_open
+#endif
+/* Before mdb_env_open: opens (or, when `writable`, makes) <path>/wal and takes its lock;
+ * when no other process has the store open and the journal holds commits, replays them
+ * into data.mdb (a store a power loss cut) -- a read-only store that needs it refuses. */
+int cairn__wal_open(cairn_env *e, const char *path, int writable);
+/* The write of `txn` (writer lock held) starts: journaled (durability full) or not. */
+void cairn__wal_begin(cairn_env *e, MDB_txn *txn, int journaled);
+/* Commits `txn` in place of mdb_txn_commit (MDB code); journaled as begun.  An unjournaled
+ * commit first checkpoints when the journal holds commits (they could not be replayed
+ * past it). */
+int cairn__wal_commit(cairn_env *e, MDB_txn *txn);
+void cairn__wal_abort(cairn_env *e);
+/* Nested transactions (group commit): a mark before one begins, undo when it aborts,
+ * settle before it commits. */
+size_t cairn__wal_mark(cairn_env *e);
+void cairn__wal_undo(cairn_env *e, size_t mark);
+void cairn__wal_settle(void);
+/* Writer lock held, no write txn of this thread: data.mdb made durable, the journal
+ * emptied (a new generation), the new base pinned.  MDB code or errno. */
+int cairn__wal_checkpoint(cairn_env *e);
+/* The pin goes (before mdb_env_set_mapsize; resize lock held exclusively) and comes back. */
+void cairn__wal_unpin(cairn_env *e);
+void cairn__wal_repin(cairn_env *e);
+/* At the environment's end (writer lock free): a last checkpoint when this process
+ * journaled since its last one, the pin and the file closed. */
+void cairn__wal_close(cairn_env *e);
 
 /* ---------------------------------------------------------------------------------
  * Live delivery (notify.c).  cairn__notify_commit goes after every successful commit

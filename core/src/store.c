@@ -71,7 +71,16 @@ void cairn__env_retain(cairn_env *e) {
     pthread_mutex_unlock(&g_registry_lock);
 }
 
+static int writer_lock(cairn_env *e);
+static void writer_unlock(cairn_env *e);
+
 static void env_free(cairn_env *e) {
+    /* a last checkpoint: the journal is empty after a clean close */
+    if (e->env && e->wal_dirty && !e->wal_err && writer_lock(e) == CAIRN_OK) {
+        cairn__wal_checkpoint(e);
+        writer_unlock(e);
+    }
+    cairn__wal_close(e);
     free(e->path);
     free(e->lk_path);
     if (e->hooks && e->hooks->env_close) e->hooks->env_close(e, e->upper);
@@ -121,6 +130,7 @@ static int txn_begin(cairn_env *e, unsigned flags, MDB_txn **txn) {
         if (rc != MDB_MAP_RESIZED) return cairn__mdb_fail(rc, "begin transaction");
         /* Another process grew the map: adopt its size. */
         pthread_rwlock_wrlock(&e->resize);
+        cairn__wal_unpin(e); /* LMDB maps anew only with no txn open in the process */
         rc = mdb_env_set_mapsize(e->env, 0);
         if (rc) e->unmapped = 1; /* LMDB unmapped the old map first */
         pthread_rwlock_unlock(&e->resize);
@@ -190,6 +200,14 @@ int cairn__write_begin(cairn_env *e, cairn_durability d, MDB_txn **txn) {
     int rc = cairn__env_check(e);
     if (rc) return rc;
     if ((rc = writer_lock(e))) return rc;
+    if (e->wal_err) {
+        writer_unlock(e);
+        return cairn__fail(CAIRN_EIO,
+                           "%s: a flush failed earlier (%s): this process writes no more to "
+                           "the store; close every handle and open it again (the journal is "
+                           "replayed then)",
+                           e->path, mdb_strerror(e->wal_err));
+    }
     if ((rc = txn_begin(e, 0, txn))) {
         writer_unlock(e);
         return rc;
@@ -197,13 +215,16 @@ int cairn__write_begin(cairn_env *e, cairn_durability d, MDB_txn **txn) {
     on = d == CAIRN_DURABLE_NONE     ? MDB_NOSYNC | MDB_NOMETASYNC
         : d == CAIRN_DURABLE_RELAXED ? MDB_NOMETASYNC
                                      : 0;
+    /* with the journal, a durable commit is flushed there, and LMDB's own is not */
+    if (d == CAIRN_DURABLE_FULL && e->walfd >= 0) on = MDB_NOSYNC | MDB_NOMETASYNC;
     mdb_env_set_flags(e->env, MDB_NOSYNC | MDB_NOMETASYNC, 0);
     if (on) mdb_env_set_flags(e->env, on, 1);
+    cairn__wal_begin(e, *txn, d == CAIRN_DURABLE_FULL);
     return CAIRN_OK;
 }
 
 int cairn__write_commit(cairn_env *e, MDB_txn *txn) {
-    int rc = mdb_txn_commit(txn);
+    int rc = cairn__wal_commit(e, txn);
     pthread_rwlock_unlock(&e->resize);
     if (rc == MDB_SUCCESS && ++e->commits % READER_CHECK_EVERY == 0) mdb_reader_check(e->env, NULL);
     writer_unlock(e);
@@ -211,6 +232,7 @@ int cairn__write_commit(cairn_env *e, MDB_txn *txn) {
 }
 
 void cairn__write_abort(cairn_env *e, MDB_txn *txn) {
+    cairn__wal_abort(e);
     mdb_txn_abort(txn);
     pthread_rwlock_unlock(&e->resize);
     writer_unlock(e);
@@ -230,9 +252,20 @@ int cairn__env_grow(cairn_env *e) {
     int rc;
     size_t want;
     void *probe;
+    int wal = e->walfd >= 0 && !e->rdonly;
+    /* The pin goes while LMDB maps anew: first a checkpoint, so that the new pin (taken
+     * before the writer lock is let go) is the base again. */
+    if (wal) {
+        if ((rc = writer_lock(e))) return rc;
+        if ((rc = cairn__wal_checkpoint(e))) {
+            writer_unlock(e);
+            return cairn__commit_fail(e, rc);
+        }
+    }
     pthread_rwlock_wrlock(&e->resize);
     if (e->unmapped) {
         pthread_rwlock_unlock(&e->resize);
+        if (wal) writer_unlock(e);
         return cairn__env_check(e);
     }
     mdb_env_info(e->env, &info);
@@ -244,12 +277,18 @@ int cairn__env_grow(cairn_env *e) {
     if (probe == MAP_FAILED) {
         int err = errno;
         pthread_rwlock_unlock(&e->resize);
+        if (wal) writer_unlock(e);
         return cairn__fail(CAIRN_ENOMEM, "grow map to %zu bytes: %s", want, strerror(err));
     }
     munmap(probe, want);
+    cairn__wal_unpin(e);
     rc = mdb_env_set_mapsize(e->env, want);
-    if (rc) e->unmapped = 1;
+    if (rc)
+        e->unmapped = 1;
+    else if (wal)
+        cairn__wal_repin(e);
     pthread_rwlock_unlock(&e->resize);
+    if (wal) writer_unlock(e);
     return rc ? cairn__mdb_fail(rc, "grow map") : CAIRN_OK;
 }
 
@@ -307,6 +346,7 @@ static void group_fail(gwait *w, int rc) {
 static int group_run_one(cairn_env *e, MDB_txn *parent, gwait *w, int *notify, uint64_t *head) {
     for (;;) {
         cairn_wtxn wt = {NULL, 0, 0, 0};
+        size_t mark = cairn__wal_mark(e);
         int rc, mrc = mdb_txn_begin(e->env, parent, 0, &wt.txn);
         if (mrc) {
             group_fail(w, cairn__mdb_fail(mrc, "begin a nested transaction"));
@@ -315,8 +355,10 @@ static int group_run_one(cairn_env *e, MDB_txn *parent, gwait *w, int *notify, u
         cairn__clear_error();
         rc = w->body(&wt, w->ctx);
         if (rc == CAIRN_OK && !wt.skip) {
+            cairn__wal_settle();
             if ((mrc = mdb_txn_commit(wt.txn)) == MDB_MAP_FULL) return 1;
             if (mrc) {
+                cairn__wal_undo(e, mark);
                 group_fail(w, cairn__mdb_fail(mrc, "commit a nested transaction"));
                 return 0;
             }
@@ -328,6 +370,7 @@ static int group_run_one(cairn_env *e, MDB_txn *parent, gwait *w, int *notify, u
             return 0;
         }
         mdb_txn_abort(wt.txn);
+        cairn__wal_undo(e, mark);
         if (rc == CAIRN__ERETRY) continue;
         if (rc == CAIRN__EMAPFULL) return 1;
         if (rc)
@@ -542,7 +585,7 @@ static int env_setup(cairn_env *e, int create) {
         v.mv_size = sizeof magic, v.mv_data = magic;
         if ((rc = mdb_put(txn, e->meta, &k, &v, 0))) goto mdb_fail;
     }
-    rc = mdb_txn_commit(txn);
+    rc = cairn__wal_commit(e, txn); /* unjournaled, flushed by LMDB */
     if (create) writer_unlock(e);
     if (rc) return cairn__mdb_fail(rc, "create store");
     return CAIRN_OK;
@@ -601,6 +644,7 @@ static int env_open(const char *path, const struct stat *st, const cairn_options
     e->hooks = hooks;
     e->lockfd = -1;
     e->keyfd = -1;
+    e->walfd = -1;
     pthread_rwlock_init(&e->resize, NULL);
     pthread_mutex_init(&e->wlock, NULL);
     pthread_mutex_init(&e->gmu, NULL);
@@ -622,6 +666,11 @@ static int env_open(const char *path, const struct stat *st, const cairn_options
         env_free(e);
         return cairn__fail(CAIRN_EREADONLY, "%s: not writable", path);
     }
+    /* before anything reads data.mdb: a journal left by a power loss is replayed into it */
+    if (exists && (rc = cairn__wal_open(e, path, !e->rdonly))) {
+        env_free(e);
+        return rc;
+    }
     if (exists && (rc = empty_check(path, data, o->readonly))) {
         env_free(e);
         return rc;
@@ -633,7 +682,12 @@ static int env_open(const char *path, const struct stat *st, const cairn_options
             return rc;
         }
     }
+    if (!exists && (rc = cairn__wal_open(e, path, !e->rdonly))) {
+        env_free(e);
+        return rc;
+    }
     if ((rc = mdb_env_create(&e->env))) goto mdb_fail;
+    mdb_env_set_userctx(e->env, e);
     mdb_env_set_maxdbs(e->env, 32);
     mdb_env_set_maxreaders(e->env, 1022);
     /* A map too small for a new store's databases made the open fail with MDB_MAP_FULL (and
@@ -644,6 +698,11 @@ static int env_open(const char *path, const struct stat *st, const cairn_options
                                                          : o->map_size);
     rc = mdb_env_open(e->env, path, MDB_NOTLS | (e->rdonly ? MDB_RDONLY : 0), 0644);
     if (rc) goto mdb_fail;
+    {
+        MDB_stat ms;
+        mdb_env_stat(e->env, &ms);
+        e->wal_psize = ms.ms_psize;
+    }
     if (!e->rdonly && (rc = writer_setup(e, data))) {
         env_free(e);
         return rc;

@@ -37,10 +37,11 @@ needs_shim = pytest.mark.skipif(not os.path.exists(SHIM),
                                 reason="build/libcairn_faults.so not built (make build)")
 
 
-def run_child(store, call, err, nth, durability, preload=True, timeout=120):
+def run_child(store, call, err, nth, durability, preload=True, timeout=120, file="data.mdb"):
     env = child_env()
     if preload:
         env["LD_PRELOAD"] = SHIM
+        env["CAIRN_FAULT_FILE"] = file
     p = subprocess.run([PYTHON, CHILD, str(store), call, err, str(nth), durability], env=env,
                        capture_output=True, text=True, timeout=timeout)
     assert p.returncode == 0, f"child died ({p.returncode}): {p.stderr[-3000:]}"
@@ -70,28 +71,34 @@ def check_failed_cleanly(r, err):
     assert r["verify"][0] == r["verify"][2], r
 
 
-# (call, errno, nth, durability): every write path LMDB takes on data.mdb during a commit.
-# A single-event commit here makes 1 writev (data pages), 1 pwrite (meta page, or a lone data
-# page) and, unless durability is "none", 1 fdatasync; nth > 1 reaches later calls (later
-# appends).
+# (call, errno, nth, durability, file): every write path a commit takes on data.mdb and on
+# the journal (wal).  A single-event commit here makes 1 writev (data pages) and 1 pwrite
+# (meta page, or a lone data page) on data.mdb; relaxed adds 1 fdatasync of data.mdb; full
+# instead writes its record to wal (1 pwrite) and flushes wal (1 fdatasync), and data.mdb is
+# flushed only at checkpoints: the first full commit of a process, then every 32.  nth > 1
+# reaches later calls (later appends); a fault in a checkpoint that follows a durable commit
+# fails the next append (fault_child.py allows that once).
 APPEND_CASES = [
-    (call, err, 1, dur)
+    (call, err, 1, dur, "data.mdb")
     for call in ("fdatasync", "pwrite", "writev")
     for err in ("EIO", "ENOSPC")
     for dur in ("full", "relaxed")
 ] + [
-    ("pwrite", "EIO", 1, "none"), ("writev", "ENOSPC", 1, "none"),
-    ("fdatasync", "EIO", 2, "full"), ("fdatasync", "EIO", 3, "full"),
-    ("pwrite", "ENOSPC", 2, "full"), ("pwrite", "EIO", 3, "relaxed"),
-    ("writev", "EIO", 2, "full"), ("writev", "ENOSPC", 3, "relaxed"),
+    ("pwrite", "EIO", 1, "none", "data.mdb"), ("writev", "ENOSPC", 1, "none", "data.mdb"),
+    ("fdatasync", "EIO", 2, "full", "data.mdb"), ("fdatasync", "EIO", 3, "full", "data.mdb"),
+    ("pwrite", "ENOSPC", 2, "full", "data.mdb"), ("pwrite", "EIO", 3, "relaxed", "data.mdb"),
+    ("writev", "EIO", 2, "full", "data.mdb"), ("writev", "ENOSPC", 3, "relaxed", "data.mdb"),
+    ("fdatasync", "EIO", 1, "full", "wal"), ("fdatasync", "EIO", 2, "full", "wal"),
+    ("fdatasync", "ENOSPC", 5, "full", "wal"), ("pwrite", "EIO", 1, "full", "wal"),
+    ("pwrite", "ENOSPC", 20, "full", "wal"),
 ]
 
 
 @needs_shim
-@pytest.mark.parametrize("call,err,nth,durability", APPEND_CASES)
-def test_append_fault(tmp_path, call, err, nth, durability):
+@pytest.mark.parametrize("call,err,nth,durability,file", APPEND_CASES)
+def test_append_fault(tmp_path, call, err, nth, durability, file):
     store = tmp_path / "store"
-    r = run_child(store, call, err, nth, durability)
+    r = run_child(store, call, err, nth, durability, file=file)
     check_failed_cleanly(r, err)
     report = fresh_verify(store)
     assert report.head == r["verify"][2]
@@ -136,41 +143,50 @@ def test_calls_not_on_the_write_path(tmp_path, call):
     fresh_verify(tmp_path / "store")
 
 
-def observe(what, tmp_path):
-    """tests/faults/observe_child.py WHAT under the shim: what it saw, as a dict."""
-    env = {**child_env(), "LD_PRELOAD": SHIM}
+def observe(what, tmp_path, file="data.mdb"):
+    """tests/faults/observe_child.py WHAT under the shim (counting the calls on `file`, ""
+    for every file): what it saw, as a dict."""
+    env = {**child_env(), "LD_PRELOAD": SHIM, "CAIRN_FAULT_FILE": file}
     p = subprocess.run([PYTHON, OBSERVE, what, str(tmp_path)], env=env, capture_output=True,
                        text=True, timeout=120)
     assert p.returncode == 0, f"child died ({p.returncode}): {p.stderr[-3000:]}"
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-# What one commit makes on data.mdb, per durability (docs/API.md section 2): full syncs the
-# data (fdatasync) and writes the meta page through LMDB's O_DSYNC descriptor; relaxed
-# (MDB_NOMETASYNC) syncs the data and writes the meta page without a sync; none (MDB_NOSYNC)
-# syncs nothing.  Never fsync or msync (no MDB_WRITEMAP).
-COMMIT_SYNCS = {
-    "full": {"fdatasync": 1, "fsync": 0, "msync": 0, "dsync_writes": 1},
-    "relaxed": {"fdatasync": 1, "fsync": 0, "msync": 0, "dsync_writes": 0},
-    "none": {"fdatasync": 0, "fsync": 0, "msync": 0, "dsync_writes": 0},
-}
+# What one commit flushes, per durability (docs/API.md section 2), as (data.mdb, wal): full
+# writes its record to the journal and flushes that once (LMDB commits with MDB_NOSYNC; data.mdb
+# is flushed at checkpoints only); relaxed (MDB_NOMETASYNC) syncs data.mdb's data and writes its
+# meta page without a sync; none (MDB_NOSYNC) syncs nothing.  Never fsync or msync (no
+# MDB_WRITEMAP), never an O_DSYNC write (LMDB's synchronous meta page is not used).
+COMMIT_SYNCS = {"full": (0, 1), "relaxed": (1, 0), "none": (0, 0)}
+NOTHING_ELSE = {"fsync": 0, "msync": 0, "dsync_writes": 0}
+# Two handles taking turns (observe_child.TURNS): a commit of another durability after full
+# ones checkpoints first (a data.mdb flush and the journal's new header: +1, +1), and so does
+# the first full commit after them; the same durability again costs what it costs alone.
+TURN_SYNCS = [("full", (0, 1)), ("full", (0, 1)), ("none", (1, 1)), ("none", (0, 0)),
+              ("relaxed", (1, 0)), ("relaxed", (1, 0)), ("full", (1, 2)), ("relaxed", (2, 1)),
+              ("none", (0, 0)), ("full", (1, 2))]
 
 
 @needs_shim
 def test_each_durability_makes_its_own_syncs_per_commit(tmp_path):
-    seen = observe("syncs", tmp_path)
-    for mode, want in COMMIT_SYNCS.items():
-        r = seen[mode]
-        assert r["single"] == [want] * 4, (mode, r)  # one-event appends: one commit each
-        assert r["many"] == want, (mode, r)  # 50 events in one append: still one commit
-        assert r["transaction"] == want, (mode, r)  # two streams, one commit
-        # sync() flushes the data file once, whatever the handle's durability
-        assert r["sync"] == {"fdatasync": 1, "fsync": 0, "msync": 0, "dsync_writes": 0}, (mode, r)
-    # two handles on one store share LMDB's environment (and its flags): each commit syncs as
-    # the handle that makes it says, whatever the other did before
-    assert seen["turns"] == [[mode, COMMIT_SYNCS[mode]] for mode, _ in seen["turns"]], seen["turns"]
-    assert [mode for mode, _ in seen["turns"]] == ["full", "full", "none", "none", "relaxed",
-                                                   "relaxed", "full", "relaxed", "none", "full"]
+    seen = {}
+    for f in ("data.mdb", "wal"):
+        (tmp_path / f).mkdir()
+        seen[f] = observe("syncs", tmp_path / f, file=f)
+    for i, f in enumerate(("data.mdb", "wal")):
+        for mode, want in COMMIT_SYNCS.items():
+            r = seen[f][mode]
+            one = {"fdatasync": want[i], **NOTHING_ELSE}
+            assert r["single"] == [one] * 4, (f, mode, r)  # one-event appends: one commit each
+            assert r["many"] == one, (f, mode, r)  # 50 events in one append: still one commit
+            assert r["transaction"] == one, (f, mode, r)  # two streams, one commit
+            # sync() flushes the data file once, whatever the handle's durability
+            assert r["sync"] == {"fdatasync": 1 - i, **NOTHING_ELSE}, (f, mode, r)
+        # two handles on one store share LMDB's environment (and its flags): each commit syncs
+        # as the handle that makes it says, whatever the other did before
+        assert seen[f]["turns"] == [[mode, {"fdatasync": want[i], **NOTHING_ELSE}]
+                                    for mode, want in TURN_SYNCS], (f, seen[f]["turns"])
 
 
 @needs_shim

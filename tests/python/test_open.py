@@ -601,7 +601,7 @@ def test_forked_child_can_open_the_store_afresh(store_path):
 
 @pytest.mark.parametrize("umask", [0o000, 0o022, 0o077])
 def test_store_files_follow_the_umask_and_are_never_world_writable(tmp_path, umask):
-    """The directory (0775), data.mdb, lock.mdb and notify (0644) and keys (0600: it holds the
+    """The directory (0775), data.mdb, lock.mdb, notify and wal (0644) and keys (0600: it holds the
     subjects' keys, spec 6) are created through the process umask; even with umask 0 nothing
     is writable by others, and keys is readable by its owner only."""
     path = tmp_path / "s"
@@ -612,7 +612,7 @@ def test_store_files_follow_the_umask_and_are_never_world_writable(tmp_path, uma
     finally:
         os.umask(old)
     made = [path] + sorted(path.iterdir())
-    assert {p.name for p in made[1:]} == {"data.mdb", "lock.mdb", "notify", "keys"}
+    assert {p.name for p in made[1:]} == {"data.mdb", "lock.mdb", "notify", "keys", "wal"}
     for p in made:
         mode = p.stat().st_mode & 0o777
         assert not mode & 0o002, (p, oct(mode))
