@@ -213,6 +213,13 @@ typedef struct cairn_filecheck {
     uint64_t bad_page;
 } cairn_filecheck;
 int cairn__file_check(const char *data, int force_walk, cairn_filecheck *out);
+/* data.mdb as the power leaves it when it cut the making of a new store before the first
+ * commit's flush (filecheck.c): not empty, no meta page of a commit, only zeros or LMDB's
+ * new meta pages where they belong, at most a few pages.  1 when it is one.  _reset cuts it
+ * to nothing, holding LMDB's lock against other processes, unless `path`/notify exists
+ * meanwhile or another process opens the store (CAIRN_OK then too). */
+int cairn__file_unmade(const char *data);
+int cairn__file_unmade_reset(const char *path, const char *data);
 
 /* ---------------------------------------------------------------------------------
  * Record codec (codec.c).  Format 2, little-endian (docs/FORMAT.md):
@@ -545,7 +552,6 @@ int cairn__aead_open(uint8_t *out, const uint8_t *sealed, size_t len,
 int cairn__key_open_data(cairn_env *e, uint32_t key_id, int pending, const uint8_t *sealed,
                          size_t len, const uint8_t id[16], uint64_t position, uint8_t *out,
                          int *forgotten);
-
 /* Sealing events as a write stores them (append.c): one sealer per write caches the last
  * subject's key.  seal_event: *out is ev with its data sealed (pointing into the sealer,
  * valid until its next seal) and CAIRN_EVENT_ENCRYPTED, *key_id the key used (made when the
