@@ -552,6 +552,14 @@ int cairn__aead_open(uint8_t *out, const uint8_t *sealed, size_t len,
 int cairn__key_open_data(cairn_env *e, uint32_t key_id, int pending, const uint8_t *sealed,
                          size_t len, const uint8_t id[16], uint64_t position, uint8_t *out,
                          int *forgotten);
+/* verify: a sealed event's key id (at `pos`, in txn) names a slot of the keys file, unless
+ * it is being forgotten; else CAIRN_ECORRUPT naming the position, key and file. */
+int cairn__keys_verify_event(cairn_env *e, MDB_txn *txn, uint32_t key_id, uint64_t pos);
+/* verify: every live subject's slot holds a key (there, not zeroed, not in kpend, its id
+ * within the counter).  Each damage (CAIRN_ECORRUPT, position 0, naming the subject, key id
+ * and file) goes to seen(ctx, rc), which returns rc to end the check or CAIRN_OK to go on. */
+int cairn__keys_verify(cairn_env *e, int (*seen)(void *ctx, int rc), void *ctx);
+
 /* Sealing events as a write stores them (append.c): one sealer per write caches the last
  * subject's key.  seal_event: *out is ev with its data sealed (pointing into the sealer,
  * valid until its next seal) and CAIRN_EVENT_ENCRYPTED, *key_id the key used (made when the
