@@ -317,7 +317,9 @@ int cairn_streams(cairn_store *store, const char *prefix, size_t prefix_len, con
                   size_t after_len, size_t max, cairn_name_fn fn, void *ctx);
 
 /* Checks every record's checksum and chain hash (recomputed from genesis over every
- * position), that positions count up and that every index agrees with the log.  Fills the counts; the first damage is CAIRN_ECORRUPT naming it. */
+ * position), that positions count up, that every index agrees with the log, and that the
+ * keys file holds what reads need (a slot for every sealed event's key id; every live
+ * subject's key, not zeroed).  Fills the counts; the first damage is CAIRN_ECORRUPT naming it. */
 typedef struct cairn_verify_report {
     uint64_t events;
     uint64_t streams;
@@ -333,8 +335,9 @@ int cairn_verify(cairn_store *store, cairn_verify_report *report, cairn_progress
  * reported to damage(damage_ctx, position, message) -- message valid during the call -- and
  * the pass goes on with the next event.  When it found any, the passes that compare index
  * totals and streams (which would only restate it) do not run, and the call fails with
- * CAIRN_ECORRUPT naming the first.  report->events counts the sound events.  damage NULL:
- * cairn_verify. */
+ * CAIRN_ECORRUPT naming the first.  The check of the keys file runs after the log pass
+ * either way: each live subject whose key is missing or zeroed is reported with position 0.
+ * report->events counts the sound events.  damage NULL: cairn_verify. */
 typedef void (*cairn_damage_fn)(void *ctx, uint64_t position, const char *message);
 int cairn_verify_all(cairn_store *store, cairn_verify_report *report, cairn_progress_fn progress,
                      void *ctx, cairn_damage_fn damage, void *damage_ctx);

@@ -26,7 +26,9 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -256,4 +258,105 @@ nomem:
     close(fd);
     free(w.page), free(w.seen), free(w.stack);
     return cairn__fail(CAIRN_ENOMEM, "%s: out of memory checking the file", data);
+}
+
+/* ---------------------------------------------------------------------------------
+ * A new data.mdb whose making the power cut.  LMDB makes a new file by writing its two meta
+ * pages (txnid 0, both databases empty, the rest of the two pages zeros) without a flush; the
+ * first commit's fdatasync makes them durable, before it writes meta page 1 (txnid 1, through
+ * O_DSYNC).  Power lost before that flush leaves each meta header whole or not written (zeros,
+ * or past the end of the file: a sector holds one version), and maybe some of the first
+ * commit's pages after them.  No commit was durable: nothing was ever stored.  (Both headers
+ * whole is such a file too: LMDB opens it, as an environment holding nothing, which a
+ * read-only open would call somebody else's.)  A store that committed has a meta page of a
+ * commit on the disk (txnid > 0, a database root), since that first flush came before it
+ * and meta pages are only ever written through O_DSYNC after it.
+ * --------------------------------------------------------------------------------- */
+#define META_HDR (PAGEHDR + META_SIZE)
+#define P_META 0x08u
+/* a new store's first setup makes 4 pages (the two meta pages, two of data); the smallest
+ * store holding an event, a backup's compacted copy of one event, has 7 (a backup has no
+ * notify file: its meta pages damaged, it must not pass for a creation) */
+#define UNMADE_PAGES 6u
+
+/* The meta header of page `pgno`: 1 as LMDB's creation writes it (*psize: its page size),
+ * 0 all zeros, -1 anything else. */
+static int creation_meta(const uint8_t *p, uint64_t pgno, uint32_t *psize) {
+    const uint8_t *m = p + PAGEHDR;
+    uint8_t acc = 0;
+    for (unsigned i = 0; i < META_HDR; i++) acc |= p[i];
+    if (!acc) return 0;
+    *psize = rd32(m + META_OFF_DBS);
+    if (rd64(p) != pgno || !(rd16(p + 10) & P_META) || rd32(m) != META_MAGIC ||
+        rd32(m + 4) != META_VERSION || rd64(m + META_OFF_TXNID) != 0 ||
+        rd64(m + META_OFF_LAST) != 1 || rd64(m + META_OFF_DBS + DB_ROOT) != P_INVALID ||
+        rd64(m + META_OFF_DBS + DB_SIZE + DB_ROOT) != P_INVALID)
+        return -1;
+    return 1;
+}
+
+int cairn__file_unmade(const char *data) {
+    long os = sysconf(_SC_PAGESIZE);
+    uint32_t ps = os >= 4096 && os <= 65536 ? (uint32_t)os : 4096, p0 = 0, p1 = 0;
+    struct stat st;
+    uint8_t *b;
+    size_t got = 0;
+    int k0, k1, unmade = 0, fd = open(data, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    if (fstat(fd, &st) != 0 || st.st_size <= 0 || (uint64_t)st.st_size > UNMADE_PAGES * ps ||
+        !(b = calloc(2, ps))) {
+        close(fd);
+        return 0;
+    }
+    while (got < 2u * ps) {
+        ssize_t n = pread(fd, b + got, 2u * ps - got, (off_t)got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        got += (size_t)n;
+    }
+    k0 = creation_meta(b, 0, &p0);
+    k1 = creation_meta(b + ps, 1, &p1);
+    if (k0 >= 0 && k1 >= 0 && (!k0 || p0 == ps) && (!k1 || p1 == ps)) {
+        uint8_t acc = 0;
+        for (size_t i = META_HDR; i < ps; i++) acc |= b[i] | b[ps + i];
+        unmade = acc == 0;
+    }
+    free(b);
+    close(fd);
+    return unmade;
+}
+
+int cairn__file_unmade_reset(const char *path, const char *data) {
+    char lk[PATH_MAX], nf[PATH_MAX];
+    struct flock fl;
+    int lfd, fd, rc = CAIRN_OK;
+    snprintf(lk, sizeof lk, "%s/lock.mdb", path);
+    snprintf(nf, sizeof nf, "%s/notify", path);
+    /* LMDB holds a lock on byte 0 of lock.mdb while a process has the environment open:
+     * exclusive while the first one opens it (and makes data.mdb), shared after.  Holding it
+     * exclusive, this process is the only one: nobody is making the file meanwhile, and no
+     * notify file can appear.  Not granted: another process has the store open or is opening
+     * it (maybe resetting it too); once its exclusive lock is gone the file is whole or
+     * empty, and LMDB's open reads it.  (A process that found the file empty and reached
+     * LMDB's open while the lock here was held makes the file under a shared lock, so this
+     * process's open, racing it, may read its meta pages half written and refuse the file:
+     * an open that fails, nothing damaged.) */
+    if ((lfd = open(lk, O_RDWR | O_CREAT | O_CLOEXEC, 0644)) < 0)
+        return cairn__fail(CAIRN_EIO, "%s: %s", lk, strerror(errno));
+    memset(&fl, 0, sizeof fl);
+    fl.l_type = F_WRLCK, fl.l_whence = SEEK_SET, fl.l_start = 0, fl.l_len = 1;
+    if (fcntl(lfd, F_OFD_SETLK, &fl) == 0) {
+        if (access(nf, F_OK) != 0 && cairn__file_unmade(data)) {
+            if ((fd = open(data, O_WRONLY | O_CLOEXEC)) < 0 || ftruncate(fd, 0) != 0)
+                rc = cairn__fail(CAIRN_EIO, "%s: %s", data, strerror(errno));
+            if (fd >= 0) close(fd);
+        }
+    } else {
+        fl.l_type = F_RDLCK; /* waits while another process makes or resets the file */
+        while (fcntl(lfd, F_OFD_SETLKW, &fl) != 0 && errno == EINTR) {}
+    }
+    /* the OFD lock goes with it; closing drops this process's POSIX locks on lock.mdb too,
+     * and it holds none: its environment of this directory is the one being opened */
+    close(lfd);
+    return rc;
 }

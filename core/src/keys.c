@@ -601,3 +601,173 @@ int cairn__sealer_finish(cairn_env *e, cairn_sealer *sl, cairn_durability d) {
     if (sl->fresh && d != CAIRN_DURABLE_NONE) return cairn__keys_sync(e);
     return CAIRN_OK;
 }
+
+/* ---------------------------------------------------------------------------------
+ * verify (verify.c): what the reads need of the keys file.  A live subject (its entry in
+ * `subjects`) has a key in its slot: present, not zeroed (forget deletes the entry before it
+ * zeroes the slot), not in kpend; a sealed event's key id names a slot of the file, unless
+ * it is being forgotten (kpend: reads do not look at the slot).  A slot of a forgotten
+ * subject is zeros, which is what it should be.
+ * --------------------------------------------------------------------------------- */
+#define VERIFY_CHUNK 4096 /* subjects checked per read transaction */
+
+/* Slot `id` lies inside the file: CAIRN_OK, or CAIRN_ECORRUPT "<who>: ...; <what>" (position
+ * 0). */
+static int slot_inside(cairn_env *e, uint32_t id, const char *who, const char *what) {
+    size_t end = ((size_t)id + 1) * SLOT;
+    struct stat st;
+    cairn__err()->position = 0;
+    if (id == 0 || id > KEYS_MAX)
+        return cairn__fail(CAIRN_ECORRUPT, "%s: key id %u, which no slot of %s/keys has", who, id,
+                           e->path);
+    if (!e->kmap)
+        return cairn__fail(CAIRN_ECORRUPT,
+                           "%s: key %u, but %s/keys is missing or shorter than its header", who, id,
+                           e->path);
+    if (end <= __atomic_load_n(&e->ksize, __ATOMIC_ACQUIRE)) return CAIRN_OK;
+    if (fstat(e->keyfd, &st) != 0)
+        return cairn__fail(CAIRN_EIO, "%s/keys: %s", e->path, strerror(errno));
+    __atomic_store_n(&e->ksize, (size_t)st.st_size, __ATOMIC_RELEASE);
+    if (end <= (size_t)st.st_size) return CAIRN_OK;
+    return cairn__fail(CAIRN_ECORRUPT,
+                       "%s: key %u is past the end of %s/keys (the file holds %lld bytes: it was "
+                       "cut short); %s",
+                       who, id, e->path, (long long)st.st_size, what);
+}
+
+int cairn__keys_verify_event(cairn_env *e, MDB_txn *txn, uint32_t key_id, uint64_t pos) {
+    char who[64];
+    int rc, gone;
+    snprintf(who, sizeof who, "position %llu", (unsigned long long)pos);
+    if ((rc = slot_inside(e, key_id, who, "the event's data cannot be read")) != CAIRN_ECORRUPT)
+        return rc;
+    if (key_id && cairn__key_forgotten(e, txn, key_id, &gone) == CAIRN_OK && gone) {
+        cairn__clear_error(); /* its slot is zeroed at the next writable open */
+        return CAIRN_OK;
+    }
+    cairn__err()->position = pos;
+    return CAIRN_ECORRUPT;
+}
+
+/* Slot `id` of a live subject holds a key: CAIRN_OK, 1 when it is zeroed, or the error. */
+static int subject_slot(cairn_env *e, uint32_t id, const char *who) {
+    uint8_t key[SLOT];
+    int rc, zero;
+    if ((rc = slot_inside(e, id, who, "its events cannot be read")) ||
+        (rc = slot_read(e, id, key, &zero)))
+        return rc;
+    sodium_memzero(key, sizeof key);
+    return zero;
+}
+
+/* One entry of `subjects`: CAIRN_OK, a damage, or 1 when its slot is zeroed (looked at again
+ * in a newer snapshot: a forget may have zeroed it since this one).  *id: its key id. */
+static int subject_check(cairn_env *e, MDB_txn *txn, const MDB_val *k, const MDB_val *v,
+                         uint32_t last, uint32_t *id, char *who, size_t who_size) {
+    uint8_t kb[CAIRN_STREAM_KEY_MAX];
+    const char *subj = (const char *)v->mv_data + 4;
+    size_t len = v->mv_size >= 4 ? v->mv_size - 4 : 0, klen;
+    int rc, gone;
+    cairn__err()->position = 0;
+    snprintf(who, who_size, "subject \"%.*s\"", (int)(len > 200 ? 200 : len), subj);
+    if (v->mv_size <= 4 || len > CAIRN_MAX_SUBJECT)
+        return cairn__fail(CAIRN_ECORRUPT, "subjects: a malformed entry");
+    klen = cairn__stream_key(subj, len, kb);
+    if (k->mv_size != klen || memcmp(k->mv_data, kb, klen))
+        return cairn__fail(CAIRN_ECORRUPT, "%s: entry filed under another subject's key", who);
+    *id = cairn__get_be32(v->mv_data);
+    if (*id == 0 || *id > last)
+        return cairn__fail(CAIRN_ECORRUPT, "%s: key id %u beyond the key counter in meta (%u)", who,
+                           *id, last);
+    if ((rc = cairn__key_forgotten(e, txn, *id, &gone))) return rc;
+    if (gone)
+        return cairn__fail(CAIRN_ECORRUPT,
+                           "%s: its key %u is being forgotten (kpend), yet the subject is live",
+                           who, *id);
+    return subject_slot(e, *id, who);
+}
+
+/* The zeroed slot of the subject filed under `at` seen again, in a newer snapshot. */
+static int subject_zeroed(cairn_env *e, const uint8_t *at, size_t at_len, uint32_t id,
+                          const char *who) {
+    MDB_txn *txn;
+    MDB_val k = {at_len, (void *)at}, v;
+    int rc;
+    if ((rc = cairn__read_begin(e, &txn))) return rc;
+    rc = mdb_get(txn, e->subjects, &k, &v);
+    if (rc == MDB_NOTFOUND || (rc == 0 && (v.mv_size < 4 || cairn__get_be32(v.mv_data) != id)))
+        rc = CAIRN_OK; /* forgotten (or forgotten and given a new key) meanwhile */
+    else if (rc)
+        rc = cairn__mdb_fail(rc, "verify");
+    else if ((rc = subject_slot(e, id, who)) == 1)
+        rc = cairn__fail(CAIRN_ECORRUPT,
+                         "%s: its key %u in %s/keys is zeroed, but the subject was not forgotten "
+                         "(its events read as forgotten)",
+                         who, id, e->path);
+    cairn__read_end(e, txn);
+    return rc;
+}
+
+int cairn__keys_verify(cairn_env *e, int (*seen)(void *ctx, int rc), void *ctx) {
+    uint8_t at[CAIRN_STREAM_KEY_MAX];
+    size_t at_len = 0;
+    int started = 0;
+    char who[240];
+    if (!e->subjects) return CAIRN_OK; /* an older store opened read-only: no subject */
+    for (;;) {
+        MDB_txn *txn;
+        MDB_cursor *c = NULL;
+        MDB_val k = {at_len, at}, v, ck = K_KEYS, cv;
+        uint32_t last = 0, id = 0;
+        size_t n = 0;
+        int rc, mrc, zeroed = 0, done = 0;
+        if ((rc = cairn__read_begin(e, &txn))) return rc;
+        mrc = mdb_get(txn, e->meta, &ck, &cv);
+        if (mrc == 0 && cv.mv_size == 4) {
+            last = cairn__get_be32(cv.mv_data);
+        } else if (mrc == 0) {
+            rc = cairn__corrupt(0, "meta: the key counter is not 4 bytes");
+            goto out;
+        } else if (mrc != MDB_NOTFOUND) {
+            rc = cairn__mdb_fail(mrc, "verify");
+            goto out;
+        }
+        if ((mrc = mdb_cursor_open(txn, e->subjects, &c))) {
+            rc = cairn__mdb_fail(mrc, "verify");
+            goto out;
+        }
+        if (!started) {
+            mrc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+        } else if ((mrc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE)) == 0 && k.mv_size == at_len &&
+                   !memcmp(k.mv_data, at, at_len)) {
+            mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT); /* resumes after the last one checked */
+        }
+        while (mrc == 0 && n++ < VERIFY_CHUNK) {
+            int r;
+            if (k.mv_size > sizeof at) { /* cannot be resumed from: the last one looked at */
+                rc = seen(ctx, cairn__corrupt(0, "subjects: a malformed entry"));
+                done = 1;
+                goto out;
+            }
+            memcpy(at, k.mv_data, k.mv_size);
+            at_len = k.mv_size, started = 1;
+            if ((r = subject_check(e, txn, &k, &v, last, &id, who, sizeof who)) == 1) {
+                zeroed = 1;
+                break;
+            }
+            if (r && (rc = seen(ctx, r))) goto out;
+            mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+        }
+        if (mrc == MDB_NOTFOUND)
+            done = 1;
+        else if (mrc)
+            rc = cairn__mdb_fail(mrc, "verify");
+    out:
+        if (c) mdb_cursor_close(c);
+        cairn__read_end(e, txn);
+        if (rc) return rc;
+        if (zeroed && (rc = subject_zeroed(e, at, at_len, id, who)) && (rc = seen(ctx, rc)))
+            return rc;
+        if (done) return CAIRN_OK;
+    }
+}

@@ -229,6 +229,13 @@ typedef struct cairn_filecheck {
     uint64_t bad_page;
 } cairn_filecheck;
 int cairn__file_check(const char *data, int force_walk, cairn_filecheck *out);
+/* data.mdb as the power leaves it when it cut the making of a new store before the first
+ * commit's flush (filecheck.c): not empty, no meta page of a commit, only zeros or LMDB's
+ * new meta pages where they belong, at most a few pages.  1 when it is one.  _reset cuts it
+ * to nothing, holding LMDB's lock against other processes, unless `path`/notify exists
+ * meanwhile or another process opens the store (CAIRN_OK then too). */
+int cairn__file_unmade(const char *data);
+int cairn__file_unmade_reset(const char *path, const char *data);
 
 /* ---------------------------------------------------------------------------------
  * Record codec (codec.c).  Format 2, little-endian (docs/FORMAT.md):
@@ -561,6 +568,13 @@ int cairn__aead_open(uint8_t *out, const uint8_t *sealed, size_t len,
 int cairn__key_open_data(cairn_env *e, uint32_t key_id, int pending, const uint8_t *sealed,
                          size_t len, const uint8_t id[16], uint64_t position, uint8_t *out,
                          int *forgotten);
+/* verify: a sealed event's key id (at `pos`, in txn) names a slot of the keys file, unless
+ * it is being forgotten; else CAIRN_ECORRUPT naming the position, key and file. */
+int cairn__keys_verify_event(cairn_env *e, MDB_txn *txn, uint32_t key_id, uint64_t pos);
+/* verify: every live subject's slot holds a key (there, not zeroed, not in kpend, its id
+ * within the counter).  Each damage (CAIRN_ECORRUPT, position 0, naming the subject, key id
+ * and file) goes to seen(ctx, rc), which returns rc to end the check or CAIRN_OK to go on. */
+int cairn__keys_verify(cairn_env *e, int (*seen)(void *ctx, int rc), void *ctx);
 
 /* Sealing events as a write stores them (append.c): one sealer per write caches the last
  * subject's key.  seal_event: *out is ev with its data sealed (pointing into the sealer,

@@ -614,22 +614,38 @@ static int writer_setup(cairn_env *e, const char *data) {
 }
 
 /* An empty data.mdb is either a creation that never finished (LMDB makes the file, then
- * writes its meta pages) or a store cut to nothing.  The notify side file tells them apart:
- * it is made only after a store's first setup committed.  A read-write open completes an
- * unfinished creation; a read-only one finds no store and writes nothing (LMDB, which opens
- * the environment read-write where it may, would write fresh meta pages). */
+ * writes its meta pages) or a store cut to nothing; so is one holding only parts of LMDB's
+ * new meta pages (written unflushed: the power cut the creation before the first commit's
+ * flush, cairn__file_unmade).  The notify side file tells them apart: it is made only after
+ * a store's first setup committed.  A read-write open completes an unfinished creation
+ * (making the file afresh); a read-only one finds no store and writes nothing (LMDB, which
+ * opens the environment read-write where it may, would write fresh meta pages). */
 static int empty_check(const char *path, const char *data, int readonly) {
     char nf[PATH_MAX];
     struct stat st;
-    if (stat(data, &st) != 0 || st.st_size != 0) return CAIRN_OK;
+    int unmade;
+    if (stat(data, &st) != 0) return CAIRN_OK;
+    unmade = st.st_size != 0;
+    if (unmade && !cairn__file_unmade(data)) return CAIRN_OK; /* a store, or LMDB's to judge */
     snprintf(nf, sizeof nf, "%s/notify", path);
     if (access(nf, F_OK) == 0)
-        return cairn__fail(CAIRN_ECORRUPT,
-                           "%s is empty, but this directory held a store (its notify file is "
-                           "there): the file was cut to nothing; restore it from a backup",
-                           data);
-    if (readonly) return cairn__fail(CAIRN_ENOENT, "%s: no store here (data.mdb is empty)", path);
-    return CAIRN_OK;
+        return unmade ? cairn__fail(CAIRN_ECORRUPT,
+                                    "%s holds no meta page of a commit, but this directory held "
+                                    "a store (its notify file is there): the file was cut short "
+                                    "or overwritten; restore it from a backup",
+                                    data)
+                      : cairn__fail(CAIRN_ECORRUPT,
+                                    "%s is empty, but this directory held a store (its notify "
+                                    "file is there): the file was cut to nothing; restore it "
+                                    "from a backup",
+                                    data);
+    if (readonly)
+        return cairn__fail(CAIRN_ENOENT,
+                           unmade ? "%s: no store here (the making of data.mdb was cut short "
+                                    "before its first commit)"
+                                  : "%s: no store here (data.mdb is empty)",
+                           path);
+    return unmade ? cairn__file_unmade_reset(path, data) : CAIRN_OK;
 }
 
 static int env_open(const char *path, const struct stat *st, const cairn_options *o,

@@ -25,10 +25,15 @@
  * the `meta` sid counter, its versions run 0..n without gaps and its first event belongs to
  * it.
  *
+ * Keys (keys.c: cairn__keys_verify, after the streams pass, 4,096 subjects per read
+ * transaction): every live subject's key is in the keys file, not zeroed; the record pass
+ * checks that every sealed event's key id names a slot of it.
+ *
  * Going on past damage (cairn_verify_all with a damage callback): each damaged record of the
  * forward pass is reported and the pass goes on with the next; a run of missing positions is
  * one report.  The counts and streams passes then do not run (the skipped records make
- * every count disagree), and the first damage is the call's error.
+ * every count disagree), and the first damage is the call's error.  The keys pass runs
+ * either way and reports each damaged subject (position 0).
  *
  * Memory stays bounded: nothing is kept per event or per stream.
  */
@@ -245,6 +250,9 @@ static int check_record(cairn_env *e, vstate *vs, MDB_txn *txn, MDB_cursor *cids
     if (ev.timestamp < vs->last_ts)
         return cairn__corrupt(pos, "timestamp earlier than the previous event's");
     vs->last_ts = ev.timestamp;
+    if ((ev.flags & CAIRN_EVENT_ENCRYPTED) &&
+        (rc = cairn__keys_verify_event(e, txn, ev.key_id, pos)))
+        return rc;
     if ((rc = cairn__stream_lookup(e, txn, ev.stream.ptr, ev.stream.len, &si))) {
         if ((rc == CAIRN_ECORRUPT && !cairn__err()->position) || rc == CAIRN_EINTERNAL)
             rc = cairn__corrupt(pos, "stream entry of this event is damaged");
@@ -271,6 +279,8 @@ static int damage_seen(vstate *vs, int rc) {
     cairn__clear_error();
     return CAIRN_OK;
 }
+
+static int keys_seen(void *vs, int rc) { return damage_seen(vs, rc); }
 
 /* A run of removed positions first..end: 1 when its hole entry is there (the chain goes on
  * from it), 0 when not (the positions are missing), or a negative code. */
@@ -938,6 +948,8 @@ again:
         rc = CAIRN_OK;
     }
     if (!vs->damaged) rc = verify_streams(s->env, &r);
+    /* the keys of live subjects: damage of its own, looked for after damage found above too */
+    if (rc == CAIRN_OK) rc = cairn__keys_verify(s->env, keys_seen, vs);
     memcpy(r.chain, vs->chain, CAIRN_CHAIN);
     if (vs->damaged) {
         *cairn__err() = vs->first;

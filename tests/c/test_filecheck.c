@@ -210,11 +210,71 @@ static void every_cut_is_refused_or_whole(void **state) {
     rm_rf(cut);
 }
 
+/* Writes `n` bytes of `b` as the file `path`. */
+static void write_file(const char *path, const uint8_t *b, size_t n) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, b, n), (ssize_t)n);
+    close(fd);
+}
+
+/* What a power cut leaves of a new store's making (filecheck.c, cairn__file_unmade): parts of
+ * LMDB's two new meta pages (or none) and of the first commit's pages, nothing of a commit's
+ * meta page.  Anything else is not such a file. */
+static void a_creation_the_power_cut_is_told_from_a_store(void **state) {
+    fixture *fx = *state;
+    char data[400], f[420];
+    uint8_t b[9 * 4096], made[4 * 4096];
+    long ps = sysconf(_SC_PAGESIZE);
+    cairn_store *s;
+    int fd;
+    if (ps != 4096) skip(); /* the shapes below are of 4 KiB pages */
+    CHECK_OK(open_store(fx->path, CAIRN_DURABLE_NONE, 0, 0, &s));
+    cairn_close(s); /* a new store: meta page 0 LMDB's new one, page 1 its first commit's */
+    data_path(fx, data, sizeof data);
+    assert_true((fd = open(data, O_RDONLY)) >= 0);
+    assert_int_equal(read(fd, made, sizeof made), (ssize_t)sizeof made);
+    close(fd);
+    snprintf(f, sizeof f, "%s/other", fx->dir);
+    assert_false(cairn__file_unmade(data)); /* the store itself */
+    /* page 0 whole or in part, page 1 not written */
+    write_file(f, made, 4096), assert_true(cairn__file_unmade(f));
+    write_file(f, made, 512), assert_true(cairn__file_unmade(f));
+    memset(b, 0, sizeof b), memcpy(b, made, 4096);
+    write_file(f, b, 8192), assert_true(cairn__file_unmade(f));
+    /* both of LMDB's new meta pages whole (LMDB opens it: an environment holding nothing) */
+    memcpy(b + 4096, made, 4096), b[4096] = 1; /* pgno 1 */
+    write_file(f, b, 8192), assert_true(cairn__file_unmade(f));
+    /* no meta page at all, the first commit's pages after them (or nothing: zeros) */
+    memset(b, 0, sizeof b), memcpy(b + 8192, made + 8192, 8192);
+    write_file(f, b, 16384), assert_true(cairn__file_unmade(f));
+    write_file(f, b, 8192), assert_true(cairn__file_unmade(f));
+    write_file(f, b, 6 * 4096), assert_true(cairn__file_unmade(f));
+    /* not one: the first commit's meta page, a meta page of another commit, a stray byte
+     * beside a meta page, more pages than a creation writes, foreign bytes, nothing */
+    memcpy(b, made, 8192);
+    write_file(f, b, 16384), assert_false(cairn__file_unmade(f));
+    memset(b, 0, sizeof b), memcpy(b + 4096, made + 4096, 4096);
+    write_file(f, b, 8192), assert_false(cairn__file_unmade(f));
+    memset(b, 0, sizeof b), memcpy(b, made, 4096), b[16 + 128] = 5; /* txnid 5 */
+    write_file(f, b, 4096), assert_false(cairn__file_unmade(f));
+    memset(b, 0, sizeof b), memcpy(b, made, 4096), b[1000] = 1;
+    write_file(f, b, 4096), assert_false(cairn__file_unmade(f));
+    memset(b, 0, sizeof b);
+    write_file(f, b, 7 * 4096), assert_false(cairn__file_unmade(f));
+    write_file(f, (const uint8_t *)"garbage", 7), assert_false(cairn__file_unmade(f));
+    write_file(f, b, 0), assert_false(cairn__file_unmade(f));
+    snprintf(f, sizeof f, "%s/missing", fx->dir);
+    assert_false(cairn__file_unmade(f));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(walk_reaches_every_counted_page_once, fx_setup_dir,
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(every_cut_is_refused_or_whole, fx_setup_dir, fx_teardown),
+        cmocka_unit_test_setup_teardown(a_creation_the_power_cut_is_told_from_a_store, fx_setup_dir,
+                                        fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

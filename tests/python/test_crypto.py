@@ -403,6 +403,121 @@ def test_the_hash_chain_and_verify_hold_across_encryption_and_forget(store):
     assert [e.forgotten for e in chained] == [True, False]
 
 
+def _slot_of(store_path, key):
+    """The byte offset of a key's 32-byte slot in the keys file."""
+    data = (store_path / "keys").read_bytes()
+    at = data.index(key)
+    assert at % 32 == 0 and at > 0
+    return at
+
+
+def _subjects_store(store_path):
+    """alice and bob live (3 and 1 events), carol forgotten; alice's slot offset."""
+    with cairn.open(store_path) as s:
+        s.append("u-1", [cairn.Event("A", {"v": 1}, subject="alice"),
+                         cairn.Event("B", {"v": 2}, subject="bob"),
+                         cairn.Event("C", {"v": 3}, subject="carol"),
+                         cairn.Event("P", {"v": 4})])
+        s.append("u-2", [cairn.Event("A", {"v": 5}, subject="alice"),
+                         cairn.Event("A", {"v": 6}, subject="alice")])
+        s.forget("carol")
+        return _slot_of(store_path, s._subject_key("alice"))
+
+
+def test_verify_passes_with_forgotten_subjects_and_their_zeroed_slots(store_path):
+    _subjects_store(store_path)
+    data = (store_path / "keys").read_bytes()
+    assert data.count(bytes(32)) >= 1  # carol's slot, zeroed
+    for readonly in (False, True):
+        with cairn.open(store_path, readonly=readonly) as s:
+            damage = []
+            assert s.verify(damage=lambda p, m: damage.append((p, m))).events == 7
+            assert damage == []
+    r = cli("verify", store_path)
+    assert r.returncode == 0 and r.stdout.startswith("ok"), r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("readonly", [False, True], ids=["read-write", "read-only"])
+def test_verify_finds_a_live_subjects_zeroed_key(store_path, readonly):
+    """A zeroed slot of a subject that was not forgotten reads as forgotten (no error on
+    read): verify names the subject, its key id and the file."""
+    slot = _subjects_store(store_path)
+    with open(store_path / "keys", "r+b") as f:
+        f.seek(slot)
+        f.write(bytes(32))
+    msg = (rf'subject "alice": its key {slot // 32} in {store_path}/keys is zeroed, but the '
+           r"subject was not forgotten")
+    with cairn.open(store_path, readonly=readonly) as s:
+        assert [e.forgotten for e in s.read_stream("u-2")] == [True, True]  # what it breaks
+        with pytest.raises(cairn.CorruptionError, match=msg) as ei:
+            s.verify()
+        assert ei.value.position in (None, 0)
+        damage = []
+        with pytest.raises(cairn.CorruptionError, match=msg):
+            s.verify(damage=lambda p, m: damage.append((p, m)))
+        assert len(damage) == 1 and damage[0][0] == 0 and "alice" in damage[0][1]
+    r = cli("verify", store_path)
+    assert r.returncode == 1
+    assert 'subject "alice": its key' in r.stdout and "zeroed" in r.stdout, r.stdout
+    assert "is damaged (1 damage:" in r.stderr, r.stderr
+
+
+def test_verify_finds_a_keys_file_cut_after_its_header(store_path):
+    """keys cut to its 32-byte header: reads of every encrypted event raise, and verify names
+    the first such event (without damage=) or each event and each live subject (with it)."""
+    _subjects_store(store_path)
+    os.truncate(store_path / "keys", 32)
+    with cairn.open(store_path, readonly=True) as s:
+        with pytest.raises(cairn.CorruptionError, match="past the end of"):
+            list(s.read_stream("u-1"))
+        with pytest.raises(cairn.CorruptionError,
+                           match=rf"position 1: key \d+ is past the end of {store_path}/keys "
+                                 r"\(the file holds 32 bytes: it was cut short\)") as ei:
+            s.verify()
+        assert ei.value.position == 1
+        damage = []
+        with pytest.raises(cairn.CorruptionError, match="position 1: key"):
+            s.verify(damage=lambda p, m: damage.append((p, m)))
+    # every encrypted event (carol's too: her zeroed slot went with the cut, and a read of
+    # her event raises like the others), then each live subject
+    assert [p for p, _ in damage] == [1, 2, 3, 5, 6, 0, 0], damage
+    assert [m.split('"')[1] for p, m in damage if not p] == ["alice", "bob"], damage
+    assert all("past the end of" in m for _, m in damage)
+    r = cli("verify", store_path)
+    assert r.returncode == 1
+    assert "position 1: key" in r.stdout and 'subject "bob": key' in r.stdout, r.stdout
+    assert "(5 damaged events, 2 other damages:" in r.stderr, r.stderr
+
+
+def test_verify_while_subjects_are_forgotten_finds_no_damage(store_path):
+    """A forget commits (the subject gone), then zeroes the slot: a verify whose snapshot still
+    holds the subject may find its slot zeroed, and must look again before calling it damage.
+    The subjects forgotten are the last ones in key order, ahead of verify's walk."""
+    import threading
+    n, gone = 5000, 150
+    with cairn.open(store_path, durability="none") as s:
+        s.append("u", [cairn.Event("A", {"v": i}, subject=f"s{i:05d}") for i in range(n)])
+        done = threading.Event()
+
+        def forget_all():
+            try:
+                for i in range(n - 1, n - 1 - gone, -1):
+                    s.forget(f"s{i:05d}")
+            finally:
+                done.set()
+
+        t = threading.Thread(target=forget_all)
+        t.start()
+        runs = 0
+        try:
+            while not done.is_set():
+                s.verify()
+                runs += 1
+        finally:
+            t.join()
+        assert runs > 0 and s.verify().events == n + gone
+
+
 def test_export_and_import_carry_the_subject(store_path, tmp_path):
     with cairn.open(store_path) as s:
         s.append("u", [cairn.Event("A", {"v": 1}, subject="p"), cairn.Event("B", {"v": 2})])

@@ -180,7 +180,7 @@ def test_unwritable_directory_opens_only_readonly(store_path):
 GARBAGE = {
     "random": os.urandom(3 * 4096 + 17),
     "text": b"this is not an LMDB file, just some text\n" * 300,
-    "zeros": bytes(8192),
+    "zeros": bytes(7 * 4096),  # more than a creation leaves: 8192 zeros is one (below)
     "short": b"garbage",
 }
 
@@ -199,6 +199,31 @@ def test_garbage_data_file_raises_corruption_and_is_left_untouched(store_path, k
     with pytest.raises(cairn.CorruptionError):
         cairn.open(store_path, durability="none")
     assert sha256(data) == before
+
+
+@pytest.mark.parametrize("size", [512, 8192, 6 * 4096])
+def test_a_small_data_file_of_zeros_without_notify_is_a_creation_the_power_cut(store_path, size):
+    """A power cut can leave a new store's data.mdb at its size with none of its meta pages
+    (nothing was flushed): zeros, and no notify file (made after the first commit).  Nothing
+    was stored: a read-only open finds no store and writes nothing, a read-write one makes the
+    store.  With notify there, it is a store's file damaged: refused, untouched."""
+    store_path.mkdir()
+    data = store_path / "data.mdb"
+    data.write_bytes(bytes(size))
+    (store_path / "notify").write_bytes(b"")
+    for readonly in (False, True):
+        with pytest.raises(cairn.CorruptionError, match="holds no meta page of a commit"):
+            cairn.open(store_path, readonly=readonly)
+        assert data.read_bytes() == bytes(size)
+    os.unlink(store_path / "notify")
+    with pytest.raises(FileNotFoundError, match="no store here"):
+        cairn.open(store_path, readonly=True)
+    assert data.read_bytes() == bytes(size) and sorted(os.listdir(store_path)) == ["data.mdb"]
+    with cairn.open(store_path) as s:
+        assert s.head() == 0
+        s.append("a-1", [cairn.Event("T")])
+    with cairn.open(store_path, readonly=True) as s:
+        assert s.head() == 1 and s.verify().events == 1
 
 
 def test_foreign_lmdb_environment_raises_corruption_and_is_left_untouched(store_path):

@@ -55,18 +55,58 @@ def test_the_harness_catches_acknowledged_writes_that_were_not_durable(tmp_path,
                ("lost", "acknowledged as", "does not open", "CorruptionError")), f["failures"][0]
 
 
-@pytest.mark.xfail(strict=True, raises=cairn.CorruptionError, reason=(
-    "known, reported: LMDB writes a new store's two meta pages unflushed and the first commit "
-    "flushes them; a power loss between tears them, and the open refuses the file "
-    "('MDB_INVALID: File is not an LMDB file') though no store was ever there"))
+def _files(path):
+    """Every file of the store directory, with its bytes."""
+    return {n: open(os.path.join(path, n), "rb").read() for n in sorted(os.listdir(path))}
+
+
 def test_a_new_store_whose_creation_the_power_cut_opens(tmp_path, shim):
     """cairn.open made the directory and LMDB its first 8 KiB (both meta pages); the power
     went before the first commit's flush, with 1.5 KiB of them on the disk.  No notify file:
-    no store was ever there, so a read-write open should make one, as it does when the file
-    is empty (docs/API.md section 1)."""
+    no store was ever there, so a read-write open makes one, as it does when the file is
+    empty (docs/API.md section 1)."""
     path = str(tmp_path / "store")
     powerloss.cut_creation(path, shim, kill_at=2, torn_sectors=3)
     assert os.path.getsize(os.path.join(path, "data.mdb")) == 1536
     assert not os.path.exists(os.path.join(path, "notify"))
     with cairn.open(path) as store:
         assert store.head() == 0 and store.verify().events == 0
+        store.append("a-1", [cairn.Event("T", {"n": 1})])
+    with cairn.open(path, readonly=True) as store:
+        assert store.head() == 1 and store.verify().events == 1
+
+
+@pytest.mark.parametrize("kill_at,torn_sectors", [
+    (2, 1), (2, 3), (2, 8), (2, 9), (2, 16),   # parts of the meta pages, or both whole
+    (3, 2), (3, 40),                           # the meta pages lost, parts of the first commit
+], ids=["meta-1", "meta-3", "meta-8", "meta-9", "meta-16", "commit-2", "commit-40"])
+def test_a_read_only_open_of_a_creation_the_power_cut_finds_no_store(tmp_path, shim, kill_at,
+                                                                    torn_sectors):
+    """The torn file of a cut creation seen read-only: no store here, and nothing is written;
+    a read-write open then makes the store afresh."""
+    path = str(tmp_path / "store")
+    powerloss.cut_creation(path, shim, kill_at=kill_at, torn_sectors=torn_sectors)
+    before = _files(path)
+    assert 0 < len(before["data.mdb"]) <= 16384 and "notify" not in before
+    with pytest.raises(FileNotFoundError, match="no store here .the making of data.mdb was cut"):
+        cairn.open(path, readonly=True)
+    assert _files(path) == before
+    with cairn.open(path) as store:
+        assert store.head() == 0 and store.verify().events == 0
+        store.append("a-1", [cairn.Event("T")])
+    with cairn.open(path, readonly=True) as store:
+        assert store.head() == 1
+
+
+def test_torn_meta_pages_of_a_directory_that_held_a_store_are_refused(tmp_path, shim):
+    """The torn file of a cut creation beside a notify file: the directory held a store (notify
+    is made only after the first setup committed), so its data.mdb was damaged, not left
+    unmade: CorruptionError for both kinds of open, and nothing written."""
+    path = str(tmp_path / "store")
+    powerloss.cut_creation(path, shim, kill_at=2, torn_sectors=3)
+    open(os.path.join(path, "notify"), "wb").close()
+    before = _files(path)
+    for readonly in (False, True):
+        with pytest.raises(cairn.CorruptionError, match="held a store .its notify file is there"):
+            cairn.open(path, readonly=readonly)
+        assert _files(path) == before

@@ -150,3 +150,72 @@ def test_an_unfinished_creation_is_completed_by_a_writer_only(tmp_path):
         s.append("a-1", [cairn.Event("T")])
     with cairn.open(path, readonly=True) as s:
         assert s.head() == 1
+
+
+def _files(path):
+    return {n: (path / n).read_bytes() for n in sorted(os.listdir(path))}
+
+
+def test_a_new_stores_first_setup_is_smaller_than_any_store_holding_an_event(tmp_path):
+    # the core takes a small data.mdb without a commit's meta page for a creation the power
+    # cut (core/src/filecheck.c, cairn__file_unmade: at most 6 pages); a store holding an
+    # event never is one, not even a backup's compacted copy of one event (7 pages; a backup
+    # has no notify file), so it is never made afresh
+    path = tmp_path / "store"
+    cairn.open(path).close()
+    assert os.path.getsize(path / "data.mdb") <= 6 * PAGE
+    with cairn.open(path) as s:
+        s.append("a-1", [cairn.Event("T")])
+        s.backup(tmp_path / "copy")
+    assert os.path.getsize(path / "data.mdb") > 6 * PAGE
+    assert os.path.getsize(tmp_path / "copy" / "data.mdb") > 6 * PAGE
+    assert not os.path.exists(tmp_path / "copy" / "notify")
+    with open(tmp_path / "copy" / "data.mdb", "r+b") as f:  # both meta headers zeroed
+        f.write(bytes(512))
+        f.seek(PAGE)
+        f.write(bytes(512))
+    before = (tmp_path / "copy" / "data.mdb").read_bytes()
+    for readonly in (False, True):
+        with pytest.raises(cairn.CorruptionError):
+            cairn.open(tmp_path / "copy", readonly=readonly)
+        assert (tmp_path / "copy" / "data.mdb").read_bytes() == before
+
+
+def test_meta_pages_of_a_set_up_store_lost_with_notify_there_are_refused(tmp_path):
+    # a store just set up (4 pages) whose meta page 1 (the first commit's) was zeroed looks
+    # like a creation the power cut -- but its notify file says a setup committed
+    path = tmp_path / "store"
+    cairn.open(path).close()
+    with open(path / "data.mdb", "r+b") as f:
+        f.seek(PAGE)
+        f.write(bytes(512))
+    before = _files(path)
+    for readonly in (False, True):
+        with pytest.raises(cairn.CorruptionError,
+                           match="holds no meta page of a commit, but this directory held a "
+                                 "store .its notify file is there."):
+            cairn.open(path, readonly=readonly)
+        assert _files(path) == before
+    # without notify nothing tells it from a creation the power cut: made afresh
+    os.unlink(path / "notify")
+    with pytest.raises(FileNotFoundError, match="no store here"):
+        cairn.open(path, readonly=True)
+    with cairn.open(path) as s:
+        assert s.head() == 0 and s.verify().events == 0
+
+
+@pytest.mark.parametrize("notify", [True, False], ids=["notify", "no-notify"])
+def test_a_store_of_events_whose_meta_pages_are_zeroed_is_refused(original, tmp_path, notify):
+    # never made afresh, even without notify (a backup's copy has none): it is far larger
+    # than a creation leaves data.mdb
+    path = tmp_path / "store"
+    shutil.copytree(original, path)
+    with open(path / "data.mdb", "r+b") as f:
+        f.write(bytes(2 * PAGE))
+    if not notify:
+        os.unlink(path / "notify")
+    before = {n: b for n, b in _files(path).items() if n != "lock.mdb"}
+    for readonly in (False, True):
+        with pytest.raises(cairn.CorruptionError):
+            cairn.open(path, readonly=readonly)
+        assert {n: b for n, b in _files(path).items() if n != "lock.mdb"} == before

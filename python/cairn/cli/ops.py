@@ -48,10 +48,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
         for pos, text in rows:
             out.line(f"position {pos}: {text}" if pos else text, "bold red")
     out.stream.flush()
-    n = len(rows)
-    sys.stderr.write(f"cairn: error: {args.path} is damaged ({n} damaged "
-                     f"{'event' if n == 1 else 'events'}: restore it from a backup, or export "
-                     f"what still reads: cairn export {args.path})\n")
+    n = sum(1 for pos, _ in rows if pos)
+    other = len(rows) - n  # no position: a live subject's key (keys file), or an index total
+    parts = []
+    if n:
+        parts.append(f"{n} damaged {'event' if n == 1 else 'events'}")
+    if other:
+        parts.append(f"{other} {'other ' if n else ''}{'damage' if other == 1 else 'damages'}")
+    what = ", ".join(parts)
+    sys.stderr.write(f"cairn: error: {args.path} is damaged ({what}: restore it from a backup, "
+                     f"or export what still reads: cairn export {args.path})\n")
     return 1
 
 
