@@ -635,10 +635,11 @@ int cairn__wal_dbi_open(MDB_txn *txn, const char *name, unsigned flags, MDB_dbi 
 #define mdb_drop cairn__wal_drop
 #define mdb_dbi_open cairn__wal_dbi_open
 #endif
-/* Before mdb_env_open: opens (or, when `writable`, makes) <path>/wal and takes its lock;
- * when no other process has the store open and the journal holds commits, replays them
- * into data.mdb (a store a power loss cut) -- a read-only store that needs it refuses. */
-int cairn__wal_open(cairn_env *e, const char *path, int writable);
+/* Before anything reads data.mdb: opens <path>/wal (made when `create`; else a missing one
+ * leaves walfd -1) and takes its lock; when no other process has the store open and the
+ * journal holds commits, replays them into data.mdb (a store a power loss cut) -- a store
+ * that needs it but can't be written refuses. */
+int cairn__wal_open(cairn_env *e, const char *path, int writable, int create);
 /* The write of `txn` (writer lock held) starts: journaled (durability full) or not. */
 void cairn__wal_begin(cairn_env *e, MDB_txn *txn, int journaled);
 /* Commits `txn` in place of mdb_txn_commit (MDB code); journaled as begun.  An unjournaled

@@ -683,7 +683,7 @@ static int env_open(const char *path, const struct stat *st, const cairn_options
         return cairn__fail(CAIRN_EREADONLY, "%s: not writable", path);
     }
     /* before anything reads data.mdb: a journal left by a power loss is replayed into it */
-    if (exists && (rc = cairn__wal_open(e, path, !e->rdonly))) {
+    if (exists && (rc = cairn__wal_open(e, path, !e->rdonly, 0))) {
         env_free(e);
         return rc;
     }
@@ -697,10 +697,6 @@ static int env_open(const char *path, const struct stat *st, const cairn_options
             env_free(e);
             return rc;
         }
-    }
-    if (!exists && (rc = cairn__wal_open(e, path, !e->rdonly))) {
-        env_free(e);
-        return rc;
     }
     if ((rc = mdb_env_create(&e->env))) goto mdb_fail;
     mdb_env_set_userctx(e->env, e);
@@ -725,6 +721,11 @@ static int env_open(const char *path, const struct stat *st, const cairn_options
     }
     mdb_reader_check(e->env, NULL); /* fails harmlessly where lock.mdb is not writable */
     if ((rc = env_setup(e, !o->readonly))) {
+        env_free(e);
+        return rc;
+    }
+    /* a store without a journal yet gets one once it is known to be a store */
+    if (e->walfd < 0 && !e->rdonly && (rc = cairn__wal_open(e, path, 1, 1))) {
         env_free(e);
         return rc;
     }

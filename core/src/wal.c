@@ -672,15 +672,23 @@ static int replay_ops(MDB_txn *txn, rd *r) {
 
 /* data.mdb becomes the base again: its meta page over both of data.mdb's. */
 static int restore_base(const char *data, const wal_hdr *h) {
-    uint8_t m[META_COPY];
+    uint8_t m[META_COPY], t[8];
     struct stat st;
-    int fd = open(data, O_RDWR | O_CLOEXEC), err = 0, i;
+    int fd = open(data, O_RDWR | O_CLOEXEC), err = 0, i, newer = 0;
     if (fd < 0) return errno;
-    /* the base was flushed whole: a file without its pages was cut since */
+    /* the base was flushed whole: a file without its pages was cut since, and one whose
+     * meta pages are both older than the base is not the file the journal was written for
+     * (data.mdb put back from elsewhere beside this wal) */
+    for (i = 0; i < 2; i++) /* a meta page cut off: the size check below says it */
+        if (pread_all(fd, t, 8, (off_t)i * h->psize + META_TXNID_AT) == 0 &&
+            cairn__get_le64(t) >= cairn__get_le64(h->meta + META_TXNID_AT))
+            newer = 1;
     if (fstat(fd, &st) != 0)
         err = errno;
+    else if (!newer)
+        err = MDB_INVALID;
     else if ((uint64_t)st.st_size < (cairn__get_le64(h->meta + META_LASTPG_AT) + 1) * h->psize)
-        err = MDB_CORRUPTED;
+        err = MDB_TLS_FULL; /* stands for "cut short" here */
     for (i = 0; !err && i < 2; i++) {
         memcpy(m, h->meta, META_COPY);
         cairn__put_le64(m, (uint64_t)i); /* the page's own number */
@@ -782,6 +790,18 @@ static int recover(const char *path, int fd, int writable) {
     snprintf(data, sizeof data, "%s/data.mdb", path);
     rc = replay(path, data, fd, &h, &recs, n);
     cairn_buf_free(&recs);
+    if (rc == MDB_TLS_FULL)
+        return cairn__fail(CAIRN_ECORRUPT,
+                           "%s: data.mdb is shorter than the journal's base (txn %llu) needs: "
+                           "it was cut short; restore it from a backup",
+                           path, (unsigned long long)h.base);
+    if (rc == MDB_INVALID)
+        return cairn__fail(CAIRN_ECORRUPT,
+                           "%s: the journal (wal) holds commits after txn %llu, but data.mdb "
+                           "is older than that: was data.mdb put back from a copy? Restore a "
+                           "whole directory (a backup has no wal), or move wal away to open "
+                           "data.mdb as it is",
+                           path, (unsigned long long)h.base);
     if (rc)
         return cairn__fail(
             rc == MDB_CORRUPTED || rc == MDB_INVALID || rc == MDB_PAGE_NOTFOUND ? CAIRN_ECORRUPT
@@ -793,14 +813,14 @@ static int recover(const char *path, int fd, int writable) {
     return CAIRN_OK;
 }
 
-int cairn__wal_open(cairn_env *e, const char *path, int writable) {
+int cairn__wal_open(cairn_env *e, const char *path, int writable, int create) {
     char p[PATH_MAX];
     int fd, alone, rc;
     e->walfd = -1;
     snprintf(p, sizeof p, "%s/wal", path);
-    fd = open(p, writable ? O_RDWR | O_CREAT | O_CLOEXEC : O_RDONLY | O_CLOEXEC, 0644);
+    fd = open(p, (writable ? O_RDWR : O_RDONLY) | (create ? O_CREAT : 0) | O_CLOEXEC, 0644);
     if (fd < 0) {
-        if (!writable && errno == ENOENT) return CAIRN_OK; /* no journal: nothing to replay */
+        if (errno == ENOENT) return CAIRN_OK; /* no journal: nothing to replay */
         return cairn__fail(errno == EACCES ? CAIRN_EREADONLY : CAIRN_EIO, "%s: %s", p,
                            strerror(errno));
     }

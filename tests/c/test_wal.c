@@ -185,6 +185,45 @@ static void test_a_crash_without_power_loss(void **state) {
     check_events(fx, 15);
 }
 
+/* data.mdb put back from an older copy beside a journal written after it: the open refuses
+ * (it would write the journal's base over a file that is not its own) and writes nothing. */
+static void test_an_older_data_file_beside_the_journal_is_refused(void **state) {
+    fixture *fx = *state;
+    char old[400], back[400];
+    pid_t pid;
+    int st, c1, c2;
+    FILE *x, *y;
+    path_of(fx, "data.mdb", g_data, sizeof g_data);
+    snprintf(old, sizeof old, "%s/data.old", fx->dir);
+    snprintf(back, sizeof back, "%s/data.back", fx->dir);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        cairn_store *s;
+        if (open_store(fx->path, CAIRN_DURABLE_FULL, 0, 0, &s)) _exit(10);
+        copy_file(g_data, old); /* before any event */
+        for (int i = 0; i < 5; i++)
+            if (append_one(s, "a-1", i - 1, "T", "{}", NULL)) _exit(11);
+        if (cairn__wal_checkpoint(s->env)) _exit(12);
+        for (int i = 0; i < 3; i++)
+            if (append_one(s, "a-1", 4 + i, "T", "{}", NULL)) _exit(13);
+        _exit(0);
+    }
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    copy_file(old, g_data);
+    copy_file(g_data, back);
+    CHECK_RC(open_store(fx->path, CAIRN_DURABLE_FULL, 0, 0, &fx->store), CAIRN_ECORRUPT);
+    if (!strstr(cairn_errmsg(), "put back from a copy")) fail_msg("errmsg: %s", cairn_errmsg());
+    fx->store = NULL;
+    x = fopen(g_data, "rb"), y = fopen(back, "rb");
+    assert_true(x && y);
+    do c1 = fgetc(x), c2 = fgetc(y);
+    while (c1 == c2 && c1 != EOF);
+    fclose(x), fclose(y);
+    assert_int_equal(c1, c2); /* data.mdb unchanged */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_acknowledged_commits_come_back, fx_setup_dir,
@@ -197,6 +236,8 @@ int main(void) {
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(test_checkpoints_on_the_way, fx_setup_dir, fx_teardown),
         cmocka_unit_test_setup_teardown(test_a_crash_without_power_loss, fx_setup_dir, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_an_older_data_file_beside_the_journal_is_refused,
+                                        fx_setup_dir, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
