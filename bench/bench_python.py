@@ -237,6 +237,17 @@ CONTENDERS = [
 ]
 
 
+def disk_bytes(path):
+    """Bytes of the files a contender's store left (apparent sizes; lock files left out:
+    LMDB's lock.mdb and SQLite's -shm hold locks, not data)."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            if f != "lock.mdb" and not f.endswith("-shm"):
+                total += os.path.getsize(os.path.join(root, f))
+    return total
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("dir")
@@ -252,6 +263,7 @@ def main():
             a, ra = in_child(app, path, n)
             r, rr = in_child(rd, path, n)
             res = results[name]
+            res["bytes"] = disk_bytes(path) / n
             res["append"].append(a)
             res["read"].append(r)
             res["rss_a"] = max(res["rss_a"], ra)
@@ -268,6 +280,13 @@ def main():
         print(f"| {name} | {a:,.0f} ({res['rss_a']:.0f} MiB) | {r:,.0f} ({res['rss_r']:.0f} MiB) "
               f"| **{ca / a:.2f}x** | **{cr / r:.2f}x** |")
     print("\ntargets: append >= 3x sqlite3 table, read >= 2x sqlite3 table")
+    print("\nbytes on disk per event after the load (the files each store left, lock files "
+          "excluded; same events, same JSON data):")
+    for name, _, _ in CONTENDERS:
+        print(f"- {name}: {results[name]['bytes']:.0f}")
+    print(f"cairn / sqlite3 table (ids under a unique index, unique (stream, version)): "
+          f"**{results['cairn']['bytes'] / results['sqlite3 table']['bytes']:.2f}** "
+          f"(target <= 1.0)")
     s = results["cairn-subject (encrypted)"]
     print(f"encryption (issue 13): with subject / without: append "
           f"{med(s['append']) / ca:.2f}, read {med(s['read']) / cr:.2f} (target >= 0.8)")

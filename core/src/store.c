@@ -255,9 +255,12 @@ int cairn__env_grow(cairn_env *e) {
     int wal = e->walfd >= 0 && !e->rdonly;
     /* The pin goes while LMDB maps anew: first a checkpoint, so that the new pin (taken
      * before the writer lock is let go) is the base again. */
-    if (wal) {
+    if (wal) { /* the pin changes under the resize lock: a reader adopting a map drops it */
         if ((rc = writer_lock(e))) return rc;
-        if ((rc = cairn__wal_checkpoint(e))) {
+        pthread_rwlock_rdlock(&e->resize);
+        rc = e->unmapped ? 0 : cairn__wal_checkpoint(e);
+        pthread_rwlock_unlock(&e->resize);
+        if (rc) {
             writer_unlock(e);
             return cairn__commit_fail(e, rc);
         }
