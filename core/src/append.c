@@ -481,12 +481,17 @@ int cairn__write_requests(cairn_store *s, MDB_txn *txn, const cairn_append_req *
     size_t most = 0;
     int rc = CAIRN_OK;
     MDB_val k, v;
+    uint8_t small[16 * 64];
 
     memset(&w, 0, sizeof w);
     cairn__sealer_init(&w.seal);
     for (size_t r = 0; r < nreqs; r++)
         if (reqs[r].nevents > most) most = reqs[r].nevents;
-    if (!(w.scratch = malloc(16 * most))) return cairn__fail(CAIRN_ENOMEM, "out of memory");
+    /* the usual call (a few events) needs no allocation */
+    if (most <= sizeof small / 16)
+        w.scratch = small;
+    else if (!(w.scratch = malloc(16 * most)))
+        return cairn__fail(CAIRN_ENOMEM, "out of memory");
     MDB_TRY(mdb_cursor_open(txn, e->log, &w.log), "open cursor");
     MDB_TRY(mdb_cursor_open(txn, e->sidx, &w.sidx), "open cursor");
     MDB_TRY(mdb_cursor_open(txn, e->ids, &w.ids), "open cursor");
@@ -559,7 +564,7 @@ out:
     if (w.sidx) mdb_cursor_close(w.sidx);
     if (w.log) mdb_cursor_close(w.log);
     cairn__sealer_free(&w.seal);
-    free(w.scratch);
+    if (w.scratch != small) free(w.scratch);
     return rc;
 }
 
