@@ -198,8 +198,8 @@ ROWS = [
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("dir")
-    ap.add_argument("--appends", type=int, default=1600, help="appends per row and round")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--appends", type=int, default=2000, help="appends per row and round")
+    ap.add_argument("--rounds", type=int, default=5)
     a = ap.parse_args()
     rates = {name: [] for name, _, _ in ROWS}
     lats = {name: [] for name, _, _ in ROWS}
