@@ -224,6 +224,35 @@ static void test_an_older_data_file_beside_the_journal_is_refused(void **state) 
     assert_int_equal(c1, c2); /* data.mdb unchanged */
 }
 
+/* A nested transaction that aborts (a failing member of a group commit) leaves nothing in
+ * the record: after the power loss, the replay has the parent's write and not the child's. */
+static void nested_undo(cairn_store *s) {
+    cairn_env *e = s->env;
+    MDB_txn *txn, *child;
+    MDB_val keep = {4, (void *)"keep"}, drop = {4, (void *)"drop"}, v = {1, (void *)"x"};
+    size_t mark;
+    if (cairn__write_begin(e, CAIRN_DURABLE_FULL, &txn)) _exit(60);
+    if (mdb_put(txn, e->meta, &keep, &v, 0)) _exit(61);
+    mark = cairn__wal_mark(e);
+    if (mdb_txn_begin(e->env, txn, 0, &child)) _exit(62);
+    if (mdb_put(child, e->meta, &drop, &v, 0)) _exit(63);
+    mdb_txn_abort(child);
+    cairn__wal_undo(e, mark);
+    if (cairn__write_commit(e, txn)) _exit(64);
+}
+
+static void test_an_aborted_nested_transaction_is_not_replayed(void **state) {
+    fixture *fx = *state;
+    MDB_txn *txn;
+    MDB_val keep = {4, (void *)"keep"}, drop = {4, (void *)"drop"}, v;
+    crash_after(fx, 2, nested_undo, 1);
+    CHECK_OK(open_store(fx->path, CAIRN_DURABLE_FULL, 0, 0, &fx->store));
+    CHECK_OK(cairn__read_begin(fx->store->env, &txn));
+    assert_int_equal(mdb_get(txn, fx->store->env->meta, &keep, &v), 0);
+    assert_int_equal(mdb_get(txn, fx->store->env->meta, &drop, &v), MDB_NOTFOUND);
+    cairn__read_end(fx->store->env, txn);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_acknowledged_commits_come_back, fx_setup_dir,
@@ -237,6 +266,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_checkpoints_on_the_way, fx_setup_dir, fx_teardown),
         cmocka_unit_test_setup_teardown(test_a_crash_without_power_loss, fx_setup_dir, fx_teardown),
         cmocka_unit_test_setup_teardown(test_an_older_data_file_beside_the_journal_is_refused,
+                                        fx_setup_dir, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_an_aborted_nested_transaction_is_not_replayed,
                                         fx_setup_dir, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
