@@ -148,6 +148,7 @@ static void mixed(cairn_store *s) {
     ten_more(s);
     if (open_store(s->env->path, CAIRN_DURABLE_NONE, 0, 0, &none)) _exit(40);
     if (append_one(none, "a-1", 14, "T", "{}", NULL)) _exit(41);
+    cairn_close(none); /* the environment stays: s holds it */
     step(s);
     for (int i = 0; i < 3; i++) {
         if (append_one(s, "a-1", 15 + i, "T", "{}", NULL)) _exit(42);
