@@ -95,7 +95,8 @@ typedef struct cairn_env {
      * (generation, base), and the recording of the write in progress (under wlock). */
     int walfd;
     MDB_txn *wal_pin;
-    uint64_t wal_pin_id;
+    uint64_t wal_pin_id, wal_pin_gen; /* the pinned txn, and the generation it began */
+    int64_t wal_trim_ns;              /* when a read last looked for a stale pin */
     unsigned wal_psize;
     int wal_dirty;               /* this process journaled since its last checkpoint */
     int wal_err;                 /* a flush failed (errno / MDB code): writes refused */
@@ -658,6 +659,9 @@ int cairn__wal_checkpoint(cairn_env *e);
 /* The pin goes (before mdb_env_set_mapsize; resize lock held exclusively) and comes back. */
 void cairn__wal_unpin(cairn_env *e);
 void cairn__wal_repin(cairn_env *e);
+/* A read txn is about to begin (no lock held): at most every 100 ms, a pin other processes'
+ * checkpoints have left far behind is dropped (it would keep their freed pages from reuse). */
+void cairn__wal_trim(cairn_env *e);
 /* At the environment's end (writer lock free): a last checkpoint when this process
  * journaled since its last one, the pin and the file closed. */
 void cairn__wal_close(cairn_env *e);

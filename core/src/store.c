@@ -140,7 +140,9 @@ static int txn_begin(cairn_env *e, unsigned flags, MDB_txn **txn) {
 
 int cairn__read_begin(cairn_env *e, MDB_txn **txn) {
     int rc = cairn__env_check(e);
-    return rc ? rc : txn_begin(e, MDB_RDONLY, txn);
+    if (rc) return rc;
+    cairn__wal_trim(e);
+    return txn_begin(e, MDB_RDONLY, txn);
 }
 
 void cairn__read_end(cairn_env *e, MDB_txn *txn) {

@@ -401,9 +401,34 @@ static int checkpoint(cairn_env *e, uint64_t last) {
     if (fdatasync(e->walfd) != 0) return broken(e, errno);
     cairn__wal_repin(e); /* writer lock held: the pin sees `last` */
     if (e->wal_pin_id != last) cairn__wal_unpin(e);
+    e->wal_pin_gen = h.gen;
     e->wal_dirty = 0;
     e->wal_ckpts++;
     return 0;
+}
+
+/* A pin PIN_STALE_GENS generations old is another process's checkpoints' business no more:
+ * each commit is protected by its own process's pin, so dropping it costs this process a
+ * checkpoint at its next durable commit, and lets the others' freed pages be reused. */
+#define PIN_STALE_GENS 8
+
+static void pin_trim(cairn_env *e, uint64_t gen) {
+    if (e->wal_pin && gen >= e->wal_pin_gen + PIN_STALE_GENS) cairn__wal_unpin(e);
+}
+
+void cairn__wal_trim(cairn_env *e) {
+    wal_hdr h;
+    int64_t now;
+    if (e->walfd < 0 || e->rdonly || !e->wal_pin) return;
+    now = cairn__now_ns();
+    if (now - __atomic_load_n(&e->wal_trim_ns, __ATOMIC_RELAXED) < 100000000) return;
+    __atomic_store_n(&e->wal_trim_ns, now, __ATOMIC_RELAXED);
+    /* the writer lock of this process: no commit of ours is using the pin meanwhile */
+    if (pthread_mutex_trylock(&e->wlock) != 0) return;
+    pthread_rwlock_rdlock(&e->resize);
+    if (hdr_read(e->walfd, &h) == 0) pin_trim(e, h.gen);
+    pthread_rwlock_unlock(&e->resize);
+    pthread_mutex_unlock(&e->wlock);
 }
 
 int cairn__wal_checkpoint(cairn_env *e) {
@@ -547,6 +572,7 @@ int cairn__wal_commit(cairn_env *e, MDB_txn *txn) {
         return rc;
     }
     e->wal_dirty = 1;
+    pin_trim(e, h.gen);
     /* The commit is durable (its record is): a failed checkpoint now fails the writes
      * after it, not this one. */
     if (id - h.base >= CAIRN__WAL_CKPT_COMMITS || at + (off_t)len - REC_START >= WAL_CKPT_BYTES)

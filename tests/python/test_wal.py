@@ -134,3 +134,45 @@ def test_relaxed_and_none_commits_after_full_ones_leave_nothing_to_replay(tmp_pa
         full.append("a-1", [cairn.Event("T")])
         assert len(journal_records(path)[1]) == 1
         assert full.stream_version("a-1") == 2
+
+
+def _reader_that_wrote_once(path, stop_file, ready_file):
+    """A process that made one durable commit (so it pinned a checkpoint), then only reads."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            import time
+            s = cairn.open(path)
+            s.append("once-1", [cairn.Event("T")])
+            open(ready_file, "w").close()
+            while not os.path.exists(stop_file):
+                s.head()
+                time.sleep(0.02)
+        finally:
+            os._exit(0)
+    return pid
+
+
+@pytest.mark.parametrize("with_reader", [False, True])
+def test_a_process_that_wrote_once_does_not_keep_the_pages_others_free(tmp_path, with_reader):
+    """The journal pins the snapshot of a process's last checkpoint; one that stays open after
+    writing once drops it once other processes' checkpoints have left it 8 generations behind
+    (on its reads), so their freed pages are reused: data.mdb stays small."""
+    import time
+    path = str(tmp_path / "s")
+    cairn.open(path).close()
+    stop, ready = str(tmp_path / "stop"), str(tmp_path / "ready")
+    pid = _reader_that_wrote_once(path, stop, ready) if with_reader else None
+    while pid and not os.path.exists(ready):
+        time.sleep(0.01)
+    with cairn.open(path) as s:
+        for i in range(1500):
+            s.append(f"a-{i}", [cairn.Event("T", {"i": i})])
+            if i % 100 == 0:
+                time.sleep(0.15)  # the reader reads meanwhile
+    open(stop, "w").close()
+    if pid:
+        os.waitpid(pid, 0)
+    size = os.path.getsize(os.path.join(path, "data.mdb"))
+    # 1,500 commits of ~7 new pages each would be ~40 MiB if no freed page were reused
+    assert size < 12 << 20, size
