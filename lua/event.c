@@ -208,7 +208,9 @@ int cairn_lua_push_event(cairn_lua *h, const cairn_event *ev) {
  * reference to them or adds fields to the event: the fold checks that afterwards with
  * lh_reuse_reachable and folds again with fresh tables when it is not so.
  * --------------------------------------------------------------------------------- */
-#define REUSE_KEY "cairn.reuse" /* registry: {E, data, metadata, tags, E's metatable, id box} */
+/* registry: {E, data, metadata, tags, E's metatable, id box, [7] E.stream, [8] E.schema,
+ * [9] tampered, [10] the data table's key strings (lh_dkeys)} */
+#define REUSE_KEY "cairn.reuse"
 
 /* E's __index: materializes `id` from the id box (upvalue 1) on first read.  [-2, +1, m] */
 static int reuse_index(lua_State *L) {
@@ -248,6 +250,8 @@ void lh_evb_reuse_open(lua_State *L, lh_reuse *r) {
         lua_pushcclosure(L, reuse_index, 1);
         lua_setfield(L, -2, "__index");
         lua_rawseti(L, -2, 5);
+        lua_createtable(L, LH_DKEYS, 0);
+        lua_rawseti(L, -2, 10);
         lua_pushvalue(L, -1);
         lua_setfield(L, LUA_REGISTRYINDEX, REUSE_KEY);
     }
@@ -258,9 +262,19 @@ void lh_evb_reuse_open(lua_State *L, lh_reuse *r) {
     lua_pop(L, 1);
     lua_pushvalue(L, t);
     lua_remove(L, t);
+    lua_rawgeti(L, t + 5, 10);
     r->e = t, r->data = t + 1, r->meta = t + 2, r->tags = t + 3, r->mt = t + 4, r->reg = t + 5;
-    r->stream = NULL, r->plain = 0, r->schema = -1; /* the first event sets every field */
+    r->stream = NULL, r->plain = 0, r->schema = -1;      /* the first event sets every field */
+    r->dk.tbl = t + 6, r->dk.n = -1, r->dk.tampered = 0; /* ... and empties the data table */
     if (reuse_tampered(L, r)) { /* by the previous batch: remember it for lh_reuse_reachable */
+        lua_pushboolean(L, 1);
+        lua_rawseti(L, r->reg, 9);
+    }
+}
+
+void lh_evb_reuse_close(lua_State *L, lh_reuse *r) {
+    lh_dkeys_check(L, r->data, &r->dk);
+    if (r->dk.tampered) {
         lua_pushboolean(L, 1);
         lua_rawseti(L, r->reg, 9);
     }
@@ -310,7 +324,7 @@ int lh_evb_event_reuse(lua_State *L, lh_evb *b, lh_reuse *r, const cairn_event *
         lua_pushlstring(L, ev->data.ptr, ev->data.len);
     } else if (ev->data.len) {
         if (lh_decode_into(L, ev->data.ptr, ev->data.len, b->scratch, b->err, sizeof b->err,
-                           r->data)) {
+                           r->data, &r->dk)) {
             b->bad = "data";
             lua_pop(L, 1);
             return -1;
