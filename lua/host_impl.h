@@ -81,8 +81,9 @@ int lh_decode(lua_State *L, const char *s, size_t len, cairn_buf *scratch, char 
               size_t errlen);
 
 /* The keys a reusable data table holds (lh_decode_into): when the next object has the same
- * keys in the same order its values are written over theirs, and their strings are pushed
- * from `tbl` instead of being hashed again.  A key a handler added between two events is
+ * keys in the same order its values are written over theirs, and their strings (and a
+ * string value equal to that key's last one) are pushed from `tbl` instead of being hashed
+ * again.  A key a handler added between two events is
  * not emptied then; it is found (`tampered`) when the table is next emptied or checked, and
  * the fold then runs again with fresh tables (lh_reuse_reachable). */
 #define LH_DKEYS 16
@@ -92,8 +93,9 @@ typedef struct lh_dkeys {
     struct {
         const char *p;
         size_t len;
-    } k[LH_DKEYS];
-    int tampered; /* the table held a key that is none of them */
+    } k[LH_DKEYS], v[LH_DKEYS]; /* v: the last string value of that key (p NULL: none), when
+                                 * short and plain ASCII; at tbl[LH_DKEYS + i + 1] */
+    int tampered;               /* the table held a key that is none of them */
 } lh_dkeys;
 
 /* [-0, +1, m] lh_decode, but a top-level object is decoded into the table at `reuse`
@@ -183,10 +185,12 @@ typedef struct lh_reuse {
     int e, data, meta, tags, mt; /* stack indexes */
     uint8_t *idbox;              /* the id of the event E holds (a userdata of E's __index) */
     int reg;                     /* stack index of the registry's reuse table */
-    const char *stream;          /* the stream string E holds (interned: compared by address) */
-    int plain;                   /* E holds the empty metadata and tags tables, forgotten=false */
-    lua_Integer schema;          /* the schema E holds */
-    lh_dkeys dk;                 /* the keys the data table holds */
+    const char *stream;          /* the bytes of the stream string E holds */
+    size_t stream_len;
+    int plain;          /* E holds the empty metadata and tags tables, forgotten=false */
+    lua_Integer schema; /* the schema E holds */
+    int bytes;          /* E.bytes (-1: not set yet) */
+    lh_dkeys dk;        /* the keys the data table holds */
 } lh_reuse;
 /* [-0, +(LH_REUSE_SLOTS + 2), m] the tables are taken from (or made into) the registry */
 void lh_evb_reuse_open(lua_State *L, lh_reuse *r);

@@ -723,7 +723,8 @@ static int dec_object_reuse(dec *d) {
     lua_State *L = d->L;
     lh_dkeys *dk = d->dk;
     int t = d->reuse, base = lua_gettop(L), n = 0, same = dk->n >= 0;
-    d->reuse = 0; /* nested objects get tables of their own */
+    unsigned char hit[LH_DKEYS]; /* value i came from dk->v[i] */
+    d->reuse = 0;                /* nested objects get tables of their own */
     if (!lua_checkstack(L, 2 * LH_DKEYS + 8)) return dec_fail(d, "out of Lua stack");
     d->p++;
     skip_ws(d);
@@ -748,7 +749,18 @@ static int dec_object_reuse(dec *d) {
         skip_ws(d);
         if (d->p >= d->end || *d->p != ':') return dec_fail(d, "expected ':'");
         d->p++;
-        if (dec_value(d, 1)) return -1;
+        skip_ws(d);
+        /* the same text as the key's last plain string value is that string */
+        size_t vl = same ? dk->v[n].len : 0;
+        hit[n] = same && dk->v[n].p && d->p < d->end && *d->p == '"' &&
+            (size_t)(d->end - d->p) >= vl + 2 && d->p[vl + 1] == '"' &&
+            memcmp(d->p + 1, dk->v[n].p, vl) == 0;
+        if (hit[n]) {
+            lua_rawgeti(L, dk->tbl, LH_DKEYS + n + 1);
+            d->p += vl + 2;
+        } else if (dec_value(d, 1)) {
+            return -1;
+        }
         n++;
         skip_ws(d);
         if (d->p >= d->end) return dec_fail(d, "unterminated object");
@@ -797,9 +809,22 @@ store:
             lua_pushvalue(L, base + 1 + 2 * i);
             dk->k[i].p = lua_tolstring(L, -1, &dk->k[i].len);
             lua_rawseti(L, dk->tbl, i + 1);
+            dk->v[i].p = NULL, hit[i] = 0;
         }
     }
     for (int i = 0; i < n; i++) {
+        if (!hit[i] && lua_type(L, base + 2 + 2 * i) == LUA_TSTRING) { /* the value to reuse */
+            size_t len;
+            const char *v = lua_tolstring(L, base + 2 + 2 * i, &len), *q = v;
+            while (q < v + len && (unsigned char)*q >= 0x20 && (unsigned char)*q < 0x80 &&
+                   *q != '"' && *q != '\\')
+                q++;
+            if (len <= 64 && q == v + len) {
+                lua_pushvalue(L, base + 2 + 2 * i);
+                lua_rawseti(L, dk->tbl, LH_DKEYS + i + 1);
+                dk->v[i].p = v, dk->v[i].len = len;
+            }
+        }
         lua_pushvalue(L, base + 1 + 2 * i);
         lua_pushvalue(L, base + 2 + 2 * i);
         lua_rawset(L, t);

@@ -303,6 +303,14 @@ static void long_folds_keep_event_semantics(void **state) {
               1000, &st);
     assert_int_equal(field_of(st.json, "bad"), 0);
     free(st.json);
+    /* writes `bytes` of one event (set only when it changes) */
+    fold_with(fx->store, "byts",
+              "return { init = function() return { bad = 0 } end, apply = { T = function(s, e)"
+              " if e.bytes ~= false then s.bad = s.bad + 1 end; if e.version == 10 then e.bytes = "
+              "true end end }, }",
+              1000, &st);
+    assert_int_equal(field_of(st.json, "bad"), 0);
+    free(st.json);
     /* writes its own id */
     fold_with(fx->store, "myid",
               "return { init = function() return { bad = 0 } end, apply = { T = function(s, e)"
@@ -362,16 +370,26 @@ static void long_folds_see_each_events_own_data_keys(void **state) {
         "{\"a\":1,\"c\":{\"a\":5}}",
         "{\"k1\":0,\"k2\":0,\"k3\":0,\"k4\":0,\"k5\":0,\"k6\":0,\"k7\":0,\"k8\":0,\"k9\":0,"
         "\"k10\":0,\"k11\":0,\"k12\":0,\"k13\":0,\"k14\":0,\"k15\":0,\"k16\":0,\"a\":1,\"b\":2}",
+        /* string values: one equal to the last (reused), a longer one, escaped ones */
+        "{\"s\":\"a\"}",
+        "{\"s\":\"a\"}",
+        "{\"s\":\"ab\"}",
+        "{\"s\":\"a\\\"b\"}",
+        "{\"s\":\"\\u0061\"}",
+        "{\"s\":\"a\",\"t\":\"a\"}",
+        "{\"s\":\"\"}",
     };
     /* keys of each shape's data, and a + 10 b over them */
-    static const int nkeys[] = {1, 1, 1, 2, 2, 0, 2, 0, 1, 2, 18};
-    static const int sum[] = {1, 1, 20, 21, 21, 0, 0, 0, 1, 1, 21};
+    static const int nkeys[] = {1, 1, 1, 2, 2, 0, 2, 0, 1, 2, 18, 1, 1, 1, 1, 1, 2, 1};
+    /* ... and 100 * #s + its first byte */
+    static const int sum[] = {1, 1, 20, 21, 21, 0, 0, 0, 1, 1, 21, 197, 197, 297, 397, 197, 197, 0};
     const size_t ns = sizeof shapes / sizeof *shapes;
     static const char src[] =
         "return { init = function() return { keys = 0, sum = 0 } end, apply = { T = function(s, e)"
         " if type(e.data) == 'table' and not e.data[1] then"
         "  for k in pairs(e.data) do s.keys = s.keys + 1 end;"
         "  s.sum = s.sum + (e.data.a or 0) + 10 * (e.data.b or 0)"
+        "  if e.data.s then s.sum = s.sum + 100 * #e.data.s + (e.data.s:byte(1) or 0) end"
         " elseif type(e.data) == 'table' then s.keys = s.keys + #e.data end end }, }";
     cairn_event_in evs[100];
     cairn_append_result r;
