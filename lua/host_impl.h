@@ -93,9 +93,10 @@ typedef struct lh_dkeys {
     struct {
         const char *p;
         size_t len;
-    } k[LH_DKEYS], v[LH_DKEYS]; /* v: the last string value of that key (p NULL: none), when
+    } k[LH_DKEYS], v[LH_DKEYS];     /* v: the last string value of that key (p NULL: none), when
                                  * short and plain ASCII; at tbl[LH_DKEYS + i + 1] */
-    int tampered;               /* the table held a key that is none of them */
+    unsigned char kplain[LH_DKEYS]; /* key i's JSON text is the key between quotes */
+    int tampered;                   /* the table held a key that is none of them */
 } lh_dkeys;
 
 /* [-0, +1, m] lh_decode, but a top-level object is decoded into the table at `reuse`

@@ -715,6 +715,16 @@ void lh_dkeys_check(lua_State *L, int t, lh_dkeys *dk) {
     }
 }
 
+/* 1 when the JSON text of the string s is s between quotes: ASCII, no control character,
+ * quote or backslash */
+static int plain_text(const char *s, size_t len) {
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\') return 0;
+    }
+    return 1;
+}
+
 /* The top-level object decoded into the reusable table d->reuse (dec_object otherwise).
  * Up to LH_DKEYS pairs are gathered on the stack; when their keys are the ones the table
  * holds, in order, the values are written over the old ones, else the table is emptied
@@ -735,13 +745,12 @@ static int dec_object_reuse(dec *d) {
     for (;;) {
         if (d->p >= d->end || *d->p != '"') return dec_fail(d, "expected a string key");
         if (n == LH_DKEYS) break; /* more pairs than kept: the rest go straight in */
-        const unsigned char *ks = d->p + 1, *ke = ks;
-        while (ke < d->end && *ke != '"' && *ke != '\\' && *ke >= 0x20 && *ke < 0x80) ke++;
-        size_t kl = (size_t)(ke - ks);
-        if (same && n < dk->n && ke < d->end && *ke == '"' && dk->k[n].len == kl &&
-            memcmp(dk->k[n].p, ks, kl) == 0) {
+        /* the text of a plain key is the key itself between quotes */
+        size_t kl = same && n < dk->n ? dk->k[n].len : 0;
+        if (same && n < dk->n && dk->kplain[n] && (size_t)(d->end - d->p) >= kl + 2 &&
+            d->p[kl + 1] == '"' && memcmp(d->p + 1, dk->k[n].p, kl) == 0) {
             lua_rawgeti(L, dk->tbl, n + 1);
-            d->p = ke + 1;
+            d->p += kl + 2;
         } else {
             same = 0;
             if (dec_string(d)) return -1;
@@ -808,6 +817,7 @@ store:
         for (int i = 0; i < n; i++) { /* the keys now held, kept alive by dk->tbl */
             lua_pushvalue(L, base + 1 + 2 * i);
             dk->k[i].p = lua_tolstring(L, -1, &dk->k[i].len);
+            dk->kplain[i] = (unsigned char)plain_text(dk->k[i].p, dk->k[i].len);
             lua_rawseti(L, dk->tbl, i + 1);
             dk->v[i].p = NULL, hit[i] = 0;
         }
@@ -815,11 +825,8 @@ store:
     for (int i = 0; i < n; i++) {
         if (!hit[i] && lua_type(L, base + 2 + 2 * i) == LUA_TSTRING) { /* the value to reuse */
             size_t len;
-            const char *v = lua_tolstring(L, base + 2 + 2 * i, &len), *q = v;
-            while (q < v + len && (unsigned char)*q >= 0x20 && (unsigned char)*q < 0x80 &&
-                   *q != '"' && *q != '\\')
-                q++;
-            if (len <= 64 && q == v + len) {
+            const char *v = lua_tolstring(L, base + 2 + 2 * i, &len);
+            if (len <= 64 && plain_text(v, len)) {
                 lua_pushvalue(L, base + 2 + 2 * i);
                 lua_rawseti(L, dk->tbl, LH_DKEYS + i + 1);
                 dk->v[i].p = v, dk->v[i].len = len;
