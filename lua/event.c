@@ -208,7 +208,9 @@ int cairn_lua_push_event(cairn_lua *h, const cairn_event *ev) {
  * reference to them or adds fields to the event: the fold checks that afterwards with
  * lh_reuse_reachable and folds again with fresh tables when it is not so.
  * --------------------------------------------------------------------------------- */
-#define REUSE_KEY "cairn.reuse" /* registry: {E, data, metadata, tags, E's metatable, id box} */
+/* registry: {E, data, metadata, tags, E's metatable, id box, [7] E.stream, [8] E.schema,
+ * [9] tampered, [10] the data table's key strings (lh_dkeys), [11] E.bytes} */
+#define REUSE_KEY "cairn.reuse"
 
 /* E's __index: materializes `id` from the id box (upvalue 1) on first read.  [-2, +1, m] */
 static int reuse_index(lua_State *L) {
@@ -248,6 +250,8 @@ void lh_evb_reuse_open(lua_State *L, lh_reuse *r) {
         lua_pushcclosure(L, reuse_index, 1);
         lua_setfield(L, -2, "__index");
         lua_rawseti(L, -2, 5);
+        lua_createtable(L, LH_DKEYS, 0);
+        lua_rawseti(L, -2, 10);
         lua_pushvalue(L, -1);
         lua_setfield(L, LUA_REGISTRYINDEX, REUSE_KEY);
     }
@@ -258,9 +262,19 @@ void lh_evb_reuse_open(lua_State *L, lh_reuse *r) {
     lua_pop(L, 1);
     lua_pushvalue(L, t);
     lua_remove(L, t);
+    lua_rawgeti(L, t + 5, 10);
     r->e = t, r->data = t + 1, r->meta = t + 2, r->tags = t + 3, r->mt = t + 4, r->reg = t + 5;
-    r->stream = NULL, r->plain = 0, r->schema = -1; /* the first event sets every field */
+    r->stream = NULL, r->plain = 0, r->schema = -1, r->bytes = -1; /* the first event sets all */
+    r->dk.tbl = t + 6, r->dk.n = -1, r->dk.tampered = 0; /* ... and empties the data table */
     if (reuse_tampered(L, r)) { /* by the previous batch: remember it for lh_reuse_reachable */
+        lua_pushboolean(L, 1);
+        lua_rawseti(L, r->reg, 9);
+    }
+}
+
+void lh_evb_reuse_close(lua_State *L, lh_reuse *r) {
+    lh_dkeys_check(L, r->data, &r->dk);
+    if (r->dk.tampered) {
         lua_pushboolean(L, 1);
         lua_rawseti(L, r->reg, 9);
     }
@@ -284,6 +298,24 @@ static void clear_table(lua_State *L, int t) {
 
 #define KEY(k) lua_pushvalue(L, b->keys + (k))
 
+/* [-1, +0, m] E[key k] = the value at the top, recorded in the registry table's `slot`; the
+ * value it replaces must be the one recorded there, else a handler wrote it (slot 9) */
+static void reuse_keep(lua_State *L, const lh_evb *b, const lh_reuse *r, int k, int slot) {
+    KEY(k);
+    lua_rawget(L, r->e);
+    lua_rawgeti(L, r->reg, slot);
+    if (!lua_rawequal(L, -1, -2)) {
+        lua_pushboolean(L, 1);
+        lua_rawseti(L, r->reg, 9);
+    }
+    lua_pop(L, 2);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, r->reg, slot);
+    KEY(k);
+    lua_insert(L, -2);
+    lua_rawset(L, r->e);
+}
+
 int lh_evb_event_reuse(lua_State *L, lh_evb *b, lh_reuse *r, const cairn_event *ev, int type_idx) {
     int t = r->e;
     int plain = !ev->metadata.len && !ev->ntags && !ev->subject.len; /* see r->plain */
@@ -300,9 +332,6 @@ int lh_evb_event_reuse(lua_State *L, lh_evb *b, lh_reuse *r, const cairn_event *
         r->idbox[16] = 0;
     }
     memcpy(r->idbox, ev->id, 16);
-    KEY(EK_BYTES); /* set with data, for every event */
-    lua_pushboolean(L, !ev->forgotten && (ev->flags & CAIRN_EVENT_BYTES) != 0);
-    lua_rawset(L, t);
     KEY(EK_DATA);
     if (ev->forgotten) {
         lua_pushnil(L);
@@ -310,7 +339,7 @@ int lh_evb_event_reuse(lua_State *L, lh_evb *b, lh_reuse *r, const cairn_event *
         lua_pushlstring(L, ev->data.ptr, ev->data.len);
     } else if (ev->data.len) {
         if (lh_decode_into(L, ev->data.ptr, ev->data.len, b->scratch, b->err, sizeof b->err,
-                           r->data)) {
+                           r->data, &r->dk)) {
             b->bad = "data";
             lua_pop(L, 1);
             return -1;
@@ -320,24 +349,26 @@ int lh_evb_event_reuse(lua_State *L, lh_evb *b, lh_reuse *r, const cairn_event *
     }
     lua_rawset(L, t);
     set_counters(L, b, t, ev);
+    /* Fields that stay the same along a fold are set when they change (reuse_keep).  A
+     * handler that overwrote one is found when it changes next or afterwards
+     * (lh_reuse_reachable compares them with what was set, which the registry table
+     * records) and the fold runs again with fresh tables. */
     if (r->schema != (lua_Integer)ev->schema) {
-        KEY(EK_SCHEMA);
         lua_pushinteger(L, (lua_Integer)ev->schema);
-        lua_pushvalue(L, -1);
-        lua_rawseti(L, r->reg, 8); /* what E.schema must still be at the end */
-        lua_rawset(L, t);
+        reuse_keep(L, b, r, EK_SCHEMA, 8);
         r->schema = (lua_Integer)ev->schema;
     }
-    /* Fields that stay the same along a fold are set when they change.  A handler that
-     * overwrote one is found afterwards (lh_reuse_reachable compares them with what was
-     * set, which the registry table records) and the fold runs again with fresh tables. */
-    if (!r->stream || r->stream != ev->stream.ptr) {
-        KEY(EK_STREAM);
+    int bytes = !ev->forgotten && (ev->flags & CAIRN_EVENT_BYTES) != 0;
+    if (r->bytes != bytes) {
+        lua_pushboolean(L, bytes);
+        reuse_keep(L, b, r, EK_BYTES, 11);
+        r->bytes = bytes;
+    }
+    if (!r->stream || r->stream_len != ev->stream.len ||
+        memcmp(r->stream, ev->stream.ptr, ev->stream.len) != 0) {
         cached_string(L, b, 0, ev->stream.ptr, ev->stream.len);
-        lua_pushvalue(L, -1);
-        lua_rawseti(L, r->reg, 7); /* what E.stream must still be at the end */
-        lua_rawset(L, t);
-        r->stream = ev->stream.ptr;
+        r->stream = lua_tolstring(L, -1, &r->stream_len); /* kept by the registry's slot 7 */
+        reuse_keep(L, b, r, EK_STREAM, 7);
     }
     if (plain && r->plain) goto done;
     lua_pushvalue(L, r->mt);
@@ -463,6 +494,11 @@ static int reuse_tampered(lua_State *L, const lh_reuse *rp) {
         lua_pushliteral(L, "schema");
         lua_rawget(L, r.e);
         lua_rawgeti(L, r.reg, 8);
+        ok = ok && lua_rawequal(L, -1, -2);
+        lua_pop(L, 2);
+        lua_pushliteral(L, "bytes");
+        lua_rawget(L, r.e);
+        lua_rawgeti(L, r.reg, 11);
         ok = ok && lua_rawequal(L, -1, -2);
         lua_pop(L, 2);
         lua_pushliteral(L, "id"); /* absent, or the one the metatable made */

@@ -1063,6 +1063,7 @@ static int fold_inner(lua_State *L) {
         lua_settop(L, base);
         a->done++;
     }
+    if (a->reuse) lh_evb_reuse_close(L, &a->r);
     lua_pushvalue(L, 2);
     return 1;
 }

@@ -80,10 +80,32 @@ int lh_encode(lua_State *L, int idx, cairn_buf *out, char *err, size_t errlen);
 int lh_decode(lua_State *L, const char *s, size_t len, cairn_buf *scratch, char *err,
               size_t errlen);
 
+/* The keys a reusable data table holds (lh_decode_into): when the next object has the same
+ * keys in the same order its values are written over theirs, and their strings (and a
+ * string value equal to that key's last one) are pushed from `tbl` instead of being hashed
+ * again.  A key a handler added between two events is
+ * not emptied then; it is found (`tampered`) when the table is next emptied or checked, and
+ * the fold then runs again with fresh tables (lh_reuse_reachable). */
+#define LH_DKEYS 16
+typedef struct lh_dkeys {
+    int tbl; /* stack index of the array of those key strings (it keeps them alive) */
+    int n;   /* how many; -1: not known (the table is emptied with no check) */
+    struct {
+        const char *p;
+        size_t len;
+    } k[LH_DKEYS], v[LH_DKEYS];     /* v: the last string value of that key (p NULL: none), when
+                                 * short and plain ASCII; at tbl[LH_DKEYS + i + 1] */
+    unsigned char kplain[LH_DKEYS]; /* key i's JSON text is the key between quotes */
+    int tampered;                   /* the table held a key that is none of them */
+} lh_dkeys;
+
 /* [-0, +1, m] lh_decode, but a top-level object is decoded into the table at `reuse`
- * (emptied first) instead of a new one; 0: as lh_decode. */
+ * instead of a new one (its old fields gone; dk, may be NULL: see lh_dkeys); 0: as
+ * lh_decode. */
 int lh_decode_into(lua_State *L, const char *s, size_t len, cairn_buf *scratch, char *err,
-                   size_t errlen, int reuse);
+                   size_t errlen, int reuse, lh_dkeys *dk);
+/* [-0, +0, -] dk->tampered when the table at t holds a key that is none of dk's (known) */
+void lh_dkeys_check(lua_State *L, int t, lh_dkeys *dk);
 
 /* [-0, +1, m] Pushes the json library table (encode, decode, null). */
 void lh_open_json(lua_State *L);
@@ -164,12 +186,18 @@ typedef struct lh_reuse {
     int e, data, meta, tags, mt; /* stack indexes */
     uint8_t *idbox;              /* the id of the event E holds (a userdata of E's __index) */
     int reg;                     /* stack index of the registry's reuse table */
-    const char *stream;          /* the stream string E holds (interned: compared by address) */
-    int plain;                   /* E holds the empty metadata and tags tables, forgotten=false */
-    lua_Integer schema;          /* the schema E holds */
+    const char *stream;          /* the bytes of the stream string E holds */
+    size_t stream_len;
+    int plain;          /* E holds the empty metadata and tags tables, forgotten=false */
+    lua_Integer schema; /* the schema E holds */
+    int bytes;          /* E.bytes (-1: not set yet) */
+    lh_dkeys dk;        /* the keys the data table holds */
 } lh_reuse;
-/* [-0, +LH_REUSE_SLOTS, m] the tables are taken from (or made into) the registry */
+/* [-0, +(LH_REUSE_SLOTS + 2), m] the tables are taken from (or made into) the registry */
 void lh_evb_reuse_open(lua_State *L, lh_reuse *r);
+/* [-0, +0, m] at the end of a batch: records in the registry a key a handler added to the
+ * data table (lh_dkeys), for lh_reuse_reachable */
+void lh_evb_reuse_close(lua_State *L, lh_reuse *r);
 /* [-0, +(1|0), m] as lh_evb_event */
 int lh_evb_event_reuse(lua_State *L, lh_evb *b, lh_reuse *r, const cairn_event *ev, int type_idx);
 /* [-0, +0, m] forgets the registry's reusable tables (after they were found retained) */

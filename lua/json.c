@@ -398,7 +398,8 @@ typedef struct dec {
     cairn_buf *scratch;
     char *err;
     size_t errlen;
-    int reuse; /* stack index of an empty table to hold a top-level object, 0: none */
+    int reuse;    /* stack index of the table to hold a top-level object, 0: none */
+    lh_dkeys *dk; /* the keys that table holds (NULL: it is empty) */
 } dec;
 
 /* [-0, +1, -] the table for an object: the reusable one at the top level, else a new one */
@@ -682,6 +683,165 @@ static int dec_object(dec *d, int depth) {
     return 0;
 }
 
+/* [-0, +0, -] empties the reusable table at t, checking its keys against dk's first */
+static void reuse_clear(lua_State *L, int t, lh_dkeys *dk) {
+    if (dk) {
+        lh_dkeys_check(L, t, dk);
+        dk->n = -1;
+    }
+    lua_pushnil(L);
+    while (lua_next(L, t)) { /* clearing fields during lua_next is allowed */
+        lua_pop(L, 1);
+        lua_pushvalue(L, -1);
+        lua_pushnil(L);
+        lua_rawset(L, t);
+    }
+}
+
+void lh_dkeys_check(lua_State *L, int t, lh_dkeys *dk) {
+    if (dk->n < 0 || dk->tampered) return;
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        size_t len;
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &len) : NULL;
+        int i = 0;
+        lua_pop(L, 1);
+        while (k && i < dk->n && !(dk->k[i].len == len && memcmp(dk->k[i].p, k, len) == 0)) i++;
+        if (!k || i == dk->n) {
+            dk->tampered = 1;
+            lua_pop(L, 1);
+            return;
+        }
+    }
+}
+
+/* 1 when the JSON text of the string s is s between quotes: ASCII, no control character,
+ * quote or backslash */
+static int plain_text(const char *s, size_t len) {
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\') return 0;
+    }
+    return 1;
+}
+
+/* The top-level object decoded into the reusable table d->reuse (dec_object otherwise).
+ * Up to LH_DKEYS pairs are gathered on the stack; when their keys are the ones the table
+ * holds, in order, the values are written over the old ones, else the table is emptied
+ * first.  A key equal to the one the table holds at its place is pushed from dk->tbl. */
+static int dec_object_reuse(dec *d) {
+    lua_State *L = d->L;
+    lh_dkeys *dk = d->dk;
+    int t = d->reuse, base = lua_gettop(L), n = 0, same = dk->n >= 0;
+    unsigned char hit[LH_DKEYS]; /* value i came from dk->v[i] */
+    d->reuse = 0;                /* nested objects get tables of their own */
+    if (!lua_checkstack(L, 2 * LH_DKEYS + 8)) return dec_fail(d, "out of Lua stack");
+    d->p++;
+    skip_ws(d);
+    if (d->p < d->end && *d->p == '}') {
+        d->p++;
+        goto store;
+    }
+    for (;;) {
+        if (d->p >= d->end || *d->p != '"') return dec_fail(d, "expected a string key");
+        if (n == LH_DKEYS) break; /* more pairs than kept: the rest go straight in */
+        /* the text of a plain key is the key itself between quotes */
+        size_t kl = same && n < dk->n ? dk->k[n].len : 0;
+        if (same && n < dk->n && dk->kplain[n] && (size_t)(d->end - d->p) >= kl + 2 &&
+            d->p[kl + 1] == '"' && memcmp(d->p + 1, dk->k[n].p, kl) == 0) {
+            lua_rawgeti(L, dk->tbl, n + 1);
+            d->p += kl + 2;
+        } else {
+            same = 0;
+            if (dec_string(d)) return -1;
+        }
+        skip_ws(d);
+        if (d->p >= d->end || *d->p != ':') return dec_fail(d, "expected ':'");
+        d->p++;
+        skip_ws(d);
+        /* the same text as the key's last plain string value is that string */
+        size_t vl = same ? dk->v[n].len : 0;
+        hit[n] = same && dk->v[n].p && d->p < d->end && *d->p == '"' &&
+            (size_t)(d->end - d->p) >= vl + 2 && d->p[vl + 1] == '"' &&
+            memcmp(d->p + 1, dk->v[n].p, vl) == 0;
+        if (hit[n]) {
+            lua_rawgeti(L, dk->tbl, LH_DKEYS + n + 1);
+            d->p += vl + 2;
+        } else if (dec_value(d, 1)) {
+            return -1;
+        }
+        n++;
+        skip_ws(d);
+        if (d->p >= d->end) return dec_fail(d, "unterminated object");
+        if (*d->p == ',') {
+            d->p++;
+            skip_ws(d);
+            continue;
+        }
+        if (*d->p != '}') return dec_fail(d, "expected ',' or '}'");
+        d->p++;
+        goto store;
+    }
+    /* LH_DKEYS pairs and more to come: the keys are not kept */
+    reuse_clear(L, t, dk);
+    for (int i = 0; i < n; i++) { /* in order: a repeated key keeps its last value */
+        lua_pushvalue(L, base + 1 + 2 * i);
+        lua_pushvalue(L, base + 2 + 2 * i);
+        lua_rawset(L, t);
+    }
+    lua_settop(L, base);
+    for (;;) {
+        if (d->p >= d->end || *d->p != '"') return dec_fail(d, "expected a string key");
+        if (dec_string(d)) return -1;
+        skip_ws(d);
+        if (d->p >= d->end || *d->p != ':') return dec_fail(d, "expected ':'");
+        d->p++;
+        if (dec_value(d, 1)) return -1;
+        lua_rawset(L, t);
+        skip_ws(d);
+        if (d->p >= d->end) return dec_fail(d, "unterminated object");
+        if (*d->p == ',') {
+            d->p++;
+            skip_ws(d);
+            continue;
+        }
+        if (*d->p != '}') return dec_fail(d, "expected ',' or '}'");
+        d->p++;
+        break;
+    }
+    lua_pushvalue(L, t);
+    return 0;
+store:
+    if (!same || n != dk->n) {
+        reuse_clear(L, t, dk);
+        for (int i = 0; i < n; i++) { /* the keys now held, kept alive by dk->tbl */
+            lua_pushvalue(L, base + 1 + 2 * i);
+            dk->k[i].p = lua_tolstring(L, -1, &dk->k[i].len);
+            dk->kplain[i] = (unsigned char)plain_text(dk->k[i].p, dk->k[i].len);
+            lua_rawseti(L, dk->tbl, i + 1);
+            dk->v[i].p = NULL, hit[i] = 0;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        if (!hit[i] && lua_type(L, base + 2 + 2 * i) == LUA_TSTRING) { /* the value to reuse */
+            size_t len;
+            const char *v = lua_tolstring(L, base + 2 + 2 * i, &len);
+            if (len <= 64 && plain_text(v, len)) {
+                lua_pushvalue(L, base + 2 + 2 * i);
+                lua_rawseti(L, dk->tbl, LH_DKEYS + i + 1);
+                dk->v[i].p = v, dk->v[i].len = len;
+            }
+        }
+        lua_pushvalue(L, base + 1 + 2 * i);
+        lua_pushvalue(L, base + 2 + 2 * i);
+        lua_rawset(L, t);
+    }
+    dk->n = n;
+    lua_settop(L, base);
+    lua_pushvalue(L, t);
+    return 0;
+}
+
 static int dec_value(dec *d, int depth) {
     skip_ws(d);
     if (d->p >= d->end) return dec_fail(d, "unexpected end of text");
@@ -690,6 +850,7 @@ static int dec_value(dec *d, int depth) {
     switch (*d->p) {
     case '{':
         if (depth >= CAIRN_LUA_MAX_DEPTH) return dec_fail(d, "nesting deeper than 1000");
+        if (depth == 0 && d->reuse && d->dk) return dec_object_reuse(d);
         return dec_object(d, depth + 1);
     case '[':
         if (depth >= CAIRN_LUA_MAX_DEPTH) return dec_fail(d, "nesting deeper than 1000");
@@ -724,11 +885,11 @@ static int dec_value(dec *d, int depth) {
 
 int lh_decode(lua_State *L, const char *s, size_t len, cairn_buf *scratch, char *err,
               size_t errlen) {
-    return lh_decode_into(L, s, len, scratch, err, errlen, 0);
+    return lh_decode_into(L, s, len, scratch, err, errlen, 0, NULL);
 }
 
 int lh_decode_into(lua_State *L, const char *s, size_t len, cairn_buf *scratch, char *err,
-                   size_t errlen, int reuse) {
+                   size_t errlen, int reuse, lh_dkeys *dk) {
     dec d = {L,
              (const unsigned char *)s,
              (const unsigned char *)s + len,
@@ -736,17 +897,16 @@ int lh_decode_into(lua_State *L, const char *s, size_t len, cairn_buf *scratch, 
              scratch,
              err,
              errlen,
-             0};
-    if (reuse) { /* empty the reusable table: clearing fields during lua_next is allowed */
+             0,
+             NULL};
+    if (reuse) {
         reuse = lua_absindex(L, reuse);
-        lua_pushnil(L);
-        while (lua_next(L, reuse)) {
-            lua_pop(L, 1);
-            lua_pushvalue(L, -1);
-            lua_pushnil(L);
-            lua_rawset(L, reuse);
-        }
         d.reuse = reuse;
+        skip_ws(&d);
+        if (dk && d.p < d.end && *d.p == '{')
+            d.dk = dk; /* dec_object_reuse empties it or writes over it */
+        else
+            reuse_clear(L, reuse, dk);
     }
     int top = lua_gettop(L);
     if (dec_value(&d, 0) == 0) {

@@ -51,16 +51,17 @@ void cairn_buf_free(cairn_buf *b);
  * Byte order.  Keys and index values are big-endian (they sort with LMDB's default
  * memcmp comparator); the record header is little-endian.
  * --------------------------------------------------------------------------------- */
+/* the little-endian accessors copy native words, so the host must be little-endian; a
+ * big-endian word is then one byte swap (gcc does not make one of a byte loop) */
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "cairn assumes a little-endian host");
 static inline void cairn__put_be64(uint8_t *p, uint64_t v) {
-    for (int i = 7; i >= 0; i--) {
-        p[i] = (uint8_t)v;
-        v >>= 8;
-    }
+    v = __builtin_bswap64(v);
+    memcpy(p, &v, 8);
 }
 static inline uint64_t cairn__get_be64(const uint8_t *p) {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
-    return v;
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return __builtin_bswap64(v);
 }
 static inline void cairn__put_be32(uint8_t *p, uint32_t v) {
     p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8),

@@ -774,8 +774,9 @@ int cairn_iter_next(cairn_iter *it, cairn_event *ev) {
             return rc;
         }
     }
-    rc = cairn__record_decode(it->page.p + it->offs[it->at],
-                              it->offs[it->at + 1] - it->offs[it->at], it->poss[it->at], ev);
+    /* take() verified the checksum as it copied the record from LMDB: the copy is parsed */
+    rc = cairn__record_parse(it->page.p + it->offs[it->at], it->offs[it->at + 1] - it->offs[it->at],
+                             it->poss[it->at], ev);
     /* sealed data opens in place: the page is this iterator's copy, decoded this once */
     if (rc == CAIRN_OK) rc = cairn__event_reveal(it->env, ev, it->pend[it->at], NULL);
     it->at++;
@@ -1033,10 +1034,9 @@ int cairn_get_ex(cairn_store *s, uint64_t position, int raw, cairn_event *ev) {
     }
     if (rc == 0) { /* an event the lifecycle rules removed is not there any more */
         cairn_event e0;
-        int lon, lrc = cairn__life_on(s->env, txn, 1, &lon);
-        if (lrc == CAIRN_OK && lon &&
-            (lrc = cairn__record_decode(v.mv_data, v.mv_size, position, &e0)) == CAIRN_OK &&
-            (lrc = cairn__life_event_hidden(s->env, txn, &e0)) == 1)
+        int lon, lrc = cairn__record_decode(v.mv_data, v.mv_size, position, &e0); /* the sum */
+        if (lrc == CAIRN_OK) lrc = cairn__life_on(s->env, txn, 1, &lon);
+        if (lrc == CAIRN_OK && lon && (lrc = cairn__life_event_hidden(s->env, txn, &e0)) == 1)
             rc = MDB_NOTFOUND, hidden = 1;
         else if (lrc < 0) {
             cairn__read_end(s->env, txn);
@@ -1068,8 +1068,9 @@ int cairn_get_ex(cairn_store *s, uint64_t position, int raw, cairn_event *ev) {
     if (!raw && s->env->hooks && s->env->hooks->read_prepare)
         rc = (g = get_xform_of(s->env->hooks)) ? xform_prepare(s->env, txn, &g->state, &on)
                                                : cairn__fail(CAIRN_ENOMEM, "out of memory");
-    /* decoded here so that the txn tells whether its key is being forgotten */
-    if (rc == CAIRN_OK) rc = cairn__record_decode(b->p, b->len, position, ev);
+    /* decoded here so that the txn tells whether its key is being forgotten; the copy of
+     * the record verified above is parsed */
+    if (rc == CAIRN_OK) rc = cairn__record_parse(b->p, b->len, position, ev);
     if (rc == CAIRN_OK) rc = cairn__event_pending(s->env, txn, ev, &pending);
     cairn__read_end(s->env, txn);
     if (rc == CAIRN_OK) rc = cairn__event_reveal(s->env, ev, pending, NULL); /* b: our copy */

@@ -283,6 +283,9 @@ void cairn__record_write(uint8_t *out, const cairn_slice *stream, const cairn_ev
 int cairn__record_decode(const void *rec, size_t len, uint64_t position, cairn_event *ev);
 int cairn__record_decode_ex(const void *rec, size_t len, uint64_t position, cairn_event *ev,
                             cairn_rec_info *info);
+/* cairn__record_decode without the checksum, for a private copy of a record whose
+ * checksum its maker verified when it took it from LMDB (read.c's pages, cairn_get_ex). */
+int cairn__record_parse(const void *rec, size_t len, uint64_t position, cairn_event *ev);
 
 /* ---------------------------------------------------------------------------------
  * The hash chain (chain.c, docs/FORMAT.md "The hash chain").  The chain hash of position

@@ -303,6 +303,14 @@ static void long_folds_keep_event_semantics(void **state) {
               1000, &st);
     assert_int_equal(field_of(st.json, "bad"), 0);
     free(st.json);
+    /* writes `bytes` of one event (set only when it changes) */
+    fold_with(fx->store, "byts",
+              "return { init = function() return { bad = 0 } end, apply = { T = function(s, e)"
+              " if e.bytes ~= false then s.bad = s.bad + 1 end; if e.version == 10 then e.bytes = "
+              "true end end }, }",
+              1000, &st);
+    assert_int_equal(field_of(st.json, "bad"), 0);
+    free(st.json);
     /* writes its own id */
     fold_with(fx->store, "myid",
               "return { init = function() return { bad = 0 } end, apply = { T = function(s, e)"
@@ -311,12 +319,95 @@ static void long_folds_keep_event_semantics(void **state) {
               1000, &st);
     assert_int_equal(field_of(st.json, "bad"), 0);
     free(st.json);
+    /* adds a key to e.data (whose keys are the same for every event, so the reused data
+     * table is written over, not emptied) and looks for it on the next one */
+    fold_with(fx->store, "dmrk",
+              "return { init = function() return { seen = 0 } end, apply = { T = function(s, e)"
+              " if e.data.mark then s.seen = s.seen + 1 end; e.data.mark = true end }, }",
+              1000, &st);
+    assert_int_equal(field_of(st.json, "seen"), 0);
+    free(st.json);
+    /* the same through rawset, on one event only */
+    fold_with(fx->store, "draw",
+              "return { init = function() return { bad = 0 } end, apply = { T = function(s, e)"
+              " if rawget(e.data, 'x') then s.bad = s.bad + 1 end;"
+              " if e.version == 10 then rawset(e.data, 'x', 1) end end }, }",
+              1000, &st);
+    assert_int_equal(field_of(st.json, "bad"), 0);
+    free(st.json);
+    /* removes or changes a key of e.data: every later event still has its own value */
+    fold_with(fx->store, "ddel",
+              "return { init = function() return { total = 0 } end, apply = { T = function(s, e)"
+              " s.total = s.total + e.data.i; if e.version % 2 == 0 then e.data.i = nil else"
+              " e.data.i = 1000000 end end }, }",
+              1000, &st);
+    assert_int_equal(field_of(st.json, "total"), 10 * (99 * 100 / 2));
+    free(st.json);
     /* and a plain reducer still folds every event (through the reused tables) */
     fold_with(fx->store, "sum",
               "return { init = function() return { total = 0 } end, apply = { T = function(s, e)"
               " s.total = s.total + e.data.i end }, }",
               1000, &st);
     assert_int_equal(field_of(st.json, "total"), 10 * (99 * 100 / 2));
+    free(st.json);
+}
+
+/* The reused data table over events whose keys change from one to the next (other keys,
+ * more, fewer, the same in another order, escaped, not an object, more than the table's
+ * key list holds): every event sees exactly its own keys and values. */
+static void long_folds_see_each_events_own_data_keys(void **state) {
+    fixture *fx = *state;
+    static const char *shapes[] = {
+        "{\"a\":1}",
+        "{\"a\":1}",
+        "{\"b\":2}",
+        "{\"a\":1,\"b\":2}",
+        "{\"b\":2,\"a\":1}",
+        "{}",
+        "[1,2]",
+        "\"s\"",
+        "{\"\\u0061\":1}",
+        "{\"a\":1,\"c\":{\"a\":5}}",
+        "{\"k1\":0,\"k2\":0,\"k3\":0,\"k4\":0,\"k5\":0,\"k6\":0,\"k7\":0,\"k8\":0,\"k9\":0,"
+        "\"k10\":0,\"k11\":0,\"k12\":0,\"k13\":0,\"k14\":0,\"k15\":0,\"k16\":0,\"a\":1,\"b\":2}",
+        /* string values: one equal to the last (reused), a longer one, escaped ones */
+        "{\"s\":\"a\"}",
+        "{\"s\":\"a\"}",
+        "{\"s\":\"ab\"}",
+        "{\"s\":\"a\\\"b\"}",
+        "{\"s\":\"\\u0061\"}",
+        "{\"s\":\"a\",\"t\":\"a\"}",
+        "{\"s\":\"\"}",
+    };
+    /* keys of each shape's data, and a + 10 b over them */
+    static const int nkeys[] = {1, 1, 1, 2, 2, 0, 2, 0, 1, 2, 18, 1, 1, 1, 1, 1, 2, 1};
+    /* ... and 100 * #s + its first byte */
+    static const int sum[] = {1, 1, 20, 21, 21, 0, 0, 0, 1, 1, 21, 197, 197, 297, 397, 197, 197, 0};
+    const size_t ns = sizeof shapes / sizeof *shapes;
+    static const char src[] =
+        "return { init = function() return { keys = 0, sum = 0 } end, apply = { T = function(s, e)"
+        " if type(e.data) == 'table' and not e.data[1] then"
+        "  for k in pairs(e.data) do s.keys = s.keys + 1 end;"
+        "  s.sum = s.sum + (e.data.a or 0) + 10 * (e.data.b or 0)"
+        "  if e.data.s then s.sum = s.sum + 100 * #e.data.s + (e.data.s:byte(1) or 0) end"
+        " elseif type(e.data) == 'table' then s.keys = s.keys + #e.data end end }, }";
+    cairn_event_in evs[100];
+    cairn_append_result r;
+    cairn_state st;
+    long keys = 0, total = 0;
+    CHECK_OK(cairn_define_script(fx->store, CAIRN_SCRIPT_AGGREGATE, "shp", 3, src, strlen(src)));
+    for (int b = 0; b < 10; b++) {
+        for (size_t i = 0; i < 100; i++) {
+            size_t k = (b * 100 + i) % ns;
+            evs[i] = ev_make("T", shapes[k]);
+            keys += nkeys[k], total += sum[k];
+        }
+        CHECK_OK(cairn_append(fx->store, "shp-1", 5, CAIRN_ANY, evs, 100, &r));
+    }
+    CHECK_OK(cairn_load(fx->store, "shp-1", 5, NULL, 0, -1, CAIRN_AT_NONE, &st));
+    assert_int_equal(st.applied, 1000);
+    assert_int_equal(field_of(st.json, "keys"), keys);
+    assert_int_equal(field_of(st.json, "sum"), total);
     free(st.json);
 }
 
@@ -371,6 +462,8 @@ int main(void) {
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(upcasters_apply_on_reads, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(long_folds_keep_event_semantics, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(long_folds_see_each_events_own_data_keys, fx_setup,
+                                        fx_teardown),
         cmocka_unit_test_setup_teardown(execute_with_a_command_id_is_idempotent, fx_setup,
                                         fx_teardown),
     };
