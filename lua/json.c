@@ -628,6 +628,16 @@ static int dec_array(dec *d, int depth) {
     return 0;
 }
 
+/* [-0, +0, -] t[k] = v for the n pairs (k, v) on the stack from index `first`, in order:
+ * a repeated key keeps its last value */
+static void set_pairs(lua_State *L, int t, int first, int n) {
+    for (int i = 0; i < n; i++) {
+        lua_pushvalue(L, first + 2 * i);
+        lua_pushvalue(L, first + 1 + 2 * i);
+        lua_rawset(L, t);
+    }
+}
+
 static int dec_object(dec *d, int depth) {
     lua_State *L = d->L;
     int base = lua_gettop(L), made = 0, n = 0;
@@ -651,11 +661,7 @@ static int dec_object(dec *d, int depth) {
         } else if (n == LH_BATCH) {
             object_table(d, depth, 2 * LH_BATCH);
             lua_insert(L, base + 1);
-            for (int i = 0; i < n; i++) { /* in order: a repeated key keeps its last value */
-                lua_pushvalue(L, base + 2 + 2 * i);
-                lua_pushvalue(L, base + 3 + 2 * i);
-                lua_rawset(L, base + 1);
-            }
+            set_pairs(L, base + 1, base + 2, n);
             lua_settop(L, base + 1);
             made = 1;
         }
@@ -673,11 +679,7 @@ static int dec_object(dec *d, int depth) {
     if (!made) {
         object_table(d, depth, n);
         lua_insert(L, base + 1);
-        for (int i = 0; i < n; i++) {
-            lua_pushvalue(L, base + 2 + 2 * i);
-            lua_pushvalue(L, base + 3 + 2 * i);
-            lua_rawset(L, base + 1);
-        }
+        set_pairs(L, base + 1, base + 2, n);
         lua_settop(L, base + 1);
     }
     return 0;
@@ -784,11 +786,7 @@ static int dec_object_reuse(dec *d) {
     }
     /* LH_DKEYS pairs and more to come: the keys are not kept */
     reuse_clear(L, t, dk);
-    for (int i = 0; i < n; i++) { /* in order: a repeated key keeps its last value */
-        lua_pushvalue(L, base + 1 + 2 * i);
-        lua_pushvalue(L, base + 2 + 2 * i);
-        lua_rawset(L, t);
-    }
+    set_pairs(L, t, base + 1, n);
     lua_settop(L, base);
     for (;;) {
         if (d->p >= d->end || *d->p != '"') return dec_fail(d, "expected a string key");

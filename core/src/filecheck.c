@@ -38,7 +38,7 @@
 
 #define META_MAGIC 0xBEEFC0DEu
 #define META_VERSION 1u
-#define PAGEHDR 16u
+#define PAGEHDR CAIRN__MDB_PAGEHDR
 #define NODEHDR 8u
 #define P_INVALID (~(uint64_t)0)
 #define P_BRANCH 0x01u
@@ -50,8 +50,8 @@
 #define DB_SIZE 48u
 #define DB_ROOT 40u
 #define META_OFF_DBS 24u
-#define META_OFF_LAST 120u
-#define META_OFF_TXNID 128u
+#define META_OFF_LAST CAIRN__MDB_META_LAST
+#define META_OFF_TXNID CAIRN__MDB_META_TXNID
 #define META_SIZE 136u
 #define RETRIES 5
 

@@ -91,8 +91,7 @@ typedef struct cairn_env {
     size_t ksize;
     /* The write-ahead journal (wal.c): its file (-1: none, a read-only store without one),
      * held with a shared OFD lock for the environment's life; the snapshot this process
-     * pins (NULL: none) and its txn id; what the last checkpoint of this process wrote
-     * (generation, base), and the recording of the write in progress (under wlock). */
+     * pins (NULL: none), and the recording of the write in progress (under wlock). */
     int walfd;
     MDB_txn *wal_pin;
     uint64_t wal_pin_id, wal_pin_gen; /* the pinned txn, and the generation it began */
@@ -180,6 +179,9 @@ int cairn__store_open(const char *path, const cairn_options *opts, const cairn_h
 int cairn__read_begin(cairn_env *e, MDB_txn **txn);
 void cairn__read_end(cairn_env *e, MDB_txn *txn);
 int cairn__write_begin(cairn_env *e, cairn_durability d, MDB_txn **txn);
+/* An OFD lock (F_RDLCK, F_WRLCK, F_UNLCK) on byte `at` of fd, waiting for it or not: 0 or
+ * errno (EAGAIN: another holds it).  The writer lock and the journal's are these. */
+int cairn__byte_lock(int fd, off_t at, short type, int wait);
 int cairn__write_commit(cairn_env *e, MDB_txn *txn); /* MDB code, lock released */
 void cairn__write_abort(cairn_env *e, MDB_txn *txn);
 /* The error of a failed commit: like cairn__mdb_fail, and when the file system holding the
@@ -230,6 +232,11 @@ typedef struct cairn_filecheck {
     uint64_t bad_page;
 } cairn_filecheck;
 int cairn__file_check(const char *data, int force_walk, cairn_filecheck *out);
+/* LMDB 0.9's meta pages (pages 0 and 1) on 64-bit hosts, as filecheck.c and wal.c read
+ * them: a 16-byte page header, then MDB_meta with mm_last_pg at 120 and mm_txnid at 128. */
+#define CAIRN__MDB_PAGEHDR 16u
+#define CAIRN__MDB_META_LAST 120u
+#define CAIRN__MDB_META_TXNID 128u
 /* data.mdb as the power leaves it when it cut the making of a new store before the first
  * commit's flush (filecheck.c): not empty, no meta page of a commit, only zeros or LMDB's
  * new meta pages where they belong, at most a few pages.  1 when it is one.  _reset cuts it
@@ -655,7 +662,7 @@ void cairn__wal_abort(cairn_env *e);
  * settle before it commits. */
 size_t cairn__wal_mark(cairn_env *e);
 void cairn__wal_undo(cairn_env *e, size_t mark);
-void cairn__wal_settle(void);
+void cairn__wal_settle(cairn_env *e);
 /* Writer lock held, no write txn of this thread: data.mdb made durable, the journal
  * emptied (a new generation), the new base pinned.  MDB code or errno. */
 int cairn__wal_checkpoint(cairn_env *e);

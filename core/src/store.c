@@ -155,13 +155,17 @@ void cairn__read_end(cairn_env *e, MDB_txn *txn) {
  * the open file description, not the thread: `wlock` orders this process's writers. */
 #define WRITER_LOCK_AT ((off_t)1 << 62)
 
-static int writer_fcntl(cairn_env *e, short type) {
+int cairn__byte_lock(int fd, off_t at, short type, int wait) {
     struct flock fl;
     memset(&fl, 0, sizeof fl);
-    fl.l_type = type, fl.l_whence = SEEK_SET, fl.l_start = WRITER_LOCK_AT, fl.l_len = 1;
-    while (fcntl(e->lockfd, type == F_UNLCK ? F_OFD_SETLK : F_OFD_SETLKW, &fl) != 0)
+    fl.l_type = type, fl.l_whence = SEEK_SET, fl.l_start = at, fl.l_len = 1;
+    while (fcntl(fd, wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl) != 0)
         if (errno != EINTR) return errno;
     return 0;
+}
+
+static int writer_fcntl(cairn_env *e, short type) {
+    return cairn__byte_lock(e->lockfd, WRITER_LOCK_AT, type, type != F_UNLCK);
 }
 
 static void writer_unlock(cairn_env *e) {
@@ -360,7 +364,7 @@ static int group_run_one(cairn_env *e, MDB_txn *parent, gwait *w, int *notify, u
         cairn__clear_error();
         rc = w->body(&wt, w->ctx);
         if (rc == CAIRN_OK && !wt.skip) {
-            cairn__wal_settle();
+            cairn__wal_settle(e);
             if ((mrc = mdb_txn_commit(wt.txn)) == MDB_MAP_FULL) return 1;
             if (mrc) {
                 cairn__wal_undo(e, mark);

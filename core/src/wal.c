@@ -48,15 +48,18 @@
  * pages the commits since the base freed are reused only after it (data.mdb grows by
  * about twice what they wrote; 32 commits of one event: under 1 MiB). */
 #define WAL_CKPT_BYTES ((off_t)256 << 10)
-#define META_COPY 256         /* bytes of a meta page kept: LMDB's meta is 152 */
-#define META_TXNID_AT 144     /* page header 16 + MDB_meta's mm_txnid at 128 */
-#define META_LASTPG_AT 136    /* and its mm_last_pg at 120 */
+#define META_COPY 256 /* bytes of a meta page kept: LMDB's meta is 152 */
+#define META_TXNID_AT (CAIRN__MDB_PAGEHDR + CAIRN__MDB_META_TXNID)
+#define META_LASTPG_AT (CAIRN__MDB_PAGEHDR + CAIRN__MDB_META_LAST)
 #define HDR_MAGIC 0x4c415743u /* "CWAL" */
 #define REC_MAGIC 0x43455243u /* "CREC" */
 #define REC_HEAD 24           /* magic u32, len u32, gen u64, txnid u64 */
 #define WAL_LOCK_AT ((off_t)1 << 62)
 
 enum { OP_PUT = 1, OP_MULTI, OP_DEL, OP_DROP };
+/* restore_base's refusals (beside MDB and errno codes) */
+#define WAL_OLDER (-30210) /* data.mdb's meta pages are both older than the base */
+#define WAL_CUT (-30211)   /* data.mdb lacks pages of the base */
 
 /* A header slot: magic, version, gen, base, psize, the base's meta page bytes, XXH3. */
 typedef struct wal_hdr {
@@ -106,7 +109,13 @@ static void settle(wal_rec *r) {
     r->pend_at = 0;
 }
 
-void cairn__wal_settle(void) { settle(g_cur); }
+/* The recording of e's write in progress, NULL when none is journaled. */
+static wal_rec *active(cairn_env *e) {
+    wal_rec *r = e->wrec;
+    return r && r->txn && r->journaled ? r : NULL;
+}
+
+void cairn__wal_settle(cairn_env *e) { settle(active(e)); }
 
 static void op_head(wal_rec *r, int op, MDB_dbi dbi) {
     cairn_env *e = r->env;
@@ -240,15 +249,13 @@ int cairn__wal_dbi_open(MDB_txn *txn, const char *name, unsigned flags, MDB_dbi 
 }
 
 size_t cairn__wal_mark(cairn_env *e) {
-    wal_rec *r = g_cur;
-    (void)e;
+    wal_rec *r = active(e);
     settle(r);
     return r ? r->b.len : 0;
 }
 
 void cairn__wal_undo(cairn_env *e, size_t mark) {
-    wal_rec *r = g_cur;
-    (void)e;
+    wal_rec *r = active(e);
     if (!r) return;
     if (r->pend_at >= mark) r->pend_at = 0;
     r->b.len = mark;
@@ -332,12 +339,7 @@ static int preallocate(int fd) {
 }
 
 static int wal_lock(int fd, short type, int wait) {
-    struct flock fl;
-    memset(&fl, 0, sizeof fl);
-    fl.l_type = type, fl.l_whence = SEEK_SET, fl.l_start = WAL_LOCK_AT, fl.l_len = 1;
-    while (fcntl(fd, wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl) != 0)
-        if (errno != EINTR) return errno;
-    return 0;
+    return cairn__byte_lock(fd, WAL_LOCK_AT, type, wait);
 }
 
 /* Is the lock held by another open of the file (another process, or this one)? */
@@ -365,14 +367,13 @@ void cairn__wal_repin(cairn_env *e) {
         e->wal_pin_id = mdb_txn_id(e->wal_pin);
 }
 
-/* The meta page of txn `last` as data.mdb holds it (both are read; the one with that txn
- * id is the current one). */
-static int meta_copy(cairn_env *e, uint64_t last, uint8_t out[META_COPY]) {
+/* The meta page of txn `last` as data.mdb (fd) holds it: of its two meta pages, the one
+ * with that txn id. */
+static int meta_copy(int fd, unsigned psize, uint64_t last, uint8_t out[META_COPY]) {
     uint8_t m[2][META_COPY];
     int i, err;
     for (i = 0; i < 2; i++)
-        if ((err = pread_all(e->lockfd, m[i], META_COPY, (off_t)i * e->wal_psize)))
-            return err < 0 ? EIO : err;
+        if ((err = pread_all(fd, m[i], META_COPY, (off_t)i * psize))) return err < 0 ? EIO : err;
     for (i = 0; i < 2; i++)
         if (cairn__get_le64(m[i] + META_TXNID_AT) == last) {
             memcpy(out, m[i], META_COPY);
@@ -389,14 +390,15 @@ static int broken(cairn_env *e, int rc) {
     return rc;
 }
 
-static int checkpoint(cairn_env *e, uint64_t last) {
+/* *out (when given): the header written. */
+static int checkpoint(cairn_env *e, uint64_t last, wal_hdr *out) {
     wal_hdr h, old;
     int rc;
     if ((rc = mdb_env_sync(e->env, 1))) return broken(e, rc);
     h.gen = hdr_read(e->walfd, &old) == 0 ? old.gen + 1 : 1;
     h.base = last;
     h.psize = e->wal_psize;
-    if ((rc = meta_copy(e, last, h.meta))) return broken(e, rc);
+    if ((rc = meta_copy(e->lockfd, e->wal_psize, last, h.meta))) return broken(e, rc);
     if ((rc = preallocate(e->walfd)) || (rc = hdr_write(e->walfd, &h))) return broken(e, rc);
     if (fdatasync(e->walfd) != 0) return broken(e, errno);
     cairn__wal_repin(e); /* writer lock held: the pin sees `last` */
@@ -404,7 +406,13 @@ static int checkpoint(cairn_env *e, uint64_t last) {
     e->wal_pin_gen = h.gen;
     e->wal_dirty = 0;
     e->wal_ckpts++;
+    if (out) *out = h;
     return 0;
+}
+
+/* Does this process pin a snapshot no newer than the base of header h (read: `have`)? */
+static int pinned(const cairn_env *e, int have, const wal_hdr *h) {
+    return have && e->wal_pin && e->wal_pin_id <= h->base;
 }
 
 /* A pin PIN_STALE_GENS generations old is another process's checkpoints' business no more:
@@ -435,7 +443,7 @@ int cairn__wal_checkpoint(cairn_env *e) {
     MDB_envinfo info;
     if (e->walfd < 0 || e->rdonly) return 0;
     mdb_env_info(e->env, &info);
-    return checkpoint(e, (uint64_t)info.me_last_txnid);
+    return checkpoint(e, (uint64_t)info.me_last_txnid, NULL);
 }
 
 /* ---------------------------------------------------------------------------------
@@ -489,7 +497,7 @@ static int commit_unjournaled(cairn_env *e, MDB_txn *txn) {
     wal_hdr h;
     int rc;
     if (hdr_read(e->walfd, &h) == 0 && has_records(e, txn, &h) &&
-        (rc = checkpoint(e, mdb_txn_id(txn) - 1))) {
+        (rc = checkpoint(e, mdb_txn_id(txn) - 1, NULL))) {
         mdb_txn_abort(txn);
         return rc;
     }
@@ -503,7 +511,7 @@ int cairn__wal_commit(cairn_env *e, MDB_txn *txn) {
     wal_hdr h;
     off_t at = 0;
     size_t len;
-    int rc, ok, mine = r && r->txn == txn;
+    int rc, have, ok, mine = r && r->txn == txn;
     g_cur = NULL;
     if (r) r->txn = NULL;
     if (e->walfd < 0 || e->rdonly) return mdb_txn_commit(txn);
@@ -513,19 +521,16 @@ int cairn__wal_commit(cairn_env *e, MDB_txn *txn) {
         mdb_txn_abort(txn);
         return ENOMEM;
     }
-    if (r->b.len == REC_HEAD) { /* nothing recorded (at most a database made) */
-        if (hdr_read(e->walfd, &h) == 0 && e->wal_pin && e->wal_pin_id <= h.base)
-            return mdb_txn_commit(txn);
-        return commit_unjournaled(e, txn);
-    }
+    have = hdr_read(e->walfd, &h) == 0;
+    if (r->b.len == REC_HEAD) /* nothing recorded (at most a database made) */
+        return pinned(e, have, &h) ? mdb_txn_commit(txn) : commit_unjournaled(e, txn);
     len = r->b.len + 8;
-    if (REC_START + (off_t)len > REC_START + WAL_AREA) {
+    if ((off_t)len > WAL_AREA) {
         /* too big for the journal: LMDB's commit, made durable by a checkpoint at once */
         if ((rc = mdb_txn_commit(txn))) return rc;
-        return checkpoint(e, id);
+        return checkpoint(e, id, NULL);
     }
-    ok = hdr_read(e->walfd, &h) == 0 && e->wal_pin && e->wal_pin_id <= h.base;
-    if (ok) {
+    if ((ok = pinned(e, have, &h))) {
         tail_get(e, txn, t);
         if (t[0] == h.gen && t[2] == id - 1)
             at = (off_t)t[1];
@@ -535,13 +540,9 @@ int cairn__wal_commit(cairn_env *e, MDB_txn *txn) {
             ok = 0;
     }
     if (!ok || at < REC_START || at + (off_t)len > REC_START + WAL_AREA) {
-        if ((rc = checkpoint(e, id - 1))) {
+        if ((rc = checkpoint(e, id - 1, &h))) {
             mdb_txn_abort(txn);
             return rc;
-        }
-        if (hdr_read(e->walfd, &h)) {
-            mdb_txn_abort(txn);
-            return EIO;
         }
         at = REC_START;
     }
@@ -576,7 +577,7 @@ int cairn__wal_commit(cairn_env *e, MDB_txn *txn) {
     /* The commit is durable (its record is): a failed checkpoint now fails the writes
      * after it, not this one. */
     if (id - h.base >= CAIRN__WAL_CKPT_COMMITS || at + (off_t)len - REC_START >= WAL_CKPT_BYTES)
-        checkpoint(e, id);
+        checkpoint(e, id, NULL);
     return 0;
 }
 
@@ -603,8 +604,8 @@ static const uint8_t *rd_bytes(rd *r, size_t n) {
     return q;
 }
 
-/* The records of generation h->gen that follow h->base one by one, read into *out
- * (REC_START-relative bytes [0, *len)); *n: how many. */
+/* The records of generation h->gen that follow h->base one by one, read into *out one after
+ * another; *n: how many, *last: the txn of the last one (h->base when none). */
 static int scan(int fd, const wal_hdr *h, cairn_buf *out, size_t *n, uint64_t *last) {
     off_t at = REC_START;
     uint64_t prev = h->base;
@@ -712,9 +713,9 @@ static int restore_base(const char *data, const wal_hdr *h) {
     if (fstat(fd, &st) != 0)
         err = errno;
     else if (!newer)
-        err = MDB_INVALID;
+        err = WAL_OLDER;
     else if ((uint64_t)st.st_size < (cairn__get_le64(h->meta + META_LASTPG_AT) + 1) * h->psize)
-        err = MDB_TLS_FULL; /* stands for "cut short" here */
+        err = WAL_CUT;
     for (i = 0; !err && i < 2; i++) {
         memcpy(m, h->meta, META_COPY);
         cairn__put_le64(m, (uint64_t)i); /* the page's own number */
@@ -772,19 +773,9 @@ static int replay(const char *path, const char *data, int walfd, const wal_hdr *
     nh.psize = h->psize;
     mdb_env_close(env);
     if ((fd = open(data, O_RDONLY | O_CLOEXEC)) < 0) return errno;
-    {
-        uint8_t m[2][META_COPY];
-        int i, found = 0;
-        rc = 0;
-        for (i = 0; i < 2 && !rc; i++) rc = pread_all(fd, m[i], META_COPY, (off_t)i * h->psize);
-        close(fd);
-        if (rc) return EIO;
-        for (i = 0; i < 2; i++)
-            if (cairn__get_le64(m[i] + META_TXNID_AT) == nh.base)
-                memcpy(nh.meta, m[i], META_COPY), found = 1;
-        if (!found) return EIO;
-    }
-    if ((rc = hdr_write(walfd, &nh))) return rc;
+    rc = meta_copy(fd, h->psize, nh.base, nh.meta);
+    close(fd);
+    if (rc || (rc = hdr_write(walfd, &nh))) return rc;
     return fdatasync(walfd) != 0 ? errno : 0;
 }
 
@@ -816,12 +807,12 @@ static int recover(const char *path, int fd, int writable) {
     snprintf(data, sizeof data, "%s/data.mdb", path);
     rc = replay(path, data, fd, &h, &recs, n);
     cairn_buf_free(&recs);
-    if (rc == MDB_TLS_FULL)
+    if (rc == WAL_CUT)
         return cairn__fail(CAIRN_ECORRUPT,
                            "%s: data.mdb is shorter than the journal's base (txn %llu) needs: "
                            "it was cut short; restore it from a backup",
                            path, (unsigned long long)h.base);
-    if (rc == MDB_INVALID)
+    if (rc == WAL_OLDER)
         return cairn__fail(CAIRN_ECORRUPT,
                            "%s: the journal (wal) holds commits after txn %llu, but data.mdb "
                            "is older than that: was data.mdb put back from a copy? Restore a "
