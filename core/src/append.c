@@ -21,7 +21,7 @@ static int validate_event(const cairn_event_in *ev, const cairn_slice *stream, s
     }
     cairn_rec_extra x = {ev->subject.ptr ? 1 : 0, ev->subject};
     size_t sealed = ev->subject.ptr ? CAIRN_AEAD_OVERHEAD : 0; /* the sealed data's growth */
-    if (cairn__record_size(stream, ev, &x) + sealed > CAIRN_MAX_RECORD)
+    if (cairn__record_limit_size(stream, ev, &x) + sealed > CAIRN_MAX_RECORD)
         return cairn__fail(CAIRN_ETOOBIG, "data: event %zu is larger than %u bytes", i,
                            CAIRN_MAX_RECORD);
     return CAIRN_OK;
@@ -295,7 +295,7 @@ static int write_request(cairn_env *e, writer *w, const cairn_append_req *q, siz
     cairn_slice cat = cairn_category(q->stream.ptr, q->stream.len);
     uint64_t first = *head + 1;
     uint8_t sidb[8], kb[CAIRN_POST_KEY];
-    int rc = CAIRN_OK;
+    int rc = CAIRN_OK, keep;
     MDB_val k, v;
 
     (void)e;
@@ -337,10 +337,14 @@ static int write_request(cairn_env *e, writer *w, const cairn_append_req *q, siz
         }
         /* the record, written in place into the page LMDB reserves for it */
         k.mv_size = 8, k.mv_data = posb;
-        v.mv_size = cairn__record_size(&q->stream, rec, xp), v.mv_data = NULL;
+        /* the chain hash is stored in the request's last record and every 64th position
+         * (FORMAT.md "The hash chain"): a hash never takes more than 64 records to find */
+        keep = i + 1 == q->nevents || (pos & 63) == 0;
+        v.mv_size = cairn__record_size(&q->stream, rec, xp, si->version + 1 + (int64_t)i, keep);
+        v.mv_data = NULL;
         MDB_TRY(mdb_cursor_put(w->log, &k, &v, MDB_APPEND | MDB_RESERVE), "write log");
         cairn__record_write(v.mv_data, &q->stream, rec, xp, id, pos, si->version + 1 + (int64_t)i,
-                            ts, w->chain, w->chain);
+                            ts, keep, w->chain, w->chain);
 
         if (w->tail) continue;
         for (size_t t = 0; t < ev->ntags; t++)
@@ -462,12 +466,14 @@ static int read_tail(cairn_env *e, MDB_txn *txn, MDB_cursor *clog, uint64_t *hea
         *head = kept > pos ? kept : pos;
         if (kept_ts > *last_ts) *last_ts = kept_ts;
     }
+    /* an older store (opened read-only first by this process) is upgraded by this write:
+     * its records are written in this format (one look-up in meta's hot page) */
+    if ((rc = cairn__store_format(e, txn, &format))) return rc;
+    if (format < CAIRN_STORE_FORMAT && (rc = cairn__chain_upgrade(e, txn))) return rc;
     if (stored && pos == *head) {
         memcpy(chain, stored, CAIRN_CHAIN);
         return CAIRN_OK;
     }
-    if ((rc = cairn__store_format(e, txn, &format))) return rc;
-    if (format == 1 && (rc = cairn__chain_upgrade(e, txn))) return rc;
     return cairn__chain_at(e, txn, *head, chain);
 }
 

@@ -33,17 +33,18 @@ int cairn__chain_init(void) {
 
 const uint8_t *cairn__chain_genesis(void) { return g_genesis; }
 
-void cairn__chain_hash(const uint8_t prev[CAIRN_CHAIN], const void *rec, size_t len,
-                       uint8_t chain[CAIRN_CHAIN]) {
-    const uint8_t *r = rec;
+void cairn__chain_hash(const uint8_t prev[CAIRN_CHAIN], uint64_t position, const void *rec,
+                       size_t len, uint8_t chain[CAIRN_CHAIN]) {
     crypto_generichash_state st = g_start;
+    cairn_slice part[2];
     crypto_generichash_update(&st, prev, CAIRN_CHAIN);
-    if (r[8] == 1) { /* format 1: every byte after the checksum */
-        crypto_generichash_update(&st, r + 8, len - 8);
-    } else { /* every byte but the checksum and the hash itself */
-        crypto_generichash_update(&st, r + 8, 72 - 8);
-        crypto_generichash_update(&st, r + 104, len - 104);
+    if (cairn__record_chain_input(rec, len, part)) {
+        uint8_t pb[8];
+        cairn__put_le64(pb, position);
+        crypto_generichash_update(&st, pb, 8);
     }
+    crypto_generichash_update(&st, part[0].ptr, part[0].len);
+    if (part[1].len) crypto_generichash_update(&st, part[1].ptr, part[1].len);
     crypto_generichash_final(&st, chain, CAIRN_CHAIN);
 }
 
@@ -158,7 +159,7 @@ static int walk(cairn_env *e, MDB_txn *txn, uint64_t from, uint64_t to, uint8_t 
         if (info.chain)
             memcpy(h, info.chain, CAIRN_CHAIN);
         else
-            cairn__chain_hash(h, v.mv_data, v.mv_size, h);
+            cairn__chain_hash(h, p, v.mv_data, v.mv_size, h);
         if (p < to) rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
     }
     if (rc == MDB_NOTFOUND)
@@ -167,6 +168,57 @@ static int walk(cairn_env *e, MDB_txn *txn, uint64_t from, uint64_t to, uint8_t 
         rc = cairn__mdb_fail(rc, "read log");
 out:
     mdb_cursor_close(c);
+    return rc;
+}
+
+/* The nearest position below pos whose hash is known without hashing records (*at, its
+ * hash into h): a record that stores it, the end of a run of removed positions (its hole
+ * entry), the genesis (0), or a format-1 record (computed as such). */
+static int known_below(cairn_env *e, MDB_txn *txn, uint64_t pos, uint64_t *at,
+                       uint8_t h[CAIRN_CHAIN]) {
+    MDB_cursor *c;
+    uint8_t kb[8];
+    MDB_val k = {8, kb}, v;
+    uint64_t p = pos - 1;
+    int rc;
+    *at = 0;
+    if ((rc = mdb_cursor_open(txn, e->log, &c))) return cairn__mdb_fail(rc, "read log");
+    cairn__put_be64(kb, pos);
+    rc = mdb_cursor_get(c, &k, &v, MDB_SET_KEY);
+    for (;;) {
+        cairn_event ev;
+        cairn_rec_info info;
+        if (rc == 0) rc = mdb_cursor_get(c, &k, &v, MDB_PREV);
+        if (p == 0) {
+            memcpy(h, g_genesis, CAIRN_CHAIN);
+            rc = CAIRN_OK;
+            break;
+        }
+        if (rc == MDB_NOTFOUND ||
+            (rc == 0 && (k.mv_size != 8 || cairn__get_be64(k.mv_data) != p))) {
+            rc = hole_get(e, txn, p, NULL, h); /* p is missing: it ends a run */
+            rc = rc < 0 ? rc
+                : rc    ? CAIRN_OK
+                        : cairn__corrupt(p, "position missing from the log with no hole entry");
+            break;
+        }
+        if (rc) {
+            rc = cairn__mdb_fail(rc, "read log");
+            break;
+        }
+        if ((rc = cairn__record_decode_ex(v.mv_data, v.mv_size, p, &ev, &info))) break;
+        if (info.chain) {
+            memcpy(h, info.chain, CAIRN_CHAIN);
+            break;
+        }
+        if (info.format == 1) {
+            rc = cairn__chain_at(e, txn, p, h);
+            break;
+        }
+        p--;
+    }
+    mdb_cursor_close(c);
+    *at = p;
     return rc;
 }
 
@@ -194,6 +246,10 @@ int cairn__chain_at(cairn_env *e, MDB_txn *txn, uint64_t pos, uint8_t out[CAIRN_
     if (info.chain) {
         memcpy(out, info.chain, CAIRN_CHAIN);
         return CAIRN_OK;
+    }
+    if (info.format == 3) { /* from the nearest known hash below (at most 64 back) */
+        if ((rc = known_below(e, txn, pos, &from, out))) return rc;
+        return walk(e, txn, from + 1, pos, out);
     }
     /* format 1: meta chain1, else from the nearest known hash below (a hole entry: the
      * records between are all there; else genesis) */
@@ -244,7 +300,7 @@ int cairn__chain_remove(cairn_env *e, MDB_txn *txn, uint64_t pos, const void *re
             memcpy(val + 8, info.chain, CAIRN_CHAIN);
         } else { /* format 1: from the hash of pos-1 (val + 8 already when it is a hole) */
             if (!left && (rc = cairn__chain_at(e, txn, pos - 1, val + 8))) return rc;
-            cairn__chain_hash(val + 8, rec, len, val + 8);
+            cairn__chain_hash(val + 8, pos, rec, len, val + 8);
         }
     } else { /* pos+1 starts a run: its entry (at its end, the first one after pos) now
               * starts at `first` */
@@ -287,7 +343,8 @@ int cairn__chain_upgrade(cairn_env *e, MDB_txn *txn) {
     int rc, format;
 
     if ((rc = cairn__store_format(e, txn, &format))) return rc;
-    if (format != 1) return CAIRN_OK;
+    if (format >= CAIRN_STORE_FORMAT) return CAIRN_OK;
+    if (format != 1) goto bump; /* format 2: its records stay as they are */
     memcpy(h, g_genesis, CAIRN_CHAIN);
     if ((rc = mdb_cursor_open(txn, e->log, &c))) return cairn__mdb_fail(rc, "read log");
     rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
@@ -303,7 +360,7 @@ int cairn__chain_upgrade(cairn_env *e, MDB_txn *txn) {
             rc = cairn__corrupt(pos, "a format-2 record in a format-1 store");
             break;
         }
-        cairn__chain_hash(h, v.mv_data, v.mv_size, h);
+        cairn__chain_hash(h, pos, v.mv_data, v.mv_size, h);
         last = pos;
         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
     }
@@ -316,6 +373,7 @@ int cairn__chain_upgrade(cairn_env *e, MDB_txn *txn) {
         v.mv_size = sizeof c1, v.mv_data = c1;
         PUT(mdb_put(txn, e->meta, (MDB_val *)&K_CHAIN1, &v, 0), "write meta");
     }
+bump:
     memcpy(magic, "cairn-store\0\0\0", 15);
     magic[14] = CAIRN_STORE_FORMAT;
     v.mv_size = sizeof magic, v.mv_data = magic;

@@ -14,35 +14,82 @@ static size_t tags_size(const cairn_event_in *ev) {
     return n;
 }
 
-size_t cairn__record_size(const cairn_slice *stream, const cairn_event_in *ev,
-                          const cairn_rec_extra *x) {
-    return CAIRN_REC_HEADER + stream->len + ev->type.len + tags_size(ev) + ev->metadata.len +
+/* LEB128: 7 bits a byte, least significant first, the top bit set on all but the last */
+static size_t uv_size(uint64_t v) {
+    size_t n = 1;
+    while (v >= 0x80) v >>= 7, n++;
+    return n;
+}
+
+static uint8_t *uv_put(uint8_t *p, uint64_t v) {
+    while (v >= 0x80) *p++ = (uint8_t)(v | 0x80), v >>= 7;
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+/* 0 past the end or past 10 bytes */
+static const uint8_t *uv_get(const uint8_t *p, const uint8_t *end, uint64_t *v) {
+    uint64_t x = 0;
+    for (unsigned s = 0; p < end && s < 70; s += 7) {
+        uint8_t b = *p++;
+        x |= (uint64_t)(b & 0x7f) << s;
+        if (!(b & 0x80)) {
+            *v = x;
+            return p;
+        }
+    }
+    return NULL;
+}
+
+/* The varints of a format-3 record, in their order (docs/FORMAT.md). */
+#define REC3_NV 9
+static void rec3_fields(uint64_t f[REC3_NV], const cairn_slice *stream, const cairn_event_in *ev,
+                        const cairn_rec_extra *x, int64_t version) {
+    f[0] = (uint64_t)version;
+    f[1] = ev->schema;
+    f[2] = stream->len;
+    f[3] = ev->type.len;
+    f[4] = ev->ntags;
+    f[5] = tags_size(ev);
+    f[6] = ev->metadata.len;
+    f[7] = x ? x->key_id : 0;
+    f[8] = x ? x->subject.len : 0;
+}
+
+size_t cairn__record_limit_size(const cairn_slice *stream, const cairn_event_in *ev,
+                                const cairn_rec_extra *x) {
+    return CAIRN_REC_LIMIT_HEADER + stream->len + ev->type.len + tags_size(ev) + ev->metadata.len +
         (x ? x->subject.len : 0) + ev->data.len;
+}
+
+size_t cairn__record_size(const cairn_slice *stream, const cairn_event_in *ev,
+                          const cairn_rec_extra *x, int64_t version, int keep) {
+    uint64_t f[REC3_NV];
+    size_t n = CAIRN_REC_FIXED + (keep ? CAIRN_CHAIN : 0);
+    rec3_fields(f, stream, ev, x, version);
+    for (int i = 0; i < REC3_NV; i++) n += uv_size(f[i]);
+    return n + stream->len + ev->type.len + f[5] + ev->metadata.len + f[8] + ev->data.len;
+}
+
+/* Where a format-3 record's hashed bytes skip the stored hash: [8, 34) and [from, end). */
+static size_t rec3_after_hash(const uint8_t *r) {
+    return CAIRN_REC_FIXED + ((r[9] & CAIRN_REC_CHAINED) ? CAIRN_CHAIN : 0);
 }
 
 void cairn__record_write(uint8_t *out, const cairn_slice *stream, const cairn_event_in *ev,
                          const cairn_rec_extra *x, const uint8_t *id, uint64_t position,
-                         int64_t version, int64_t timestamp, const uint8_t prev[CAIRN_CHAIN],
-                         uint8_t chain[CAIRN_CHAIN]) {
-    size_t tl = tags_size(ev), sl = x ? x->subject.len : 0;
-    uint8_t *p = out + CAIRN_REC_HEADER;
+                         int64_t version, int64_t timestamp, int keep,
+                         const uint8_t prev[CAIRN_CHAIN], uint8_t chain[CAIRN_CHAIN]) {
+    uint64_t f[REC3_NV];
+    uint8_t *p;
 
+    rec3_fields(f, stream, ev, x, version);
     out[8] = CAIRN_REC_FORMAT;
-    out[9] = (uint8_t)ev->flags;
-    cairn__put_le16(out + 10, (uint16_t)ev->type.len);
-    cairn__put_le16(out + 12, (uint16_t)ev->ntags);
-    cairn__put_le16(out + 14, (uint16_t)stream->len);
-    cairn__put_le64(out + 16, position);
-    cairn__put_le64(out + 24, (uint64_t)version);
-    cairn__put_le64(out + 32, (uint64_t)timestamp);
-    cairn__put_le32(out + 40, ev->schema);
-    cairn__put_le32(out + 44, (uint32_t)ev->metadata.len);
-    cairn__put_le32(out + 48, (uint32_t)ev->data.len);
-    cairn__put_le32(out + 52, (uint32_t)tl);
-    memcpy(out + 56, id, 16);
-    cairn__put_le32(out + 104, x ? x->key_id : 0);
-    cairn__put_le16(out + 108, (uint16_t)sl);
-    cairn__put_le16(out + 110, 0);
+    out[9] = (uint8_t)(ev->flags | (keep ? CAIRN_REC_CHAINED : 0));
+    memcpy(out + 10, id, 16);
+    cairn__put_le64(out + 26, (uint64_t)timestamp);
+    p = out + rec3_after_hash(out);
+    for (int i = 0; i < REC3_NV; i++) p = uv_put(p, f[i]);
     memcpy(p, stream->ptr, stream->len), p += stream->len;
     memcpy(p, ev->type.ptr, ev->type.len), p += ev->type.len;
     for (size_t i = 0; i < ev->ntags; i++) {
@@ -51,13 +98,82 @@ void cairn__record_write(uint8_t *out, const cairn_slice *stream, const cairn_ev
         p += 2 + ev->tags[i].len;
     }
     if (ev->metadata.len) memcpy(p, ev->metadata.ptr, ev->metadata.len), p += ev->metadata.len;
-    if (sl) memcpy(p, x->subject.ptr, sl), p += sl;
+    if (f[8]) memcpy(p, x->subject.ptr, f[8]), p += f[8];
     if (ev->data.len) memcpy(p, ev->data.ptr, ev->data.len), p += ev->data.len;
-    /* the chain hash covers every byte but the checksum and itself; the checksum then
-     * covers the hash too */
-    cairn__chain_hash(prev, out, (size_t)(p - out), out + 72);
-    if (chain != out + 72) memcpy(chain, out + 72, CAIRN_CHAIN);
-    cairn__put_le64(out, XXH3_64bits(out + 8, (size_t)(p - out) - 8));
+    /* the chain hash covers the position and every byte but the checksum and itself; the
+     * checksum, seeded with the position, then covers the hash too */
+    cairn__chain_hash(prev, position, out, (size_t)(p - out), chain);
+    if (keep) memcpy(out + CAIRN_REC_FIXED, chain, CAIRN_CHAIN);
+    cairn__put_le64(out, XXH3_64bits_withSeed(out + 8, (size_t)(p - out) - 8, position));
+}
+
+const uint8_t *cairn__record_id(const void *rec, size_t len) {
+    const uint8_t *r = rec;
+    if (len >= CAIRN_REC_FIXED && r[8] == 3) return r + 10;
+    if (len >= CAIRN_REC_HEADER1 && (r[8] == 1 || r[8] == 2)) return r + 56;
+    return NULL;
+}
+
+int cairn__record_chain_input(const void *rec, size_t len, cairn_slice part[2]) {
+    const uint8_t *r = rec;
+    if (r[8] == 1) { /* every byte after the checksum */
+        part[0].ptr = r + 8, part[0].len = len - 8, part[1].ptr = NULL, part[1].len = 0;
+        return 0;
+    }
+    if (r[8] == 2) { /* every byte but the checksum and the hash; the position is in it */
+        part[0].ptr = r + 8, part[0].len = 72 - 8;
+        part[1].ptr = r + 104, part[1].len = len - 104;
+        return 0;
+    }
+    part[0].ptr = r + 8, part[0].len = CAIRN_REC_FIXED - 8;
+    part[1].ptr = r + rec3_after_hash(r), part[1].len = len - rec3_after_hash(r);
+    return 1; /* the position is hashed before them */
+}
+
+/* A format-3 record (docs/FORMAT.md): lengths checked against the record's size before
+ * any is used. */
+static int decode3(const uint8_t *r, size_t len, uint64_t position, cairn_event *ev,
+                   cairn_rec_info *info) {
+    const uint8_t *p, *end = r + len;
+    uint64_t f[REC3_NV], left;
+    if (len < CAIRN_REC_FIXED || (r[9] & ~(1 | 4 | CAIRN_REC_CHAINED))) return -1;
+    if ((size_t)rec3_after_hash(r) > len) return -1;
+    p = r + rec3_after_hash(r);
+    for (int i = 0; i < REC3_NV; i++)
+        if (!(p = uv_get(p, end, &f[i]))) return -1;
+    if (f[0] > INT64_MAX || f[1] > UINT32_MAX || f[2] > UINT16_MAX || f[3] > UINT16_MAX ||
+        f[4] > UINT16_MAX || f[7] > UINT32_MAX || f[8] > UINT16_MAX)
+        return -1;
+    left = (uint64_t)(end - p); /* each length at most it before they are added */
+    if (f[5] > left || f[6] > left || f[2] + f[3] + f[5] + f[6] + f[8] > left) return -1;
+    ev->flags = r[9] & (1 | 4);
+    memcpy(ev->id, r + 10, 16);
+    ev->timestamp = (int64_t)cairn__get_le64(r + 26);
+    ev->position = position;
+    ev->version = (int64_t)f[0];
+    ev->schema = (uint32_t)f[1];
+    ev->stream.len = (size_t)f[2];
+    ev->type.len = (size_t)f[3];
+    ev->ntags = (size_t)f[4];
+    ev->tags_len = (size_t)f[5];
+    ev->metadata.len = (size_t)f[6];
+    ev->key_id = (uint32_t)f[7];
+    ev->subject.len = (size_t)f[8];
+    ev->stream.ptr = p, p += f[2];
+    ev->type.ptr = p, p += f[3];
+    ev->tags_raw = p, p += f[5];
+    ev->metadata.ptr = p, p += f[6];
+    ev->subject.ptr = p, p += f[8];
+    ev->data.ptr = p;
+    ev->data.len = (size_t)(end - p);
+    ev->forgotten = 0;
+    if (info) {
+        info->format = 3;
+        info->key_id = ev->key_id;
+        info->chain = (r[9] & CAIRN_REC_CHAINED) ? r + CAIRN_REC_FIXED : NULL;
+        info->subject = ev->subject;
+    }
+    return 0;
 }
 
 int cairn__record_decode(const void *rec, size_t len, uint64_t position, cairn_event *ev) {
@@ -73,10 +189,17 @@ static int record_decode(const void *rec, size_t len, uint64_t position, cairn_e
     uint64_t body, sl = 0;
     size_t header;
 
+    if (len >= CAIRN_REC_FIXED && r[8] == CAIRN_REC_FORMAT) {
+        if (!position ||
+            (sum && XXH3_64bits_withSeed(r + 8, len - 8, position) != cairn__get_le64(r)) ||
+            decode3(r, len, position, ev, info))
+            goto bad;
+        return CAIRN_OK;
+    }
     if (len < CAIRN_REC_HEADER1) goto bad;
     if (sum && XXH3_64bits(r + 8, len - 8) != cairn__get_le64(r)) goto bad;
-    if (r[8] == CAIRN_REC_FORMAT) {
-        header = CAIRN_REC_HEADER;
+    if (r[8] == 2) {
+        header = CAIRN_REC_HEADER2;
         if (len < header || cairn__get_le16(r + 110) != 0) goto bad;
         sl = cairn__get_le16(r + 108);
     } else if (r[8] == 1) {
@@ -100,12 +223,12 @@ static int record_decode(const void *rec, size_t len, uint64_t position, cairn_e
     if ((uint64_t)ev->stream.len + ev->type.len + body + ev->metadata.len + sl + ev->data.len !=
         len - header)
         goto bad;
-    ev->key_id = header == CAIRN_REC_HEADER ? cairn__get_le32(r + 104) : 0;
+    ev->key_id = header == CAIRN_REC_HEADER2 ? cairn__get_le32(r + 104) : 0;
     ev->forgotten = 0; /* cairn__event_reveal's to say (keys.c) */
     if (info) {
         info->format = r[8];
         info->key_id = ev->key_id;
-        info->chain = header == CAIRN_REC_HEADER ? r + 72 : NULL;
+        info->chain = header == CAIRN_REC_HEADER2 ? r + 72 : NULL;
     }
     r += header;
     ev->stream.ptr = r, r += ev->stream.len;

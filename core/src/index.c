@@ -192,8 +192,8 @@ int cairn__id_find(cairn_env *e, MDB_txn *txn, const uint8_t *key, size_t len, i
     k.mv_size = 8, k.mv_data = kb;
     rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
     while (rc == 0) {
-        if (v.mv_size >= CAIRN_REC_HEADER1 && k.mv_size == 8 &&
-            memcmp((const uint8_t *)v.mv_data + 56, key, len) == 0) {
+        const uint8_t *rid = cairn__record_id(v.mv_data, v.mv_size);
+        if (rid && k.mv_size == 8 && memcmp(rid, key, len) == 0) {
             cairn_event ev;
             uint64_t p = cairn__get_be64(k.mv_data);
             if ((rc = cairn__record_decode(v.mv_data, v.mv_size, p, &ev))) break;

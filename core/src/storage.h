@@ -255,10 +255,13 @@ int cairn__file_unmade_reset(const char *path, const char *data);
  * Format 1 (written before issue 13, still read): bytes 0..72 alike, then the body without
  * a subject; its chain hash is computed, not stored.
  * --------------------------------------------------------------------------------- */
-#define CAIRN_REC_HEADER 112
-#define CAIRN_REC_HEADER1 72 /* a format-1 record's header */
-#define CAIRN_REC_FORMAT 2
-#define CAIRN_STORE_FORMAT 2 /* the format number in meta `magic` */
+#define CAIRN_REC_FIXED 34    /* a format-3 record's fixed bytes, before its hash and varints */
+#define CAIRN_REC_CHAINED 8   /* format 3's flag: the chain hash is stored (at 34) */
+#define CAIRN_REC_HEADER2 112 /* a format-2 record's header */
+#define CAIRN_REC_HEADER1 72  /* a format-1 record's header */
+#define CAIRN_REC_LIMIT_HEADER 112 /* the record size limit's fixed part (API.md section 1) */
+#define CAIRN_REC_FORMAT 3
+#define CAIRN_STORE_FORMAT 3 /* the format number in meta `magic` */
 #define CAIRN_CHAIN 32       /* bytes of a chain hash (BLAKE2b-256) */
 
 /* What a record carries besides the event (NULL where taken: none): the key id of its
@@ -277,14 +280,23 @@ typedef struct cairn_rec_info {
 } cairn_rec_info;
 
 size_t cairn__record_size(const cairn_slice *stream, const cairn_event_in *ev,
-                          const cairn_rec_extra *x);
+                          const cairn_rec_extra *x, int64_t version, int keep);
+/* Where a record keeps its event id (16 bytes; NULL: too short, an unknown format), for
+ * a scan that compares ids before it decodes. */
+const uint8_t *cairn__record_id(const void *rec, size_t len);
+/* The size the record limit counts (API.md section 1: format 2's, whatever is stored). */
+size_t cairn__record_limit_size(const cairn_slice *stream, const cairn_event_in *ev,
+                                const cairn_rec_extra *x);
+/* The bytes of a record its chain hash covers after the previous hash: part[0] then
+ * part[1]; returns 1 when the position (u64 LE) comes first (format 3). */
+int cairn__record_chain_input(const void *rec, size_t len, cairn_slice part[2]);
 /* Writes a record into `out` (cairn__record_size bytes): its chain hash follows from
  * `prev` (the chain hash of position-1) and is also copied to `chain` (may be `prev`),
  * then the checksum is sealed. */
 void cairn__record_write(uint8_t *out, const cairn_slice *stream, const cairn_event_in *ev,
                          const cairn_rec_extra *x, const uint8_t *id, uint64_t position,
-                         int64_t version, int64_t timestamp, const uint8_t prev[CAIRN_CHAIN],
-                         uint8_t chain[CAIRN_CHAIN]);
+                         int64_t version, int64_t timestamp, int keep,
+                         const uint8_t prev[CAIRN_CHAIN], uint8_t chain[CAIRN_CHAIN]);
 /* Checks and decodes a record (format 1 or 2); `position` is the key it was stored under
  * (0: not checked).  Pointers in *ev and *info point into `rec`; info may be NULL. */
 int cairn__record_decode(const void *rec, size_t len, uint64_t position, cairn_event *ev);
@@ -309,8 +321,8 @@ int cairn__chain_init(void);
 const uint8_t *cairn__chain_genesis(void);
 /* chain = the chain hash of the record `rec` (format 1 or 2, already checked) after `prev`
  * (may alias chain). */
-void cairn__chain_hash(const uint8_t prev[CAIRN_CHAIN], const void *rec, size_t len,
-                       uint8_t chain[CAIRN_CHAIN]);
+void cairn__chain_hash(const uint8_t prev[CAIRN_CHAIN], uint64_t position, const void *rec,
+                       size_t len, uint8_t chain[CAIRN_CHAIN]);
 /* The chain hash of position `pos` as of txn (0: genesis): a format-2 record's stored one,
  * a hole entry's, meta chain1's, or computed over format-1 records from the nearest
  * position below whose hash is known.  CAIRN_ECORRUPT naming pos when it cannot be known. */

@@ -67,6 +67,7 @@ typedef struct vstate {
      * positions met (each must have its hole entry) */
     uint8_t chain[CAIRN_CHAIN];
     int known, format, seen2;
+    uint64_t unstored; /* format 3: the first of the records since the last stored hash */
     uint64_t c1pos, runs;
     uint64_t removed; /* meta removed as the pass started: reclamation meanwhile makes the
                        * counts of the records checked stale (the check runs again) */
@@ -185,7 +186,7 @@ static int check_chain(vstate *vs, const MDB_val *v, uint64_t pos, const cairn_r
         if (vs->format > 1 && (!vs->c1pos || pos > vs->c1pos))
             return cairn__corrupt(pos, "a format-1 record past the upgrade's chain1 in meta");
         if (!vs->known) return CAIRN_OK; /* after a damaged record: nothing to go on */
-        cairn__chain_hash(vs->chain, v->mv_data, v->mv_size, vs->chain);
+        cairn__chain_hash(vs->chain, pos, v->mv_data, v->mv_size, vs->chain);
         if (pos == vs->c1pos && memcmp(vs->chain, vs->c1hash, CAIRN_CHAIN)) {
             memcpy(vs->chain, vs->c1hash, CAIRN_CHAIN);
             return cairn__corrupt(pos,
@@ -200,10 +201,25 @@ static int check_chain(vstate *vs, const MDB_val *v, uint64_t pos, const cairn_r
         if (vs->c1pos >= pos)
             return cairn__corrupt(pos, "meta chain1 names a position after this format-2 record");
     }
+    if (!info->chain) { /* format 3 keeps a hash in some records: the next one checks */
+        if (vs->known) cairn__chain_hash(vs->chain, pos, v->mv_data, v->mv_size, vs->chain);
+        if (!vs->unstored) vs->unstored = pos;
+        return CAIRN_OK;
+    }
     if (vs->known) {
-        cairn__chain_hash(vs->chain, v->mv_data, v->mv_size, h);
+        uint64_t since = vs->unstored;
+        cairn__chain_hash(vs->chain, pos, v->mv_data, v->mv_size, h);
         memcpy(vs->chain, info->chain, CAIRN_CHAIN);
+        vs->unstored = 0;
         if (memcmp(h, info->chain, CAIRN_CHAIN)) {
+            if (since) { /* the records between stored hashes cannot be told apart */
+                char m[200];
+                snprintf(m, sizeof m,
+                         "chain hash does not match the records from position %llu to this "
+                         "one (one of them, or this record's chain hash, was changed)",
+                         (unsigned long long)since);
+                return cairn__corrupt(pos, m);
+            }
             if (after_hole) {
                 char m[160];
                 snprintf(m, sizeof m,
@@ -218,7 +234,7 @@ static int check_chain(vstate *vs, const MDB_val *v, uint64_t pos, const cairn_r
         }
     }
     memcpy(vs->chain, info->chain, CAIRN_CHAIN);
-    vs->known = 1;
+    vs->known = 1, vs->unstored = 0;
     return CAIRN_OK;
 }
 
@@ -292,12 +308,19 @@ static int hole_end(cairn_env *e, vstate *vs, MDB_txn *txn, uint64_t first, uint
     cairn__put_be64(kb, end);
     rc = mdb_get(txn, e->holes, &k, &v);
     if (rc == MDB_NOTFOUND) return 0;
+    /* A stream loses its oldest events first and every append request's last record keeps
+     * its hash, so the record before a removed run keeps one: else the run's entry would
+     * be all that vouches for the records before it */
+    if (rc == 0 && vs->unstored && vs->known)
+        return cairn__corrupt(first - 1,
+                              "a run of removed positions follows this record, "
+                              "which keeps no chain hash (a record was removed)");
     if (rc) return cairn__mdb_fail(rc, "verify");
     if (v.mv_size != 8 + CAIRN_CHAIN) return cairn__corrupt(end, "damaged hole entry");
     if (cairn__get_be64(v.mv_data) != first)
         return cairn__corrupt(end, "the hole entry of this run names another first position");
     memcpy(vs->chain, (uint8_t *)v.mv_data + 8, CAIRN_CHAIN);
-    vs->known = 1;
+    vs->known = 1, vs->unstored = 0;
     vs->runs++;
     if (end == vs->c1pos && memcmp(vs->chain, vs->c1hash, CAIRN_CHAIN))
         return cairn__corrupt(end,

@@ -63,14 +63,18 @@ static void recompute(cairn_store *s, uint8_t (*out)[32], uint64_t head) {
         cairn__put_be64(kb, p);
         if (mdb_get(txn, s->env->log, &k, &v) == 0) {
             const uint8_t *r = v.mv_data;
+            size_t after = 34 + ((r[9] & 8) ? 32 : 0); /* format 3: hash at 34 when flag 8 */
+            uint8_t pb[8];
             crypto_generichash_state st;
-            assert_int_equal(r[8], 2);
+            assert_int_equal(r[8], 3);
+            cairn__put_le64(pb, p);
             crypto_generichash_init(&st, NULL, 0, 32);
             crypto_generichash_update(&st, out[p - 1], 32);
-            crypto_generichash_update(&st, r + 8, 64);
-            crypto_generichash_update(&st, r + 104, v.mv_size - 104);
+            crypto_generichash_update(&st, pb, 8);
+            crypto_generichash_update(&st, r + 8, 34 - 8);
+            crypto_generichash_update(&st, r + after, v.mv_size - after);
             crypto_generichash_final(&st, out[p], 32);
-            assert_memory_equal(out[p], r + 72, 32); /* the stored hash */
+            if (r[9] & 8) assert_memory_equal(out[p], r + 34, 32); /* the stored hash */
         } else {
             memset(out[p], 0, 32); /* inside a run: unknown */
             if (mdb_get(txn, s->env->holes, &k, &v) == 0)
@@ -398,33 +402,36 @@ static size_t raw_record(const char *path, uint64_t pos, uint8_t *buf, size_t le
     return len;
 }
 
-/* Every bit position class of record 4: each byte flipped, as it is (the checksum finds it)
- * and with the checksum resealed (the chain, or the decoder's own checks, find it); every
- * case names position 4, and the store verifies again once the byte is back. */
+/* Every bit position class of record 6 (the last of its batch: it stores its chain hash):
+ * each byte flipped, as it is (the checksum finds it) and with the checksum resealed (the
+ * chain, or the decoder's own checks, find it); every case names position 6, and the store
+ * verifies again once the byte is back. */
 static void every_byte_flipped_is_found(void **state) {
     fixture *fx = *state;
     uint8_t rb[256], bad[256];
     size_t len;
     cairn_close(fx->store);
     fx->store = NULL;
-    len = raw_record(fx->path, 4, rb, 0);
-    assert_true(len > CAIRN_REC_HEADER && len < sizeof rb);
+    len = raw_record(fx->path, 6, rb, 0);
+    assert_true(len > CAIRN_REC_FIXED + CAIRN_CHAIN && len < sizeof rb);
+    assert_true(rb[9] & CAIRN_REC_CHAINED);
     for (size_t i = 0; i < len; i++) {
         for (int reseal = 0; reseal < 2; reseal++) {
             if (reseal && i < 8) continue; /* the checksum itself */
             memcpy(bad, rb, len);
             bad[i] ^= (uint8_t)(1u << (i % 8));
-            if (reseal) cairn__put_le64(bad, XXH3_64bits(bad + 8, len - 8));
-            raw_record(fx->path, 4, bad, len);
+            if (reseal) cairn__put_le64(bad, XXH3_64bits_withSeed(bad + 8, len - 8, 6));
+            raw_record(fx->path, 6, bad, len);
             CHECK_OK(open_store(fx->path, CAIRN_DURABLE_NONE, 0, 1, &fx->store));
-            expect_damage(fx->store, 4, NULL);
-            if (reseal && i >= 72 && i < 104) /* the hash: only the chain can tell */
+            expect_damage(fx->store, 6, NULL);
+            if (reseal && i >= CAIRN_REC_FIXED && i < CAIRN_REC_FIXED + CAIRN_CHAIN)
+                /* the hash: only the chain can tell */
                 assert_non_null(strstr(cairn_errmsg(), "chain hash does not match"));
             cairn_close(fx->store);
             fx->store = NULL;
         }
     }
-    raw_record(fx->path, 4, rb, len);
+    raw_record(fx->path, 6, rb, len);
     CHECK_OK(open_store(fx->path, CAIRN_DURABLE_NONE, 0, 1, &fx->store));
     verify_ok(fx->store, N);
 }
@@ -440,7 +447,7 @@ static void a_resealed_record_breaks_the_chain(void **state) {
     len = raw_record(fx->path, 7, rb, 0);
     assert_int_equal(rb[len - 2], '7'); /* data {"i":7} */
     rb[len - 2] = '8';
-    cairn__put_le64(rb, XXH3_64bits(rb + 8, len - 8));
+    cairn__put_le64(rb, XXH3_64bits_withSeed(rb + 8, len - 8, 7));
     raw_record(fx->path, 7, rb, len);
     CHECK_OK(open_store(fx->path, CAIRN_DURABLE_NONE, 0, 0, &fx->store));
     expect_damage(fx->store, 7, "chain hash does not match");
@@ -525,21 +532,21 @@ static void a_newer_store_format_is_refused(void **state) {
     assert_int_equal(mdb_get(w.txn, meta, &k, &v), 0);
     assert_int_equal(v.mv_size, 15);
     memcpy(magic, v.mv_data, 15);
-    assert_int_equal(magic[14], 2);
-    magic[14] = 3;
+    assert_int_equal(magic[14], 3);
+    magic[14] = 4;
     v.mv_data = magic;
     assert_int_equal(mdb_put(w.txn, meta, &k, &v, 0), 0);
     raw_close(&w);
     for (int ro = 0; ro < 2; ro++) {
         CHECK_RC(open_store(fx->path, CAIRN_DURABLE_NONE, 0, ro, &s), CAIRN_ECORRUPT);
-        assert_non_null(strstr(cairn_errmsg(), "store format 3 is newer"));
-        assert_non_null(strstr(cairn_errmsg(), "formats 1 to 2"));
+        assert_non_null(strstr(cairn_errmsg(), "store format 4 is newer"));
+        assert_non_null(strstr(cairn_errmsg(), "formats 1 to 3"));
     }
     raw_open(&w, fx->path);
     assert_int_equal(mdb_dbi_open(w.txn, "meta", 0, &meta), 0);
     assert_int_equal(mdb_get(w.txn, meta, &k, &v), 0);
-    assert_int_equal(((uint8_t *)v.mv_data)[14], 3); /* untouched */
-    magic[14] = 2;
+    assert_int_equal(((uint8_t *)v.mv_data)[14], 4); /* untouched */
+    magic[14] = 3;
     v.mv_data = magic;
     assert_int_equal(mdb_put(w.txn, meta, &k, &v, 0), 0);
     raw_close(&w);

@@ -22,6 +22,9 @@ def stored_hash(path, pos):
     with env.begin() as t:
         rec = t.get(pos.to_bytes(8, "big"), db=env.open_db(b"log", txn=t, create=False))
     env.close()
+    if rec[8] == 3:  # format 3: at 34, in the records that keep it (flag 8)
+        assert rec[9] & 8, pos
+        return bytes(rec[34:66]).hex()
     return bytes(rec[72:104]).hex()
 
 
@@ -113,3 +116,78 @@ def test_forgetting_a_subject_keeps_the_chain(tmp_path):
         rep = s.verify()
         assert rep.head == s.head() > recorded[0] and rep.chain == s.chain_head()[1]
         assert stored_hash(path, recorded[0]) == recorded[1]
+
+
+def _raw_log(path, edit=None):
+    """{position: record} of the closed store; edit(txn, log db, holes db) first, if given."""
+    env = lmdb.open(str(path), max_dbs=32, subdir=True)
+    with env.begin(write=edit is not None) as t:
+        log = env.open_db(b"log", txn=t, create=False)
+        if edit:
+            edit(t, log, env.open_db(b"holes", txn=t, create=False))
+        out = {int.from_bytes(k, "big"): bytes(v) for k, v in t.cursor(log)}
+    env.close()
+    return out
+
+
+def test_a_call_keeps_its_hash_in_its_last_record_and_every_64th(tmp_path):
+    """Record format 3 (FORMAT.md): the chain hash is stored where a later read needs it; the
+    others are computed, and a change to one shows at the next stored hash."""
+    from test_format1 import reseal
+    path = tmp_path / "s"
+    with cairn.open(path, durability="none") as s:
+        s.append("a-1", [cairn.Event("A", {"i": i}) for i in range(70)])
+        s.append("b-1", [cairn.Event("B", {"i": i}) for i in range(5)])
+        head = s.chain_head()
+    log = _raw_log(path)
+    assert [p for p, r in log.items() if r[9] & 8] == [64, 70, 75]
+    assert all(r[8] == 3 for r in log.values())
+    rec = bytearray(log[66])
+    rec[-2] ^= 1
+
+    def edit(t, db, _):
+        t.put((66).to_bytes(8, "big"), reseal(rec, 66), db=db)
+    _raw_log(path, edit)
+    with cairn.open(path, readonly=True) as s:
+        assert s.chain_head() == head  # stored at 75
+        with pytest.raises(cairn.CorruptionError) as ei:
+            s.verify()
+    assert ei.value.position == 70 and "from position 65 to this one" in str(ei.value)
+
+
+def test_removed_events_keep_the_chain_of_records_without_a_stored_hash(tmp_path):
+    path = tmp_path / "s"
+    with cairn.open(path, durability="none") as s:
+        s.append("a-1", [cairn.Event("A", {"i": i}) for i in range(70)])
+        s.append("b-1", [cairn.Event("B", {"i": i}) for i in range(10)])
+        head = s.chain_head()
+        s.set_stream_metadata("a-1", max_count=3)  # removes positions 1..67: hashless
+        s.maintain()
+        s.delete_stream("b-1", hard=True)  # 71..80, after 70 which keeps its hash
+        s.maintain()
+        assert s.get(68).data == {"i": 67}
+        rep = s.verify()
+        assert rep.head == s.head() == head[0] + 2  # + the $lifecycle events
+        assert rep.events == 3 + 2 and rep.chain == s.chain_head()[1]
+    with cairn.open(path, readonly=True) as s:
+        assert s.verify().chain == s.chain_head()[1]
+
+
+def test_a_removed_run_after_a_record_without_a_stored_hash_is_damage(tmp_path):
+    """No write makes one (a stream loses its oldest events first, a call's last record keeps
+    its hash): a record deleted from the middle of a call, its hole entry forged, is found."""
+    path = tmp_path / "s"
+    with cairn.open(path, durability="none") as s:
+        s.append("a-1", [cairn.Event("A", {"i": i}) for i in range(10)])
+    log = _raw_log(path)
+
+    def edit(t, db, holes):
+        k = (6).to_bytes(8, "big")
+        t.delete(k, db=db)
+        t.put(k, (6).to_bytes(8, "big") + b"\x00" * 32, db=holes)
+    _raw_log(path, edit)
+    with cairn.open(path, readonly=True) as s:
+        with pytest.raises(cairn.CorruptionError) as ei:
+            s.verify()
+    assert ei.value.position == 5 and "keeps no chain hash" in str(ei.value)
+    assert log[5][9] & 8 == 0

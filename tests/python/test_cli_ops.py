@@ -64,7 +64,7 @@ def test_verify_names_a_record_with_a_flipped_byte(tmp_path):
 
 
 def test_verify_names_a_record_changed_with_its_checksum_recomputed(tmp_path):
-    """The checksum cannot tell: the hash chain does, naming the position (issue 13)."""
+    """The checksum cannot tell: the hash chain does, naming where (issues 13, 15)."""
     import lmdb
     from test_format1 import reseal
     path = tmp_path / "s"
@@ -76,14 +76,17 @@ def test_verify_names_a_record_changed_with_its_checksum_recomputed(tmp_path):
         rec = bytearray(t.get(key, db=db))
         at = rec.find(b"MARK0017X")
         rec[at + 4] = ord("9")
-        t.put(key, reseal(rec), db=db)
+        t.put(key, reseal(rec, 18), db=db)
     lenv.close()
     with cairn.open(path, readonly=True) as s:
         assert s.get(18).data["marker"] == "MARK9017X"  # reads fine: only the chain tells
     r = subprocess.run([sys.executable, "-m", "cairn", "verify", str(path)], capture_output=True,
                        text=True, env=env())
     assert r.returncode == 1
-    assert r.stdout.startswith("position 18: chain hash does not match this record")
+    # format 3 stores the hash in the call's last record (60) and every 64th: the change
+    # shows there, naming the records it may be in
+    assert r.stdout.startswith("position 60: chain hash does not match the records from "
+                               "position 1 to this one")
     assert "is damaged" in r.stderr and len(r.stderr.splitlines()) == 1
 
 

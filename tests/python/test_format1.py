@@ -29,11 +29,16 @@ GENESIS = hashlib.blake2b(b"cairn-chain-v1\0\0", digest_size=32).digest()
 _xxh = ctypes.CDLL(ctypes.util.find_library("xxhash") or "libxxhash.so.0")
 _xxh.XXH3_64bits.restype = ctypes.c_uint64
 _xxh.XXH3_64bits.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+_xxh.XXH3_64bits_withSeed.restype = ctypes.c_uint64
+_xxh.XXH3_64bits_withSeed.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint64]
 
 
-def reseal(rec):
-    """The record with its checksum recomputed (XXH3-64 of bytes 8..end, little-endian)."""
+def reseal(rec, pos=None):
+    """The record with its checksum recomputed (XXH3-64 of bytes 8..end, little-endian;
+    format 3 seeds it with the record's position)."""
     body = bytes(rec[8:])
+    if rec[8] == 3:
+        return _xxh.XXH3_64bits_withSeed(body, len(body), pos).to_bytes(8, "little") + body
     return _xxh.XXH3_64bits(body, len(body)).to_bytes(8, "little") + body
 
 
@@ -74,18 +79,34 @@ def raw(path):
     return out
 
 
-def chain(log):
-    """{position: chain hash} recomputed over every record of `log` ({key: record})."""
+def link(h, pos, r):
+    """C(pos) from C(pos-1) = h and the stored record r (docs/FORMAT.md, "The hash chain");
+    a hash the record stores is checked."""
+    if r[8] == 1:
+        return hashlib.blake2b(h + r[8:], digest_size=32).digest()
+    if r[8] == 2:
+        h = hashlib.blake2b(h + r[8:72] + r[104:], digest_size=32).digest()
+        assert r[72:104] == h, pos
+        return h
+    assert r[8] == 3, pos
+    after = 66 if r[9] & 8 else 34
+    h = hashlib.blake2b(h + pos.to_bytes(8, "little") + r[8:34] + r[after:],
+                        digest_size=32).digest()
+    assert after == 34 or r[34:66] == h, pos
+    return h
+
+
+def chain(log, holes=None):
+    """{position: chain hash} recomputed over every record of `log` ({key: record}); a run of
+    removed positions takes its hash from its `holes` entry."""
+    log = {int.from_bytes(k, "big"): v for k, v in log.items()}
+    holes = {int.from_bytes(k, "big"): v for k, v in (holes or {}).items()}
     h, out = GENESIS, {}
-    for k in sorted(log):
-        r = log[k]
-        if r[8] == 1:
-            h = hashlib.blake2b(h + r[8:], digest_size=32).digest()
-        else:
-            assert r[8] == 2
-            h = hashlib.blake2b(h + r[8:72] + r[104:], digest_size=32).digest()
-            assert r[72:104] == h, int.from_bytes(k, "big")
-        out[int.from_bytes(k, "big")] = h
+    for p in range(1, max(log) + 1):
+        if p in log:
+            h = out[p] = link(h, p, log[p])
+        elif p in holes:
+            h = holes[p][8:]
     return out
 
 
@@ -123,7 +144,7 @@ def test_a_format1_store_is_upgraded_by_a_writable_open_and_chains_on(store_copy
             balances[d["stream"]] = balances.get(d["stream"], 0) + sign * d["data"]["amount"]
     with cairn.open(store_copy, durability="none") as s:
         m = raw(store_copy)["meta"]
-        assert m[b"magic"] == b"cairn-store\0\0\0\x02"
+        assert m[b"magic"] == b"cairn-store\0\0\0\x03"
         assert m[b"chain1"] == (200).to_bytes(8, "big") + expect[200]
         assert s.chain_head() == (200, expect[200].hex())
         assert [as_json(e) for e in s.read_all()] == want
@@ -140,9 +161,9 @@ def test_a_format1_store_is_upgraded_by_a_writable_open_and_chains_on(store_copy
         head = s.chain_head()
         assert head[0] == 205
     log = raw(store_copy)["log"]
-    again = chain(log)  # also checks every stored format-2 hash
+    again = chain(log)  # also checks every stored format-3 hash
     assert again[200] == expect[200] and head == (205, again[205].hex())
-    assert [log[(p).to_bytes(8, "big")][8] for p in (200, 201, 205)] == [1, 2, 2]
+    assert [log[(p).to_bytes(8, "big")][8] for p in (200, 201, 205)] == [1, 3, 3]
     for ro in (True, False):
         with cairn.open(store_copy, readonly=ro) as s:
             assert [as_json(e) for e in s.read_all(limit=200)] == want
@@ -191,7 +212,7 @@ def test_a_store_opened_read_only_first_is_upgraded_by_its_first_write(store_cop
         assert raw(store_copy)["meta"][b"magic"][-1] == 1
         s.append("z-1", [cairn.Event("Z")])
         m = raw(store_copy)["meta"]
-        assert m[b"magic"][-1] == 2 and m[b"chain1"][8:] == expect[200]
+        assert m[b"magic"][-1] == 3 and m[b"chain1"][8:] == expect[200]
         assert s.verify().events == 201
     ro.close()
     log = raw(store_copy)["log"]

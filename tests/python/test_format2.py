@@ -8,13 +8,13 @@ The chain is recomputed here from the stored bytes (py-lmdb, hashlib.blake2b), i
 of the C code.
 """
 
-import hashlib
 import json
 import os
 import tarfile
 
 import pytest
-from test_format1 import FIXTURES, GENESIS, as_json, file_digest, raw
+from test_format1 import FIXTURES, as_json, file_digest, raw
+from test_format1 import chain as chain_of
 
 import cairn
 
@@ -32,22 +32,8 @@ def store_copy(tmp_path):
 
 
 def chain(db):
-    """{position: chain hash} of every record of db["log"], recomputed; a run of removed
-    positions takes its hash from its `holes` entry (docs/FORMAT.md, "The hash chain")."""
-    log = {int.from_bytes(k, "big"): v for k, v in db["log"].items()}
-    holes = {int.from_bytes(k, "big"): v for k, v in db.get("holes", {}).items()}
-    h, out = GENESIS, {}
-    for p in range(1, max(log) + 1):
-        if p not in log:
-            if p in holes:
-                h = holes[p][8:]
-            continue
-        r = log[p]
-        assert r[8] == 2, p
-        h = hashlib.blake2b(h + r[8:72] + r[104:], digest_size=32).digest()
-        assert r[72:104] == h, p
-        out[p] = h
-    return out
+    """{position: chain hash}, recomputed from the stored bytes (test_format1.chain)."""
+    return chain_of(db["log"], db.get("holes"))
 
 
 def test_a_format2_store_reads_as_written_read_only_and_nothing_is_written(store_copy):
@@ -91,7 +77,10 @@ def test_a_format2_store_takes_new_events_that_chain_on_from_its_records(store_c
         s.forget("user-1")
         assert all(e.data is None for e in s.read_stream("secret-1"))
         after = s.chain_head()
-    again = chain(raw(store_copy))  # checks every stored hash, old and new
+    db = raw(store_copy)
+    assert db["meta"][b"magic"][-1] == 3  # the store format moved; the old records did not
+    assert [db["log"][p.to_bytes(8, "big")][8] for p in (head, head + 1)] == [2, 3]
+    again = chain(db)  # checks every stored hash, old and new
     assert again[head] == expect[head] and after == (max(again), again[max(again)].hex())
     for ro in (True, False):
         with cairn.open(store_copy, readonly=ro) as s:
